@@ -1,0 +1,12 @@
+//! Typed requests and responses of the engine. Responses serialise to exactly the JSON the
+//! Alibaba KMS 2016-01-20 API returns (PascalCase keys, XML-style list wrappers, integers for
+//! paging), so the sidecar renders them and the Rust client parses them with one definition.
+//! `RequestId` is added by the transport.
+
+mod common;
+mod crypto;
+mod keys;
+
+pub use common::*;
+pub use crypto::*;
+pub use keys::*;

@@ -1,0 +1,8 @@
+//! Cryptography of the engine: the symmetric AEADs, the ciphertext blob format and the sealing of
+//! key material under the root key.
+
+pub mod aead;
+pub mod blob;
+pub mod seal;
+
+pub use aead::{Algorithm, SymCipher};

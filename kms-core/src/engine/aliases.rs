@@ -1,0 +1,122 @@
+//! Aliases: CreateAlias, UpdateAlias, DeleteAlias, ListAliases, ListAliasesByKeyId.
+
+use super::{forbid_service_key, state_error, state_modify_failed, Caller, Engine};
+use crate::api::{Alias, AliasList, ListAliasesResponse, PageRequest};
+use crate::error::{ErrorCode, KmsError, Result};
+use crate::ids::{alias_arn, service_of_alias, validate_alias_name, SERVICE_ALIAS_PREFIX};
+use crate::model::{AliasRecord, KeyState};
+use crate::store::Change;
+
+fn forbid_service_alias(name: &str, action: &str) -> Result<()> {
+    match service_of_alias(name) {
+        Some(svc) => Err(KmsError::unsupported(format_args!(
+            "{name} is the alias of the {} service key; {action} is not allowed on it",
+            svc.to_uppercase()
+        ))),
+        None if name.starts_with(SERVICE_ALIAS_PREFIX) => Err(KmsError::invalid(
+            "AliasName",
+            "the prefix alias/acs/ is reserved for cloud service keys",
+        )),
+        None => Ok(()),
+    }
+}
+
+impl Engine {
+    pub fn create_alias(&self, _caller: &Caller, alias_name: &str, key_id: &str) -> Result<()> {
+        validate_alias_name(alias_name)?;
+        if alias_name.starts_with(SERVICE_ALIAS_PREFIX) {
+            return Err(KmsError::invalid("AliasName", "the prefix alias/acs/ is reserved for cloud service keys"));
+        }
+        let max = self.config.limits.max_aliases;
+        self.mutate(|st, now| {
+            let k = self.find(st, "KeyId", key_id)?;
+            forbid_service_key(k, "CreateAlias")?;
+            if k.state == KeyState::PendingDeletion {
+                return Err(state_modify_failed(k, "aliases cannot be added to a key pending deletion"));
+            }
+            if st.aliases.contains_key(alias_name) {
+                return Err(KmsError::with_detail(ErrorCode::AliasAlreadyExists, format_args!("AliasName: {alias_name}")));
+            }
+            if st.aliases.len() >= max {
+                return Err(KmsError::with_detail(
+                    ErrorCode::LimitExceeded,
+                    format_args!("At most {max} aliases may exist in a region."),
+                ));
+            }
+            let a = AliasRecord { name: alias_name.to_string(), key_id: k.key_id.clone(), created_at: now };
+            Ok((vec![Change::PutAlias(a)], ()))
+        })
+    }
+
+    pub fn update_alias(&self, _caller: &Caller, alias_name: &str, key_id: &str) -> Result<()> {
+        validate_alias_name(alias_name)?;
+        self.mutate(|st, _| {
+            let current = st.aliases.get(alias_name).ok_or_else(|| KmsError::alias_not_found(alias_name))?;
+            forbid_service_alias(alias_name, "UpdateAlias")?;
+            let target = self.find(st, "KeyId", key_id)?;
+            forbid_service_key(target, "UpdateAlias")?;
+            if target.state == KeyState::PendingDeletion {
+                return Err(state_error(target));
+            }
+            // Ciphertexts and callers that use the alias expect one kind of key behind it.
+            if let Some(old) = st.keys.get(&current.key_id) {
+                if old.usage != target.usage || old.spec.is_symmetric() != target.spec.is_symmetric() {
+                    return Err(KmsError::invalid(
+                        "KeyId",
+                        format_args!("{} ({}, {}) is not the same kind of key as {} ({}, {})",
+                            target.key_id, target.spec, target.usage, old.key_id, old.spec, old.usage),
+                    ));
+                }
+            }
+            let mut a = current.clone();
+            a.key_id = target.key_id.clone();
+            Ok((vec![Change::PutAlias(a)], ()))
+        })
+    }
+
+    pub fn delete_alias(&self, _caller: &Caller, alias_name: &str) -> Result<()> {
+        if alias_name.trim().is_empty() {
+            return Err(KmsError::missing("AliasName"));
+        }
+        self.mutate(|st, _| {
+            if !st.aliases.contains_key(alias_name) {
+                return Err(KmsError::alias_not_found(alias_name));
+            }
+            forbid_service_alias(alias_name, "DeleteAlias")?;
+            Ok((vec![Change::DeleteAlias(alias_name.to_string())], ()))
+        })
+    }
+
+    pub fn list_aliases(&self, _caller: &Caller, page: PageRequest) -> Result<ListAliasesResponse> {
+        let page = page.validate()?;
+        let st = self.state.read();
+        let all: Vec<&AliasRecord> = st.aliases.values().collect();
+        Ok(self.alias_page(&all, page))
+    }
+
+    pub fn list_aliases_by_key_id(&self, _caller: &Caller, key_id: &str, page: PageRequest) -> Result<ListAliasesResponse> {
+        let page = page.validate()?;
+        let st = self.state.read();
+        let k = self.find(&st, "KeyId", key_id)?;
+        let all: Vec<&AliasRecord> = st.aliases_of(&k.key_id).collect();
+        Ok(self.alias_page(&all, page))
+    }
+
+    fn alias_page(&self, all: &[&AliasRecord], page: crate::api::Page) -> ListAliasesResponse {
+        let alias = page
+            .slice(all)
+            .iter()
+            .map(|a| Alias {
+                alias_name: a.name.clone(),
+                alias_arn: alias_arn(&self.config.region, &self.config.account_id, &a.name),
+                key_id: a.key_id.clone(),
+            })
+            .collect();
+        ListAliasesResponse {
+            aliases: AliasList { alias },
+            page_number: page.number,
+            page_size: page.size,
+            total_count: all.len() as u32,
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! A bounded cache of unsealed key versions, ready to use. Entries are keyed by version id; the
+//! material lives only inside the cipher's key schedule, which is zeroized when the last `Arc`
+//! drops.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::crypto::SymCipher;
+
+pub(crate) struct CipherCache {
+    map: RwLock<HashMap<String, Arc<SymCipher>>>,
+    capacity: usize,
+}
+
+impl CipherCache {
+    pub fn new(capacity: usize) -> Self {
+        CipherCache { map: RwLock::new(HashMap::new()), capacity: capacity.max(1) }
+    }
+
+    pub fn get(&self, version_id: &str) -> Option<Arc<SymCipher>> {
+        self.map.read().get(version_id).cloned()
+    }
+
+    /// Inserts, evicting an arbitrary entry when full: a miss costs one unseal, so a simple policy
+    /// is enough.
+    pub fn insert(&self, version_id: &str, cipher: Arc<SymCipher>) {
+        let mut m = self.map.write();
+        if m.len() >= self.capacity && !m.contains_key(version_id) {
+            if let Some(victim) = m.keys().next().cloned() {
+                m.remove(&victim);
+            }
+        }
+        m.insert(version_id.to_string(), cipher);
+    }
+
+    pub fn remove(&self, version_id: &str) {
+        self.map.write().remove(version_id);
+    }
+}

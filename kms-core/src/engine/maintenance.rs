@@ -1,0 +1,121 @@
+//! Background work: automatic rotation and the deletion of keys whose window has passed. One pass
+//! is [`Engine::run_maintenance`], safe to call at any time (tests call it after moving a manual
+//! clock); [`Engine::spawn_maintenance`] runs passes periodically on a thread.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::Engine;
+use crate::model::{KeyState, Origin};
+use crate::store::Change;
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    /// `(key id, new version id)` for each rotation.
+    pub rotated: Vec<(String, String)>,
+    pub deleted: Vec<String>,
+    /// Steps that failed (they are retried on the next pass).
+    pub failures: usize,
+}
+
+impl Engine {
+    pub fn run_maintenance(&self) -> MaintenanceReport {
+        let mut report = MaintenanceReport::default();
+        let now = self.now();
+        let (due_rotation, due_deletion): (Vec<String>, Vec<String>) = {
+            let st = self.state.read();
+            let rot = st.keys.values().filter(|k| rotation_due(k, now)).map(|k| k.key_id.clone()).collect();
+            let del = st.keys.values().filter(|k| deletion_due(k, now)).map(|k| k.key_id.clone()).collect();
+            (rot, del)
+        };
+        for id in due_rotation {
+            // Re-checked under the writer lock: the key may have changed since the scan.
+            let r = self.mutate(|st, now| match st.keys.get(&id).filter(|k| rotation_due(k, now)) {
+                Some(k) => {
+                    let (changes, v) = self.rotation_changes(k, now);
+                    Ok((changes, Some(v.version_id)))
+                }
+                None => Ok((Vec::new(), None)),
+            });
+            match r {
+                Ok(Some(v)) => {
+                    tracing::info!(key_id = %id, version = %v, "key rotated automatically");
+                    report.rotated.push((id, v));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(key_id = %id, error = %e, "automatic rotation failed");
+                    report.failures += 1;
+                }
+            }
+        }
+        for id in due_deletion {
+            let r = self.mutate(|st, now| match st.keys.get(&id).filter(|k| deletion_due(k, now)) {
+                Some(_) => Ok((vec![Change::DeleteKey(id.clone())], true)),
+                None => Ok((Vec::new(), false)),
+            });
+            match r {
+                Ok(true) => {
+                    tracing::info!(key_id = %id, "key deleted after its pending window");
+                    report.deleted.push(id);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(key_id = %id, error = %e, "key deletion failed");
+                    report.failures += 1;
+                }
+            }
+        }
+        report
+    }
+
+    /// Runs [`Engine::run_maintenance`] every `every` until the handle is dropped.
+    pub fn spawn_maintenance(self: &Arc<Self>, every: Duration) -> MaintenanceHandle {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let engine = Arc::downgrade(self);
+        let thread = std::thread::Builder::new()
+            .name("kms-maintenance".into())
+            .spawn(move || loop {
+                match stopped.recv_timeout(every) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => match engine.upgrade() {
+                        Some(e) => {
+                            e.run_maintenance();
+                        }
+                        None => return,
+                    },
+                    _ => return,
+                }
+            })
+            .expect("spawn maintenance thread");
+        MaintenanceHandle { stop: Some(stop), thread: Some(thread) }
+    }
+}
+
+fn rotation_due(k: &crate::model::KeyRecord, now: i64) -> bool {
+    k.state == KeyState::Enabled
+        && k.origin == Origin::AliyunKms
+        && k.spec.is_symmetric()
+        && k.next_rotation().is_some_and(|t| now >= t)
+}
+
+fn deletion_due(k: &crate::model::KeyRecord, now: i64) -> bool {
+    k.state == KeyState::PendingDeletion && k.delete_date.is_some_and(|t| now >= t)
+}
+
+/// Stops the maintenance thread when dropped.
+pub struct MaintenanceHandle {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for MaintenanceHandle {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Key versions and rotation: CreateKeyVersion, DescribeKeyVersion, ListKeyVersions,
+//! UpdateRotationPolicy, and the rotation step the maintenance task runs.
+
+use super::{forbid_service_key, require_enabled, state_error, Caller, Engine};
+use crate::api::{
+    KeyVersion, KeyVersionList, KeyVersionResponse, ListKeyVersionsResponse, PageRequest, UpdateRotationPolicyRequest,
+};
+use crate::clock::{format_iso, Timestamp};
+use crate::error::{ErrorCode, KmsError, Result};
+use crate::model::{KeyRecord, KeyState, Origin, VersionRecord};
+use crate::store::Change;
+
+impl Engine {
+    pub fn create_key_version(&self, _caller: &Caller, key_id: &str) -> Result<KeyVersionResponse> {
+        let min_gap = self.config.limits.min_manual_version_interval_secs;
+        let v = self.mutate(|st, now| {
+            let k = self.find(st, "KeyId", key_id)?;
+            forbid_service_key(k, "CreateKeyVersion")?;
+            check_rotatable(k)?;
+            require_enabled(k)?;
+            if now < k.last_rotation + min_gap {
+                return Err(KmsError::unsupported(format_args!(
+                    "key {} got a new version less than {}s ago; wait until {}",
+                    k.key_id,
+                    min_gap,
+                    format_iso(k.last_rotation + min_gap)
+                )));
+            }
+            let (changes, v) = self.rotation_changes(k, now);
+            Ok((changes, v))
+        })?;
+        tracing::info!(key_id = %v.key_id, version = %v.version_id, "key version created");
+        Ok(KeyVersionResponse { key_version: version_view(&v) })
+    }
+
+    /// The changes that make a new primary version of `k`.
+    pub(crate) fn rotation_changes(&self, k: &KeyRecord, now: Timestamp) -> (Vec<Change>, VersionRecord) {
+        let v = self.new_version(k, now);
+        let mut k = k.clone();
+        k.primary_version = Some(v.version_id.clone());
+        k.last_rotation = now;
+        (vec![Change::PutVersion(v.clone()), Change::PutKey(k)], v)
+    }
+
+    pub fn describe_key_version(&self, _caller: &Caller, key_id: &str, version_id: &str) -> Result<KeyVersionResponse> {
+        if version_id.trim().is_empty() {
+            return Err(KmsError::missing("KeyVersionId"));
+        }
+        let st = self.state.read();
+        let k = self.find(&st, "KeyId", key_id)?;
+        let v = st
+            .versions
+            .get(version_id)
+            .filter(|v| v.key_id == k.key_id)
+            .ok_or_else(|| KmsError::version_not_found(&k.key_id, version_id))?;
+        Ok(KeyVersionResponse { key_version: version_view(v) })
+    }
+
+    pub fn list_key_versions(&self, _caller: &Caller, key_id: &str, page: PageRequest) -> Result<ListKeyVersionsResponse> {
+        let page = page.validate()?;
+        let st = self.state.read();
+        let k = self.find(&st, "KeyId", key_id)?;
+        let ids = st.versions_of(&k.key_id);
+        let key_version = page.slice(ids).iter().map(|id| version_view(&st.versions[id])).collect();
+        Ok(ListKeyVersionsResponse {
+            key_versions: KeyVersionList { key_version },
+            page_number: page.number,
+            page_size: page.size,
+            total_count: ids.len() as u32,
+        })
+    }
+
+    pub fn update_rotation_policy(&self, _caller: &Caller, req: UpdateRotationPolicyRequest) -> Result<()> {
+        self.mutate(|st, _| {
+            let k = self.find(st, "KeyId", &req.key_id)?;
+            forbid_service_key(k, "UpdateRotationPolicy")?;
+            check_rotatable(k)?;
+            if k.state == KeyState::PendingDeletion {
+                return Err(state_error(k));
+            }
+            let interval =
+                self.rotation_request(req.enable_automatic_rotation, req.rotation_interval.as_deref(), k.rotation_interval)?;
+            let mut k = k.clone();
+            k.rotation_enabled = interval.is_some();
+            if interval.is_some() {
+                k.rotation_interval = interval;
+            }
+            Ok((vec![Change::PutKey(k)], ()))
+        })
+    }
+}
+
+/// Only keys whose material the service generates can get new versions.
+fn check_rotatable(k: &KeyRecord) -> Result<()> {
+    if k.origin == Origin::External {
+        return Err(KmsError::with_detail(
+            ErrorCode::UnsupportedOrigin,
+            format_args!("Key {} has imported material (Origin EXTERNAL) and cannot rotate.", k.key_id),
+        ));
+    }
+    if !k.spec.is_symmetric() {
+        return Err(KmsError::unsupported(format_args!("asymmetric key {} cannot rotate", k.key_id)));
+    }
+    Ok(())
+}
+
+fn version_view(v: &VersionRecord) -> KeyVersion {
+    KeyVersion {
+        key_id: v.key_id.clone(),
+        key_version_id: v.version_id.clone(),
+        creation_date: format_iso(v.created_at),
+    }
+}

@@ -1,0 +1,222 @@
+//! The one error type of the engine: an Alibaba KMS error code, its HTTP status and a message.
+//!
+//! Codes and statuses follow `shared/spec/kms-wire.md` §5.2 and §6.4. Messages start with the
+//! documented text and add what the caller needs to fix the request (a parameter name, a key id),
+//! never key material or plaintext.
+
+use std::fmt;
+
+/// Every error code the engine can return. `code()` is the wire string, `http_status()` the status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    InternalFailure,
+    ServiceUnavailableTemporary,
+    KeyNotFound,
+    KeyVersionNotFound,
+    AliasNotFound,
+    NoPermission,
+    MissingParameter,
+    InvalidParameter,
+    LimitExceeded,
+    AliasAlreadyExists,
+    InvalidKeyMaterial,
+    InvalidImportToken,
+    ExpiredImportToken,
+    UnsupportedOrigin,
+    UnsupportedAlias,
+    UnsupportedProtectionLevel,
+    UnsupportedOperation,
+    StateModifiedFailed,
+    Disabled,
+    PendingDeletion,
+    PendingImport,
+    DryRunOperation,
+}
+
+impl ErrorCode {
+    /// The `Code` string on the wire.
+    pub fn code(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            InternalFailure => "InternalFailure",
+            ServiceUnavailableTemporary => "ServiceUnavailableTemporary",
+            KeyNotFound => "Forbidden.KeyNotFound",
+            KeyVersionNotFound => "Forbidden.KeyVersionNotFound",
+            AliasNotFound => "Forbidden.AliasNotFound",
+            NoPermission => "Forbidden.NoPermission",
+            MissingParameter => "MissingParameter",
+            InvalidParameter => "InvalidParameter",
+            LimitExceeded => "Rejected.LimitExceeded",
+            AliasAlreadyExists => "AliasAlreadyExists",
+            InvalidKeyMaterial => "InvalidKeyMaterial",
+            InvalidImportToken => "InvalidImportToken",
+            ExpiredImportToken => "ExpiredImportToken",
+            UnsupportedOrigin => "Unsupported.Origin",
+            UnsupportedAlias => "Unsupported.Alias",
+            UnsupportedProtectionLevel => "Unsupported.ProtectionLevel",
+            UnsupportedOperation => "Rejected.UnsupportedOperation",
+            StateModifiedFailed => "Rejected.StateModifiedFailed",
+            Disabled => "Rejected.Disabled",
+            PendingDeletion => "Rejected.PendingDeletion",
+            PendingImport => "Rejected.PendingImport",
+            DryRunOperation => "DryRunOperationError",
+        }
+    }
+
+    /// The HTTP status the gateway answers with.
+    pub fn http_status(self) -> u16 {
+        use ErrorCode::*;
+        match self {
+            InternalFailure => 500,
+            ServiceUnavailableTemporary => 503,
+            KeyNotFound | KeyVersionNotFound | AliasNotFound => 404,
+            NoPermission => 403,
+            StateModifiedFailed | Disabled | PendingDeletion | PendingImport => 409,
+            MissingParameter
+            | InvalidParameter
+            | LimitExceeded
+            | AliasAlreadyExists
+            | InvalidKeyMaterial
+            | InvalidImportToken
+            | ExpiredImportToken
+            | UnsupportedOrigin
+            | UnsupportedAlias
+            | UnsupportedProtectionLevel
+            | UnsupportedOperation
+            | DryRunOperation => 400,
+        }
+    }
+
+    /// The documented message that starts every error of this code.
+    pub fn base_message(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            InternalFailure => "Internal Failure.",
+            ServiceUnavailableTemporary => "Service Unavailable Temporary.",
+            KeyNotFound => "The specified Key is not found.",
+            KeyVersionNotFound => "The specified Key version is not found.",
+            AliasNotFound => "The specified Alias is not found.",
+            NoPermission => "This operation is forbidden by permission system.",
+            MissingParameter => "The parameter is needed but not provided.",
+            InvalidParameter => "The specified parameter is not valid.",
+            LimitExceeded => {
+                "The request was rejected because user create resource limit was exceeded."
+            }
+            AliasAlreadyExists => "AliasName Already Exists.",
+            InvalidKeyMaterial => "key material is invalid.",
+            InvalidImportToken => "import token is invalid.",
+            ExpiredImportToken => "import token is expired.",
+            UnsupportedOrigin => "This key origin is not valid for this api.",
+            UnsupportedAlias => "Alias is not valid for this api.",
+            UnsupportedProtectionLevel => "This protection level is not valid for this region.",
+            UnsupportedOperation => "Unsupported operation.",
+            StateModifiedFailed => "Keystate modified failed.",
+            Disabled => "The request was rejected because the key state is Disabled.",
+            PendingDeletion => {
+                "The request was rejected because the key state is PendingDeletion."
+            }
+            PendingImport => "The request was rejected because the key state is PendingImport.",
+            DryRunOperation => "The request would have succeeded, but the DryRun flag is set.",
+        }
+    }
+}
+
+/// An engine error: a code and a message for the caller.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KmsError {
+    code: ErrorCode,
+    message: String,
+}
+
+pub type Result<T, E = KmsError> = std::result::Result<T, E>;
+
+impl KmsError {
+    /// An error with the code's documented message.
+    pub fn new(code: ErrorCode) -> Self {
+        KmsError {
+            code,
+            message: code.base_message().to_string(),
+        }
+    }
+
+    /// An error with the documented message followed by `detail`.
+    pub fn with_detail(code: ErrorCode, detail: impl fmt::Display) -> Self {
+        KmsError {
+            code,
+            message: format!("{} {}", code.base_message(), detail),
+        }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn http_status(&self) -> u16 {
+        self.code.http_status()
+    }
+
+    /// `MissingParameter` in the gateway's wording, naming the parameter.
+    pub fn missing(param: &str) -> Self {
+        KmsError {
+            code: ErrorCode::MissingParameter,
+            message: format!("The parameter \"{param}\" is needed but not provided."),
+        }
+    }
+
+    /// `InvalidParameter` naming the parameter and why it was refused.
+    pub fn invalid(param: &str, why: impl fmt::Display) -> Self {
+        KmsError {
+            code: ErrorCode::InvalidParameter,
+            message: format!("The specified parameter \"{param}\" is not valid: {why}"),
+        }
+    }
+
+    pub fn key_not_found(key_id: &str) -> Self {
+        Self::with_detail(ErrorCode::KeyNotFound, format_args!("KeyId: {key_id}"))
+    }
+
+    pub fn version_not_found(key_id: &str, version_id: &str) -> Self {
+        Self::with_detail(
+            ErrorCode::KeyVersionNotFound,
+            format_args!("KeyId: {key_id}, KeyVersionId: {version_id}"),
+        )
+    }
+
+    pub fn alias_not_found(alias: &str) -> Self {
+        Self::with_detail(ErrorCode::AliasNotFound, format_args!("AliasName: {alias}"))
+    }
+
+    /// An internal failure; `what` is logged, the caller gets the documented message only.
+    pub fn internal(what: impl fmt::Display) -> Self {
+        tracing::error!(error = %what, "internal failure");
+        Self::new(ErrorCode::InternalFailure)
+    }
+
+    pub fn unsupported(detail: impl fmt::Display) -> Self {
+        Self::with_detail(ErrorCode::UnsupportedOperation, detail)
+    }
+}
+
+impl fmt::Debug for KmsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}): {}", self.code.code(), self.http_status(), self.message)
+    }
+}
+
+impl fmt::Display for KmsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.code(), self.message)
+    }
+}
+
+impl std::error::Error for KmsError {}
+
+impl From<rusqlite::Error> for KmsError {
+    fn from(e: rusqlite::Error) -> Self {
+        KmsError::internal(format_args!("store: {e}"))
+    }
+}

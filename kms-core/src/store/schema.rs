@@ -1,0 +1,68 @@
+//! The SQLite schema as an ordered list of migrations; `PRAGMA user_version` records how many ran.
+//! A migration is appended, never edited, once released.
+
+use rusqlite::Connection;
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: keys, versions (sealed material), aliases, store metadata.
+    r#"
+    CREATE TABLE meta (
+        name  TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    ) STRICT;
+    CREATE TABLE keys (
+        key_id                          TEXT PRIMARY KEY,
+        spec                            TEXT NOT NULL,
+        usage                           TEXT NOT NULL,
+        origin                          TEXT NOT NULL,
+        protection                      TEXT NOT NULL,
+        creator                         TEXT NOT NULL,
+        description                     TEXT NOT NULL,
+        state                           TEXT NOT NULL,
+        state_before_deletion           TEXT,
+        created_at                      INTEGER NOT NULL,
+        primary_version                 TEXT,
+        last_rotation                   INTEGER NOT NULL,
+        rotation_enabled                INTEGER NOT NULL,
+        rotation_interval               INTEGER,
+        delete_date                     INTEGER,
+        deletion_protection             INTEGER NOT NULL,
+        deletion_protection_description TEXT NOT NULL,
+        material_expire                 INTEGER,
+        service                         TEXT
+    ) STRICT;
+    CREATE TABLE key_versions (
+        version_id TEXT PRIMARY KEY,
+        key_id     TEXT NOT NULL REFERENCES keys(key_id) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL,
+        sealed     BLOB NOT NULL
+    ) STRICT;
+    CREATE INDEX key_versions_by_key ON key_versions(key_id);
+    CREATE TABLE aliases (
+        name       TEXT PRIMARY KEY,
+        key_id     TEXT NOT NULL REFERENCES keys(key_id) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX aliases_by_key ON aliases(key_id);
+    "#,
+];
+
+/// Brings the schema up to date. A store written by a newer build is refused, not downgraded.
+pub fn migrate(conn: &mut Connection) -> Result<(), String> {
+    let current: usize = conn
+        .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+        .map_err(|e| e.to_string())? as usize;
+    if current > MIGRATIONS.len() {
+        return Err(format!(
+            "the store has schema version {current}, newer than this build knows ({}); upgrade kms-core",
+            MIGRATIONS.len()
+        ));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        tx.execute_batch(sql).map_err(|e| format!("migration {}: {e}", i + 1))?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(|e| e.to_string())?;
+        tx.commit().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
