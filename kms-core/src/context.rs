@@ -25,21 +25,12 @@ impl EncryptionContext {
             Some(r) => r,
         };
         if raw.chars().count() > max_chars {
-            return Err(KmsError::invalid(
-                param,
-                format_args!("it is longer than {max_chars} characters"),
-            ));
+            return Err(KmsError::invalid(param, format_args!("it is longer than {max_chars} characters")));
         }
         let mut de = serde_json::Deserializer::from_str(raw);
-        let map = de
-            .deserialize_map(StrictMap)
-            .and_then(|m| de.end().map(|_| m))
-            .map_err(|e| {
-                KmsError::invalid(
-                    param,
-                    format_args!("it must be a JSON object of string keys to string values ({e})"),
-                )
-            })?;
+        let map = de.deserialize_map(StrictMap).and_then(|m| de.end().map(|_| m)).map_err(|e| {
+            KmsError::invalid(param, format_args!("it must be a JSON object of string keys to string values ({e})"))
+        })?;
         Ok(EncryptionContext(map))
     }
 

@@ -99,9 +99,7 @@ impl ErrorCode {
             NoPermission => "This operation is forbidden by permission system.",
             MissingParameter => "The parameter is needed but not provided.",
             InvalidParameter => "The specified parameter is not valid.",
-            LimitExceeded => {
-                "The request was rejected because user create resource limit was exceeded."
-            }
+            LimitExceeded => "The request was rejected because user create resource limit was exceeded.",
             AliasAlreadyExists => "AliasName Already Exists.",
             InvalidKeyMaterial => "key material is invalid.",
             InvalidImportToken => "import token is invalid.",
@@ -112,9 +110,7 @@ impl ErrorCode {
             UnsupportedOperation => "Unsupported operation.",
             StateModifiedFailed => "Keystate modified failed.",
             Disabled => "The request was rejected because the key state is Disabled.",
-            PendingDeletion => {
-                "The request was rejected because the key state is PendingDeletion."
-            }
+            PendingDeletion => "The request was rejected because the key state is PendingDeletion.",
             PendingImport => "The request was rejected because the key state is PendingImport.",
             DryRunOperation => "The request would have succeeded, but the DryRun flag is set.",
         }
@@ -133,18 +129,12 @@ pub type Result<T, E = KmsError> = std::result::Result<T, E>;
 impl KmsError {
     /// An error with the code's documented message.
     pub fn new(code: ErrorCode) -> Self {
-        KmsError {
-            code,
-            message: code.base_message().to_string(),
-        }
+        KmsError { code, message: code.base_message().to_string() }
     }
 
     /// An error with the documented message followed by `detail`.
     pub fn with_detail(code: ErrorCode, detail: impl fmt::Display) -> Self {
-        KmsError {
-            code,
-            message: format!("{} {}", code.base_message(), detail),
-        }
+        KmsError { code, message: format!("{} {}", code.base_message(), detail) }
     }
 
     pub fn code(&self) -> ErrorCode {
@@ -180,10 +170,7 @@ impl KmsError {
     }
 
     pub fn version_not_found(key_id: &str, version_id: &str) -> Self {
-        Self::with_detail(
-            ErrorCode::KeyVersionNotFound,
-            format_args!("KeyId: {key_id}, KeyVersionId: {version_id}"),
-        )
+        Self::with_detail(ErrorCode::KeyVersionNotFound, format_args!("KeyId: {key_id}, KeyVersionId: {version_id}"))
     }
 
     pub fn alias_not_found(alias: &str) -> Self {

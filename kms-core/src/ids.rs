@@ -81,19 +81,16 @@ impl KeyRef {
 
 /// Checks an alias name as given to CreateAlias/UpdateAlias/DeleteAlias.
 pub fn validate_alias_name(name: &str) -> Result<()> {
-    let rest = name.strip_prefix(ALIAS_PREFIX).ok_or_else(|| {
-        KmsError::invalid("AliasName", "an alias must start with \"alias/\"")
-    })?;
+    let rest = name
+        .strip_prefix(ALIAS_PREFIX)
+        .ok_or_else(|| KmsError::invalid("AliasName", "an alias must start with \"alias/\""))?;
     if rest.is_empty() || rest.len() > ALIAS_MAX_LEN {
         return Err(KmsError::invalid(
             "AliasName",
             format_args!("the part after \"alias/\" must be 1 to {ALIAS_MAX_LEN} characters"),
         ));
     }
-    if let Some(c) = rest
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '/')))
-    {
+    if let Some(c) = rest.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '/'))) {
         return Err(KmsError::invalid(
             "AliasName",
             format_args!("character {c:?} is not allowed; use letters, digits, '_', '-' and '/'"),
@@ -107,8 +104,7 @@ pub fn validate_alias_name(name: &str) -> Result<()> {
 
 /// The service (lower case) a reserved alias `alias/acs/<service>` belongs to.
 pub fn service_of_alias(name: &str) -> Option<&str> {
-    name.strip_prefix(SERVICE_ALIAS_PREFIX)
-        .filter(|s| !s.is_empty() && !s.contains('/'))
+    name.strip_prefix(SERVICE_ALIAS_PREFIX).filter(|s| !s.is_empty() && !s.contains('/'))
 }
 
 #[cfg(test)]
@@ -130,14 +126,8 @@ mod tests {
         assert_eq!(p("key-abc").unwrap(), KeyRef::Id("key-abc".into()));
         assert_eq!(p("alias/x").unwrap(), KeyRef::Alias("alias/x".into()));
         assert_eq!(p("acs:kms:cn-hangzhou:123:key/key-abc").unwrap(), KeyRef::Id("key-abc".into()));
-        assert_eq!(
-            p("acs:kms:cn-hangzhou:123:alias/x").unwrap(),
-            KeyRef::Alias("alias/x".into())
-        );
-        assert_eq!(
-            p("acs:kms:cn-beijing:123:key/key-abc").unwrap_err().code(),
-            crate::ErrorCode::KeyNotFound
-        );
+        assert_eq!(p("acs:kms:cn-hangzhou:123:alias/x").unwrap(), KeyRef::Alias("alias/x".into()));
+        assert_eq!(p("acs:kms:cn-beijing:123:key/key-abc").unwrap_err().code(), crate::ErrorCode::KeyNotFound);
         assert_eq!(p("acs:kms:x").unwrap_err().code(), crate::ErrorCode::InvalidParameter);
         assert_eq!(p("").unwrap_err().code(), crate::ErrorCode::MissingParameter);
     }

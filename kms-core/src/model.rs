@@ -49,7 +49,6 @@ macro_rules! wire_enum {
     };
 }
 
-
 wire_enum!(
     /// Key specifications. Asymmetric specs are named here so the types have room for them; the
     /// engine refuses to create them until asymmetric support lands.
@@ -131,7 +130,7 @@ wire_enum!(DataKeySpec {
 });
 
 impl DataKeySpec {
-    pub fn len(self) -> usize {
+    pub fn byte_len(self) -> usize {
         match self {
             DataKeySpec::Aes256 => 32,
             DataKeySpec::Aes128 => 16,
@@ -227,10 +226,7 @@ mod tests {
         assert_eq!(KeyUsage::parse("encrypt/decrypt"), None);
         assert_eq!(Origin::parse("Aliyun_KMS"), Some(Origin::AliyunKms));
         assert_eq!(Origin::parse("aliyun_kms"), None);
-        assert_eq!(
-            serde_json::to_string(&KeyState::PendingDeletion).unwrap(),
-            "\"PendingDeletion\""
-        );
+        assert_eq!(serde_json::to_string(&KeyState::PendingDeletion).unwrap(), "\"PendingDeletion\"");
     }
 
     #[test]

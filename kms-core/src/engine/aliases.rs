@@ -13,10 +13,9 @@ fn forbid_service_alias(name: &str, action: &str) -> Result<()> {
             "{name} is the alias of the {} service key; {action} is not allowed on it",
             svc.to_uppercase()
         ))),
-        None if name.starts_with(SERVICE_ALIAS_PREFIX) => Err(KmsError::invalid(
-            "AliasName",
-            "the prefix alias/acs/ is reserved for cloud service keys",
-        )),
+        None if name.starts_with(SERVICE_ALIAS_PREFIX) => {
+            Err(KmsError::invalid("AliasName", "the prefix alias/acs/ is reserved for cloud service keys"))
+        }
         None => Ok(()),
     }
 }
@@ -35,7 +34,10 @@ impl Engine {
                 return Err(state_modify_failed(k, "aliases cannot be added to a key pending deletion"));
             }
             if st.aliases.contains_key(alias_name) {
-                return Err(KmsError::with_detail(ErrorCode::AliasAlreadyExists, format_args!("AliasName: {alias_name}")));
+                return Err(KmsError::with_detail(
+                    ErrorCode::AliasAlreadyExists,
+                    format_args!("AliasName: {alias_name}"),
+                ));
             }
             if st.aliases.len() >= max {
                 return Err(KmsError::with_detail(
@@ -63,8 +65,10 @@ impl Engine {
                 if old.usage != target.usage || old.spec.is_symmetric() != target.spec.is_symmetric() {
                     return Err(KmsError::invalid(
                         "KeyId",
-                        format_args!("{} ({}, {}) is not the same kind of key as {} ({}, {})",
-                            target.key_id, target.spec, target.usage, old.key_id, old.spec, old.usage),
+                        format_args!(
+                            "{} ({}, {}) is not the same kind of key as {} ({}, {})",
+                            target.key_id, target.spec, target.usage, old.key_id, old.spec, old.usage
+                        ),
                     ));
                 }
             }
@@ -94,7 +98,12 @@ impl Engine {
         Ok(self.alias_page(&all, page))
     }
 
-    pub fn list_aliases_by_key_id(&self, _caller: &Caller, key_id: &str, page: PageRequest) -> Result<ListAliasesResponse> {
+    pub fn list_aliases_by_key_id(
+        &self,
+        _caller: &Caller,
+        key_id: &str,
+        page: PageRequest,
+    ) -> Result<ListAliasesResponse> {
         let page = page.validate()?;
         let st = self.state.read();
         let k = self.find(&st, "KeyId", key_id)?;

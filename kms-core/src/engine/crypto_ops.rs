@@ -34,7 +34,10 @@ impl Engine {
             return Err(KmsError::invalid("Plaintext", "it must not be empty"));
         }
         if req.plaintext.len() > max {
-            return Err(KmsError::invalid("Plaintext", format_args!("it is longer than {max} bytes (after base64 decoding)")));
+            return Err(KmsError::invalid(
+                "Plaintext",
+                format_args!("it is longer than {max} bytes (after base64 decoding)"),
+            ));
         }
         let ctx = self.context("EncryptionContext", req.encryption_context.as_deref())?;
         let t = self.target(caller, "KeyId", &req.key_id)?;
@@ -50,7 +53,11 @@ impl Engine {
         if req.dry_run {
             return Err(dry_run_error());
         }
-        Ok(DecryptResponse { key_id, key_version_id: version.to_string(), plaintext: SecretBytes::new(plaintext.to_vec()) })
+        Ok(DecryptResponse {
+            key_id,
+            key_version_id: version.to_string(),
+            plaintext: SecretBytes::new(plaintext.to_vec()),
+        })
     }
 
     pub fn re_encrypt(&self, caller: &Caller, req: ReEncryptRequest) -> Result<EncryptResponse> {
@@ -77,7 +84,11 @@ impl Engine {
         })
     }
 
-    pub fn generate_data_key_without_plaintext(&self, caller: &Caller, req: GenerateDataKeyRequest) -> Result<EncryptResponse> {
+    pub fn generate_data_key_without_plaintext(
+        &self,
+        caller: &Caller,
+        req: GenerateDataKeyRequest,
+    ) -> Result<EncryptResponse> {
         self.new_data_key(caller, req).map(|(_, r)| r)
     }
 
@@ -86,13 +97,18 @@ impl Engine {
         DescribeRegionsResponse { regions: RegionList { region } }
     }
 
-    fn new_data_key(&self, caller: &Caller, req: GenerateDataKeyRequest) -> Result<(Zeroizing<Vec<u8>>, EncryptResponse)> {
+    fn new_data_key(
+        &self,
+        caller: &Caller,
+        req: GenerateDataKeyRequest,
+    ) -> Result<(Zeroizing<Vec<u8>>, EncryptResponse)> {
         let max = self.config.limits.max_data_key_bytes;
-        let spec = super::keys::parse_enum("KeySpec", req.key_spec.as_deref(), DataKeySpec::parse, DataKeySpec::choices)?;
+        let spec =
+            super::keys::parse_enum("KeySpec", req.key_spec.as_deref(), DataKeySpec::parse, DataKeySpec::choices)?;
         let len = match req.number_of_bytes {
             Some(n) if (1..=max).contains(&n) => n as usize,
             Some(_) => return Err(KmsError::invalid("NumberOfBytes", format_args!("it must lie between 1 and {max}"))),
-            None => spec.map_or(32, DataKeySpec::len),
+            None => spec.map_or(32, DataKeySpec::byte_len),
         };
         let ctx = self.context("EncryptionContext", req.encryption_context.as_deref())?;
         let t = self.target(caller, "KeyId", &req.key_id)?;
@@ -116,7 +132,8 @@ impl Engine {
             require_enabled(k)?;
             let vid = k.primary_version.as_deref().ok_or_else(|| state_error(k))?;
             let v = st.versions.get(vid).ok_or_else(|| KmsError::version_not_found(&k.key_id, vid))?;
-            let version = Uuid::parse_str(vid).map_err(|e| KmsError::internal(format_args!("version id {vid}: {e}")))?;
+            let version =
+                Uuid::parse_str(vid).map_err(|e| KmsError::internal(format_args!("version id {vid}: {e}")))?;
             Ok(Target { key_id: k.key_id.clone(), version, cipher: self.cipher(k, vid, &v.sealed)? })
         })
     }

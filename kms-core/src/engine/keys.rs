@@ -56,11 +56,15 @@ impl Engine {
         if !spec.allows_usage(usage) {
             return Err(KmsError::invalid("KeyUsage", format_args!("{usage} is not a usage of KeySpec {spec}")));
         }
-        let origin = parse_enum("Origin", req.origin.as_deref(), Origin::parse, Origin::choices)?
-            .unwrap_or(Origin::AliyunKms);
-        let protection =
-            parse_enum("ProtectionLevel", req.protection_level.as_deref(), ProtectionLevel::parse, ProtectionLevel::choices)?
-                .unwrap_or(ProtectionLevel::Software);
+        let origin =
+            parse_enum("Origin", req.origin.as_deref(), Origin::parse, Origin::choices)?.unwrap_or(Origin::AliyunKms);
+        let protection = parse_enum(
+            "ProtectionLevel",
+            req.protection_level.as_deref(),
+            ProtectionLevel::parse,
+            ProtectionLevel::choices,
+        )?
+        .unwrap_or(ProtectionLevel::Software);
         if protection != ProtectionLevel::Software {
             return Err(KmsError::with_detail(
                 ErrorCode::UnsupportedProtectionLevel,
@@ -115,15 +119,17 @@ impl Engine {
     }
 
     /// Validates a rotation request: `Some(interval)` when rotation is to be on.
-    pub(crate) fn rotation_request(&self, enable: bool, interval: Option<&str>, current: Option<i64>) -> Result<Option<i64>> {
+    pub(crate) fn rotation_request(
+        &self,
+        enable: bool,
+        interval: Option<&str>,
+        current: Option<i64>,
+    ) -> Result<Option<i64>> {
         let l = &self.config.limits;
         let parsed = match interval.map(str::trim).filter(|s| !s.is_empty()) {
-            Some(s) => Some(parse_interval(
-                "RotationInterval",
-                s,
-                l.min_rotation_interval_secs,
-                l.max_rotation_interval_secs,
-            )?),
+            Some(s) => {
+                Some(parse_interval("RotationInterval", s, l.min_rotation_interval_secs, l.max_rotation_interval_secs)?)
+            }
             None => None,
         };
         Ok(enable.then(|| parsed.or(current).unwrap_or(l.default_rotation_interval_secs)))
@@ -184,13 +190,18 @@ impl Engine {
             description: k.description.clone(),
             primary_key_version: k.primary_version.clone().unwrap_or_default(),
             automatic_rotation: k.automatic_rotation().to_string(),
-            rotation_interval: k.rotation_interval.filter(|_| k.rotation_enabled).map(format_interval).unwrap_or_default(),
+            rotation_interval: k
+                .rotation_interval
+                .filter(|_| k.rotation_enabled)
+                .map(format_interval)
+                .unwrap_or_default(),
             last_rotation_date: iso(k.primary_version.as_ref().map(|_| k.last_rotation)),
             next_rotation_date: iso(k.next_rotation()),
             delete_date: iso(k.delete_date.filter(|_| k.state == KeyState::PendingDeletion)),
             material_expire_time: iso(k.material_expire),
             dkms_instance_id: String::new(),
-            deletion_protection: describe.then(|| if k.deletion_protection { "Enabled" } else { "Disabled" }.to_string()),
+            deletion_protection: describe
+                .then(|| if k.deletion_protection { "Enabled" } else { "Disabled" }.to_string()),
             deletion_protection_description: describe.then(|| k.deletion_protection_description.clone()),
         }
     }
@@ -205,7 +216,8 @@ impl Engine {
         let page = req.page.validate()?;
         let filters = KeyFilter::parse(req.filters.as_deref())?;
         let st = self.state.read();
-        let all: Vec<&KeyRecord> = st.keys_in_order().into_iter().filter(|k| filters.iter().all(|f| f.matches(k))).collect();
+        let all: Vec<&KeyRecord> =
+            st.keys_in_order().into_iter().filter(|k| filters.iter().all(|f| f.matches(k))).collect();
         let key = page
             .slice(&all)
             .iter()
@@ -262,7 +274,10 @@ impl Engine {
         if !(l.min_deletion_window_days..=l.max_deletion_window_days).contains(&days) {
             return Err(KmsError::invalid(
                 "PendingWindowInDays",
-                format_args!("it must lie between {} and {} days", l.min_deletion_window_days, l.max_deletion_window_days),
+                format_args!(
+                    "it must lie between {} and {} days",
+                    l.min_deletion_window_days, l.max_deletion_window_days
+                ),
             ));
         }
         self.mutate(|st, now| {
@@ -272,7 +287,10 @@ impl Engine {
                 return Err(state_modify_failed(k, "its deletion is already scheduled"));
             }
             if k.deletion_protection {
-                return Err(state_modify_failed(k, "deletion protection is enabled; turn it off with SetDeletionProtection first"));
+                return Err(state_modify_failed(
+                    k,
+                    "deletion protection is enabled; turn it off with SetDeletionProtection first",
+                ));
             }
             let mut k = k.clone();
             k.state_before_deletion = Some(k.state);
@@ -334,7 +352,10 @@ impl KeyFilter {
             Some(r) => r,
         };
         let filters: Vec<KeyFilter> = serde_json::from_str(raw).map_err(|e| {
-            KmsError::invalid("Filters", format_args!("expected [{{\"Key\":\"KeyState\",\"Values\":[\"Enabled\"]}}] ({e})"))
+            KmsError::invalid(
+                "Filters",
+                format_args!("expected [{{\"Key\":\"KeyState\",\"Values\":[\"Enabled\"]}}] ({e})"),
+            )
         })?;
         if filters.len() > 10 {
             return Err(KmsError::invalid("Filters", "at most 10 filters"));

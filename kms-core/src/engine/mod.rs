@@ -150,9 +150,7 @@ impl Engine {
         if changes.is_empty() {
             return Ok(out);
         }
-        store
-            .apply(&changes)
-            .map_err(|e| KmsError::internal(format_args!("store commit failed: {e}")))?;
+        store.apply(&changes).map_err(|e| KmsError::internal(format_args!("store commit failed: {e}")))?;
         let mut st = self.state.write();
         for c in &changes {
             if let Change::DeleteKey(id) = c {
@@ -201,10 +199,10 @@ impl Engine {
             .protector
             .unseal(&material_aad(&key.key_id, version_id), sealed)
             .map_err(|e| KmsError::internal(format_args!("key {} version {version_id}: {e}", key.key_id)))?;
-        let cipher = Arc::new(
-            SymCipher::new(alg, &material)
-                .ok_or_else(|| KmsError::internal(format_args!("key {}: material has the wrong length", key.key_id)))?,
-        );
+        let cipher =
+            Arc::new(SymCipher::new(alg, &material).ok_or_else(|| {
+                KmsError::internal(format_args!("key {}: material has the wrong length", key.key_id))
+            })?);
         self.ciphers.insert(version_id, cipher.clone());
         Ok(cipher)
     }
@@ -242,10 +240,7 @@ fn require_enabled(k: &KeyRecord) -> Result<()> {
 }
 
 fn state_modify_failed(k: &KeyRecord, why: &str) -> KmsError {
-    KmsError::with_detail(
-        ErrorCode::StateModifiedFailed,
-        format_args!("KeyId: {} is {}; {why}", k.key_id, k.state),
-    )
+    KmsError::with_detail(ErrorCode::StateModifiedFailed, format_args!("KeyId: {} is {}; {why}", k.key_id, k.state))
 }
 
 /// Service keys are managed by their service: no lifecycle change by anyone.

@@ -14,7 +14,13 @@ impl Engine {
     /// Runs `f` on the key a `KeyId` names, under the state read lock (so `f` must not take it
     /// again). When the caller is a service
     /// principal naming its own not-yet-existing `alias/acs/<service>`, the key is created first.
-    pub(crate) fn with_key<T>(&self, caller: &Caller, param: &str, value: &str, f: impl Fn(&State, &KeyRecord) -> Result<T>) -> Result<T> {
+    pub(crate) fn with_key<T>(
+        &self,
+        caller: &Caller,
+        param: &str,
+        value: &str,
+        f: impl Fn(&State, &KeyRecord) -> Result<T>,
+    ) -> Result<T> {
         let r = self.key_ref(param, value)?;
         let first = {
             let st = self.state.read();
@@ -24,7 +30,11 @@ impl Engine {
             }
         };
         let service = match (&r, caller.service_name()) {
-            (KeyRef::Alias(name), Some(svc)) if first.code() == ErrorCode::AliasNotFound && service_of_alias(name) == Some(svc) => svc,
+            (KeyRef::Alias(name), Some(svc))
+                if first.code() == ErrorCode::AliasNotFound && service_of_alias(name) == Some(svc) =>
+            {
+                svc
+            }
             _ => return Err(first),
         };
         self.ensure_service_key(service)?;
@@ -44,7 +54,10 @@ impl Engine {
                 spec: KeySpec::Aes256,
                 usage: KeyUsage::EncryptDecrypt,
                 origin: Origin::AliyunKms,
-                description: format!("Default key that protects my {} data when no other key is defined", service.to_uppercase()),
+                description: format!(
+                    "Default key that protects my {} data when no other key is defined",
+                    service.to_uppercase()
+                ),
                 rotation_interval: Some(365 * crate::clock::DAY),
                 creator: service.to_uppercase(),
                 service: Some(service.clone()),

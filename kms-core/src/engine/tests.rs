@@ -74,7 +74,12 @@ impl Fixture {
     fn gdk(&self, key: &str, spec: Option<&str>, n: Option<i64>) -> Result<GenerateDataKeyResponse> {
         self.engine.generate_data_key(
             &owner(),
-            GenerateDataKeyRequest { key_id: key.into(), key_spec: spec.map(Into::into), number_of_bytes: n, ..Default::default() },
+            GenerateDataKeyRequest {
+                key_id: key.into(),
+                key_spec: spec.map(Into::into),
+                number_of_bytes: n,
+                ..Default::default()
+            },
         )
     }
 
@@ -125,30 +130,70 @@ fn create_key_rejects_bad_input_and_changes_nothing() {
     let f = fixture_with(EngineConfig { limits: Limits { max_keys: 1, ..Default::default() }, ..Default::default() });
     let cases: Vec<(CreateKeyRequest, E, &str)> = vec![
         (CreateKeyRequest { key_spec: Some("AES_256".into()), ..Default::default() }, E::InvalidParameter, "KeySpec"),
-        (CreateKeyRequest { key_spec: Some("aliyun_aes_256".into()), ..Default::default() }, E::InvalidParameter, "KeySpec"),
-        (CreateKeyRequest { key_spec: Some("RSA_2048".into()), ..Default::default() }, E::UnsupportedOperation, "RSA_2048"),
-        (CreateKeyRequest { key_usage: Some("SIGN/VERIFY".into()), ..Default::default() }, E::InvalidParameter, "KeyUsage"),
+        (
+            CreateKeyRequest { key_spec: Some("aliyun_aes_256".into()), ..Default::default() },
+            E::InvalidParameter,
+            "KeySpec",
+        ),
+        (
+            CreateKeyRequest { key_spec: Some("RSA_2048".into()), ..Default::default() },
+            E::UnsupportedOperation,
+            "RSA_2048",
+        ),
+        (
+            CreateKeyRequest { key_usage: Some("SIGN/VERIFY".into()), ..Default::default() },
+            E::InvalidParameter,
+            "KeyUsage",
+        ),
         (CreateKeyRequest { key_usage: Some("ENCRYPT".into()), ..Default::default() }, E::InvalidParameter, "KeyUsage"),
         (CreateKeyRequest { origin: Some("external".into()), ..Default::default() }, E::InvalidParameter, "Origin"),
-        (CreateKeyRequest { protection_level: Some("HSM".into()), ..Default::default() }, E::UnsupportedProtectionLevel, "HSM"),
-        (CreateKeyRequest { protection_level: Some("GOLD".into()), ..Default::default() }, E::InvalidParameter, "ProtectionLevel"),
-        (CreateKeyRequest { description: Some("x".repeat(8193)), ..Default::default() }, E::InvalidParameter, "Description"),
         (
-            CreateKeyRequest { enable_automatic_rotation: Some(true), rotation_interval: Some("6d".into()), ..Default::default() },
+            CreateKeyRequest { protection_level: Some("HSM".into()), ..Default::default() },
+            E::UnsupportedProtectionLevel,
+            "HSM",
+        ),
+        (
+            CreateKeyRequest { protection_level: Some("GOLD".into()), ..Default::default() },
+            E::InvalidParameter,
+            "ProtectionLevel",
+        ),
+        (
+            CreateKeyRequest { description: Some("x".repeat(8193)), ..Default::default() },
+            E::InvalidParameter,
+            "Description",
+        ),
+        (
+            CreateKeyRequest {
+                enable_automatic_rotation: Some(true),
+                rotation_interval: Some("6d".into()),
+                ..Default::default()
+            },
             E::InvalidParameter,
             "RotationInterval",
         ),
         (
-            CreateKeyRequest { enable_automatic_rotation: Some(true), rotation_interval: Some("731d".into()), ..Default::default() },
+            CreateKeyRequest {
+                enable_automatic_rotation: Some(true),
+                rotation_interval: Some("731d".into()),
+                ..Default::default()
+            },
             E::InvalidParameter,
             "RotationInterval",
         ),
         (
-            CreateKeyRequest { origin: Some("EXTERNAL".into()), enable_automatic_rotation: Some(true), ..Default::default() },
+            CreateKeyRequest {
+                origin: Some("EXTERNAL".into()),
+                enable_automatic_rotation: Some(true),
+                ..Default::default()
+            },
             E::UnsupportedOrigin,
             "EXTERNAL",
         ),
-        (CreateKeyRequest { dkms_instance_id: Some("kst-1".into()), ..Default::default() }, E::InvalidParameter, "DKMSInstanceId"),
+        (
+            CreateKeyRequest { dkms_instance_id: Some("kst-1".into()), ..Default::default() },
+            E::InvalidParameter,
+            "DKMSInstanceId",
+        ),
     ];
     for (req, want, mentions) in cases {
         let e = f.engine.create_key(&owner(), req.clone()).unwrap_err();
@@ -184,8 +229,10 @@ fn list_keys_pages_and_filters() {
     }
     f.engine.disable_key(&owner(), &ids[0]).unwrap();
     let list = |filters: Option<&str>, n, size| {
-        f.engine
-            .list_keys(&owner(), ListKeysRequest { filters: filters.map(Into::into), page: PageRequest { page_number: n, page_size: size } })
+        f.engine.list_keys(
+            &owner(),
+            ListKeysRequest { filters: filters.map(Into::into), page: PageRequest { page_number: n, page_size: size } },
+        )
     };
     let p = list(None, Some(2), Some(2)).unwrap();
     assert_eq!((p.total_count, p.page_number, p.page_size), (5, 2, 2));
@@ -195,14 +242,21 @@ fn list_keys_pages_and_filters() {
     let sm4 = list(Some(r#"[{"Key":"KeySpec","Values":["Aliyun_SM4"]}]"#), None, None).unwrap();
     assert_eq!(sm4.total_count, 2);
     let both = list(
-        Some(r#"[{"Key":"KeyState","Values":["Disabled"]},{"Key":"KeySpec","Values":["Aliyun_AES_256","Aliyun_SM4"]}]"#),
+        Some(
+            r#"[{"Key":"KeyState","Values":["Disabled"]},{"Key":"KeySpec","Values":["Aliyun_AES_256","Aliyun_SM4"]}]"#,
+        ),
         None,
         None,
     )
     .unwrap();
     assert_eq!(both.keys.key.len(), 1);
     assert_eq!(both.keys.key[0].key_id, ids[0]);
-    for bad in [r#"{"Key":"KeyState"}"#, r#"[{"Key":"Color","Values":["red"]}]"#, r#"[{"Key":"KeyState","Values":["On"]}]"#, r#"[{"Key":"KeyState","Values":[]}]"#] {
+    for bad in [
+        r#"{"Key":"KeyState"}"#,
+        r#"[{"Key":"Color","Values":["red"]}]"#,
+        r#"[{"Key":"KeyState","Values":["On"]}]"#,
+        r#"[{"Key":"KeyState","Values":[]}]"#,
+    ] {
         assert_eq!(code(list(Some(bad), None, None)), E::InvalidParameter, "{bad}");
     }
     assert_eq!(code(list(None, Some(0), None)), E::InvalidParameter);
@@ -283,7 +337,14 @@ fn size_limits_are_enforced() {
 fn generate_data_key_lengths_and_round_trip() {
     let f = fixture();
     let k = f.create("Aliyun_SM4");
-    for (spec, n, want) in [(None, None, 32), (Some("AES_128"), None, 16), (Some("AES_256"), None, 32), (None, Some(1), 1), (None, Some(1024), 1024), (Some("AES_128"), Some(24), 24)] {
+    for (spec, n, want) in [
+        (None, None, 32),
+        (Some("AES_128"), None, 16),
+        (Some("AES_256"), None, 32),
+        (None, Some(1), 1),
+        (None, Some(1024), 1024),
+        (Some("AES_128"), Some(24), 24),
+    ] {
         let dk = f.gdk(&k, spec, n).unwrap();
         assert_eq!(dk.plaintext.len(), want, "{spec:?} {n:?}");
         let back = f.decrypt(&dk.ciphertext_blob, None).unwrap();
@@ -297,7 +358,11 @@ fn generate_data_key_lengths_and_round_trip() {
         .engine
         .generate_data_key_without_plaintext(
             &owner(),
-            GenerateDataKeyRequest { key_id: k.clone(), encryption_context: Some(r#"{"vol":"1"}"#.into()), ..Default::default() },
+            GenerateDataKeyRequest {
+                key_id: k.clone(),
+                encryption_context: Some(r#"{"vol":"1"}"#.into()),
+                ..Default::default()
+            },
         )
         .unwrap();
     assert_eq!(f.decrypt(&wp.ciphertext_blob, Some(r#"{"vol":"1"}"#)).unwrap().plaintext.len(), 32);
@@ -330,13 +395,29 @@ fn dry_run_validates_without_acting() {
     let k = f.create("Aliyun_AES_256");
     let e = f
         .engine
-        .encrypt(&owner(), EncryptRequest { key_id: k.clone(), plaintext: SecretBytes::from(&b"x"[..]), encryption_context: None, dry_run: true })
+        .encrypt(
+            &owner(),
+            EncryptRequest {
+                key_id: k.clone(),
+                plaintext: SecretBytes::from(&b"x"[..]),
+                encryption_context: None,
+                dry_run: true,
+            },
+        )
         .unwrap_err();
     assert_eq!((e.code().code(), e.http_status()), ("DryRunOperationError", 400));
     f.engine.disable_key(&owner(), &k).unwrap();
     let e = f
         .engine
-        .encrypt(&owner(), EncryptRequest { key_id: k, plaintext: SecretBytes::from(&b"x"[..]), encryption_context: None, dry_run: true })
+        .encrypt(
+            &owner(),
+            EncryptRequest {
+                key_id: k,
+                plaintext: SecretBytes::from(&b"x"[..]),
+                encryption_context: None,
+                dry_run: true,
+            },
+        )
         .unwrap_err();
     assert_eq!(e.code(), E::Disabled, "a dry run reports what the real call would hit");
 }
@@ -372,8 +453,16 @@ fn key_state_matrix() {
     let ok = None;
     // (API, operation, expected outcome per state: Enabled, Disabled, PendingDeletion, PendingImport)
     let table: Vec<(&str, Op, [Option<E>; 4])> = vec![
-        ("Encrypt", |f, k, _, _, _| f.encrypt(k, b"p", None).map(drop), [ok, Some(Disabled), Some(PendingDeletion), Some(PendingImport)]),
-        ("GenerateDataKey", |f, k, _, _, _| f.gdk(k, None, None).map(drop), [ok, Some(Disabled), Some(PendingDeletion), Some(PendingImport)]),
+        (
+            "Encrypt",
+            |f, k, _, _, _| f.encrypt(k, b"p", None).map(drop),
+            [ok, Some(Disabled), Some(PendingDeletion), Some(PendingImport)],
+        ),
+        (
+            "GenerateDataKey",
+            |f, k, _, _, _| f.gdk(k, None, None).map(drop),
+            [ok, Some(Disabled), Some(PendingDeletion), Some(PendingImport)],
+        ),
         (
             "Decrypt",
             |f, _, _, b, _| match b {
@@ -386,7 +475,13 @@ fn key_state_matrix() {
         (
             "ListKeys",
             |f, k, _, _, _| {
-                let l = f.engine.list_keys(&owner(), ListKeysRequest { page: PageRequest { page_number: None, page_size: Some(100) }, ..Default::default() })?;
+                let l = f.engine.list_keys(
+                    &owner(),
+                    ListKeysRequest {
+                        page: PageRequest { page_number: None, page_size: Some(100) },
+                        ..Default::default()
+                    },
+                )?;
                 assert!(l.keys.key.iter().any(|e| e.key_id == k));
                 Ok(())
             },
@@ -394,11 +489,27 @@ fn key_state_matrix() {
         ),
         ("ListAliases", |f, _, _, _, _| f.engine.list_aliases(&owner(), PageRequest::default()).map(drop), [ok; 4]),
         ("DeleteAlias", |f, _, a, _, _| f.engine.delete_alias(&owner(), a), [ok; 4]),
-        ("EnableKey", |f, k, _, _, _| f.engine.enable_key(&owner(), k), [ok, ok, Some(StateModifiedFailed), Some(StateModifiedFailed)]),
-        ("DisableKey", |f, k, _, _, _| f.engine.disable_key(&owner(), k), [ok, ok, Some(StateModifiedFailed), Some(StateModifiedFailed)]),
+        (
+            "EnableKey",
+            |f, k, _, _, _| f.engine.enable_key(&owner(), k),
+            [ok, ok, Some(StateModifiedFailed), Some(StateModifiedFailed)],
+        ),
+        (
+            "DisableKey",
+            |f, k, _, _, _| f.engine.disable_key(&owner(), k),
+            [ok, ok, Some(StateModifiedFailed), Some(StateModifiedFailed)],
+        ),
         ("ScheduleKeyDeletion", |f, k, _, _, _| f.schedule(k, 30), [ok, ok, Some(StateModifiedFailed), ok]),
-        ("CancelKeyDeletion", |f, k, _, _, _| f.engine.cancel_key_deletion(&owner(), k), [Some(StateModifiedFailed), Some(StateModifiedFailed), ok, Some(StateModifiedFailed)]),
-        ("CreateAlias", |f, k, _, _, _| f.engine.create_alias(&owner(), &format!("alias/new-{}", &k[4..]), k), [ok, ok, Some(StateModifiedFailed), ok]),
+        (
+            "CancelKeyDeletion",
+            |f, k, _, _, _| f.engine.cancel_key_deletion(&owner(), k),
+            [Some(StateModifiedFailed), Some(StateModifiedFailed), ok, Some(StateModifiedFailed)],
+        ),
+        (
+            "CreateAlias",
+            |f, k, _, _, _| f.engine.create_alias(&owner(), &format!("alias/new-{}", &k[4..]), k),
+            [ok, ok, Some(StateModifiedFailed), ok],
+        ),
         (
             "UpdateAlias(target)",
             |f, k, _, _, other_alias| f.engine.update_alias(&owner(), other_alias, k),
@@ -445,7 +556,11 @@ fn automatic_rotation_follows_the_clock() {
         .engine
         .create_key(
             &owner(),
-            CreateKeyRequest { enable_automatic_rotation: Some(true), rotation_interval: Some("7d".into()), ..Default::default() },
+            CreateKeyRequest {
+                enable_automatic_rotation: Some(true),
+                rotation_interval: Some("7d".into()),
+                ..Default::default()
+            },
         )
         .unwrap()
         .key_metadata;
@@ -493,7 +608,11 @@ fn update_rotation_policy_validates_and_switches() {
     let set = |enable, interval: Option<&str>| {
         f.engine.update_rotation_policy(
             &owner(),
-            UpdateRotationPolicyRequest { key_id: k.clone(), enable_automatic_rotation: enable, rotation_interval: interval.map(Into::into) },
+            UpdateRotationPolicyRequest {
+                key_id: k.clone(),
+                enable_automatic_rotation: enable,
+                rotation_interval: interval.map(Into::into),
+            },
         )
     };
     set(true, Some("604800s")).unwrap();
@@ -508,10 +627,16 @@ fn update_rotation_policy_validates_and_switches() {
     }
     set(false, None).unwrap();
     let md = f.describe(&k);
-    assert_eq!((md.automatic_rotation.as_str(), md.next_rotation_date.as_str(), md.rotation_interval.as_str()), ("Disabled", "", ""));
+    assert_eq!(
+        (md.automatic_rotation.as_str(), md.next_rotation_date.as_str(), md.rotation_interval.as_str()),
+        ("Disabled", "", "")
+    );
     let ext = f.create_external();
     assert_eq!(
-        code(f.engine.update_rotation_policy(&owner(), UpdateRotationPolicyRequest { key_id: ext, enable_automatic_rotation: true, rotation_interval: None })),
+        code(f.engine.update_rotation_policy(
+            &owner(),
+            UpdateRotationPolicyRequest { key_id: ext, enable_automatic_rotation: true, rotation_interval: None }
+        )),
         E::UnsupportedOrigin
     );
 }
@@ -528,7 +653,8 @@ fn manual_versions_are_rate_limited_and_listed() {
     assert_eq!(f.describe(&k).primary_key_version, v.key_version_id);
     let d = f.engine.describe_key_version(&owner(), &k, &first).unwrap().key_version;
     assert_eq!((d.key_id.as_str(), d.creation_date.as_str()), (k.as_str(), crate::clock::format_iso(T0).as_str()));
-    let page = f.engine.list_key_versions(&owner(), &k, PageRequest { page_number: Some(2), page_size: Some(1) }).unwrap();
+    let page =
+        f.engine.list_key_versions(&owner(), &k, PageRequest { page_number: Some(2), page_size: Some(1) }).unwrap();
     assert_eq!((page.total_count, page.key_versions.key_version[0].key_version_id.clone()), (2, v.key_version_id));
     let other = f.create("Aliyun_AES_256");
     assert_eq!(code(f.engine.describe_key_version(&owner(), &other, &first)), E::KeyVersionNotFound);
@@ -550,12 +676,18 @@ fn deletion_window_then_reaper() {
     assert_eq!(code(f.schedule(&k, 6)), E::InvalidParameter);
     assert_eq!(code(f.schedule(&k, 367)), E::InvalidParameter);
     assert_eq!(
-        code(f.engine.schedule_key_deletion(&owner(), ScheduleKeyDeletionRequest { key_id: k.clone(), pending_window_in_days: None })),
+        code(f.engine.schedule_key_deletion(
+            &owner(),
+            ScheduleKeyDeletionRequest { key_id: k.clone(), pending_window_in_days: None }
+        )),
         E::MissingParameter
     );
     f.schedule(&k, 7).unwrap();
     let md = f.describe(&k);
-    assert_eq!((md.key_state.as_str(), md.delete_date.clone()), ("PendingDeletion", crate::clock::format_iso(T0 + 7 * DAY)));
+    assert_eq!(
+        (md.key_state.as_str(), md.delete_date.clone()),
+        ("PendingDeletion", crate::clock::format_iso(T0 + 7 * DAY))
+    );
     f.clock.advance(7 * DAY - 1);
     assert!(f.engine.run_maintenance().deleted.is_empty());
     f.clock.advance(1);
@@ -587,15 +719,24 @@ fn cancel_restores_the_previous_state_and_protection_blocks_deletion() {
         )
         .unwrap();
     let md = f.describe(&k);
-    assert_eq!((md.deletion_protection.as_deref(), md.deletion_protection_description.as_deref()), (Some("Enabled"), Some("prod")));
+    assert_eq!(
+        (md.deletion_protection.as_deref(), md.deletion_protection_description.as_deref()),
+        (Some("Enabled"), Some("prod"))
+    );
     let e = f.schedule(&k, 7).unwrap_err();
     assert_eq!(e.code(), E::StateModifiedFailed);
     assert!(e.message().contains("deletion protection"));
     f.engine
-        .set_deletion_protection(&owner(), SetDeletionProtectionRequest { key_id: Some(k.clone()), ..Default::default() })
+        .set_deletion_protection(
+            &owner(),
+            SetDeletionProtectionRequest { key_id: Some(k.clone()), ..Default::default() },
+        )
         .unwrap();
     f.schedule(&k, 7).unwrap();
-    assert_eq!(code(f.engine.set_deletion_protection(&owner(), SetDeletionProtectionRequest::default())), E::MissingParameter);
+    assert_eq!(
+        code(f.engine.set_deletion_protection(&owner(), SetDeletionProtectionRequest::default())),
+        E::MissingParameter
+    );
 }
 
 // ---------------------------------------------------------------- aliases
@@ -631,7 +772,8 @@ fn aliases_and_arns_work_wherever_a_key_id_does() {
 
 #[test]
 fn alias_limit_and_paging() {
-    let f = fixture_with(EngineConfig { limits: Limits { max_aliases: 3, ..Default::default() }, ..Default::default() });
+    let f =
+        fixture_with(EngineConfig { limits: Limits { max_aliases: 3, ..Default::default() }, ..Default::default() });
     let k = f.create("Aliyun_AES_256");
     for i in 0..3 {
         f.engine.create_alias(&owner(), &format!("alias/a{i}"), &k).unwrap();
@@ -647,7 +789,11 @@ fn alias_limit_and_paging() {
 fn service_keys_are_created_on_first_use_and_locked_down() {
     let f = fixture();
     let oss = Caller::service("OSS");
-    assert_eq!(code(f.encrypt("alias/acs/oss", b"x", None)), E::AliasNotFound, "the owner does not create service keys");
+    assert_eq!(
+        code(f.encrypt("alias/acs/oss", b"x", None)),
+        E::AliasNotFound,
+        "the owner does not create service keys"
+    );
     let gdk = |c: &Caller, alias: &str| {
         f.engine.generate_data_key(c, GenerateDataKeyRequest { key_id: alias.into(), ..Default::default() })
     };
@@ -656,7 +802,10 @@ fn service_keys_are_created_on_first_use_and_locked_down() {
     assert_eq!(first.key_id, second.key_id, "created once");
     assert_eq!(code(gdk(&oss, "alias/acs/ecs")), E::AliasNotFound, "a service creates only its own key");
     let md = f.describe("alias/acs/oss");
-    assert_eq!((md.creator.as_str(), md.key_state.as_str(), md.automatic_rotation.as_str()), ("OSS", "Enabled", "Enabled"));
+    assert_eq!(
+        (md.creator.as_str(), md.key_state.as_str(), md.automatic_rotation.as_str()),
+        ("OSS", "Enabled", "Enabled")
+    );
     assert_eq!(f.decrypt(&first.ciphertext_blob, None).unwrap().plaintext, first.plaintext);
 
     let k = md.key_id.clone();
@@ -670,7 +819,14 @@ fn service_keys_are_created_on_first_use_and_locked_down() {
         ("CreateKeyVersion", f.engine.create_key_version(&owner(), &k).map(drop)),
         (
             "UpdateRotationPolicy",
-            f.engine.update_rotation_policy(&owner(), UpdateRotationPolicyRequest { key_id: k.clone(), enable_automatic_rotation: false, rotation_interval: None }),
+            f.engine.update_rotation_policy(
+                &owner(),
+                UpdateRotationPolicyRequest {
+                    key_id: k.clone(),
+                    enable_automatic_rotation: false,
+                    rotation_interval: None,
+                },
+            ),
         ),
         ("CreateAlias", f.engine.create_alias(&owner(), "alias/steal", &k)),
         ("UpdateAlias(acs)", f.engine.update_alias(&owner(), "alias/acs/oss", &user_key)),
@@ -685,7 +841,13 @@ fn service_keys_are_created_on_first_use_and_locked_down() {
     assert_eq!(f.describe(&k), md, "nothing changed");
     let svc = f
         .engine
-        .list_keys(&owner(), ListKeysRequest { filters: Some(r#"[{"Key":"CreatorType","Values":["Service"]}]"#.into()), ..Default::default() })
+        .list_keys(
+            &owner(),
+            ListKeysRequest {
+                filters: Some(r#"[{"Key":"CreatorType","Values":["Service"]}]"#.into()),
+                ..Default::default()
+            },
+        )
         .unwrap();
     assert_eq!(svc.keys.key.len(), 1);
 }
@@ -770,7 +932,8 @@ fn the_store_files_hold_no_key_material() {
 
 #[test]
 fn describe_regions_lists_the_configured_ones() {
-    let f = fixture_with(EngineConfig { regions: vec!["cn-shanghai".into(), "cn-hangzhou".into()], ..Default::default() });
+    let f =
+        fixture_with(EngineConfig { regions: vec!["cn-shanghai".into(), "cn-hangzhou".into()], ..Default::default() });
     let r = f.engine.describe_regions(&owner());
     let ids: Vec<_> = r.regions.region.iter().map(|r| r.region_id.as_str()).collect();
     assert_eq!(ids, ["cn-hangzhou", "cn-shanghai"]);

@@ -56,7 +56,12 @@ impl Engine {
         Ok(KeyVersionResponse { key_version: version_view(v) })
     }
 
-    pub fn list_key_versions(&self, _caller: &Caller, key_id: &str, page: PageRequest) -> Result<ListKeyVersionsResponse> {
+    pub fn list_key_versions(
+        &self,
+        _caller: &Caller,
+        key_id: &str,
+        page: PageRequest,
+    ) -> Result<ListKeyVersionsResponse> {
         let page = page.validate()?;
         let st = self.state.read();
         let k = self.find(&st, "KeyId", key_id)?;
@@ -78,8 +83,11 @@ impl Engine {
             if k.state == KeyState::PendingDeletion {
                 return Err(state_error(k));
             }
-            let interval =
-                self.rotation_request(req.enable_automatic_rotation, req.rotation_interval.as_deref(), k.rotation_interval)?;
+            let interval = self.rotation_request(
+                req.enable_automatic_rotation,
+                req.rotation_interval.as_deref(),
+                k.rotation_interval,
+            )?;
             let mut k = k.clone();
             k.rotation_enabled = interval.is_some();
             if interval.is_some() {

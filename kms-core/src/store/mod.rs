@@ -67,9 +67,7 @@ impl Store {
             Err(std::fs::TryLockError::Error(e)) => return Err(format!("{}: {e}", lock_path.display())),
         }
         let mut conn = Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .map_err(|e| e.to_string())?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(|e| e.to_string())?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(format!("{}: cannot switch to WAL mode (got {mode})", path.display()));
         }
@@ -86,9 +84,7 @@ impl Store {
     }
 
     pub fn get_meta(&self, name: &str) -> rusqlite::Result<Option<Vec<u8>>> {
-        self.conn
-            .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0))
-            .optional()
+        self.conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0)).optional()
     }
 
     pub fn put_meta(&mut self, name: &str, value: &[u8]) -> rusqlite::Result<()> {
@@ -104,12 +100,9 @@ impl Store {
         let mut snap = Snapshot::default();
         let mut stmt = self.conn.prepare("SELECT * FROM keys ORDER BY created_at, key_id")?;
         let cols = column_index(&stmt);
-        snap.keys = stmt
-            .query_map([], |r| key_from_row(r, &cols))?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut stmt = self
-            .conn
-            .prepare("SELECT version_id, key_id, created_at, sealed FROM key_versions ORDER BY rowid")?;
+        snap.keys = stmt.query_map([], |r| key_from_row(r, &cols))?.collect::<rusqlite::Result<_>>()?;
+        let mut stmt =
+            self.conn.prepare("SELECT version_id, key_id, created_at, sealed FROM key_versions ORDER BY rowid")?;
         snap.versions = stmt
             .query_map([], |r| {
                 Ok(VersionRecord { version_id: r.get(0)?, key_id: r.get(1)?, created_at: r.get(2)?, sealed: r.get(3)? })
@@ -210,7 +203,11 @@ fn key_from_row(r: &Row<'_>, cols: &HashMap<String, usize>) -> rusqlite::Result<
     fn parsed<T>(r: &Row<'_>, i: usize, f: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
         let s: String = r.get(i)?;
         f(&s).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, format!("unknown value {s:?}").into())
+            rusqlite::Error::FromSqlConversionFailure(
+                i,
+                rusqlite::types::Type::Text,
+                format!("unknown value {s:?}").into(),
+            )
         })
     }
     let before: Option<String> = r.get(col("state_before_deletion"))?;
@@ -271,7 +268,8 @@ mod tests {
         let path = dir.path().join("kms.db");
         {
             let mut s = Store::open(&path).unwrap();
-            let v = VersionRecord { version_id: "v1".into(), key_id: "key-a".into(), created_at: 10, sealed: vec![1, 2] };
+            let v =
+                VersionRecord { version_id: "v1".into(), key_id: "key-a".into(), created_at: 10, sealed: vec![1, 2] };
             let a = AliasRecord { name: "alias/a".into(), key_id: "key-a".into(), created_at: 11 };
             s.apply(&[Change::PutKey(key("key-a")), Change::PutVersion(v), Change::PutAlias(a)]).unwrap();
             let mut k = key("key-a");
@@ -295,7 +293,8 @@ mod tests {
         let mut s = Store::open(&dir.path().join("kms.db")).unwrap();
         // A version of a key that does not exist violates the foreign key: the key put before it
         // in the same list must not survive either.
-        let orphan = VersionRecord { version_id: "v".into(), key_id: "key-missing".into(), created_at: 1, sealed: vec![] };
+        let orphan =
+            VersionRecord { version_id: "v".into(), key_id: "key-missing".into(), created_at: 1, sealed: vec![] };
         assert!(s.apply(&[Change::PutKey(key("key-a")), Change::PutVersion(orphan)]).is_err());
         assert!(s.load().unwrap().keys.is_empty());
     }

@@ -49,9 +49,8 @@ pub const MIGRATIONS: &[&str] = &[
 
 /// Brings the schema up to date. A store written by a newer build is refused, not downgraded.
 pub fn migrate(conn: &mut Connection) -> Result<(), String> {
-    let current: usize = conn
-        .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
-        .map_err(|e| e.to_string())? as usize;
+    let current: usize =
+        conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).map_err(|e| e.to_string())? as usize;
     if current > MIGRATIONS.len() {
         return Err(format!(
             "the store has schema version {current}, newer than this build knows ({}); upgrade kms-core",
