@@ -31,6 +31,17 @@ pub enum ErrorCode {
     PendingDeletion,
     PendingImport,
     DryRunOperation,
+    // Gateway-level codes (spec §5.2, §6.4): authentication and request shape.
+    InvalidAccessKeyIdNotFound,
+    AccessKeyDisabled,
+    SignatureDoesNotMatch,
+    IncompleteSignature,
+    InvalidTimeStampExpired,
+    IllegalTimestamp,
+    SignatureNonceUsed,
+    InvalidActionNotFound,
+    InvalidVersion,
+    UnsupportedHttpMethod,
 }
 
 impl ErrorCode {
@@ -60,6 +71,16 @@ impl ErrorCode {
             PendingDeletion => "Rejected.PendingDeletion",
             PendingImport => "Rejected.PendingImport",
             DryRunOperation => "DryRunOperationError",
+            InvalidAccessKeyIdNotFound => "InvalidAccessKeyId.NotFound",
+            AccessKeyDisabled => "Forbidden.AccessKey",
+            SignatureDoesNotMatch => "SignatureDoesNotMatch",
+            IncompleteSignature => "IncompleteSignature",
+            InvalidTimeStampExpired => "InvalidTimeStamp.Expired",
+            IllegalTimestamp => "IllegalTimestamp",
+            SignatureNonceUsed => "SignatureNonceUsed",
+            InvalidActionNotFound => "InvalidAction.NotFound",
+            InvalidVersion => "InvalidVersion",
+            UnsupportedHttpMethod => "UnsupportedHTTPMethod",
         }
     }
 
@@ -69,8 +90,8 @@ impl ErrorCode {
         match self {
             InternalFailure => 500,
             ServiceUnavailableTemporary => 503,
-            KeyNotFound | KeyVersionNotFound | AliasNotFound => 404,
-            NoPermission => 403,
+            KeyNotFound | KeyVersionNotFound | AliasNotFound | InvalidAccessKeyIdNotFound | InvalidActionNotFound => 404,
+            NoPermission | AccessKeyDisabled | UnsupportedHttpMethod => 403,
             StateModifiedFailed | Disabled | PendingDeletion | PendingImport => 409,
             MissingParameter
             | InvalidParameter
@@ -83,7 +104,13 @@ impl ErrorCode {
             | UnsupportedAlias
             | UnsupportedProtectionLevel
             | UnsupportedOperation
-            | DryRunOperation => 400,
+            | DryRunOperation
+            | SignatureDoesNotMatch
+            | IncompleteSignature
+            | InvalidTimeStampExpired
+            | IllegalTimestamp
+            | SignatureNonceUsed
+            | InvalidVersion => 400,
         }
     }
 
@@ -113,6 +140,18 @@ impl ErrorCode {
             PendingDeletion => "The request was rejected because the key state is PendingDeletion.",
             PendingImport => "The request was rejected because the key state is PendingImport.",
             DryRunOperation => "The request would have succeeded, but the DryRun flag is set.",
+            InvalidAccessKeyIdNotFound => "Specified access key is not found.",
+            AccessKeyDisabled => "This AccessKey is not enabled.",
+            SignatureDoesNotMatch => "Specified signature is not matched with our calculation.",
+            IncompleteSignature => "The request signature does not conform to Alibaba Cloud standards.",
+            InvalidTimeStampExpired => "Specified time stamp or date value is expired.",
+            IllegalTimestamp => {
+                "The input parameter \"Timestamp\" that is mandatory for processing this request is not supplied."
+            }
+            SignatureNonceUsed => "Specified signature nonce was used already.",
+            InvalidActionNotFound => "Specified api is not found, please check your url and method.",
+            InvalidVersion => "Specified parameter Version is not valid.",
+            UnsupportedHttpMethod => "This http method is not supported.",
         }
     }
 }
@@ -135,6 +174,11 @@ impl KmsError {
     /// An error with the documented message followed by `detail`.
     pub fn with_detail(code: ErrorCode, detail: impl fmt::Display) -> Self {
         KmsError { code, message: format!("{} {}", code.base_message(), detail) }
+    }
+
+    /// An error with exactly this message (for messages whose form clients parse).
+    pub fn from_parts(code: ErrorCode, message: String) -> Self {
+        KmsError { code, message }
     }
 
     pub fn code(&self) -> ErrorCode {

@@ -4,6 +4,18 @@ use serde::{Deserialize, Serialize};
 
 use super::common::PageRequest;
 
+impl ListKeysRequest {
+    pub fn page(&self) -> PageRequest {
+        PageRequest { page_number: self.page_number, page_size: self.page_size }
+    }
+}
+
+impl KeyPageRequest {
+    pub fn page(&self) -> PageRequest {
+        PageRequest { page_number: self.page_number, page_size: self.page_size }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct CreateKeyRequest {
@@ -59,8 +71,53 @@ pub struct KeyMetadataResponse {
 pub struct ListKeysRequest {
     /// JSON: `[{"Key":"KeyState","Values":["Enabled"]}, …]`.
     pub filters: Option<String>,
-    #[serde(flatten)]
-    pub page: PageRequest,
+    pub page_number: Option<i64>,
+    pub page_size: Option<i64>,
+}
+
+/// Actions that take only a `KeyId`: DescribeKey, EnableKey, DisableKey, CancelKeyDeletion,
+/// CreateKeyVersion.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyIdRequest {
+    pub key_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateKeyDescriptionRequest {
+    pub key_id: String,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeKeyVersionRequest {
+    pub key_id: String,
+    pub key_version_id: String,
+}
+
+/// ListKeyVersions and ListAliasesByKeyId: a key and a page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyPageRequest {
+    pub key_id: String,
+    pub page_number: Option<i64>,
+    pub page_size: Option<i64>,
+}
+
+/// CreateAlias and UpdateAlias.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AliasRequest {
+    pub alias_name: String,
+    pub key_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeleteAliasRequest {
+    pub alias_name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

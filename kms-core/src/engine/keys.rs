@@ -213,7 +213,7 @@ impl Engine {
     }
 
     pub fn list_keys(&self, _caller: &Caller, req: ListKeysRequest) -> Result<ListKeysResponse> {
-        let page = req.page.validate()?;
+        let page = req.page().validate()?;
         let filters = KeyFilter::parse(req.filters.as_deref())?;
         let st = self.state.read();
         let all: Vec<&KeyRecord> =

@@ -231,7 +231,7 @@ fn list_keys_pages_and_filters() {
     let list = |filters: Option<&str>, n, size| {
         f.engine.list_keys(
             &owner(),
-            ListKeysRequest { filters: filters.map(Into::into), page: PageRequest { page_number: n, page_size: size } },
+            ListKeysRequest { filters: filters.map(Into::into), page_number: n, page_size: size },
         )
     };
     let p = list(None, Some(2), Some(2)).unwrap();
@@ -478,7 +478,7 @@ fn key_state_matrix() {
                 let l = f.engine.list_keys(
                     &owner(),
                     ListKeysRequest {
-                        page: PageRequest { page_number: None, page_size: Some(100) },
+                        page_size: Some(100),
                         ..Default::default()
                     },
                 )?;

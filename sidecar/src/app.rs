@@ -1,0 +1,146 @@
+//! Start-up: data dir, access keys, engine, listeners, profile; and orderly shutdown.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kms_core::{Engine, EngineOptions, Principal, SystemClock};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use zeroize::Zeroizing;
+
+use crate::auth::{AccessKey, Authenticator};
+use crate::config::{load_or_create_credentials, write_private, Config, Profile, ServiceKey};
+use crate::metrics::Metrics;
+use crate::server::{serve, AppState, Listener};
+use crate::tls;
+
+pub const ENV_ACCESS_KEY_ID: &str = "KMS_ACCESS_KEY_ID";
+pub const ENV_ACCESS_KEY_SECRET: &str = "KMS_ACCESS_KEY_SECRET";
+
+/// A running sidecar.
+pub struct Running {
+    pub data_dir: PathBuf,
+    pub http: Option<std::net::SocketAddr>,
+    pub https: Option<std::net::SocketAddr>,
+    pub profile: Profile,
+    /// Set on the first start: the generated owner key, to show once.
+    pub new_owner_key: Option<(String, Zeroizing<String>)>,
+    pub engine: Arc<Engine>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    _maintenance: kms_core::engine::MaintenanceHandle,
+}
+
+impl Running {
+    /// Stops accepting, waits for in-flight requests, stops background work.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Starts everything `cfg` describes. Listening addresses may use port 0; the bound ones are in
+/// the result and in `profile.json`.
+pub async fn start(cfg: Config) -> Result<Running, String> {
+    let dir = cfg.data_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+
+    let env_owner = match (std::env::var(ENV_ACCESS_KEY_ID), std::env::var(ENV_ACCESS_KEY_SECRET)) {
+        (Ok(id), Ok(secret)) if !id.is_empty() && !secret.is_empty() => Some((id, Zeroizing::new(secret))),
+        (Ok(_), Err(_)) | (Err(_), Ok(_)) => {
+            return Err(format!("set both {ENV_ACCESS_KEY_ID} and {ENV_ACCESS_KEY_SECRET}, or neither"))
+        }
+        _ => None,
+    };
+    let (creds, created) = load_or_create_credentials(&dir, env_owner.is_some())?;
+    let mut keys: Vec<AccessKey> = Vec::new();
+    for k in creds.access_keys.iter().chain(cfg.access_keys.iter()) {
+        keys.push(k.to_access_key()?);
+    }
+    if let Some((id, secret)) = &env_owner {
+        keys.retain(|k| &k.id != id);
+        keys.push(AccessKey { id: id.clone(), secret: secret.clone(), principal: Principal::Owner, enabled: true });
+    }
+    let stored_owner = creds.access_keys.iter().find(|k| k.principal == "owner");
+    let new_owner_key =
+        if created { stored_owner.map(|k| (k.id.clone(), Zeroizing::new(k.secret.clone()))) } else { None };
+
+    let engine_cfg = cfg.engine.clone();
+    let engine_dir = dir.clone();
+    let engine = tokio::task::spawn_blocking(move || {
+        EngineOptions::in_dir(&engine_dir, engine_cfg).and_then(Engine::open).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let engine = Arc::new(engine);
+    let maintenance = engine.spawn_maintenance(Duration::from_secs(cfg.maintenance_interval_secs.max(1)));
+
+    let state = Arc::new(AppState {
+        engine: engine.clone(),
+        auth: Authenticator::new(keys, cfg.max_clock_skew_secs, Arc::new(SystemClock)),
+        metrics: Metrics::default(),
+        max_body_bytes: cfg.max_body_bytes,
+    });
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut profile = Profile::default();
+
+    let mut http = None;
+    if !cfg.listen.is_empty() {
+        let l = tokio::net::TcpListener::bind(&cfg.listen).await.map_err(|e| format!("listen {}: {e}", cfg.listen))?;
+        let addr = l.local_addr().map_err(|e| e.to_string())?;
+        http = Some(addr);
+        profile.endpoint = format!("http://{addr}");
+        tasks.push(tokio::spawn(serve(state.clone(), Listener::Tcp(l), shutdown_rx.clone())));
+    }
+    let mut https = None;
+    if let Some(tls_listen) = &cfg.tls_listen {
+        let files = match (&cfg.tls.cert, &cfg.tls.key) {
+            (Some(cert), Some(key)) => tls::TlsFiles { cert: cert.clone(), key: key.clone(), ca: None },
+            (None, None) => tls::ensure_generated(&dir.join("tls"), &[])?,
+            _ => return Err("tls.cert and tls.key go together".into()),
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&files)?);
+        let l = tokio::net::TcpListener::bind(tls_listen).await.map_err(|e| format!("listen {tls_listen}: {e}"))?;
+        let addr = l.local_addr().map_err(|e| e.to_string())?;
+        https = Some(addr);
+        profile.tls_endpoint = Some(format!("https://localhost:{}", addr.port()));
+        profile.ca_file = files.ca.clone();
+        tasks.push(tokio::spawn(serve(state.clone(), Listener::Tls(l, acceptor), shutdown_rx.clone())));
+    }
+    if let Some(path) = &cfg.unix_socket {
+        let _ = std::fs::remove_file(path);
+        let l = tokio::net::UnixListener::bind(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
+        tasks.push(tokio::spawn(serve(state.clone(), Listener::Unix(l), shutdown_rx.clone())));
+    }
+    if tasks.is_empty() {
+        return Err("nothing to listen on: set listen, tls_listen or unix_socket".into());
+    }
+
+    if env_owner.is_none() {
+        if let Some(k) = stored_owner {
+            profile.access_key_id = Some(k.id.clone());
+            profile.access_key_secret = Some(k.secret.clone());
+        }
+    }
+    for k in &creds.access_keys {
+        if let Some(svc) = k.principal.strip_prefix("service:") {
+            profile.services.insert(
+                svc.to_string(),
+                ServiceKey { access_key_id: k.id.clone(), access_key_secret: k.secret.clone() },
+            );
+        }
+    }
+    let profile_json = Zeroizing::new(serde_json::to_vec_pretty(&profile).map_err(|e| e.to_string())?);
+    write_private(&dir.join("profile.json"), &profile_json)?;
+    tracing::info!(data_dir = %dir.display(), http = ?http, https = ?https, unix = ?cfg.unix_socket,
+        keys = engine.list_keys(&kms_core::Caller::owner(), Default::default()).map(|r| r.total_count).unwrap_or(0),
+        "kms-sidecar ready");
+    Ok(Running { data_dir: dir, http, https, profile, new_owner_key, engine, shutdown, tasks, _maintenance: maintenance })
+}

@@ -1,0 +1,98 @@
+//! `kms-sidecar`: serves the local KMS on loopback. Zero configuration: the first start creates
+//! the data dir, store, root key and access keys.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use kms_sidecar::app;
+use kms_sidecar::config::Config;
+
+#[derive(Parser, Debug)]
+#[command(name = "kms-sidecar", version, about = "Local KMS speaking the Alibaba Cloud KMS 2016-01-20 API")]
+struct Args {
+    /// TOML configuration file.
+    #[arg(long, env = "KMS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the store, root key, credentials and certificates live.
+    #[arg(long, env = "KMS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Plain HTTP address (default 127.0.0.1:18080); "" to disable.
+    #[arg(long)]
+    listen: Option<String>,
+    /// HTTPS address, e.g. 127.0.0.1:18443 (certificate generated on first start unless configured).
+    #[arg(long)]
+    tls_listen: Option<String>,
+    /// Also serve on this Unix socket.
+    #[arg(long)]
+    unix_socket: Option<PathBuf>,
+    /// Region served (appears in ARNs).
+    #[arg(long)]
+    region: Option<String>,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KMS_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("kms-sidecar: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let mut cfg = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(d) = args.data_dir {
+        cfg.data_dir = Some(d);
+    }
+    if let Some(l) = args.listen {
+        cfg.listen = l;
+    }
+    if let Some(l) = args.tls_listen {
+        cfg.tls_listen = Some(l);
+    }
+    if let Some(u) = args.unix_socket {
+        cfg.unix_socket = Some(u);
+    }
+    if let Some(r) = args.region {
+        cfg.engine.region = r;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let running = app::start(cfg).await?;
+        if let Some((id, secret)) = &running.new_owner_key {
+            println!("kms-sidecar: first start; created the owner access key (shown once, also stored 0600 in {}):", running.data_dir.join("credentials.toml").display());
+            println!("  AccessKeyId:     {id}");
+            println!("  AccessKeySecret: {}", secret.as_str());
+        }
+        if let Some(a) = running.http {
+            println!("kms-sidecar: listening on http://{a}");
+        }
+        if let Some(a) = running.https {
+            println!("kms-sidecar: listening on https://localhost:{} (CA: {})", a.port(),
+                running.profile.ca_file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "configured certificate".into()));
+        }
+        println!("kms-sidecar: client profile in {}", running.data_dir.join("profile.json").display());
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        running.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

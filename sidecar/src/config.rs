@@ -1,0 +1,248 @@
+//! Configuration: a TOML file (optional), command-line overrides, and the data directory that a
+//! zero-configuration start fills in: the SQLite store, the root key, the access keys
+//! (`credentials.toml`, 0600) and a client profile (`profile.json`, 0600).
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use kms_core::{EngineConfig, Principal};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::auth::AccessKey;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:18080";
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: Option<PathBuf>,
+    /// Plain HTTP listener; empty disables it.
+    pub listen: String,
+    /// HTTPS listener (certificate from `tls`, or generated in the data dir).
+    pub tls_listen: Option<String>,
+    pub unix_socket: Option<PathBuf>,
+    pub tls: TlsConfig,
+    /// Accepted distance between a request's timestamp and the server clock.
+    pub max_clock_skew_secs: i64,
+    pub maintenance_interval_secs: u64,
+    pub max_body_bytes: usize,
+    pub engine: EngineConfig,
+    /// Access keys in addition to those in `credentials.toml`.
+    pub access_keys: Vec<AccessKeyConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: None,
+            listen: DEFAULT_LISTEN.into(),
+            tls_listen: None,
+            unix_socket: None,
+            tls: TlsConfig::default(),
+            max_clock_skew_secs: 15 * 60,
+            maintenance_interval_secs: 60,
+            max_body_bytes: 1 << 20,
+            engine: EngineConfig::default(),
+            access_keys: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKeyConfig {
+    pub id: String,
+    pub secret: String,
+    /// `owner`, `user:<name>` or `service:<name>` (e.g. `service:oss`).
+    pub principal: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl std::fmt::Debug for AccessKeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKeyConfig").field("id", &self.id).field("principal", &self.principal).finish_non_exhaustive()
+    }
+}
+
+impl AccessKeyConfig {
+    pub fn to_access_key(&self) -> Result<AccessKey, String> {
+        Ok(AccessKey {
+            id: self.id.clone(),
+            secret: Zeroizing::new(self.secret.clone()),
+            principal: parse_principal(&self.principal)?,
+            enabled: self.enabled,
+        })
+    }
+}
+
+pub fn parse_principal(s: &str) -> Result<Principal, String> {
+    match s.split_once(':') {
+        None if s == "owner" => Ok(Principal::Owner),
+        Some(("user", name)) if !name.is_empty() => Ok(Principal::User(name.into())),
+        Some(("service", name)) if !name.is_empty() => Ok(Principal::Service(name.to_ascii_lowercase())),
+        _ => Err(format!("principal {s:?}: use owner, user:<name> or service:<name>")),
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(default_data_dir)
+    }
+}
+
+/// `$KMS_DATA_DIR`, else `$XDG_DATA_HOME/kms-sidecar`, else `~/.local/share/kms-sidecar`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("KMS_DATA_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(d).join("kms-sidecar");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/share/kms-sidecar")
+}
+
+/// The access keys kept in the data dir.
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct Credentials {
+    #[serde(default)]
+    pub access_keys: Vec<AccessKeyConfig>,
+}
+
+/// An access key id in the service's shape (`LTAI` + 20 alphanumerics) and a 30-character secret.
+pub fn generate_key_pair(principal: &str) -> AccessKeyConfig {
+    const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rngs::OsRng;
+    let mut pick = |n: usize| (0..n).map(|_| ALNUM[rng.gen_range(0..ALNUM.len())] as char).collect::<String>();
+    AccessKeyConfig { id: format!("LTAI{}", pick(20)), secret: pick(30), principal: principal.into(), enabled: true }
+}
+
+/// Loads `credentials.toml`, creating it on first start with a service key pair for OSS and ECS,
+/// and an owner key pair unless `owner_from_env`. Returns the credentials and whether they were
+/// created now.
+pub fn load_or_create_credentials(dir: &Path, owner_from_env: bool) -> Result<(Credentials, bool), String> {
+    let path = dir.join("credentials.toml");
+    if path.exists() {
+        let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let c: Credentials = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        return Ok((c, false));
+    }
+    let mut c = Credentials::default();
+    if !owner_from_env {
+        c.access_keys.push(generate_key_pair("owner"));
+    }
+    c.access_keys.push(generate_key_pair("service:oss"));
+    c.access_keys.push(generate_key_pair("service:ecs"));
+    let text = toml::to_string(&c).map_err(|e| e.to_string())?;
+    write_private(&path, text.as_bytes())?;
+    Ok((c, true))
+}
+
+/// Writes a file only its owner can read, atomically (temporary file, fsync, rename).
+pub fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
+    let err = |e: std::io::Error| format!("{}: {e}", path.display());
+    if let Some(d) = path.parent() {
+        fs::create_dir_all(d).map_err(err)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(err)?;
+    f.write_all(data).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    fs::rename(&tmp, path).map_err(err)?;
+    kms_core::crypto::seal::sync_dir(path).map_err(err)
+}
+
+/// What clients need to reach this sidecar, written to `profile.json` in the data dir.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct Profile {
+    pub endpoint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_secret: Option<String>,
+    /// Service principals' keys by service name (`oss`, `ecs`).
+    #[serde(default)]
+    pub services: std::collections::BTreeMap<String, ServiceKey>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct ServiceKey {
+    pub access_key_id: String,
+    pub access_key_secret: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn principals_parse() {
+        assert_eq!(parse_principal("owner").unwrap(), Principal::Owner);
+        assert_eq!(parse_principal("service:OSS").unwrap(), Principal::Service("oss".into()));
+        assert_eq!(parse_principal("user:alice").unwrap(), Principal::User("alice".into()));
+        assert!(parse_principal("root").is_err());
+        assert!(parse_principal("service:").is_err());
+    }
+
+    #[test]
+    fn credentials_are_created_once_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let (c, created) = load_or_create_credentials(d.path(), false).unwrap();
+        assert!(created);
+        assert_eq!(c.access_keys.len(), 3);
+        assert!(c.access_keys[0].id.starts_with("LTAI") && c.access_keys[0].id.len() == 24);
+        let mode = fs::metadata(d.path().join("credentials.toml")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let (again, created) = load_or_create_credentials(d.path(), false).unwrap();
+        assert!(!created);
+        assert_eq!(again.access_keys[0].secret, c.access_keys[0].secret);
+    }
+
+    #[test]
+    fn config_file_parses_with_defaults() {
+        let c: Config = toml::from_str(
+            r#"
+            listen = "127.0.0.1:9000"
+            [engine]
+            region = "cn-shanghai"
+            [engine.limits]
+            max_keys = 5
+            [[access_keys]]
+            id = "ak"
+            secret = "sk"
+            principal = "service:oss"
+            "#,
+        )
+        .unwrap();
+        assert_eq!((c.listen.as_str(), c.engine.region.as_str(), c.engine.limits.max_keys), ("127.0.0.1:9000", "cn-shanghai", 5));
+        assert_eq!(c.engine.limits.max_aliases, 300);
+        assert!(toml::from_str::<Config>("listne = 1").is_err(), "typos are refused");
+    }
+}

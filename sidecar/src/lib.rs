@@ -1,0 +1,12 @@
+//! The KMS sidecar: serves a `kms_core::Engine` over the Alibaba Cloud KMS 2016-01-20 RPC wire
+//! protocol (both signature schemes), and the Rust client that kmsctl, kmsfs and blockcrypt use.
+//! The wire decisions are written down in `WIRE.md`.
+
+pub mod actions;
+pub mod app;
+pub mod auth;
+pub mod wire;
+pub mod config;
+pub mod metrics;
+pub mod server;
+pub mod tls;

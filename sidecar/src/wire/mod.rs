@@ -1,0 +1,4 @@
+//! The wire protocol: parameters in, JSON out.
+
+pub mod params;
+pub mod response;

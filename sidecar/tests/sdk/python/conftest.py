@@ -1,0 +1,30 @@
+"""Shared fixtures: where the sidecar under test listens and which keys it accepts.
+
+The Rust harness (sidecar/tests/sdk_compat.rs) starts the real kms-sidecar binary and passes:
+KMS_HTTP (host:port), KMS_HTTPS (host:port), KMS_CA_FILE, KMS_ACCESS_KEY_ID / KMS_ACCESS_KEY_SECRET
+(the owner), KMS_OSS_ACCESS_KEY_ID / KMS_OSS_ACCESS_KEY_SECRET (the OSS service principal).
+"""
+import os
+import uuid
+
+import pytest
+
+
+class Env:
+    http = os.environ["KMS_HTTP"]
+    https = os.environ["KMS_HTTPS"]
+    ca = os.environ["KMS_CA_FILE"]
+    ak = os.environ["KMS_ACCESS_KEY_ID"]
+    sk = os.environ["KMS_ACCESS_KEY_SECRET"]
+    oss_ak = os.environ["KMS_OSS_ACCESS_KEY_ID"]
+    oss_sk = os.environ["KMS_OSS_ACCESS_KEY_SECRET"]
+
+
+@pytest.fixture(scope="session")
+def env():
+    return Env
+
+
+@pytest.fixture
+def unique():
+    return uuid.uuid4().hex[:10]
