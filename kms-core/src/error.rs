@@ -90,7 +90,9 @@ impl ErrorCode {
         match self {
             InternalFailure => 500,
             ServiceUnavailableTemporary => 503,
-            KeyNotFound | KeyVersionNotFound | AliasNotFound | InvalidAccessKeyIdNotFound | InvalidActionNotFound => 404,
+            KeyNotFound | KeyVersionNotFound | AliasNotFound | InvalidAccessKeyIdNotFound | InvalidActionNotFound => {
+                404
+            }
             NoPermission | AccessKeyDisabled | UnsupportedHttpMethod => 403,
             StateModifiedFailed | Disabled | PendingDeletion | PendingImport => 409,
             MissingParameter

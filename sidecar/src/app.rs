@@ -142,5 +142,15 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
     tracing::info!(data_dir = %dir.display(), http = ?http, https = ?https, unix = ?cfg.unix_socket,
         keys = engine.list_keys(&kms_core::Caller::owner(), Default::default()).map(|r| r.total_count).unwrap_or(0),
         "kms-sidecar ready");
-    Ok(Running { data_dir: dir, http, https, profile, new_owner_key, engine, shutdown, tasks, _maintenance: maintenance })
+    Ok(Running {
+        data_dir: dir,
+        http,
+        https,
+        profile,
+        new_owner_key,
+        engine,
+        shutdown,
+        tasks,
+        _maintenance: maintenance,
+    })
 }

@@ -16,7 +16,7 @@ use crate::auth::AccessKey;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:18080";
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub data_dir: Option<PathBuf>,
@@ -52,14 +52,14 @@ impl Default for Config {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
 }
 
-#[derive(Clone, Deserialize, Serialize)]
+#[derive(Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessKeyConfig {
     pub id: String,
@@ -76,7 +76,10 @@ fn yes() -> bool {
 
 impl std::fmt::Debug for AccessKeyConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccessKeyConfig").field("id", &self.id).field("principal", &self.principal).finish_non_exhaustive()
+        f.debug_struct("AccessKeyConfig")
+            .field("id", &self.id)
+            .field("principal", &self.principal)
+            .finish_non_exhaustive()
     }
 }
 
@@ -241,8 +244,21 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert_eq!((c.listen.as_str(), c.engine.region.as_str(), c.engine.limits.max_keys), ("127.0.0.1:9000", "cn-shanghai", 5));
+        assert_eq!(
+            (c.listen.as_str(), c.engine.region.as_str(), c.engine.limits.max_keys),
+            ("127.0.0.1:9000", "cn-shanghai", 5)
+        );
         assert_eq!(c.engine.limits.max_aliases, 300);
         assert!(toml::from_str::<Config>("listne = 1").is_err(), "typos are refused");
+    }
+}
+
+#[cfg(test)]
+mod example_file {
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../kms-sidecar.example.toml");
+        let c: super::Config = toml::from_str(text).unwrap();
+        assert_eq!(c, super::Config::default());
     }
 }

@@ -5,8 +5,9 @@
 pub mod actions;
 pub mod app;
 pub mod auth;
-pub mod wire;
+pub mod client;
 pub mod config;
 pub mod metrics;
 pub mod server;
 pub mod tls;
+pub mod wire;

@@ -41,11 +41,16 @@ impl Metrics {
         out.push_str("# HELP kms_request_duration_seconds Time from request received to response ready.\n");
         out.push_str("# TYPE kms_request_duration_seconds histogram\n");
         for (i, b) in BUCKETS_SECS.iter().enumerate() {
-            let _ = writeln!(out, "kms_request_duration_seconds_bucket{{le=\"{b}\"}} {}", self.buckets[i].load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "kms_request_duration_seconds_bucket{{le=\"{b}\"}} {}",
+                self.buckets[i].load(Ordering::Relaxed)
+            );
         }
         let count = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "kms_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "kms_request_duration_seconds_sum {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ =
+            writeln!(out, "kms_request_duration_seconds_sum {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
         let _ = writeln!(out, "kms_request_duration_seconds_count {count}");
         out
     }

@@ -58,7 +58,9 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
     let (action, result) = process(&state, req).await;
     let (code, response) = match result {
         Ok(value) => ("OK", respond(200, &request_id, CONTENT_TYPE, success_body(&request_id, value))),
-        Err(e) => (e.code().code(), respond(e.http_status(), &request_id, CONTENT_TYPE, error_body(&request_id, &host, &e))),
+        Err(e) => {
+            (e.code().code(), respond(e.http_status(), &request_id, CONTENT_TYPE, error_body(&request_id, &host, &e)))
+        }
     };
     let elapsed = started.elapsed();
     // Unknown actions are counted under one label, so a scanner cannot grow the metric set.
@@ -74,7 +76,10 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
 }
 
 /// Parses, authenticates and runs a request. Returns the action (when known) for metrics.
-async fn process(state: &Arc<AppState>, req: Request<Incoming>) -> (Option<String>, Result<serde_json::Value, KmsError>) {
+async fn process(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+) -> (Option<String>, Result<serde_json::Value, KmsError>) {
     let (parts, body) = req.into_parts();
     if parts.method != Method::GET && parts.method != Method::POST {
         return (None, Err(KmsError::new(ErrorCode::UnsupportedHttpMethod)));
@@ -115,7 +120,12 @@ async fn process(state: &Arc<AppState>, req: Request<Incoming>) -> (Option<Strin
         let action = action.clone().filter(|a| !a.is_empty()).ok_or_else(|| KmsError::missing("Action"))?;
         match params.get("Version").map(str::to_string).or_else(|| header("x-acs-version")) {
             Some(v) if v == API_VERSION => {}
-            Some(v) => return Err(KmsError::with_detail(ErrorCode::InvalidVersion, format_args!("{v:?}; this API is {API_VERSION}"))),
+            Some(v) => {
+                return Err(KmsError::with_detail(
+                    ErrorCode::InvalidVersion,
+                    format_args!("{v:?}; this API is {API_VERSION}"),
+                ))
+            }
             None => return Err(KmsError::missing("Version")),
         }
         if actions::is_read_only(&action) {

@@ -49,12 +49,16 @@ pub fn ensure_generated(dir: &Path, extra_names: &[String]) -> Result<TlsFiles, 
 }
 
 pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, String> {
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut fs::read(&files.cert).map_err(|e| format!("{}: {e}", files.cert.display()))?.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", files.cert.display()))?;
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut fs::read(&files.key).map_err(|e| format!("{}: {e}", files.key.display()))?.as_slice())
-        .map_err(|e| format!("{}: {e}", files.key.display()))?
-        .ok_or_else(|| format!("{}: no private key", files.key.display()))?;
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(
+        &mut fs::read(&files.cert).map_err(|e| format!("{}: {e}", files.cert.display()))?.as_slice(),
+    )
+    .collect::<Result<_, _>>()
+    .map_err(|e| format!("{}: {e}", files.cert.display()))?;
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(
+        &mut fs::read(&files.key).map_err(|e| format!("{}: {e}", files.key.display()))?.as_slice(),
+    )
+    .map_err(|e| format!("{}: {e}", files.key.display()))?
+    .ok_or_else(|| format!("{}: no private key", files.key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -101,7 +101,16 @@ fn python_sdks() {
     assert!(python.exists(), "{} is missing: run `bash .ci/setup` (or set KMS_SKIP_SDK_TESTS=1)", python.display());
     let sidecar = Sidecar::start();
     let mut cmd = Command::new(python);
-    cmd.args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning", "sidecar/tests/sdk/python"]);
+    cmd.args([
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-W",
+        "ignore::DeprecationWarning",
+        "sidecar/tests/sdk/python",
+    ]);
     run_suite("pytest", cmd, &sidecar);
 }
 

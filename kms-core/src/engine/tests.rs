@@ -229,10 +229,8 @@ fn list_keys_pages_and_filters() {
     }
     f.engine.disable_key(&owner(), &ids[0]).unwrap();
     let list = |filters: Option<&str>, n, size| {
-        f.engine.list_keys(
-            &owner(),
-            ListKeysRequest { filters: filters.map(Into::into), page_number: n, page_size: size },
-        )
+        f.engine
+            .list_keys(&owner(), ListKeysRequest { filters: filters.map(Into::into), page_number: n, page_size: size })
     };
     let p = list(None, Some(2), Some(2)).unwrap();
     assert_eq!((p.total_count, p.page_number, p.page_size), (5, 2, 2));
@@ -475,13 +473,7 @@ fn key_state_matrix() {
         (
             "ListKeys",
             |f, k, _, _, _| {
-                let l = f.engine.list_keys(
-                    &owner(),
-                    ListKeysRequest {
-                        page_size: Some(100),
-                        ..Default::default()
-                    },
-                )?;
+                let l = f.engine.list_keys(&owner(), ListKeysRequest { page_size: Some(100), ..Default::default() })?;
                 assert!(l.keys.key.iter().any(|e| e.key_id == k));
                 Ok(())
             },

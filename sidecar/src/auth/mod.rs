@@ -122,16 +122,25 @@ impl Authenticator {
         if !bool::from(expected.as_bytes().ct_eq(got.as_bytes())) {
             return Err(signature_mismatch(&sts));
         }
-        let ts = p.get("Timestamp").filter(|s| !s.is_empty()).ok_or_else(|| KmsError::new(ErrorCode::IllegalTimestamp))?;
+        let ts =
+            p.get("Timestamp").filter(|s| !s.is_empty()).ok_or_else(|| KmsError::new(ErrorCode::IllegalTimestamp))?;
         self.check_time(ts)?;
-        let nonce = p.get("SignatureNonce").filter(|s| !s.is_empty()).ok_or_else(|| KmsError::missing("SignatureNonce"))?;
+        let nonce =
+            p.get("SignatureNonce").filter(|s| !s.is_empty()).ok_or_else(|| KmsError::missing("SignatureNonce"))?;
         self.check_nonce(ak, nonce)?;
-        Ok(Authenticated { caller: Caller { principal: key.principal.clone() }, access_key_id: ak.to_string(), scheme: Scheme::V1 })
+        Ok(Authenticated {
+            caller: Caller { principal: key.principal.clone() },
+            access_key_id: ak.to_string(),
+            scheme: Scheme::V1,
+        })
     }
 
     fn verify_v3(&self, r: &RequestParts<'_>, header: &str) -> Result<Authenticated, KmsError> {
         let auth = V3Authorization::parse(header).ok_or_else(|| {
-            KmsError::with_detail(ErrorCode::IncompleteSignature, "Authorization needs Credential, SignedHeaders and Signature.")
+            KmsError::with_detail(
+                ErrorCode::IncompleteSignature,
+                "Authorization needs Credential, SignedHeaders and Signature.",
+            )
         })?;
         if auth.algorithm != sign::V3_ALGORITHM {
             return Err(KmsError::with_detail(
@@ -184,17 +193,21 @@ impl Authenticator {
     }
 
     fn check_time(&self, ts: &str) -> Result<(), KmsError> {
-        let t = time::OffsetDateTime::parse(ts.trim(), &time::format_description::well_known::Rfc3339).map_err(|_| {
-            KmsError::with_detail(
-                ErrorCode::IllegalTimestamp,
-                format_args!("{ts:?} is not an ISO-8601 UTC time such as 2025-01-01T12:00:00Z."),
-            )
-        })?;
+        let t =
+            time::OffsetDateTime::parse(ts.trim(), &time::format_description::well_known::Rfc3339).map_err(|_| {
+                KmsError::with_detail(
+                    ErrorCode::IllegalTimestamp,
+                    format_args!("{ts:?} is not an ISO-8601 UTC time such as 2025-01-01T12:00:00Z."),
+                )
+            })?;
         let skew = (t.unix_timestamp() - self.clock.now()).abs();
         if skew > self.max_skew_secs {
             return Err(KmsError::with_detail(
                 ErrorCode::InvalidTimeStampExpired,
-                format_args!("{ts} is {skew}s away from the server's time; at most {}s is accepted.", self.max_skew_secs),
+                format_args!(
+                    "{ts} is {skew}s away from the server's time; at most {}s is accepted.",
+                    self.max_skew_secs
+                ),
             ));
         }
         Ok(())

@@ -11,8 +11,11 @@ use parking_lot::Mutex;
 const SHARDS: usize = 16;
 const BUCKET_SECS: i64 = 60;
 
+/// Per-minute buckets of nonce hashes, oldest first.
+type Buckets = VecDeque<(i64, HashSet<u128>)>;
+
 pub struct NonceCache {
-    shards: Vec<Mutex<VecDeque<(i64, HashSet<u128>)>>>,
+    shards: Vec<Mutex<Buckets>>,
     window_secs: i64,
     keys: (RandomState, RandomState),
 }

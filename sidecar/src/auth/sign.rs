@@ -228,13 +228,20 @@ mod tests {
         );
         let sts = v3_string_to_sign(&cr);
         assert_eq!(sts, "ACS3-HMAC-SHA256\n3a349bd3144f79d3f19447780d4e77b3144477ce1ddc01d967954c73af6ca320");
-        assert_eq!(v3_signature("testAccessKeySecret", &sts), "815654b5d395c47ad1784af64e6f435a6560d3213e75632b40a1d9dbdc4f6114");
+        assert_eq!(
+            v3_signature("testAccessKeySecret", &sts),
+            "815654b5d395c47ad1784af64e6f435a6560d3213e75632b40a1d9dbdc4f6114"
+        );
     }
 
     #[test]
     fn authorization_header_parses() {
-        let a = V3Authorization::parse("ACS3-HMAC-SHA256 Credential=ak,SignedHeaders=host;x-acs-date,Signature=abc").unwrap();
-        assert_eq!((a.algorithm.as_str(), a.credential.as_str(), a.signed_headers.as_str()), (V3_ALGORITHM, "ak", "host;x-acs-date"));
+        let a = V3Authorization::parse("ACS3-HMAC-SHA256 Credential=ak,SignedHeaders=host;x-acs-date,Signature=abc")
+            .unwrap();
+        assert_eq!(
+            (a.algorithm.as_str(), a.credential.as_str(), a.signed_headers.as_str()),
+            (V3_ALGORITHM, "ak", "host;x-acs-date")
+        );
         assert!(V3Authorization::parse("ACS3-HMAC-SHA256 Signature=abc").is_none());
     }
 }

@@ -32,10 +32,9 @@ struct Args {
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KMS_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KMS_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
     if let Err(e) = run(args) {
@@ -68,7 +67,10 @@ fn run(args: Args) -> Result<(), String> {
     rt.block_on(async move {
         let running = app::start(cfg).await?;
         if let Some((id, secret)) = &running.new_owner_key {
-            println!("kms-sidecar: first start; created the owner access key (shown once, also stored 0600 in {}):", running.data_dir.join("credentials.toml").display());
+            println!(
+                "kms-sidecar: first start; created the owner access key (shown once, also stored 0600 in {}):",
+                running.data_dir.join("credentials.toml").display()
+            );
             println!("  AccessKeyId:     {id}");
             println!("  AccessKeySecret: {}", secret.as_str());
         }
@@ -76,8 +78,16 @@ fn run(args: Args) -> Result<(), String> {
             println!("kms-sidecar: listening on http://{a}");
         }
         if let Some(a) = running.https {
-            println!("kms-sidecar: listening on https://localhost:{} (CA: {})", a.port(),
-                running.profile.ca_file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "configured certificate".into()));
+            println!(
+                "kms-sidecar: listening on https://localhost:{} (CA: {})",
+                a.port(),
+                running
+                    .profile
+                    .ca_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "configured certificate".into())
+            );
         }
         println!("kms-sidecar: client profile in {}", running.data_dir.join("profile.json").display());
         wait_for_signal().await;

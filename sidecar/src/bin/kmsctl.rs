@@ -1,1 +1,231 @@
-fn main() {}
+//! `kmsctl`: the KMS from a shell.
+//!
+//! Any API action in the style of `aliyun kms <Action>`:
+//!     kmsctl CreateKey --KeySpec Aliyun_SM4 --Description "db key"
+//!     kmsctl Encrypt --KeyId alias/app --Plaintext SGVsbG8=
+//! and verbs for people:
+//!     kmsctl create-key --spec Aliyun_AES_256 --alias alias/app
+//!     kmsctl encrypt --key-id alias/app --in secret.txt --out secret.enc
+//!     kmsctl decrypt --in secret.enc --out secret.txt
+//! Endpoint and credentials: flags, else KMS_ENDPOINT / KMS_ACCESS_KEY_ID / KMS_ACCESS_KEY_SECRET
+//! (and KMS_CA_FILE), else the sidecar's profile.json.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use kms_core::api::*;
+use kms_sidecar::client::{Client, ClientConfig, ClientError, Overrides, Signing};
+use serde_json::Value;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kmsctl",
+    version,
+    about = "Talk to a local KMS (Alibaba Cloud KMS API)",
+    allow_external_subcommands = true
+)]
+struct Args {
+    /// http://host:port or https://host:port
+    #[arg(long, global = true)]
+    endpoint: Option<String>,
+    #[arg(long, global = true)]
+    access_key_id: Option<String>,
+    #[arg(long, global = true)]
+    access_key_secret: Option<String>,
+    /// CA certificate (PEM) to trust for https.
+    #[arg(long, global = true)]
+    ca_file: Option<PathBuf>,
+    /// The sidecar's profile.json (default: in its data dir).
+    #[arg(long, global = true)]
+    profile: Option<PathBuf>,
+    /// Act as a service principal from the profile (oss, ecs).
+    #[arg(long, global = true)]
+    service: Option<String>,
+    /// Signature scheme.
+    #[arg(long, global = true, default_value = "v3", value_parser = ["v1", "v3"])]
+    signature: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a symmetric key (and optionally an alias for it).
+    CreateKey {
+        #[arg(long, default_value = "Aliyun_AES_256")]
+        spec: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// Rotate automatically at this interval (e.g. 365d).
+        #[arg(long)]
+        rotate: Option<String>,
+        #[arg(long)]
+        alias: Option<String>,
+    },
+    DescribeKey {
+        key_id: String,
+    },
+    ListKeys,
+    ListAliases,
+    /// Encrypt a file (at most 6 KiB; use generate-data-key for more) into a base64 ciphertext blob.
+    Encrypt {
+        #[arg(long)]
+        key_id: String,
+        /// JSON object bound to the ciphertext; needed again to decrypt.
+        #[arg(long)]
+        context: Option<String>,
+        /// Input file, - for stdin.
+        #[arg(long = "in", default_value = "-")]
+        input: String,
+        /// Output file, - for stdout.
+        #[arg(long = "out", default_value = "-")]
+        output: String,
+    },
+    /// Decrypt a ciphertext blob written by encrypt.
+    Decrypt {
+        #[arg(long)]
+        context: Option<String>,
+        #[arg(long = "in", default_value = "-")]
+        input: String,
+        #[arg(long = "out", default_value = "-")]
+        output: String,
+    },
+    /// A new data key: plaintext and ciphertext, base64, as JSON.
+    GenerateDataKey {
+        #[arg(long)]
+        key_id: String,
+        #[arg(long, default_value_t = 32)]
+        bytes: i64,
+        #[arg(long)]
+        context: Option<String>,
+    },
+    #[command(external_subcommand)]
+    Action(Vec<String>),
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("kmsctl: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let mut cfg = ClientConfig::discover(Overrides {
+        endpoint: args.endpoint,
+        access_key_id: args.access_key_id,
+        access_key_secret: args.access_key_secret,
+        ca_file: args.ca_file,
+        profile: args.profile,
+        service: args.service,
+    })?;
+    cfg.signing = if args.signature == "v1" { Signing::V1 } else { Signing::V3 };
+    let c = Client::new(cfg)?;
+    let api = |e: ClientError| e.to_string();
+    match args.cmd {
+        Cmd::CreateKey { spec, description, rotate, alias } => {
+            let md = c
+                .create_key(&CreateKeyRequest {
+                    key_spec: Some(spec),
+                    description,
+                    enable_automatic_rotation: rotate.as_ref().map(|_| true),
+                    rotation_interval: rotate,
+                    ..Default::default()
+                })
+                .map_err(api)?;
+            if let Some(a) = alias {
+                c.call_params(
+                    "CreateAlias",
+                    vec![("AliasName".into(), a), ("KeyId".into(), md.key_metadata.key_id.clone())],
+                )
+                .map_err(api)?;
+            }
+            print_json(&serde_json::to_value(md).unwrap());
+        }
+        Cmd::DescribeKey { key_id } => {
+            print_json(&serde_json::to_value(c.describe_key(&key_id).map_err(api)?).unwrap())
+        }
+        Cmd::ListKeys => print_json(&c.call_params("ListKeys", vec![("PageSize".into(), "100".into())]).map_err(api)?),
+        Cmd::ListAliases => {
+            print_json(&c.call_params("ListAliases", vec![("PageSize".into(), "100".into())]).map_err(api)?)
+        }
+        Cmd::Encrypt { key_id, context, input, output } => {
+            let data = read_input(&input)?;
+            let r = c
+                .encrypt(&EncryptRequest {
+                    key_id,
+                    plaintext: SecretBytes::new(data),
+                    encryption_context: context,
+                    dry_run: false,
+                })
+                .map_err(api)?;
+            write_output(&output, format!("{}\n", encode_base64(&r.ciphertext_blob)).as_bytes())?;
+        }
+        Cmd::Decrypt { context, input, output } => {
+            let text =
+                String::from_utf8(read_input(&input)?).map_err(|_| "the input is not a base64 ciphertext blob")?;
+            let blob = decode_base64("CiphertextBlob", text.trim()).map_err(|e| e.message().to_string())?;
+            let r = c
+                .decrypt(&DecryptRequest { ciphertext_blob: blob, encryption_context: context, dry_run: false })
+                .map_err(api)?;
+            write_output(&output, r.plaintext.expose())?;
+        }
+        Cmd::GenerateDataKey { key_id, bytes, context } => {
+            let r = c
+                .generate_data_key(&GenerateDataKeyRequest {
+                    key_id,
+                    number_of_bytes: Some(bytes),
+                    encryption_context: context,
+                    ..Default::default()
+                })
+                .map_err(api)?;
+            print_json(&serde_json::to_value(r).unwrap());
+        }
+        Cmd::Action(words) => {
+            let (action, rest) = words.split_first().ok_or("no action")?;
+            print_json(&c.call_params(action, parse_action_params(rest)?).map_err(api)?);
+        }
+    }
+    Ok(())
+}
+
+/// `--Name value` or `--Name=value` pairs.
+fn parse_action_params(words: &[String]) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut it = words.iter();
+    while let Some(w) = it.next() {
+        let name = w.strip_prefix("--").ok_or_else(|| format!("expected --Name value, got {w:?}"))?;
+        match name.split_once('=') {
+            Some((k, v)) => out.push((k.to_string(), v.to_string())),
+            None => {
+                let v = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
+                out.push((name.to_string(), v.clone()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn read_input(path: &str) -> Result<Vec<u8>, String> {
+    let mut buf = Vec::new();
+    if path == "-" {
+        std::io::stdin().read_to_end(&mut buf).map_err(|e| e.to_string())?;
+    } else {
+        buf = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+    }
+    Ok(buf)
+}
+
+fn write_output(path: &str, data: &[u8]) -> Result<(), String> {
+    if path == "-" {
+        std::io::stdout().write_all(data).map_err(|e| e.to_string())
+    } else {
+        std::fs::write(path, data).map_err(|e| format!("{path}: {e}"))
+    }
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap());
+}

@@ -226,7 +226,10 @@ mod tests {
     #[test]
     fn errors_name_the_parameter() {
         let e = Params::from_pairs([("Plaintext", "aGk=")]).decode::<EncryptRequest>().unwrap_err();
-        assert_eq!((e.code(), e.message()), (ErrorCode::MissingParameter, "The parameter \"KeyId\" is needed but not provided."));
+        assert_eq!(
+            (e.code(), e.message()),
+            (ErrorCode::MissingParameter, "The parameter \"KeyId\" is needed but not provided.")
+        );
         let e = Params::from_pairs([("KeyId", "k"), ("Plaintext", "***")]).decode::<EncryptRequest>().unwrap_err();
         assert_eq!(e.code(), ErrorCode::InvalidParameter);
         assert!(e.message().contains("\"Plaintext\""), "{}", e.message());

@@ -1,0 +1,261 @@
+//! `kms-loadgen`: signs every request (a fresh nonce each) and drives Encrypt, Decrypt and
+//! GenerateDataKey at several concurrencies against the sidecar and against a bare hyper server
+//! that answers a fixed JSON body of the same size, then prints both and the ratio.
+//!
+//! `kms-loadgen bare --listen ADDR --body-bytes N` runs the bare server.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use kms_sidecar::auth::sign;
+
+#[derive(Parser)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The HTTP ceiling: a hyper server that reads the request and answers a fixed JSON body.
+    Bare {
+        #[arg(long)]
+        listen: String,
+        #[arg(long)]
+        body_bytes: usize,
+    },
+    /// Load both servers and print the comparison.
+    Run {
+        #[arg(long)]
+        sidecar: String,
+        #[arg(long)]
+        bare: String,
+        #[arg(long)]
+        access_key_id: String,
+        #[arg(long)]
+        access_key_secret: String,
+        #[arg(long, default_value = "1,4,16")]
+        concurrency: String,
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
+    /// Print the size of a GenerateDataKey answer (to size the bare body).
+    Probe {
+        #[arg(long)]
+        sidecar: String,
+        #[arg(long)]
+        access_key_id: String,
+        #[arg(long)]
+        access_key_secret: String,
+    },
+}
+
+fn main() {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async move {
+        match args.cmd {
+            Cmd::Bare { listen, body_bytes } => bare(listen, body_bytes).await,
+            Cmd::Run { sidecar, bare, access_key_id, access_key_secret, concurrency, seconds } => {
+                let creds = Arc::new((access_key_id, access_key_secret));
+                let conc: Vec<usize> = concurrency.split(',').map(|c| c.trim().parse().unwrap()).collect();
+                run(sidecar, bare, creds, conc, Duration::from_secs_f64(seconds)).await
+            }
+            Cmd::Probe { sidecar, access_key_id, access_key_secret } => {
+                let creds = Arc::new((access_key_id, access_key_secret));
+                let key = setup_key(&sidecar, &creds).await;
+                let mut conn = Conn::open(&sidecar).await;
+                let (_, body) = conn.send(&signed("GenerateDataKey", &[("KeyId", &key)], &creds)).await;
+                println!("{}", body.len());
+            }
+        }
+    });
+}
+
+async fn bare(listen: String, body_bytes: usize) {
+    let mut body = String::from("{\"RequestId\":\"");
+    while body.len() + 2 < body_bytes {
+        body.push('x');
+    }
+    body.push_str("\"}");
+    let body = Bytes::from(body);
+    let l = tokio::net::TcpListener::bind(&listen).await.unwrap();
+    println!("bare: listening on {}", l.local_addr().unwrap());
+    loop {
+        let (s, _) = l.accept().await.unwrap();
+        let _ = s.set_nodelay(true);
+        let body = body.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let body = body.clone();
+                async move {
+                    let _ = req.into_body().collect().await;
+                    Ok::<_, Infallible>(
+                        hyper::Response::builder()
+                            .header("content-type", "application/json;charset=utf-8")
+                            .body(Full::new(body))
+                            .unwrap(),
+                    )
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
+        });
+    }
+}
+
+/// A V1-signed form body (POST), as pop-core sends it.
+fn signed(action: &str, extra: &[(&str, &str)], creds: &(String, String)) -> String {
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let ts = kms_core::clock::format_iso(time::OffsetDateTime::now_utc().unix_timestamp());
+    let mut p: Vec<(&str, &str)> = vec![
+        ("Action", action),
+        ("Version", "2016-01-20"),
+        ("Format", "JSON"),
+        ("AccessKeyId", &creds.0),
+        ("SignatureMethod", "HMAC-SHA1"),
+        ("SignatureVersion", "1.0"),
+        ("SignatureNonce", &nonce),
+        ("Timestamp", &ts),
+    ];
+    p.extend_from_slice(extra);
+    let sts = sign::v1_string_to_sign("POST", p.iter().copied());
+    let sig = sign::v1_signature(sign::V1Method::HmacSha1, &creds.1, &sts);
+    form_body(p.iter().copied().chain(std::iter::once(("Signature", sig.as_str()))))
+}
+
+fn form_body<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    pairs.map(|(k, v)| format!("{}={}", sign::pct(k), sign::pct(v))).collect::<Vec<_>>().join("&")
+}
+
+struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl Conn {
+    async fn open(addr: &str) -> Conn {
+        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.unwrap();
+        tokio::spawn(conn);
+        Conn { sender, host: addr.to_string() }
+    }
+
+    async fn send(&mut self, body: &str) -> (u16, Bytes) {
+        let req = hyper::Request::post("/")
+            .header("host", &self.host)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        let resp = self.sender.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.into_body().collect().await.unwrap().to_bytes())
+    }
+}
+
+async fn setup_key(sidecar: &str, creds: &(String, String)) -> String {
+    let mut c = Conn::open(sidecar).await;
+    let (st, body) = c.send(&signed("CreateKey", &[], creds)).await;
+    assert_eq!(st, 200, "CreateKey: {}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    v["KeyMetadata"]["KeyId"].as_str().unwrap().to_string()
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Op {
+    Encrypt,
+    Decrypt,
+    GenerateDataKey,
+}
+
+struct Cell {
+    rps: f64,
+    p50_us: u64,
+    p99_us: u64,
+    errors: u64,
+}
+
+async fn load(
+    addr: &str,
+    op: Op,
+    key: &str,
+    blob: &str,
+    creds: Arc<(String, String)>,
+    c: usize,
+    dur: Duration,
+) -> Cell {
+    let plaintext = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0NTY3ODkrLw==";
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..c {
+        let (addr, key, blob, creds) = (addr.to_string(), key.to_string(), blob.to_string(), creds.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(&addr).await;
+            let mut lat = Vec::with_capacity(100_000);
+            let mut errors = 0u64;
+            while start.elapsed() < dur {
+                let body = match op {
+                    Op::Encrypt => signed("Encrypt", &[("KeyId", &key), ("Plaintext", plaintext)], &creds),
+                    Op::Decrypt => signed("Decrypt", &[("CiphertextBlob", &blob)], &creds),
+                    Op::GenerateDataKey => signed("GenerateDataKey", &[("KeyId", &key)], &creds),
+                };
+                let t = Instant::now();
+                let (st, _) = conn.send(&body).await;
+                lat.push(t.elapsed().as_micros() as u64);
+                if st != 200 {
+                    errors += 1;
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        all.extend(l);
+        errors += e;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct =
+        |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0);
+    Cell { rps: all.len() as f64 / elapsed, p50_us: pct(0.50), p99_us: pct(0.99), errors }
+}
+
+async fn run(sidecar: String, bare: String, creds: Arc<(String, String)>, conc: Vec<usize>, dur: Duration) {
+    let key = setup_key(&sidecar, &creds).await;
+    let mut c = Conn::open(&sidecar).await;
+    let (_, body) = c.send(&signed("Encrypt", &[("KeyId", &key), ("Plaintext", "SGVsbG8=")], &creds)).await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let blob = v["CiphertextBlob"].as_str().unwrap().to_string();
+    println!(
+        "{:<16}{:>4} | {:>10}{:>9}{:>9} | {:>10}{:>9}{:>9} | {:>6}",
+        "operation", "c", "sidecar/s", "p50 us", "p99 us", "bare/s", "p50 us", "p99 us", "ratio"
+    );
+    for (name, op) in [("Encrypt", Op::Encrypt), ("Decrypt", Op::Decrypt), ("GenerateDataKey", Op::GenerateDataKey)] {
+        for &c in &conc {
+            let s = load(&sidecar, op, &key, &blob, creds.clone(), c, dur).await;
+            let b = load(&bare, op, &key, &blob, creds.clone(), c, dur).await;
+            assert_eq!(s.errors, 0, "{name}: the sidecar answered errors under load");
+            println!(
+                "{:<16}{:>4} | {:>10.0}{:>9}{:>9} | {:>10.0}{:>9}{:>9} | {:>5.2}x",
+                name,
+                c,
+                s.rps,
+                s.p50_us,
+                s.p99_us,
+                b.rps,
+                b.p50_us,
+                b.p99_us,
+                s.rps / b.rps
+            );
+        }
+    }
+}
