@@ -72,24 +72,13 @@ enum Cmd {
     Encrypt {
         #[arg(long)]
         key_id: String,
-        /// JSON object bound to the ciphertext; needed again to decrypt.
-        #[arg(long)]
-        context: Option<String>,
-        /// Input file, - for stdin.
-        #[arg(long = "in", default_value = "-")]
-        input: String,
-        /// Output file, - for stdout.
-        #[arg(long = "out", default_value = "-")]
-        output: String,
+        #[command(flatten)]
+        io: FileIo,
     },
     /// Decrypt a ciphertext blob written by encrypt.
     Decrypt {
-        #[arg(long)]
-        context: Option<String>,
-        #[arg(long = "in", default_value = "-")]
-        input: String,
-        #[arg(long = "out", default_value = "-")]
-        output: String,
+        #[command(flatten)]
+        io: FileIo,
     },
     /// A new data key: plaintext and ciphertext, base64, as JSON.
     GenerateDataKey {
@@ -102,6 +91,20 @@ enum Cmd {
     },
     #[command(external_subcommand)]
     Action(Vec<String>),
+}
+
+/// What encrypt and decrypt read and write, and the context bound to the ciphertext.
+#[derive(clap::Args, Debug)]
+struct FileIo {
+    /// JSON object bound to the ciphertext; needed again to decrypt.
+    #[arg(long)]
+    context: Option<String>,
+    /// Input file, - for stdin.
+    #[arg(long = "in", default_value = "-")]
+    input: String,
+    /// Output file, - for stdout.
+    #[arg(long = "out", default_value = "-")]
+    output: String,
 }
 
 fn main() {
@@ -151,7 +154,7 @@ fn run(args: Args) -> Result<(), String> {
         Cmd::ListAliases => {
             print_json(&c.call_params("ListAliases", vec![("PageSize".into(), "100".into())]).map_err(api)?)
         }
-        Cmd::Encrypt { key_id, context, input, output } => {
+        Cmd::Encrypt { key_id, io: FileIo { context, input, output } } => {
             let data = read_input(&input)?;
             let r = c
                 .encrypt(&EncryptRequest {
@@ -163,7 +166,7 @@ fn run(args: Args) -> Result<(), String> {
                 .map_err(api)?;
             write_output(&output, format!("{}\n", encode_base64(&r.ciphertext_blob)).as_bytes())?;
         }
-        Cmd::Decrypt { context, input, output } => {
+        Cmd::Decrypt { io: FileIo { context, input, output } } => {
             let text =
                 String::from_utf8(read_input(&input)?).map_err(|_| "the input is not a base64 ciphertext blob")?;
             let blob = decode_base64("CiphertextBlob", text.trim()).map_err(|e| e.message().to_string())?;

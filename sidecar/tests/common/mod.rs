@@ -1,0 +1,80 @@
+//! Starts the real `kms-sidecar` binary on free ports for end-to-end tests.
+// Each test binary that includes this module uses a different part of it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+pub const OWNER_ID: &str = "testAccessKeyId";
+pub const OWNER_SECRET: &str = "testAccessKeySecret";
+
+pub struct Sidecar {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub http: String,
+    pub https: String,
+}
+
+impl Sidecar {
+    pub fn start() -> Sidecar {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kms-sidecar"))
+            .args(["--data-dir"])
+            .arg(dir.path())
+            .args(["--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"])
+            .env("KMS_ACCESS_KEY_ID", OWNER_ID)
+            .env("KMS_ACCESS_KEY_SECRET", OWNER_SECRET)
+            .env("KMS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start kms-sidecar");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut http, mut https) = (String::new(), String::new());
+        while http.is_empty() || https.is_empty() {
+            let line = lines.next().expect("kms-sidecar exited before listening").unwrap();
+            if let Some(rest) = line.strip_prefix("kms-sidecar: listening on http://") {
+                http = rest.trim().to_string();
+            } else if let Some(rest) = line.strip_prefix("kms-sidecar: listening on https://") {
+                https = rest.split_whitespace().next().unwrap().to_string();
+            }
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Sidecar { child, dir, http, https }
+    }
+
+    /// What a client needs, as environment variables.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let profile: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.dir.path().join("profile.json")).unwrap()).unwrap();
+        let oss = &profile["services"]["oss"];
+        vec![
+            ("KMS_HTTP".into(), self.http.clone()),
+            ("KMS_HTTPS".into(), self.https.clone()),
+            ("KMS_CA_FILE".into(), self.dir.path().join("tls/ca.pem").display().to_string()),
+            ("KMS_ACCESS_KEY_ID".into(), OWNER_ID.into()),
+            ("KMS_ACCESS_KEY_SECRET".into(), OWNER_SECRET.into()),
+            ("KMS_OSS_ACCESS_KEY_ID".into(), oss["access_key_id"].as_str().unwrap().into()),
+            ("KMS_OSS_ACCESS_KEY_SECRET".into(), oss["access_key_secret"].as_str().unwrap().into()),
+        ]
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        // SIGTERM: the graceful path; then make sure it is gone.
+        sigterm(self.child.id());
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends SIGTERM through the `kill` command (no libc binding needed in the test).
+fn sigterm(pid: u32) {
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+}
