@@ -48,10 +48,10 @@ macro_rules! wire_enum {
         }
     };
 }
+pub(crate) use wire_enum;
 
 wire_enum!(
-    /// Key specifications. Asymmetric specs are named here so the types have room for them; the
-    /// engine refuses to create them until asymmetric support lands.
+    /// Key specifications: symmetric (AES-256-GCM, SM4-GCM) and asymmetric (RSA, EC, SM2).
     KeySpec {
         Aes256 => "Aliyun_AES_256",
         Sm4 => "Aliyun_SM4",
@@ -166,6 +166,9 @@ pub struct KeyRecord {
     pub material_expire: Option<Timestamp>,
     /// Set for service keys (`acs/<service>`): the lower-case service name.
     pub service: Option<String>,
+    /// For imported material: a keyed fingerprint (HMAC) of it, so that only the same material
+    /// can be imported again. Never the material itself.
+    pub material_fingerprint: Option<Vec<u8>>,
 }
 
 impl KeyRecord {
@@ -186,13 +189,43 @@ impl KeyRecord {
     }
 }
 
-/// One version of a key's material, sealed under the root key.
+/// A token from GetParametersForImport: a wrapping key pair bound to one key until it expires.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ImportTokenRecord {
+    pub token_id: String,
+    pub key_id: String,
+    pub wrapping_spec: KeySpec,
+    pub wrapping_algorithm: String,
+    pub expires_at: Timestamp,
+    /// The wrapping private key (PKCS#8), sealed under the root key.
+    pub sealed: Vec<u8>,
+}
+
+impl std::fmt::Debug for ImportTokenRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportTokenRecord")
+            .field("key_id", &self.key_id)
+            .field("wrapping_spec", &self.wrapping_spec)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One version of a key's material, sealed under the root key. An empty `sealed` means the
+/// material was deleted (DeleteKeyMaterial or expiry of imported material); the version id stays
+/// so that re-importing the same material revives its ciphertexts.
 #[derive(Clone, PartialEq, Eq)]
 pub struct VersionRecord {
     pub version_id: String,
     pub key_id: String,
     pub created_at: Timestamp,
     pub sealed: Vec<u8>,
+}
+
+impl VersionRecord {
+    pub fn has_material(&self) -> bool {
+        !self.sealed.is_empty()
+    }
 }
 
 impl std::fmt::Debug for VersionRecord {

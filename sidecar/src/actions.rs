@@ -10,20 +10,30 @@ use crate::wire::params::Params;
 
 /// Every served action, in the order of the API reference.
 pub const ACTIONS: &[&str] = &[
+    "AsymmetricDecrypt",
+    "AsymmetricEncrypt",
+    "AsymmetricSign",
+    "AsymmetricVerify",
     "CancelKeyDeletion",
     "CreateAlias",
     "CreateKey",
     "CreateKeyVersion",
     "Decrypt",
     "DeleteAlias",
+    "DeleteKeyMaterial",
     "DescribeKey",
     "DescribeKeyVersion",
     "DescribeRegions",
     "DisableKey",
     "EnableKey",
     "Encrypt",
+    "ExportDataKey",
+    "GenerateAndExportDataKey",
     "GenerateDataKey",
     "GenerateDataKeyWithoutPlaintext",
+    "GetParametersForImport",
+    "GetPublicKey",
+    "ImportKeyMaterial",
     "ListAliases",
     "ListAliasesByKeyId",
     "ListKeyVersions",
@@ -36,9 +46,10 @@ pub const ACTIONS: &[&str] = &[
     "UpdateRotationPolicy",
 ];
 
-/// Actions that only read or compute: they never wait on a disk write, so they run inline on
-/// the async worker; the others run on the blocking pool.
-pub fn is_read_only(action: &str) -> bool {
+/// Actions that take microseconds and never wait on a disk write: they run inline on the async
+/// worker. The others (store commits, private-key operations of a millisecond or more) run on the
+/// blocking pool so they never stall other connections.
+pub fn runs_inline(action: &str) -> bool {
     matches!(
         action,
         "Decrypt"
@@ -111,6 +122,16 @@ pub fn dispatch(engine: &Engine, caller: &Caller, action: &str, p: &Params) -> R
         "GenerateDataKey" => json(e.generate_data_key(c, p.decode()?)?),
         "GenerateDataKeyWithoutPlaintext" => json(e.generate_data_key_without_plaintext(c, p.decode()?)?),
         "DescribeRegions" => json(e.describe_regions(c)),
+        "GetPublicKey" => json(e.get_public_key(c, p.decode()?)?),
+        "AsymmetricSign" => json(e.asymmetric_sign(c, p.decode()?)?),
+        "AsymmetricVerify" => json(e.asymmetric_verify(c, p.decode()?)?),
+        "AsymmetricEncrypt" => json(e.asymmetric_encrypt(c, p.decode()?)?),
+        "AsymmetricDecrypt" => json(e.asymmetric_decrypt(c, p.decode()?)?),
+        "ExportDataKey" => json(e.export_data_key(c, p.decode()?)?),
+        "GenerateAndExportDataKey" => json(e.generate_and_export_data_key(c, p.decode()?)?),
+        "GetParametersForImport" => json(e.get_parameters_for_import(c, p.decode()?)?),
+        "ImportKeyMaterial" => empty(e.import_key_material(c, p.decode()?)),
+        "DeleteKeyMaterial" => empty(e.delete_key_material(c, &p.decode::<KeyIdRequest>()?.key_id)),
         _ => Err(KmsError::with_detail(ErrorCode::InvalidActionNotFound, format_args!("Action: {action}"))),
     }
 }

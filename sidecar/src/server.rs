@@ -128,7 +128,7 @@ async fn process(
             }
             None => return Err(KmsError::missing("Version")),
         }
-        if actions::is_read_only(&action) {
+        if actions::runs_inline(&action) {
             actions::dispatch(&state.engine, &auth.caller, &action, &params)
         } else {
             let state = state.clone();

@@ -64,3 +64,45 @@ fn verbs_actions_and_errors() {
     ));
     assert_eq!(kms_core::api::decode_base64("p", oss["Plaintext"].as_str().unwrap()).unwrap().len(), 16);
 }
+
+#[test]
+fn asymmetric_verbs_and_byok_import() {
+    let s = Sidecar::start();
+    let k = json(&kmsctl(&s, &["CreateKey", "--KeySpec", "RSA_2048", "--KeyUsage", "SIGN/VERIFY"], None));
+    let key = k["KeyMetadata"]["KeyId"].as_str().unwrap().to_string();
+    let v = json(&kmsctl(&s, &["ListKeyVersions", "--KeyId", &key], None));
+    let version = v["KeyVersions"]["KeyVersion"][0]["KeyVersionId"].as_str().unwrap().to_string();
+    let pem = kmsctl(&s, &["get-public-key", "--key-id", &key, "--version", &version], None);
+    assert!(String::from_utf8_lossy(&pem.stdout).starts_with("-----BEGIN PUBLIC KEY-----"));
+    let sig =
+        kmsctl(&s, &["sign", "--key-id", &key, "--version", &version, "--algorithm", "RSA_PSS_SHA_256"], Some(b"doc"));
+    let sig = String::from_utf8(sig.stdout).unwrap();
+    let args = |data: &'static [u8]| {
+        kmsctl(
+            &s,
+            &[
+                "verify",
+                "--key-id",
+                &key,
+                "--version",
+                &version,
+                "--algorithm",
+                "RSA_PSS_SHA_256",
+                "--signature",
+                sig.trim(),
+            ],
+            Some(data),
+        )
+    };
+    assert!(args(b"doc").status.success());
+    assert_eq!(args(b"other").status.code(), Some(1));
+
+    let ext = json(&kmsctl(&s, &["CreateKey", "--Origin", "EXTERNAL"], None));
+    let ext = ext["KeyMetadata"]["KeyId"].as_str().unwrap().to_string();
+    let material = s.dir.path().join("material.bin");
+    std::fs::write(&material, [0x42u8; 32]).unwrap();
+    let out = kmsctl(&s, &["import-material", "--key-id", &ext, "--in", material.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let d = json(&kmsctl(&s, &["DescribeKey", "--KeyId", &ext], None));
+    assert_eq!(d["KeyMetadata"]["KeyState"], "Enabled");
+}

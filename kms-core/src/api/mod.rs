@@ -3,10 +3,12 @@
 //! paging), so the sidecar renders them and the Rust client parses them with one definition.
 //! `RequestId` is added by the transport.
 
+mod asymmetric;
 mod common;
 mod crypto;
 mod keys;
 
+pub use asymmetric::*;
 pub use common::*;
 pub use crypto::*;
 pub use keys::*;

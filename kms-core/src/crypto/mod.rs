@@ -2,6 +2,7 @@
 //! key material under the root key.
 
 pub mod aead;
+pub mod asym;
 pub mod blob;
 pub mod seal;
 

@@ -1,16 +1,23 @@
 //! A bounded cache of unsealed key versions, ready to use. Entries are keyed by version id; the
-//! material lives only inside the cipher's key schedule, which is zeroized when the last `Arc`
-//! drops.
+//! material lives only inside the cipher's key schedule (zeroized on drop) or the OpenSSL key
+//! object (cleared on free), released when the last `Arc` drops.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+use crate::crypto::asym::PrivateKey;
 use crate::crypto::SymCipher;
 
+/// An unsealed key version.
+pub(crate) enum Material {
+    Sym(SymCipher),
+    Asym(PrivateKey),
+}
+
 pub(crate) struct CipherCache {
-    map: RwLock<HashMap<String, Arc<SymCipher>>>,
+    map: RwLock<HashMap<String, Arc<Material>>>,
     capacity: usize,
 }
 
@@ -19,13 +26,13 @@ impl CipherCache {
         CipherCache { map: RwLock::new(HashMap::new()), capacity: capacity.max(1) }
     }
 
-    pub fn get(&self, version_id: &str) -> Option<Arc<SymCipher>> {
+    pub fn get(&self, version_id: &str) -> Option<Arc<Material>> {
         self.map.read().get(version_id).cloned()
     }
 
     /// Inserts, evicting an arbitrary entry when full: a miss costs one unseal, so a simple policy
     /// is enough.
-    pub fn insert(&self, version_id: &str, cipher: Arc<SymCipher>) {
+    pub fn insert(&self, version_id: &str, cipher: Arc<Material>) {
         let mut m = self.map.write();
         if m.len() >= self.capacity && !m.contains_key(version_id) {
             if let Some(victim) = m.keys().next().cloned() {

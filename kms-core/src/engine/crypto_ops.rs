@@ -10,6 +10,7 @@ use rand::RngCore;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use super::cache::Material;
 use super::{dry_run_error, require_enabled, state_error, Caller, Engine};
 use crate::api::{
     DecryptRequest, DecryptResponse, DescribeRegionsResponse, EncryptRequest, EncryptResponse, GenerateDataKeyRequest,
@@ -21,10 +22,19 @@ use crate::error::{KmsError, Result};
 use crate::model::{DataKeySpec, KeyRecord, KeyUsage};
 
 /// A key's primary version, ready to encrypt.
-struct Target {
+pub(crate) struct Target {
     key_id: String,
     version: Uuid,
-    cipher: Arc<SymCipher>,
+    material: Arc<Material>,
+}
+
+impl Target {
+    fn cipher(&self) -> &SymCipher {
+        match &*self.material {
+            Material::Sym(c) => c,
+            Material::Asym(_) => unreachable!("targets are checked to be symmetric"),
+        }
+    }
 }
 
 impl Engine {
@@ -60,13 +70,23 @@ impl Engine {
         })
     }
 
+    /// ReEncrypt: the source is a symmetric blob, or (with `SourceEncryptionAlgorithm`) a raw
+    /// asymmetric ciphertext under `SourceKeyId`/`SourceKeyVersionId`.
     pub fn re_encrypt(&self, caller: &Caller, req: ReEncryptRequest) -> Result<EncryptResponse> {
-        if req.source_encryption_algorithm.as_deref().is_some_and(|s| !s.is_empty()) {
-            return Err(KmsError::unsupported("asymmetric source ciphertexts are not available in this build"));
-        }
         let src_ctx = self.context("SourceEncryptionContext", req.source_encryption_context.as_deref())?;
         let dst_ctx = self.context("DestinationEncryptionContext", req.destination_encryption_context.as_deref())?;
-        let (_, _, plaintext) = self.open_blob(&req.ciphertext_blob, &src_ctx)?;
+        let plaintext = match req.source_encryption_algorithm.as_deref().filter(|s| !s.trim().is_empty()) {
+            Some(alg) => {
+                let key = req.source_key_id.as_deref().ok_or_else(|| KmsError::missing("SourceKeyId"))?;
+                let version =
+                    req.source_key_version_id.as_deref().ok_or_else(|| KmsError::missing("SourceKeyVersionId"))?;
+                if req.ciphertext_blob.is_empty() {
+                    return Err(KmsError::missing("CiphertextBlob"));
+                }
+                self.asym_decrypt_raw(caller, key, version, alg, &req.ciphertext_blob)?
+            }
+            None => self.open_blob(&req.ciphertext_blob, &src_ctx)?.2,
+        };
         let t = self.target(caller, "DestinationKeyId", &req.destination_key_id)?;
         if req.dry_run {
             return Err(dry_run_error());
@@ -97,7 +117,7 @@ impl Engine {
         DescribeRegionsResponse { regions: RegionList { region } }
     }
 
-    fn new_data_key(
+    pub(crate) fn new_data_key(
         &self,
         caller: &Caller,
         req: GenerateDataKeyRequest,
@@ -121,20 +141,21 @@ impl Engine {
         Ok((data_key, r))
     }
 
-    fn context(&self, param: &str, raw: Option<&str>) -> Result<EncryptionContext> {
+    pub(crate) fn context(&self, param: &str, raw: Option<&str>) -> Result<EncryptionContext> {
         EncryptionContext::parse(param, raw, self.config.limits.max_context_chars)
     }
 
     /// The primary version of the key a `KeyId` names, checked for symmetric encryption.
     fn target(&self, caller: &Caller, param: &str, key_id: &str) -> Result<Target> {
+        let now = self.now();
         self.with_key(caller, param, key_id, |st, k| {
             require_symmetric(k)?;
-            require_enabled(k)?;
+            require_enabled(k, now)?;
             let vid = k.primary_version.as_deref().ok_or_else(|| state_error(k))?;
             let v = st.versions.get(vid).ok_or_else(|| KmsError::version_not_found(&k.key_id, vid))?;
             let version =
                 Uuid::parse_str(vid).map_err(|e| KmsError::internal(format_args!("version id {vid}: {e}")))?;
-            Ok(Target { key_id: k.key_id.clone(), version, cipher: self.cipher(k, vid, &v.sealed)? })
+            Ok(Target { key_id: k.key_id.clone(), version, material: self.cipher(k, vid, &v.sealed)? })
         })
     }
 
@@ -142,20 +163,25 @@ impl Engine {
         EncryptResponse {
             key_id: t.key_id.clone(),
             key_version_id: t.version.to_string(),
-            ciphertext_blob: blob::seal(&t.cipher, &t.key_id, &t.version, &ctx.canonical_bytes(), plaintext),
+            ciphertext_blob: blob::seal(t.cipher(), &t.key_id, &t.version, &ctx.canonical_bytes(), plaintext),
         }
     }
 
     /// Decrypts a blob: finds its key and version, checks the key may decrypt, opens it.
-    fn open_blob(&self, ciphertext: &[u8], ctx: &EncryptionContext) -> Result<(String, Uuid, Zeroizing<Vec<u8>>)> {
+    pub(crate) fn open_blob(
+        &self,
+        ciphertext: &[u8],
+        ctx: &EncryptionContext,
+    ) -> Result<(String, Uuid, Zeroizing<Vec<u8>>)> {
         if ciphertext.is_empty() {
             return Err(KmsError::missing("CiphertextBlob"));
         }
         let header = blob::parse(ciphertext)?;
-        let cipher = {
+        let now = self.now();
+        let material = {
             let st = self.state.read();
             let k = st.keys.get(header.key_id).ok_or_else(|| KmsError::key_not_found(header.key_id))?;
-            require_enabled(k)?;
+            require_enabled(k, now)?;
             let vid = header.version_id.to_string();
             let v = st
                 .versions
@@ -167,7 +193,10 @@ impl Engine {
             }
             self.cipher(k, &vid, &v.sealed)?
         };
-        let plaintext = blob::open(&cipher, &header, ciphertext, &ctx.canonical_bytes())?;
+        let Material::Sym(cipher) = &*material else {
+            return Err(KmsError::internal("a symmetric blob names an asymmetric key"));
+        };
+        let plaintext = blob::open(cipher, &header, ciphertext, &ctx.canonical_bytes())?;
         Ok((header.key_id.to_string(), header.version_id, plaintext))
     }
 }

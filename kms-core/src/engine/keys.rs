@@ -46,11 +46,6 @@ impl Engine {
         let limits = &self.config.limits;
         let spec = parse_enum("KeySpec", req.key_spec.as_deref(), KeySpec::parse, KeySpec::choices)?
             .unwrap_or(KeySpec::Aes256);
-        if !spec.is_symmetric() {
-            return Err(KmsError::unsupported(format_args!(
-                "KeySpec {spec} is not available in this build; use Aliyun_AES_256 or Aliyun_SM4"
-            )));
-        }
         let usage = parse_enum("KeyUsage", req.key_usage.as_deref(), KeyUsage::parse, KeyUsage::choices)?
             .unwrap_or_else(|| spec.default_usage());
         if !spec.allows_usage(usage) {
@@ -92,6 +87,17 @@ impl Engine {
                 "Keys with Origin EXTERNAL cannot rotate automatically.",
             ));
         }
+        if rotation_interval.is_some() && !spec.is_symmetric() {
+            return Err(KmsError::unsupported(format_args!(
+                "asymmetric keys ({spec}) do not rotate automatically; make new versions with CreateKeyVersion"
+            )));
+        }
+        if origin == Origin::External && !spec.is_symmetric() {
+            return Err(KmsError::with_detail(
+                ErrorCode::UnsupportedOrigin,
+                format_args!("Only symmetric keys take imported material, not {spec}."),
+            ));
+        }
         let new = NewKey {
             spec,
             usage,
@@ -109,7 +115,7 @@ impl Engine {
                     format_args!("At most {} keys may exist in a region.", limits.max_keys),
                 ));
             }
-            let (key, version) = self.build_key(new, now);
+            let (key, version) = self.build_key(new, now)?;
             let mut changes = vec![Change::PutKey(key.clone())];
             changes.extend(version.map(Change::PutVersion));
             Ok((changes, key))
@@ -143,7 +149,7 @@ impl Engine {
     }
 
     /// A new key record and, unless its material comes from outside, its first version.
-    pub(crate) fn build_key(&self, new: NewKey, now: Timestamp) -> (KeyRecord, Option<VersionRecord>) {
+    pub(crate) fn build_key(&self, new: NewKey, now: Timestamp) -> Result<(KeyRecord, Option<VersionRecord>)> {
         let mut key = KeyRecord {
             key_id: new_key_id(),
             spec: new.spec,
@@ -164,14 +170,18 @@ impl Engine {
             deletion_protection_description: String::new(),
             material_expire: None,
             service: new.service,
+            material_fingerprint: None,
         };
         if new.origin == Origin::External {
             key.state = KeyState::PendingImport;
-            return (key, None);
+            return Ok((key, None));
         }
-        let version = self.new_version(&key, now);
-        key.primary_version = Some(version.version_id.clone());
-        (key, Some(version))
+        let version = self.new_version(&key, now)?;
+        // Asymmetric keys have versions but no primary one: every call names its version.
+        if key.spec.is_symmetric() {
+            key.primary_version = Some(version.version_id.clone());
+        }
+        Ok((key, Some(version)))
     }
 
     /// The API view of a key. `describe` adds the deletion-protection fields DescribeKey carries.
@@ -195,7 +205,11 @@ impl Engine {
                 .filter(|_| k.rotation_enabled)
                 .map(format_interval)
                 .unwrap_or_default(),
-            last_rotation_date: iso(k.primary_version.as_ref().map(|_| k.last_rotation)),
+            last_rotation_date: iso(k
+                .primary_version
+                .as_ref()
+                .map(|_| k.last_rotation)
+                .filter(|_| k.origin == Origin::AliyunKms)),
             next_rotation_date: iso(k.next_rotation()),
             delete_date: iso(k.delete_date.filter(|_| k.state == KeyState::PendingDeletion)),
             material_expire_time: iso(k.material_expire),

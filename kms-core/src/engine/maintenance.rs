@@ -17,6 +17,10 @@ pub struct MaintenanceReport {
     /// `(key id, new version id)` for each rotation.
     pub rotated: Vec<(String, String)>,
     pub deleted: Vec<String>,
+    /// Keys whose imported material expired (and was deleted).
+    pub material_expired: Vec<String>,
+    /// Import tokens past their 24 hours, forgotten.
+    pub tokens_purged: usize,
     /// Steps that failed (they are retried on the next pass).
     pub failures: usize,
 }
@@ -35,7 +39,7 @@ impl Engine {
             // Re-checked under the writer lock: the key may have changed since the scan.
             let r = self.mutate(|st, now| match st.keys.get(&id).filter(|k| rotation_due(k, now)) {
                 Some(k) => {
-                    let (changes, v) = self.rotation_changes(k, now);
+                    let (changes, v) = self.rotation_changes(k, now)?;
                     Ok((changes, Some(v.version_id)))
                 }
                 None => Ok((Vec::new(), None)),
@@ -69,6 +73,9 @@ impl Engine {
                 }
             }
         }
+        let (expired, purged) = self.expire_imports(now);
+        report.material_expired = expired;
+        report.tokens_purged = purged;
         report
     }
 

@@ -7,9 +7,11 @@
 //! failed commit leaves both untouched.
 
 mod aliases;
+mod asymmetric;
 mod cache;
 mod caller;
 mod crypto_ops;
+mod import;
 mod keys;
 mod maintenance;
 mod service;
@@ -27,13 +29,14 @@ pub use maintenance::{MaintenanceHandle, MaintenanceReport};
 
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::config::EngineConfig;
+use crate::crypto::asym::PrivateKey;
 use crate::crypto::seal::{material_aad, Protector, SoftwareRootKey};
 use crate::crypto::{Algorithm, SymCipher};
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::ids::KeyRef;
 use crate::model::{KeyRecord, KeyState};
 use crate::store::{Change, Store};
-use cache::CipherCache;
+use cache::{CipherCache, Material};
 use state::State;
 
 /// Why an engine could not be opened.
@@ -65,6 +68,8 @@ impl EngineOptions {
 const ROOT_CHECK_NAME: &str = "root_key_check";
 const ROOT_CHECK_AAD: &[u8] = b"kms-core root key check v1";
 const ROOT_CHECK_PLAINTEXT: &[u8] = b"this store is sealed under this root key";
+const FINGERPRINT_KEY_NAME: &str = "material_fingerprint_key";
+const FINGERPRINT_KEY_AAD: &[u8] = b"kms-core material fingerprint key v1";
 
 pub struct Engine {
     config: EngineConfig,
@@ -73,6 +78,8 @@ pub struct Engine {
     store: Mutex<Store>,
     state: RwLock<State>,
     ciphers: CipherCache,
+    /// Keys the HMAC that fingerprints imported material.
+    fingerprint_key: zeroize::Zeroizing<Vec<u8>>,
 }
 
 impl Engine {
@@ -95,9 +102,26 @@ impl Engine {
                 store.put_meta(ROOT_CHECK_NAME, &sealed).map_err(sqlite)?;
             }
         }
+        let fingerprint_key = match store.get_meta(FINGERPRINT_KEY_NAME).map_err(sqlite)? {
+            Some(sealed) => {
+                let k = opts
+                    .protector
+                    .unseal(FINGERPRINT_KEY_AAD, &sealed)
+                    .map_err(|e| OpenError(format!("fingerprint key: {e}")))?;
+                zeroize::Zeroizing::new(k.to_vec())
+            }
+            None => {
+                use rand::RngCore;
+                let mut k = zeroize::Zeroizing::new(vec![0u8; 32]);
+                rand::rngs::OsRng.fill_bytes(&mut k);
+                store.put_meta(FINGERPRINT_KEY_NAME, &opts.protector.seal(FINGERPRINT_KEY_AAD, &k)).map_err(sqlite)?;
+                k
+            }
+        };
         let snapshot = store.load().map_err(sqlite)?;
         let state = State::from_snapshot(snapshot);
         let engine = Engine {
+            fingerprint_key,
             ciphers: CipherCache::new(opts.config.cache_capacity),
             config: opts.config,
             clock: opts.clock,
@@ -119,7 +143,7 @@ impl Engine {
     /// at the first Decrypt; warms the cache on the way.
     fn verify_all_material(&self) -> Result<(), OpenError> {
         let st = self.state.read();
-        for v in st.versions.values() {
+        for v in st.versions.values().filter(|v| v.has_material()) {
             let k = &st.keys[&v.key_id];
             self.unseal_version(k, &v.version_id, &v.sealed).map_err(|_| {
                 OpenError(format!(
@@ -153,10 +177,14 @@ impl Engine {
         store.apply(&changes).map_err(|e| KmsError::internal(format_args!("store commit failed: {e}")))?;
         let mut st = self.state.write();
         for c in &changes {
-            if let Change::DeleteKey(id) = c {
-                for v in st.versions_of(id) {
-                    self.ciphers.remove(v);
+            match c {
+                Change::DeleteKey(id) => {
+                    for v in st.versions_of(id) {
+                        self.ciphers.remove(v);
+                    }
                 }
+                Change::PutVersion(v) => self.ciphers.remove(&v.version_id),
+                _ => {}
             }
             st.apply(c);
         }
@@ -184,38 +212,65 @@ impl Engine {
         self.lookup(st, &r)
     }
 
-    /// A ready cipher for a version, from the cache or by unsealing `sealed`.
-    fn cipher(&self, key: &KeyRecord, version_id: &str, sealed: &[u8]) -> Result<Arc<SymCipher>> {
+    /// A version ready to use, from the cache or by unsealing `sealed`.
+    fn material(&self, key: &KeyRecord, version_id: &str, sealed: &[u8]) -> Result<Arc<Material>> {
         match self.ciphers.get(version_id) {
             Some(c) => Ok(c),
             None => self.unseal_version(key, version_id, sealed),
         }
     }
 
-    fn unseal_version(&self, key: &KeyRecord, version_id: &str, sealed: &[u8]) -> Result<Arc<SymCipher>> {
-        let alg = Algorithm::for_spec(key.spec)
-            .ok_or_else(|| KmsError::internal(format_args!("key {} has no symmetric algorithm", key.key_id)))?;
+    /// The symmetric cipher of a version.
+    fn cipher(&self, key: &KeyRecord, version_id: &str, sealed: &[u8]) -> Result<Arc<Material>> {
+        let m = self.material(key, version_id, sealed)?;
+        match &*m {
+            Material::Sym(_) => Ok(m),
+            Material::Asym(_) => Err(KmsError::internal(format_args!("key {} is not symmetric", key.key_id))),
+        }
+    }
+
+    fn unseal_version(&self, key: &KeyRecord, version_id: &str, sealed: &[u8]) -> Result<Arc<Material>> {
         let material = self
             .protector
             .unseal(&material_aad(&key.key_id, version_id), sealed)
             .map_err(|e| KmsError::internal(format_args!("key {} version {version_id}: {e}", key.key_id)))?;
-        let cipher =
-            Arc::new(SymCipher::new(alg, &material).ok_or_else(|| {
+        let m = match Algorithm::for_spec(key.spec) {
+            Some(alg) => Material::Sym(SymCipher::new(alg, &material).ok_or_else(|| {
                 KmsError::internal(format_args!("key {}: material has the wrong length", key.key_id))
-            })?);
-        self.ciphers.insert(version_id, cipher.clone());
-        Ok(cipher)
+            })?),
+            None => Material::Asym(PrivateKey::from_pkcs8(key.spec, &material)?),
+        };
+        let m = Arc::new(m);
+        self.ciphers.insert(version_id, m.clone());
+        Ok(m)
     }
 
-    /// Fresh sealed material for a new version of `key`.
-    fn new_version(&self, key: &KeyRecord, now: Timestamp) -> crate::model::VersionRecord {
+    /// Fresh sealed material for a new version of `key`: random bytes for a symmetric key, a new
+    /// key pair (PKCS#8) for an asymmetric one.
+    fn new_version(&self, key: &KeyRecord, now: Timestamp) -> Result<crate::model::VersionRecord> {
         use rand::RngCore;
         let version_id = Uuid::new_v4().to_string();
-        let len = key.spec.material_len().expect("symmetric key");
-        let mut material = zeroize::Zeroizing::new(vec![0u8; len]);
-        rand::rngs::OsRng.fill_bytes(&mut material);
+        let material = match key.spec.material_len() {
+            Some(len) => {
+                let mut m = zeroize::Zeroizing::new(vec![0u8; len]);
+                rand::rngs::OsRng.fill_bytes(&mut m);
+                m
+            }
+            None => PrivateKey::generate(key.spec)?.1,
+        };
         let sealed = self.protector.seal(&material_aad(&key.key_id, &version_id), &material);
-        crate::model::VersionRecord { version_id, key_id: key.key_id.clone(), created_at: now, sealed }
+        Ok(crate::model::VersionRecord { version_id, key_id: key.key_id.clone(), created_at: now, sealed })
+    }
+
+    /// HMAC-SHA256 fingerprint of imported material, bound to its key.
+    fn fingerprint(&self, key_id: &str, material: &[u8]) -> Vec<u8> {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.fingerprint_key).expect("any key length");
+        mac.update(b"kms-core import fingerprint v1\0");
+        mac.update(key_id.as_bytes());
+        mac.update(&[0]);
+        mac.update(material);
+        mac.finalize().into_bytes().to_vec()
     }
 }
 
@@ -230,13 +285,18 @@ fn state_error(k: &KeyRecord) -> KmsError {
     KmsError::with_detail(code, format_args!("KeyId: {}", k.key_id))
 }
 
-/// Cryptographic operations need an Enabled key.
-fn require_enabled(k: &KeyRecord) -> Result<()> {
-    if k.state == KeyState::Enabled {
-        Ok(())
-    } else {
-        Err(state_error(k))
+/// Cryptographic operations need an Enabled key whose (imported) material has not expired.
+fn require_enabled(k: &KeyRecord, now: Timestamp) -> Result<()> {
+    if k.state != KeyState::Enabled {
+        return Err(state_error(k));
     }
+    if k.material_expire.is_some_and(|t| now >= t) {
+        return Err(KmsError::with_detail(
+            ErrorCode::PendingImport,
+            format_args!("KeyId: {}: its imported key material expired", k.key_id),
+        ));
+    }
+    Ok(())
 }
 
 fn state_modify_failed(k: &KeyRecord, why: &str) -> KmsError {
@@ -261,3 +321,6 @@ fn dry_run_error() -> KmsError {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_asym;

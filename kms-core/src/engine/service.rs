@@ -62,7 +62,7 @@ impl Engine {
                 creator: service.to_uppercase(),
                 service: Some(service.clone()),
             };
-            let (key, version) = self.build_key(new, now);
+            let (key, version) = self.build_key(new, now)?;
             tracing::info!(key_id = %key.key_id, service = %service, "service key created on first use");
             let id = key.key_id.clone();
             let mut changes = vec![Change::PutKey(key)];

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::model::{AliasRecord, KeyRecord, VersionRecord};
+use crate::model::{AliasRecord, ImportTokenRecord, KeyRecord, VersionRecord};
 use crate::store::{Change, Snapshot};
 
 #[derive(Debug, Default)]
@@ -14,6 +14,7 @@ pub(crate) struct State {
     pub key_versions: HashMap<String, Vec<String>>,
     /// Sorted by name.
     pub aliases: BTreeMap<String, AliasRecord>,
+    pub import_tokens: HashMap<String, ImportTokenRecord>,
 }
 
 impl State {
@@ -28,6 +29,9 @@ impl State {
         for a in s.aliases {
             st.aliases.insert(a.name.clone(), a);
         }
+        for t in s.import_tokens {
+            st.import_tokens.insert(t.token_id.clone(), t);
+        }
         st
     }
 
@@ -37,8 +41,9 @@ impl State {
                 self.keys.insert(k.key_id.clone(), k.clone());
             }
             Change::PutVersion(v) => {
-                self.key_versions.entry(v.key_id.clone()).or_default().push(v.version_id.clone());
-                self.versions.insert(v.version_id.clone(), v.clone());
+                if self.versions.insert(v.version_id.clone(), v.clone()).is_none() {
+                    self.key_versions.entry(v.key_id.clone()).or_default().push(v.version_id.clone());
+                }
             }
             Change::DeleteKey(id) => {
                 self.keys.remove(id);
@@ -46,12 +51,19 @@ impl State {
                     self.versions.remove(&v);
                 }
                 self.aliases.retain(|_, a| &a.key_id != id);
+                self.import_tokens.retain(|_, t| &t.key_id != id);
             }
             Change::PutAlias(a) => {
                 self.aliases.insert(a.name.clone(), a.clone());
             }
             Change::DeleteAlias(name) => {
                 self.aliases.remove(name);
+            }
+            Change::PutImportToken(t) => {
+                self.import_tokens.insert(t.token_id.clone(), t.clone());
+            }
+            Change::DeleteImportToken(id) => {
+                self.import_tokens.remove(id);
             }
         }
     }

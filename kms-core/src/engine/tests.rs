@@ -136,9 +136,27 @@ fn create_key_rejects_bad_input_and_changes_nothing() {
             "KeySpec",
         ),
         (
-            CreateKeyRequest { key_spec: Some("RSA_2048".into()), ..Default::default() },
+            CreateKeyRequest {
+                key_spec: Some("RSA_2048".into()),
+                enable_automatic_rotation: Some(true),
+                ..Default::default()
+            },
             E::UnsupportedOperation,
             "RSA_2048",
+        ),
+        (
+            CreateKeyRequest {
+                key_spec: Some("EC_P256".into()),
+                key_usage: Some("ENCRYPT/DECRYPT".into()),
+                ..Default::default()
+            },
+            E::InvalidParameter,
+            "KeyUsage",
+        ),
+        (
+            CreateKeyRequest { key_spec: Some("EC_SM2".into()), origin: Some("EXTERNAL".into()), ..Default::default() },
+            E::UnsupportedOrigin,
+            "EC_SM2",
         ),
         (
             CreateKeyRequest { key_usage: Some("SIGN/VERIFY".into()), ..Default::default() },

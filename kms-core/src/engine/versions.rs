@@ -16,8 +16,10 @@ impl Engine {
         let v = self.mutate(|st, now| {
             let k = self.find(st, "KeyId", key_id)?;
             forbid_service_key(k, "CreateKeyVersion")?;
-            check_rotatable(k)?;
-            require_enabled(k)?;
+            if k.origin == Origin::External {
+                return Err(external_no_versions(k));
+            }
+            require_enabled(k, now)?;
             if now < k.last_rotation + min_gap {
                 return Err(KmsError::unsupported(format_args!(
                     "key {} got a new version less than {}s ago; wait until {}",
@@ -26,20 +28,22 @@ impl Engine {
                     format_iso(k.last_rotation + min_gap)
                 )));
             }
-            let (changes, v) = self.rotation_changes(k, now);
-            Ok((changes, v))
+            self.rotation_changes(k, now)
         })?;
         tracing::info!(key_id = %v.key_id, version = %v.version_id, "key version created");
         Ok(KeyVersionResponse { key_version: version_view(&v) })
     }
 
     /// The changes that make a new primary version of `k`.
-    pub(crate) fn rotation_changes(&self, k: &KeyRecord, now: Timestamp) -> (Vec<Change>, VersionRecord) {
-        let v = self.new_version(k, now);
+    /// The changes that make a new version of `k` (the primary one for a symmetric key).
+    pub(crate) fn rotation_changes(&self, k: &KeyRecord, now: Timestamp) -> Result<(Vec<Change>, VersionRecord)> {
+        let v = self.new_version(k, now)?;
         let mut k = k.clone();
-        k.primary_version = Some(v.version_id.clone());
+        if k.spec.is_symmetric() {
+            k.primary_version = Some(v.version_id.clone());
+        }
         k.last_rotation = now;
-        (vec![Change::PutVersion(v.clone()), Change::PutKey(k)], v)
+        Ok((vec![Change::PutVersion(v.clone()), Change::PutKey(k)], v))
     }
 
     pub fn describe_key_version(&self, _caller: &Caller, key_id: &str, version_id: &str) -> Result<KeyVersionResponse> {
@@ -79,7 +83,9 @@ impl Engine {
         self.mutate(|st, _| {
             let k = self.find(st, "KeyId", &req.key_id)?;
             forbid_service_key(k, "UpdateRotationPolicy")?;
-            check_rotatable(k)?;
+            if req.enable_automatic_rotation || k.origin == Origin::External {
+                check_rotatable(k)?;
+            }
             if k.state == KeyState::PendingDeletion {
                 return Err(state_error(k));
             }
@@ -98,16 +104,23 @@ impl Engine {
     }
 }
 
-/// Only keys whose material the service generates can get new versions.
+fn external_no_versions(k: &KeyRecord) -> KmsError {
+    KmsError::with_detail(
+        ErrorCode::UnsupportedOrigin,
+        format_args!("Key {} has imported material (Origin EXTERNAL): it has no versions and cannot rotate.", k.key_id),
+    )
+}
+
+/// Only symmetric keys whose material the service generates rotate automatically.
 fn check_rotatable(k: &KeyRecord) -> Result<()> {
     if k.origin == Origin::External {
-        return Err(KmsError::with_detail(
-            ErrorCode::UnsupportedOrigin,
-            format_args!("Key {} has imported material (Origin EXTERNAL) and cannot rotate.", k.key_id),
-        ));
+        return Err(external_no_versions(k));
     }
     if !k.spec.is_symmetric() {
-        return Err(KmsError::unsupported(format_args!("asymmetric key {} cannot rotate", k.key_id)));
+        return Err(KmsError::unsupported(format_args!(
+            "asymmetric key {} does not rotate automatically; make new versions with CreateKeyVersion",
+            k.key_id
+        )));
     }
     Ok(())
 }

@@ -11,18 +11,24 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
-use crate::model::{AliasRecord, KeyRecord, KeySpec, KeyState, KeyUsage, Origin, ProtectionLevel, VersionRecord};
+use crate::model::{
+    AliasRecord, ImportTokenRecord, KeyRecord, KeySpec, KeyState, KeyUsage, Origin, ProtectionLevel, VersionRecord,
+};
 
 /// One durable mutation.
 #[derive(Debug, Clone)]
 pub enum Change {
     /// Inserts or replaces a key's metadata (versions and aliases are kept).
     PutKey(KeyRecord),
+    /// Inserts a version, or replaces the sealed material of an existing one (import, deletion
+    /// of imported material).
     PutVersion(VersionRecord),
     /// Deletes a key with all its versions (its sealed material) and aliases.
     DeleteKey(String),
     PutAlias(AliasRecord),
     DeleteAlias(String),
+    PutImportToken(ImportTokenRecord),
+    DeleteImportToken(String),
 }
 
 /// Everything read back at open.
@@ -32,6 +38,7 @@ pub struct Snapshot {
     /// In creation order.
     pub versions: Vec<VersionRecord>,
     pub aliases: Vec<AliasRecord>,
+    pub import_tokens: Vec<ImportTokenRecord>,
 }
 
 pub struct Store {
@@ -112,6 +119,24 @@ impl Store {
         snap.aliases = stmt
             .query_map([], |r| Ok(AliasRecord { name: r.get(0)?, key_id: r.get(1)?, created_at: r.get(2)? }))?
             .collect::<rusqlite::Result<_>>()?;
+        let mut stmt = self.conn.prepare(
+            "SELECT token_id, key_id, wrapping_spec, wrapping_algorithm, expires_at, sealed FROM import_tokens",
+        )?;
+        snap.import_tokens = stmt
+            .query_map([], |r| {
+                let spec: String = r.get(2)?;
+                Ok(ImportTokenRecord {
+                    token_id: r.get(0)?,
+                    key_id: r.get(1)?,
+                    wrapping_spec: KeySpec::parse(&spec).ok_or_else(|| {
+                        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, spec.clone().into())
+                    })?,
+                    wrapping_algorithm: r.get(3)?,
+                    expires_at: r.get(4)?,
+                    sealed: r.get(5)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
         Ok(snap)
     }
 
@@ -123,7 +148,8 @@ impl Store {
                 Change::PutKey(k) => put_key(&tx, k)?,
                 Change::PutVersion(v) => {
                     tx.execute(
-                        "INSERT INTO key_versions(version_id, key_id, created_at, sealed) VALUES (?1, ?2, ?3, ?4)",
+                        "INSERT INTO key_versions(version_id, key_id, created_at, sealed) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT(version_id) DO UPDATE SET sealed = excluded.sealed",
                         params![v.version_id, v.key_id, v.created_at, v.sealed],
                     )?;
                 }
@@ -139,6 +165,16 @@ impl Store {
                 }
                 Change::DeleteAlias(name) => {
                     tx.execute("DELETE FROM aliases WHERE name = ?1", [name])?;
+                }
+                Change::PutImportToken(t) => {
+                    tx.execute(
+                        "INSERT INTO import_tokens(token_id, key_id, wrapping_spec, wrapping_algorithm, expires_at, sealed)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![t.token_id, t.key_id, t.wrapping_spec.as_str(), t.wrapping_algorithm, t.expires_at, t.sealed],
+                    )?;
+                }
+                Change::DeleteImportToken(id) => {
+                    tx.execute("DELETE FROM import_tokens WHERE token_id = ?1", [id])?;
                 }
             }
         }
@@ -157,8 +193,8 @@ fn put_key(tx: &rusqlite::Transaction<'_>, k: &KeyRecord) -> rusqlite::Result<()
         "INSERT INTO keys(key_id, spec, usage, origin, protection, creator, description, state,
              state_before_deletion, created_at, primary_version, last_rotation, rotation_enabled,
              rotation_interval, delete_date, deletion_protection, deletion_protection_description,
-             material_expire, service)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+             material_expire, service, material_fingerprint)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
          ON CONFLICT(key_id) DO UPDATE SET
              spec = excluded.spec, usage = excluded.usage, origin = excluded.origin,
              protection = excluded.protection, creator = excluded.creator,
@@ -168,7 +204,8 @@ fn put_key(tx: &rusqlite::Transaction<'_>, k: &KeyRecord) -> rusqlite::Result<()
              rotation_enabled = excluded.rotation_enabled, rotation_interval = excluded.rotation_interval,
              delete_date = excluded.delete_date, deletion_protection = excluded.deletion_protection,
              deletion_protection_description = excluded.deletion_protection_description,
-             material_expire = excluded.material_expire, service = excluded.service",
+             material_expire = excluded.material_expire, service = excluded.service,
+             material_fingerprint = excluded.material_fingerprint",
         params![
             k.key_id,
             k.spec.as_str(),
@@ -189,6 +226,7 @@ fn put_key(tx: &rusqlite::Transaction<'_>, k: &KeyRecord) -> rusqlite::Result<()
             k.deletion_protection_description,
             k.material_expire,
             k.service,
+            k.material_fingerprint,
         ],
     )?;
     Ok(())
@@ -231,6 +269,7 @@ fn key_from_row(r: &Row<'_>, cols: &HashMap<String, usize>) -> rusqlite::Result<
         deletion_protection_description: r.get(col("deletion_protection_description"))?,
         material_expire: r.get(col("material_expire"))?,
         service: r.get(col("service"))?,
+        material_fingerprint: r.get(col("material_fingerprint"))?,
     })
 }
 
@@ -259,6 +298,7 @@ mod tests {
             deletion_protection_description: String::new(),
             material_expire: None,
             service: None,
+            material_fingerprint: None,
         }
     }
 

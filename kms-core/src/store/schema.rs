@@ -45,6 +45,19 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX aliases_by_key ON aliases(key_id);
     "#,
+    // 2: BYOK: fingerprints of imported material, import tokens with their sealed wrapping keys.
+    r#"
+    ALTER TABLE keys ADD COLUMN material_fingerprint BLOB;
+    CREATE TABLE import_tokens (
+        token_id           TEXT PRIMARY KEY,
+        key_id             TEXT NOT NULL REFERENCES keys(key_id) ON DELETE CASCADE,
+        wrapping_spec      TEXT NOT NULL,
+        wrapping_algorithm TEXT NOT NULL,
+        expires_at         INTEGER NOT NULL,
+        sealed             BLOB NOT NULL
+    ) STRICT;
+    CREATE INDEX import_tokens_by_key ON import_tokens(key_id);
+    "#,
 ];
 
 /// Brings the schema up to date. A store written by a newer build is refused, not downgraded.

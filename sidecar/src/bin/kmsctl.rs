@@ -89,6 +89,50 @@ enum Cmd {
         #[arg(long)]
         context: Option<String>,
     },
+    /// The public key (PEM) of an asymmetric key version.
+    GetPublicKey {
+        #[arg(long)]
+        key_id: String,
+        #[arg(long)]
+        version: String,
+    },
+    /// Sign the SHA-256 digest of a file (RSA and EC keys); prints the base64 signature.
+    Sign {
+        #[arg(long)]
+        key_id: String,
+        #[arg(long)]
+        version: String,
+        /// RSA_PSS_SHA_256, RSA_PKCS1_SHA_256 or ECDSA_SHA_256.
+        #[arg(long)]
+        algorithm: String,
+        #[arg(long = "in", default_value = "-")]
+        input: String,
+    },
+    /// Verify a base64 signature over the SHA-256 digest of a file; exit 1 if it does not verify.
+    Verify {
+        #[arg(long)]
+        key_id: String,
+        #[arg(long)]
+        version: String,
+        #[arg(long)]
+        algorithm: String,
+        #[arg(long)]
+        signature: String,
+        #[arg(long = "in", default_value = "-")]
+        input: String,
+    },
+    /// BYOK in one step: fetch an import token, wrap the material (RSA_2048, RSAES_OAEP_SHA_256)
+    /// here, import it.
+    ImportMaterial {
+        #[arg(long)]
+        key_id: String,
+        /// The raw key material (32 bytes for Aliyun_AES_256, 16 for Aliyun_SM4).
+        #[arg(long = "in")]
+        input: String,
+        /// Unix time at which the material expires; 0 = never.
+        #[arg(long, default_value_t = 0)]
+        expire_unix: i64,
+    },
     #[command(external_subcommand)]
     Action(Vec<String>),
 }
@@ -185,6 +229,74 @@ fn run(args: Args) -> Result<(), String> {
                 })
                 .map_err(api)?;
             print_json(&serde_json::to_value(r).unwrap());
+        }
+        Cmd::GetPublicKey { key_id, version } => {
+            let r: GetPublicKeyResponse =
+                c.call("GetPublicKey", &KeyVersionRequest { key_id, key_version_id: version }).map_err(api)?;
+            print!("{}", r.public_key);
+        }
+        Cmd::Sign { key_id, version, algorithm, input } => {
+            let digest = kms_core::crypto::asym::sha256(&read_input(&input)?);
+            let r: AsymmetricSignResponse = c
+                .call(
+                    "AsymmetricSign",
+                    &AsymmetricSignRequest { key_id, key_version_id: version, algorithm, digest, dry_run: false },
+                )
+                .map_err(api)?;
+            println!("{}", encode_base64(&r.value));
+        }
+        Cmd::Verify { key_id, version, algorithm, signature, input } => {
+            let digest = kms_core::crypto::asym::sha256(&read_input(&input)?);
+            let value = decode_base64("signature", &signature).map_err(|e| e.message().to_string())?;
+            let r: AsymmetricVerifyResponse = c
+                .call(
+                    "AsymmetricVerify",
+                    &AsymmetricVerifyRequest {
+                        key_id,
+                        key_version_id: version,
+                        algorithm,
+                        digest,
+                        value,
+                        dry_run: false,
+                    },
+                )
+                .map_err(api)?;
+            println!("{}", if r.value { "Verified OK" } else { "Verification failure" });
+            if !r.value {
+                std::process::exit(1);
+            }
+        }
+        Cmd::ImportMaterial { key_id, input, expire_unix } => {
+            let material = zeroize::Zeroizing::new(read_input(&input)?);
+            let p: GetParametersForImportResponse = c
+                .call(
+                    "GetParametersForImport",
+                    &GetParametersForImportRequest {
+                        key_id: key_id.clone(),
+                        wrapping_key_spec: "RSA_2048".into(),
+                        wrapping_algorithm: "RSAES_OAEP_SHA_256".into(),
+                    },
+                )
+                .map_err(api)?;
+            let wrapped = kms_core::crypto::asym::encrypt_to_public(
+                kms_core::model::KeySpec::Rsa2048,
+                &p.public_key,
+                kms_core::crypto::asym::AsymAlgorithm::RsaesOaepSha256,
+                &material,
+            )
+            .map_err(|e| e.to_string())?;
+            let _: Value = c
+                .call(
+                    "ImportKeyMaterial",
+                    &ImportKeyMaterialRequest {
+                        key_id,
+                        encrypted_key_material: wrapped,
+                        import_token: p.import_token,
+                        key_material_expire_unix: Some(expire_unix),
+                    },
+                )
+                .map_err(api)?;
+            println!("imported");
         }
         Cmd::Action(words) => {
             let (action, rest) = words.split_first().ok_or("no action")?;

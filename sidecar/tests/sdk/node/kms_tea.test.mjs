@@ -83,3 +83,17 @@ test('https with the generated CA (NODE_EXTRA_CA_CERTS)', async () => {
   const r = await client({ https: true }).describeRegions(new Kms.DescribeRegionsRequest({}));
   assert.equal(r.regions.region[0].regionId, 'cn-hangzhou');
 });
+
+test('asymmetric sign/verify: Value is a boolean, GetPublicKey is PEM', async () => {
+  const c = client();
+  const key = (await c.createKey(new Kms.CreateKeyRequest({ keySpec: 'EC_P256', keyUsage: 'SIGN/VERIFY' }))).keyMetadata.keyId;
+  const version = (await c.listKeyVersions(new Kms.ListKeyVersionsRequest({ keyId: key }))).keyVersions.keyVersion[0].keyVersionId;
+  const pem = (await c.getPublicKey(new Kms.GetPublicKeyRequest({ keyId: key, keyVersionId: version }))).publicKey;
+  assert.match(pem, /^-----BEGIN PUBLIC KEY-----/);
+  const digest = (await import('node:crypto')).createHash('sha256').update('node').digest('base64');
+  const sig = (await c.asymmetricSign(new Kms.AsymmetricSignRequest({ keyId: key, keyVersionId: version, algorithm: 'ECDSA_SHA_256', digest }))).value;
+  const ok = await c.asymmetricVerify(new Kms.AsymmetricVerifyRequest({ keyId: key, keyVersionId: version, algorithm: 'ECDSA_SHA_256', digest, value: sig }));
+  assert.equal(ok.value, true);
+  const crypto = await import('node:crypto');
+  assert.ok(crypto.verify('sha256', Buffer.from('node'), pem, Buffer.from(sig, 'base64')), 'node:crypto verifies the KMS signature');
+});

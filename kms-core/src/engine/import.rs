@@ -1,0 +1,272 @@
+//! BYOK: GetParametersForImport, ImportKeyMaterial, DeleteKeyMaterial, and the expiry of
+//! imported material.
+//!
+//! A token binds a fresh wrapping key pair (RSA_2048 or EC_SM2) to one key for 24 hours and may be
+//! used any number of times in that window. Imported material must have the key's length; once a
+//! key has had material, only the same material is accepted again (checked by a keyed fingerprint,
+//! so the store never holds the material unsealed). Deleting or expiring the material keeps the
+//! version id, so re-importing the same material revives every ciphertext made under it.
+
+use rand::RngCore;
+use uuid::Uuid;
+
+use super::state::State;
+use super::{Caller, Engine};
+use crate::api::*;
+use crate::clock::{format_iso, Timestamp, DAY};
+use crate::crypto::asym::{AsymAlgorithm, PrivateKey};
+use crate::crypto::seal::material_aad;
+use crate::error::{ErrorCode, KmsError, Result};
+use crate::model::{ImportTokenRecord, KeyRecord, KeySpec, KeyState, Origin, VersionRecord};
+use crate::store::Change;
+
+pub const IMPORT_TOKEN_LIFETIME: i64 = DAY;
+
+fn token_aad(token_id: &str, key_id: &str) -> Vec<u8> {
+    let mut a = b"kms-core import wrapping key v1\0".to_vec();
+    a.extend_from_slice(token_id.as_bytes());
+    a.push(0);
+    a.extend_from_slice(key_id.as_bytes());
+    a
+}
+
+fn require_external(k: &KeyRecord) -> Result<()> {
+    if k.origin == Origin::External {
+        Ok(())
+    } else {
+        Err(KmsError::with_detail(
+            ErrorCode::UnsupportedOrigin,
+            format_args!(
+                "Key {} was made with Origin {}; only EXTERNAL keys take imported material.",
+                k.key_id, k.origin
+            ),
+        ))
+    }
+}
+
+fn wrapping_for_import(spec: &str, alg: &str) -> Result<(KeySpec, AsymAlgorithm)> {
+    let s = KeySpec::parse(spec.trim())
+        .filter(|s| matches!(s, KeySpec::Rsa2048 | KeySpec::EcSm2))
+        .ok_or_else(|| KmsError::invalid("WrappingKeySpec", "use RSA_2048 or EC_SM2"))?;
+    use AsymAlgorithm::*;
+    match (s, AsymAlgorithm::parse(alg.trim())) {
+        (KeySpec::Rsa2048, Some(a @ (RsaesOaepSha256 | RsaesOaepSha1 | RsaesPkcs1V15))) => Ok((s, a)),
+        (KeySpec::EcSm2, Some(Sm2Pke)) => Ok((s, Sm2Pke)),
+        _ => Err(KmsError::invalid(
+            "WrappingAlgorithm",
+            format_args!("{alg:?} does not go with {s}; RSA_2048 takes RSAES_OAEP_SHA_256, RSAES_OAEP_SHA_1 or RSAES_PKCS1_V1_5, EC_SM2 takes SM2PKE"),
+        )),
+    }
+}
+
+impl Engine {
+    pub fn get_parameters_for_import(
+        &self,
+        _caller: &Caller,
+        req: GetParametersForImportRequest,
+    ) -> Result<GetParametersForImportResponse> {
+        let (spec, alg) = wrapping_for_import(&req.wrapping_key_spec, &req.wrapping_algorithm)?;
+        {
+            let st = self.state.read();
+            require_external(self.find(&st, "KeyId", &req.key_id)?)?;
+        }
+        // Key generation (tens of milliseconds for RSA) happens outside the writer lock.
+        let (wrapping_key, der) = PrivateKey::generate(spec)?;
+        let public_key = wrapping_key.public_der()?;
+        let mut id = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut id);
+        let token_id = hex_encode(&id);
+        self.mutate(|st, now| {
+            let k = self.find(st, "KeyId", &req.key_id)?;
+            require_external(k)?;
+            let expires_at = now + IMPORT_TOKEN_LIFETIME;
+            let token = ImportTokenRecord {
+                token_id: token_id.clone(),
+                key_id: k.key_id.clone(),
+                wrapping_spec: spec,
+                wrapping_algorithm: alg.as_str().to_string(),
+                expires_at,
+                sealed: self.protector.seal(&token_aad(&token_id, &k.key_id), &der),
+            };
+            let resp = GetParametersForImportResponse {
+                key_id: k.key_id.clone(),
+                import_token: token_id.clone(),
+                public_key: public_key.clone(),
+                token_expire_time: format_iso(expires_at),
+            };
+            Ok((vec![Change::PutImportToken(token)], resp))
+        })
+    }
+
+    pub fn import_key_material(&self, _caller: &Caller, req: ImportKeyMaterialRequest) -> Result<()> {
+        if req.import_token.trim().is_empty() {
+            return Err(KmsError::missing("ImportToken"));
+        }
+        if req.encrypted_key_material.is_empty() {
+            return Err(KmsError::missing("EncryptedKeyMaterial"));
+        }
+        let now = self.now();
+        let expire = match req.key_material_expire_unix.unwrap_or(0) {
+            0 => None,
+            t if t < 0 => {
+                return Err(KmsError::invalid("KeyMaterialExpireUnix", "it must be 0 (never) or a Unix time"))
+            }
+            t if t <= now => return Err(KmsError::invalid("KeyMaterialExpireUnix", "it lies in the past")),
+            t => Some(t),
+        };
+        // Unwrap outside the writer lock; everything is checked again under it.
+        let (key_id, spec, token) = {
+            let st = self.state.read();
+            let k = self.find(&st, "KeyId", &req.key_id)?;
+            let token = check_token(&st, k, &req.import_token, now)?;
+            (k.key_id.clone(), k.spec, token)
+        };
+        let wrapping = self
+            .protector
+            .unseal(&token_aad(&token.token_id, &key_id), &token.sealed)
+            .map_err(|e| KmsError::internal(format_args!("import token of {key_id}: {e}")))?;
+        let wrapping = PrivateKey::from_pkcs8(token.wrapping_spec, &wrapping)?;
+        let alg = AsymAlgorithm::parse(&token.wrapping_algorithm)
+            .ok_or_else(|| KmsError::internal("import token with an unknown algorithm"))?;
+        let material = wrapping.decrypt(alg, &req.encrypted_key_material, "EncryptedKeyMaterial").map_err(|_| {
+            KmsError::with_detail(
+                ErrorCode::InvalidKeyMaterial,
+                format_args!(
+                    "EncryptedKeyMaterial does not unwrap with this token's {} key and {alg}.",
+                    token.wrapping_spec
+                ),
+            )
+        })?;
+        let want = spec.material_len().unwrap_or(0);
+        if material.len() != want {
+            return Err(KmsError::with_detail(
+                ErrorCode::InvalidKeyMaterial,
+                format_args!("{spec} material is {want} bytes, not {}.", material.len()),
+            ));
+        }
+        let fingerprint = self.fingerprint(&key_id, &material);
+        self.mutate(|st, now| {
+            let k = self.find(st, "KeyId", &req.key_id)?;
+            check_token(st, k, &req.import_token, now)?;
+            if k.material_fingerprint.as_ref().is_some_and(|f| f != &fingerprint) {
+                return Err(KmsError::with_detail(
+                    ErrorCode::InvalidKeyMaterial,
+                    format_args!(
+                        "Key {} had other material before; only that material can be imported again.",
+                        k.key_id
+                    ),
+                ));
+            }
+            let version_id = st.versions_of(&k.key_id).first().cloned().unwrap_or_else(|| Uuid::new_v4().to_string());
+            let created_at = st.versions.get(&version_id).map_or(now, |v| v.created_at);
+            let sealed = self.protector.seal(&material_aad(&k.key_id, &version_id), &material);
+            let mut k = k.clone();
+            k.primary_version = Some(version_id.clone());
+            k.last_rotation = created_at;
+            k.material_expire = expire;
+            k.material_fingerprint = Some(fingerprint.clone());
+            match k.state {
+                KeyState::PendingImport => k.state = KeyState::Enabled,
+                KeyState::PendingDeletion if k.state_before_deletion == Some(KeyState::PendingImport) => {
+                    k.state_before_deletion = Some(KeyState::Enabled)
+                }
+                _ => {}
+            }
+            let v = VersionRecord { version_id, key_id: k.key_id.clone(), created_at, sealed };
+            tracing::info!(key_id = %k.key_id, "key material imported");
+            Ok((vec![Change::PutVersion(v), Change::PutKey(k)], ()))
+        })
+    }
+
+    pub fn delete_key_material(&self, _caller: &Caller, key_id: &str) -> Result<()> {
+        self.mutate(|st, _| {
+            let k = self.find(st, "KeyId", key_id)?;
+            require_external(k)?;
+            Ok((material_deletion(st, k), ()))
+        })
+    }
+
+    /// Deletes expired imported material and forgets expired import tokens.
+    pub(crate) fn expire_imports(&self, now: Timestamp) -> (Vec<String>, usize) {
+        let mut expired = Vec::new();
+        let due: Vec<String> = {
+            let st = self.state.read();
+            st.keys.values().filter(|k| material_expired(k, now)).map(|k| k.key_id.clone()).collect()
+        };
+        for id in due {
+            let r = self.mutate(|st, now| match st.keys.get(&id).filter(|k| material_expired(k, now)) {
+                Some(k) => Ok((material_deletion(st, k), true)),
+                None => Ok((Vec::new(), false)),
+            });
+            if let Ok(true) = r {
+                tracing::info!(key_id = %id, "imported key material expired and was deleted");
+                expired.push(id);
+            }
+        }
+        let purged = self
+            .mutate(|st, now| {
+                let old: Vec<Change> = st
+                    .import_tokens
+                    .values()
+                    .filter(|t| t.expires_at <= now)
+                    .map(|t| Change::DeleteImportToken(t.token_id.clone()))
+                    .collect();
+                let n = old.len();
+                Ok((old, n))
+            })
+            .unwrap_or(0);
+        (expired, purged)
+    }
+}
+
+fn material_expired(k: &KeyRecord, now: Timestamp) -> bool {
+    k.origin == Origin::External && k.material_expire.is_some_and(|t| now >= t)
+}
+
+/// The changes that delete a key's imported material: every version keeps its id but loses its
+/// sealed bytes; the key goes back to PendingImport (or will, if its deletion is cancelled).
+fn material_deletion(st: &State, k: &KeyRecord) -> Vec<Change> {
+    let mut changes: Vec<Change> = st
+        .versions_of(&k.key_id)
+        .iter()
+        .filter_map(|id| st.versions.get(id))
+        .filter(|v| v.has_material())
+        .map(|v| Change::PutVersion(VersionRecord { sealed: Vec::new(), ..v.clone() }))
+        .collect();
+    let mut k = k.clone();
+    k.material_expire = None;
+    if k.state == KeyState::PendingDeletion {
+        k.state_before_deletion = Some(KeyState::PendingImport);
+    } else {
+        k.state = KeyState::PendingImport;
+    }
+    changes.push(Change::PutKey(k));
+    changes
+}
+
+fn check_token(st: &State, k: &KeyRecord, token: &str, now: Timestamp) -> Result<ImportTokenRecord> {
+    require_external(k)?;
+    if k.state == KeyState::PendingDeletion {
+        return Err(super::state_modify_failed(k, "material cannot be imported into a key pending deletion"));
+    }
+    let t = st.import_tokens.get(token.trim()).ok_or_else(|| {
+        KmsError::with_detail(ErrorCode::InvalidImportToken, "Get a token with GetParametersForImport.")
+    })?;
+    if t.key_id != k.key_id {
+        return Err(KmsError::with_detail(
+            ErrorCode::InvalidImportToken,
+            format_args!("The token was issued for another key, not {}.", k.key_id),
+        ));
+    }
+    if now >= t.expires_at {
+        return Err(KmsError::with_detail(
+            ErrorCode::ExpiredImportToken,
+            format_args!("It expired at {}; get a new one with GetParametersForImport.", format_iso(t.expires_at)),
+        ));
+    }
+    Ok(t.clone())
+}
+
+fn hex_encode(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
