@@ -232,6 +232,17 @@ fn request_shape_errors() {
     let (st, b, _) = post_form(&url, &v1_params("CreateKey", &[("EnableAutomaticRotation", "maybe")], SK, |_| {}));
     assert_error(st, &b, 400, "InvalidParameter");
     assert!(b["Message"].as_str().unwrap().contains("EnableAutomaticRotation"));
+    let (st, b, _) = post_form(
+        &url,
+        &v1_params(
+            "AsymmetricSign",
+            &[("KeyId", "k"), ("KeyVersionId", "v"), ("Algorithm", "ECDSA_SHA_256"), ("Digest", "not*base64")],
+            SK,
+            |_| {},
+        ),
+    );
+    assert_error(st, &b, 400, "InvalidParameter");
+    assert!(b["Message"].as_str().unwrap().contains("\"Digest\""), "{b}");
     let (st, b, _) = post_form(&url, &v1_params("Decrypt", &[("CiphertextBlob", "bm90IGEgYmxvYg==")], SK, |_| {}));
     assert_error(st, &b, 400, "InvalidParameter");
     // Booleans in any case, as the Python SDKs send them.
