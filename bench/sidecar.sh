@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The sidecar next to a bare hyper server (the HTTP ceiling on this machine), in one run:
-# Encrypt, Decrypt, GenerateDataKey at concurrency 1, 4 and 16, every request signed with a fresh
-# nonce. Prints req/s, p50/p99 latency for both and the ratio sidecar/bare.
+# Encrypt, Decrypt, GenerateDataKey, GetSecretValue at concurrency 1, 4 and 16, every request signed
+# with a fresh nonce; and GetSecretValue through the secrets agent (GET /v1/<name> + token). Prints req/s, p50/p99 latency for both and the ratio sidecar/bare.
 #   bench/sidecar.sh              3 s per cell
 #   SECONDS_PER_CELL=1 bench/sidecar.sh
 set -euo pipefail
@@ -12,11 +12,12 @@ trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$dir"' EXIT
 ak=benchAccessKeyId
 sk=benchAccessKeySecret
 KMS_ACCESS_KEY_ID=$ak KMS_ACCESS_KEY_SECRET=$sk KMS_LOG=warn \
-  target/release/kms-sidecar --data-dir "$dir/kms" --listen 127.0.0.1:18190 >"$dir/sidecar.log" 2>&1 &
+  target/release/kms-sidecar --data-dir "$dir/kms" --listen 127.0.0.1:18190 --agent-listen 127.0.0.1:18192 >"$dir/sidecar.log" 2>&1 &
 for _ in $(seq 50); do curl -sf http://127.0.0.1:18190/ping >/dev/null 2>&1 && break; sleep 0.1; done
 size=$(target/release/kms-loadgen probe --sidecar 127.0.0.1:18190 --access-key-id $ak --access-key-secret $sk)
 target/release/kms-loadgen bare --listen 127.0.0.1:18191 --body-bytes "$size" >"$dir/bare.log" 2>&1 &
 sleep 0.3
 echo "machine: $(nproc) cores; response body ~${size} bytes; load generator on the same machine"
 target/release/kms-loadgen run --sidecar 127.0.0.1:18190 --bare 127.0.0.1:18191 \
-  --access-key-id $ak --access-key-secret $sk --seconds "${SECONDS_PER_CELL:-3}"
+  --access-key-id $ak --access-key-secret $sk --seconds "${SECONDS_PER_CELL:-3}" \
+  --agent 127.0.0.1:18192 --agent-token "$(cat "$dir/kms/agent.token")"

@@ -44,6 +44,11 @@ enum Cmd {
         concurrency: String,
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
+        /// The sidecar's secrets agent (host:port), to measure GetSecretValue through it too.
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        agent_token: Option<String>,
     },
     /// Print the size of a GenerateDataKey answer (to size the bare body).
     Probe {
@@ -62,10 +67,11 @@ fn main() {
     rt.block_on(async move {
         match args.cmd {
             Cmd::Bare { listen, body_bytes } => bare(listen, body_bytes).await,
-            Cmd::Run { sidecar, bare, access_key_id, access_key_secret, concurrency, seconds } => {
+            Cmd::Run { sidecar, bare, access_key_id, access_key_secret, concurrency, seconds, agent, agent_token } => {
                 let creds = Arc::new((access_key_id, access_key_secret));
                 let conc: Vec<usize> = concurrency.split(',').map(|c| c.trim().parse().unwrap()).collect();
-                run(sidecar, bare, creds, conc, Duration::from_secs_f64(seconds)).await
+                let agent = agent.zip(agent_token);
+                run(sidecar, bare, creds, conc, Duration::from_secs_f64(seconds), agent).await
             }
             Cmd::Probe { sidecar, access_key_id, access_key_secret } => {
                 let creds = Arc::new((access_key_id, access_key_secret));
@@ -153,6 +159,20 @@ impl Conn {
             .header("content-type", "application/x-www-form-urlencoded")
             .body(Full::new(Bytes::from(body.to_string())))
             .unwrap();
+        self.exchange(req).await
+    }
+
+    /// A GET to the secrets agent (no signature: the SSRF token instead).
+    async fn get_agent(&mut self, path: &str, token: &str) -> (u16, Bytes) {
+        let req = hyper::Request::get(path)
+            .header("host", &self.host)
+            .header("x-kms-token", token)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        self.exchange(req).await
+    }
+
+    async fn exchange(&mut self, req: hyper::Request<Full<Bytes>>) -> (u16, Bytes) {
         let resp = self.sender.send_request(req).await.unwrap();
         let status = resp.status().as_u16();
         (status, resp.into_body().collect().await.unwrap().to_bytes())
@@ -172,7 +192,12 @@ enum Op {
     Encrypt,
     Decrypt,
     GenerateDataKey,
+    GetSecretValue,
+    /// GET /v1/<name> on the agent, with the token.
+    AgentGet,
 }
+
+const BENCH_SECRET: &str = "bench/secret";
 
 struct Cell {
     rps: f64,
@@ -181,12 +206,14 @@ struct Cell {
     errors: u64,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn load(
     addr: &str,
     op: Op,
     key: &str,
     blob: &str,
     creds: Arc<(String, String)>,
+    token: &str,
     c: usize,
     dur: Duration,
 ) -> Cell {
@@ -194,7 +221,8 @@ async fn load(
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..c {
-        let (addr, key, blob, creds) = (addr.to_string(), key.to_string(), blob.to_string(), creds.clone());
+        let (addr, key, blob, creds, token) =
+            (addr.to_string(), key.to_string(), blob.to_string(), creds.clone(), token.to_string());
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(&addr).await;
             let mut lat = Vec::with_capacity(100_000);
@@ -204,9 +232,15 @@ async fn load(
                     Op::Encrypt => signed("Encrypt", &[("KeyId", &key), ("Plaintext", plaintext)], &creds),
                     Op::Decrypt => signed("Decrypt", &[("CiphertextBlob", &blob)], &creds),
                     Op::GenerateDataKey => signed("GenerateDataKey", &[("KeyId", &key)], &creds),
+                    Op::GetSecretValue => signed("GetSecretValue", &[("SecretName", BENCH_SECRET)], &creds),
+                    Op::AgentGet => String::new(),
                 };
                 let t = Instant::now();
-                let (st, _) = conn.send(&body).await;
+                let (st, _) = if op == Op::AgentGet {
+                    conn.get_agent("/v1/bench%2Fsecret", &token).await
+                } else {
+                    conn.send(&body).await
+                };
                 lat.push(t.elapsed().as_micros() as u64);
                 if st != 200 {
                     errors += 1;
@@ -229,9 +263,29 @@ async fn load(
     Cell { rps: all.len() as f64 / elapsed, p50_us: pct(0.50), p99_us: pct(0.99), errors }
 }
 
-async fn run(sidecar: String, bare: String, creds: Arc<(String, String)>, conc: Vec<usize>, dur: Duration) {
+async fn run(
+    sidecar: String,
+    bare: String,
+    creds: Arc<(String, String)>,
+    conc: Vec<usize>,
+    dur: Duration,
+    agent: Option<(String, String)>,
+) {
     let key = setup_key(&sidecar, &creds).await;
     let mut c = Conn::open(&sidecar).await;
+    let secret = r#"{"user":"app","password":"correct horse battery staple"}"#;
+    let (st, body) = c
+        .send(&signed(
+            "CreateSecret",
+            &[("SecretName", BENCH_SECRET), ("SecretData", secret), ("VersionId", "v1")],
+            &creds,
+        ))
+        .await;
+    assert!(
+        st == 200 || String::from_utf8_lossy(&body).contains("ResourceExist"),
+        "CreateSecret: {}",
+        String::from_utf8_lossy(&body)
+    );
     let (_, body) = c.send(&signed("Encrypt", &[("KeyId", &key), ("Plaintext", "SGVsbG8=")], &creds)).await;
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let blob = v["CiphertextBlob"].as_str().unwrap().to_string();
@@ -239,10 +293,20 @@ async fn run(sidecar: String, bare: String, creds: Arc<(String, String)>, conc: 
         "{:<16}{:>4} | {:>10}{:>9}{:>9} | {:>10}{:>9}{:>9} | {:>6}",
         "operation", "c", "sidecar/s", "p50 us", "p99 us", "bare/s", "p50 us", "p99 us", "ratio"
     );
-    for (name, op) in [("Encrypt", Op::Encrypt), ("Decrypt", Op::Decrypt), ("GenerateDataKey", Op::GenerateDataKey)] {
+    let mut ops = vec![
+        ("Encrypt", Op::Encrypt, sidecar.clone()),
+        ("Decrypt", Op::Decrypt, sidecar.clone()),
+        ("GenerateDataKey", Op::GenerateDataKey, sidecar.clone()),
+        ("GetSecretValue", Op::GetSecretValue, sidecar.clone()),
+    ];
+    let token = agent.as_ref().map(|a| a.1.clone()).unwrap_or_default();
+    if let Some((addr, _)) = &agent {
+        ops.push(("agent GET /v1", Op::AgentGet, addr.clone()));
+    }
+    for (name, op, target) in ops {
         for &c in &conc {
-            let s = load(&sidecar, op, &key, &blob, creds.clone(), c, dur).await;
-            let b = load(&bare, op, &key, &blob, creds.clone(), c, dur).await;
+            let s = load(&target, op, &key, &blob, creds.clone(), &token, c, dur).await;
+            let b = load(&bare, op, &key, &blob, creds.clone(), &token, c, dur).await;
             assert_eq!(s.errors, 0, "{name}: the sidecar answered errors under load");
             println!(
                 "{:<16}{:>4} | {:>10.0}{:>9}{:>9} | {:>10.0}{:>9}{:>9} | {:>5.2}x",

@@ -52,6 +52,14 @@ pub struct Limits {
     /// CreateKeyVersion is refused within this many seconds of the last version.
     pub min_manual_version_interval_secs: i64,
     pub max_data_key_bytes: i64,
+    /// SecretData, bytes.
+    pub max_secret_bytes: usize,
+    /// Versions kept per secret; the oldest deprecated ones (no stage) go first.
+    pub max_secret_versions: usize,
+    pub max_secrets: usize,
+    pub min_secret_recovery_days: i64,
+    pub max_secret_recovery_days: i64,
+    pub max_tags_per_resource: usize,
 }
 
 impl Default for Limits {
@@ -69,6 +77,12 @@ impl Default for Limits {
             default_rotation_interval_secs: 365 * DAY,
             min_manual_version_interval_secs: 7 * DAY,
             max_data_key_bytes: 1024,
+            max_secret_bytes: 30 * 1024,
+            max_secret_versions: 100,
+            max_secrets: 10_000,
+            min_secret_recovery_days: 7,
+            max_secret_recovery_days: 30,
+            max_tags_per_resource: 20,
         }
     }
 }

@@ -31,6 +31,10 @@ pub enum ErrorCode {
     PendingDeletion,
     PendingImport,
     DryRunOperation,
+    // Secrets Manager.
+    ResourceNotFound,
+    ResourceExist,
+    ResourceInDeleteWindow,
     // Gateway-level codes (spec §5.2, §6.4): authentication and request shape.
     InvalidAccessKeyIdNotFound,
     AccessKeyDisabled,
@@ -71,6 +75,9 @@ impl ErrorCode {
             PendingDeletion => "Rejected.PendingDeletion",
             PendingImport => "Rejected.PendingImport",
             DryRunOperation => "DryRunOperationError",
+            ResourceNotFound => "Forbidden.ResourceNotFound",
+            ResourceExist => "Rejected.ResourceExist",
+            ResourceInDeleteWindow => "Rejected.ResourceInDeleteWindow",
             InvalidAccessKeyIdNotFound => "InvalidAccessKeyId.NotFound",
             AccessKeyDisabled => "Forbidden.AccessKey",
             SignatureDoesNotMatch => "SignatureDoesNotMatch",
@@ -90,11 +97,19 @@ impl ErrorCode {
         match self {
             InternalFailure => 500,
             ServiceUnavailableTemporary => 503,
-            KeyNotFound | KeyVersionNotFound | AliasNotFound | InvalidAccessKeyIdNotFound | InvalidActionNotFound => {
-                404
-            }
+            KeyNotFound
+            | KeyVersionNotFound
+            | AliasNotFound
+            | ResourceNotFound
+            | InvalidAccessKeyIdNotFound
+            | InvalidActionNotFound => 404,
             NoPermission | AccessKeyDisabled | UnsupportedHttpMethod => 403,
-            StateModifiedFailed | Disabled | PendingDeletion | PendingImport => 409,
+            StateModifiedFailed
+            | Disabled
+            | PendingDeletion
+            | PendingImport
+            | ResourceExist
+            | ResourceInDeleteWindow => 409,
             MissingParameter
             | InvalidParameter
             | LimitExceeded
@@ -142,6 +157,9 @@ impl ErrorCode {
             PendingDeletion => "The request was rejected because the key state is PendingDeletion.",
             PendingImport => "The request was rejected because the key state is PendingImport.",
             DryRunOperation => "The request would have succeeded, but the DryRun flag is set.",
+            ResourceNotFound => "The resource is not found.",
+            ResourceExist => "The resource already exists.",
+            ResourceInDeleteWindow => "The secret is planned to be deleted.",
             InvalidAccessKeyIdNotFound => "Specified access key is not found.",
             AccessKeyDisabled => "This AccessKey is not enabled.",
             SignatureDoesNotMatch => "Specified signature is not matched with our calculation.",

@@ -269,3 +269,66 @@ mod tests {
         assert!(!KeySpec::Sm4.allows_usage(KeyUsage::SignVerify));
     }
 }
+
+/// A secret (Secrets Manager): its metadata; values live in [`SecretVersionRecord`]s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRecord {
+    pub name: String,
+    pub secret_type: String,
+    pub description: String,
+    /// The CMK that protects the values (the account's secrets service key when none was named).
+    pub encryption_key_id: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// Set while the secret waits in its recovery window.
+    pub planned_delete: Option<Timestamp>,
+    /// JSON text, or empty.
+    pub extended_config: String,
+}
+
+/// One version of a secret's value, envelope-encrypted (FORMAT.md §7).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretVersionRecord {
+    pub secret_name: String,
+    pub version_id: String,
+    pub created_at: Timestamp,
+    /// `text` or `binary`.
+    pub data_type: String,
+    /// Version stages (`ACSCurrent`, `ACSPrevious`, custom); none means deprecated.
+    pub stages: Vec<String>,
+    pub sealed: Vec<u8>,
+}
+
+impl std::fmt::Debug for SecretVersionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretVersionRecord")
+            .field("secret_name", &self.secret_name)
+            .field("version_id", &self.version_id)
+            .field("stages", &self.stages)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a tag is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ResourceType {
+    Key,
+    Secret,
+}
+
+impl ResourceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceType::Key => "key",
+            ResourceType::Secret => "secret",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "key" => Some(ResourceType::Key),
+            "secret" => Some(ResourceType::Secret),
+            _ => None,
+        }
+    }
+}

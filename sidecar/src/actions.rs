@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::wire::params::Params;
+use crate::wire::response::to_json;
 
 /// Every served action, in the order of the API reference.
 pub const ACTIONS: &[&str] = &[
@@ -14,16 +15,20 @@ pub const ACTIONS: &[&str] = &[
     "AsymmetricEncrypt",
     "AsymmetricSign",
     "AsymmetricVerify",
+    "BatchGetSecretValue",
     "CancelKeyDeletion",
     "CreateAlias",
     "CreateKey",
     "CreateKeyVersion",
+    "CreateSecret",
     "Decrypt",
     "DeleteAlias",
     "DeleteKeyMaterial",
+    "DeleteSecret",
     "DescribeKey",
     "DescribeKeyVersion",
     "DescribeRegions",
+    "DescribeSecret",
     "DisableKey",
     "EnableKey",
     "Encrypt",
@@ -33,17 +38,31 @@ pub const ACTIONS: &[&str] = &[
     "GenerateDataKeyWithoutPlaintext",
     "GetParametersForImport",
     "GetPublicKey",
+    "GetRandomPassword",
+    "GetSecretValue",
     "ImportKeyMaterial",
     "ListAliases",
     "ListAliasesByKeyId",
     "ListKeyVersions",
     "ListKeys",
+    "ListResourceTags",
+    "ListSecretVersionIds",
+    "ListSecrets",
+    "ListTagResources",
+    "PutSecretValue",
     "ReEncrypt",
+    "RestoreSecret",
     "ScheduleKeyDeletion",
     "SetDeletionProtection",
+    "TagResource",
+    "TagResources",
+    "UntagResource",
+    "UntagResources",
     "UpdateAlias",
     "UpdateKeyDescription",
     "UpdateRotationPolicy",
+    "UpdateSecret",
+    "UpdateSecretVersionStage",
 ];
 
 /// Actions that take microseconds and never wait on a disk write: they run inline on the async
@@ -64,19 +83,28 @@ pub fn runs_inline(action: &str) -> bool {
             | "ListKeyVersions"
             | "ListKeys"
             | "ReEncrypt"
+            | "GetSecretValue"
+            | "BatchGetSecretValue"
+            | "DescribeSecret"
+            | "ListSecrets"
+            | "ListSecretVersionIds"
+            | "GetRandomPassword"
+            | "ListResourceTags"
+            | "ListTagResources"
     )
 }
 
-fn json<T: Serialize>(v: T) -> Result<Value, KmsError> {
-    serde_json::to_value(v).map_err(|e| KmsError::internal(format_args!("serialise response: {e}")))
+fn json<T: Serialize>(v: T) -> Result<Vec<u8>, KmsError> {
+    Ok(to_json(&v))
 }
 
-fn empty(r: Result<(), KmsError>) -> Result<Value, KmsError> {
-    r.map(|_| Value::Null)
+fn empty(r: Result<(), KmsError>) -> Result<Vec<u8>, KmsError> {
+    r.map(|_| b"{}".to_vec())
 }
 
-/// Runs `action`. Unknown actions are `InvalidAction.NotFound`.
-pub fn dispatch(engine: &Engine, caller: &Caller, action: &str, p: &Params) -> Result<Value, KmsError> {
+/// Runs `action`; the answer is the serialised JSON object (without `RequestId`). Unknown actions
+/// are `InvalidAction.NotFound`.
+pub fn dispatch(engine: &Engine, caller: &Caller, action: &str, p: &Params) -> Result<Vec<u8>, KmsError> {
     let e = engine;
     let c = caller;
     match action {
@@ -132,6 +160,74 @@ pub fn dispatch(engine: &Engine, caller: &Caller, action: &str, p: &Params) -> R
         "GetParametersForImport" => json(e.get_parameters_for_import(c, p.decode()?)?),
         "ImportKeyMaterial" => empty(e.import_key_material(c, p.decode()?)),
         "DeleteKeyMaterial" => empty(e.delete_key_material(c, &p.decode::<KeyIdRequest>()?.key_id)),
+        "CreateSecret" => json(e.create_secret(c, p.decode()?)?),
+        "GetSecretValue" => json(e.get_secret_value(c, p.decode()?)?),
+        "BatchGetSecretValue" => json(e.batch_get_secret_value(c, p.decode()?)?),
+        "PutSecretValue" => json(e.put_secret_value(c, p.decode()?)?),
+        "UpdateSecretVersionStage" => json(e.update_secret_version_stage(c, p.decode()?)?),
+        "ListSecretVersionIds" => json(e.list_secret_version_ids(c, p.decode()?)?),
+        "DescribeSecret" => json(e.describe_secret(c, p.decode()?)?),
+        "ListSecrets" => json(e.list_secrets(c, p.decode()?)?),
+        "UpdateSecret" => json(e.update_secret(c, fold_extended_config(p)?.decode()?)?),
+        "DeleteSecret" => json(e.delete_secret(c, p.decode()?)?),
+        "RestoreSecret" => json(e.restore_secret(c, p.decode()?)?),
+        "GetRandomPassword" => json(e.get_random_password(c, p.decode()?)?),
+        "TagResource" => empty(e.tag_resource(c, p.decode()?)),
+        "UntagResource" => empty(e.untag_resource(c, p.decode()?)),
+        "ListResourceTags" => json(e.list_resource_tags(c, &p.decode::<KeyIdRequest>()?.key_id)?),
+        "TagResources" => empty(e.tag_resources(c, p.decode()?)),
+        "UntagResources" => empty(e.untag_resources(c, p.decode()?)),
+        "ListTagResources" => json(e.list_tag_resources(c, p.decode()?)?),
         _ => Err(KmsError::with_detail(ErrorCode::InvalidActionNotFound, format_args!("Action: {action}"))),
+    }
+}
+
+/// UpdateSecret's `ExtendedConfig` arrives as JSON (`ExtendedConfig={…}`), as
+/// `ExtendedConfig.CustomData=<json>` (py-core) or flattened as `ExtendedConfig.CustomData.<k>=<v>`
+/// (py-tea) (spec §3): fold every form into one JSON object text.
+fn fold_extended_config(p: &Params) -> Result<Params, KmsError> {
+    let mut p = p.clone();
+    let dotted = p.take_prefixed("ExtendedConfig.");
+    if dotted.is_empty() {
+        return Ok(p);
+    }
+    let mut root = serde_json::Map::new();
+    for (name, value) in dotted {
+        let path: Vec<&str> = name["ExtendedConfig.".len()..].split('.').collect();
+        let leaf = serde_json::from_str::<Value>(&value)
+            .ok()
+            .filter(|v| v.is_object() || v.is_array())
+            .unwrap_or(Value::String(value.clone()));
+        let mut node = &mut root;
+        for (i, seg) in path.iter().enumerate() {
+            if i + 1 == path.len() {
+                node.insert(seg.to_string(), leaf.clone());
+            } else {
+                let child = node.entry(seg.to_string()).or_insert_with(|| Value::Object(Default::default()));
+                node = child.as_object_mut().ok_or_else(|| {
+                    KmsError::invalid("ExtendedConfig", format_args!("{name} conflicts with another field"))
+                })?;
+            }
+        }
+    }
+    p.set("ExtendedConfig", Value::Object(root).to_string());
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extended_config_forms_fold_into_json() {
+        let flat = Params::from_pairs([("ExtendedConfig.CustomData.a", "1"), ("ExtendedConfig.CustomData.b", "x y")]);
+        assert_eq!(
+            fold_extended_config(&flat).unwrap().get("ExtendedConfig"),
+            Some(r#"{"CustomData":{"a":"1","b":"x y"}}"#)
+        );
+        let nested = Params::from_pairs([("ExtendedConfig.CustomData", r#"{"a":"1"}"#)]);
+        assert_eq!(fold_extended_config(&nested).unwrap().get("ExtendedConfig"), Some(r#"{"CustomData":{"a":"1"}}"#));
+        let plain = Params::from_pairs([("ExtendedConfig", r#"{"x":"y"}"#)]);
+        assert_eq!(fold_extended_config(&plain).unwrap().get("ExtendedConfig"), Some(r#"{"x":"y"}"#));
     }
 }

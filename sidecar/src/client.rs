@@ -264,21 +264,35 @@ impl Client {
 }
 
 /// Flattens a serialised request into wire parameters: strings as they are, booleans and numbers
-/// as text, absent fields left out.
+/// as text, absent fields left out, lists as `Name.N` and objects in lists as `Name.N.Field`
+/// (as the SDKs send them).
 pub fn to_params(v: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     if let Value::Object(m) = v {
         for (k, v) in m {
-            match v {
-                Value::Null => {}
-                Value::String(s) => out.push((k.clone(), s.clone())),
-                Value::Bool(b) => out.push((k.clone(), b.to_string())),
-                Value::Number(n) => out.push((k.clone(), n.to_string())),
-                other => out.push((k.clone(), other.to_string())),
-            }
+            flatten(k, v, &mut out);
         }
     }
     out
+}
+
+fn flatten(name: &str, v: &Value, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::Null => {}
+        Value::String(s) => out.push((name.to_string(), s.clone())),
+        Value::Bool(b) => out.push((name.to_string(), b.to_string())),
+        Value::Number(n) => out.push((name.to_string(), n.to_string())),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                flatten(&format!("{name}.{}", i + 1), item, out);
+            }
+        }
+        Value::Object(m) => {
+            for (k, item) in m {
+                flatten(&format!("{name}.{k}"), item, out);
+            }
+        }
+    }
 }
 
 fn tls_with_ca(ca: &Path) -> Result<Arc<rustls::ClientConfig>, String> {

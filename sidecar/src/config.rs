@@ -33,6 +33,8 @@ pub struct Config {
     pub engine: EngineConfig,
     /// Access keys in addition to those in `credentials.toml`.
     pub access_keys: Vec<AccessKeyConfig>,
+    /// The secrets agent for application containers (off unless it has a listener).
+    pub agent: crate::agent::AgentConfig,
 }
 
 impl Default for Config {
@@ -48,6 +50,7 @@ impl Default for Config {
             max_body_bytes: 1 << 20,
             engine: EngineConfig::default(),
             access_keys: Vec::new(),
+            agent: crate::agent::AgentConfig::default(),
         }
     }
 }
@@ -189,6 +192,11 @@ pub struct Profile {
     pub access_key_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_key_secret: Option<String>,
+    /// The secrets agent, when it runs: its address and token file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_token_file: Option<PathBuf>,
     /// Service principals' keys by service name (`oss`, `ecs`).
     #[serde(default)]
     pub services: std::collections::BTreeMap<String, ServiceKey>,

@@ -3,6 +3,7 @@
 //! The wire decisions are written down in `WIRE.md`.
 
 pub mod actions;
+pub mod agent;
 pub mod app;
 pub mod auth;
 pub mod client;

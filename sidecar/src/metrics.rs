@@ -9,25 +9,32 @@ use parking_lot::Mutex;
 
 const BUCKETS_SECS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
 
+/// Counters are keyed by static labels (action names from the action table, codes from the
+/// error enum), so recording a request allocates nothing; each request touches one histogram
+/// bucket, and the cumulative counts are summed when rendered.
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String), u64>>,
+    requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    agent: Mutex<BTreeMap<&'static str, u64>>,
     buckets: [AtomicU64; 12],
     count: AtomicU64,
     sum_micros: AtomicU64,
 }
 
 impl Metrics {
-    pub fn record(&self, action: &str, code: &str, latency: Duration) {
-        *self.requests.lock().entry((action.to_string(), code.to_string())).or_default() += 1;
+    pub fn record(&self, action: &'static str, code: &'static str, latency: Duration) {
+        *self.requests.lock().entry((action, code)).or_default() += 1;
         let secs = latency.as_secs_f64();
-        for (i, b) in BUCKETS_SECS.iter().enumerate() {
-            if secs <= *b {
-                self.buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(i) = BUCKETS_SECS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_micros.fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// One secrets-agent request: `hit` (cache), `miss`, `error`, `denied` (token), `refused`.
+    pub fn count_agent(&self, result: &'static str) {
+        *self.agent.lock().entry(result).or_default() += 1;
     }
 
     /// The text exposition format.
@@ -52,6 +59,14 @@ impl Metrics {
         let _ =
             writeln!(out, "kms_request_duration_seconds_sum {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
         let _ = writeln!(out, "kms_request_duration_seconds_count {count}");
+        let agent = self.agent.lock();
+        if !agent.is_empty() {
+            out.push_str("# HELP kms_agent_requests_total Secrets agent requests by outcome.\n");
+            out.push_str("# TYPE kms_agent_requests_total counter\n");
+            for (result, n) in agent.iter() {
+                let _ = writeln!(out, "kms_agent_requests_total{{result=\"{result}\"}} {n}");
+            }
+        }
         out
     }
 }

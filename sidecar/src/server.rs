@@ -32,9 +32,9 @@ pub struct AppState {
     pub max_body_bytes: usize,
 }
 
-type Body = Full<Bytes>;
+pub type Body = Full<Bytes>;
 
-fn respond(status: u16, request_id: &str, content_type: &str, body: Vec<u8>) -> Response<Body> {
+pub fn respond(status: u16, request_id: &str, content_type: &str, body: Vec<u8>) -> Response<Body> {
     Response::builder()
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header("content-type", content_type)
@@ -64,9 +64,8 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
     };
     let elapsed = started.elapsed();
     // Unknown actions are counted under one label, so a scanner cannot grow the metric set.
-    let label = match action.as_deref() {
-        Some(a) if actions::ACTIONS.contains(&a) => a,
-        Some(_) => "unknown",
+    let label: &'static str = match action.as_deref() {
+        Some(a) => actions::ACTIONS.iter().find(|x| **x == a).copied().unwrap_or("unknown"),
         None => "-",
     };
     state.metrics.record(label, code, elapsed);
@@ -76,10 +75,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
 }
 
 /// Parses, authenticates and runs a request. Returns the action (when known) for metrics.
-async fn process(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-) -> (Option<String>, Result<serde_json::Value, KmsError>) {
+async fn process(state: &Arc<AppState>, req: Request<Incoming>) -> (Option<String>, Result<Vec<u8>, KmsError>) {
     let (parts, body) = req.into_parts();
     if parts.method != Method::GET && parts.method != Method::POST {
         return (None, Err(KmsError::new(ErrorCode::UnsupportedHttpMethod)));
@@ -148,10 +144,27 @@ pub enum Listener {
     Unix(tokio::net::UnixListener),
 }
 
+/// What answers requests on a listener: the KMS API, or the secrets agent.
+pub type Handler = Arc<dyn Fn(Request<Incoming>) -> BoxFuture + Send + Sync>;
+pub type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>;
+
+/// The KMS API handler.
+pub fn api_handler(state: Arc<AppState>) -> Handler {
+    Arc::new(move |req| {
+        let st = state.clone();
+        Box::pin(async move {
+            match handle(st, req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            }
+        })
+    })
+}
+
 /// Serves connections until `shutdown` flips, then waits (at most 10 s) for in-flight requests.
 /// Each connection (and its TLS handshake) runs in its own task, so a slow client never holds up
 /// the accept loop.
-pub async fn serve(state: Arc<AppState>, listener: Listener, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(handler: Handler, listener: Listener, mut shutdown: watch::Receiver<bool>) {
     let graceful = GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {
@@ -167,7 +180,7 @@ pub async fn serve(state: Arc<AppState>, listener: Listener, mut shutdown: watch
             }
         };
         let watcher = graceful.watcher();
-        let st = state.clone();
+        let st = handler.clone();
         tokio::spawn(async move {
             match conn {
                 Accepted::Plain(s) => serve_connection(st, s, watcher).await,
@@ -209,11 +222,14 @@ async fn accept(l: &Listener) -> std::io::Result<Accepted> {
     })
 }
 
-async fn serve_connection<S>(state: Arc<AppState>, stream: S, watcher: hyper_util::server::graceful::Watcher)
+async fn serve_connection<S>(handler: Handler, stream: S, watcher: hyper_util::server::graceful::Watcher)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |req| handle(state.clone(), req));
+    let svc = service_fn(move |req| {
+        let f = handler(req);
+        async move { Ok::<_, Infallible>(f.await) }
+    });
     let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
         .http1_only()
         .serve_connection(TokioIo::new(stream), svc)

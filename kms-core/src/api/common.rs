@@ -60,6 +60,28 @@ impl<'de> Deserialize<'de> for SecretBytes {
     }
 }
 
+/// A secret value as text (SecretData): zeroized on drop, redacted in `Debug`, a plain string on
+/// the wire.
+#[derive(Clone, Default, PartialEq, Eq, Zeroize, ZeroizeOnDrop, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn new(s: String) -> Self {
+        SecretString(s)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretString({} bytes, redacted)", self.0.len())
+    }
+}
+
 /// Serde adapter for non-secret byte fields carried as base64 (ciphertext blobs).
 pub mod base64_bytes {
     use super::*;

@@ -28,6 +28,8 @@ pub struct CreateKeyRequest {
     pub rotation_interval: Option<String>,
     #[serde(rename = "DKMSInstanceId")]
     pub dkms_instance_id: Option<String>,
+    /// JSON: `[{"TagKey":"k","TagValue":"v"}]`.
+    pub tags: Option<String>,
 }
 
 /// `KeyMetadata` as DescribeKey returns it; every field is a string on the wire.

@@ -7,8 +7,12 @@ mod asymmetric;
 mod common;
 mod crypto;
 mod keys;
+mod secrets;
+mod tags;
 
 pub use asymmetric::*;
 pub use common::*;
 pub use crypto::*;
 pub use keys::*;
+pub use secrets::*;
+pub use tags::*;

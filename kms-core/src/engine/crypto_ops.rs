@@ -146,7 +146,7 @@ impl Engine {
     }
 
     /// The primary version of the key a `KeyId` names, checked for symmetric encryption.
-    fn target(&self, caller: &Caller, param: &str, key_id: &str) -> Result<Target> {
+    pub(crate) fn target(&self, caller: &Caller, param: &str, key_id: &str) -> Result<Target> {
         let now = self.now();
         self.with_key(caller, param, key_id, |st, k| {
             require_symmetric(k)?;
@@ -159,7 +159,7 @@ impl Engine {
         })
     }
 
-    fn seal(&self, t: &Target, ctx: &EncryptionContext, plaintext: &[u8]) -> EncryptResponse {
+    pub(crate) fn seal(&self, t: &Target, ctx: &EncryptionContext, plaintext: &[u8]) -> EncryptResponse {
         EncryptResponse {
             key_id: t.key_id.clone(),
             key_version_id: t.version.to_string(),

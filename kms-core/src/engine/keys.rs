@@ -98,6 +98,10 @@ impl Engine {
                 format_args!("Only symmetric keys take imported material, not {spec}."),
             ));
         }
+        let tags = match req.tags.as_deref().filter(|t| !t.trim().is_empty()) {
+            Some(t) => super::tags::parse_tags_json("Tags", t)?,
+            None => Vec::new(),
+        };
         let new = NewKey {
             spec,
             usage,
@@ -118,6 +122,7 @@ impl Engine {
             let (key, version) = self.build_key(new, now)?;
             let mut changes = vec![Change::PutKey(key.clone())];
             changes.extend(version.map(Change::PutVersion));
+            changes.extend(self.tag_changes(st, crate::model::ResourceType::Key, &key.key_id, &tags)?);
             Ok((changes, key))
         })?;
         tracing::info!(key_id = %key.key_id, spec = %key.spec, origin = %key.origin, "key created");

@@ -21,6 +21,8 @@ pub struct MaintenanceReport {
     pub material_expired: Vec<String>,
     /// Import tokens past their 24 hours, forgotten.
     pub tokens_purged: usize,
+    /// Secrets whose recovery window ended.
+    pub secrets_purged: Vec<String>,
     /// Steps that failed (they are retried on the next pass).
     pub failures: usize,
 }
@@ -76,6 +78,7 @@ impl Engine {
         let (expired, purged) = self.expire_imports(now);
         report.material_expired = expired;
         report.tokens_purged = purged;
+        report.secrets_purged = self.purge_secrets(now);
         report
     }
 

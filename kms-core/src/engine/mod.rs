@@ -14,8 +14,11 @@ mod crypto_ops;
 mod import;
 mod keys;
 mod maintenance;
+mod password;
+mod secrets;
 mod service;
 mod state;
+mod tags;
 mod versions;
 
 use std::path::{Path, PathBuf};
@@ -324,3 +327,6 @@ mod tests;
 
 #[cfg(test)]
 mod tests_asym;
+
+#[cfg(test)]
+mod tests_secrets;

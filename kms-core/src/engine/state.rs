@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::model::{AliasRecord, ImportTokenRecord, KeyRecord, VersionRecord};
+use crate::model::{
+    AliasRecord, ImportTokenRecord, KeyRecord, ResourceType, SecretRecord, SecretVersionRecord, VersionRecord,
+};
 use crate::store::{Change, Snapshot};
 
 #[derive(Debug, Default)]
@@ -15,6 +17,12 @@ pub(crate) struct State {
     /// Sorted by name.
     pub aliases: BTreeMap<String, AliasRecord>,
     pub import_tokens: HashMap<String, ImportTokenRecord>,
+    /// Sorted by name.
+    pub secrets: BTreeMap<String, SecretRecord>,
+    /// Each secret's versions, oldest first.
+    pub secret_versions: HashMap<String, Vec<SecretVersionRecord>>,
+    /// Tags by resource, sorted by tag key.
+    pub tags: BTreeMap<(ResourceType, String), BTreeMap<String, String>>,
 }
 
 impl State {
@@ -31,6 +39,15 @@ impl State {
         }
         for t in s.import_tokens {
             st.import_tokens.insert(t.token_id.clone(), t);
+        }
+        for x in s.secrets {
+            st.secrets.insert(x.name.clone(), x);
+        }
+        for v in s.secret_versions {
+            st.apply(&Change::PutSecretVersion(v));
+        }
+        for (rt, id, k, v) in s.tags {
+            st.tags.entry((rt, id)).or_default().insert(k, v);
         }
         st
     }
@@ -52,6 +69,7 @@ impl State {
                 }
                 self.aliases.retain(|_, a| &a.key_id != id);
                 self.import_tokens.retain(|_, t| &t.key_id != id);
+                self.tags.remove(&(ResourceType::Key, id.clone()));
             }
             Change::PutAlias(a) => {
                 self.aliases.insert(a.name.clone(), a.clone());
@@ -64,6 +82,38 @@ impl State {
             }
             Change::DeleteImportToken(id) => {
                 self.import_tokens.remove(id);
+            }
+            Change::PutSecret(x) => {
+                self.secrets.insert(x.name.clone(), x.clone());
+            }
+            Change::DeleteSecret(name) => {
+                self.secrets.remove(name);
+                self.secret_versions.remove(name);
+                self.tags.remove(&(ResourceType::Secret, name.clone()));
+            }
+            Change::PutSecretVersion(v) => {
+                let list = self.secret_versions.entry(v.secret_name.clone()).or_default();
+                match list.iter_mut().find(|x| x.version_id == v.version_id) {
+                    Some(existing) => existing.stages = v.stages.clone(),
+                    None => list.push(v.clone()),
+                }
+            }
+            Change::DeleteSecretVersion { secret_name, version_id } => {
+                if let Some(list) = self.secret_versions.get_mut(secret_name) {
+                    list.retain(|v| &v.version_id != version_id);
+                }
+            }
+            Change::PutTag { resource_type, resource_id, key, value } => {
+                self.tags.entry((*resource_type, resource_id.clone())).or_default().insert(key.clone(), value.clone());
+            }
+            Change::DeleteTag { resource_type, resource_id, key } => {
+                let r = (*resource_type, resource_id.clone());
+                if let Some(m) = self.tags.get_mut(&r) {
+                    m.remove(key);
+                    if m.is_empty() {
+                        self.tags.remove(&r);
+                    }
+                }
             }
         }
     }

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::model::{
-    AliasRecord, ImportTokenRecord, KeyRecord, KeySpec, KeyState, KeyUsage, Origin, ProtectionLevel, VersionRecord,
+    AliasRecord, ImportTokenRecord, KeyRecord, KeySpec, KeyState, KeyUsage, Origin, ProtectionLevel, ResourceType,
+    SecretRecord, SecretVersionRecord, VersionRecord,
 };
 
 /// One durable mutation.
@@ -29,6 +30,26 @@ pub enum Change {
     DeleteAlias(String),
     PutImportToken(ImportTokenRecord),
     DeleteImportToken(String),
+    PutSecret(SecretRecord),
+    /// Deletes a secret with its versions and tags.
+    DeleteSecret(String),
+    /// Inserts a version or replaces its stages (values are written once).
+    PutSecretVersion(SecretVersionRecord),
+    DeleteSecretVersion {
+        secret_name: String,
+        version_id: String,
+    },
+    PutTag {
+        resource_type: ResourceType,
+        resource_id: String,
+        key: String,
+        value: String,
+    },
+    DeleteTag {
+        resource_type: ResourceType,
+        resource_id: String,
+        key: String,
+    },
 }
 
 /// Everything read back at open.
@@ -39,6 +60,10 @@ pub struct Snapshot {
     pub versions: Vec<VersionRecord>,
     pub aliases: Vec<AliasRecord>,
     pub import_tokens: Vec<ImportTokenRecord>,
+    pub secrets: Vec<SecretRecord>,
+    /// In creation order.
+    pub secret_versions: Vec<SecretVersionRecord>,
+    pub tags: Vec<(ResourceType, String, String, String)>,
 }
 
 pub struct Store {
@@ -137,6 +162,52 @@ impl Store {
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
+        let mut stmt = self.conn.prepare(
+            "SELECT name, secret_type, description, encryption_key_id, created_at, updated_at, planned_delete,
+                    extended_config FROM secrets",
+        )?;
+        snap.secrets = stmt
+            .query_map([], |r| {
+                Ok(SecretRecord {
+                    name: r.get(0)?,
+                    secret_type: r.get(1)?,
+                    description: r.get(2)?,
+                    encryption_key_id: r.get(3)?,
+                    created_at: r.get(4)?,
+                    updated_at: r.get(5)?,
+                    planned_delete: r.get(6)?,
+                    extended_config: r.get(7)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut stmt = self.conn.prepare(
+            "SELECT secret_name, version_id, created_at, data_type, stages, sealed FROM secret_versions ORDER BY rowid",
+        )?;
+        snap.secret_versions = stmt
+            .query_map([], |r| {
+                let stages: String = r.get(4)?;
+                Ok(SecretVersionRecord {
+                    secret_name: r.get(0)?,
+                    version_id: r.get(1)?,
+                    created_at: r.get(2)?,
+                    data_type: r.get(3)?,
+                    stages: serde_json::from_str(&stages).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
+                    })?,
+                    sealed: r.get(5)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut stmt = self.conn.prepare("SELECT resource_type, resource_id, tag_key, tag_value FROM tags")?;
+        snap.tags = stmt
+            .query_map([], |r| {
+                let t: String = r.get(0)?;
+                let rt = ResourceType::parse(&t).ok_or_else(|| {
+                    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, t.clone().into())
+                })?;
+                Ok((rt, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
         Ok(snap)
     }
 
@@ -155,6 +226,7 @@ impl Store {
                 }
                 Change::DeleteKey(id) => {
                     tx.execute("DELETE FROM keys WHERE key_id = ?1", [id])?;
+                    tx.execute("DELETE FROM tags WHERE resource_type = 'key' AND resource_id = ?1", [id])?;
                 }
                 Change::PutAlias(a) => {
                     tx.execute(
@@ -175,6 +247,58 @@ impl Store {
                 }
                 Change::DeleteImportToken(id) => {
                     tx.execute("DELETE FROM import_tokens WHERE token_id = ?1", [id])?;
+                }
+                Change::PutSecret(s) => {
+                    tx.execute(
+                        "INSERT INTO secrets(name, secret_type, description, encryption_key_id, created_at, updated_at,
+                             planned_delete, extended_config) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                         ON CONFLICT(name) DO UPDATE SET secret_type = excluded.secret_type,
+                             description = excluded.description, encryption_key_id = excluded.encryption_key_id,
+                             updated_at = excluded.updated_at, planned_delete = excluded.planned_delete,
+                             extended_config = excluded.extended_config",
+                        params![
+                            s.name,
+                            s.secret_type,
+                            s.description,
+                            s.encryption_key_id,
+                            s.created_at,
+                            s.updated_at,
+                            s.planned_delete,
+                            s.extended_config
+                        ],
+                    )?;
+                }
+                Change::DeleteSecret(name) => {
+                    tx.execute("DELETE FROM secrets WHERE name = ?1", [name])?;
+                    tx.execute("DELETE FROM tags WHERE resource_type = 'secret' AND resource_id = ?1", [name])?;
+                }
+                Change::PutSecretVersion(v) => {
+                    let stages = serde_json::to_string(&v.stages).expect("strings serialise");
+                    tx.execute(
+                        "INSERT INTO secret_versions(secret_name, version_id, created_at, data_type, stages, sealed)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                         ON CONFLICT(secret_name, version_id) DO UPDATE SET stages = excluded.stages",
+                        params![v.secret_name, v.version_id, v.created_at, v.data_type, stages, v.sealed],
+                    )?;
+                }
+                Change::DeleteSecretVersion { secret_name, version_id } => {
+                    tx.execute(
+                        "DELETE FROM secret_versions WHERE secret_name = ?1 AND version_id = ?2",
+                        params![secret_name, version_id],
+                    )?;
+                }
+                Change::PutTag { resource_type, resource_id, key, value } => {
+                    tx.execute(
+                        "INSERT INTO tags(resource_type, resource_id, tag_key, tag_value) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT(resource_type, resource_id, tag_key) DO UPDATE SET tag_value = excluded.tag_value",
+                        params![resource_type.as_str(), resource_id, key, value],
+                    )?;
+                }
+                Change::DeleteTag { resource_type, resource_id, key } => {
+                    tx.execute(
+                        "DELETE FROM tags WHERE resource_type = ?1 AND resource_id = ?2 AND tag_key = ?3",
+                        params![resource_type.as_str(), resource_id, key],
+                    )?;
                 }
             }
         }

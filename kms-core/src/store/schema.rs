@@ -58,6 +58,35 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX import_tokens_by_key ON import_tokens(key_id);
     "#,
+    // 3: Secrets Manager (secrets, envelope-encrypted versions with their stages) and tags.
+    r#"
+    CREATE TABLE secrets (
+        name              TEXT PRIMARY KEY,
+        secret_type       TEXT NOT NULL,
+        description       TEXT NOT NULL,
+        encryption_key_id TEXT NOT NULL,
+        created_at        INTEGER NOT NULL,
+        updated_at        INTEGER NOT NULL,
+        planned_delete    INTEGER,
+        extended_config   TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE secret_versions (
+        secret_name TEXT NOT NULL REFERENCES secrets(name) ON DELETE CASCADE,
+        version_id  TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        data_type   TEXT NOT NULL,
+        stages      TEXT NOT NULL,
+        sealed      BLOB NOT NULL,
+        PRIMARY KEY (secret_name, version_id)
+    ) STRICT;
+    CREATE TABLE tags (
+        resource_type TEXT NOT NULL,
+        resource_id   TEXT NOT NULL,
+        tag_key       TEXT NOT NULL,
+        tag_value     TEXT NOT NULL,
+        PRIMARY KEY (resource_type, resource_id, tag_key)
+    ) STRICT;
+    "#,
 ];
 
 /// Brings the schema up to date. A store written by a newer build is refused, not downgraded.

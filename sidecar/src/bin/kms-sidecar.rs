@@ -28,6 +28,9 @@ struct Args {
     /// Region served (appears in ARNs).
     #[arg(long)]
     region: Option<String>,
+    /// Serve the secrets agent on this loopback address (e.g. 127.0.0.1:18081).
+    #[arg(long)]
+    agent_listen: Option<String>,
 }
 
 fn main() {
@@ -63,6 +66,9 @@ fn run(args: Args) -> Result<(), String> {
     if let Some(r) = args.region {
         cfg.engine.region = r;
     }
+    if let Some(a) = args.agent_listen {
+        cfg.agent.listen = Some(a);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let running = app::start(cfg).await?;
@@ -87,6 +93,12 @@ fn run(args: Args) -> Result<(), String> {
                     .as_ref()
                     .map(|p| p.display().to_string())
                     .unwrap_or_else(|| "configured certificate".into())
+            );
+        }
+        if let Some(a) = &running.profile.agent_endpoint {
+            println!(
+                "kms-sidecar: secrets agent on {a} (token in {})",
+                running.profile.agent_token_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
             );
         }
         println!("kms-sidecar: client profile in {}", running.data_dir.join("profile.json").display());

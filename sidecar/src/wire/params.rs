@@ -45,6 +45,16 @@ impl Params {
         self.map.iter()
     }
 
+    pub fn set(&mut self, name: &str, value: String) {
+        self.map.insert(name.to_string(), value);
+    }
+
+    /// Removes and returns the parameters whose names start with `prefix`.
+    pub fn take_prefixed(&mut self, prefix: &str) -> Vec<(String, String)> {
+        let keys: Vec<String> = self.map.keys().filter(|k| k.starts_with(prefix)).cloned().collect();
+        keys.into_iter().filter_map(|k| self.map.remove(&k).map(|v| (k, v))).collect()
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.map.contains_key(name)
     }
@@ -95,6 +105,67 @@ impl de::Error for ParamError {
     }
 }
 
+/// The parameters as a tree: `Tag.1.Key=a` becomes `Tag → [ {Key: a} ]` and `ResourceId.2=x`
+/// becomes `ResourceId → [_, x]`, the way the SDKs flatten lists (spec §3).
+#[derive(Debug)]
+enum Node<'a> {
+    Leaf(&'a str),
+    List(BTreeMap<usize, Node<'a>>),
+    Map(BTreeMap<&'a str, Node<'a>>),
+}
+
+impl<'a> Node<'a> {
+    fn build(params: &'a BTreeMap<String, String>) -> Node<'a> {
+        let mut root = Node::Map(BTreeMap::new());
+        for (k, v) in params {
+            // A plain parameter wins over a dotted one of the same stem.
+            root.insert(&k.split('.').collect::<Vec<_>>(), v);
+        }
+        root
+    }
+
+    fn insert(&mut self, path: &[&'a str], value: &'a str) {
+        let (head, rest) = match path.split_first() {
+            Some(x) => x,
+            None => return,
+        };
+        let index = head.parse::<usize>().ok().filter(|n| *n >= 1 && !head.starts_with('0'));
+        if rest.is_empty() {
+            match (self, index) {
+                (Node::Map(m), _) => {
+                    m.insert(head, Node::Leaf(value));
+                }
+                (Node::List(l), Some(i)) => {
+                    l.insert(i, Node::Leaf(value));
+                }
+                _ => {}
+            }
+            return;
+        }
+        let next_is_index = rest[0].parse::<usize>().is_ok();
+        let fresh = || if next_is_index { Node::List(BTreeMap::new()) } else { Node::Map(BTreeMap::new()) };
+        let child = match (self, index) {
+            (Node::Map(m), _) => m.entry(head).or_insert_with(fresh),
+            (Node::List(l), Some(i)) => l.entry(i).or_insert_with(fresh),
+            _ => return,
+        };
+        if !matches!(child, Node::Leaf(_)) {
+            child.insert(rest, value);
+        }
+    }
+}
+
+impl Node<'_> {
+    /// The subtree as JSON: leaves are strings, flattened objects objects, lists arrays.
+    fn to_json(&self) -> serde_json::Value {
+        match self {
+            Node::Leaf(v) => serde_json::Value::String(v.to_string()),
+            Node::List(l) => serde_json::Value::Array(l.values().map(Node::to_json).collect()),
+            Node::Map(m) => serde_json::Value::Object(m.iter().map(|(k, v)| (k.to_string(), v.to_json())).collect()),
+        }
+    }
+}
+
 struct ParamsDeserializer<'a> {
     params: &'a Params,
 }
@@ -103,7 +174,7 @@ impl<'de, 'a> de::Deserializer<'de> for ParamsDeserializer<'a> {
     type Error = ParamError;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamError> {
-        visitor.visit_map(ParamsMap { iter: self.params.map.iter(), current: None })
+        NodeDe { node: &Node::build(&self.params.map), name: String::new() }.deserialize_any(visitor)
     }
 
     serde::forward_to_deserialize_any! {
@@ -112,29 +183,149 @@ impl<'de, 'a> de::Deserializer<'de> for ParamsDeserializer<'a> {
     }
 }
 
-struct ParamsMap<'a> {
-    iter: std::collections::btree_map::Iter<'a, String, String>,
-    current: Option<(&'a String, &'a String)>,
+/// Deserialises one node; `name` is the parameter path, for error messages.
+struct NodeDe<'n, 'a> {
+    node: &'n Node<'a>,
+    name: String,
 }
 
-impl<'de, 'a> MapAccess<'de> for ParamsMap<'a> {
+impl<'de, 'n, 'a> de::Deserializer<'de> for NodeDe<'n, 'a> {
+    type Error = ParamError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamError> {
+        match self.node {
+            Node::Leaf(v) => ParamValue(v).deserialize_any(visitor),
+            Node::List(l) => visitor.visit_seq(NodeSeq { iter: l.iter(), name: &self.name }),
+            // A field missing inside an object is named with the object's path (`Tag.1.Key`).
+            Node::Map(m) => {
+                visitor.visit_map(NodeMap { iter: m.iter(), current: None, prefix: &self.name }).map_err(|e| match e {
+                    ParamError::Missing(f) if !self.name.is_empty() && !f.contains('.') => {
+                        ParamError::Missing(format!("{}.{f}", self.name))
+                    }
+                    other => other,
+                })
+            }
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamError> {
+        visitor.visit_some(self)
+    }
+
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamError> {
+        match self.node {
+            // One value given plainly where a list is expected: a list of one.
+            Node::Leaf(_) => visitor.visit_seq(OneSeq(Some(self))),
+            _ => self.deserialize_any(visitor),
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, ParamError> {
+        match self.node {
+            Node::Leaf(v) => ParamValue(v).deserialize_newtype_struct(name, visitor),
+            _ => visitor.visit_newtype_struct(self),
+        }
+    }
+
+    /// A JSON-valued parameter (EncryptionContext, ExtendedConfig…) may arrive as a JSON string
+    /// or flattened (`EncryptionContext.k=v`, as Node Tea 1.x sends a map): either way the field
+    /// gets JSON text.
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamError> {
+        match self.node {
+            Node::Leaf(v) => visitor.visit_str(v),
+            other => visitor.visit_string(other.to_json().to_string()),
+        }
+    }
+
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamError> {
+        self.deserialize_string(visitor)
+    }
+
+    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamError> {
+        match self.node {
+            Node::Leaf(v) => ParamValue(v).deserialize_bool(visitor),
+            _ => Err(ParamError::Other("a list or object where a value was expected".into())),
+        }
+    }
+
+    fn deserialize_i64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamError> {
+        match self.node {
+            Node::Leaf(v) => ParamValue(v).deserialize_i64(visitor),
+            _ => Err(ParamError::Other("a list or object where a number was expected".into())),
+        }
+    }
+
+    fn deserialize_u32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamError> {
+        match self.node {
+            Node::Leaf(v) => ParamValue(v).deserialize_u32(visitor),
+            _ => Err(ParamError::Other("a list or object where a number was expected".into())),
+        }
+    }
+
+    serde::forward_to_deserialize_any! {
+        i8 i16 i32 i128 u8 u16 u64 u128 f32 f64 char bytes byte_buf unit
+        unit_struct tuple tuple_struct map struct enum identifier ignored_any
+    }
+}
+
+struct OneSeq<'n, 'a>(Option<NodeDe<'n, 'a>>);
+
+impl<'de, 'n, 'a> de::SeqAccess<'de> for OneSeq<'n, 'a> {
+    type Error = ParamError;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, ParamError> {
+        match self.0.take() {
+            Some(n) => seed.deserialize(n).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+struct NodeSeq<'n, 'a> {
+    iter: std::collections::btree_map::Iter<'n, usize, Node<'a>>,
+    name: &'n str,
+}
+
+impl<'de, 'n, 'a> de::SeqAccess<'de> for NodeSeq<'n, 'a> {
+    type Error = ParamError;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, ParamError> {
+        match self.iter.next() {
+            Some((i, node)) => seed.deserialize(NodeDe { node, name: format!("{}.{i}", self.name) }).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+struct NodeMap<'n, 'a> {
+    iter: std::collections::btree_map::Iter<'n, &'a str, Node<'a>>,
+    current: Option<(&'n &'a str, &'n Node<'a>)>,
+    prefix: &'n str,
+}
+
+impl<'de, 'n, 'a> MapAccess<'de> for NodeMap<'n, 'a> {
     type Error = ParamError;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, ParamError> {
         match self.iter.next() {
             Some(kv) => {
                 self.current = Some(kv);
-                seed.deserialize(kv.0.as_str().into_deserializer()).map(Some)
+                seed.deserialize((*kv.0).into_deserializer()).map(Some)
             }
             None => Ok(None),
         }
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, ParamError> {
-        let (k, v) = self.current.take().expect("value after key");
-        seed.deserialize(ParamValue(v)).map_err(|e| match e {
-            ParamError::Other(why) | ParamError::Invalid(_, why) => ParamError::Invalid(k.clone(), why),
-            m => m,
+        let (k, node) = self.current.take().expect("value after key");
+        let name = if self.prefix.is_empty() { k.to_string() } else { format!("{}.{k}", self.prefix) };
+        seed.deserialize(NodeDe { node, name: name.clone() }).map_err(|e| match e {
+            ParamError::Other(why) => ParamError::Invalid(name.clone(), why),
+            other => other,
         })
     }
 }
@@ -221,6 +412,58 @@ mod tests {
         assert_eq!(r.enable_automatic_rotation, Some(true));
         let r: ListKeysRequest = Params::from_pairs([("PageSize", "20")]).decode().unwrap();
         assert_eq!(r.page_size, Some(20));
+    }
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    #[serde(rename_all = "PascalCase")]
+    struct Kv {
+        key: String,
+        value: Option<String>,
+    }
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    #[serde(rename_all = "PascalCase")]
+    struct Lists {
+        resource_id: Vec<String>,
+        tag: Option<Vec<Kv>>,
+        all: Option<bool>,
+    }
+
+    #[test]
+    fn repeat_lists_decode_in_index_order() {
+        let p = Params::from_pairs([
+            ("ResourceId.2", "key-b"),
+            ("ResourceId.10", "key-c"),
+            ("ResourceId.1", "key-a"),
+            ("Tag.1.Key", "env"),
+            ("Tag.1.Value", "dev"),
+            ("Tag.2.Key", "team"),
+            ("All", "True"),
+        ]);
+        let l: Lists = p.decode().unwrap();
+        assert_eq!(l.resource_id, ["key-a", "key-b", "key-c"]);
+        let tags = l.tag.unwrap();
+        assert_eq!(tags[0], Kv { key: "env".into(), value: Some("dev".into()) });
+        assert_eq!(tags[1], Kv { key: "team".into(), value: None });
+        assert_eq!(l.all, Some(true));
+        let one: Lists = Params::from_pairs([("ResourceId", "key-x")]).decode().unwrap();
+        assert_eq!(one.resource_id, ["key-x"]);
+        let e = Params::from_pairs([("ResourceId.1", "k"), ("Tag.1.Value", "v")]).decode::<Lists>().unwrap_err();
+        assert_eq!(e.code(), ErrorCode::MissingParameter);
+        assert!(e.message().contains("Tag.1.Key"), "{}", e.message());
+    }
+
+    #[test]
+    fn flattened_maps_become_json_text() {
+        let p = Params::from_pairs([
+            ("KeyId", "k"),
+            ("Plaintext", "aGk="),
+            ("EncryptionContext.env", "dev"),
+            ("EncryptionContext.purpose", "a b"),
+        ]);
+        let r: EncryptRequest = p.decode().unwrap();
+        let ctx: serde_json::Value = serde_json::from_str(r.encryption_context.as_deref().unwrap()).unwrap();
+        assert_eq!(ctx, serde_json::json!({"env": "dev", "purpose": "a b"}));
     }
 
     #[test]

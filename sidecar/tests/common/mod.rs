@@ -18,15 +18,22 @@ pub struct Sidecar {
     pub dir: tempfile::TempDir,
     pub http: String,
     pub https: String,
+    /// The secrets agent's address, when started with `--agent-listen`.
+    pub agent: Option<String>,
 }
 
 impl Sidecar {
     pub fn start() -> Sidecar {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), &[])
+    }
+
+    /// Starts on `dir` (a fresh one, or one a stopped sidecar left) with extra arguments.
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Sidecar {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kms-sidecar"))
             .args(["--data-dir"])
             .arg(dir.path())
             .args(["--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"])
+            .args(extra)
             .env("KMS_ACCESS_KEY_ID", OWNER_ID)
             .env("KMS_ACCESS_KEY_SECRET", OWNER_SECRET)
             .env("KMS_LOG", "warn")
@@ -35,18 +42,22 @@ impl Sidecar {
             .spawn()
             .expect("start kms-sidecar");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut http, mut https) = (String::new(), String::new());
-        while http.is_empty() || https.is_empty() {
+        let (mut http, mut https, mut agent) = (String::new(), String::new(), None);
+        loop {
             let line = lines.next().expect("kms-sidecar exited before listening").unwrap();
             if let Some(rest) = line.strip_prefix("kms-sidecar: listening on http://") {
                 http = rest.trim().to_string();
             } else if let Some(rest) = line.strip_prefix("kms-sidecar: listening on https://") {
                 https = rest.split_whitespace().next().unwrap().to_string();
+            } else if let Some(rest) = line.strip_prefix("kms-sidecar: secrets agent on http://") {
+                agent = Some(rest.split_whitespace().next().unwrap().to_string());
+            } else if line.starts_with("kms-sidecar: client profile in") {
+                break;
             }
         }
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Sidecar { child, dir, http, https }
+        Sidecar { child, dir, http, https, agent }
     }
 
     /// What a client needs, as environment variables.
@@ -63,6 +74,29 @@ impl Sidecar {
             ("KMS_OSS_ACCESS_KEY_ID".into(), oss["access_key_id"].as_str().unwrap().into()),
             ("KMS_OSS_ACCESS_KEY_SECRET".into(), oss["access_key_secret"].as_str().unwrap().into()),
         ]
+    }
+}
+
+impl Sidecar {
+    /// Stops it gracefully and hands back its data dir.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        sigterm(self.child.id());
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        dir
+    }
+
+    /// A Rust client acting as the owner.
+    pub fn client(&self) -> kms_sidecar::client::Client {
+        kms_sidecar::client::Client::new(kms_sidecar::client::ClientConfig {
+            endpoint: format!("http://{}", self.http),
+            access_key_id: OWNER_ID.into(),
+            access_key_secret: zeroize::Zeroizing::new(OWNER_SECRET.into()),
+            ca_file: None,
+            signing: kms_sidecar::client::Signing::V3,
+            timeout: std::time::Duration::from_secs(10),
+        })
+        .unwrap()
     }
 }
 

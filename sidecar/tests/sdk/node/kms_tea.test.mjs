@@ -35,6 +35,10 @@ test('keys, aliases and envelope encryption', async () => {
   assert.equal(ct.keyVersionId, d.primaryKeyVersion);
   const pt = await c.decrypt(new Kms.DecryptRequest({ ciphertextBlob: ct.ciphertextBlob, encryptionContext: { env: 'dev', purpose: 'demo' } }));
   assert.equal(pt.plaintext, 'SGVsbG8gS01TIQ==');
+  // The SDK flattens the map (EncryptionContext.env=dev…); the context must really be bound.
+  const wrong = await rejects(c.decrypt(new Kms.DecryptRequest({ ciphertextBlob: ct.ciphertextBlob, encryptionContext: { env: 'prod', purpose: 'demo' } })));
+  assert.equal(wrong.code, 'InvalidParameterError');
+  await rejects(c.decrypt(new Kms.DecryptRequest({ ciphertextBlob: ct.ciphertextBlob })));
   const dk = await c.generateDataKey(new Kms.GenerateDataKeyRequest({ keyId: key, numberOfBytes: 32 }));
   assert.equal(Buffer.from(dk.plaintext, 'base64').length, 32);
   const wp = await c.generateDataKeyWithoutPlaintext(new Kms.GenerateDataKeyWithoutPlaintextRequest({ keyId: key, keySpec: 'AES_128' }));

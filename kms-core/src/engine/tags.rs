@@ -1,0 +1,281 @@
+//! Tags on keys and secrets. Keys are 1–128 characters and may not start with `acs:` or `aliyun`
+//! (reserved by the cloud); values are 0–128 characters; a resource holds at most
+//! `max_tags_per_resource` tags.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::state::State;
+use super::{Caller, Engine};
+use crate::api::*;
+use crate::error::{ErrorCode, KmsError, Result};
+use crate::model::ResourceType;
+use crate::store::Change;
+
+const MAX_RESOURCES_PER_CALL: usize = 50;
+const MAX_TAGS_PER_CALL: usize = 20;
+const LIST_PAGE: usize = 50;
+
+/// Parses the old API's `Tags` JSON: `[{"TagKey":"k","TagValue":"v"}]`.
+pub(crate) fn parse_tags_json(param: &str, raw: &str) -> Result<Vec<(String, String)>> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase", deny_unknown_fields)]
+    struct T {
+        tag_key: String,
+        #[serde(default)]
+        tag_value: String,
+    }
+    let list: Vec<T> = serde_json::from_str(raw.trim()).map_err(|e| {
+        KmsError::invalid(param, format_args!("expected [{{\"TagKey\":\"k\",\"TagValue\":\"v\"}}] ({e})"))
+    })?;
+    let tags: Vec<(String, String)> = list.into_iter().map(|t| (t.tag_key, t.tag_value)).collect();
+    for (k, v) in &tags {
+        validate_tag(param, k, v)?;
+    }
+    Ok(tags)
+}
+
+fn validate_tag(param: &str, key: &str, value: &str) -> Result<()> {
+    let n = key.chars().count();
+    if n == 0 || n > 128 {
+        return Err(KmsError::invalid(param, "a tag key has 1 to 128 characters"));
+    }
+    let lower = key.to_ascii_lowercase();
+    if lower.starts_with("acs:") || lower.starts_with("aliyun") {
+        return Err(KmsError::invalid(
+            param,
+            format_args!("tag key {key:?}: the prefixes acs: and aliyun are reserved"),
+        ));
+    }
+    if value.chars().count() > 128 {
+        return Err(KmsError::invalid(param, "a tag value has at most 128 characters"));
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// The changes that set `tags` on a resource, refused if it would exceed the limit.
+    pub(crate) fn tag_changes(
+        &self,
+        st: &State,
+        rt: ResourceType,
+        id: &str,
+        tags: &[(String, String)],
+    ) -> Result<Vec<Change>> {
+        let max = self.config.limits.max_tags_per_resource;
+        let mut after: BTreeMap<&str, &str> = st
+            .tags
+            .get(&(rt, id.to_string()))
+            .map(|m| m.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
+            .unwrap_or_default();
+        for (k, v) in tags {
+            after.insert(k, v);
+        }
+        if after.len() > max {
+            return Err(KmsError::with_detail(
+                ErrorCode::LimitExceeded,
+                format_args!("A resource holds at most {max} tags; {id} would have {}.", after.len()),
+            ));
+        }
+        Ok(tags
+            .iter()
+            .map(|(k, v)| Change::PutTag {
+                resource_type: rt,
+                resource_id: id.to_string(),
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect())
+    }
+
+    pub(crate) fn tags_of(&self, st: &State, rt: ResourceType, id: &str) -> TagList {
+        let tag = st
+            .tags
+            .get(&(rt, id.to_string()))
+            .map(|m| m.iter().map(|(k, v)| Tag { tag_key: k.clone(), tag_value: v.clone() }).collect())
+            .unwrap_or_default();
+        TagList { tag }
+    }
+
+    /// The canonical id of a resource named by the caller (key id/alias/ARN, secret name/ARN).
+    fn resource(&self, st: &State, rt: ResourceType, param: &str, id: &str) -> Result<String> {
+        match rt {
+            ResourceType::Key => Ok(self.find(st, param, id)?.key_id.clone()),
+            ResourceType::Secret => Ok(self.find_secret(st, id)?.name.clone()),
+        }
+    }
+
+    /// The one resource a single-resource tag call names.
+    fn single_resource(
+        &self,
+        st: &State,
+        key_id: &Option<String>,
+        secret_name: &Option<String>,
+        certificate_id: &Option<String>,
+    ) -> Result<(ResourceType, String)> {
+        let given = |o: &Option<String>| o.as_deref().is_some_and(|s| !s.trim().is_empty());
+        if given(certificate_id) {
+            return Err(KmsError::unsupported("certificates are not managed by this service"));
+        }
+        match (given(key_id), given(secret_name)) {
+            (true, false) => {
+                Ok((ResourceType::Key, self.resource(st, ResourceType::Key, "KeyId", key_id.as_deref().unwrap())?))
+            }
+            (false, true) => Ok((
+                ResourceType::Secret,
+                self.resource(st, ResourceType::Secret, "SecretName", secret_name.as_deref().unwrap())?,
+            )),
+            (false, false) => Err(KmsError::missing("KeyId")),
+            (true, true) => Err(KmsError::invalid("KeyId", "name either KeyId or SecretName, not both")),
+        }
+    }
+
+    pub fn tag_resource(&self, _caller: &Caller, req: TagResourceRequest) -> Result<()> {
+        let tags = parse_tags_json("Tags", &req.tags)?;
+        self.mutate(|st, _| {
+            let (rt, id) = self.single_resource(st, &req.key_id, &req.secret_name, &req.certificate_id)?;
+            Ok((self.tag_changes(st, rt, &id, &tags)?, ()))
+        })
+    }
+
+    pub fn untag_resource(&self, _caller: &Caller, req: UntagResourceRequest) -> Result<()> {
+        let raw = req.tag_keys.trim();
+        let keys: Vec<String> = if raw.starts_with('[') {
+            serde_json::from_str(raw)
+                .map_err(|e| KmsError::invalid("TagKeys", format_args!("expected [\"key1\",\"key2\"] ({e})")))?
+        } else {
+            raw.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect()
+        };
+        if keys.is_empty() {
+            return Err(KmsError::missing("TagKeys"));
+        }
+        self.mutate(|st, _| {
+            let (rt, id) = self.single_resource(st, &req.key_id, &req.secret_name, &req.certificate_id)?;
+            let changes = keys
+                .iter()
+                .map(|k| Change::DeleteTag { resource_type: rt, resource_id: id.clone(), key: k.clone() })
+                .collect();
+            Ok((changes, ()))
+        })
+    }
+
+    pub fn list_resource_tags(&self, _caller: &Caller, key_id: &str) -> Result<ListResourceTagsResponse> {
+        let st = self.state.read();
+        let k = self.find(&st, "KeyId", key_id)?;
+        let tag = self
+            .tags_of(&st, ResourceType::Key, &k.key_id)
+            .tag
+            .into_iter()
+            .map(|t| KeyTag { key_id: k.key_id.clone(), tag_key: t.tag_key, tag_value: t.tag_value })
+            .collect();
+        Ok(ListResourceTagsResponse { tags: KeyTagList { tag } })
+    }
+
+    fn check_multi(&self, region: &str, resource_type: &str, ids: &[String]) -> Result<ResourceType> {
+        if region != self.config.region {
+            return Err(KmsError::invalid("RegionId", format_args!("this service is region {}", self.config.region)));
+        }
+        let rt =
+            ResourceType::parse(resource_type).ok_or_else(|| KmsError::invalid("ResourceType", "use key or secret"))?;
+        if ids.len() > MAX_RESOURCES_PER_CALL {
+            return Err(KmsError::invalid(
+                "ResourceId",
+                format_args!("at most {MAX_RESOURCES_PER_CALL} resources per call"),
+            ));
+        }
+        Ok(rt)
+    }
+
+    pub fn tag_resources(&self, _caller: &Caller, req: TagResourcesRequest) -> Result<()> {
+        let rt = self.check_multi(&req.region_id, &req.resource_type, &req.resource_id)?;
+        if req.resource_id.is_empty() {
+            return Err(KmsError::missing("ResourceId.1"));
+        }
+        if req.tag.is_empty() || req.tag.len() > MAX_TAGS_PER_CALL {
+            return Err(KmsError::invalid("Tag", format_args!("give 1 to {MAX_TAGS_PER_CALL} tags")));
+        }
+        let tags: Vec<(String, String)> =
+            req.tag.iter().map(|t| (t.key.clone(), t.value.clone().unwrap_or_default())).collect();
+        for (k, v) in &tags {
+            validate_tag("Tag", k, v)?;
+        }
+        self.mutate(|st, _| {
+            let mut changes = Vec::new();
+            for id in &req.resource_id {
+                let id = self.resource(st, rt, "ResourceId", id)?;
+                changes.extend(self.tag_changes(st, rt, &id, &tags)?);
+            }
+            Ok((changes, ()))
+        })
+    }
+
+    pub fn untag_resources(&self, _caller: &Caller, req: UntagResourcesRequest) -> Result<()> {
+        let rt = self.check_multi(&req.region_id, &req.resource_type, &req.resource_id)?;
+        if req.resource_id.is_empty() {
+            return Err(KmsError::missing("ResourceId.1"));
+        }
+        let all = req.all.unwrap_or(false);
+        if !all && req.tag_key.is_empty() {
+            return Err(KmsError::missing("TagKey.1"));
+        }
+        self.mutate(|st, _| {
+            let mut changes = Vec::new();
+            for id in &req.resource_id {
+                let id = self.resource(st, rt, "ResourceId", id)?;
+                let keys: Vec<String> = if all {
+                    st.tags.get(&(rt, id.clone())).map(|m| m.keys().cloned().collect()).unwrap_or_default()
+                } else {
+                    req.tag_key.clone()
+                };
+                changes.extend(keys.into_iter().map(|k| Change::DeleteTag {
+                    resource_type: rt,
+                    resource_id: id.clone(),
+                    key: k,
+                }));
+            }
+            Ok((changes, ()))
+        })
+    }
+
+    pub fn list_tag_resources(
+        &self,
+        _caller: &Caller,
+        req: ListTagResourcesRequest,
+    ) -> Result<ListTagResourcesResponse> {
+        let rt = self.check_multi(&req.region_id, &req.resource_type, &req.resource_id)?;
+        let start: usize = match req.next_token.as_deref().filter(|t| !t.is_empty()) {
+            Some(t) => t.parse().map_err(|_| KmsError::invalid("NextToken", "not a token this service issued"))?,
+            None => 0,
+        };
+        let st = self.state.read();
+        let wanted: Option<Vec<String>> = if req.resource_id.is_empty() {
+            None
+        } else {
+            Some(req.resource_id.iter().map(|id| self.resource(&st, rt, "ResourceId", id)).collect::<Result<_>>()?)
+        };
+        let mut rows = Vec::new();
+        for ((t, id), tags) in &st.tags {
+            if *t != rt || wanted.as_ref().is_some_and(|w| !w.contains(id)) {
+                continue;
+            }
+            let matches =
+                req.tag.iter().all(|f| tags.get(&f.key).is_some_and(|v| f.value.as_ref().is_none_or(|want| want == v)));
+            if !matches {
+                continue;
+            }
+            for (k, v) in tags {
+                rows.push(TagResource {
+                    resource_id: id.clone(),
+                    resource_type: rt.as_str().into(),
+                    tag_key: k.clone(),
+                    tag_value: v.clone(),
+                });
+            }
+        }
+        let end = (start + LIST_PAGE).min(rows.len());
+        let next_token = if end < rows.len() { end.to_string() } else { String::new() };
+        let page = rows.get(start.min(rows.len())..end).unwrap_or_default().to_vec();
+        Ok(ListTagResourcesResponse { tag_resources: TagResourceList { tag_resource: page }, next_token })
+    }
+}

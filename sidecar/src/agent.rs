@@ -1,0 +1,249 @@
+//! The secrets agent: application containers read secrets over plain HTTP on loopback (or a Unix
+//! socket) without holding KMS credentials, like the Alibaba KMS Agent and the AWS Secrets Manager
+//! Agent.
+//!
+//! - `GET /v1/<secret name>[?versionStage=…|versionId=…]`
+//! - `GET /secretsmanager/get?secretId=<name>[&versionStage=…][&versionId=…]`
+//!
+//! Each request must carry the SSRF token in `X-KMS-Token` (compared in constant time); a request
+//! with `X-Forwarded-For` came through a proxy and is refused, so a server-side request forgery in
+//! the app cannot be relayed here. The answer is the GetSecretValue JSON. Optional caching for
+//! `cache_ttl_secs`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use kms_core::api::GetSecretValueRequest;
+use kms_core::{Caller, ErrorCode, KmsError};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::config::{parse_principal, write_private};
+use crate::server::{respond, AppState, Body, Handler};
+use crate::wire::response::{error_body, new_request_id, success_body, to_json, CONTENT_TYPE};
+
+pub const TOKEN_HEADER: &str = "x-kms-token";
+pub const ENV_AGENT_TOKEN: &str = "KMS_AGENT_TOKEN";
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Loopback address to serve on (e.g. `127.0.0.1:18081`); anything else is refused.
+    pub listen: Option<String>,
+    pub unix_socket: Option<PathBuf>,
+    /// Where the SSRF token lives (default `<data-dir>/agent.token`, created 0600); the
+    /// `KMS_AGENT_TOKEN` environment variable overrides it.
+    pub token_file: Option<PathBuf>,
+    /// Whose permissions the agent reads with: `owner`, `user:<name>`.
+    pub principal: String,
+    /// Seconds an answer may be served from memory; 0 = always fresh.
+    pub cache_ttl_secs: u64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig { listen: None, unix_socket: None, token_file: None, principal: "owner".into(), cache_ttl_secs: 0 }
+    }
+}
+
+impl AgentConfig {
+    pub fn enabled(&self) -> bool {
+        self.listen.is_some() || self.unix_socket.is_some()
+    }
+}
+
+/// (secret name, version stage, version id) → when answered, and the answer.
+type AnswerCache = HashMap<(String, String, String), (Instant, Vec<u8>)>;
+
+pub struct Agent {
+    token: Zeroizing<String>,
+    caller: Caller,
+    ttl: Duration,
+    cache: Mutex<AnswerCache>,
+}
+
+/// The agent's listening address, checked to be loopback.
+pub fn loopback_addr(listen: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = listen.parse().map_err(|e| format!("agent listen {listen:?}: {e} (give an IP:port)"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "agent listen {listen}: the agent serves only loopback (127.0.0.0/8 or ::1) or a Unix socket"
+        ));
+    }
+    Ok(addr)
+}
+
+/// The token: `KMS_AGENT_TOKEN`, else the token file (created with a random token if missing).
+pub fn load_token(cfg: &AgentConfig, data_dir: &Path) -> Result<(Zeroizing<String>, PathBuf), String> {
+    let path = cfg.token_file.clone().unwrap_or_else(|| data_dir.join("agent.token"));
+    if let Ok(t) = std::env::var(ENV_AGENT_TOKEN) {
+        if t.len() < 16 {
+            return Err(format!("{ENV_AGENT_TOKEN} is too short (16 characters at least)"));
+        }
+        return Ok((Zeroizing::new(t), path));
+    }
+    match std::fs::read_to_string(&path) {
+        Ok(t) if t.trim().len() >= 16 => Ok((Zeroizing::new(t.trim().to_string()), path)),
+        Ok(_) => Err(format!("{}: the token is too short (16 characters at least)", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use rand::RngCore;
+            let mut b = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut b);
+            let t = Zeroizing::new(hex::encode(b));
+            write_private(&path, t.as_bytes())?;
+            Ok((t, path))
+        }
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+impl Agent {
+    pub fn new(cfg: &AgentConfig, token: Zeroizing<String>) -> Result<Agent, String> {
+        Ok(Agent {
+            token,
+            caller: Caller { principal: parse_principal(&cfg.principal)? },
+            ttl: Duration::from_secs(cfg.cache_ttl_secs),
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+}
+
+pub fn agent_handler(app: Arc<AppState>, agent: Arc<Agent>) -> Handler {
+    Arc::new(move |req| {
+        let (app, agent) = (app.clone(), agent.clone());
+        Box::pin(async move { handle(app, agent, req) })
+    })
+}
+
+fn handle(app: Arc<AppState>, agent: Arc<Agent>, req: Request<Incoming>) -> Response<Body> {
+    let rid = new_request_id();
+    let (result, label) = answer(&app, &agent, &req, &rid);
+    app.metrics.count_agent(label);
+    match result {
+        Ok(body) => respond(200, &rid, CONTENT_TYPE, body),
+        Err(e) => respond(e.http_status(), &rid, CONTENT_TYPE, error_body(&rid, "kms-agent", &e)),
+    }
+}
+
+/// The body for a request, and the metric label of the outcome.
+fn answer(
+    app: &AppState,
+    agent: &Agent,
+    req: &Request<Incoming>,
+    rid: &str,
+) -> (Result<Vec<u8>, KmsError>, &'static str) {
+    if req.method() != Method::GET {
+        return (Err(KmsError::new(ErrorCode::UnsupportedHttpMethod)), "refused");
+    }
+    if req.headers().contains_key("x-forwarded-for") {
+        return (
+            Err(KmsError::with_detail(
+                ErrorCode::InvalidParameter,
+                "Requests relayed by a proxy (X-Forwarded-For) are refused: the agent serves local processes only.",
+            )),
+            "refused",
+        );
+    }
+    let token = req.headers().get(TOKEN_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+    if !bool::from(token.ct_eq(agent.token.as_bytes())) {
+        return (
+            Err(KmsError::with_detail(ErrorCode::NoPermission, "Send the agent token in the X-KMS-Token header.")),
+            "denied",
+        );
+    }
+    let query: HashMap<String, String> =
+        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
+    let path = req.uri().path();
+    let name = if let Some(rest) = path.strip_prefix("/v1/") {
+        percent_decode(rest)
+    } else if path == "/secretsmanager/get" {
+        match query.get("secretId") {
+            Some(n) => n.clone(),
+            None => return (Err(KmsError::missing("secretId")), "error"),
+        }
+    } else {
+        return (
+            Err(KmsError::with_detail(
+                ErrorCode::ResourceNotFound,
+                "Use GET /v1/<name> or /secretsmanager/get?secretId=<name>.",
+            )),
+            "error",
+        );
+    };
+    let stage = query.get("versionStage").cloned().unwrap_or_default();
+    let version = query.get("versionId").cloned().unwrap_or_default();
+    let key = (name.clone(), stage.clone(), version.clone());
+    if !agent.ttl.is_zero() {
+        if let Some((at, body)) = agent.cache.lock().get(&key) {
+            if at.elapsed() < agent.ttl {
+                return (Ok(body.clone()), "hit");
+            }
+        }
+    }
+    let r = app.engine.get_secret_value(
+        &agent.caller,
+        GetSecretValueRequest {
+            secret_name: name,
+            version_id: Some(version).filter(|v| !v.is_empty()),
+            version_stage: Some(stage).filter(|v| !v.is_empty()),
+            fetch_extended_config: Some(true),
+            dry_run: false,
+        },
+    );
+    match r {
+        Ok(v) => {
+            let body = success_body(rid, to_json(&v));
+            if !agent.ttl.is_zero() {
+                agent.cache.lock().insert(key, (Instant::now(), body.clone()));
+            }
+            (Ok(body), "miss")
+        }
+        Err(e) => (Err(e), "error"),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_addresses_are_accepted() {
+        assert!(loopback_addr("127.0.0.1:1").is_ok());
+        assert!(loopback_addr("[::1]:1").is_ok());
+        assert!(loopback_addr("0.0.0.0:1").is_err());
+        assert!(loopback_addr("10.0.0.1:1").is_err());
+        assert!(loopback_addr("localhost:1").is_err());
+    }
+
+    #[test]
+    fn names_are_percent_decoded() {
+        assert_eq!(percent_decode("app%2Fdb%20x"), "app/db x");
+        assert_eq!(percent_decode("a/b"), "a/b");
+        assert_eq!(percent_decode("bad%zz%"), "bad%zz%");
+    }
+}
