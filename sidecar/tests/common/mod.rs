@@ -82,8 +82,7 @@ impl Sidecar {
     pub fn stop(mut self) -> tempfile::TempDir {
         sigterm(self.child.id());
         let _ = self.child.wait();
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        dir
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
     /// A Rust client acting as the owner.
