@@ -106,3 +106,19 @@ fn asymmetric_verbs_and_byok_import() {
     let d = json(&kmsctl(&s, &["DescribeKey", "--KeyId", &ext], None));
     assert_eq!(d["KeyMetadata"]["KeyState"], "Enabled");
 }
+
+#[test]
+fn secret_verbs() {
+    let s = Sidecar::start();
+    let out = kmsctl(&s, &["create-secret", "app/token"], Some(b"t0ken v1"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(kmsctl(&s, &["put-secret", "app/token", "--version-id", "v2"], Some(b"t0ken v2")).status.success());
+    assert_eq!(kmsctl(&s, &["get-secret", "app/token"], None).stdout, b"t0ken v2");
+    assert_eq!(kmsctl(&s, &["get-secret", "app/token", "--stage", "ACSPrevious"], None).stdout, b"t0ken v1");
+    let pw = kmsctl(&s, &["random-password", "--length", "20", "--exclude", "abc"], None);
+    let pw = String::from_utf8(pw.stdout).unwrap();
+    assert_eq!(pw.trim().len(), 20);
+    assert!(!pw.contains(['a', 'b', 'c']));
+    let missing = kmsctl(&s, &["get-secret", "nope"], None);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("Forbidden.ResourceNotFound (HTTP 404)"));
+}

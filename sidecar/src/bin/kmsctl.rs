@@ -133,6 +133,40 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         expire_unix: i64,
     },
+    /// Create a secret from a file (first version v1, stage ACSCurrent).
+    CreateSecret {
+        name: String,
+        #[arg(long = "in", default_value = "-")]
+        input: String,
+        /// CMK to protect it (default: the secrets service key).
+        #[arg(long)]
+        key_id: Option<String>,
+        #[arg(long, default_value = "v1")]
+        version_id: String,
+    },
+    /// Print a secret's value (ACSCurrent unless a stage or version is named).
+    GetSecret {
+        name: String,
+        #[arg(long)]
+        stage: Option<String>,
+        #[arg(long)]
+        version_id: Option<String>,
+    },
+    /// Store a new version from a file; it becomes ACSCurrent.
+    PutSecret {
+        name: String,
+        #[arg(long)]
+        version_id: String,
+        #[arg(long = "in", default_value = "-")]
+        input: String,
+    },
+    /// A random password from the KMS.
+    RandomPassword {
+        #[arg(long, default_value_t = 32)]
+        length: i64,
+        #[arg(long)]
+        exclude: Option<String>,
+    },
     #[command(external_subcommand)]
     Action(Vec<String>),
 }
@@ -297,6 +331,64 @@ fn run(args: Args) -> Result<(), String> {
                 )
                 .map_err(api)?;
             println!("imported");
+        }
+        Cmd::CreateSecret { name, input, key_id, version_id } => {
+            let data = String::from_utf8(read_input(&input)?).map_err(|_| "the value is not UTF-8 text")?;
+            let r: CreateSecretResponse = c
+                .call(
+                    "CreateSecret",
+                    &CreateSecretRequest {
+                        secret_name: name,
+                        secret_data: SecretString::new(data),
+                        version_id,
+                        encryption_key_id: key_id,
+                        ..Default::default()
+                    },
+                )
+                .map_err(api)?;
+            print_json(&serde_json::to_value(r).unwrap());
+        }
+        Cmd::GetSecret { name, stage, version_id } => {
+            let r: GetSecretValueResponse = c
+                .call(
+                    "GetSecretValue",
+                    &GetSecretValueRequest {
+                        secret_name: name,
+                        version_id,
+                        version_stage: stage,
+                        ..Default::default()
+                    },
+                )
+                .map_err(api)?;
+            write_output("-", r.secret_data.expose().as_bytes())?;
+        }
+        Cmd::PutSecret { name, version_id, input } => {
+            let data = String::from_utf8(read_input(&input)?).map_err(|_| "the value is not UTF-8 text")?;
+            let r: PutSecretValueResponse = c
+                .call(
+                    "PutSecretValue",
+                    &PutSecretValueRequest {
+                        secret_name: name,
+                        version_id,
+                        secret_data: SecretString::new(data),
+                        ..Default::default()
+                    },
+                )
+                .map_err(api)?;
+            print_json(&serde_json::to_value(r).unwrap());
+        }
+        Cmd::RandomPassword { length, exclude } => {
+            let r: GetRandomPasswordResponse = c
+                .call(
+                    "GetRandomPassword",
+                    &GetRandomPasswordRequest {
+                        password_length: Some(length),
+                        exclude_characters: exclude,
+                        ..Default::default()
+                    },
+                )
+                .map_err(api)?;
+            println!("{}", r.random_password.expose());
         }
         Cmd::Action(words) => {
             let (action, rest) = words.split_first().ok_or("no action")?;
