@@ -50,6 +50,23 @@ enum Cmd {
         #[arg(long)]
         agent_token: Option<String>,
     },
+    /// Encrypt as the owner (no policy) and as a user with a policy, side by side.
+    Policy {
+        #[arg(long)]
+        sidecar: String,
+        #[arg(long)]
+        owner_id: String,
+        #[arg(long)]
+        owner_secret: String,
+        #[arg(long)]
+        user_id: String,
+        #[arg(long)]
+        user_secret: String,
+        #[arg(long, default_value = "1,4,16")]
+        concurrency: String,
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
     /// Print the size of a GenerateDataKey answer (to size the bare body).
     Probe {
         #[arg(long)]
@@ -72,6 +89,39 @@ fn main() {
                 let conc: Vec<usize> = concurrency.split(',').map(|c| c.trim().parse().unwrap()).collect();
                 let agent = agent.zip(agent_token);
                 run(sidecar, bare, creds, conc, Duration::from_secs_f64(seconds), agent).await
+            }
+            Cmd::Policy { sidecar, owner_id, owner_secret, user_id, user_secret, concurrency, seconds } => {
+                let owner = Arc::new((owner_id, owner_secret));
+                let user = Arc::new((user_id, user_secret));
+                let key = setup_key(&sidecar, &owner).await;
+                let mut c = Conn::open(&sidecar).await;
+                let tag = r#"[{"TagKey":"Project","TagValue":"Apollo"}]"#;
+                let (st, body) = c.send(&signed("TagResource", &[("KeyId", &key), ("Tags", tag)], &owner)).await;
+                assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+                let (st, body) = c.send(&signed("Encrypt", &[("KeyId", &key), ("Plaintext", "aGk=")], &user)).await;
+                assert_eq!(st, 200, "the user's policy must allow Encrypt: {}", String::from_utf8_lossy(&body));
+                println!(
+                    "{:<12}{:>4} | {:>10}{:>9}{:>9} | {:>10}{:>9}{:>9} | {:>6}",
+                    "Encrypt", "c", "owner/s", "p50 us", "p99 us", "policy/s", "p50 us", "p99 us", "ratio"
+                );
+                for c in concurrency.split(',').map(|c| c.trim().parse::<usize>().unwrap()) {
+                    let dur = Duration::from_secs_f64(seconds);
+                    let a = load(&sidecar, Op::Encrypt, &key, "", owner.clone(), "", c, dur).await;
+                    let b = load(&sidecar, Op::Encrypt, &key, "", user.clone(), "", c, dur).await;
+                    assert_eq!(a.errors + b.errors, 0, "errors under load");
+                    println!(
+                        "{:<12}{:>4} | {:>10.0}{:>9}{:>9} | {:>10.0}{:>9}{:>9} | {:>5.2}x",
+                        "",
+                        c,
+                        a.rps,
+                        a.p50_us,
+                        a.p99_us,
+                        b.rps,
+                        b.p50_us,
+                        b.p99_us,
+                        b.rps / a.rps
+                    );
+                }
             }
             Cmd::Probe { sidecar, access_key_id, access_key_secret } => {
                 let creds = Arc::new((access_key_id, access_key_secret));

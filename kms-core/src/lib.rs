@@ -17,6 +17,7 @@ pub mod error;
 pub mod ids;
 pub mod interval;
 pub mod model;
+pub mod policy;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -108,7 +108,7 @@ impl Agent {
     pub fn new(cfg: &AgentConfig, token: Zeroizing<String>) -> Result<Agent, String> {
         Ok(Agent {
             token,
-            caller: Caller { principal: parse_principal(&cfg.principal)? },
+            caller: Caller::new(parse_principal(&cfg.principal)?),
             ttl: Duration::from_secs(cfg.cache_ttl_secs),
             cache: Mutex::new(HashMap::new()),
         })

@@ -80,7 +80,15 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
     let engine = Arc::new(engine);
     let maintenance = engine.spawn_maintenance(Duration::from_secs(cfg.maintenance_interval_secs.max(1)));
 
+    engine.set_policies(crate::config::load_policies(&cfg, cfg.base_dir.as_deref())?);
+    let audit = if cfg.audit.enabled {
+        let adir = cfg.audit.dir.clone().unwrap_or_else(|| dir.join("audit"));
+        Some(Arc::new(crate::audit::AuditLog::open(&adir, cfg.audit.max_file_bytes)?))
+    } else {
+        None
+    };
     let state = Arc::new(AppState {
+        audit,
         engine: engine.clone(),
         auth: Authenticator::new(keys, cfg.max_clock_skew_secs, Arc::new(SystemClock)),
         metrics: Metrics::default(),

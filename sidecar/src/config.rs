@@ -19,6 +19,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:18080";
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// Where relative policy files are found: the config file's directory.
+    #[serde(skip)]
+    pub base_dir: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     /// Plain HTTP listener; empty disables it.
     pub listen: String,
@@ -35,11 +38,69 @@ pub struct Config {
     pub access_keys: Vec<AccessKeyConfig>,
     /// The secrets agent for application containers (off unless it has a listener).
     pub agent: crate::agent::AgentConfig,
+    pub audit: AuditConfig,
+    /// RAM-style policies attached to principals (reloaded on SIGHUP).
+    pub policies: Vec<PolicyConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    pub enabled: bool,
+    /// Default `<data-dir>/audit`.
+    pub dir: Option<PathBuf>,
+    /// The log rotates past this size; the hash chain continues into the next file.
+    pub max_file_bytes: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { enabled: true, dir: None, max_file_bytes: 64 << 20 }
+    }
+}
+
+/// A policy document attached to a principal, inline or from a file.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// `user:<name>` or `service:<name>` (the owner needs none).
+    pub principal: String,
+    pub name: String,
+    pub document: Option<String>,
+    pub file: Option<PathBuf>,
+}
+
+/// Parses every policy; the first bad one stops the load with a message naming it.
+pub fn load_policies(cfg: &Config, base: Option<&Path>) -> Result<kms_core::engine::PolicySet, String> {
+    let mut set = kms_core::engine::PolicySet::new();
+    for p in &cfg.policies {
+        let principal = parse_principal(&p.principal)?;
+        if principal == Principal::Owner {
+            return Err(format!(
+                "policy {}: the owner may do everything; attach policies to users and services",
+                p.name
+            ));
+        }
+        let text = match (&p.document, &p.file) {
+            (Some(d), None) => d.clone(),
+            (None, Some(f)) => {
+                let path = match base {
+                    Some(b) if f.is_relative() => b.join(f),
+                    _ => f.clone(),
+                };
+                fs::read_to_string(&path).map_err(|e| format!("policy {}: {}: {e}", p.name, path.display()))?
+            }
+            _ => return Err(format!("policy {}: give either document or file", p.name)),
+        };
+        set.entry(principal).or_default().push(kms_core::policy::Policy::parse(&p.name, &text)?);
+    }
+    Ok(set)
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
+            base_dir: None,
             data_dir: None,
             listen: DEFAULT_LISTEN.into(),
             tls_listen: None,
@@ -51,6 +112,8 @@ impl Default for Config {
             engine: EngineConfig::default(),
             access_keys: Vec::new(),
             agent: crate::agent::AgentConfig::default(),
+            audit: AuditConfig::default(),
+            policies: Vec::new(),
         }
     }
 }
@@ -109,7 +172,9 @@ pub fn parse_principal(s: &str) -> Result<Principal, String> {
 impl Config {
     pub fn load(path: &Path) -> Result<Config, String> {
         let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+        let mut c: Config = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        c.base_dir = path.parent().map(Path::to_path_buf);
+        Ok(c)
     }
 
     pub fn data_dir(&self) -> PathBuf {

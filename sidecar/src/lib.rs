@@ -5,6 +5,7 @@
 pub mod actions;
 pub mod agent;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod client;
 pub mod config;

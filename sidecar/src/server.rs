@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use crate::actions;
+use crate::audit::{AuditEvent, AuditLog};
 use crate::auth::{Authenticator, RequestParts};
 use crate::metrics::Metrics;
 use crate::wire::params::Params;
@@ -30,6 +31,24 @@ pub struct AppState {
     pub auth: Authenticator,
     pub metrics: Metrics,
     pub max_body_bytes: usize,
+    /// None only where a test or benchmark runs without a trail.
+    pub audit: Option<Arc<AuditLog>>,
+}
+
+/// Where a connection came from, put into each request's extensions by the listener.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnInfo {
+    pub peer: Option<std::net::SocketAddr>,
+    pub tls: bool,
+}
+
+/// Who did what, for the audit trail and metrics.
+#[derive(Default)]
+struct Outcome {
+    action: Option<String>,
+    principal: String,
+    access_key_id: String,
+    resources: Vec<String>,
 }
 
 pub type Body = Full<Bytes>;
@@ -55,7 +74,38 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
         return Ok(respond(200, &request_id, "text/plain; version=0.0.4", state.metrics.render().into_bytes()));
     }
     let host = req.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or("kms").to_string();
-    let (action, result) = process(&state, req).await;
+    let user_agent = req.headers().get("user-agent").and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
+    let conn = req.extensions().get::<ConnInfo>().copied().unwrap_or_default();
+    let (outcome, mut result) = process(&state, req, conn).await;
+    let action = outcome.action.clone();
+    if let Some(audit) = &state.audit {
+        let (code, status) = match &result {
+            Ok(_) => ("OK".to_string(), 200),
+            Err(e) => (e.code().code().to_string(), e.http_status()),
+        };
+        let event = AuditEvent {
+            time: kms_core::clock::format_iso(state.engine.now()),
+            request_id: request_id.clone(),
+            principal: outcome.principal,
+            access_key_id: outcome.access_key_id,
+            source_ip: conn.peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "unix".into()),
+            user_agent,
+            action: action.clone().unwrap_or_default(),
+            resources: outcome.resources,
+            code,
+            http_status: status,
+            latency_us: started.elapsed().as_micros() as u64,
+            ..Default::default()
+        };
+        // A change is acknowledged only once its event is on disk (fail closed).
+        if action.as_deref().is_some_and(actions::is_mutating) {
+            if !audit.record_durably(event).await && result.is_ok() {
+                result = Err(KmsError::internal("the audit log cannot be written"));
+            }
+        } else {
+            audit.record(event);
+        }
+    }
     let (code, response) = match result {
         Ok(value) => ("OK", respond(200, &request_id, CONTENT_TYPE, success_body(&request_id, value))),
         Err(e) => {
@@ -74,17 +124,22 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
     Ok(response)
 }
 
-/// Parses, authenticates and runs a request. Returns the action (when known) for metrics.
-async fn process(state: &Arc<AppState>, req: Request<Incoming>) -> (Option<String>, Result<Vec<u8>, KmsError>) {
+/// Parses, authenticates, authorises and runs a request.
+async fn process(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+) -> (Outcome, Result<Vec<u8>, KmsError>) {
+    let mut outcome = Outcome::default();
     let (parts, body) = req.into_parts();
     if parts.method != Method::GET && parts.method != Method::POST {
-        return (None, Err(KmsError::new(ErrorCode::UnsupportedHttpMethod)));
+        return (outcome, Err(KmsError::new(ErrorCode::UnsupportedHttpMethod)));
     }
     let body = match Limited::new(body, state.max_body_bytes).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
             return (
-                None,
+                outcome,
                 Err(KmsError::with_detail(
                     ErrorCode::InvalidParameter,
                     format_args!("The request body is larger than {} bytes or was cut off.", state.max_body_bytes),
@@ -104,8 +159,9 @@ async fn process(state: &Arc<AppState>, req: Request<Incoming>) -> (Option<Strin
     let params = Params::from_request(query, is_form.then_some(&body[..]));
     let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
     let action = params.get("Action").map(str::to_string).or_else(|| header("x-acs-action"));
+    outcome.action = action.clone();
     let result = async {
-        let auth = state.auth.verify(&RequestParts {
+        let mut auth = state.auth.verify(&RequestParts {
             method: parts.method.as_str(),
             path: parts.uri.path(),
             query,
@@ -113,6 +169,10 @@ async fn process(state: &Arc<AppState>, req: Request<Incoming>) -> (Option<Strin
             body: &body,
             params: &params,
         })?;
+        auth.caller.source_ip = conn.peer.map(|p| p.ip());
+        auth.caller.secure_transport = conn.tls;
+        outcome.principal = auth.caller.label();
+        outcome.access_key_id = auth.access_key_id.clone();
         let action = action.clone().filter(|a| !a.is_empty()).ok_or_else(|| KmsError::missing("Action"))?;
         match params.get("Version").map(str::to_string).or_else(|| header("x-acs-version")) {
             Some(v) if v == API_VERSION => {}
@@ -124,17 +184,26 @@ async fn process(state: &Arc<AppState>, req: Request<Incoming>) -> (Option<Strin
             }
             None => return Err(KmsError::missing("Version")),
         }
+        if actions::is_mutating(&action) && state.audit.as_ref().is_some_and(|a| !a.healthy()) {
+            return Err(KmsError::internal("the audit log cannot be written; changes are refused until it can"));
+        }
         if actions::runs_inline(&action) {
-            actions::dispatch(&state.engine, &auth.caller, &action, &params)
+            actions::dispatch(&state.engine, &auth.caller, &action, &params, &mut outcome.resources)
         } else {
             let state = state.clone();
-            tokio::task::spawn_blocking(move || actions::dispatch(&state.engine, &auth.caller, &action, &params))
-                .await
-                .map_err(|e| KmsError::internal(format_args!("action task: {e}")))?
+            let (r, trail) = tokio::task::spawn_blocking(move || {
+                let mut trail = Vec::new();
+                let r = actions::dispatch(&state.engine, &auth.caller, &action, &params, &mut trail);
+                (r, trail)
+            })
+            .await
+            .map_err(|e| KmsError::internal(format_args!("action task: {e}")))?;
+            outcome.resources = trail;
+            r
         }
     }
     .await;
-    (action, result)
+    (outcome, result)
 }
 
 /// How connections arrive.
@@ -183,11 +252,13 @@ pub async fn serve(handler: Handler, listener: Listener, mut shutdown: watch::Re
         let st = handler.clone();
         tokio::spawn(async move {
             match conn {
-                Accepted::Plain(s) => serve_connection(st, s, watcher).await,
-                Accepted::Unix(s) => serve_connection(st, s, watcher).await,
-                Accepted::Tls(tcp, acceptor) => {
+                Accepted::Plain(s, peer) => {
+                    serve_connection(st, s, watcher, ConnInfo { peer: Some(peer), tls: false }).await
+                }
+                Accepted::Unix(s) => serve_connection(st, s, watcher, ConnInfo::default()).await,
+                Accepted::Tls(tcp, peer, acceptor) => {
                     match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                        Ok(Ok(s)) => serve_connection(st, s, watcher).await,
+                        Ok(Ok(s)) => serve_connection(st, s, watcher, ConnInfo { peer: Some(peer), tls: true }).await,
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
@@ -201,32 +272,37 @@ pub async fn serve(handler: Handler, listener: Listener, mut shutdown: watch::Re
 }
 
 enum Accepted {
-    Plain(tokio::net::TcpStream),
-    Tls(tokio::net::TcpStream, tokio_rustls::TlsAcceptor),
+    Plain(tokio::net::TcpStream, std::net::SocketAddr),
+    Tls(tokio::net::TcpStream, std::net::SocketAddr, tokio_rustls::TlsAcceptor),
     Unix(tokio::net::UnixStream),
 }
 
 async fn accept(l: &Listener) -> std::io::Result<Accepted> {
     Ok(match l {
         Listener::Tcp(l) => {
-            let (s, _) = l.accept().await?;
+            let (s, peer) = l.accept().await?;
             let _ = s.set_nodelay(true);
-            Accepted::Plain(s)
+            Accepted::Plain(s, peer)
         }
         Listener::Tls(l, acceptor) => {
-            let (s, _) = l.accept().await?;
+            let (s, peer) = l.accept().await?;
             let _ = s.set_nodelay(true);
-            Accepted::Tls(s, acceptor.clone())
+            Accepted::Tls(s, peer, acceptor.clone())
         }
         Listener::Unix(l) => Accepted::Unix(l.accept().await?.0),
     })
 }
 
-async fn serve_connection<S>(handler: Handler, stream: S, watcher: hyper_util::server::graceful::Watcher)
-where
+async fn serve_connection<S>(
+    handler: Handler,
+    stream: S,
+    watcher: hyper_util::server::graceful::Watcher,
+    info: ConnInfo,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(info);
         let f = handler(req);
         async move { Ok::<_, Infallible>(f.await) }
     });

@@ -12,22 +12,38 @@ pub enum Principal {
     Service(String),
 }
 
+/// The principal and what policy conditions may look at (`acs:SourceIp`, `acs:SecureTransport`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub principal: Principal,
+    pub source_ip: Option<std::net::IpAddr>,
+    pub secure_transport: bool,
 }
 
 impl Caller {
+    pub fn new(principal: Principal) -> Self {
+        Caller { principal, source_ip: None, secure_transport: false }
+    }
+
     pub fn owner() -> Self {
-        Caller { principal: Principal::Owner }
+        Self::new(Principal::Owner)
     }
 
     pub fn service(name: &str) -> Self {
-        Caller { principal: Principal::Service(name.to_ascii_lowercase()) }
+        Self::new(Principal::Service(name.to_ascii_lowercase()))
     }
 
     pub fn user(name: &str) -> Self {
-        Caller { principal: Principal::User(name.to_string()) }
+        Self::new(Principal::User(name.to_string()))
+    }
+
+    /// `owner`, `user:<name>`, `service:<name>`: for logs and messages.
+    pub fn label(&self) -> String {
+        match &self.principal {
+            Principal::Owner => "owner".into(),
+            Principal::User(n) => format!("user:{n}"),
+            Principal::Service(s) => format!("service:{s}"),
+        }
     }
 
     /// The service this caller acts as, if any.

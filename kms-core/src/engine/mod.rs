@@ -8,6 +8,7 @@
 
 mod aliases;
 mod asymmetric;
+mod authz;
 mod cache;
 mod caller;
 mod crypto_ops;
@@ -27,6 +28,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use uuid::Uuid;
 
+pub use authz::{PolicySet, ResourceRef};
 pub use caller::{Caller, Principal};
 pub use maintenance::{MaintenanceHandle, MaintenanceReport};
 
@@ -83,6 +85,8 @@ pub struct Engine {
     ciphers: CipherCache,
     /// Keys the HMAC that fingerprints imported material.
     fingerprint_key: zeroize::Zeroizing<Vec<u8>>,
+    /// RAM-style policies by principal; replaced whole on reload.
+    policies: RwLock<Arc<PolicySet>>,
 }
 
 impl Engine {
@@ -124,6 +128,7 @@ impl Engine {
         let snapshot = store.load().map_err(sqlite)?;
         let state = State::from_snapshot(snapshot);
         let engine = Engine {
+            policies: RwLock::new(Arc::new(PolicySet::new())),
             fingerprint_key,
             ciphers: CipherCache::new(opts.config.cache_capacity),
             config: opts.config,

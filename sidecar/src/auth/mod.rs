@@ -129,7 +129,7 @@ impl Authenticator {
             p.get("SignatureNonce").filter(|s| !s.is_empty()).ok_or_else(|| KmsError::missing("SignatureNonce"))?;
         self.check_nonce(ak, nonce)?;
         Ok(Authenticated {
-            caller: Caller { principal: key.principal.clone() },
+            caller: Caller::new(key.principal.clone()),
             access_key_id: ak.to_string(),
             scheme: Scheme::V1,
         })
@@ -186,7 +186,7 @@ impl Authenticator {
         let nonce = r.header("x-acs-signature-nonce").ok_or_else(|| KmsError::missing("x-acs-signature-nonce"))?;
         self.check_nonce(&auth.credential, nonce)?;
         Ok(Authenticated {
-            caller: Caller { principal: key.principal.clone() },
+            caller: Caller::new(key.principal.clone()),
             access_key_id: auth.credential,
             scheme: Scheme::V3,
         })

@@ -47,6 +47,7 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<(), String> {
+    let args_config = args.config.clone();
     let mut cfg = match &args.config {
         Some(p) => Config::load(p)?,
         None => Config::default(),
@@ -102,19 +103,58 @@ fn run(args: Args) -> Result<(), String> {
             );
         }
         println!("kms-sidecar: client profile in {}", running.data_dir.join("profile.json").display());
-        wait_for_signal().await;
+        let mut signals = Signals::new();
+        while let Signal::Reload = signals.next().await {
+            match &args_config {
+                Some(path) => {
+                    match Config::load(path).and_then(|c| kms_sidecar::config::load_policies(&c, c.base_dir.as_deref()))
+                    {
+                        Ok(set) => {
+                            let n: usize = set.values().map(Vec::len).sum();
+                            running.engine.set_policies(set);
+                            tracing::info!(policies = n, "policies reloaded");
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "policy reload failed; the previous policies stay in force")
+                        }
+                    }
+                }
+                None => tracing::warn!("SIGHUP: no --config file to reload"),
+            }
+        }
         tracing::info!("shutting down: finishing in-flight requests");
         running.shutdown().await;
         Ok(())
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+enum Signal {
+    Reload,
+    Stop,
+}
+
+/// The handlers, registered once so no signal falls between two waits.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            term: signal(SignalKind::terminate()).expect("SIGTERM handler"),
+            int: signal(SignalKind::interrupt()).expect("SIGINT handler"),
+            hup: signal(SignalKind::hangup()).expect("SIGHUP handler"),
+        }
+    }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
+        }
     }
 }

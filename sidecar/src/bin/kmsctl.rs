@@ -167,8 +167,39 @@ enum Cmd {
         #[arg(long)]
         exclude: Option<String>,
     },
+    /// The audit trail: verify its hash chain, or query it.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     #[command(external_subcommand)]
     Action(Vec<String>),
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCmd {
+    /// Check that no line was removed, reordered or edited; print the chain head.
+    Verify {
+        /// Default: <data-dir>/audit.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Print matching events as JSON lines.
+    Query {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// ISO-8601 UTC, e.g. 2026-01-01T00:00:00Z.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        /// owner, user:<name>, service:<name>.
+        #[arg(long)]
+        principal: Option<String>,
+        #[arg(long)]
+        action: Option<String>,
+        /// A key id, alias or secret name appearing in the event's resources.
+        #[arg(long)]
+        key: Option<String>,
+    },
 }
 
 /// What encrypt and decrypt read and write, and the context bound to the ciphertext.
@@ -194,6 +225,9 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<(), String> {
+    if let Cmd::Audit(cmd) = &args.cmd {
+        return audit(cmd);
+    }
     let mut cfg = ClientConfig::discover(Overrides {
         endpoint: args.endpoint,
         access_key_id: args.access_key_id,
@@ -390,6 +424,7 @@ fn run(args: Args) -> Result<(), String> {
                 .map_err(api)?;
             println!("{}", r.random_password.expose());
         }
+        Cmd::Audit(_) => unreachable!("handled before connecting"),
         Cmd::Action(words) => {
             let (action, rest) = words.split_first().ok_or("no action")?;
             print_json(&c.call_params(action, parse_action_params(rest)?).map_err(api)?);
@@ -435,4 +470,38 @@ fn write_output(path: &str, data: &[u8]) -> Result<(), String> {
 
 fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap());
+}
+
+fn audit(cmd: &AuditCmd) -> Result<(), String> {
+    use kms_sidecar::audit;
+    let default_dir = || kms_sidecar::config::default_data_dir().join("audit");
+    match cmd {
+        AuditCmd::Verify { dir } => {
+            let dir = dir.clone().unwrap_or_else(default_dir);
+            match audit::verify(&dir) {
+                Ok(v) => {
+                    println!(
+                        "audit log OK: {} events in {} files; head seq {} hash {}",
+                        v.events, v.files, v.last_seq, v.last_hash
+                    );
+                    Ok(())
+                }
+                Err(e) => Err(format!("audit log BROKEN: {e}")),
+            }
+        }
+        AuditCmd::Query { dir, since, until, principal, action, key } => {
+            let dir = dir.clone().unwrap_or_else(default_dir);
+            let q = audit::Query {
+                since: since.clone(),
+                until: until.clone(),
+                principal: principal.clone(),
+                action: action.clone(),
+                resource: key.clone(),
+            };
+            for e in audit::query(&dir, &q)? {
+                println!("{}", serde_json::to_string(&e).unwrap());
+            }
+            Ok(())
+        }
+    }
 }

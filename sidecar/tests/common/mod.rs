@@ -78,6 +78,11 @@ impl Sidecar {
 }
 
 impl Sidecar {
+    /// Sends a signal (`HUP`, `TERM`) to the process.
+    pub fn signal(&self, name: &str) {
+        let _ = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status();
+    }
+
     /// Stops it gracefully and hands back its data dir.
     pub fn stop(mut self) -> tempfile::TempDir {
         sigterm(self.child.id());
