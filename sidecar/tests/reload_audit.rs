@@ -18,8 +18,7 @@ fn policies_reload_on_sighup() {
     let write_cfg = |doc: &str| {
         std::fs::write(
             &cfg,
-            format!(
-                r#"
+            r#"
 [[access_keys]]
 id = "appKey"
 secret = "appSecret"
@@ -29,8 +28,7 @@ principal = "user:app"
 principal = "user:app"
 name = "app"
 file = "app.json"
-"#
-            ),
+"#,
         )
         .unwrap();
         std::fs::write(dir.path().join("app.json"), doc).unwrap();
