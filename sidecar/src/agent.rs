@@ -123,9 +123,32 @@ pub fn agent_handler(app: Arc<AppState>, agent: Arc<Agent>) -> Handler {
 }
 
 fn handle(app: Arc<AppState>, agent: Arc<Agent>, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
     let rid = new_request_id();
-    let (result, label) = answer(&app, &agent, &req, &rid);
+    let mut resources = Vec::new();
+    let (result, label) = answer(&app, &agent, &req, &rid, &mut resources);
     app.metrics.count_agent(label);
+    if let Some(audit) = &app.audit {
+        let (code, status) = match &result {
+            Ok(_) => ("OK".to_string(), 200),
+            Err(e) => (e.code().code().to_string(), e.http_status()),
+        };
+        let conn = req.extensions().get::<crate::server::ConnInfo>().copied().unwrap_or_default();
+        audit.record(crate::audit::AuditEvent {
+            time: kms_core::clock::format_iso(app.engine.now()),
+            request_id: rid.clone(),
+            principal: agent.caller.label(),
+            access_key_id: "agent".into(),
+            source_ip: conn.peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "unix".into()),
+            user_agent: req.headers().get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("").to_string(),
+            action: format!("agent:GetSecretValue ({label})"),
+            resources,
+            code,
+            http_status: status,
+            latency_us: started.elapsed().as_micros() as u64,
+            ..Default::default()
+        });
+    }
     match result {
         Ok(body) => respond(200, &rid, CONTENT_TYPE, body),
         Err(e) => respond(e.http_status(), &rid, CONTENT_TYPE, error_body(&rid, "kms-agent", &e)),
@@ -138,6 +161,7 @@ fn answer(
     agent: &Agent,
     req: &Request<Incoming>,
     rid: &str,
+    resources: &mut Vec<String>,
 ) -> (Result<Vec<u8>, KmsError>, &'static str) {
     if req.method() != Method::GET {
         return (Err(KmsError::new(ErrorCode::UnsupportedHttpMethod)), "refused");
@@ -177,6 +201,17 @@ fn answer(
             "error",
         );
     };
+    // The agent reads with its principal's permissions, like any other caller.
+    {
+        use kms_core::engine::ResourceRef::{KeyOfSecret, Secret};
+        match app
+            .engine
+            .authorize(&agent.caller, &[("kms:GetSecretValue", Secret(&name)), ("kms:Decrypt", KeyOfSecret(&name))])
+        {
+            Ok(arns) => resources.extend(arns),
+            Err(e) => return (Err(e), "denied"),
+        }
+    }
     let stage = query.get("versionStage").cloned().unwrap_or_default();
     let version = query.get("versionId").cloned().unwrap_or_default();
     let key = (name.clone(), stage.clone(), version.clone());

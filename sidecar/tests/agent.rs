@@ -131,3 +131,44 @@ fn every_secret_version_survives_a_restart() {
         .unwrap();
     assert_eq!(cur.version_id, "v5");
 }
+
+#[test]
+fn the_agent_reads_with_its_principals_permissions_and_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("kms.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+[agent]
+principal = "user:agent"
+
+[[policies]]
+principal = "user:agent"
+name = "agent"
+document = '''{"Version":"1","Statement":[{"Effect":"Allow","Action":"kms:GetSecretValue","Resource":"acs:kms:*:*:secret/app/*"}]}'''
+"#,
+    )
+    .unwrap();
+    let s = Sidecar::start_in(
+        tempfile::tempdir().unwrap(),
+        &["--config", cfg.to_str().unwrap(), "--agent-listen", "127.0.0.1:0"],
+    );
+    let token = std::fs::read_to_string(s.dir.path().join("agent.token")).unwrap();
+    let c = s.client();
+    create(&c, "app/db", "allowed");
+    create(&c, "ops/root", "not for the app");
+    let (st, b) = agent_get(&s, "/v1/app/db", Some(&token), None);
+    assert_eq!((st, b["SecretData"].as_str()), (200, Some("allowed")));
+    let (st, b) = agent_get(&s, "/v1/ops/root", Some(&token), None);
+    assert_eq!((st, b["Code"].as_str()), (403, Some("Forbidden.NoPermission")));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let events = kms_sidecar::audit::query(
+        &s.dir.path().join("audit"),
+        &kms_sidecar::audit::Query { principal: Some("user:agent".into()), ..Default::default() },
+    )
+    .unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events.iter().any(|e| e.code == "Forbidden.NoPermission" && e.http_status == 403));
+    let log = std::fs::read_to_string(s.dir.path().join("audit/audit.log")).unwrap();
+    assert!(!log.contains("allowed") && !log.contains("not for the app"), "no secret values in the log");
+}
