@@ -1,7 +1,7 @@
-//! A worker process creates keys, aliases and versions and encrypts in a loop, printing an
-//! acknowledgement after each call returns; it is killed with SIGKILL at a random moment. On
-//! reopen, everything acknowledged must be there: every key, alias and version, and every
-//! ciphertext must decrypt. Several rounds run on the same store, so recovery after a crash is
+//! A worker process creates keys, aliases, versions and secrets (two versions each) and encrypts in
+//! a loop, printing an acknowledgement after each call returns; it is killed with SIGKILL at a
+//! random moment. On reopen, everything acknowledged must be there: every key, alias, version and
+//! secret version with its value, and every ciphertext must decrypt. Several rounds run on the same store, so recovery after a crash is
 //! itself crashed into.
 //!
 //! The worker is this test binary re-executed with `crash_worker` selected and `KMS_CRASH_DIR` set.
@@ -50,6 +50,32 @@ fn crash_worker() {
         let alias = format!("alias/crash-{}-{n}", std::process::id());
         engine.create_alias(&me, &alias, &key).unwrap();
         println!("ACK ALIAS {alias} {key}");
+        // A secret and a second version of it: acknowledged secret writes must survive too.
+        let secret = format!("crash/{}-{n}", std::process::id());
+        engine
+            .create_secret(
+                &me,
+                CreateSecretRequest {
+                    secret_name: secret.clone(),
+                    secret_data: SecretString::new(format!("first {n}")),
+                    version_id: "v1".into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        println!("ACK SECRET {secret} v1 {}", encode_base64(format!("first {n}").as_bytes()));
+        engine
+            .put_secret_value(
+                &me,
+                PutSecretValueRequest {
+                    secret_name: secret.clone(),
+                    version_id: "v2".into(),
+                    secret_data: SecretString::new(format!("second {n}")),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        println!("ACK SECRET {secret} v2 {}", encode_base64(format!("second {n}").as_bytes()));
         for i in 0..3 {
             if i == 1 {
                 let v = engine.create_key_version(&me, &key).unwrap().key_version.key_version_id;
@@ -84,6 +110,8 @@ struct Acks {
     aliases: Vec<(String, String)>,
     versions: Vec<(String, String)>,
     ciphertexts: Vec<(Vec<u8>, Vec<u8>, String)>,
+    /// (secret, version, value)
+    secrets: Vec<(String, String, String)>,
 }
 
 impl Acks {
@@ -94,6 +122,9 @@ impl Acks {
             ["ACK", "KEY", k] => self.keys.push(k.to_string()),
             ["ACK", "ALIAS", a, k] => self.aliases.push((a.to_string(), k.to_string())),
             ["ACK", "VERSION", k, v] => self.versions.push((k.to_string(), v.to_string())),
+            ["ACK", "SECRET", name, version, value] => {
+                self.secrets.push((name.to_string(), version.to_string(), String::from_utf8(b64(value)).unwrap()))
+            }
             ["ACK", "CT", ct, pt, ctx] => {
                 self.ciphertexts.push((b64(ct), b64(pt), String::from_utf8(b64(ctx)).unwrap()))
             }
@@ -164,6 +195,19 @@ fn crash_kill_and_recover() {
         for (k, v) in &acks.versions {
             engine.describe_key_version(&me, k, v).unwrap_or_else(|e| panic!("round {round}: version {v} lost: {e}"));
         }
+        for (name, version, value) in &acks.secrets {
+            let got = engine
+                .get_secret_value(
+                    &me,
+                    GetSecretValueRequest {
+                        secret_name: name.clone(),
+                        version_id: Some(version.clone()),
+                        ..Default::default()
+                    },
+                )
+                .unwrap_or_else(|e| panic!("round {round}: acknowledged secret {name} {version} lost: {e}"));
+            assert_eq!(got.secret_data.expose(), value);
+        }
         for (ct, pt, ctx) in &acks.ciphertexts {
             let got = engine
                 .decrypt(
@@ -179,4 +223,5 @@ fn crash_kill_and_recover() {
         }
     }
     assert!(acks.ciphertexts.len() > 10, "the worker made progress ({} ciphertexts)", acks.ciphertexts.len());
+    assert!(acks.secrets.len() > 4, "secrets were written ({})", acks.secrets.len());
 }

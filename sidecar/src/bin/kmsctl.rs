@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use kms_core::api::*;
-use kms_sidecar::client::{Client, ClientConfig, ClientError, Overrides, Signing};
+use kms_sidecar::client::{Client, ClientConfig, ClientError, Overrides, Signing as Scheme};
 use serde_json::Value;
 
 #[derive(Parser, Debug)]
@@ -98,28 +98,15 @@ enum Cmd {
     },
     /// Sign the SHA-256 digest of a file (RSA and EC keys); prints the base64 signature.
     Sign {
-        #[arg(long)]
-        key_id: String,
-        #[arg(long)]
-        version: String,
-        /// RSA_PSS_SHA_256, RSA_PKCS1_SHA_256 or ECDSA_SHA_256.
-        #[arg(long)]
-        algorithm: String,
-        #[arg(long = "in", default_value = "-")]
-        input: String,
+        #[command(flatten)]
+        s: Signing,
     },
     /// Verify a base64 signature over the SHA-256 digest of a file; exit 1 if it does not verify.
     Verify {
-        #[arg(long)]
-        key_id: String,
-        #[arg(long)]
-        version: String,
-        #[arg(long)]
-        algorithm: String,
+        #[command(flatten)]
+        s: Signing,
         #[arg(long)]
         signature: String,
-        #[arg(long = "in", default_value = "-")]
-        input: String,
     },
     /// BYOK in one step: fetch an import token, wrap the material (RSA_2048, RSAES_OAEP_SHA_256)
     /// here, import it.
@@ -202,6 +189,20 @@ enum AuditCmd {
     },
 }
 
+/// The key version, algorithm and file a signature is about.
+#[derive(clap::Args, Debug)]
+struct Signing {
+    #[arg(long)]
+    key_id: String,
+    #[arg(long)]
+    version: String,
+    /// RSA_PSS_SHA_256, RSA_PKCS1_SHA_256 or ECDSA_SHA_256.
+    #[arg(long)]
+    algorithm: String,
+    #[arg(long = "in", default_value = "-")]
+    input: String,
+}
+
 /// What encrypt and decrypt read and write, and the context bound to the ciphertext.
 #[derive(clap::Args, Debug)]
 struct FileIo {
@@ -236,7 +237,7 @@ fn run(args: Args) -> Result<(), String> {
         profile: args.profile,
         service: args.service,
     })?;
-    cfg.signing = if args.signature == "v1" { Signing::V1 } else { Signing::V3 };
+    cfg.signing = if args.signature == "v1" { Scheme::V1 } else { Scheme::V3 };
     let c = Client::new(cfg)?;
     let api = |e: ClientError| e.to_string();
     match args.cmd {
@@ -303,7 +304,7 @@ fn run(args: Args) -> Result<(), String> {
                 c.call("GetPublicKey", &KeyVersionRequest { key_id, key_version_id: version }).map_err(api)?;
             print!("{}", r.public_key);
         }
-        Cmd::Sign { key_id, version, algorithm, input } => {
+        Cmd::Sign { s: Signing { key_id, version, algorithm, input } } => {
             let digest = kms_core::crypto::asym::sha256(&read_input(&input)?);
             let r: AsymmetricSignResponse = c
                 .call(
@@ -313,7 +314,7 @@ fn run(args: Args) -> Result<(), String> {
                 .map_err(api)?;
             println!("{}", encode_base64(&r.value));
         }
-        Cmd::Verify { key_id, version, algorithm, signature, input } => {
+        Cmd::Verify { s: Signing { key_id, version, algorithm, input }, signature } => {
             let digest = kms_core::crypto::asym::sha256(&read_input(&input)?);
             let value = decode_base64("signature", &signature).map_err(|e| e.message().to_string())?;
             let r: AsymmetricVerifyResponse = c
