@@ -13,9 +13,26 @@ use std::fmt;
 use kms_core::{ErrorCode, KmsError};
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
 
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// Parameters carry plaintexts and secret values (base64 or text), so they are zeroized on drop
+/// and never printed.
+#[derive(Default, Clone, PartialEq, Eq)]
 pub struct Params {
     map: BTreeMap<String, String>,
+}
+
+impl Drop for Params {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        for v in self.map.values_mut() {
+            v.zeroize();
+        }
+    }
+}
+
+impl std::fmt::Debug for Params {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Params").field("names", &self.map.keys().collect::<Vec<_>>()).finish_non_exhaustive()
+    }
 }
 
 impl Params {
