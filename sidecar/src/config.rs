@@ -39,6 +39,8 @@ pub struct Config {
     /// The secrets agent for application containers (off unless it has a listener).
     pub agent: crate::agent::AgentConfig,
     pub audit: AuditConfig,
+    /// A PKCS#11 token (HSM) for the root key.
+    pub hsm: HsmConfig,
     /// RAM-style policies attached to principals (reloaded on SIGHUP).
     pub policies: Vec<PolicyConfig>,
 }
@@ -56,6 +58,54 @@ pub struct AuditConfig {
 impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig { enabled: true, dir: None, max_file_bytes: 64 << 20 }
+    }
+}
+
+/// The token that holds the root key (`root_key_in_hsm = true`): a store is sealed under one root
+/// key for life, so choose before the first start.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HsmConfig {
+    pub root_key_in_hsm: bool,
+    /// The PKCS#11 module; default: SoftHSM2's.
+    pub module: Option<PathBuf>,
+    pub token_label: String,
+    /// A file holding the user PIN (mode 0600); the `KMS_HSM_PIN` environment variable wins.
+    pub pin_file: Option<PathBuf>,
+    pub root_key_label: String,
+}
+
+impl Default for HsmConfig {
+    fn default() -> Self {
+        HsmConfig {
+            root_key_in_hsm: false,
+            module: None,
+            token_label: "kms".into(),
+            pin_file: None,
+            root_key_label: "kms-root-key".into(),
+        }
+    }
+}
+
+impl HsmConfig {
+    pub fn token_config(&self) -> Result<kms_core::crypto::token::TokenConfig, String> {
+        let module = self
+            .module
+            .clone()
+            .or_else(kms_core::crypto::token::default_softhsm_module)
+            .ok_or("hsm.module: no PKCS#11 module given and SoftHSM2 is not installed")?;
+        let pin = match (std::env::var("KMS_HSM_PIN"), &self.pin_file) {
+            (Ok(p), _) if !p.is_empty() => p,
+            (_, Some(f)) => {
+                fs::read_to_string(f).map_err(|e| format!("hsm.pin_file {}: {e}", f.display()))?.trim().to_string()
+            }
+            _ => return Err("hsm: set KMS_HSM_PIN or hsm.pin_file".into()),
+        };
+        Ok(kms_core::crypto::token::TokenConfig {
+            module,
+            token_label: self.token_label.clone(),
+            pin: Zeroizing::new(pin),
+        })
     }
 }
 
@@ -113,6 +163,7 @@ impl Default for Config {
             access_keys: Vec::new(),
             agent: crate::agent::AgentConfig::default(),
             audit: AuditConfig::default(),
+            hsm: HsmConfig::default(),
             policies: Vec::new(),
         }
     }

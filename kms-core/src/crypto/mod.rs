@@ -5,5 +5,6 @@ pub mod aead;
 pub mod asym;
 pub mod blob;
 pub mod seal;
+pub mod token;
 
 pub use aead::{Algorithm, SymCipher};

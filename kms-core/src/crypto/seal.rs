@@ -25,11 +25,26 @@ pub enum SealError {
     Malformed,
     #[error("sealed record does not authenticate under this root key (wrong root key, or the store was modified)")]
     Unauthentic,
+    /// The protector cannot work now (an HSM that went away); worth retrying later.
+    #[error("the key protector is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<SealError> for crate::error::KmsError {
+    fn from(e: SealError) -> Self {
+        match e {
+            SealError::Unavailable(why) => {
+                tracing::error!(error = %why, "key protector unavailable");
+                crate::error::KmsError::new(crate::error::ErrorCode::ServiceUnavailableTemporary)
+            }
+            other => crate::error::KmsError::internal(other),
+        }
+    }
 }
 
 /// Seals and unseals key material; `aad` binds a sealed record to the key and version it belongs to.
 pub trait Protector: Send + Sync {
-    fn seal(&self, aad: &[u8], material: &[u8]) -> Vec<u8>;
+    fn seal(&self, aad: &[u8], material: &[u8]) -> Result<Vec<u8>, SealError>;
     fn unseal(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError>;
     /// A short description for logs (never key bytes).
     fn describe(&self) -> String;
@@ -125,13 +140,13 @@ pub fn sync_dir(path: &Path) -> std::io::Result<()> {
 }
 
 impl Protector for SoftwareRootKey {
-    fn seal(&self, aad: &[u8], material: &[u8]) -> Vec<u8> {
+    fn seal(&self, aad: &[u8], material: &[u8]) -> Result<Vec<u8>, SealError> {
         let nonce = random_nonce();
         let mut out = Vec::with_capacity(1 + NONCE_LEN + material.len() + TAG_LEN);
         out.push(SEALED_V1);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&self.cipher.seal(&nonce, aad, material));
-        out
+        Ok(out)
     }
 
     fn unseal(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
@@ -158,7 +173,7 @@ mod tests {
         let a = SoftwareRootKey::load_or_create(&path).unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let sealed = a.seal(b"aad", b"material");
+        let sealed = a.seal(b"aad", b"material").unwrap();
         let b = SoftwareRootKey::load_or_create(&path).unwrap();
         assert_eq!(&b.unseal(b"aad", &sealed).unwrap()[..], b"material");
         assert!(matches!(b.unseal(b"other", &sealed), Err(SealError::Unauthentic)));
@@ -181,7 +196,7 @@ mod tests {
     fn another_root_key_cannot_unseal() {
         let a = SoftwareRootKey::ephemeral();
         let b = SoftwareRootKey::ephemeral();
-        let sealed = a.seal(b"x", b"material");
+        let sealed = a.seal(b"x", b"material").unwrap();
         assert!(b.unseal(b"x", &sealed).is_err());
         let mut t = sealed.clone();
         t[5] ^= 1;

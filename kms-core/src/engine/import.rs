@@ -86,7 +86,7 @@ impl Engine {
                 wrapping_spec: spec,
                 wrapping_algorithm: alg.as_str().to_string(),
                 expires_at,
-                sealed: self.protector.seal(&token_aad(&token_id, &k.key_id), &der),
+                sealed: self.protector.seal(&token_aad(&token_id, &k.key_id), &der)?,
             };
             let resp = GetParametersForImportResponse {
                 key_id: k.key_id.clone(),
@@ -159,7 +159,7 @@ impl Engine {
             }
             let version_id = st.versions_of(&k.key_id).first().cloned().unwrap_or_else(|| Uuid::new_v4().to_string());
             let created_at = st.versions.get(&version_id).map_or(now, |v| v.created_at);
-            let sealed = self.protector.seal(&material_aad(&k.key_id, &version_id), &material);
+            let sealed = self.protector.seal(&material_aad(&k.key_id, &version_id), &material)?;
             let mut k = k.clone();
             k.primary_version = Some(version_id.clone());
             k.last_rotation = created_at;

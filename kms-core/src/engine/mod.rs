@@ -35,7 +35,7 @@ pub use maintenance::{MaintenanceHandle, MaintenanceReport};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::config::EngineConfig;
 use crate::crypto::asym::PrivateKey;
-use crate::crypto::seal::{material_aad, Protector, SoftwareRootKey};
+use crate::crypto::seal::{material_aad, Protector, SealError, SoftwareRootKey};
 use crate::crypto::{Algorithm, SymCipher};
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::ids::KeyRef;
@@ -105,7 +105,8 @@ impl Engine {
                 })?;
             }
             None => {
-                let sealed = opts.protector.seal(ROOT_CHECK_AAD, ROOT_CHECK_PLAINTEXT);
+                let sealed =
+                    opts.protector.seal(ROOT_CHECK_AAD, ROOT_CHECK_PLAINTEXT).map_err(|e| OpenError(e.to_string()))?;
                 store.put_meta(ROOT_CHECK_NAME, &sealed).map_err(sqlite)?;
             }
         }
@@ -121,7 +122,8 @@ impl Engine {
                 use rand::RngCore;
                 let mut k = zeroize::Zeroizing::new(vec![0u8; 32]);
                 rand::rngs::OsRng.fill_bytes(&mut k);
-                store.put_meta(FINGERPRINT_KEY_NAME, &opts.protector.seal(FINGERPRINT_KEY_AAD, &k)).map_err(sqlite)?;
+                let sealed = opts.protector.seal(FINGERPRINT_KEY_AAD, &k).map_err(|e| OpenError(e.to_string()))?;
+                store.put_meta(FINGERPRINT_KEY_NAME, &sealed).map_err(sqlite)?;
                 k
             }
         };
@@ -238,10 +240,10 @@ impl Engine {
     }
 
     fn unseal_version(&self, key: &KeyRecord, version_id: &str, sealed: &[u8]) -> Result<Arc<Material>> {
-        let material = self
-            .protector
-            .unseal(&material_aad(&key.key_id, version_id), sealed)
-            .map_err(|e| KmsError::internal(format_args!("key {} version {version_id}: {e}", key.key_id)))?;
+        let material = self.protector.unseal(&material_aad(&key.key_id, version_id), sealed).map_err(|e| match e {
+            SealError::Unavailable(_) => KmsError::from(e),
+            e => KmsError::internal(format_args!("key {} version {version_id}: {e}", key.key_id)),
+        })?;
         let m = match Algorithm::for_spec(key.spec) {
             Some(alg) => Material::Sym(SymCipher::new(alg, &material).ok_or_else(|| {
                 KmsError::internal(format_args!("key {}: material has the wrong length", key.key_id))
@@ -266,7 +268,7 @@ impl Engine {
             }
             None => PrivateKey::generate(key.spec)?.1,
         };
-        let sealed = self.protector.seal(&material_aad(&key.key_id, &version_id), &material);
+        let sealed = self.protector.seal(&material_aad(&key.key_id, &version_id), &material)?;
         Ok(crate::model::VersionRecord { version_id, key_id: key.key_id.clone(), created_at: now, sealed })
     }
 

@@ -29,7 +29,13 @@ impl Sidecar {
 
     /// Starts on `dir` (a fresh one, or one a stopped sidecar left) with extra arguments.
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Sidecar {
+        Self::start_with_env(dir, extra, &[])
+    }
+
+    /// Like [`Sidecar::start_in`], with extra environment variables.
+    pub fn start_with_env(dir: tempfile::TempDir, extra: &[&str], envs: &[(&str, &str)]) -> Sidecar {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kms-sidecar"))
+            .envs(envs.iter().copied())
             .args(["--data-dir"])
             .arg(dir.path())
             .args(["--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"])
