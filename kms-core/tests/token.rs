@@ -3,45 +3,17 @@
 //! reopen. `.ci/setup` installs softhsm2 and opensc; `KMS_SKIP_HSM_TESTS=1` skips this on a machine
 //! without them.
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
+use common::{list_secret_keys, softhsm, LABEL, PIN};
+
 use kms_core::api::*;
-use kms_core::crypto::token::{default_softhsm_module, Token, TokenConfig, TokenRootKey};
+use kms_core::crypto::token::{Token, TokenConfig, TokenRootKey};
 use kms_core::{Caller, Engine, EngineConfig, EngineOptions, SystemClock};
 use zeroize::Zeroizing;
-
-const LABEL: &str = "kms-test";
-const PIN: &str = "87654321";
-
-fn softhsm(dir: &Path) -> Option<std::path::PathBuf> {
-    if std::env::var("KMS_SKIP_HSM_TESTS").is_ok_and(|v| v == "1") {
-        eprintln!("KMS_SKIP_HSM_TESTS=1: skipped");
-        return None;
-    }
-    let module = default_softhsm_module()
-        .expect("SoftHSM2 is not installed: run `bash .ci/setup` (or set KMS_SKIP_HSM_TESTS=1)");
-    let conf = dir.join("softhsm2.conf");
-    std::fs::create_dir_all(dir.join("tokens")).unwrap();
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            dir.join("tokens").display()
-        ),
-    )
-    .unwrap();
-    // SoftHSM reads its configuration when the module initialises; this test binary has only
-    // this one test, so setting the variable here affects nothing else.
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    let out = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", LABEL, "--so-pin", "12345678", "--pin", PIN])
-        .output()
-        .expect("softhsm2-util");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    Some(module)
-}
 
 fn engine(dir: &Path, module: &Path) -> Engine {
     let token = Token::open(&TokenConfig {
@@ -56,6 +28,7 @@ fn engine(dir: &Path, module: &Path) -> Engine {
         store_path: dir.join("kms.db"),
         protector: Arc::new(root),
         clock: Arc::new(SystemClock),
+        token: None,
     })
     .unwrap()
 }
@@ -118,13 +91,7 @@ fn the_root_key_lives_in_the_token() {
     drop(e);
 
     // The token holds the key as sensitive and never extractable.
-    let out = Command::new("pkcs11-tool")
-        .arg("--module")
-        .arg(&module)
-        .args(["--token-label", LABEL, "--login", "--pin", PIN, "--list-objects", "--type", "secrkey"])
-        .output()
-        .expect("pkcs11-tool (opensc)");
-    let listing = String::from_utf8_lossy(&out.stdout);
+    let listing = list_secret_keys(&module);
     assert!(listing.contains("kms-root-key"), "{listing}");
     assert!(listing.contains("sensitive") && listing.contains("never extractable"), "{listing}");
     assert!(!listing.contains("  extractable"), "{listing}");
@@ -142,6 +109,7 @@ fn the_root_key_lives_in_the_token() {
         store_path: dir.path().join("kms.db"),
         protector: Arc::new(other),
         clock: Arc::new(SystemClock),
+        token: None,
     })
     .err()
     .unwrap();

@@ -74,17 +74,24 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
     let engine_dir = dir.clone();
     let hsm = cfg.hsm.clone();
     let engine = tokio::task::spawn_blocking(move || {
+        let token = if hsm.enabled || hsm.root_key_in_hsm {
+            Some(kms_core::crypto::token::Token::open(&hsm.token_config()?)?)
+        } else {
+            None
+        };
         // With the root key in a token, no root.key file is made at all.
-        let opts = if hsm.root_key_in_hsm {
-            let token = kms_core::crypto::token::Token::open(&hsm.token_config()?)?;
-            EngineOptions {
+        let opts = match &token {
+            Some(t) if hsm.root_key_in_hsm => EngineOptions {
                 config: engine_cfg,
                 store_path: engine_dir.join("kms.db"),
-                protector: Arc::new(kms_core::crypto::token::TokenRootKey::load_or_create(token, &hsm.root_key_label)?),
+                protector: Arc::new(kms_core::crypto::token::TokenRootKey::load_or_create(
+                    t.clone(),
+                    &hsm.root_key_label,
+                )?),
                 clock: Arc::new(SystemClock),
-            }
-        } else {
-            EngineOptions::in_dir(&engine_dir, engine_cfg).map_err(|e| e.to_string())?
+                token,
+            },
+            _ => EngineOptions { token, ..EngineOptions::in_dir(&engine_dir, engine_cfg).map_err(|e| e.to_string())? },
         };
         Engine::open(opts).map_err(|e| e.to_string())
     })

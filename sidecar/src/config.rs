@@ -61,11 +61,13 @@ impl Default for AuditConfig {
     }
 }
 
-/// The token that holds the root key (`root_key_in_hsm = true`): a store is sealed under one root
-/// key for life, so choose before the first start.
+/// The PKCS#11 token. `enabled`: keys created with ProtectionLevel HSM are generated and used in
+/// it. `root_key_in_hsm` (implies `enabled`): the root key that seals the store lives there too – a
+/// store is sealed under one root key for life, so choose before the first start.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HsmConfig {
+    pub enabled: bool,
     pub root_key_in_hsm: bool,
     /// The PKCS#11 module; default: SoftHSM2's.
     pub module: Option<PathBuf>,
@@ -78,6 +80,7 @@ pub struct HsmConfig {
 impl Default for HsmConfig {
     fn default() -> Self {
         HsmConfig {
+            enabled: false,
             root_key_in_hsm: false,
             module: None,
             token_label: "kms".into(),

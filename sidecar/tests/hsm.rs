@@ -7,12 +7,10 @@ use std::process::Command;
 
 use common::Sidecar;
 use kms_core::api::*;
+use kms_sidecar::client::ClientError;
 
-#[test]
-fn the_sidecar_seals_under_a_token_root_key() {
-    if std::env::var("KMS_SKIP_HSM_TESTS").is_ok_and(|v| v == "1") {
-        return;
-    }
+/// A fresh SoftHSM2 token labelled `kms` (PIN 1111): its directory, the module, its config file.
+fn softhsm() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let module = kms_core::crypto::token::default_softhsm_module().expect("SoftHSM2 missing: run `bash .ci/setup`");
     let hsm = tempfile::tempdir().unwrap();
     let conf = hsm.path().join("softhsm2.conf");
@@ -28,6 +26,85 @@ fn the_sidecar_seals_under_a_token_root_key() {
         .status()
         .unwrap();
     assert!(st.success());
+    (hsm, module, conf)
+}
+
+fn skip() -> bool {
+    std::env::var("KMS_SKIP_HSM_TESTS").is_ok_and(|v| v == "1")
+}
+
+#[test]
+fn hsm_keys_over_the_wire() {
+    if skip() {
+        return;
+    }
+    let (hsm, module, conf) = softhsm();
+    let cfg = hsm.path().join("kms.toml");
+    std::fs::write(&cfg, format!("[hsm]\nenabled = true\nmodule = \"{}\"\ntoken_label = \"kms\"\n", module.display()))
+        .unwrap();
+    let envs = [("SOFTHSM2_CONF", conf.to_str().unwrap()), ("KMS_HSM_PIN", "1111")];
+    let args = ["--config", cfg.to_str().unwrap()];
+
+    let s = Sidecar::start_with_env(tempfile::tempdir().unwrap(), &args, &envs);
+    let c = s.client();
+    let hsm_key = |spec: &str| CreateKeyRequest {
+        key_spec: Some(spec.into()),
+        protection_level: Some("HSM".into()),
+        ..Default::default()
+    };
+    let md = c.create_key(&hsm_key("Aliyun_AES_256")).unwrap().key_metadata;
+    assert_eq!(md.protection_level, "HSM");
+    assert_eq!(c.describe_key(&md.key_id).unwrap().key_metadata.protection_level, "HSM");
+    let ct = c
+        .encrypt(&EncryptRequest {
+            key_id: md.key_id.clone(),
+            plaintext: SecretBytes::from(&b"in the token"[..]),
+            encryption_context: Some(r#"{"k":"v"}"#.into()),
+            ..Default::default()
+        })
+        .unwrap();
+    match c.create_key(&hsm_key("Aliyun_SM4")).unwrap_err() {
+        ClientError::Api { status, code, message, .. } => {
+            assert_eq!((status, code.as_str()), (400, "Unsupported.ProtectionLevel"));
+            assert!(message.contains("SM4"), "{message}");
+        }
+        e => panic!("{e}"),
+    }
+    let data = s.stop();
+
+    // Restarted: the store holds only the token object's label, the token does the decryption.
+    let s = Sidecar::start_with_env(data, &args, &envs);
+    let c = s.client();
+    let wrong = c.decrypt(&DecryptRequest { ciphertext_blob: ct.ciphertext_blob.clone(), ..Default::default() });
+    assert_eq!(wrong.unwrap_err().code(), Some("InvalidParameter"));
+    let back = c
+        .decrypt(&DecryptRequest {
+            ciphertext_blob: ct.ciphertext_blob,
+            encryption_context: Some(r#"{"k":"v"}"#.into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(back.plaintext.expose(), b"in the token");
+    let data = s.stop();
+
+    // Without the token configured, a store holding HSM keys does not start half-working.
+    let out = Command::new(env!("CARGO_BIN_EXE_kms-sidecar"))
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&md.key_id) && stderr.contains("HSM"), "{stderr}");
+}
+
+#[test]
+fn the_sidecar_seals_under_a_token_root_key() {
+    if skip() {
+        return;
+    }
+    let (hsm, module, conf) = softhsm();
     let cfg = hsm.path().join("kms.toml");
     std::fs::write(
         &cfg,

@@ -110,6 +110,58 @@ impl SymCipher {
     }
 }
 
+/// What a ciphertext blob is sealed with: a cipher in this process, or an AES key inside a
+/// PKCS#11 token. Both are AES-GCM with a 96-bit nonce and a 128-bit tag, so the blob is the same.
+pub trait BlobAead {
+    fn algorithm(&self) -> Algorithm;
+    /// The in-process cipher, for the allocation-free path.
+    fn as_sym(&self) -> Option<&SymCipher> {
+        None
+    }
+    /// `ct‖tag`.
+    fn seal_detached(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, super::seal::SealError>;
+    /// `Ok(None)` when the tag does not verify.
+    fn open_checked(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        ct_and_tag: &[u8],
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, super::seal::SealError>;
+}
+
+impl BlobAead for SymCipher {
+    fn algorithm(&self) -> Algorithm {
+        SymCipher::algorithm(self)
+    }
+
+    fn as_sym(&self) -> Option<&SymCipher> {
+        Some(self)
+    }
+
+    fn seal_detached(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, super::seal::SealError> {
+        Ok(self.seal(nonce, aad, plaintext))
+    }
+
+    fn open_checked(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        ct_and_tag: &[u8],
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, super::seal::SealError> {
+        Ok(self.open(nonce, aad, ct_and_tag))
+    }
+}
+
 /// A fresh random nonce from the thread-local CSPRNG.
 pub fn random_nonce() -> [u8; NONCE_LEN] {
     use rand::RngCore;

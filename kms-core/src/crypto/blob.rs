@@ -5,7 +5,8 @@
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use super::aead::{random_nonce, Algorithm, SymCipher, NONCE_LEN, TAG_LEN};
+use super::aead::{random_nonce, Algorithm, BlobAead, SymCipher, NONCE_LEN, TAG_LEN};
+use super::seal::SealError;
 use crate::error::{KmsError, Result};
 
 pub const MAGIC: [u8; 2] = *b"km";
@@ -56,6 +57,58 @@ pub fn parse(blob: &[u8]) -> Result<BlobHeader<'_>> {
     Ok(BlobHeader { algorithm, key_id, version_id, nonce, len })
 }
 
+/// Encrypts `plaintext` into a new blob naming `key_id`/`version_id`, with a cipher in this process
+/// or a key in a token.
+pub fn seal_with(
+    cipher: &dyn BlobAead,
+    key_id: &str,
+    version_id: &Uuid,
+    context: &[u8],
+    plaintext: &[u8],
+) -> std::result::Result<Vec<u8>, SealError> {
+    if let Some(c) = cipher.as_sym() {
+        return Ok(seal(c, key_id, version_id, context, plaintext));
+    }
+    let nonce = random_nonce();
+    let mut out = header(cipher.algorithm(), key_id, version_id, &nonce);
+    let ct = cipher.seal_detached(&nonce, &aad(&out, context), plaintext)?;
+    out.extend_from_slice(&ct);
+    Ok(out)
+}
+
+fn header(alg: Algorithm, key_id: &str, version_id: &Uuid, nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(FIXED_LEN + key_id.len() + 16 + NONCE_LEN + 64);
+    out.extend_from_slice(&MAGIC);
+    out.push(FORMAT_V1);
+    out.push(alg as u8);
+    out.push(key_id.len() as u8);
+    out.extend_from_slice(key_id.as_bytes());
+    out.extend_from_slice(version_id.as_bytes());
+    out.extend_from_slice(nonce);
+    out
+}
+
+/// Opens a blob with a cipher in this process or a key in a token.
+pub fn open_with(
+    cipher: &dyn BlobAead,
+    header: &BlobHeader<'_>,
+    blob: &[u8],
+    context: &[u8],
+) -> Result<Zeroizing<Vec<u8>>> {
+    if let Some(c) = cipher.as_sym() {
+        return open(c, header, blob, context);
+    }
+    let (h, body) = blob.split_at(header.len);
+    cipher.open_checked(&header.nonce, &aad(h, context), body)?.ok_or_else(tag_failure)
+}
+
+fn tag_failure() -> KmsError {
+    KmsError::invalid(
+        "CiphertextBlob",
+        "it cannot be decrypted: the EncryptionContext differs from the one used to encrypt, or the ciphertext was modified",
+    )
+}
+
 /// Encrypts `plaintext` under `cipher` into a new blob naming `key_id`/`version_id`.
 pub fn seal(cipher: &SymCipher, key_id: &str, version_id: &Uuid, context: &[u8], plaintext: &[u8]) -> Vec<u8> {
     debug_assert!(!key_id.is_empty() && key_id.len() <= MAX_KEY_ID_LEN);
@@ -89,12 +142,7 @@ pub fn open(cipher: &SymCipher, header: &BlobHeader<'_>, blob: &[u8], context: &
     } else {
         cipher.open(&header.nonce, &aad(h, context), body)
     };
-    pt.ok_or_else(|| {
-        KmsError::invalid(
-            "CiphertextBlob",
-            "it cannot be decrypted: the EncryptionContext differs from the one used to encrypt, or the ciphertext was modified",
-        )
-    })
+    pt.ok_or_else(tag_failure)
 }
 
 fn aad(header: &[u8], context: &[u8]) -> Vec<u8> {

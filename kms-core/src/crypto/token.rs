@@ -83,12 +83,27 @@ fn unavailable(what: &str) -> impl Fn(cryptoki::error::Error) -> SealError + '_ 
     move |e| SealError::Unavailable(format!("{what}: {e}"))
 }
 
+/// One initialised context per module for the whole process: `C_Initialize` may be called only
+/// once per library, and every engine opened in this process (tests open several) shares it.
+fn module(path: &Path) -> Result<Pkcs11, String> {
+    static MODULES: Mutex<Vec<(PathBuf, Pkcs11)>> = Mutex::new(Vec::new());
+    let mut modules = MODULES.lock();
+    if let Some((_, ctx)) = modules.iter().find(|(p, _)| p == path) {
+        return Ok(ctx.clone());
+    }
+    let ctx = Pkcs11::new(path).map_err(|e| format!("PKCS#11 module {}: {e}", path.display()))?;
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => return Err(format!("PKCS#11 initialise: {e}")),
+    }
+    modules.push((path.to_path_buf(), ctx.clone()));
+    Ok(ctx)
+}
+
 impl Token {
     /// Loads the module, finds the token by label and checks the PIN.
     pub fn open(cfg: &TokenConfig) -> Result<Arc<Token>, String> {
-        let ctx = Pkcs11::new(&cfg.module).map_err(|e| format!("PKCS#11 module {}: {e}", cfg.module.display()))?;
-        ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-            .map_err(|e| format!("PKCS#11 initialise: {e}"))?;
+        let ctx = module(&cfg.module)?;
         let mut found = None;
         for slot in ctx.get_slots_with_token().map_err(|e| format!("PKCS#11 slots: {e}"))? {
             let info = ctx.get_token_info(slot).map_err(|e| format!("PKCS#11 token info: {e}"))?;
@@ -134,6 +149,128 @@ impl Token {
     pub fn mechanisms(&self) -> Result<Vec<MechanismType>, String> {
         self.ctx.get_mechanism_list(self.slot).map_err(|e| e.to_string())
     }
+
+    /// The names of the `wanted` mechanisms the token does not offer.
+    pub fn missing_mechanisms(&self, wanted: &[(MechanismType, &'static str)]) -> Result<Vec<&'static str>, SealError> {
+        let have = self.mechanisms().map_err(SealError::Unavailable)?;
+        Ok(wanted.iter().filter(|(m, _)| !have.contains(m)).map(|(_, n)| *n).collect())
+    }
+
+    /// A persistent AES-256 key generated in the token: sensitive, never extractable.
+    pub fn generate_aes_key(&self, label: &str) -> Result<ObjectHandle, SealError> {
+        self.session()?
+            .generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::Encrypt(true),
+                    Attribute::Decrypt(true),
+                    Attribute::Label(label.as_bytes().to_vec()),
+                ],
+            )
+            .map_err(unavailable("generate key in token"))
+    }
+
+    /// The one secret-key object labelled `label`.
+    pub fn find_secret_key(&self, label: &str) -> Result<Option<ObjectHandle>, SealError> {
+        let found = self
+            .session()?
+            .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY), Attribute::Label(label.as_bytes().to_vec())])
+            .map_err(unavailable("find key in token"))?;
+        match found.as_slice() {
+            [] => Ok(None),
+            [k] => Ok(Some(*k)),
+            _ => Err(SealError::Unavailable(format!("several token objects are labelled {label:?}"))),
+        }
+    }
+
+    /// Destroys the objects labelled `label` (crypto-shredding a deleted key).
+    pub fn destroy(&self, label: &str) -> Result<(), SealError> {
+        let s = self.session()?;
+        for h in
+            s.find_objects(&[Attribute::Label(label.as_bytes().to_vec())]).map_err(unavailable("find key in token"))?
+        {
+            s.destroy_object(h).map_err(unavailable("destroy key in token"))?;
+        }
+        Ok(())
+    }
+
+    fn gcm_encrypt(
+        &self,
+        key: ObjectHandle,
+        iv: &[u8; IV_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, SealError> {
+        let mut iv = *iv;
+        let params = GcmParams::new(&mut iv, aad, TAG_BITS.into()).map_err(unavailable("GCM parameters"))?;
+        self.session()?.encrypt(&Mechanism::AesGcm(params), key, plaintext).map_err(unavailable("token encrypt"))
+    }
+
+    /// `Ok(None)` when the tag does not verify.
+    fn gcm_decrypt(
+        &self,
+        key: ObjectHandle,
+        iv: &[u8; IV_LEN],
+        aad: &[u8],
+        ct_and_tag: &[u8],
+    ) -> Result<Option<Vec<u8>>, SealError> {
+        let mut iv = *iv;
+        let params = GcmParams::new(&mut iv, aad, TAG_BITS.into()).map_err(unavailable("GCM parameters"))?;
+        use cryptoki::error::RvError::*;
+        match self.session()?.decrypt(&Mechanism::AesGcm(params), key, ct_and_tag) {
+            Ok(pt) => Ok(Some(pt)),
+            // A tag that does not verify: the standard code, and the generic ones SoftHSM2 uses
+            // for it (a token that is gone fails earlier, opening the session, or with the
+            // device and session codes below).
+            Err(cryptoki::error::Error::Pkcs11(
+                EncryptedDataInvalid | EncryptedDataLenRange | GeneralError | FunctionFailed,
+                _,
+            )) => Ok(None),
+            Err(e) => Err(SealError::Unavailable(format!("token decrypt: {e}"))),
+        }
+    }
+}
+
+/// The mechanisms an HSM-protected Aliyun_AES_256 key needs.
+pub const AES_GCM_MECHANISMS: &[(MechanismType, &str)] =
+    &[(MechanismType::AES_KEY_GEN, "CKM_AES_KEY_GEN"), (MechanismType::AES_GCM, "CKM_AES_GCM")];
+
+/// An AES-256 key inside the token, used for ciphertext blobs of ProtectionLevel HSM keys.
+pub struct TokenAesKey {
+    token: Arc<Token>,
+    handle: ObjectHandle,
+}
+
+impl TokenAesKey {
+    pub fn new(token: Arc<Token>, handle: ObjectHandle) -> Self {
+        TokenAesKey { token, handle }
+    }
+}
+
+impl super::aead::BlobAead for TokenAesKey {
+    fn algorithm(&self) -> super::aead::Algorithm {
+        super::aead::Algorithm::Aes256Gcm
+    }
+
+    fn seal_detached(&self, nonce: &[u8; IV_LEN], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        self.token.gcm_encrypt(self.handle, nonce, aad, plaintext)
+    }
+
+    fn open_checked(
+        &self,
+        nonce: &[u8; IV_LEN],
+        aad: &[u8],
+        ct: &[u8],
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, SealError> {
+        Ok(self.token.gcm_decrypt(self.handle, nonce, aad, ct)?.map(Zeroizing::new))
+    }
 }
 
 /// The root key as an unextractable AES-256 object in the token.
@@ -154,23 +291,7 @@ impl TokenRootKey {
         let key = match found.as_slice() {
             [k] => *k,
             [] => {
-                let k = s
-                    .generate_key(
-                        &Mechanism::AesKeyGen,
-                        &[
-                            Attribute::Class(ObjectClass::SECRET_KEY),
-                            Attribute::KeyType(KeyType::AES),
-                            Attribute::ValueLen(32.into()),
-                            Attribute::Token(true),
-                            Attribute::Private(true),
-                            Attribute::Sensitive(true),
-                            Attribute::Extractable(false),
-                            Attribute::Encrypt(true),
-                            Attribute::Decrypt(true),
-                            Attribute::Label(label.as_bytes().to_vec()),
-                        ],
-                    )
-                    .map_err(|e| format!("generate root key in token {}: {e}", token.label))?;
+                let k = token.generate_aes_key(label).map_err(|e| format!("root key in token {}: {e}", token.label))?;
                 tracing::info!(token = %token.label, label, "generated the root key inside the token");
                 k
             }
@@ -196,10 +317,7 @@ impl Protector for TokenRootKey {
     fn seal(&self, aad: &[u8], material: &[u8]) -> Result<Vec<u8>, SealError> {
         let mut iv = [0u8; IV_LEN];
         rand::rngs::OsRng.fill_bytes(&mut iv);
-        let mut iv_param = iv;
-        let params = GcmParams::new(&mut iv_param, aad, TAG_BITS.into()).map_err(unavailable("GCM parameters"))?;
-        let s = self.token.session()?;
-        let ct = s.encrypt(&Mechanism::AesGcm(params), self.key, material).map_err(unavailable("token encrypt"))?;
+        let ct = self.token.gcm_encrypt(self.key, &iv, aad, material)?;
         let mut out = Vec::with_capacity(1 + IV_LEN + ct.len());
         out.push(SEALED_TOKEN_V1);
         out.extend_from_slice(&iv);
@@ -211,16 +329,10 @@ impl Protector for TokenRootKey {
         if sealed.len() < 1 + IV_LEN + 16 || sealed[0] != SEALED_TOKEN_V1 {
             return Err(SealError::Malformed);
         }
-        let mut iv: [u8; IV_LEN] = sealed[1..1 + IV_LEN].try_into().expect("length checked");
-        let params = GcmParams::new(&mut iv, aad, TAG_BITS.into()).map_err(unavailable("GCM parameters"))?;
-        let s = self.token.session()?;
-        match s.decrypt(&Mechanism::AesGcm(params), self.key, &sealed[1 + IV_LEN..]) {
-            Ok(pt) => Ok(Zeroizing::new(pt)),
-            Err(cryptoki::error::Error::Pkcs11(
-                cryptoki::error::RvError::EncryptedDataInvalid | cryptoki::error::RvError::EncryptedDataLenRange,
-                _,
-            )) => Err(SealError::Unauthentic),
-            Err(e) => Err(SealError::Unavailable(format!("token decrypt: {e}"))),
+        let iv: [u8; IV_LEN] = sealed[1..1 + IV_LEN].try_into().expect("length checked");
+        match self.token.gcm_decrypt(self.key, &iv, aad, &sealed[1 + IV_LEN..])? {
+            Some(pt) => Ok(Zeroizing::new(pt)),
+            None => Err(SealError::Unauthentic),
         }
     }
 

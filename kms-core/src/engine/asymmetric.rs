@@ -26,7 +26,7 @@ impl AsymVersion {
     fn key(&self) -> &PrivateKey {
         match &*self.material {
             Material::Asym(k) => k,
-            Material::Sym(_) => unreachable!("checked to be asymmetric"),
+            Material::Sym(_) | Material::TokenAes(_) => unreachable!("checked to be asymmetric"),
         }
     }
 }

@@ -14,6 +14,19 @@ use crate::crypto::SymCipher;
 pub(crate) enum Material {
     Sym(SymCipher),
     Asym(PrivateKey),
+    /// An AES key inside the PKCS#11 token (ProtectionLevel HSM): only a handle here.
+    TokenAes(crate::crypto::token::TokenAesKey),
+}
+
+impl Material {
+    /// The AEAD for ciphertext blobs, if this is a symmetric key.
+    pub fn blob_aead(&self) -> Option<&dyn crate::crypto::aead::BlobAead> {
+        match self {
+            Material::Sym(c) => Some(c),
+            Material::TokenAes(k) => Some(k),
+            Material::Asym(_) => None,
+        }
+    }
 }
 
 pub(crate) struct CipherCache {

@@ -17,7 +17,8 @@ use crate::api::{
     GenerateDataKeyResponse, ReEncryptRequest, Region, RegionList, SecretBytes,
 };
 use crate::context::EncryptionContext;
-use crate::crypto::{blob, Algorithm, SymCipher};
+use crate::crypto::aead::BlobAead;
+use crate::crypto::{blob, Algorithm};
 use crate::error::{KmsError, Result};
 use crate::model::{DataKeySpec, KeyRecord, KeyUsage};
 
@@ -29,11 +30,8 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    fn cipher(&self) -> &SymCipher {
-        match &*self.material {
-            Material::Sym(c) => c,
-            Material::Asym(_) => unreachable!("targets are checked to be symmetric"),
-        }
+    fn cipher(&self) -> &dyn BlobAead {
+        self.material.blob_aead().expect("targets are checked to be symmetric")
     }
 }
 
@@ -54,7 +52,7 @@ impl Engine {
         if req.dry_run {
             return Err(dry_run_error());
         }
-        Ok(self.seal(&t, &ctx, req.plaintext.expose()))
+        self.seal(&t, &ctx, req.plaintext.expose())
     }
 
     pub fn decrypt(&self, _caller: &Caller, req: DecryptRequest) -> Result<DecryptResponse> {
@@ -91,7 +89,7 @@ impl Engine {
         if req.dry_run {
             return Err(dry_run_error());
         }
-        Ok(self.seal(&t, &dst_ctx, &plaintext))
+        self.seal(&t, &dst_ctx, &plaintext)
     }
 
     pub fn generate_data_key(&self, caller: &Caller, req: GenerateDataKeyRequest) -> Result<GenerateDataKeyResponse> {
@@ -137,7 +135,7 @@ impl Engine {
         }
         let mut data_key = Zeroizing::new(vec![0u8; len]);
         rand::rngs::OsRng.fill_bytes(&mut data_key);
-        let r = self.seal(&t, &ctx, &data_key);
+        let r = self.seal(&t, &ctx, &data_key)?;
         Ok((data_key, r))
     }
 
@@ -159,12 +157,12 @@ impl Engine {
         })
     }
 
-    pub(crate) fn seal(&self, t: &Target, ctx: &EncryptionContext, plaintext: &[u8]) -> EncryptResponse {
-        EncryptResponse {
+    pub(crate) fn seal(&self, t: &Target, ctx: &EncryptionContext, plaintext: &[u8]) -> Result<EncryptResponse> {
+        Ok(EncryptResponse {
             key_id: t.key_id.clone(),
             key_version_id: t.version.to_string(),
-            ciphertext_blob: blob::seal(t.cipher(), &t.key_id, &t.version, &ctx.canonical_bytes(), plaintext),
-        }
+            ciphertext_blob: blob::seal_with(t.cipher(), &t.key_id, &t.version, &ctx.canonical_bytes(), plaintext)?,
+        })
     }
 
     /// Decrypts a blob: finds its key and version, checks the key may decrypt, opens it.
@@ -193,10 +191,9 @@ impl Engine {
             }
             self.cipher(k, &vid, &v.sealed)?
         };
-        let Material::Sym(cipher) = &*material else {
-            return Err(KmsError::internal("a symmetric blob names an asymmetric key"));
-        };
-        let plaintext = blob::open(cipher, &header, ciphertext, &ctx.canonical_bytes())?;
+        let cipher =
+            material.blob_aead().ok_or_else(|| KmsError::internal("a symmetric blob names an asymmetric key"))?;
+        let plaintext = blob::open_with(cipher, &header, ciphertext, &ctx.canonical_bytes())?;
         Ok((header.key_id.to_string(), header.version_id, plaintext))
     }
 }

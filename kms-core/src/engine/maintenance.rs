@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::Engine;
-use crate::model::{KeyState, Origin};
+use crate::model::{KeyState, Origin, ProtectionLevel};
 use crate::store::Change;
 
 /// What one pass did.
@@ -59,13 +59,27 @@ impl Engine {
             }
         }
         for id in due_deletion {
+            let mut token_objects = Vec::new();
             let r = self.mutate(|st, now| match st.keys.get(&id).filter(|k| deletion_due(k, now)) {
-                Some(_) => Ok((vec![Change::DeleteKey(id.clone())], true)),
+                Some(k) => {
+                    if k.protection == ProtectionLevel::Hsm {
+                        token_objects = st.versions_of(&id).iter().map(|v| super::token_label(v)).collect();
+                    }
+                    Ok((vec![Change::DeleteKey(id.clone())], true))
+                }
                 None => Ok((Vec::new(), false)),
             });
             match r {
                 Ok(true) => {
                     tracing::info!(key_id = %id, "key deleted after its pending window");
+                    // The store no longer names them; destroy the token objects too.
+                    if let Some(token) = &self.token {
+                        for label in token_objects {
+                            if let Err(e) = token.destroy(&label) {
+                                tracing::warn!(key_id = %id, label, error = %e, "token object of a deleted key not destroyed");
+                            }
+                        }
+                    }
                     report.deleted.push(id);
                 }
                 Ok(false) => {}

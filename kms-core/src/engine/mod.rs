@@ -36,10 +36,11 @@ use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::config::EngineConfig;
 use crate::crypto::asym::PrivateKey;
 use crate::crypto::seal::{material_aad, Protector, SealError, SoftwareRootKey};
+use crate::crypto::token::{Token, TokenAesKey};
 use crate::crypto::{Algorithm, SymCipher};
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::ids::KeyRef;
-use crate::model::{KeyRecord, KeyState};
+use crate::model::{KeyRecord, KeyState, ProtectionLevel};
 use crate::store::{Change, Store};
 use cache::{CipherCache, Material};
 use state::State;
@@ -55,6 +56,8 @@ pub struct EngineOptions {
     pub store_path: PathBuf,
     pub protector: Arc<dyn Protector>,
     pub clock: Arc<dyn Clock>,
+    /// The PKCS#11 token where keys with ProtectionLevel HSM live (none: such keys are refused).
+    pub token: Option<Arc<Token>>,
 }
 
 impl EngineOptions {
@@ -66,8 +69,17 @@ impl EngineOptions {
             store_path: dir.join("kms.db"),
             protector: Arc::new(protector),
             clock: Arc::new(SystemClock),
+            token: None,
         })
     }
+}
+
+/// A version record of an HSM key: `10` ‖ the label of its token object (FORMAT.md §8).
+const TOKEN_REF_V1: u8 = 0x10;
+
+/// The CKA_LABEL of the token object of a key version.
+fn token_label(version_id: &str) -> String {
+    format!("kms-key-version:{version_id}")
 }
 
 const ROOT_CHECK_NAME: &str = "root_key_check";
@@ -87,6 +99,8 @@ pub struct Engine {
     fingerprint_key: zeroize::Zeroizing<Vec<u8>>,
     /// RAM-style policies by principal; replaced whole on reload.
     policies: RwLock<Arc<PolicySet>>,
+    /// Where ProtectionLevel HSM keys live.
+    token: Option<Arc<Token>>,
 }
 
 impl Engine {
@@ -130,6 +144,7 @@ impl Engine {
         let snapshot = store.load().map_err(sqlite)?;
         let state = State::from_snapshot(snapshot);
         let engine = Engine {
+            token: opts.token,
             policies: RwLock::new(Arc::new(PolicySet::new())),
             fingerprint_key,
             ciphers: CipherCache::new(opts.config.cache_capacity),
@@ -155,7 +170,11 @@ impl Engine {
         let st = self.state.read();
         for v in st.versions.values().filter(|v| v.has_material()) {
             let k = &st.keys[&v.key_id];
-            self.unseal_version(k, &v.version_id, &v.sealed).map_err(|_| {
+            self.unseal_version(k, &v.version_id, &v.sealed).map_err(|e| {
+                if k.protection == ProtectionLevel::Hsm {
+                    // A token reference: what is wrong is the token, not the root key.
+                    return OpenError(format!("key {} version {}: {}", v.key_id, v.version_id, e.message()));
+                }
                 OpenError(format!(
                     "key {} version {} does not unseal under {}: the store was modified or belongs to another root key",
                     v.key_id,
@@ -233,13 +252,18 @@ impl Engine {
     /// The symmetric cipher of a version.
     fn cipher(&self, key: &KeyRecord, version_id: &str, sealed: &[u8]) -> Result<Arc<Material>> {
         let m = self.material(key, version_id, sealed)?;
-        match &*m {
-            Material::Sym(_) => Ok(m),
-            Material::Asym(_) => Err(KmsError::internal(format_args!("key {} is not symmetric", key.key_id))),
+        match m.blob_aead() {
+            Some(_) => Ok(m),
+            None => Err(KmsError::internal(format_args!("key {} is not symmetric", key.key_id))),
         }
     }
 
     fn unseal_version(&self, key: &KeyRecord, version_id: &str, sealed: &[u8]) -> Result<Arc<Material>> {
+        if key.protection == ProtectionLevel::Hsm {
+            let m = Arc::new(Material::TokenAes(self.token_key(key, version_id, sealed)?));
+            self.ciphers.insert(version_id, m.clone());
+            return Ok(m);
+        }
         let material = self.protector.unseal(&material_aad(&key.key_id, version_id), sealed).map_err(|e| match e {
             SealError::Unavailable(_) => KmsError::from(e),
             e => KmsError::internal(format_args!("key {} version {version_id}: {e}", key.key_id)),
@@ -255,11 +279,48 @@ impl Engine {
         Ok(m)
     }
 
+    /// The token object of an HSM key version, from its reference record.
+    fn token_key(&self, key: &KeyRecord, version_id: &str, sealed: &[u8]) -> Result<TokenAesKey> {
+        let token = self.token.clone().ok_or_else(|| {
+            KmsError::with_detail(
+                ErrorCode::UnsupportedProtectionLevel,
+                format_args!("Key {} is HSM-protected and no PKCS#11 token is configured.", key.key_id),
+            )
+        })?;
+        let label = match sealed.split_first() {
+            Some((&TOKEN_REF_V1, label)) => {
+                std::str::from_utf8(label).map_err(|_| KmsError::internal("bad token reference"))?
+            }
+            _ => {
+                return Err(KmsError::internal(format_args!(
+                    "key {} version {version_id}: not a token reference",
+                    key.key_id
+                )))
+            }
+        };
+        let handle = token.find_secret_key(label)?.ok_or_else(|| {
+            KmsError::internal(format_args!(
+                "key {} version {version_id}: object {label:?} is not in the token",
+                key.key_id
+            ))
+        })?;
+        Ok(TokenAesKey::new(token, handle))
+    }
+
     /// Fresh sealed material for a new version of `key`: random bytes for a symmetric key, a new
-    /// key pair (PKCS#8) for an asymmetric one.
+    /// key pair (PKCS#8) for an asymmetric one; for an HSM key, a new token object and a record
+    /// that only names it.
     fn new_version(&self, key: &KeyRecord, now: Timestamp) -> Result<crate::model::VersionRecord> {
         use rand::RngCore;
         let version_id = Uuid::new_v4().to_string();
+        if key.protection == ProtectionLevel::Hsm {
+            let token = self.token.as_ref().ok_or_else(|| KmsError::new(ErrorCode::UnsupportedProtectionLevel))?;
+            let label = token_label(&version_id);
+            token.generate_aes_key(&label)?;
+            let mut sealed = vec![TOKEN_REF_V1];
+            sealed.extend_from_slice(label.as_bytes());
+            return Ok(crate::model::VersionRecord { version_id, key_id: key.key_id.clone(), created_at: now, sealed });
+        }
         let material = match key.spec.material_len() {
             Some(len) => {
                 let mut m = zeroize::Zeroizing::new(vec![0u8; len]);

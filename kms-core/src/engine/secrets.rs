@@ -163,7 +163,7 @@ impl Engine {
         let t = self.target(&caller, "EncryptionKeyId", key_id)?;
         let mut dk = Zeroizing::new([0u8; 32]);
         rand::rngs::OsRng.fill_bytes(&mut dk[..]);
-        let dk_blob = self.seal(&t, &value_context(name, version_id), &dk[..]).ciphertext_blob;
+        let dk_blob = self.seal(&t, &value_context(name, version_id), &dk[..])?.ciphertext_blob;
         let mut nonce = [0u8; 12];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let ct = Aes256Gcm::new_from_slice(&dk[..])

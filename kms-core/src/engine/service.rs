@@ -54,6 +54,7 @@ impl Engine {
                 spec: KeySpec::Aes256,
                 usage: KeyUsage::EncryptDecrypt,
                 origin: Origin::AliyunKms,
+                protection: crate::model::ProtectionLevel::Software,
                 description: format!(
                     "Default key that protects my {} data when no other key is defined",
                     service.to_uppercase()

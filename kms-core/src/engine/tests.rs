@@ -19,7 +19,7 @@ struct Fixture {
 
 fn options(dir: &Path, clock: Arc<ManualClock>, config: EngineConfig) -> EngineOptions {
     let root = SoftwareRootKey::load_or_create(&dir.join("root.key")).unwrap();
-    EngineOptions { config, store_path: dir.join("kms.db"), protector: Arc::new(root), clock }
+    EngineOptions { config, store_path: dir.join("kms.db"), protector: Arc::new(root), clock, token: None }
 }
 
 fn fixture_with(config: EngineConfig) -> Fixture {

@@ -22,6 +22,7 @@ fn engine() -> (tempfile::TempDir, Arc<ManualClock>, Engine) {
         store_path: dir.path().join("kms.db"),
         protector: Arc::new(root),
         clock: clock.clone(),
+        token: None,
     })
     .unwrap();
     (dir, clock, e)
@@ -521,6 +522,7 @@ fn deleted_or_expired_material_blocks_ciphertexts_until_the_same_material_return
         store_path: dir.path().join("kms.db"),
         protector: Arc::new(root),
         clock: clock.clone(),
+        token: None,
     })
     .unwrap();
     let p = params(&e, &k, "RSA_2048", "RSAES_OAEP_SHA_1");

@@ -26,6 +26,7 @@ fn open(dir: &Path, clock: Arc<ManualClock>, limits: Limits) -> Engine {
         store_path: dir.join("kms.db"),
         protector: Arc::new(root),
         clock,
+        token: None,
     })
     .unwrap()
 }

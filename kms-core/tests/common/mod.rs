@@ -1,0 +1,48 @@
+//! A SoftHSM2 token in a temporary directory, for the tests that need a real PKCS#11 token.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const LABEL: &str = "kms-test";
+pub const PIN: &str = "87654321";
+
+/// Initialises a token under `dir`; `None` when `KMS_SKIP_HSM_TESTS=1`.
+pub fn softhsm(dir: &Path) -> Option<PathBuf> {
+    if std::env::var("KMS_SKIP_HSM_TESTS").is_ok_and(|v| v == "1") {
+        eprintln!("KMS_SKIP_HSM_TESTS=1: skipped");
+        return None;
+    }
+    let module = kms_core::crypto::token::default_softhsm_module()
+        .expect("SoftHSM2 is not installed: run `bash .ci/setup` (or set KMS_SKIP_HSM_TESTS=1)");
+    let conf = dir.join("softhsm2.conf");
+    std::fs::create_dir_all(dir.join("tokens")).unwrap();
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            dir.join("tokens").display()
+        ),
+    )
+    .unwrap();
+    // SoftHSM reads its configuration when the module initialises; each test binary that uses
+    // this has a single test, so the variable affects nothing else.
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    let out = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", LABEL, "--so-pin", "12345678", "--pin", PIN])
+        .output()
+        .expect("softhsm2-util");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Some(module)
+}
+
+/// `pkcs11-tool --list-objects` for secret keys.
+pub fn list_secret_keys(module: &Path) -> String {
+    let out = Command::new("pkcs11-tool")
+        .arg("--module")
+        .arg(module)
+        .args(["--token-label", LABEL, "--login", "--pin", PIN, "--list-objects", "--type", "secrkey"])
+        .output()
+        .expect("pkcs11-tool (opensc)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,0 +1,202 @@
+//! Keys with ProtectionLevel HSM in a real PKCS#11 token (SoftHSM2): AES-256 generated and used
+//! inside the token, never readable out of it; new versions are new token objects; deletion
+//! destroys them; specs the token cannot do are refused naming what is missing.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{list_secret_keys, softhsm, LABEL, PIN};
+use cryptoki::object::AttributeType;
+use kms_core::api::*;
+use kms_core::clock::{ManualClock, DAY};
+use kms_core::crypto::seal::SoftwareRootKey;
+use kms_core::crypto::token::{Token, TokenConfig};
+use kms_core::{Caller, Engine, EngineConfig, EngineOptions, ErrorCode, Limits};
+use zeroize::Zeroizing;
+
+fn open(dir: &std::path::Path, module: &std::path::Path, clock: Arc<ManualClock>) -> (Engine, Arc<Token>) {
+    let token = Token::open(&TokenConfig {
+        module: module.to_path_buf(),
+        token_label: LABEL.into(),
+        pin: Zeroizing::new(PIN.into()),
+    })
+    .unwrap();
+    let e = Engine::open(EngineOptions {
+        config: EngineConfig {
+            limits: Limits { min_manual_version_interval_secs: 0, ..Default::default() },
+            ..Default::default()
+        },
+        store_path: dir.join("kms.db"),
+        protector: Arc::new(SoftwareRootKey::load_or_create(&dir.join("root.key")).unwrap()),
+        clock,
+        token: Some(token.clone()),
+    })
+    .unwrap();
+    (e, token)
+}
+
+#[test]
+fn hsm_protected_symmetric_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(module) = softhsm(dir.path()) else { return };
+    let clock = Arc::new(ManualClock::new(1_700_000_000));
+    let me = Caller::owner();
+    let hsm_key = |e: &Engine, spec: &str| {
+        e.create_key(
+            &me,
+            CreateKeyRequest {
+                key_spec: Some(spec.into()),
+                protection_level: Some("HSM".into()),
+                ..Default::default()
+            },
+        )
+    };
+    let (e, token) = open(dir.path(), &module, clock.clone());
+    let md = hsm_key(&e, "Aliyun_AES_256").unwrap().key_metadata;
+    assert_eq!(md.protection_level, "HSM");
+    let key = md.key_id.clone();
+    let ctx = Some(r#"{"app":"hsm"}"#.to_string());
+    let ct = e
+        .encrypt(
+            &me,
+            EncryptRequest {
+                key_id: key.clone(),
+                plaintext: SecretBytes::from(&b"inside the token"[..]),
+                encryption_context: ctx.clone(),
+                dry_run: false,
+            },
+        )
+        .unwrap();
+    let back = e
+        .decrypt(
+            &me,
+            DecryptRequest {
+                ciphertext_blob: ct.ciphertext_blob.clone(),
+                encryption_context: ctx.clone(),
+                dry_run: false,
+            },
+        )
+        .unwrap();
+    assert_eq!(back.plaintext.expose(), b"inside the token");
+    let wrong = e.decrypt(
+        &me,
+        DecryptRequest { ciphertext_blob: ct.ciphertext_blob.clone(), encryption_context: None, dry_run: false },
+    );
+    assert_eq!(wrong.unwrap_err().code(), ErrorCode::InvalidParameter, "the token checks the tag and the context");
+    let dk = e
+        .generate_data_key(
+            &me,
+            GenerateDataKeyRequest { key_id: key.clone(), number_of_bytes: Some(24), ..Default::default() },
+        )
+        .unwrap();
+    assert_eq!(
+        e.decrypt(&me, DecryptRequest { ciphertext_blob: dk.ciphertext_blob.clone(), ..Default::default() })
+            .unwrap()
+            .plaintext,
+        dk.plaintext
+    );
+    // Between software and HSM keys.
+    let soft = e.create_key(&me, CreateKeyRequest::default()).unwrap().key_metadata.key_id;
+    let to_soft = e
+        .re_encrypt(
+            &me,
+            ReEncryptRequest {
+                ciphertext_blob: ct.ciphertext_blob.clone(),
+                destination_key_id: soft,
+                source_encryption_context: ctx.clone(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let to_hsm = e
+        .re_encrypt(
+            &me,
+            ReEncryptRequest {
+                ciphertext_blob: to_soft.ciphertext_blob,
+                destination_key_id: key.clone(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        e.decrypt(&me, DecryptRequest { ciphertext_blob: to_hsm.ciphertext_blob, ..Default::default() })
+            .unwrap()
+            .plaintext
+            .expose(),
+        b"inside the token"
+    );
+    // A new version is a new token object; the old one still decrypts.
+    let v2 = e.create_key_version(&me, &key).unwrap().key_version.key_version_id;
+    let ct2 = e
+        .encrypt(
+            &me,
+            EncryptRequest { key_id: key.clone(), plaintext: SecretBytes::from(&b"v2"[..]), ..Default::default() },
+        )
+        .unwrap();
+    assert_eq!(ct2.key_version_id, v2);
+    // Specs the token cannot hold, named.
+    let sm4 = hsm_key(&e, "Aliyun_SM4").unwrap_err();
+    assert_eq!(sm4.code(), ErrorCode::UnsupportedProtectionLevel);
+    assert!(sm4.message().contains("SM4"), "{}", sm4.message());
+    assert_eq!(hsm_key(&e, "EC_SM2").unwrap_err().code(), ErrorCode::UnsupportedProtectionLevel);
+
+    // The token refuses to reveal the key; pkcs11-tool agrees it is sensitive, never extractable.
+    let label = format!("kms-key-version:{}", md.primary_key_version);
+    let handle = token.find_secret_key(&label).unwrap().expect("the version's token object");
+    let attrs = token.session().unwrap().get_attributes(handle, &[AttributeType::Value]).unwrap_or_default();
+    assert!(attrs.is_empty(), "CKA_VALUE must not be readable: {attrs:?}");
+    let listing = list_secret_keys(&module);
+    assert!(listing.contains(&label), "{listing}");
+    assert_eq!(listing.matches("never extractable").count(), 2, "both versions: {listing}");
+    drop(e);
+
+    // Reopen: old ciphertexts decrypt through the token; the store holds only references.
+    let (e, token) = open(dir.path(), &module, clock.clone());
+    assert_eq!(
+        e.decrypt(
+            &me,
+            DecryptRequest { ciphertext_blob: ct.ciphertext_blob.clone(), encryption_context: ctx, dry_run: false }
+        )
+        .unwrap()
+        .plaintext
+        .expose(),
+        b"inside the token"
+    );
+    assert_eq!(
+        e.decrypt(&me, DecryptRequest { ciphertext_blob: ct2.ciphertext_blob, ..Default::default() })
+            .unwrap()
+            .plaintext
+            .expose(),
+        b"v2"
+    );
+
+    // Deletion destroys the token objects.
+    e.schedule_key_deletion(&me, ScheduleKeyDeletionRequest { key_id: key.clone(), pending_window_in_days: Some(7) })
+        .unwrap();
+    clock.advance(7 * DAY);
+    assert_eq!(e.run_maintenance().deleted, [key]);
+    assert!(token.find_secret_key(&label).unwrap().is_none(), "the token object is gone");
+    assert!(!list_secret_keys(&module).contains("kms-key-version:"));
+
+    drop(e);
+
+    // An engine without the token refuses a store that has HSM keys it cannot reach.
+    let (e2, _) = open(dir.path(), &module, clock.clone());
+    let k = e2
+        .create_key(&me, CreateKeyRequest { protection_level: Some("HSM".into()), ..Default::default() })
+        .unwrap()
+        .key_metadata
+        .key_id;
+    drop(e2);
+    let err = Engine::open(EngineOptions {
+        config: EngineConfig::default(),
+        store_path: dir.path().join("kms.db"),
+        protector: Arc::new(SoftwareRootKey::load_or_create(&dir.path().join("root.key")).unwrap()),
+        clock,
+        token: None,
+    })
+    .err()
+    .unwrap();
+    assert!(err.0.contains(&k), "{err}");
+}
