@@ -73,7 +73,7 @@ const SM2_OID: &[u8] = &[0x06, 0x08, 0x2A, 0x81, 0x1C, 0xCF, 0x55, 0x01, 0x82, 0
 /// The digest length every signature algorithm here expects (SHA-256 or SM3).
 pub const DIGEST_LEN: usize = 32;
 
-fn ossl(what: &str) -> impl Fn(openssl::error::ErrorStack) -> KmsError + '_ {
+pub(crate) fn ossl(what: &str) -> impl Fn(openssl::error::ErrorStack) -> KmsError + '_ {
     move |e| KmsError::internal(format_args!("openssl {what}: {e}"))
 }
 
@@ -118,20 +118,35 @@ impl PrivateKey {
     pub fn spec(&self) -> KeySpec {
         self.spec
     }
+}
 
+/// What the API does with an asymmetric key version, wherever its private half lives: in this
+/// process ([`PrivateKey`]) or in a PKCS#11 token (`TokenKeyPair`).
+pub trait AsymKey: Send + Sync {
     /// SubjectPublicKeyInfo, DER.
-    pub fn public_der(&self) -> Result<Vec<u8>> {
+    fn public_der(&self) -> Result<Vec<u8>>;
+    /// Signs a caller-computed digest.
+    fn sign(&self, alg: AsymAlgorithm, digest: &[u8]) -> Result<Vec<u8>>;
+    /// `false` for a signature that does not verify (a tampered or foreign one), never an error.
+    fn verify(&self, alg: AsymAlgorithm, digest: &[u8], signature: &[u8]) -> Result<bool>;
+    fn encrypt(&self, alg: AsymAlgorithm, plaintext: &[u8]) -> Result<Vec<u8>>;
+    /// Decrypts; a ciphertext that does not decrypt is `InvalidParameter` on `param`.
+    fn decrypt(&self, alg: AsymAlgorithm, ciphertext: &[u8], param: &str) -> Result<Zeroizing<Vec<u8>>>;
+
+    /// SubjectPublicKeyInfo, PEM.
+    fn public_pem(&self) -> Result<String> {
+        let der = self.public_der()?;
+        let pem = PKey::public_key_from_der(&der).and_then(|k| k.public_key_to_pem()).map_err(ossl("public key"))?;
+        String::from_utf8(pem).map_err(KmsError::internal)
+    }
+}
+
+impl AsymKey for PrivateKey {
+    fn public_der(&self) -> Result<Vec<u8>> {
         self.pkey.public_key_to_der().map_err(ossl("public key"))
     }
 
-    /// SubjectPublicKeyInfo, PEM.
-    pub fn public_pem(&self) -> Result<String> {
-        let pem = self.pkey.public_key_to_pem().map_err(ossl("public key"))?;
-        String::from_utf8(pem).map_err(KmsError::internal)
-    }
-
-    /// Signs a caller-computed digest.
-    pub fn sign(&self, alg: AsymAlgorithm, digest: &[u8]) -> Result<Vec<u8>> {
+    fn sign(&self, alg: AsymAlgorithm, digest: &[u8]) -> Result<Vec<u8>> {
         let mut ctx = PkeyCtx::new(&self.pkey).map_err(ossl("sign"))?;
         ctx.sign_init().map_err(ossl("sign"))?;
         configure_signature(&mut ctx, alg, true)?;
@@ -140,20 +155,15 @@ impl PrivateKey {
         Ok(sig)
     }
 
-    /// `false` for a signature that does not verify (a tampered or foreign one), never an error.
-    pub fn verify(&self, alg: AsymAlgorithm, digest: &[u8], signature: &[u8]) -> Result<bool> {
-        let mut ctx = PkeyCtx::new(&self.pkey).map_err(ossl("verify"))?;
-        ctx.verify_init().map_err(ossl("verify"))?;
-        configure_signature(&mut ctx, alg, false)?;
-        Ok(ctx.verify(digest, signature).unwrap_or(false))
+    fn verify(&self, alg: AsymAlgorithm, digest: &[u8], signature: &[u8]) -> Result<bool> {
+        verify_with(&self.pkey, alg, digest, signature)
     }
 
-    pub fn encrypt(&self, alg: AsymAlgorithm, plaintext: &[u8]) -> Result<Vec<u8>> {
+    fn encrypt(&self, alg: AsymAlgorithm, plaintext: &[u8]) -> Result<Vec<u8>> {
         encrypt_with(&self.pkey, alg, plaintext)
     }
 
-    /// Decrypts; a ciphertext that does not decrypt is `InvalidParameter` on `param`.
-    pub fn decrypt(&self, alg: AsymAlgorithm, ciphertext: &[u8], param: &str) -> Result<Zeroizing<Vec<u8>>> {
+    fn decrypt(&self, alg: AsymAlgorithm, ciphertext: &[u8], param: &str) -> Result<Zeroizing<Vec<u8>>> {
         let fail = |_| KmsError::invalid(param, "it does not decrypt under this key version with this algorithm");
         let mut ctx = PkeyCtx::new(&self.pkey).map_err(ossl("decrypt"))?;
         ctx.decrypt_init().map_err(ossl("decrypt"))?;
@@ -162,6 +172,19 @@ impl PrivateKey {
         ctx.decrypt_to_vec(ciphertext, &mut out).map_err(fail)?;
         Ok(out)
     }
+}
+
+/// Verifies with the public half of any key.
+pub fn verify_with<T: openssl::pkey::HasPublic>(
+    pkey: &PKey<T>,
+    alg: AsymAlgorithm,
+    digest: &[u8],
+    signature: &[u8],
+) -> Result<bool> {
+    let mut ctx = PkeyCtx::new(pkey).map_err(ossl("verify"))?;
+    ctx.verify_init().map_err(ossl("verify"))?;
+    configure_signature(&mut ctx, alg, false)?;
+    Ok(ctx.verify(digest, signature).unwrap_or(false))
 }
 
 /// Encrypts to a caller-supplied public key (ExportDataKey): `der` is SubjectPublicKeyInfo DER
@@ -182,7 +205,11 @@ pub fn encrypt_to_public(spec: KeySpec, der: &[u8], alg: AsymAlgorithm, plaintex
     encrypt_with(&pkey, alg, plaintext)
 }
 
-fn encrypt_with<T: openssl::pkey::HasPublic>(pkey: &PKey<T>, alg: AsymAlgorithm, plaintext: &[u8]) -> Result<Vec<u8>> {
+pub fn encrypt_with<T: openssl::pkey::HasPublic>(
+    pkey: &PKey<T>,
+    alg: AsymAlgorithm,
+    plaintext: &[u8],
+) -> Result<Vec<u8>> {
     let mut ctx = PkeyCtx::new(pkey).map_err(ossl("encrypt"))?;
     ctx.encrypt_init().map_err(ossl("encrypt"))?;
     configure_encryption(&mut ctx, alg)?;

@@ -6,5 +6,6 @@ pub mod asym;
 pub mod blob;
 pub mod seal;
 pub mod token;
+pub mod token_asym;
 
 pub use aead::{Algorithm, SymCipher};

@@ -179,9 +179,14 @@ impl Token {
 
     /// The one secret-key object labelled `label`.
     pub fn find_secret_key(&self, label: &str) -> Result<Option<ObjectHandle>, SealError> {
+        self.find_one(ObjectClass::SECRET_KEY, label)
+    }
+
+    /// The one object of `class` labelled `label`.
+    pub(crate) fn find_one(&self, class: ObjectClass, label: &str) -> Result<Option<ObjectHandle>, SealError> {
         let found = self
             .session()?
-            .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY), Attribute::Label(label.as_bytes().to_vec())])
+            .find_objects(&[Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())])
             .map_err(unavailable("find key in token"))?;
         match found.as_slice() {
             [] => Ok(None),

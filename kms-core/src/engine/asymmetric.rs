@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 use super::cache::Material;
 use super::{dry_run_error, require_enabled, Caller, Engine};
 use crate::api::*;
-use crate::crypto::asym::{check_algorithm, encrypt_to_public, max_plaintext, AsymAlgorithm, PrivateKey, DIGEST_LEN};
+use crate::crypto::asym::{check_algorithm, encrypt_to_public, max_plaintext, AsymAlgorithm, AsymKey, DIGEST_LEN};
 use crate::error::{KmsError, Result};
 use crate::model::{KeySpec, KeyUsage};
 
@@ -23,9 +23,10 @@ struct AsymVersion {
 }
 
 impl AsymVersion {
-    fn key(&self) -> &PrivateKey {
+    fn key(&self) -> &dyn AsymKey {
         match &*self.material {
             Material::Asym(k) => k,
+            Material::TokenAsym(k) => k,
             Material::Sym(_) | Material::TokenAes(_) => unreachable!("checked to be asymmetric"),
         }
     }

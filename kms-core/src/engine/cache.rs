@@ -16,6 +16,8 @@ pub(crate) enum Material {
     Asym(PrivateKey),
     /// An AES key inside the PKCS#11 token (ProtectionLevel HSM): only a handle here.
     TokenAes(crate::crypto::token::TokenAesKey),
+    /// A key pair whose private key is inside the token.
+    TokenAsym(crate::crypto::token_asym::TokenKeyPair),
 }
 
 impl Material {
@@ -24,7 +26,7 @@ impl Material {
         match self {
             Material::Sym(c) => Some(c),
             Material::TokenAes(k) => Some(k),
-            Material::Asym(_) => None,
+            Material::Asym(_) | Material::TokenAsym(_) => None,
         }
     }
 }

@@ -14,7 +14,7 @@ use super::state::State;
 use super::{Caller, Engine};
 use crate::api::*;
 use crate::clock::{format_iso, Timestamp, DAY};
-use crate::crypto::asym::{AsymAlgorithm, PrivateKey};
+use crate::crypto::asym::{AsymAlgorithm, AsymKey, PrivateKey};
 use crate::crypto::seal::material_aad;
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::model::{ImportTokenRecord, KeyRecord, KeySpec, KeyState, Origin, VersionRecord};

@@ -62,7 +62,7 @@ impl Engine {
         )?
         .unwrap_or(ProtectionLevel::Software);
         if protection == ProtectionLevel::Hsm {
-            self.check_hsm_spec(spec, origin)?;
+            self.check_hsm_spec(spec, usage, origin)?;
         }
         if req.dkms_instance_id.as_deref().is_some_and(|s| !s.trim().is_empty()) {
             return Err(KmsError::invalid("DKMSInstanceId", "this service has no dedicated KMS instances"));
@@ -126,33 +126,6 @@ impl Engine {
         })?;
         tracing::info!(key_id = %key.key_id, spec = %key.spec, origin = %key.origin, "key created");
         Ok(KeyMetadataResponse { key_metadata: self.metadata(&key, false) })
-    }
-
-    /// Whether the configured token can hold a key of `spec`: what it can do is read from its
-    /// mechanism list, and the error names what is missing.
-    fn check_hsm_spec(&self, spec: KeySpec, origin: Origin) -> Result<()> {
-        let unsupported = |why: String| Err(KmsError::with_detail(ErrorCode::UnsupportedProtectionLevel, why));
-        let Some(token) = &self.token else {
-            return unsupported("ProtectionLevel HSM needs a PKCS#11 token; none is configured.".into());
-        };
-        if origin == Origin::External {
-            return unsupported("Importing material into the HSM is not available yet.".into());
-        }
-        match spec {
-            KeySpec::Aes256 => {
-                let missing = token.missing_mechanisms(crate::crypto::token::AES_GCM_MECHANISMS)?;
-                if !missing.is_empty() {
-                    return unsupported(format!("Token {} lacks {} for {spec}.", token.label(), missing.join(", ")));
-                }
-                Ok(())
-            }
-            // PKCS#11 defines no SM4 mechanisms; only vendor extensions could offer them.
-            KeySpec::Sm4 => unsupported(format!(
-                "Token {} lists no SM4 key generation or SM4-GCM mechanism for {spec}.",
-                token.label()
-            )),
-            _ => unsupported(format!("{spec} keys with ProtectionLevel HSM are not available yet.")),
-        }
     }
 
     /// Validates a rotation request: `Some(interval)` when rotation is to be on.

@@ -63,7 +63,7 @@ impl Engine {
             let r = self.mutate(|st, now| match st.keys.get(&id).filter(|k| deletion_due(k, now)) {
                 Some(k) => {
                     if k.protection == ProtectionLevel::Hsm {
-                        token_objects = st.versions_of(&id).iter().map(|v| super::token_label(v)).collect();
+                        token_objects = st.versions_of(&id).iter().map(|v| super::hsm::token_label(v)).collect();
                     }
                     Ok((vec![Change::DeleteKey(id.clone())], true))
                 }

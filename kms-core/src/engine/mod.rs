@@ -12,6 +12,7 @@ mod authz;
 mod cache;
 mod caller;
 mod crypto_ops;
+mod hsm;
 mod import;
 mod keys;
 mod maintenance;
@@ -36,7 +37,7 @@ use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::config::EngineConfig;
 use crate::crypto::asym::PrivateKey;
 use crate::crypto::seal::{material_aad, Protector, SealError, SoftwareRootKey};
-use crate::crypto::token::{Token, TokenAesKey};
+use crate::crypto::token::Token;
 use crate::crypto::{Algorithm, SymCipher};
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::ids::KeyRef;
@@ -72,14 +73,6 @@ impl EngineOptions {
             token: None,
         })
     }
-}
-
-/// A version record of an HSM key: `10` ‖ the label of its token object (FORMAT.md §8).
-const TOKEN_REF_V1: u8 = 0x10;
-
-/// The CKA_LABEL of the token object of a key version.
-fn token_label(version_id: &str) -> String {
-    format!("kms-key-version:{version_id}")
 }
 
 const ROOT_CHECK_NAME: &str = "root_key_check";
@@ -260,7 +253,7 @@ impl Engine {
 
     fn unseal_version(&self, key: &KeyRecord, version_id: &str, sealed: &[u8]) -> Result<Arc<Material>> {
         if key.protection == ProtectionLevel::Hsm {
-            let m = Arc::new(Material::TokenAes(self.token_key(key, version_id, sealed)?));
+            let m = Arc::new(self.token_material(key, version_id, sealed)?);
             self.ciphers.insert(version_id, m.clone());
             return Ok(m);
         }
@@ -279,34 +272,6 @@ impl Engine {
         Ok(m)
     }
 
-    /// The token object of an HSM key version, from its reference record.
-    fn token_key(&self, key: &KeyRecord, version_id: &str, sealed: &[u8]) -> Result<TokenAesKey> {
-        let token = self.token.clone().ok_or_else(|| {
-            KmsError::with_detail(
-                ErrorCode::UnsupportedProtectionLevel,
-                format_args!("Key {} is HSM-protected and no PKCS#11 token is configured.", key.key_id),
-            )
-        })?;
-        let label = match sealed.split_first() {
-            Some((&TOKEN_REF_V1, label)) => {
-                std::str::from_utf8(label).map_err(|_| KmsError::internal("bad token reference"))?
-            }
-            _ => {
-                return Err(KmsError::internal(format_args!(
-                    "key {} version {version_id}: not a token reference",
-                    key.key_id
-                )))
-            }
-        };
-        let handle = token.find_secret_key(label)?.ok_or_else(|| {
-            KmsError::internal(format_args!(
-                "key {} version {version_id}: object {label:?} is not in the token",
-                key.key_id
-            ))
-        })?;
-        Ok(TokenAesKey::new(token, handle))
-    }
-
     /// Fresh sealed material for a new version of `key`: random bytes for a symmetric key, a new
     /// key pair (PKCS#8) for an asymmetric one; for an HSM key, a new token object and a record
     /// that only names it.
@@ -314,11 +279,7 @@ impl Engine {
         use rand::RngCore;
         let version_id = Uuid::new_v4().to_string();
         if key.protection == ProtectionLevel::Hsm {
-            let token = self.token.as_ref().ok_or_else(|| KmsError::new(ErrorCode::UnsupportedProtectionLevel))?;
-            let label = token_label(&version_id);
-            token.generate_aes_key(&label)?;
-            let mut sealed = vec![TOKEN_REF_V1];
-            sealed.extend_from_slice(label.as_bytes());
+            let sealed = self.new_token_version(key, &version_id)?;
             return Ok(crate::model::VersionRecord { version_id, key_id: key.key_id.clone(), created_at: now, sealed });
         }
         let material = match key.spec.material_len() {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::*;
 use crate::api::*;
 use crate::clock::{ManualClock, DAY};
-use crate::crypto::asym::{sha256, AsymAlgorithm, PrivateKey};
+use crate::crypto::asym::{sha256, AsymAlgorithm, AsymKey, PrivateKey};
 use crate::crypto::seal::SoftwareRootKey;
 use crate::model::KeySpec;
 use crate::ErrorCode as E;

@@ -38,10 +38,15 @@ pub fn softhsm(dir: &Path) -> Option<PathBuf> {
 
 /// `pkcs11-tool --list-objects` for secret keys.
 pub fn list_secret_keys(module: &Path) -> String {
+    list_objects(module, "secrkey")
+}
+
+/// `pkcs11-tool --list-objects --type kind` (`secrkey`, `privkey`, `pubkey`).
+pub fn list_objects(module: &Path, kind: &str) -> String {
     let out = Command::new("pkcs11-tool")
         .arg("--module")
         .arg(module)
-        .args(["--token-label", LABEL, "--login", "--pin", PIN, "--list-objects", "--type", "secrkey"])
+        .args(["--token-label", LABEL, "--login", "--pin", PIN, "--list-objects", "--type", kind])
         .output()
         .expect("pkcs11-tool (opensc)");
     String::from_utf8_lossy(&out.stdout).into_owned()
