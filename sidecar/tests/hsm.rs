@@ -11,22 +11,9 @@ use kms_sidecar::client::ClientError;
 
 /// A fresh SoftHSM2 token labelled `kms` (PIN 1111): its directory, the module, its config file.
 fn softhsm() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
-    let module = kms_core::crypto::token::default_softhsm_module().expect("SoftHSM2 missing: run `bash .ci/setup`");
-    let hsm = tempfile::tempdir().unwrap();
-    let conf = hsm.path().join("softhsm2.conf");
-    std::fs::create_dir_all(hsm.path().join("tokens")).unwrap();
-    std::fs::write(
-        &conf,
-        format!("directories.tokendir = {}\nobjectstore.backend = file\n", hsm.path().join("tokens").display()),
-    )
-    .unwrap();
-    let st = Command::new("softhsm2-util")
-        .env("SOFTHSM2_CONF", &conf)
-        .args(["--init-token", "--free", "--label", "kms", "--so-pin", "12345678", "--pin", "1111"])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    (hsm, module, conf)
+    let dir = tempfile::tempdir().unwrap();
+    let hsm = kms_core::crypto::softhsm::SoftHsm::init(dir.path(), "kms", "1111").expect("run `bash .ci/setup`");
+    (dir, hsm.module, hsm.conf)
 }
 
 fn skip() -> bool {

@@ -5,6 +5,7 @@ pub mod aead;
 pub mod asym;
 pub mod blob;
 pub mod seal;
+pub mod softhsm;
 pub mod token;
 pub mod token_asym;
 

@@ -13,27 +13,12 @@ pub fn softhsm(dir: &Path) -> Option<PathBuf> {
         eprintln!("KMS_SKIP_HSM_TESTS=1: skipped");
         return None;
     }
-    let module = kms_core::crypto::token::default_softhsm_module()
-        .expect("SoftHSM2 is not installed: run `bash .ci/setup` (or set KMS_SKIP_HSM_TESTS=1)");
-    let conf = dir.join("softhsm2.conf");
-    std::fs::create_dir_all(dir.join("tokens")).unwrap();
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            dir.join("tokens").display()
-        ),
-    )
-    .unwrap();
+    let hsm = kms_core::crypto::softhsm::SoftHsm::init(dir, LABEL, PIN)
+        .expect("a SoftHSM2 token: run `bash .ci/setup` (or set KMS_SKIP_HSM_TESTS=1)");
     // SoftHSM reads its configuration when the module initialises; each test binary that uses
     // this has a single test, so the variable affects nothing else.
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    let out = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", LABEL, "--so-pin", "12345678", "--pin", PIN])
-        .output()
-        .expect("softhsm2-util");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    Some(module)
+    std::env::set_var("SOFTHSM2_CONF", &hsm.conf);
+    Some(hsm.module)
 }
 
 /// `pkcs11-tool --list-objects` for secret keys.
