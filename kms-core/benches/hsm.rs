@@ -3,7 +3,6 @@
 //! `bench/hsm.sh` prints the HSM/SOFTWARE ratios.
 
 use std::hint::black_box;
-use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use kms_core::api::*;
