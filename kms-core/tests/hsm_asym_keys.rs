@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{list_objects, softhsm, LABEL, PIN};
+use common::{close_all_sessions, list_objects, softhsm, LABEL, PIN};
 use kms_core::api::*;
 use kms_core::clock::ManualClock;
 use kms_core::crypto::seal::SoftwareRootKey;
@@ -294,5 +294,12 @@ fn hsm_protected_key_pairs() {
     let h = Hsm { e: &e, me: Caller::owner(), dir };
     let sig = h.sign(&ec, &ec_v1, "ECDSA_SHA_256", &digest);
     assert!(h.openssl_verifies("p256", &digest, &sig, &[]));
+    assert_eq!(h.decrypt(&enc, &enc_v1, "RSAES_OAEP_SHA_1", &ct).unwrap(), b"from openssl");
+
+    // Every session closed under the engine (a module reset): it reconnects and finds its keys.
+    close_all_sessions(&module);
+    let sig = h.sign(&rsa, &rsa_v2, "RSA_PKCS1_SHA_256", &digest);
+    assert!(h.openssl_verifies("rsa2", &digest, &sig, &["-pkeyopt", "digest:sha256"]));
+    close_all_sessions(&module);
     assert_eq!(h.decrypt(&enc, &enc_v1, "RSAES_OAEP_SHA_1", &ct).unwrap(), b"from openssl");
 }

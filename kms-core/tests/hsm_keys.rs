@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{list_secret_keys, softhsm, LABEL, PIN};
+use common::{close_all_sessions, list_secret_keys, softhsm, LABEL, PIN};
 use cryptoki::object::AttributeType;
 use kms_core::api::*;
 use kms_core::clock::{ManualClock, DAY};
@@ -164,12 +164,37 @@ fn hsm_protected_symmetric_keys() {
         b"inside the token"
     );
     assert_eq!(
-        e.decrypt(&me, DecryptRequest { ciphertext_blob: ct2.ciphertext_blob, ..Default::default() })
+        e.decrypt(&me, DecryptRequest { ciphertext_blob: ct2.ciphertext_blob.clone(), ..Default::default() })
             .unwrap()
             .plaintext
             .expose(),
         b"v2"
     );
+
+    // The module drops every session of this process (as when a device reconnects or the module is
+    // reset): pooled sessions and the login are gone; the next calls reconnect instead of failing.
+    close_all_sessions(&module);
+    let again = e
+        .encrypt(
+            &me,
+            EncryptRequest {
+                key_id: key.clone(),
+                plaintext: SecretBytes::from(&b"after reset"[..]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        e.decrypt(&me, DecryptRequest { ciphertext_blob: again.ciphertext_blob, ..Default::default() })
+            .unwrap()
+            .plaintext
+            .expose(),
+        b"after reset"
+    );
+    close_all_sessions(&module);
+    assert!(e
+        .decrypt(&me, DecryptRequest { ciphertext_blob: ct2.ciphertext_blob.clone(), ..Default::default() })
+        .is_ok());
 
     // Deletion destroys the token objects.
     e.schedule_key_deletion(&me, ScheduleKeyDeletionRequest { key_id: key.clone(), pending_window_in_days: Some(7) })

@@ -68,6 +68,14 @@ impl std::ops::Deref for PooledSession<'_> {
     }
 }
 
+impl PooledSession<'_> {
+    /// Closes the session instead of returning it to the pool (it failed in a way that may have
+    /// left it unusable).
+    fn discard(mut self) {
+        self.session.take();
+    }
+}
+
 impl Drop for PooledSession<'_> {
     fn drop(&mut self) {
         if let Some(s) = self.session.take() {
@@ -145,6 +153,30 @@ impl Token {
         Ok(PooledSession { token: self, session: Some(s) })
     }
 
+    /// Runs `op` on a pooled session. When the token reports the session or the login lost (the
+    /// module was reset, the device reconnected, someone called `C_CloseAllSessions`), the pool is
+    /// emptied and `op` runs once more on a fresh, logged-in session: the first request after the
+    /// token comes back succeeds instead of failing on a stale handle.
+    pub fn with_session<T>(
+        &self,
+        what: &str,
+        op: impl Fn(&Session) -> Result<T, cryptoki::error::Error>,
+    ) -> Result<T, TokenOpError> {
+        let s = self.session().map_err(TokenOpError::Unavailable)?;
+        match op(&s) {
+            Ok(v) => Ok(v),
+            Err(cryptoki::error::Error::Pkcs11(rv, _)) if session_lost(rv) => {
+                s.discard();
+                let stale = std::mem::take(&mut *self.pool.lock());
+                tracing::warn!(token = %self.label, error = %rv, dropped = stale.len(), "PKCS#11 session lost; reconnecting");
+                drop(stale);
+                let s = self.session().map_err(TokenOpError::Unavailable)?;
+                op(&s).map_err(|e| TokenOpError::classify(what, e))
+            }
+            Err(e) => Err(TokenOpError::classify(what, e)),
+        }
+    }
+
     /// The mechanisms the token offers (what it can do is discovered, not assumed).
     pub fn mechanisms(&self) -> Result<Vec<MechanismType>, String> {
         self.ctx.get_mechanism_list(self.slot).map_err(|e| e.to_string())
@@ -184,10 +216,9 @@ impl Token {
 
     /// The one object of `class` labelled `label`.
     pub(crate) fn find_one(&self, class: ObjectClass, label: &str) -> Result<Option<ObjectHandle>, SealError> {
-        let found = self
-            .session()?
-            .find_objects(&[Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())])
-            .map_err(unavailable("find key in token"))?;
+        let template = [Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())];
+        let found =
+            self.with_session("find key in token", |s| s.find_objects(&template)).map_err(TokenOpError::unavailable)?;
         match found.as_slice() {
             [] => Ok(None),
             [k] => Ok(Some(*k)),
@@ -205,40 +236,120 @@ impl Token {
         }
         Ok(())
     }
+}
 
-    fn gcm_encrypt(
+/// Return values that mean the session (or the login, which belongs to the sessions) is gone.
+fn session_lost(rv: cryptoki::error::RvError) -> bool {
+    use cryptoki::error::RvError::*;
+    matches!(rv, SessionHandleInvalid | SessionClosed | UserNotLoggedIn | DeviceRemoved | TokenNotPresent)
+}
+
+/// A failed token operation: the token's answer about the input (`Rejected`, for the caller to
+/// interpret: a tag that does not verify, bad padding, unsupported parameters), or the token being
+/// unreachable.
+#[derive(Debug)]
+pub enum TokenOpError {
+    Rejected(cryptoki::error::RvError),
+    Unavailable(SealError),
+}
+
+impl TokenOpError {
+    fn classify(what: &str, e: cryptoki::error::Error) -> TokenOpError {
+        use cryptoki::error::RvError::*;
+        match e {
+            cryptoki::error::Error::Pkcs11(rv, _)
+                if !session_lost(rv)
+                    && !matches!(rv, DeviceError | DeviceMemory | HostMemory | CryptokiNotInitialized) =>
+            {
+                TokenOpError::Rejected(rv)
+            }
+            e => TokenOpError::Unavailable(SealError::Unavailable(format!("{what}: {e}"))),
+        }
+    }
+
+    /// As a [`SealError`], for callers that treat every rejection as a failure of the token.
+    pub fn unavailable(self) -> SealError {
+        match self {
+            TokenOpError::Unavailable(e) => e,
+            TokenOpError::Rejected(rv) => SealError::Unavailable(format!("token refused: {rv}")),
+        }
+    }
+}
+
+/// A persistent token object, found by class and label. Its handle is re-resolved when the token
+/// says it is no longer valid (after every session was closed, a module reset or a reconnect,
+/// handles may be renumbered).
+pub struct TokenObject {
+    token: Arc<Token>,
+    class: ObjectClass,
+    label: String,
+    handle: Mutex<ObjectHandle>,
+}
+
+impl TokenObject {
+    pub fn find(token: Arc<Token>, class: ObjectClass, label: &str) -> Result<Option<TokenObject>, SealError> {
+        Ok(token.find_one(class, label)?.map(|h| TokenObject {
+            token,
+            class,
+            label: label.to_string(),
+            handle: Mutex::new(h),
+        }))
+    }
+
+    pub fn token(&self) -> &Arc<Token> {
+        &self.token
+    }
+
+    /// Runs `op` with the object's handle (see [`Token::with_session`] for lost sessions).
+    pub fn run<T>(
         &self,
-        key: ObjectHandle,
-        iv: &[u8; IV_LEN],
-        aad: &[u8],
-        plaintext: &[u8],
-    ) -> Result<Vec<u8>, SealError> {
-        let mut iv = *iv;
-        let params = GcmParams::new(&mut iv, aad, TAG_BITS.into()).map_err(unavailable("GCM parameters"))?;
-        self.session()?.encrypt(&Mechanism::AesGcm(params), key, plaintext).map_err(unavailable("token encrypt"))
+        what: &str,
+        op: impl Fn(&Session, ObjectHandle) -> Result<T, cryptoki::error::Error>,
+    ) -> Result<T, TokenOpError> {
+        use cryptoki::error::RvError::{KeyHandleInvalid, ObjectHandleInvalid};
+        let h = *self.handle.lock();
+        match self.token.with_session(what, |s| op(s, h)) {
+            Err(TokenOpError::Rejected(KeyHandleInvalid | ObjectHandleInvalid)) => {
+                let fresh =
+                    self.token.find_one(self.class, &self.label).map_err(TokenOpError::Unavailable)?.ok_or_else(
+                        || {
+                            TokenOpError::Unavailable(SealError::Unavailable(format!(
+                                "object {:?} left the token",
+                                self.label
+                            )))
+                        },
+                    )?;
+                *self.handle.lock() = fresh;
+                self.token.with_session(what, |s| op(s, fresh))
+            }
+            r => r,
+        }
+    }
+
+    fn gcm_encrypt(&self, iv: &[u8; IV_LEN], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        self.run("token encrypt", |s, key| {
+            let mut iv = *iv;
+            s.encrypt(&Mechanism::AesGcm(GcmParams::new(&mut iv, aad, TAG_BITS.into())?), key, plaintext)
+        })
+        .map_err(TokenOpError::unavailable)
     }
 
     /// `Ok(None)` when the tag does not verify.
-    fn gcm_decrypt(
-        &self,
-        key: ObjectHandle,
-        iv: &[u8; IV_LEN],
-        aad: &[u8],
-        ct_and_tag: &[u8],
-    ) -> Result<Option<Vec<u8>>, SealError> {
-        let mut iv = *iv;
-        let params = GcmParams::new(&mut iv, aad, TAG_BITS.into()).map_err(unavailable("GCM parameters"))?;
+    fn gcm_decrypt(&self, iv: &[u8; IV_LEN], aad: &[u8], ct_and_tag: &[u8]) -> Result<Option<Vec<u8>>, SealError> {
         use cryptoki::error::RvError::*;
-        match self.session()?.decrypt(&Mechanism::AesGcm(params), key, ct_and_tag) {
+        let decrypt = |s: &Session, key: ObjectHandle| {
+            let mut iv = *iv;
+            s.decrypt(&Mechanism::AesGcm(GcmParams::new(&mut iv, aad, TAG_BITS.into())?), key, ct_and_tag)
+        };
+        match self.run("token decrypt", decrypt) {
             Ok(pt) => Ok(Some(pt)),
             // A tag that does not verify: the standard code, and the generic ones SoftHSM2 uses
-            // for it (a token that is gone fails earlier, opening the session, or with the
-            // device and session codes below).
-            Err(cryptoki::error::Error::Pkcs11(
+            // for it (a token that is gone fails opening the session, or with the device and
+            // session codes, which are `Unavailable`).
+            Err(TokenOpError::Rejected(
                 EncryptedDataInvalid | EncryptedDataLenRange | GeneralError | FunctionFailed,
-                _,
             )) => Ok(None),
-            Err(e) => Err(SealError::Unavailable(format!("token decrypt: {e}"))),
+            Err(e) => Err(e.unavailable()),
         }
     }
 }
@@ -248,16 +359,7 @@ pub const AES_GCM_MECHANISMS: &[(MechanismType, &str)] =
     &[(MechanismType::AES_KEY_GEN, "CKM_AES_KEY_GEN"), (MechanismType::AES_GCM, "CKM_AES_GCM")];
 
 /// An AES-256 key inside the token, used for ciphertext blobs of ProtectionLevel HSM keys.
-pub struct TokenAesKey {
-    token: Arc<Token>,
-    handle: ObjectHandle,
-}
-
-impl TokenAesKey {
-    pub fn new(token: Arc<Token>, handle: ObjectHandle) -> Self {
-        TokenAesKey { token, handle }
-    }
-}
+pub struct TokenAesKey(pub TokenObject);
 
 impl super::aead::BlobAead for TokenAesKey {
     fn algorithm(&self) -> super::aead::Algorithm {
@@ -265,7 +367,7 @@ impl super::aead::BlobAead for TokenAesKey {
     }
 
     fn seal_detached(&self, nonce: &[u8; IV_LEN], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
-        self.token.gcm_encrypt(self.handle, nonce, aad, plaintext)
+        self.0.gcm_encrypt(nonce, aad, plaintext)
     }
 
     fn open_checked(
@@ -274,14 +376,14 @@ impl super::aead::BlobAead for TokenAesKey {
         aad: &[u8],
         ct: &[u8],
     ) -> Result<Option<Zeroizing<Vec<u8>>>, SealError> {
-        Ok(self.token.gcm_decrypt(self.handle, nonce, aad, ct)?.map(Zeroizing::new))
+        Ok(self.0.gcm_decrypt(nonce, aad, ct)?.map(Zeroizing::new))
     }
 }
 
 /// The root key as an unextractable AES-256 object in the token.
 pub struct TokenRootKey {
     token: Arc<Token>,
-    key: ObjectHandle,
+    key: TokenObject,
     label: String,
 }
 
@@ -314,6 +416,12 @@ impl TokenRootKey {
             }
         }
         drop(s);
+        let key = TokenObject {
+            token: token.clone(),
+            class: ObjectClass::SECRET_KEY,
+            label: label.to_string(),
+            handle: Mutex::new(key),
+        };
         Ok(TokenRootKey { token, key, label: label.to_string() })
     }
 }
@@ -322,7 +430,7 @@ impl Protector for TokenRootKey {
     fn seal(&self, aad: &[u8], material: &[u8]) -> Result<Vec<u8>, SealError> {
         let mut iv = [0u8; IV_LEN];
         rand::rngs::OsRng.fill_bytes(&mut iv);
-        let ct = self.token.gcm_encrypt(self.key, &iv, aad, material)?;
+        let ct = self.key.gcm_encrypt(&iv, aad, material)?;
         let mut out = Vec::with_capacity(1 + IV_LEN + ct.len());
         out.push(SEALED_TOKEN_V1);
         out.extend_from_slice(&iv);
@@ -335,7 +443,7 @@ impl Protector for TokenRootKey {
             return Err(SealError::Malformed);
         }
         let iv: [u8; IV_LEN] = sealed[1..1 + IV_LEN].try_into().expect("length checked");
-        match self.token.gcm_decrypt(self.key, &iv, aad, &sealed[1 + IV_LEN..])? {
+        match self.key.gcm_decrypt(&iv, aad, &sealed[1 + IV_LEN..])? {
             Some(pt) => Ok(Zeroizing::new(pt)),
             None => Err(SealError::Unauthentic),
         }

@@ -6,12 +6,10 @@
 //! Outputs match software keys byte for byte in format: PSS with salt = digest length, PKCS#1 v1.5
 //! over a SHA-256 DigestInfo, ECDSA as DER `SEQUENCE { r, s }` (the token returns `r ‖ s`).
 
-use std::sync::Arc;
-
 use cryptoki::error::{Error as P11Error, RvError};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
 use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::{EcGroup, EcKey, EcPoint};
 use openssl::nid::Nid;
@@ -21,7 +19,7 @@ use zeroize::Zeroizing;
 
 use super::asym::{encrypt_with, ossl, verify_with, AsymAlgorithm, AsymKey};
 use super::seal::SealError;
-use super::token::Token;
+use super::token::{Token, TokenObject, TokenOpError};
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::model::{KeySpec, KeyUsage};
 
@@ -136,11 +134,6 @@ impl Token {
         };
         pkey.public_key_to_der().map_err(ossl("public key"))
     }
-
-    /// The one private-key object labelled `label`.
-    pub fn find_private_key(&self, label: &str) -> std::result::Result<Option<ObjectHandle>, SealError> {
-        self.find_one(ObjectClass::PRIVATE_KEY, label)
-    }
 }
 
 fn ec_group(spec: KeySpec) -> Result<EcGroup> {
@@ -150,16 +143,15 @@ fn ec_group(spec: KeySpec) -> Result<EcGroup> {
 
 /// A key pair whose private half is a token object.
 pub struct TokenKeyPair {
-    token: Arc<Token>,
-    handle: ObjectHandle,
+    private: TokenObject,
     public: PKey<Public>,
     public_der: Vec<u8>,
 }
 
 impl TokenKeyPair {
-    pub fn new(token: Arc<Token>, handle: ObjectHandle, public_der: &[u8]) -> Result<Self> {
+    pub fn new(private: TokenObject, public_der: &[u8]) -> Result<Self> {
         let public = PKey::public_key_from_der(public_der).map_err(ossl("stored public key"))?;
-        Ok(TokenKeyPair { token, handle, public, public_der: public_der.to_vec() })
+        Ok(TokenKeyPair { private, public, public_der: public_der.to_vec() })
     }
 }
 
@@ -169,8 +161,9 @@ impl AsymKey for TokenKeyPair {
     }
 
     fn sign(&self, alg: AsymAlgorithm, digest: &[u8]) -> Result<Vec<u8>> {
-        let s = self.token.session()?;
-        let sign = |m: &Mechanism, data: &[u8]| s.sign(m, self.handle, data).map_err(unavailable("token sign"));
+        let sign = |m: &Mechanism, data: &[u8]| {
+            self.private.run("token sign", |s, h| s.sign(m, h, data)).map_err(|e| KmsError::from(e.unavailable()))
+        };
         match alg {
             AsymAlgorithm::RsaPssSha256 => {
                 let params = PkcsPssParams {
@@ -208,29 +201,28 @@ impl AsymKey for TokenKeyPair {
             _ => return Err(KmsError::internal(format_args!("{alg} is not a token decryption algorithm"))),
         };
         let m = Mechanism::RsaPkcsOaep(PkcsOaepParams::new(hash, mgf, PkcsOaepSource::empty()));
-        match self.token.session()?.decrypt(&m, self.handle, ciphertext) {
+        match self.private.run("token decrypt", |s, h| s.decrypt(&m, h, ciphertext)) {
             Ok(pt) => Ok(Zeroizing::new(pt)),
             // Bad padding or length; SoftHSM2 reports some of these with the generic codes.
-            Err(P11Error::Pkcs11(
+            Err(TokenOpError::Rejected(
                 RvError::EncryptedDataInvalid
                 | RvError::EncryptedDataLenRange
                 | RvError::DataLenRange
                 | RvError::GeneralError
                 | RvError::FunctionFailed,
-                _,
             )) => Err(KmsError::invalid(param, "it does not decrypt under this key version with this algorithm")),
             // The mechanism is listed but not with these parameters (SoftHSM2 2.6 does OAEP with
             // SHA-1 only): the token cannot run this algorithm.
-            Err(P11Error::Pkcs11(RvError::ArgumentsBad | RvError::MechanismParamInvalid, _)) => {
+            Err(TokenOpError::Rejected(RvError::ArgumentsBad | RvError::MechanismParamInvalid)) => {
                 Err(KmsError::with_detail(
                     ErrorCode::UnsupportedProtectionLevel,
                     format_args!(
                         "Token {} cannot run {alg} (CKM_RSA_PKCS_OAEP with these hash parameters) for this HSM key.",
-                        self.token.label()
+                        self.private.token().label()
                     ),
                 ))
             }
-            Err(e) => Err(unavailable("token decrypt")(e)),
+            Err(e) => Err(KmsError::from(e.unavailable())),
         }
     }
 }

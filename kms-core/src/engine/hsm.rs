@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use super::cache::Material;
 use super::Engine;
-use crate::crypto::token::{Token, TokenAesKey, AES_GCM_MECHANISMS};
+use crate::crypto::token::{Token, TokenAesKey, TokenObject, AES_GCM_MECHANISMS};
 use crate::crypto::token_asym::{mechanisms_for, TokenKeyPair};
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::model::{KeyRecord, KeySpec, KeyUsage, Origin};
+use cryptoki::object::ObjectClass;
 
 /// `10` ‖ label: an AES key object.
 const TOKEN_AES_V1: u8 = 0x10;
@@ -88,15 +89,17 @@ impl Engine {
         match record.split_first() {
             Some((&TOKEN_AES_V1, label)) => {
                 let label = utf8(label)?;
-                let handle = token.find_secret_key(&label)?.ok_or_else(|| missing(&label))?;
-                Ok(Material::TokenAes(TokenAesKey::new(token, handle)))
+                let key = TokenObject::find(token.clone(), ObjectClass::SECRET_KEY, &label)?
+                    .ok_or_else(|| missing(&label))?;
+                Ok(Material::TokenAes(TokenAesKey(key)))
             }
             Some((&TOKEN_PAIR_V1, rest)) if rest.len() >= 2 => {
                 let n = u16::from_be_bytes([rest[0], rest[1]]) as usize;
                 let (label, spki) = rest[2..].split_at_checked(n).ok_or_else(bad)?;
                 let label = utf8(label)?;
-                let handle = token.find_private_key(&label)?.ok_or_else(|| missing(&label))?;
-                Ok(Material::TokenAsym(TokenKeyPair::new(token, handle, spki)?))
+                let key = TokenObject::find(token.clone(), ObjectClass::PRIVATE_KEY, &label)?
+                    .ok_or_else(|| missing(&label))?;
+                Ok(Material::TokenAsym(TokenKeyPair::new(key, spki)?))
             }
             _ => Err(bad()),
         }

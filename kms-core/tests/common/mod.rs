@@ -36,3 +36,21 @@ pub fn list_objects(module: &Path, kind: &str) -> String {
         .expect("pkcs11-tool (opensc)");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// `C_CloseAllSessions` on every slot (SoftHSM2 adds a free one), through the module this process already initialised.
+pub fn close_all_sessions(module: &std::path::Path) {
+    // SAFETY: `Pkcs11::new` dlopens the same SoftHSM2 library the engine uses (the loader returns
+    // the loaded instance, already initialised). The slot list calls get the count, then fill a
+    // buffer of exactly that many entries; C_CloseAllSessions takes a plain slot id. No pointer
+    // outlives the call it is passed to.
+    unsafe {
+        let lib = cryptoki_sys::Pkcs11::new(module).unwrap();
+        let mut n: cryptoki_sys::CK_ULONG = 0;
+        assert_eq!(lib.C_GetSlotList(cryptoki_sys::CK_TRUE, std::ptr::null_mut(), &mut n), cryptoki_sys::CKR_OK);
+        let mut slots = vec![0 as cryptoki_sys::CK_SLOT_ID; n as usize];
+        assert_eq!(lib.C_GetSlotList(cryptoki_sys::CK_TRUE, slots.as_mut_ptr(), &mut n), cryptoki_sys::CKR_OK);
+        for slot in slots {
+            assert_eq!(lib.C_CloseAllSessions(slot), cryptoki_sys::CKR_OK);
+        }
+    }
+}
