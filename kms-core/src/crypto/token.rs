@@ -203,6 +203,12 @@ impl Token {
                     Attribute::Extractable(false),
                     Attribute::Encrypt(true),
                     Attribute::Decrypt(true),
+                    // Nothing else: not a MAC key, not a wrapping key.
+                    Attribute::Sign(false),
+                    Attribute::Verify(false),
+                    Attribute::Wrap(false),
+                    Attribute::Unwrap(false),
+                    Attribute::Derive(false),
                     Attribute::Label(label.as_bytes().to_vec()),
                 ],
             )
@@ -298,6 +304,17 @@ impl TokenObject {
 
     pub fn token(&self) -> &Arc<Token> {
         &self.token
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// A check value of an AES key, computed in the token: the GCM tag of an empty message under
+    /// a fixed IV used for nothing else. Equal keys give equal values; the value reveals nothing
+    /// else about the key (used to recognise re-imported material).
+    pub fn check_value(&self) -> Result<Vec<u8>, SealError> {
+        self.gcm_encrypt(&[0u8; IV_LEN], b"kms-core key check value v1", &[])
     }
 
     /// Runs `op` with the object's handle (see [`Token::with_session`] for lost sessions).

@@ -9,7 +9,7 @@
 use cryptoki::error::{Error as P11Error, RvError};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::{EcGroup, EcKey, EcPoint};
 use openssl::nid::Nid;
@@ -50,11 +50,31 @@ fn unavailable(what: &'static str) -> impl Fn(P11Error) -> KmsError {
     move |e| KmsError::from(SealError::Unavailable(format!("{what}: {e}")))
 }
 
+/// What the private key of a token key pair may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairUse {
+    Sign,
+    Decrypt,
+    /// Unwrap imported key material into the token (BYOK wrapping keys).
+    Unwrap,
+}
+
+impl PairUse {
+    pub fn for_usage(usage: KeyUsage) -> PairUse {
+        if usage == KeyUsage::SignVerify {
+            PairUse::Sign
+        } else {
+            PairUse::Decrypt
+        }
+    }
+}
+
 impl Token {
     /// Generates a key pair for `spec` in the token: the private key persistent under `label`,
     /// the public key a session object read out and destroyed. Returns the SubjectPublicKeyInfo.
-    pub fn generate_key_pair(&self, spec: KeySpec, usage: KeyUsage, label: &str) -> Result<Vec<u8>> {
-        let sign = usage == KeyUsage::SignVerify;
+    pub fn generate_key_pair(&self, spec: KeySpec, use_: PairUse, label: &str) -> Result<Vec<u8>> {
+        let sign = use_ == PairUse::Sign;
+        let unwrap = use_ == PairUse::Unwrap;
         let (mechanism, mut public_tpl) = match spec {
             KeySpec::Rsa2048 | KeySpec::Rsa3072 => (
                 Mechanism::RsaPkcsKeyPairGen,
@@ -67,14 +87,20 @@ impl Token {
             KeySpec::EcP256K => (Mechanism::EccKeyPairGen, vec![Attribute::EcParams(SECP256K1_OID.to_vec())]),
             _ => return Err(KmsError::internal(format_args!("{spec} is not a token key-pair spec"))),
         };
-        public_tpl.extend([Attribute::Token(false), Attribute::Verify(sign), Attribute::Encrypt(!sign)]);
+        public_tpl.extend([
+            Attribute::Token(false),
+            Attribute::Verify(sign),
+            Attribute::Encrypt(use_ == PairUse::Decrypt),
+            Attribute::Wrap(unwrap),
+        ]);
         let private_tpl = [
             Attribute::Token(true),
             Attribute::Private(true),
             Attribute::Sensitive(true),
             Attribute::Extractable(false),
             Attribute::Sign(sign),
-            Attribute::Decrypt(!sign),
+            Attribute::Decrypt(use_ == PairUse::Decrypt),
+            Attribute::Unwrap(unwrap),
             Attribute::Label(label.as_bytes().to_vec()),
         ];
         let s = self.session()?;
@@ -224,5 +250,97 @@ impl AsymKey for TokenKeyPair {
             }
             Err(e) => Err(KmsError::from(e.unavailable())),
         }
+    }
+}
+
+/// The RSA mechanism of a wrapping algorithm.
+fn rsa_mechanism(alg: AsymAlgorithm) -> Result<Mechanism<'static>> {
+    Ok(match alg {
+        AsymAlgorithm::RsaesOaepSha256 => Mechanism::RsaPkcsOaep(PkcsOaepParams::new(
+            MechanismType::SHA256,
+            PkcsMgfType::MGF1_SHA256,
+            PkcsOaepSource::empty(),
+        )),
+        AsymAlgorithm::RsaesOaepSha1 => Mechanism::RsaPkcsOaep(PkcsOaepParams::new(
+            MechanismType::SHA1,
+            PkcsMgfType::MGF1_SHA1,
+            PkcsOaepSource::empty(),
+        )),
+        AsymAlgorithm::RsaesPkcs1V15 => Mechanism::RsaPkcs,
+        _ => return Err(KmsError::internal(format_args!("{alg} is not an RSA wrapping algorithm"))),
+    })
+}
+
+/// Unwraps imported AES-256 material with a token-resident RSA wrapping key (`C_UnwrapKey`): the
+/// material goes from the caller's ciphertext straight into a new token object labelled `label`
+/// (sensitive, never extractable) and never exists in this process. Returns the object and its
+/// check value ([`TokenObject::check_value`]).
+pub fn unwrap_aes256(
+    wrapping: &TokenObject,
+    alg: AsymAlgorithm,
+    wrapped: &[u8],
+    label: &str,
+) -> Result<(TokenObject, Vec<u8>)> {
+    let m = rsa_mechanism(alg)?;
+    let template = [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(cryptoki::object::KeyType::AES),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ];
+    let token = wrapping.token().clone();
+    let bad = |rv: RvError| {
+        KmsError::with_detail(
+            ErrorCode::InvalidKeyMaterial,
+            format_args!("EncryptedKeyMaterial does not unwrap to 32 bytes of AES-256 material with this token's RSA_2048 key and {alg} (token: {rv})."),
+        )
+    };
+    let handle = match wrapping.run("token unwrap", |s, h| s.unwrap_key(&m, h, wrapped, &template)) {
+        Ok(h) => h,
+        Err(TokenOpError::Rejected(RvError::ArgumentsBad | RvError::MechanismParamInvalid)) => {
+            return Err(KmsError::with_detail(
+                ErrorCode::UnsupportedProtectionLevel,
+                format_args!(
+                    "Token {} cannot unwrap with {alg}; use RSAES_OAEP_SHA_1 or RSAES_PKCS1_V1_5.",
+                    token.label()
+                ),
+            ))
+        }
+        Err(TokenOpError::Rejected(rv)) => return Err(bad(rv)),
+        Err(TokenOpError::Unavailable(e)) => return Err(e.into()),
+    };
+    // The length, where the token reports it (SoftHSM2 2.6 leaves CKA_VALUE_LEN of unwrapped keys
+    // at 0); and in any case the key must work as an AES key (which refuses lengths AES has not).
+    let len = token
+        .with_session("read key length", |s| s.get_attributes(handle, &[AttributeType::ValueLen]))
+        .map_err(|e| KmsError::from(e.unavailable()))?;
+    let len = match len.first() {
+        Some(Attribute::ValueLen(n)) => u64::from(*n),
+        _ => 0,
+    };
+    let refuse = |why: String| {
+        let _ = token.destroy(label);
+        Err(KmsError::with_detail(ErrorCode::InvalidKeyMaterial, why))
+    };
+    if len != 0 && len != 32 {
+        return refuse(format!("Aliyun_AES_256 material is 32 bytes, not {len}."));
+    }
+    let Some(obj) = TokenObject::find(token.clone(), ObjectClass::SECRET_KEY, label)? else {
+        return Err(KmsError::internal(format_args!("unwrapped object {label:?} not found")));
+    };
+    match obj.check_value() {
+        Ok(check) => Ok((obj, check)),
+        Err(SealError::Unavailable(e)) if !e.starts_with("token refused") => Err(SealError::Unavailable(e).into()),
+        Err(_) => refuse("The unwrapped material is not a usable AES key; Aliyun_AES_256 material is 32 bytes.".into()),
     }
 }

@@ -17,8 +17,9 @@ use crate::clock::{format_iso, Timestamp, DAY};
 use crate::crypto::asym::{AsymAlgorithm, AsymKey, PrivateKey};
 use crate::crypto::seal::material_aad;
 use crate::error::{ErrorCode, KmsError, Result};
-use crate::model::{ImportTokenRecord, KeyRecord, KeySpec, KeyState, Origin, VersionRecord};
+use crate::model::{ImportTokenRecord, KeyRecord, KeySpec, KeyState, Origin, ProtectionLevel, VersionRecord};
 use crate::store::Change;
+use zeroize::Zeroizing;
 
 pub const IMPORT_TOKEN_LIFETIME: i64 = DAY;
 
@@ -66,19 +67,30 @@ impl Engine {
         req: GetParametersForImportRequest,
     ) -> Result<GetParametersForImportResponse> {
         let (spec, alg) = wrapping_for_import(&req.wrapping_key_spec, &req.wrapping_algorithm)?;
-        {
+        let (key_id, hsm) = {
             let st = self.state.read();
-            require_external(self.find(&st, "KeyId", &req.key_id)?)?;
-        }
-        // Key generation (tens of milliseconds for RSA) happens outside the writer lock.
-        let (wrapping_key, der) = PrivateKey::generate(spec)?;
-        let public_key = wrapping_key.public_der()?;
+            let k = self.find(&st, "KeyId", &req.key_id)?;
+            require_external(k)?;
+            (k.key_id.clone(), k.protection == ProtectionLevel::Hsm)
+        };
         let mut id = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut id);
         let token_id = hex_encode(&id);
-        self.mutate(|st, now| {
+        // Key generation (tens of milliseconds for RSA) happens outside the writer lock.
+        let (public_key, sealed, token_object) = if hsm {
+            // The wrapping key of an HSM key lives in the token, so the material is unwrapped there.
+            let (record, spki, label) = self.hsm_wrapping_key(&token_id, spec, alg)?;
+            (spki, record, Some(label))
+        } else {
+            let (wrapping_key, der) = PrivateKey::generate(spec)?;
+            (wrapping_key.public_der()?, self.protector.seal(&token_aad(&token_id, &key_id), &der)?, None)
+        };
+        let r = self.mutate(|st, now| {
             let k = self.find(st, "KeyId", &req.key_id)?;
             require_external(k)?;
+            if k.key_id != key_id {
+                return Err(KmsError::internal("the alias moved during GetParametersForImport; try again"));
+            }
             let expires_at = now + IMPORT_TOKEN_LIFETIME;
             let token = ImportTokenRecord {
                 token_id: token_id.clone(),
@@ -86,7 +98,7 @@ impl Engine {
                 wrapping_spec: spec,
                 wrapping_algorithm: alg.as_str().to_string(),
                 expires_at,
-                sealed: self.protector.seal(&token_aad(&token_id, &k.key_id), &der)?,
+                sealed: sealed.clone(),
             };
             let resp = GetParametersForImportResponse {
                 key_id: k.key_id.clone(),
@@ -95,7 +107,11 @@ impl Engine {
                 token_expire_time: format_iso(expires_at),
             };
             Ok((vec![Change::PutImportToken(token)], resp))
-        })
+        });
+        if let (Err(_), Some(label)) = (&r, &token_object) {
+            self.destroy_token_objects(&key_id, std::slice::from_ref(label));
+        }
+        r
     }
 
     pub fn import_key_material(&self, _caller: &Caller, req: ImportKeyMaterialRequest) -> Result<()> {
@@ -115,20 +131,92 @@ impl Engine {
             t => Some(t),
         };
         // Unwrap outside the writer lock; everything is checked again under it.
-        let (key_id, spec, token) = {
+        let (key_id, spec, token, hsm, version_id) = {
             let st = self.state.read();
             let k = self.find(&st, "KeyId", &req.key_id)?;
             let token = check_token(&st, k, &req.import_token, now)?;
-            (k.key_id.clone(), k.spec, token)
+            // An imported key has one version for life: its id survives deletion and re-import.
+            let version_id = st.versions_of(&k.key_id).first().cloned().unwrap_or_else(|| Uuid::new_v4().to_string());
+            (k.key_id.clone(), k.spec, token, k.protection == ProtectionLevel::Hsm, version_id)
         };
-        let wrapping = self
-            .protector
-            .unseal(&token_aad(&token.token_id, &key_id), &token.sealed)
-            .map_err(|e| KmsError::internal(format_args!("import token of {key_id}: {e}")))?;
-        let wrapping = PrivateKey::from_pkcs8(token.wrapping_spec, &wrapping)?;
         let alg = AsymAlgorithm::parse(&token.wrapping_algorithm)
             .ok_or_else(|| KmsError::internal("import token with an unknown algorithm"))?;
-        let material = wrapping.decrypt(alg, &req.encrypted_key_material, "EncryptedKeyMaterial").map_err(|_| {
+        let (fingerprint, material) = if hsm {
+            let (fingerprint, pending) =
+                self.hsm_unwrap(&key_id, &version_id, &token, alg, &req.encrypted_key_material)?;
+            (fingerprint, Imported::Token(pending))
+        } else {
+            let material = self.software_unwrap(&key_id, spec, &token, alg, &req.encrypted_key_material)?;
+            (self.fingerprint(&key_id, &material), Imported::Plain(material))
+        };
+        let mut replaced = Vec::new();
+        let r = self.mutate(|st, now| {
+            let k = self.find(st, "KeyId", &req.key_id)?;
+            check_token(st, k, &req.import_token, now)?;
+            if k.material_fingerprint.as_ref().is_some_and(|f| f != &fingerprint) {
+                return Err(KmsError::with_detail(
+                    ErrorCode::InvalidKeyMaterial,
+                    format_args!(
+                        "Key {} had other material before; only that material can be imported again.",
+                        k.key_id
+                    ),
+                ));
+            }
+            if st.versions_of(&k.key_id).first().is_some_and(|v| v != &version_id) {
+                return Err(KmsError::internal("the key changed during ImportKeyMaterial; try again"));
+            }
+            let created_at = st.versions.get(&version_id).map_or(now, |v| v.created_at);
+            let sealed = match &material {
+                Imported::Plain(m) => self.protector.seal(&material_aad(&k.key_id, &version_id), m)?,
+                Imported::Token(label) => {
+                    replaced = st
+                        .versions
+                        .get(&version_id)
+                        .and_then(|v| super::hsm::record_label(&v.sealed))
+                        .into_iter()
+                        .collect();
+                    super::hsm::aes_record(label)
+                }
+            };
+            let mut k = k.clone();
+            k.primary_version = Some(version_id.clone());
+            k.last_rotation = created_at;
+            k.material_expire = expire;
+            k.material_fingerprint = Some(fingerprint.clone());
+            match k.state {
+                KeyState::PendingImport => k.state = KeyState::Enabled,
+                KeyState::PendingDeletion if k.state_before_deletion == Some(KeyState::PendingImport) => {
+                    k.state_before_deletion = Some(KeyState::Enabled)
+                }
+                _ => {}
+            }
+            let v = VersionRecord { version_id: version_id.clone(), key_id: k.key_id.clone(), created_at, sealed };
+            tracing::info!(key_id = %k.key_id, "key material imported");
+            Ok((vec![Change::PutVersion(v), Change::PutKey(k)], ()))
+        });
+        if let Imported::Token(label) = &material {
+            // The store names exactly one object per version: drop the loser of the two.
+            let gone = if r.is_ok() { replaced } else { vec![label.clone()] };
+            self.destroy_token_objects(&key_id, &gone);
+        }
+        r
+    }
+
+    /// Unwraps with a software wrapping key (sealed in the import token) and checks the length.
+    fn software_unwrap(
+        &self,
+        key_id: &str,
+        spec: KeySpec,
+        token: &ImportTokenRecord,
+        alg: AsymAlgorithm,
+        wrapped: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let wrapping = self
+            .protector
+            .unseal(&token_aad(&token.token_id, key_id), &token.sealed)
+            .map_err(|e| KmsError::internal(format_args!("import token of {key_id}: {e}")))?;
+        let wrapping = PrivateKey::from_pkcs8(token.wrapping_spec, &wrapping)?;
+        let material = wrapping.decrypt(alg, wrapped, "EncryptedKeyMaterial").map_err(|_| {
             KmsError::with_detail(
                 ErrorCode::InvalidKeyMaterial,
                 format_args!(
@@ -144,46 +232,19 @@ impl Engine {
                 format_args!("{spec} material is {want} bytes, not {}.", material.len()),
             ));
         }
-        let fingerprint = self.fingerprint(&key_id, &material);
-        self.mutate(|st, now| {
-            let k = self.find(st, "KeyId", &req.key_id)?;
-            check_token(st, k, &req.import_token, now)?;
-            if k.material_fingerprint.as_ref().is_some_and(|f| f != &fingerprint) {
-                return Err(KmsError::with_detail(
-                    ErrorCode::InvalidKeyMaterial,
-                    format_args!(
-                        "Key {} had other material before; only that material can be imported again.",
-                        k.key_id
-                    ),
-                ));
-            }
-            let version_id = st.versions_of(&k.key_id).first().cloned().unwrap_or_else(|| Uuid::new_v4().to_string());
-            let created_at = st.versions.get(&version_id).map_or(now, |v| v.created_at);
-            let sealed = self.protector.seal(&material_aad(&k.key_id, &version_id), &material)?;
-            let mut k = k.clone();
-            k.primary_version = Some(version_id.clone());
-            k.last_rotation = created_at;
-            k.material_expire = expire;
-            k.material_fingerprint = Some(fingerprint.clone());
-            match k.state {
-                KeyState::PendingImport => k.state = KeyState::Enabled,
-                KeyState::PendingDeletion if k.state_before_deletion == Some(KeyState::PendingImport) => {
-                    k.state_before_deletion = Some(KeyState::Enabled)
-                }
-                _ => {}
-            }
-            let v = VersionRecord { version_id, key_id: k.key_id.clone(), created_at, sealed };
-            tracing::info!(key_id = %k.key_id, "key material imported");
-            Ok((vec![Change::PutVersion(v), Change::PutKey(k)], ()))
-        })
+        Ok(material)
     }
 
     pub fn delete_key_material(&self, _caller: &Caller, key_id: &str) -> Result<()> {
+        let mut shredded = (String::new(), Vec::new());
         self.mutate(|st, _| {
             let k = self.find(st, "KeyId", key_id)?;
             require_external(k)?;
+            shredded = (k.key_id.clone(), material_labels(st, k));
             Ok((material_deletion(st, k), ()))
-        })
+        })?;
+        self.destroy_token_objects(&shredded.0, &shredded.1);
+        Ok(())
     }
 
     /// Deletes expired imported material and forgets expired import tokens.
@@ -194,29 +255,51 @@ impl Engine {
             st.keys.values().filter(|k| material_expired(k, now)).map(|k| k.key_id.clone()).collect()
         };
         for id in due {
+            let mut labels = Vec::new();
             let r = self.mutate(|st, now| match st.keys.get(&id).filter(|k| material_expired(k, now)) {
-                Some(k) => Ok((material_deletion(st, k), true)),
+                Some(k) => {
+                    labels = material_labels(st, k);
+                    Ok((material_deletion(st, k), true))
+                }
                 None => Ok((Vec::new(), false)),
             });
             if let Ok(true) = r {
+                self.destroy_token_objects(&id, &labels);
                 tracing::info!(key_id = %id, "imported key material expired and was deleted");
                 expired.push(id);
             }
         }
+        let mut wrapping_keys = Vec::new();
         let purged = self
             .mutate(|st, now| {
-                let old: Vec<Change> = st
-                    .import_tokens
-                    .values()
-                    .filter(|t| t.expires_at <= now)
-                    .map(|t| Change::DeleteImportToken(t.token_id.clone()))
-                    .collect();
+                let old: Vec<&ImportTokenRecord> = st.import_tokens.values().filter(|t| t.expires_at <= now).collect();
+                wrapping_keys = old.iter().filter_map(|t| super::hsm::parse_pair(&t.sealed).map(|(l, _)| l)).collect();
                 let n = old.len();
-                Ok((old, n))
+                Ok((old.into_iter().map(|t| Change::DeleteImportToken(t.token_id.clone())).collect(), n))
             })
             .unwrap_or(0);
+        self.destroy_token_objects("expired import tokens", &wrapping_keys);
         (expired, purged)
     }
+}
+
+/// Imported material as it goes into the store: bytes to seal, or the label of the token object
+/// it was unwrapped into.
+enum Imported {
+    Plain(Zeroizing<Vec<u8>>),
+    Token(String),
+}
+
+/// The token objects holding a key's imported material (none for a software key).
+fn material_labels(st: &State, k: &KeyRecord) -> Vec<String> {
+    if k.protection != ProtectionLevel::Hsm {
+        return Vec::new();
+    }
+    st.versions_of(&k.key_id)
+        .iter()
+        .filter_map(|id| st.versions.get(id))
+        .filter_map(|v| super::hsm::record_label(&v.sealed))
+        .collect()
 }
 
 fn material_expired(k: &KeyRecord, now: Timestamp) -> bool {

@@ -63,7 +63,12 @@ impl Engine {
             let r = self.mutate(|st, now| match st.keys.get(&id).filter(|k| deletion_due(k, now)) {
                 Some(k) => {
                     if k.protection == ProtectionLevel::Hsm {
-                        token_objects = st.versions_of(&id).iter().map(|v| super::hsm::token_label(v)).collect();
+                        token_objects = st
+                            .versions_of(&id)
+                            .iter()
+                            .filter_map(|v| st.versions.get(v))
+                            .filter_map(|v| super::hsm::record_label(&v.sealed))
+                            .collect();
                     }
                     Ok((vec![Change::DeleteKey(id.clone())], true))
                 }
@@ -73,13 +78,7 @@ impl Engine {
                 Ok(true) => {
                     tracing::info!(key_id = %id, "key deleted after its pending window");
                     // The store no longer names them; destroy the token objects too.
-                    if let Some(token) = &self.token {
-                        for label in token_objects {
-                            if let Err(e) = token.destroy(&label) {
-                                tracing::warn!(key_id = %id, label, error = %e, "token object of a deleted key not destroyed");
-                            }
-                        }
-                    }
+                    self.destroy_token_objects(&id, &token_objects);
                     report.deleted.push(id);
                 }
                 Ok(false) => {}
