@@ -50,6 +50,23 @@ fn hsm_keys_over_the_wire() {
             ..Default::default()
         })
         .unwrap();
+    // An RSA key pair in the token signs over the wire.
+    let rsa = c
+        .create_key(&CreateKeyRequest { key_usage: Some("SIGN/VERIFY".into()), ..hsm_key("RSA_2048") })
+        .unwrap()
+        .key_metadata
+        .key_id;
+    let versions = c.call_params("ListKeyVersions", vec![("KeyId".into(), rsa.clone())]).unwrap();
+    let rsa_v = versions["KeyVersions"]["KeyVersion"][0]["KeyVersionId"].as_str().unwrap().to_string();
+    let digest = kms_core::crypto::asym::sha256(b"signed in the token, over the wire");
+    let sign_req = AsymmetricSignRequest {
+        key_id: rsa.clone(),
+        key_version_id: rsa_v.clone(),
+        algorithm: "RSA_PSS_SHA_256".into(),
+        digest: digest.clone(),
+        dry_run: false,
+    };
+    let sig: AsymmetricSignResponse = c.call("AsymmetricSign", &sign_req).unwrap();
     match c.create_key(&hsm_key("Aliyun_SM4")).unwrap_err() {
         ClientError::Api { status, code, message, .. } => {
             assert_eq!((status, code.as_str()), (400, "Unsupported.ProtectionLevel"));
@@ -72,6 +89,16 @@ fn hsm_keys_over_the_wire() {
         })
         .unwrap();
     assert_eq!(back.plaintext.expose(), b"in the token");
+    let verify = AsymmetricVerifyRequest {
+        key_id: rsa,
+        key_version_id: rsa_v,
+        algorithm: "RSA_PSS_SHA_256".into(),
+        digest,
+        value: sig.value,
+        dry_run: false,
+    };
+    let ok: AsymmetricVerifyResponse = c.call("AsymmetricVerify", &verify).unwrap();
+    assert!(ok.value, "the signature made before the restart verifies");
     let data = s.stop();
 
     // Without the token configured, a store holding HSM keys does not start half-working.
