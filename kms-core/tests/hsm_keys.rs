@@ -196,6 +196,26 @@ fn hsm_protected_symmetric_keys() {
         .decrypt(&me, DecryptRequest { ciphertext_blob: ct2.ciphertext_blob.clone(), ..Default::default() })
         .is_ok());
 
+    // The token goes away (its object store vanishes): clean 503s, no other error. When it comes
+    // back, the next call resets the module and succeeds – no restart.
+    let enc = |m: &'static [u8]| {
+        e.encrypt(&me, EncryptRequest { key_id: key.clone(), plaintext: SecretBytes::from(m), ..Default::default() })
+    };
+    std::fs::rename(dir.path().join("tokens"), dir.path().join("tokens.away")).unwrap();
+    assert_eq!(enc(b"away").unwrap_err().code(), ErrorCode::ServiceUnavailableTemporary);
+    let gone = e.decrypt(&me, DecryptRequest { ciphertext_blob: ct2.ciphertext_blob.clone(), ..Default::default() });
+    assert_eq!(gone.unwrap_err().code(), ErrorCode::ServiceUnavailableTemporary);
+    std::fs::rename(dir.path().join("tokens.away"), dir.path().join("tokens")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // one reset per second at most
+    let back = enc(b"back").unwrap();
+    assert_eq!(
+        e.decrypt(&me, DecryptRequest { ciphertext_blob: back.ciphertext_blob, ..Default::default() })
+            .unwrap()
+            .plaintext
+            .expose(),
+        b"back"
+    );
+
     // Deletion destroys the token objects.
     e.schedule_key_deletion(&me, ScheduleKeyDeletionRequest { key_id: key.clone(), pending_window_in_days: Some(7) })
         .unwrap();

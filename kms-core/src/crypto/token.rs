@@ -49,10 +49,11 @@ impl std::fmt::Debug for TokenConfig {
 /// An initialised module, the slot of the token, and a pool of logged-in sessions.
 pub struct Token {
     ctx: Pkcs11,
-    slot: Slot,
+    slot: Mutex<Slot>,
     pin: AuthPin,
     label: String,
     pool: Mutex<Vec<Session>>,
+    last_reset: Mutex<Option<std::time::Instant>>,
 }
 
 /// A session borrowed from the pool; returned on drop.
@@ -108,29 +109,62 @@ fn module(path: &Path) -> Result<Pkcs11, String> {
     Ok(ctx)
 }
 
+fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Option<Slot>, String> {
+    for slot in ctx.get_slots_with_token().map_err(|e| format!("PKCS#11 slots: {e}"))? {
+        let info = ctx.get_token_info(slot).map_err(|e| format!("PKCS#11 token info: {e}"))?;
+        if info.label().trim_end() == label {
+            return Ok(Some(slot));
+        }
+    }
+    Ok(None)
+}
+
+/// The shortest time between two module resets (a key that is really gone must not make every
+/// request reset the module).
+const RESET_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Token {
+    /// Finalises and re-initialises the module and finds the token's slot again: what a token
+    /// that went away and came back needs before the module shows its objects again (SoftHSM2
+    /// forgets the objects of a token whose store vanished; hardware tokens may change slot).
+    /// Every session is gone afterwards; they are reopened and logged in on demand.
+    pub fn reset(&self) -> Result<(), SealError> {
+        let mut last = self.last_reset.lock();
+        if last.is_some_and(|t| t.elapsed() < RESET_INTERVAL) {
+            return Ok(());
+        }
+        *last = Some(std::time::Instant::now());
+        tracing::warn!(token = %self.label, "re-initialising the PKCS#11 module");
+        self.pool.lock().clear();
+        if let Err(e) = self.ctx.clone().finalize() {
+            tracing::warn!(token = %self.label, error = %e, "C_Finalize");
+        }
+        match self.ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(e) => return Err(SealError::Unavailable(format!("PKCS#11 re-initialise: {e}"))),
+        }
+        match find_slot(&self.ctx, &self.label).map_err(SealError::Unavailable)? {
+            Some(slot) => *self.slot.lock() = slot,
+            None => return Err(SealError::Unavailable(format!("token {:?} is not present", self.label))),
+        }
+        Ok(())
+    }
+
     /// Loads the module, finds the token by label and checks the PIN.
     pub fn open(cfg: &TokenConfig) -> Result<Arc<Token>, String> {
         let ctx = module(&cfg.module)?;
-        let mut found = None;
-        for slot in ctx.get_slots_with_token().map_err(|e| format!("PKCS#11 slots: {e}"))? {
-            let info = ctx.get_token_info(slot).map_err(|e| format!("PKCS#11 token info: {e}"))?;
-            if info.label().trim_end() == cfg.token_label {
-                found = Some(slot);
-                break;
-            }
-        }
-        let slot = found
+        let slot = find_slot(&ctx, &cfg.token_label)?
             .ok_or_else(|| format!("no PKCS#11 token labelled {:?} in {}", cfg.token_label, cfg.module.display()))?;
         let token = Token {
             ctx,
-            slot,
+            slot: Mutex::new(slot),
             pin: AuthPin::new(cfg.pin.as_str().into()),
             label: cfg.token_label.clone(),
             pool: Mutex::new(Vec::new()),
+            last_reset: Mutex::new(None),
         };
         // Log in once now, so a wrong PIN stops the start instead of the first request.
-        drop(token.session().map_err(|e| e.to_string())?);
+        drop(token.session_raw().map_err(|e| format!("login to token {}: {e}", token.label))?);
         Ok(Arc::new(token))
     }
 
@@ -140,38 +174,57 @@ impl Token {
 
     /// A logged-in read-write session.
     pub fn session(&self) -> Result<PooledSession<'_>, SealError> {
+        self.session_raw().map_err(|e| SealError::Unavailable(format!("session with token {}: {e}", self.label)))
+    }
+
+    fn session_raw(&self) -> Result<PooledSession<'_>, cryptoki::error::Error> {
         if let Some(s) = self.pool.lock().pop() {
             return Ok(PooledSession { token: self, session: Some(s) });
         }
-        let s = self.ctx.open_rw_session(self.slot).map_err(unavailable("open session"))?;
+        let s = self.ctx.open_rw_session(*self.slot.lock())?;
         match s.login(UserType::User, Some(&self.pin)) {
-            Ok(()) => {}
             // Login is per application: another session already did it.
-            Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(e) => return Err(SealError::Unavailable(format!("login to token {}: {e}", self.label))),
+            Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(e) => return Err(e),
         }
         Ok(PooledSession { token: self, session: Some(s) })
     }
 
-    /// Runs `op` on a pooled session. When the token reports the session or the login lost (the
-    /// module was reset, the device reconnected, someone called `C_CloseAllSessions`), the pool is
-    /// emptied and `op` runs once more on a fresh, logged-in session: the first request after the
-    /// token comes back succeeds instead of failing on a stale handle.
+    fn attempt<T>(
+        &self,
+        op: &impl Fn(&Session) -> Result<T, cryptoki::error::Error>,
+    ) -> Result<T, cryptoki::error::Error> {
+        let s = self.session_raw()?;
+        let r = op(&s);
+        if let Err(cryptoki::error::Error::Pkcs11(rv, _)) = &r {
+            if session_lost(*rv) || token_gone(*rv) {
+                s.discard();
+            }
+        }
+        r
+    }
+
+    /// Runs `op` on a pooled session, riding out two kinds of trouble with one retry: the
+    /// session or login lost (someone called `C_CloseAllSessions`, a reconnect) – the pool is
+    /// emptied and a fresh session logs in; and the token gone from its slot or the module
+    /// uninitialised – the module is [reset](Token::reset). Whatever remains is classified.
     pub fn with_session<T>(
         &self,
         what: &str,
         op: impl Fn(&Session) -> Result<T, cryptoki::error::Error>,
     ) -> Result<T, TokenOpError> {
-        let s = self.session().map_err(TokenOpError::Unavailable)?;
-        match op(&s) {
+        match self.attempt(&op) {
             Ok(v) => Ok(v),
             Err(cryptoki::error::Error::Pkcs11(rv, _)) if session_lost(rv) => {
-                s.discard();
                 let stale = std::mem::take(&mut *self.pool.lock());
                 tracing::warn!(token = %self.label, error = %rv, dropped = stale.len(), "PKCS#11 session lost; reconnecting");
                 drop(stale);
-                let s = self.session().map_err(TokenOpError::Unavailable)?;
-                op(&s).map_err(|e| TokenOpError::classify(what, e))
+                self.attempt(&op).map_err(|e| TokenOpError::classify(what, e))
+            }
+            Err(cryptoki::error::Error::Pkcs11(rv, _)) if token_gone(rv) => {
+                tracing::warn!(token = %self.label, error = %rv, "PKCS#11 token unavailable");
+                self.reset().map_err(TokenOpError::Unavailable)?;
+                self.attempt(&op).map_err(|e| TokenOpError::classify(what, e))
             }
             Err(e) => Err(TokenOpError::classify(what, e)),
         }
@@ -179,7 +232,7 @@ impl Token {
 
     /// The mechanisms the token offers (what it can do is discovered, not assumed).
     pub fn mechanisms(&self) -> Result<Vec<MechanismType>, String> {
-        self.ctx.get_mechanism_list(self.slot).map_err(|e| e.to_string())
+        self.ctx.get_mechanism_list(*self.slot.lock()).map_err(|e| e.to_string())
     }
 
     /// The names of the `wanted` mechanisms the token does not offer.
@@ -247,7 +300,16 @@ impl Token {
 /// Return values that mean the session (or the login, which belongs to the sessions) is gone.
 fn session_lost(rv: cryptoki::error::RvError) -> bool {
     use cryptoki::error::RvError::*;
-    matches!(rv, SessionHandleInvalid | SessionClosed | UserNotLoggedIn | DeviceRemoved | TokenNotPresent)
+    matches!(rv, SessionHandleInvalid | SessionClosed | UserNotLoggedIn | SessionCount)
+}
+
+/// Return values that mean the token (or the module's view of it) is gone until a reset.
+fn token_gone(rv: cryptoki::error::RvError) -> bool {
+    use cryptoki::error::RvError::*;
+    matches!(
+        rv,
+        DeviceRemoved | TokenNotPresent | TokenNotRecognized | SlotIdInvalid | CryptokiNotInitialized | DeviceError
+    )
 }
 
 /// A failed token operation: the token's answer about the input (`Rejected`, for the caller to
@@ -264,8 +326,7 @@ impl TokenOpError {
         use cryptoki::error::RvError::*;
         match e {
             cryptoki::error::Error::Pkcs11(rv, _)
-                if !session_lost(rv)
-                    && !matches!(rv, DeviceError | DeviceMemory | HostMemory | CryptokiNotInitialized) =>
+                if !session_lost(rv) && !token_gone(rv) && !matches!(rv, DeviceMemory | HostMemory) =>
             {
                 TokenOpError::Rejected(rv)
             }
@@ -327,15 +388,21 @@ impl TokenObject {
         let h = *self.handle.lock();
         match self.token.with_session(what, |s| op(s, h)) {
             Err(TokenOpError::Rejected(KeyHandleInvalid | ObjectHandleInvalid)) => {
-                let fresh =
-                    self.token.find_one(self.class, &self.label).map_err(TokenOpError::Unavailable)?.ok_or_else(
-                        || {
+                let find = || self.token.find_one(self.class, &self.label).map_err(TokenOpError::Unavailable);
+                let fresh = match find()? {
+                    Some(h) => h,
+                    // The token may have gone and come back: the module shows its objects again
+                    // only after a reset.
+                    None => {
+                        self.token.reset().map_err(TokenOpError::Unavailable)?;
+                        find()?.ok_or_else(|| {
                             TokenOpError::Unavailable(SealError::Unavailable(format!(
-                                "object {:?} left the token",
+                                "object {:?} is not in the token",
                                 self.label
                             )))
-                        },
-                    )?;
+                        })?
+                    }
+                };
                 *self.handle.lock() = fresh;
                 self.token.with_session(what, |s| op(s, fresh))
             }
