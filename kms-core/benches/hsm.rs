@@ -18,6 +18,7 @@ fn bench(c: &mut Criterion) {
     let token = Token::open(&TokenConfig {
         module: hsm.module,
         token_label: "bench".into(),
+        slot: None,
         pin: Zeroizing::new("1234".into()),
     })
     .unwrap();

@@ -21,6 +21,7 @@ fn open(dir: &Path, module: &Path) -> Engine {
     let token = Token::open(&TokenConfig {
         module: module.to_path_buf(),
         token_label: LABEL.into(),
+        slot: None,
         pin: Zeroizing::new(PIN.into()),
     })
     .unwrap();

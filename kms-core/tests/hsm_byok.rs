@@ -39,6 +39,7 @@ fn material_is_unwrapped_inside_the_token() {
     let token = Token::open(&TokenConfig {
         module: module.clone(),
         token_label: LABEL.into(),
+        slot: None,
         pin: Zeroizing::new(PIN.into()),
     })
     .unwrap();

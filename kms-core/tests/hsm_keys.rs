@@ -19,6 +19,7 @@ fn open(dir: &std::path::Path, module: &std::path::Path, clock: Arc<ManualClock>
     let token = Token::open(&TokenConfig {
         module: module.to_path_buf(),
         token_label: LABEL.into(),
+        slot: None,
         pin: Zeroizing::new(PIN.into()),
     })
     .unwrap();
@@ -216,11 +217,63 @@ fn hsm_protected_symmetric_keys() {
         b"back"
     );
 
-    // Deletion destroys the token objects.
-    e.schedule_key_deletion(&me, ScheduleKeyDeletionRequest { key_id: key.clone(), pending_window_in_days: Some(7) })
+    // Automatic rotation makes a new token object, and the old version still decrypts.
+    let auto = e
+        .create_key(
+            &me,
+            CreateKeyRequest {
+                protection_level: Some("HSM".into()),
+                enable_automatic_rotation: Some(true),
+                rotation_interval: Some("604800s".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .key_metadata;
+    let before = e
+        .encrypt(
+            &me,
+            EncryptRequest {
+                key_id: auto.key_id.clone(),
+                plaintext: SecretBytes::from(&b"v1"[..]),
+                ..Default::default()
+            },
+        )
         .unwrap();
+    clock.advance(7 * DAY + 1);
+    let report = e.run_maintenance();
+    let (_, rotated) = report.rotated.iter().find(|(k, _)| k == &auto.key_id).expect("rotated by maintenance");
+    assert!(token.find_secret_key(&format!("kms-key-version:{rotated}")).unwrap().is_some());
+    let after = e
+        .encrypt(
+            &me,
+            EncryptRequest {
+                key_id: auto.key_id.clone(),
+                plaintext: SecretBytes::from(&b"v2"[..]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(&after.key_version_id, rotated);
+    assert_eq!(
+        e.decrypt(&me, DecryptRequest { ciphertext_blob: before.ciphertext_blob, ..Default::default() })
+            .unwrap()
+            .plaintext
+            .expose(),
+        b"v1"
+    );
+
+    // Deletion destroys the token objects.
+    for k in [&key, &auto.key_id] {
+        e.schedule_key_deletion(&me, ScheduleKeyDeletionRequest { key_id: k.clone(), pending_window_in_days: Some(7) })
+            .unwrap();
+    }
     clock.advance(7 * DAY);
-    assert_eq!(e.run_maintenance().deleted, [key]);
+    let mut deleted = e.run_maintenance().deleted;
+    deleted.sort();
+    let mut both = vec![key.clone(), auto.key_id.clone()];
+    both.sort();
+    assert_eq!(deleted, both);
     assert!(token.find_secret_key(&label).unwrap().is_none(), "the token object is gone");
     assert!(!list_secret_keys(&module).contains("kms-key-version:"));
 

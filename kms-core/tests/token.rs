@@ -19,6 +19,7 @@ fn engine(dir: &Path, module: &Path) -> Engine {
     let token = Token::open(&TokenConfig {
         module: module.to_path_buf(),
         token_label: LABEL.into(),
+        slot: None,
         pin: Zeroizing::new(PIN.into()),
     })
     .unwrap();
@@ -100,9 +101,11 @@ fn the_root_key_lives_in_the_token() {
     let token = Token::open(&TokenConfig {
         module: module.clone(),
         token_label: LABEL.into(),
+        slot: None,
         pin: Zeroizing::new(PIN.into()),
     })
     .unwrap();
+    let token_slot = token.slot_id();
     let other = TokenRootKey::load_or_create(token, "another-key").unwrap();
     let err = Engine::open(EngineOptions {
         config: EngineConfig::default(),
@@ -114,8 +117,29 @@ fn the_root_key_lives_in_the_token() {
     .err()
     .unwrap();
     assert!(err.0.contains("another root key"), "{err}");
-    let bad = Token::open(&TokenConfig { module, token_label: LABEL.into(), pin: Zeroizing::new("00000000".into()) })
-        .err()
-        .unwrap();
+    let module2 = module.clone();
+    let bad = Token::open(&TokenConfig {
+        module,
+        token_label: LABEL.into(),
+        slot: None,
+        pin: Zeroizing::new("00000000".into()),
+    })
+    .err()
+    .unwrap();
     assert!(bad.contains("login"), "{bad}");
+
+    // By slot id: the label then only has to match if given.
+    let slot = Some(token_slot);
+    let by_slot = |label: &str| {
+        Token::open(&TokenConfig {
+            module: module2.clone(),
+            token_label: label.into(),
+            slot,
+            pin: Zeroizing::new(PIN.into()),
+        })
+    };
+    assert_eq!(by_slot("").unwrap().label(), "");
+    assert_eq!(by_slot(LABEL).unwrap().slot_id(), token_slot);
+    let wrong = by_slot("other").err().unwrap();
+    assert!(wrong.contains("holds token") && wrong.contains(LABEL), "{wrong}");
 }

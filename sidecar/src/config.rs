@@ -72,6 +72,8 @@ pub struct HsmConfig {
     /// The PKCS#11 module; default: SoftHSM2's.
     pub module: Option<PathBuf>,
     pub token_label: String,
+    /// The slot id, to pick the token by slot (the label is then checked if set).
+    pub slot: Option<u64>,
     /// A file holding the user PIN (mode 0600); the `KMS_HSM_PIN` environment variable wins.
     pub pin_file: Option<PathBuf>,
     pub root_key_label: String,
@@ -84,6 +86,7 @@ impl Default for HsmConfig {
             root_key_in_hsm: false,
             module: None,
             token_label: "kms".into(),
+            slot: None,
             pin_file: None,
             root_key_label: "kms-root-key".into(),
         }
@@ -100,13 +103,17 @@ impl HsmConfig {
         let pin = match (std::env::var("KMS_HSM_PIN"), &self.pin_file) {
             (Ok(p), _) if !p.is_empty() => p,
             (_, Some(f)) => {
-                fs::read_to_string(f).map_err(|e| format!("hsm.pin_file {}: {e}", f.display()))?.trim().to_string()
+                check_private(f).map_err(|e| format!("hsm.pin_file: {e}"))?;
+                let raw =
+                    Zeroizing::new(fs::read_to_string(f).map_err(|e| format!("hsm.pin_file {}: {e}", f.display()))?);
+                raw.trim().to_string()
             }
             _ => return Err("hsm: set KMS_HSM_PIN or hsm.pin_file".into()),
         };
         Ok(kms_core::crypto::token::TokenConfig {
             module,
             token_label: self.token_label.clone(),
+            slot: self.slot,
             pin: Zeroizing::new(pin),
         })
     }
@@ -285,6 +292,16 @@ pub fn load_or_create_credentials(dir: &Path, owner_from_env: bool) -> Result<(C
 }
 
 /// Writes a file only its owner can read, atomically (temporary file, fsync, rename).
+/// Refuses a secret file that others than its owner may read (like ssh does for keys).
+pub fn check_private(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(format!("{} is readable by others (mode {:o}); chmod 600 it", path.display(), mode & 0o777));
+    }
+    Ok(())
+}
+
 pub fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
     let err = |e: std::io::Error| format!("{}: {e}", path.display());
     if let Some(d) = path.parent() {

@@ -110,7 +110,7 @@ fn hsm_keys_over_the_wire() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&md.key_id) && stderr.contains("HSM"), "{stderr}");
+    assert!(stderr.contains("HSM-protected and no PKCS#11 token is configured"), "{stderr}");
 }
 
 #[test]
@@ -133,7 +133,7 @@ fn the_sidecar_seals_under_a_token_root_key() {
     let key = c.create_key(&CreateKeyRequest::default()).unwrap().key_metadata.key_id;
     let ct = c
         .encrypt(&EncryptRequest {
-            key_id: key,
+            key_id: key.clone(),
             plaintext: SecretBytes::from(&b"hsm-rooted"[..]),
             ..Default::default()
         })
@@ -156,4 +156,36 @@ fn the_sidecar_seals_under_a_token_root_key() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("login"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The PIN from a file: refused while others can read it, used once it is 0600.
+    use std::os::unix::fs::PermissionsExt;
+    let pin_file = hsm.path().join("pin");
+    std::fs::write(&pin_file, "1111\n").unwrap();
+    std::fs::set_permissions(&pin_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cfg2 = hsm.path().join("kms-pinfile.toml");
+    std::fs::write(
+        &cfg2,
+        format!(
+            "[hsm]\nroot_key_in_hsm = true\nmodule = \"{}\"\ntoken_label = \"kms\"\npin_file = \"{}\"\n",
+            module.display(),
+            pin_file.display()
+        ),
+    )
+    .unwrap();
+    let args2 = ["--config", cfg2.to_str().unwrap()];
+    let out = Command::new(env!("CARGO_BIN_EXE_kms-sidecar"))
+        .env("SOFTHSM2_CONF", &conf)
+        .env_remove("KMS_HSM_PIN")
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args2)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::set_permissions(&pin_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let s = Sidecar::start_with_env(data, &args2, &[("SOFTHSM2_CONF", conf.to_str().unwrap())]);
+    assert!(s.client().describe_key(&key).is_ok(), "started with the PIN from the file");
+    s.stop();
 }

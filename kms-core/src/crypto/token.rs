@@ -34,6 +34,8 @@ pub struct TokenConfig {
     /// The PKCS#11 module, e.g. `/usr/lib/softhsm/libsofthsm2.so`.
     pub module: PathBuf,
     pub token_label: String,
+    /// Pick the token by slot id instead (its label must then match `token_label` if one is set).
+    pub slot: Option<u64>,
     pub pin: Zeroizing<String>,
 }
 
@@ -42,6 +44,7 @@ impl std::fmt::Debug for TokenConfig {
         f.debug_struct("TokenConfig")
             .field("module", &self.module)
             .field("token_label", &self.token_label)
+            .field("slot", &self.slot)
             .finish_non_exhaustive()
     }
 }
@@ -50,6 +53,7 @@ impl std::fmt::Debug for TokenConfig {
 pub struct Token {
     ctx: Pkcs11,
     slot: Mutex<Slot>,
+    slot_id: Option<u64>,
     pin: AuthPin,
     label: String,
     pool: Mutex<Vec<Session>>,
@@ -109,10 +113,19 @@ fn module(path: &Path) -> Result<Pkcs11, String> {
     Ok(ctx)
 }
 
-fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Option<Slot>, String> {
+/// The slot of the token: by id when one is configured (checking the label if one is set),
+/// else by label.
+fn find_slot(ctx: &Pkcs11, label: &str, slot_id: Option<u64>) -> Result<Option<Slot>, String> {
     for slot in ctx.get_slots_with_token().map_err(|e| format!("PKCS#11 slots: {e}"))? {
+        if slot_id.is_some_and(|id| slot.id() != id) {
+            continue;
+        }
         let info = ctx.get_token_info(slot).map_err(|e| format!("PKCS#11 token info: {e}"))?;
-        if info.label().trim_end() == label {
+        let found = info.label().trim_end();
+        if slot_id.is_some() && !label.is_empty() && found != label {
+            return Err(format!("slot {} holds token {found:?}, not {label:?}", slot.id()));
+        }
+        if slot_id.is_some() || found == label {
             return Ok(Some(slot));
         }
     }
@@ -143,7 +156,7 @@ impl Token {
             Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::CryptokiAlreadyInitialized, _)) => {}
             Err(e) => return Err(SealError::Unavailable(format!("PKCS#11 re-initialise: {e}"))),
         }
-        match find_slot(&self.ctx, &self.label).map_err(SealError::Unavailable)? {
+        match find_slot(&self.ctx, &self.label, self.slot_id).map_err(SealError::Unavailable)? {
             Some(slot) => *self.slot.lock() = slot,
             None => return Err(SealError::Unavailable(format!("token {:?} is not present", self.label))),
         }
@@ -153,11 +166,14 @@ impl Token {
     /// Loads the module, finds the token by label and checks the PIN.
     pub fn open(cfg: &TokenConfig) -> Result<Arc<Token>, String> {
         let ctx = module(&cfg.module)?;
-        let slot = find_slot(&ctx, &cfg.token_label)?
-            .ok_or_else(|| format!("no PKCS#11 token labelled {:?} in {}", cfg.token_label, cfg.module.display()))?;
+        let slot = find_slot(&ctx, &cfg.token_label, cfg.slot)?.ok_or_else(|| match cfg.slot {
+            Some(id) => format!("no PKCS#11 token in slot {id} of {}", cfg.module.display()),
+            None => format!("no PKCS#11 token labelled {:?} in {}", cfg.token_label, cfg.module.display()),
+        })?;
         let token = Token {
             ctx,
             slot: Mutex::new(slot),
+            slot_id: cfg.slot,
             pin: AuthPin::new(cfg.pin.as_str().into()),
             label: cfg.token_label.clone(),
             pool: Mutex::new(Vec::new()),
@@ -170,6 +186,11 @@ impl Token {
 
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// The slot the token is in now.
+    pub fn slot_id(&self) -> u64 {
+        self.slot.lock().id()
     }
 
     /// A logged-in read-write session.
