@@ -29,8 +29,24 @@ fn python_sdks() {
     }
     let python = workspace().join(".ci-cache/venv/bin/python");
     assert!(python.exists(), "{} is missing: run `bash .ci/setup` (or set KMS_SKIP_SDK_TESTS=1)", python.display());
-    let sidecar = Sidecar::start();
+    // With a SoftHSM2 token behind `[hsm] enabled`, so the SDKs also drive ProtectionLevel HSM keys.
+    let hsm_dir = tempfile::tempdir().unwrap();
+    let with_hsm = !std::env::var("KMS_SKIP_HSM_TESTS").is_ok_and(|v| v == "1");
+    let sidecar = if with_hsm {
+        let hsm =
+            kms_core::crypto::softhsm::SoftHsm::init(hsm_dir.path(), "kms", "1111").expect("run `bash .ci/setup`");
+        let cfg = hsm_dir.path().join("kms.toml");
+        std::fs::write(&cfg, format!("[hsm]\nenabled = true\nmodule = \"{}\"\n", hsm.module.display())).unwrap();
+        Sidecar::start_with_env(
+            tempfile::tempdir().unwrap(),
+            &["--config", cfg.to_str().unwrap()],
+            &[("SOFTHSM2_CONF", hsm.conf.to_str().unwrap()), ("KMS_HSM_PIN", "1111")],
+        )
+    } else {
+        Sidecar::start()
+    };
     let mut cmd = Command::new(python);
+    cmd.env("KMS_HSM", if with_hsm { "1" } else { "0" });
     cmd.args([
         "-m",
         "pytest",
