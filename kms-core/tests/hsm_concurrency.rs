@@ -87,7 +87,7 @@ fn pool_survives_concurrent_use_and_session_loss() {
                     if back.plaintext.expose() != msg.as_bytes() {
                         return Err(format!("decrypt {t}/{i}: wrong plaintext"));
                     }
-                    if i % 10 == 0 {
+                    if i.is_multiple_of(10) {
                         let digest = kms_core::crypto::asym::sha256(msg.as_bytes());
                         let (key_id, key_version_id, algorithm) =
                             (ec.clone(), ec_v.clone(), "ECDSA_SHA_256".to_string());
@@ -114,7 +114,7 @@ fn pool_survives_concurrent_use_and_session_loss() {
                     Ok(())
                 };
                 for i in 0..ROUNDS * OPS {
-                    if i % OPS == 0 && i > 0 {
+                    if i.is_multiple_of(OPS) && i > 0 {
                         barrier.wait();
                         barrier.wait();
                     }
