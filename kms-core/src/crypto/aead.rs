@@ -100,6 +100,22 @@ impl SymCipher {
         ok.ok().map(|_| out)
     }
 
+    /// Decrypts `buf` in place against a detached tag; `false` (and `buf` zeroed, so no
+    /// unauthenticated plaintext is left behind) on any authentication failure.
+    pub fn open_in_place(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> bool {
+        let n = Nonce::from_slice(nonce);
+        let t = Tag::from_slice(tag);
+        let ok = match self {
+            SymCipher::Aes(c) => c.decrypt_in_place_detached(n, aad, buf, t),
+            SymCipher::Sm4(c) => c.decrypt_in_place_detached(n, aad, buf, t),
+        }
+        .is_ok();
+        if !ok {
+            zeroize::Zeroize::zeroize(buf);
+        }
+        ok
+    }
+
     /// Seals `plaintext` into a fresh `ct‖tag` vector.
     pub fn seal(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(plaintext.len() + TAG_LEN);
