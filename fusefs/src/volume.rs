@@ -1,0 +1,258 @@
+//! The volume config `kmsfs.conf` (FORMAT.md §5): what a mount needs to find and unwrap the data
+//! key, and the parameters of the format. It is JSON for people and tools to read; everything in
+//! it but the wrapped key is authenticated by an HMAC under a key derived from the data key, so a
+//! config edited to weaken the format (another cipher, block size or volume id) is refused once
+//! the data key is unwrapped.
+
+use std::io::Write;
+use std::path::Path;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use kms_core::crypto::Algorithm;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::keys::{VolumeKeys, VOLUME_ID_LEN};
+
+pub const CONFIG_NAME: &str = "kmsfs.conf";
+pub const CONFIG_VERSION: u32 = 1;
+pub const DEFAULT_BLOCK_SIZE: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}: not a kmsfs volume (no {CONFIG_NAME})")]
+    NotAVolume(String),
+    #[error("{path}: {why}")]
+    Invalid { path: String, why: String },
+    #[error("the volume config was modified (its MAC does not verify under the volume's data key)")]
+    Tampered,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// `kmsfs.conf`, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeConfig {
+    /// Always `kmsfs`: a foreign JSON file is recognised at once.
+    pub format: String,
+    pub version: u32,
+    /// 16 bytes, hex.
+    pub volume_id: String,
+    /// `aes-256-gcm` or `sm4-gcm`.
+    pub cipher: String,
+    pub block_size: usize,
+    /// The CMK the data key is wrapped under (a key id, ARN or alias, as given at init).
+    pub key_id: String,
+    /// The EncryptionContext of the wrapping, JSON text.
+    pub encryption_context: String,
+    /// The KMS ciphertext blob of the data key, base64.
+    pub wrapped_data_key: String,
+    /// HMAC-SHA256 under the config MAC key over every field above but the wrapped key, hex.
+    pub mac: String,
+}
+
+impl VolumeConfig {
+    /// A config for a new volume; [`VolumeConfig::seal`] must follow once the data key exists.
+    pub fn new(
+        volume_id: &[u8; VOLUME_ID_LEN],
+        cipher: Algorithm,
+        key_id: &str,
+        context: &str,
+        wrapped: &[u8],
+    ) -> Self {
+        VolumeConfig {
+            format: "kmsfs".into(),
+            version: CONFIG_VERSION,
+            volume_id: hex::encode(volume_id),
+            cipher: cipher_name(cipher).into(),
+            block_size: DEFAULT_BLOCK_SIZE,
+            key_id: key_id.into(),
+            encryption_context: context.into(),
+            wrapped_data_key: STANDARD.encode(wrapped),
+            mac: String::new(),
+        }
+    }
+
+    pub fn load(dir: &Path) -> Result<VolumeConfig, ConfigError> {
+        let path = dir.join(CONFIG_NAME);
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConfigError::NotAVolume(dir.display().to_string()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let invalid = |why: String| ConfigError::Invalid { path: path.display().to_string(), why };
+        let c: VolumeConfig = serde_json::from_slice(&text).map_err(|e| invalid(format!("not a kmsfs config: {e}")))?;
+        if c.format != "kmsfs" {
+            return Err(invalid(format!("format {:?} is not kmsfs", c.format)));
+        }
+        if c.version != CONFIG_VERSION {
+            return Err(invalid(format!(
+                "config version {} is not supported (this build reads {CONFIG_VERSION})",
+                c.version
+            )));
+        }
+        c.volume_id_bytes().ok_or_else(|| invalid("volume_id is not 16 bytes of hex".into()))?;
+        c.algorithm().ok_or_else(|| invalid(format!("cipher {:?} is not aes-256-gcm or sm4-gcm", c.cipher)))?;
+        if !(512..=1 << 20).contains(&c.block_size) || !c.block_size.is_power_of_two() {
+            return Err(invalid(format!("block_size {} is not a power of two in 512..=1 MiB", c.block_size)));
+        }
+        c.wrapped_key().ok_or_else(|| invalid("wrapped_data_key is not base64".into()))?;
+        Ok(c)
+    }
+
+    /// Writes the config atomically (temp file, fsync, rename, fsync of the directory), mode 0600.
+    pub fn store(&self, dir: &Path) -> Result<(), ConfigError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let tmp = dir.join(format!(".{CONFIG_NAME}.tmp"));
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(serde_json::to_string_pretty(self).expect("plain struct").as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(CONFIG_NAME))?;
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(())
+    }
+
+    pub fn volume_id_bytes(&self) -> Option<[u8; VOLUME_ID_LEN]> {
+        hex::decode(&self.volume_id).ok()?.try_into().ok()
+    }
+
+    pub fn algorithm(&self) -> Option<Algorithm> {
+        match self.cipher.as_str() {
+            "aes-256-gcm" => Some(Algorithm::Aes256Gcm),
+            "sm4-gcm" => Some(Algorithm::Sm4Gcm),
+            _ => None,
+        }
+    }
+
+    pub fn wrapped_key(&self) -> Option<Vec<u8>> {
+        STANDARD.decode(&self.wrapped_data_key).ok()
+    }
+
+    /// The MAC input: each authenticated field, length-prefixed so no two configs collide. The
+    /// wrapped key is left out so `rewrap` can replace it without the data key changing.
+    fn mac_input(&self) -> Vec<u8> {
+        let mut m = b"kmsfs v1 config\0".to_vec();
+        for field in [
+            self.format.as_bytes(),
+            &self.version.to_be_bytes(),
+            self.volume_id.as_bytes(),
+            self.cipher.as_bytes(),
+            &(self.block_size as u64).to_be_bytes(),
+            self.key_id.as_bytes(),
+            self.encryption_context.as_bytes(),
+        ] {
+            m.extend_from_slice(&(field.len() as u32).to_be_bytes());
+            m.extend_from_slice(field);
+        }
+        m
+    }
+
+    fn compute_mac(&self, keys: &VolumeKeys) -> [u8; 32] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(keys.config_mac_key()).expect("any key length");
+        mac.update(&self.mac_input());
+        mac.finalize().into_bytes().into()
+    }
+
+    pub fn seal(&mut self, keys: &VolumeKeys) {
+        self.mac = hex::encode(self.compute_mac(keys));
+    }
+
+    /// Constant-time check of the MAC.
+    pub fn verify(&self, keys: &VolumeKeys) -> Result<(), ConfigError> {
+        use subtle::ConstantTimeEq;
+        let stored = hex::decode(&self.mac).map_err(|_| ConfigError::Tampered)?;
+        if stored.len() == 32 && bool::from(stored.ct_eq(&self.compute_mac(keys))) {
+            Ok(())
+        } else {
+            Err(ConfigError::Tampered)
+        }
+    }
+}
+
+pub fn cipher_name(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::Aes256Gcm => "aes-256-gcm",
+        Algorithm::Sm4Gcm => "sm4-gcm",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sealed() -> (VolumeConfig, VolumeKeys) {
+        let vid = [8u8; 16];
+        let keys = VolumeKeys::derive(&[1; 32], &vid, Algorithm::Sm4Gcm).unwrap();
+        let mut c = VolumeConfig::new(&vid, Algorithm::Sm4Gcm, "alias/acs/oss", r#"{"kmsfs:volume":"08"}"#, b"blob");
+        c.seal(&keys);
+        (c, keys)
+    }
+
+    #[test]
+    fn store_load_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, keys) = sealed();
+        c.store(dir.path()).unwrap();
+        let back = VolumeConfig::load(dir.path()).unwrap();
+        assert_eq!(back, c);
+        back.verify(&keys).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(CONFIG_NAME)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(back.algorithm(), Some(Algorithm::Sm4Gcm));
+        assert_eq!(back.wrapped_key().unwrap(), b"blob");
+    }
+
+    #[test]
+    fn every_authenticated_field_is_covered() {
+        let (c, keys) = sealed();
+        let edits: [fn(&mut VolumeConfig); 6] = [
+            |c| c.cipher = "aes-256-gcm".into(),
+            |c| c.block_size = 8192,
+            |c| c.volume_id = hex::encode([9u8; 16]),
+            |c| c.key_id = "alias/other".into(),
+            |c| c.encryption_context = "{}".into(),
+            |c| c.mac = "00".repeat(32),
+        ];
+        for edit in edits {
+            let mut t = c.clone();
+            edit(&mut t);
+            assert!(matches!(t.verify(&keys), Err(ConfigError::Tampered)), "{t:?}");
+        }
+        let mut rewrapped = c.clone();
+        rewrapped.wrapped_data_key = STANDARD.encode(b"another blob");
+        rewrapped.verify(&keys).expect("the wrapped key may change (rewrap)");
+    }
+
+    #[test]
+    fn foreign_and_broken_configs_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(VolumeConfig::load(dir.path()), Err(ConfigError::NotAVolume(_))));
+        let path = dir.path().join(CONFIG_NAME);
+        for (text, why) in [("not json", "not a kmsfs config"), (r#"{"creator":"gocryptfs"}"#, "not a kmsfs config")] {
+            std::fs::write(&path, text).unwrap();
+            let err = VolumeConfig::load(dir.path()).unwrap_err().to_string();
+            assert!(err.contains(why), "{err}");
+        }
+        let (c, _) = sealed();
+        for (edit, why) in [
+            (Box::new(|c: &mut VolumeConfig| c.version = 2) as Box<dyn Fn(&mut VolumeConfig)>, "version 2"),
+            (Box::new(|c: &mut VolumeConfig| c.cipher = "rot13".into()), "rot13"),
+            (Box::new(|c: &mut VolumeConfig| c.block_size = 1000), "block_size 1000"),
+            (Box::new(|c: &mut VolumeConfig| c.volume_id = "xyz".into()), "volume_id"),
+            (Box::new(|c: &mut VolumeConfig| c.format = "other".into()), "is not kmsfs"),
+        ] {
+            let mut t = c.clone();
+            edit(&mut t);
+            std::fs::write(&path, serde_json::to_vec(&t).unwrap()).unwrap();
+            let err = VolumeConfig::load(dir.path()).unwrap_err().to_string();
+            assert!(err.contains(why), "{err}");
+        }
+    }
+}
