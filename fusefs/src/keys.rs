@@ -27,6 +27,13 @@ pub struct VolumeKeys {
     config_mac: Zeroizing<[u8; 32]>,
 }
 
+/// Shows the cipher only: key bytes never reach a log or an error.
+impl std::fmt::Debug for VolumeKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VolumeKeys").field("cipher", &self.cipher).finish_non_exhaustive()
+    }
+}
+
 impl VolumeKeys {
     /// `None` when the DK has the wrong length.
     pub fn derive(dk: &[u8], volume_id: &[u8; VOLUME_ID_LEN], cipher: Algorithm) -> Option<VolumeKeys> {
