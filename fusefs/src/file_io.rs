@@ -254,7 +254,7 @@ mod tests {
         raw.write_all_at(&[0xff], HEADER_LEN as u64 + 20).unwrap();
         let err = f.read_at(&mut buf[..4], 0).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
-        raw.write_all_at(&[b'X'], 0).unwrap();
+        raw.write_all_at(b"X", 0).unwrap();
         let reopened = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
         assert!(EncryptedFile::open(reopened, &k, Layout { block_size: 4096 }).is_err());
     }
