@@ -5,6 +5,7 @@
 //! partial blocks, sparse extension, truncation). The FUSE mount and the CLI come next (issue 8).
 
 pub mod content;
+pub mod dirs;
 pub mod file_io;
 pub mod keys;
 pub mod kms;
