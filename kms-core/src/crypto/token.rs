@@ -92,10 +92,6 @@ impl Drop for PooledSession<'_> {
     }
 }
 
-fn unavailable(what: &str) -> impl Fn(cryptoki::error::Error) -> SealError + '_ {
-    move |e| SealError::Unavailable(format!("{what}: {e}"))
-}
-
 /// One initialised context per module for the whole process: `C_Initialize` may be called only
 /// once per library, and every engine opened in this process (tests open several) shares it.
 fn module(path: &Path) -> Result<Pkcs11, String> {
@@ -264,29 +260,10 @@ impl Token {
 
     /// A persistent AES-256 key generated in the token: sensitive, never extractable.
     pub fn generate_aes_key(&self, label: &str) -> Result<ObjectHandle, SealError> {
-        self.session()?
-            .generate_key(
-                &Mechanism::AesKeyGen,
-                &[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::KeyType(KeyType::AES),
-                    Attribute::ValueLen(32.into()),
-                    Attribute::Token(true),
-                    Attribute::Private(true),
-                    Attribute::Sensitive(true),
-                    Attribute::Extractable(false),
-                    Attribute::Encrypt(true),
-                    Attribute::Decrypt(true),
-                    // Nothing else: not a MAC key, not a wrapping key.
-                    Attribute::Sign(false),
-                    Attribute::Verify(false),
-                    Attribute::Wrap(false),
-                    Attribute::Unwrap(false),
-                    Attribute::Derive(false),
-                    Attribute::Label(label.as_bytes().to_vec()),
-                ],
-            )
-            .map_err(unavailable("generate key in token"))
+        let mut template = aes_key_template(label);
+        template.push(Attribute::ValueLen(32.into()));
+        self.with_session("generate key in token", |s| s.generate_key(&Mechanism::AesKeyGen, &template))
+            .map_err(TokenOpError::unavailable)
     }
 
     /// The one secret-key object labelled `label`.
@@ -308,14 +285,34 @@ impl Token {
 
     /// Destroys the objects labelled `label` (crypto-shredding a deleted key).
     pub fn destroy(&self, label: &str) -> Result<(), SealError> {
-        let s = self.session()?;
-        for h in
-            s.find_objects(&[Attribute::Label(label.as_bytes().to_vec())]).map_err(unavailable("find key in token"))?
-        {
-            s.destroy_object(h).map_err(unavailable("destroy key in token"))?;
-        }
-        Ok(())
+        let template = [Attribute::Label(label.as_bytes().to_vec())];
+        self.with_session("destroy key in token", |s| {
+            s.find_objects(&template)?.into_iter().try_for_each(|h| s.destroy_object(h))
+        })
+        .map_err(TokenOpError::unavailable)
     }
+}
+
+/// The attributes of every AES key object this service makes (generated or unwrapped): persistent,
+/// private, sensitive, never extractable, for encryption and decryption only – not a MAC key, not a
+/// wrapping key.
+pub(crate) fn aes_key_template(label: &str) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ]
 }
 
 /// Return values that mean the session (or the login, which belongs to the sessions) is gone.
@@ -496,19 +493,16 @@ impl TokenRootKey {
     /// Finds the AES key labelled `label`, or generates it in the token (sensitive, never
     /// extractable, persistent).
     pub fn load_or_create(token: Arc<Token>, label: &str) -> Result<TokenRootKey, String> {
-        let s = token.session().map_err(|e| e.to_string())?;
-        let found = s
-            .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY), Attribute::Label(label.as_bytes().to_vec())])
-            .map_err(|e| format!("find root key: {e}"))?;
-        let key = match found.as_slice() {
-            [k] => *k,
-            [] => {
+        let found = token.find_one(ObjectClass::SECRET_KEY, label).map_err(|e| format!("find root key: {e}"))?;
+        let key = match found {
+            Some(k) => k,
+            None => {
                 let k = token.generate_aes_key(label).map_err(|e| format!("root key in token {}: {e}", token.label))?;
                 tracing::info!(token = %token.label, label, "generated the root key inside the token");
                 k
             }
-            _ => return Err(format!("token {} has several keys labelled {label:?}", token.label)),
         };
+        let s = token.session().map_err(|e| e.to_string())?;
         // Refuse a key that could ever leave the token.
         let attrs = s
             .get_attributes(key, &[AttributeType::Extractable, AttributeType::Sensitive])

@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 use super::asym::{encrypt_with, ossl, verify_with, AsymAlgorithm, AsymKey};
 use super::seal::SealError;
-use super::token::{Token, TokenObject, TokenOpError};
+use super::token::{aes_key_template, Token, TokenObject, TokenOpError};
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::model::{KeySpec, KeyUsage};
 
@@ -282,22 +282,7 @@ pub fn unwrap_aes256(
     label: &str,
 ) -> Result<(TokenObject, Vec<u8>)> {
     let m = rsa_mechanism(alg)?;
-    let template = [
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(cryptoki::object::KeyType::AES),
-        Attribute::Token(true),
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(false),
-        Attribute::Encrypt(true),
-        Attribute::Decrypt(true),
-        Attribute::Sign(false),
-        Attribute::Verify(false),
-        Attribute::Wrap(false),
-        Attribute::Unwrap(false),
-        Attribute::Derive(false),
-        Attribute::Label(label.as_bytes().to_vec()),
-    ];
+    let template = aes_key_template(label);
     let token = wrapping.token().clone();
     let bad = |rv: RvError| {
         KmsError::with_detail(
