@@ -8,34 +8,14 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{close_all_sessions, list_objects, softhsm, LABEL, PIN};
+use common::{close_all_sessions, hsm_engine, list_objects, open_token, softhsm};
 use kms_core::api::*;
 use kms_core::clock::ManualClock;
-use kms_core::crypto::seal::SoftwareRootKey;
-use kms_core::crypto::token::{Token, TokenConfig};
-use kms_core::{Caller, Engine, EngineConfig, EngineOptions, ErrorCode, Limits};
+use kms_core::{Caller, Engine, ErrorCode};
 use sha2::{Digest, Sha256};
-use zeroize::Zeroizing;
 
 fn open(dir: &Path, module: &Path) -> Engine {
-    let token = Token::open(&TokenConfig {
-        module: module.to_path_buf(),
-        token_label: LABEL.into(),
-        slot: None,
-        pin: Zeroizing::new(PIN.into()),
-    })
-    .unwrap();
-    Engine::open(EngineOptions {
-        config: EngineConfig {
-            limits: Limits { min_manual_version_interval_secs: 0, ..Default::default() },
-            ..Default::default()
-        },
-        store_path: dir.join("kms.db"),
-        protector: Arc::new(SoftwareRootKey::load_or_create(&dir.join("root.key")).unwrap()),
-        clock: Arc::new(ManualClock::new(1_700_000_000)),
-        token: Some(token),
-    })
-    .unwrap()
+    hsm_engine(dir, open_token(module), Arc::new(ManualClock::new(1_700_000_000)))
 }
 
 fn openssl(dir: &Path, args: &[&str]) -> std::process::Output {

@@ -8,13 +8,10 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{list_objects, list_secret_keys, softhsm, LABEL, PIN};
+use common::{hsm_engine, list_objects, list_secret_keys, open_token, softhsm};
 use kms_core::api::*;
 use kms_core::clock::{ManualClock, DAY};
-use kms_core::crypto::seal::SoftwareRootKey;
-use kms_core::crypto::token::{Token, TokenConfig};
-use kms_core::{Caller, Engine, EngineConfig, EngineOptions, ErrorCode};
-use zeroize::Zeroizing;
+use kms_core::{Caller, ErrorCode};
 
 /// `openssl pkeyutl -encrypt` of `material` under the DER public key, RSA-OAEP with SHA-1.
 fn wrap(dir: &Path, public_der: &[u8], material: &[u8]) -> Vec<u8> {
@@ -36,21 +33,7 @@ fn material_is_unwrapped_inside_the_token() {
     let Some(module) = softhsm(tmp.path()) else { return };
     let dir = tmp.path();
     let clock = Arc::new(ManualClock::new(1_700_000_000));
-    let token = Token::open(&TokenConfig {
-        module: module.clone(),
-        token_label: LABEL.into(),
-        slot: None,
-        pin: Zeroizing::new(PIN.into()),
-    })
-    .unwrap();
-    let e = Engine::open(EngineOptions {
-        config: EngineConfig::default(),
-        store_path: dir.join("kms.db"),
-        protector: Arc::new(SoftwareRootKey::load_or_create(&dir.join("root.key")).unwrap()),
-        clock: clock.clone(),
-        token: Some(token),
-    })
-    .unwrap();
+    let e = hsm_engine(dir, open_token(&module), clock.clone());
     let me = Caller::owner();
     let key = e
         .create_key(

@@ -8,11 +8,10 @@ mod common;
 
 use std::sync::{Arc, Barrier};
 
-use common::{close_all_sessions, softhsm, LABEL, PIN};
+use common::{close_all_sessions, hsm_engine, open_token, softhsm};
 use kms_core::api::*;
-use kms_core::crypto::token::{Token, TokenConfig};
-use kms_core::{Caller, Engine, EngineConfig, EngineOptions};
-use zeroize::Zeroizing;
+use kms_core::clock::ManualClock;
+use kms_core::Caller;
 
 const THREADS: usize = 6;
 const ROUNDS: usize = 10;
@@ -23,20 +22,7 @@ fn pool_survives_concurrent_use_and_session_loss() {
     let tmp = tempfile::tempdir().unwrap();
     let Some(module) = softhsm(tmp.path()) else { return };
     let dir = tmp.path();
-    let token = Token::open(&TokenConfig {
-        module: module.clone(),
-        token_label: LABEL.into(),
-        slot: None,
-        pin: Zeroizing::new(PIN.into()),
-    })
-    .unwrap();
-    let e = Arc::new(
-        Engine::open(EngineOptions {
-            token: Some(token),
-            ..EngineOptions::in_dir(dir, EngineConfig::default()).unwrap()
-        })
-        .unwrap(),
-    );
+    let e = Arc::new(hsm_engine(dir, open_token(&module), Arc::new(ManualClock::new(1_700_000_000))));
     let me = Caller::owner();
     let aes = e
         .create_key(&me, CreateKeyRequest { protection_level: Some("HSM".into()), ..Default::default() })

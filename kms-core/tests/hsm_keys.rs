@@ -6,35 +6,17 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{close_all_sessions, list_secret_keys, softhsm, LABEL, PIN};
+use common::{close_all_sessions, hsm_engine, list_secret_keys, open_token, softhsm};
 use cryptoki::object::AttributeType;
 use kms_core::api::*;
 use kms_core::clock::{ManualClock, DAY};
 use kms_core::crypto::seal::SoftwareRootKey;
-use kms_core::crypto::token::{Token, TokenConfig};
-use kms_core::{Caller, Engine, EngineConfig, EngineOptions, ErrorCode, Limits};
-use zeroize::Zeroizing;
+use kms_core::crypto::token::Token;
+use kms_core::{Caller, Engine, EngineConfig, EngineOptions, ErrorCode};
 
 fn open(dir: &std::path::Path, module: &std::path::Path, clock: Arc<ManualClock>) -> (Engine, Arc<Token>) {
-    let token = Token::open(&TokenConfig {
-        module: module.to_path_buf(),
-        token_label: LABEL.into(),
-        slot: None,
-        pin: Zeroizing::new(PIN.into()),
-    })
-    .unwrap();
-    let e = Engine::open(EngineOptions {
-        config: EngineConfig {
-            limits: Limits { min_manual_version_interval_secs: 0, ..Default::default() },
-            ..Default::default()
-        },
-        store_path: dir.join("kms.db"),
-        protector: Arc::new(SoftwareRootKey::load_or_create(&dir.join("root.key")).unwrap()),
-        clock,
-        token: Some(token.clone()),
-    })
-    .unwrap();
-    (e, token)
+    let token = open_token(module);
+    (hsm_engine(dir, token.clone(), clock), token)
 }
 
 #[test]

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{list_secret_keys, softhsm, LABEL, PIN};
+use common::{list_secret_keys, open_token, softhsm, LABEL, PIN};
 
 use kms_core::api::*;
 use kms_core::crypto::token::{Token, TokenConfig, TokenRootKey};
@@ -16,14 +16,7 @@ use kms_core::{Caller, Engine, EngineConfig, EngineOptions, SystemClock};
 use zeroize::Zeroizing;
 
 fn engine(dir: &Path, module: &Path) -> Engine {
-    let token = Token::open(&TokenConfig {
-        module: module.to_path_buf(),
-        token_label: LABEL.into(),
-        slot: None,
-        pin: Zeroizing::new(PIN.into()),
-    })
-    .unwrap();
-    let root = TokenRootKey::load_or_create(token, "kms-root-key").unwrap();
+    let root = TokenRootKey::load_or_create(open_token(module), "kms-root-key").unwrap();
     Engine::open(EngineOptions {
         config: EngineConfig::default(),
         store_path: dir.join("kms.db"),
@@ -98,13 +91,7 @@ fn the_root_key_lives_in_the_token() {
     assert!(!listing.contains("  extractable"), "{listing}");
 
     // Another root key (a different label) cannot open the store; a wrong PIN cannot log in.
-    let token = Token::open(&TokenConfig {
-        module: module.clone(),
-        token_label: LABEL.into(),
-        slot: None,
-        pin: Zeroizing::new(PIN.into()),
-    })
-    .unwrap();
+    let token = open_token(&module);
     let token_slot = token.slot_id();
     let other = TokenRootKey::load_or_create(token, "another-key").unwrap();
     let err = Engine::open(EngineOptions {

@@ -3,6 +3,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+
+use kms_core::clock::Clock;
+use kms_core::crypto::seal::SoftwareRootKey;
+use kms_core::crypto::token::{Token, TokenConfig};
+use kms_core::{Engine, EngineConfig, EngineOptions, Limits};
+use zeroize::Zeroizing;
 
 pub const LABEL: &str = "kms-test";
 pub const PIN: &str = "87654321";
@@ -19,6 +26,33 @@ pub fn softhsm(dir: &Path) -> Option<PathBuf> {
     // this has a single test, so the variable affects nothing else.
     std::env::set_var("SOFTHSM2_CONF", &hsm.conf);
     Some(hsm.module)
+}
+
+/// The test token, logged in.
+pub fn open_token(module: &Path) -> Arc<Token> {
+    Token::open(&TokenConfig {
+        module: module.to_path_buf(),
+        token_label: LABEL.into(),
+        slot: None,
+        pin: Zeroizing::new(PIN.into()),
+    })
+    .unwrap()
+}
+
+/// An engine on `dir` (software root key) whose HSM keys live in `token`; manual key versions are
+/// allowed back to back.
+pub fn hsm_engine(dir: &Path, token: Arc<Token>, clock: Arc<dyn Clock>) -> Engine {
+    Engine::open(EngineOptions {
+        config: EngineConfig {
+            limits: Limits { min_manual_version_interval_secs: 0, ..Default::default() },
+            ..Default::default()
+        },
+        store_path: dir.join("kms.db"),
+        protector: Arc::new(SoftwareRootKey::load_or_create(&dir.join("root.key")).unwrap()),
+        clock,
+        token: Some(token),
+    })
+    .unwrap()
 }
 
 /// `pkcs11-tool --list-objects` for secret keys.
