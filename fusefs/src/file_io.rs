@@ -50,20 +50,26 @@ impl<'k> EncryptedFile<'k> {
         Ok(self.crypto.as_ref().expect("just set"))
     }
 
-    /// Plaintext of block `n`, which holds `len` bytes in a file of the current size.
-    fn read_block(&self, n: u64, len: usize, out: &mut [u8]) -> io::Result<()> {
+    /// Plaintext of block `n`, which holds `len` bytes in a file of the current size. `stored` is
+    /// scratch space, reused across the blocks of one call.
+    fn read_block(&self, n: u64, len: usize, out: &mut [u8], stored: &mut Vec<u8>) -> io::Result<()> {
         let crypto = self.crypto.as_ref().ok_or_else(|| corrupt(ContentError::BadHeader))?;
-        let mut stored = vec![0u8; len + BLOCK_OVERHEAD];
-        self.file.read_exact_at(&mut stored, self.layout.block_offset(n))?;
-        crypto.open_block(n, &stored, out).map_err(corrupt)?;
+        stored.resize(len + BLOCK_OVERHEAD, 0);
+        self.file.read_exact_at(stored, self.layout.block_offset(n))?;
+        crypto.open_block(n, stored, out).map_err(corrupt)?;
         Ok(())
     }
 
-    fn write_block(&self, n: u64, plaintext: &[u8]) -> io::Result<()> {
+    fn write_block(&self, n: u64, plaintext: &[u8], stored: &mut Vec<u8>) -> io::Result<()> {
         let crypto = self.crypto.as_ref().expect("a header exists before any block is written");
-        let mut stored = Vec::with_capacity(plaintext.len() + BLOCK_OVERHEAD);
-        crypto.seal_block(n, plaintext, &mut stored);
-        self.file.write_all_at(&stored, self.layout.block_offset(n))
+        stored.clear();
+        crypto.seal_block(n, plaintext, stored);
+        self.file.write_all_at(stored, self.layout.block_offset(n))
+    }
+
+    /// A plaintext block buffer and a stored-block buffer for one call.
+    fn scratch(&self) -> (Vec<u8>, Vec<u8>) {
+        (vec![0u8; self.layout.block_size], Vec::with_capacity(self.layout.stored_block_len()))
     }
 
     /// Length of block `n` in a file of `size` plaintext bytes (0 past the end).
@@ -80,13 +86,13 @@ impl<'k> EncryptedFile<'k> {
         }
         let end = size.min(offset + buf.len() as u64);
         let bs = self.layout.block_size as u64;
-        let mut block = vec![0u8; self.layout.block_size];
+        let (mut block, mut stored) = self.scratch();
         let mut done = 0usize;
         let mut pos = offset;
         while pos < end {
             let n = pos / bs;
             let len = self.block_len(n, size);
-            self.read_block(n, len, &mut block)?;
+            self.read_block(n, len, &mut block, &mut stored)?;
             let from = (pos - n * bs) as usize;
             let take = (len - from).min((end - pos) as usize);
             buf[done..done + take].copy_from_slice(&block[from..from + take]);
@@ -109,7 +115,7 @@ impl<'k> EncryptedFile<'k> {
         let size = size.max(offset);
         let bs = self.layout.block_size as u64;
         let end = offset + data.len() as u64;
-        let mut block = vec![0u8; self.layout.block_size];
+        let (mut block, mut stored) = self.scratch();
         let mut pos = offset;
         while pos < end {
             let n = pos / bs;
@@ -119,11 +125,11 @@ impl<'k> EncryptedFile<'k> {
             let new_len = old_len.max(from + take);
             if from > 0 || take < old_len {
                 // A partial overwrite keeps the rest of the block: read, patch, re-seal.
-                self.read_block(n, old_len, &mut block)?;
+                self.read_block(n, old_len, &mut block, &mut stored)?;
             }
             let src = (pos - offset) as usize;
             block[from..from + take].copy_from_slice(&data[src..src + take]);
-            self.write_block(n, &block[..new_len])?;
+            self.write_block(n, &block[..new_len], &mut stored)?;
             pos += take as u64;
         }
         Ok(())
@@ -140,24 +146,24 @@ impl<'k> EncryptedFile<'k> {
         }
         self.crypto_or_create()?;
         let bs = self.layout.block_size as u64;
-        let mut block = vec![0u8; self.layout.block_size];
+        let (mut block, mut stored) = self.scratch();
         if new > size {
             // The old last block, if partial, becomes full (zero-padded) or grows to `new`.
             let n = size / bs;
             let old_len = self.block_len(n, size);
             if old_len > 0 {
                 let grown = self.block_len(n, new);
-                self.read_block(n, old_len, &mut block)?;
+                self.read_block(n, old_len, &mut block, &mut stored)?;
                 block[old_len..grown].fill(0);
-                self.write_block(n, &block[..grown])?;
+                self.write_block(n, &block[..grown], &mut stored)?;
             }
         } else {
             // The new last block, if partial, is re-sealed at its new length.
             let n = new / bs;
             let new_len = self.block_len(n, new);
             if new_len > 0 && new_len < self.block_len(n, size) {
-                self.read_block(n, self.block_len(n, size), &mut block)?;
-                self.write_block(n, &block[..new_len])?;
+                self.read_block(n, self.block_len(n, size), &mut block, &mut stored)?;
+                self.write_block(n, &block[..new_len], &mut stored)?;
             }
         }
         let stored = if new == 0 { HEADER_LEN as u64 } else { self.layout.stored_size(new) };

@@ -130,6 +130,11 @@ impl VolumeConfig {
         }
     }
 
+    /// Replaces the wrapped data key (not covered by the MAC: see `mac_input`).
+    pub fn set_wrapped_key(&mut self, blob: &[u8]) {
+        self.wrapped_data_key = STANDARD.encode(blob);
+    }
+
     pub fn wrapped_key(&self) -> Option<Vec<u8>> {
         STANDARD.decode(&self.wrapped_data_key).ok()
     }
