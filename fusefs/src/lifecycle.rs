@@ -66,7 +66,7 @@ pub fn rewrap(dir: &Path, kms: &dyn KeyService, key_id: Option<&str>) -> Result<
     let target = key_id.unwrap_or(&config.key_id).to_string();
     let blob = kms.re_encrypt(&config.wrapped_key().expect("checked by load"), &config.encryption_context, &target)?;
     config.key_id = target;
-    config.wrapped_data_key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &blob);
+    config.set_wrapped_key(&blob);
     config.seal(&keys);
     config.store(dir)?;
     Ok(config)

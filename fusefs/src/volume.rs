@@ -63,7 +63,7 @@ impl VolumeConfig {
         context: &str,
         wrapped: &[u8],
     ) -> Self {
-        VolumeConfig {
+        let mut c = VolumeConfig {
             format: "kmsfs".into(),
             version: CONFIG_VERSION,
             volume_id: hex::encode(volume_id),
@@ -71,9 +71,11 @@ impl VolumeConfig {
             block_size: DEFAULT_BLOCK_SIZE,
             key_id: key_id.into(),
             encryption_context: context.into(),
-            wrapped_data_key: STANDARD.encode(wrapped),
+            wrapped_data_key: String::new(),
             mac: String::new(),
-        }
+        };
+        c.set_wrapped_key(wrapped);
+        c
     }
 
     pub fn load(dir: &Path) -> Result<VolumeConfig, ConfigError> {
@@ -231,7 +233,7 @@ mod tests {
             assert!(matches!(t.verify(&keys), Err(ConfigError::Tampered)), "{t:?}");
         }
         let mut rewrapped = c.clone();
-        rewrapped.wrapped_data_key = STANDARD.encode(b"another blob");
+        rewrapped.set_wrapped_key(b"another blob");
         rewrapped.verify(&keys).expect("the wrapped key may change (rewrap)");
     }
 
