@@ -2,9 +2,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-
-use common::Sidecar;
+use common::{start_fails, Sidecar};
 use kms_core::api::*;
 use serde_json::Value;
 
@@ -90,16 +88,8 @@ fn agent_serves_secrets_to_token_holders_only() {
 #[test]
 fn the_agent_listens_on_loopback_only() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_kms-sidecar"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--listen", "127.0.0.1:0", "--agent-listen", "0.0.0.0:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = start_fails(dir.path(), &["--agent-listen", "0.0.0.0:0"], &[]);
+    assert!(stderr.contains("loopback"), "{stderr}");
 }
 
 #[test]

@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::Sidecar;
+use common::{start_fails, Sidecar};
 use kms_core::api::*;
 use kms_sidecar::client::ClientError;
 
@@ -102,14 +100,7 @@ fn hsm_keys_over_the_wire() {
     let data = s.stop();
 
     // Without the token configured, a store holding HSM keys does not start half-working.
-    let out = Command::new(env!("CARGO_BIN_EXE_kms-sidecar"))
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(["--listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = start_fails(data.path(), &[], &[]);
     assert!(stderr.contains("HSM-protected and no PKCS#11 token is configured"), "{stderr}");
 }
 
@@ -146,16 +137,8 @@ fn the_sidecar_seals_under_a_token_root_key() {
     assert_eq!(back.plaintext.expose(), b"hsm-rooted");
     let data = s.stop();
     // The wrong PIN stops the start with a clear message.
-    let out = Command::new(env!("CARGO_BIN_EXE_kms-sidecar"))
-        .envs([("SOFTHSM2_CONF", conf.to_str().unwrap()), ("KMS_HSM_PIN", "9999")])
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("login"), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = start_fails(data.path(), &args, &[("SOFTHSM2_CONF", conf.to_str().unwrap()), ("KMS_HSM_PIN", "9999")]);
+    assert!(stderr.contains("login"), "{stderr}");
 
     // The PIN from a file: refused while others can read it, used once it is 0600.
     use std::os::unix::fs::PermissionsExt;
@@ -173,17 +156,8 @@ fn the_sidecar_seals_under_a_token_root_key() {
     )
     .unwrap();
     let args2 = ["--config", cfg2.to_str().unwrap()];
-    let out = Command::new(env!("CARGO_BIN_EXE_kms-sidecar"))
-        .env("SOFTHSM2_CONF", &conf)
-        .env_remove("KMS_HSM_PIN")
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args2)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = start_fails(data.path(), &args2, &[("SOFTHSM2_CONF", conf.to_str().unwrap())]);
+    assert!(stderr.contains("chmod 600"), "{stderr}");
     std::fs::set_permissions(&pin_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let s = Sidecar::start_with_env(data, &args2, &[("SOFTHSM2_CONF", conf.to_str().unwrap())]);
     assert!(s.client().describe_key(&key).is_ok(), "started with the PIN from the file");

@@ -58,6 +58,7 @@ pub struct Token {
     label: String,
     pool: Mutex<Vec<Session>>,
     last_reset: Mutex<Option<std::time::Instant>>,
+    mechanisms: Mutex<Option<Arc<Vec<MechanismType>>>>,
 }
 
 /// A session borrowed from the pool; returned on drop.
@@ -145,6 +146,7 @@ impl Token {
         *last = Some(std::time::Instant::now());
         tracing::warn!(token = %self.label, "re-initialising the PKCS#11 module");
         self.pool.lock().clear();
+        self.mechanisms.lock().take();
         if let Err(e) = self.ctx.clone().finalize() {
             tracing::warn!(token = %self.label, error = %e, "C_Finalize");
         }
@@ -174,6 +176,7 @@ impl Token {
             label: cfg.token_label.clone(),
             pool: Mutex::new(Vec::new()),
             last_reset: Mutex::new(None),
+            mechanisms: Mutex::new(None),
         };
         // Log in once now, so a wrong PIN stops the start instead of the first request.
         drop(token.session_raw().map_err(|e| format!("login to token {}: {e}", token.label))?);
@@ -247,9 +250,16 @@ impl Token {
         }
     }
 
-    /// The mechanisms the token offers (what it can do is discovered, not assumed).
-    pub fn mechanisms(&self) -> Result<Vec<MechanismType>, String> {
-        self.ctx.get_mechanism_list(*self.slot.lock()).map_err(|e| e.to_string())
+    /// The mechanisms the token offers (what it can do is discovered, not assumed). Asked once
+    /// and kept – a token's mechanisms do not change while it is present – until a reset.
+    pub fn mechanisms(&self) -> Result<Arc<Vec<MechanismType>>, String> {
+        let mut cached = self.mechanisms.lock();
+        if let Some(m) = &*cached {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(self.ctx.get_mechanism_list(*self.slot.lock()).map_err(|e| e.to_string())?);
+        *cached = Some(m.clone());
+        Ok(m)
     }
 
     /// The names of the `wanted` mechanisms the token does not offer.

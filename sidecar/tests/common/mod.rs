@@ -6,6 +6,23 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// Runs the sidecar on `dir` expecting it to refuse to start; returns what it printed on stderr.
+#[allow(dead_code)]
+pub fn start_fails(dir: &std::path::Path, extra: &[&str], envs: &[(&str, &str)]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_kms-sidecar"))
+        .env_remove("KMS_HSM_PIN")
+        .envs(envs.iter().copied())
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the sidecar started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
