@@ -17,7 +17,8 @@ struct Fixture {
     engine: Engine,
 }
 
-fn options(dir: &Path, clock: Arc<ManualClock>, config: EngineConfig) -> EngineOptions {
+/// Options for a test engine on `dir`: a software root key, the given clock and config.
+pub(super) fn options(dir: &Path, clock: Arc<ManualClock>, config: EngineConfig) -> EngineOptions {
     let root = SoftwareRootKey::load_or_create(&dir.join("root.key")).unwrap();
     EngineOptions { config, store_path: dir.join("kms.db"), protector: Arc::new(root), clock, token: None }
 }

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
+use super::tests::options;
 use super::*;
 use crate::api::*;
 use crate::clock::{ManualClock, DAY};
 use crate::crypto::asym::{sha256, AsymAlgorithm, AsymKey, PrivateKey};
-use crate::crypto::seal::SoftwareRootKey;
 use crate::model::KeySpec;
 use crate::ErrorCode as E;
 
@@ -16,15 +16,7 @@ const T0: i64 = 1_700_000_000;
 fn engine() -> (tempfile::TempDir, Arc<ManualClock>, Engine) {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let root = SoftwareRootKey::load_or_create(&dir.path().join("root.key")).unwrap();
-    let e = Engine::open(EngineOptions {
-        config: EngineConfig::default(),
-        store_path: dir.path().join("kms.db"),
-        protector: Arc::new(root),
-        clock: clock.clone(),
-        token: None,
-    })
-    .unwrap();
+    let e = Engine::open(options(dir.path(), clock.clone(), EngineConfig::default())).unwrap();
     (dir, clock, e)
 }
 
@@ -516,15 +508,7 @@ fn deleted_or_expired_material_blocks_ciphertexts_until_the_same_material_return
 
     // Everything survives a reopen: fingerprint, the version id, the deleted state.
     drop(e);
-    let root = SoftwareRootKey::load_or_create(&dir.path().join("root.key")).unwrap();
-    let e = Engine::open(EngineOptions {
-        config: EngineConfig::default(),
-        store_path: dir.path().join("kms.db"),
-        protector: Arc::new(root),
-        clock: clock.clone(),
-        token: None,
-    })
-    .unwrap();
+    let e = Engine::open(options(dir.path(), clock.clone(), EngineConfig::default())).unwrap();
     let p = params(&e, &k, "RSA_2048", "RSAES_OAEP_SHA_1");
     assert_eq!(
         import(&e, &k, &p, wrap(&p, KeySpec::Rsa2048, "RSAES_OAEP_SHA_1", &[4; 16]), 0).unwrap_err().code(),

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use super::*;
 use crate::api::*;
 use crate::clock::{ManualClock, DAY};
-use crate::crypto::seal::SoftwareRootKey;
 use crate::ErrorCode as E;
 use crate::Limits;
 
@@ -20,15 +19,7 @@ fn engine_with(limits: Limits) -> (tempfile::TempDir, Arc<ManualClock>, Engine) 
 }
 
 fn open(dir: &Path, clock: Arc<ManualClock>, limits: Limits) -> Engine {
-    let root = SoftwareRootKey::load_or_create(&dir.join("root.key")).unwrap();
-    Engine::open(EngineOptions {
-        config: EngineConfig { limits, ..Default::default() },
-        store_path: dir.join("kms.db"),
-        protector: Arc::new(root),
-        clock,
-        token: None,
-    })
-    .unwrap()
+    Engine::open(super::tests::options(dir, clock, EngineConfig { limits, ..Default::default() })).unwrap()
 }
 
 fn engine() -> (tempfile::TempDir, Arc<ManualClock>, Engine) {
