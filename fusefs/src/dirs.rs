@@ -1,57 +1,92 @@
 //! Directories of the cipher tree (FORMAT.md §4): each holds its random IV in `kmsfs.diriv`, its
 //! entries under encrypted names, and for names too long for the backing filesystem a hashed
-//! entry plus a `.name` file with the full encrypted name.
+//! entry plus a `.name` file with the full encrypted name. Everything works relative to a
+//! directory file descriptor, so the mount (which holds one per directory) never walks paths.
 
-use std::io;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::ffi::CStr;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use rustix::fs::{openat, Mode, OFlags};
 
 use crate::names::{backing_name, NameCipher, NameError, DIR_IV_LEN, LONG_NAME_PREFIX};
 use crate::volume::CONFIG_NAME;
 
 pub const DIR_IV_NAME: &str = "kmsfs.diriv";
-const LONG_NAME_SUFFIX: &str = ".name";
+pub const LONG_NAME_SUFFIX: &str = ".name";
+/// Prefix of a directory being created (it gets its IV before it gets its name), so a crash
+/// never leaves a named directory without an IV.
+pub const TEMP_PREFIX: &str = ".kmsfs.tmp.";
 
-/// Writes a new random IV into the backing directory `dir` (read-only, fsynced).
-pub fn create_dir_iv(dir: &Path) -> io::Result<[u8; DIR_IV_LEN]> {
+/// Opens a directory for reading its entries (works from an `O_PATH` descriptor too).
+pub fn open_dir(dir: impl AsFd) -> io::Result<OwnedFd> {
+    Ok(openat(dir, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?)
+}
+
+fn open_path(dir: &Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::open(dir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?)
+}
+
+/// Writes a new random IV into directory `dir`. `durable` fsyncs it and the directory (for the
+/// root at `init`); a new subdirectory instead gets its IV before it is renamed into place.
+pub fn create_dir_iv_at(dir: impl AsFd, durable: bool) -> io::Result<[u8; DIR_IV_LEN]> {
     let mut iv = [0u8; DIR_IV_LEN];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut iv);
-    let path = dir.join(DIR_IV_NAME);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o400).open(&path)?;
-    io::Write::write_all(&mut f, &iv)?;
-    f.sync_all()?;
-    std::fs::File::open(dir)?.sync_all()?;
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+    let mut f = std::fs::File::from(openat(dir.as_fd(), DIR_IV_NAME, flags, Mode::from_raw_mode(0o400))?);
+    f.write_all(&iv)?;
+    if durable {
+        f.sync_all()?;
+        rustix::fs::fsync(open_dir(dir)?)?;
+    }
+    Ok(iv)
+}
+
+pub fn create_dir_iv(dir: &Path) -> io::Result<[u8; DIR_IV_LEN]> {
+    create_dir_iv_at(open_path(dir)?, true)
+}
+
+pub fn read_dir_iv_at(dir: impl AsFd) -> io::Result<[u8; DIR_IV_LEN]> {
+    let f = std::fs::File::from(openat(dir, DIR_IV_NAME, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?);
+    let mut iv = [0u8; DIR_IV_LEN];
+    let n = std::os::unix::fs::FileExt::read_at(&f, &mut iv, 0)?;
+    if n != DIR_IV_LEN || f.metadata()?.len() != DIR_IV_LEN as u64 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad {DIR_IV_NAME}")));
+    }
     Ok(iv)
 }
 
 pub fn read_dir_iv(dir: &Path) -> io::Result<[u8; DIR_IV_LEN]> {
-    let b = std::fs::read(dir.join(DIR_IV_NAME))?;
-    b.try_into()
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("{}: bad {DIR_IV_NAME}", dir.display())))
+    read_dir_iv_at(open_path(dir)?).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))
 }
 
-/// Where the entry `name` of the directory `dir` (IV `iv`) lives, and for a long name the full
-/// encrypted name to keep beside it.
-pub struct BackingEntry {
-    pub path: PathBuf,
-    pub long_name: Option<(PathBuf, String)>,
+/// Where an entry lives in its backing directory: the backing name, and for a long name the
+/// `.name` file and the full encrypted name to keep in it.
+pub struct EntryName {
+    pub backing: String,
+    pub long: Option<(String, String)>,
 }
 
-pub fn backing_entry(names: &NameCipher, dir: &Path, iv: &[u8; DIR_IV_LEN], name: &[u8]) -> BackingEntry {
+pub fn entry_name(names: &NameCipher, iv: &[u8; DIR_IV_LEN], name: &[u8]) -> EntryName {
     let encrypted = names.encrypt(iv, name);
-    let backing = backing_name(&encrypted);
-    let path = dir.join(backing.as_ref());
-    let long_name =
-        (backing.as_ref() != encrypted).then(|| (dir.join(format!("{backing}{LONG_NAME_SUFFIX}")), encrypted.clone()));
-    BackingEntry { path, long_name }
+    let backing = backing_name(&encrypted).into_owned();
+    let long = (backing != encrypted).then(|| (format!("{backing}{LONG_NAME_SUFFIX}"), encrypted));
+    EntryName { backing, long }
 }
 
 /// Records the full encrypted name of a long-named entry (before the entry itself is created, so
 /// a crash in between leaves an orphan `.name` file, never a nameless entry).
-pub fn write_long_name(path: &Path, encrypted: &str) -> io::Result<()> {
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    io::Write::write_all(&mut f, encrypted.as_bytes())?;
+pub fn write_long_name_at(dir: impl AsFd, file: &str, encrypted: &str) -> io::Result<()> {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC;
+    let mut f = std::fs::File::from(openat(dir, file, flags, Mode::from_raw_mode(0o600))?);
+    f.write_all(encrypted.as_bytes())?;
     f.sync_all()
+}
+
+/// Whether a backing name is one of the volume's own files rather than an entry.
+pub fn is_internal(backing: &str) -> bool {
+    backing == DIR_IV_NAME || backing == CONFIG_NAME || backing.starts_with('.') || backing.ends_with(LONG_NAME_SUFFIX)
 }
 
 /// One entry of a listing: its plaintext name, or why it could not be decrypted.
@@ -59,31 +94,55 @@ pub fn write_long_name(path: &Path, encrypted: &str) -> io::Result<()> {
 pub struct Listed {
     pub backing: String,
     pub name: Result<Vec<u8>, NameError>,
+    pub ino: u64,
+    pub file_type: rustix::fs::FileType,
 }
 
-/// The entries of backing directory `dir`, decrypted; the volume's own files are left out.
-pub fn list(names: &NameCipher, dir: &Path, iv: &[u8; DIR_IV_LEN]) -> io::Result<Vec<Listed>> {
+/// The entries of the backing directory open as `dir`, decrypted; the volume's own files are left
+/// out.
+pub fn list_at(names: &NameCipher, dir: impl AsFd, iv: &[u8; DIR_IV_LEN]) -> io::Result<Vec<Listed>> {
+    let fd = open_dir(dir)?;
     let mut out = Vec::new();
-    for e in std::fs::read_dir(dir)? {
-        let backing = e?.file_name().to_string_lossy().into_owned();
-        if backing == DIR_IV_NAME
-            || backing == CONFIG_NAME
-            || backing.starts_with('.')
-            || backing.ends_with(LONG_NAME_SUFFIX)
-        {
+    for e in rustix::fs::Dir::read_from(&fd)? {
+        let e = e?;
+        let Ok(backing) = e.file_name().to_str() else {
+            out.push(Listed {
+                backing: e.file_name().to_string_lossy().into_owned(),
+                name: Err(NameError::Encoding),
+                ino: e.ino(),
+                file_type: e.file_type(),
+            });
+            continue;
+        };
+        if backing == "." || backing == ".." || is_internal(backing) {
             continue;
         }
         let name = if backing.starts_with(LONG_NAME_PREFIX) {
-            match std::fs::read_to_string(dir.join(format!("{backing}{LONG_NAME_SUFFIX}"))) {
-                Ok(full) if backing_name(&full) == backing.as_str() => names.decrypt(iv, &full),
-                _ => Err(NameError::Corrupt),
-            }
+            read_long_name(&fd, e.file_name()).and_then(|full| names.decrypt(iv, &full))
         } else {
-            names.decrypt(iv, &backing)
+            names.decrypt(iv, backing)
         };
-        out.push(Listed { backing, name });
+        out.push(Listed { backing: backing.to_string(), name, ino: e.ino(), file_type: e.file_type() });
     }
     Ok(out)
+}
+
+/// The full encrypted name of a long-named entry, checked against the hash in its backing name.
+fn read_long_name(dir: &OwnedFd, backing: &CStr) -> Result<String, NameError> {
+    let backing = backing.to_str().map_err(|_| NameError::Encoding)?;
+    let file = format!("{backing}{LONG_NAME_SUFFIX}");
+    let fd =
+        openat(dir, file.as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(|_| NameError::Corrupt)?;
+    let full = io::read_to_string(std::fs::File::from(fd)).map_err(|_| NameError::Corrupt)?;
+    if backing_name(&full) == backing {
+        Ok(full)
+    } else {
+        Err(NameError::Corrupt)
+    }
+}
+
+pub fn list(names: &NameCipher, dir: &Path, iv: &[u8; DIR_IV_LEN]) -> io::Result<Vec<Listed>> {
+    list_at(names, open_path(dir)?, iv)
 }
 
 #[cfg(test)]
@@ -101,13 +160,14 @@ mod tests {
         assert_eq!(read_dir_iv(dir.path()).unwrap(), iv);
         assert!(create_dir_iv(dir.path()).is_err(), "an IV is never replaced");
         let long = "长".repeat(80); // 240 bytes of UTF-8: too long once encrypted and encoded
+        let fd = open_path(dir.path()).unwrap();
         for name in ["a.txt", "with space", long.as_str()] {
-            let e = backing_entry(&names, dir.path(), &iv, name.as_bytes());
-            if let Some((p, full)) = &e.long_name {
-                write_long_name(p, full).unwrap();
+            let e = entry_name(&names, &iv, name.as_bytes());
+            if let Some((file, full)) = &e.long {
+                write_long_name_at(&fd, file, full).unwrap();
             }
-            assert_eq!(e.long_name.is_some(), name == long);
-            std::fs::write(&e.path, b"").unwrap();
+            assert_eq!(e.long.is_some(), name == long);
+            std::fs::write(dir.path().join(&e.backing), b"").unwrap();
         }
         // A foreign file with a name that does not decrypt is reported, not hidden or guessed.
         std::fs::write(dir.path().join("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), b"").unwrap();

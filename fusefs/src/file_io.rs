@@ -3,17 +3,19 @@
 //! re-seals the new last block. The caller serialises writers of one file (the mount holds a
 //! per-inode lock); readers may run alongside each other.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 use crate::content::{ContentError, FileCrypto, FileHeader, Layout, BLOCK_OVERHEAD, HEADER_LEN};
 use crate::keys::VolumeKeys;
 
 /// An open encrypted file.
-pub struct EncryptedFile<'k> {
+pub struct EncryptedFile {
     file: File,
-    keys: &'k VolumeKeys,
+    keys: Arc<VolumeKeys>,
     layout: Layout,
     /// `None` until the file has a header (an empty file has none).
     crypto: Option<FileCrypto>,
@@ -23,17 +25,27 @@ fn corrupt(e: ContentError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-impl<'k> EncryptedFile<'k> {
-    pub fn open(file: File, keys: &'k VolumeKeys, layout: Layout) -> io::Result<EncryptedFile<'k>> {
+thread_local! {
+    /// Stored blocks of one call: a FUSE request moves up to 1 MiB, so the buffer is kept per
+    /// thread instead of being allocated (and page-faulted) per request.
+    static STORED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+impl EncryptedFile {
+    pub fn open(file: File, keys: Arc<VolumeKeys>, layout: Layout) -> io::Result<EncryptedFile> {
         let len = file.metadata()?.len();
         let crypto = if len == 0 {
             None
         } else {
             let mut h = [0u8; HEADER_LEN];
             file.read_exact_at(&mut h, 0).map_err(|_| corrupt(ContentError::BadHeader))?;
-            Some(FileCrypto::new(keys, FileHeader::decode(&h).map_err(corrupt)?, layout))
+            Some(FileCrypto::new(&keys, FileHeader::decode(&h).map_err(corrupt)?, layout))
         };
         Ok(EncryptedFile { file, keys, layout, crypto })
+    }
+
+    pub fn backing(&self) -> &File {
+        &self.file
     }
 
     /// The plaintext size.
@@ -45,31 +57,21 @@ impl<'k> EncryptedFile<'k> {
         if self.crypto.is_none() {
             let header = FileHeader::random();
             self.file.write_all_at(&header.encode(), 0)?;
-            self.crypto = Some(FileCrypto::new(self.keys, header, self.layout));
+            self.crypto = Some(FileCrypto::new(&self.keys, header, self.layout));
         }
         Ok(self.crypto.as_ref().expect("just set"))
     }
 
-    /// Plaintext of block `n`, which holds `len` bytes in a file of the current size. `stored` is
-    /// scratch space, reused across the blocks of one call.
-    fn read_block(&self, n: u64, len: usize, out: &mut [u8], stored: &mut Vec<u8>) -> io::Result<()> {
-        let crypto = self.crypto.as_ref().ok_or_else(|| corrupt(ContentError::BadHeader))?;
-        stored.resize(len + BLOCK_OVERHEAD, 0);
-        self.file.read_exact_at(stored, self.layout.block_offset(n))?;
-        crypto.open_block(n, stored, out).map_err(corrupt)?;
+    fn crypto(&self) -> io::Result<&FileCrypto> {
+        self.crypto.as_ref().ok_or_else(|| corrupt(ContentError::BadHeader))
+    }
+
+    /// Plaintext of block `n`, which holds `len` bytes in a file of the current size.
+    fn read_block(&self, n: u64, len: usize, out: &mut [u8]) -> io::Result<()> {
+        let mut stored = vec![0u8; len + BLOCK_OVERHEAD];
+        self.file.read_exact_at(&mut stored, self.layout.block_offset(n)).map_err(truncated(n))?;
+        self.crypto()?.open_block(n, &stored, out).map_err(corrupt)?;
         Ok(())
-    }
-
-    fn write_block(&self, n: u64, plaintext: &[u8], stored: &mut Vec<u8>) -> io::Result<()> {
-        let crypto = self.crypto.as_ref().expect("a header exists before any block is written");
-        stored.clear();
-        crypto.seal_block(n, plaintext, stored);
-        self.file.write_all_at(stored, self.layout.block_offset(n))
-    }
-
-    /// A plaintext block buffer and a stored-block buffer for one call.
-    fn scratch(&self) -> (Vec<u8>, Vec<u8>) {
-        (vec![0u8; self.layout.block_size], Vec::with_capacity(self.layout.stored_block_len()))
     }
 
     /// Length of block `n` in a file of `size` plaintext bytes (0 past the end).
@@ -78,7 +80,8 @@ impl<'k> EncryptedFile<'k> {
         size.saturating_sub(n * bs).min(bs) as usize
     }
 
-    /// Reads up to `buf.len()` bytes at `offset`; fewer at the end of the file.
+    /// Reads up to `buf.len()` bytes at `offset`; fewer at the end of the file. The stored blocks
+    /// are read with one `pread` and opened one by one, straight into `buf` where whole.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let size = self.size()?;
         if offset >= size || buf.is_empty() {
@@ -86,23 +89,36 @@ impl<'k> EncryptedFile<'k> {
         }
         let end = size.min(offset + buf.len() as u64);
         let bs = self.layout.block_size as u64;
-        let (mut block, mut stored) = self.scratch();
-        let mut done = 0usize;
-        let mut pos = offset;
-        while pos < end {
-            let n = pos / bs;
-            let len = self.block_len(n, size);
-            self.read_block(n, len, &mut block, &mut stored)?;
-            let from = (pos - n * bs) as usize;
-            let take = (len - from).min((end - pos) as usize);
-            buf[done..done + take].copy_from_slice(&block[from..from + take]);
-            done += take;
-            pos += take as u64;
-        }
-        Ok(done)
+        let (first, last) = (offset / bs, (end - 1) / bs);
+        let crypto = self.crypto()?;
+        let start = self.layout.block_offset(first);
+        let stop = self.layout.block_offset(last) + (self.block_len(last, size) + BLOCK_OVERHEAD) as u64;
+        STORED.with_borrow_mut(|stored| {
+            stored.resize((stop - start) as usize, 0);
+            self.file.read_exact_at(stored, start).map_err(truncated(last))?;
+            let mut partial = Vec::new();
+            for n in first..=last {
+                let len = self.block_len(n, size);
+                let at = (self.layout.block_offset(n) - start) as usize;
+                let sealed = &stored[at..at + len + BLOCK_OVERHEAD];
+                let block_start = n * bs;
+                let from = offset.max(block_start) - block_start;
+                let to = end.min(block_start + len as u64) - block_start;
+                let dst = (block_start + from - offset) as usize;
+                if from == 0 && to == len as u64 {
+                    crypto.open_block(n, sealed, &mut buf[dst..dst + len]).map_err(corrupt)?;
+                } else {
+                    partial.resize(len, 0);
+                    crypto.open_block(n, sealed, &mut partial).map_err(corrupt)?;
+                    buf[dst..dst + (to - from) as usize].copy_from_slice(&partial[from as usize..to as usize]);
+                }
+            }
+            Ok((end - offset) as usize)
+        })
     }
 
     /// Writes all of `data` at `offset`, extending the file (with a hole) if it lies beyond the end.
+    /// Partial first and last blocks are read and patched; all blocks go out in one `pwrite`.
     pub fn write_at(&mut self, data: &[u8], offset: u64) -> io::Result<()> {
         if data.is_empty() {
             return Ok(());
@@ -115,24 +131,31 @@ impl<'k> EncryptedFile<'k> {
         let size = size.max(offset);
         let bs = self.layout.block_size as u64;
         let end = offset + data.len() as u64;
-        let (mut block, mut stored) = self.scratch();
-        let mut pos = offset;
-        while pos < end {
-            let n = pos / bs;
-            let from = (pos - n * bs) as usize;
-            let take = (self.layout.block_size - from).min((end - pos) as usize);
-            let old_len = self.block_len(n, size);
-            let new_len = old_len.max(from + take);
-            if from > 0 || take < old_len {
-                // A partial overwrite keeps the rest of the block: read, patch, re-seal.
-                self.read_block(n, old_len, &mut block, &mut stored)?;
+        let (first, last) = (offset / bs, (end - 1) / bs);
+        STORED.with_borrow_mut(|out| {
+            out.clear();
+            let mut block = Vec::new();
+            for n in first..=last {
+                let block_start = n * bs;
+                let from = (offset.max(block_start) - block_start) as usize;
+                let to = (end.min(block_start + bs) - block_start) as usize;
+                let src = &data[(block_start + from as u64 - offset) as usize..][..to - from];
+                let old_len = self.block_len(n, size);
+                let crypto = self.crypto.as_ref().expect("created above");
+                if from == 0 && to >= old_len {
+                    crypto.seal_block(n, src, out);
+                } else {
+                    // A partial overwrite keeps the rest of the block: read, patch, re-seal.
+                    block.resize(old_len.max(to), 0);
+                    if old_len > 0 {
+                        self.read_block(n, old_len, &mut block[..old_len])?;
+                    }
+                    block[from..to].copy_from_slice(src);
+                    crypto.seal_block(n, &block, out);
+                }
             }
-            let src = (pos - offset) as usize;
-            block[from..from + take].copy_from_slice(&data[src..src + take]);
-            self.write_block(n, &block[..new_len], &mut stored)?;
-            pos += take as u64;
-        }
-        Ok(())
+            self.file.write_all_at(out, self.layout.block_offset(first))
+        })
     }
 
     /// Truncates or extends to `new` bytes. Extension leaves a hole that reads as zeros.
@@ -146,25 +169,21 @@ impl<'k> EncryptedFile<'k> {
         }
         self.crypto_or_create()?;
         let bs = self.layout.block_size as u64;
-        let (mut block, mut stored) = self.scratch();
-        if new > size {
-            // The old last block, if partial, becomes full (zero-padded) or grows to `new`.
-            let n = size / bs;
-            let old_len = self.block_len(n, size);
-            if old_len > 0 {
-                let grown = self.block_len(n, new);
-                self.read_block(n, old_len, &mut block, &mut stored)?;
-                block[old_len..grown].fill(0);
-                self.write_block(n, &block[..grown], &mut stored)?;
-            }
+        let mut block = vec![0u8; self.layout.block_size];
+        let mut out = Vec::with_capacity(self.layout.stored_block_len());
+        // The block that changes length: the old last block (growing) or the new last block
+        // (shrinking), if partial, is re-sealed at its new length.
+        let (n, old_len, new_len) = if new > size {
+            (size / bs, self.block_len(size / bs, size), self.block_len(size / bs, new))
         } else {
-            // The new last block, if partial, is re-sealed at its new length.
-            let n = new / bs;
-            let new_len = self.block_len(n, new);
-            if new_len > 0 && new_len < self.block_len(n, size) {
-                self.read_block(n, self.block_len(n, size), &mut block, &mut stored)?;
-                self.write_block(n, &block[..new_len], &mut stored)?;
-            }
+            (new / bs, self.block_len(new / bs, size), self.block_len(new / bs, new))
+        };
+        if old_len > 0 && new_len > 0 && old_len != new_len {
+            let keep = old_len.min(new_len);
+            self.read_block(n, old_len, &mut block[..old_len])?;
+            block[keep..new_len].fill(0);
+            self.crypto()?.seal_block(n, &block[..new_len], &mut out);
+            self.file.write_all_at(&out, self.layout.block_offset(n))?;
         }
         let stored = if new == 0 { HEADER_LEN as u64 } else { self.layout.stored_size(new) };
         self.file.set_len(stored)
@@ -172,6 +191,21 @@ impl<'k> EncryptedFile<'k> {
 
     pub fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data()
+    }
+
+    pub fn sync_all(&self) -> io::Result<()> {
+        self.file.sync_all()
+    }
+}
+
+/// A short read of stored blocks: the backing file was cut inside a block.
+fn truncated(n: u64) -> impl Fn(io::Error) -> io::Error {
+    move |e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            corrupt(ContentError::Corrupt(n))
+        } else {
+            e
+        }
     }
 }
 
@@ -182,13 +216,13 @@ mod tests {
 
     use super::*;
 
-    fn keys() -> VolumeKeys {
-        VolumeKeys::derive(&[2; 32], &[4; 16], Algorithm::Aes256Gcm).unwrap()
+    fn keys() -> Arc<VolumeKeys> {
+        Arc::new(VolumeKeys::derive(&[2; 32], &[4; 16], Algorithm::Aes256Gcm).unwrap())
     }
 
-    fn open<'k>(path: &std::path::Path, keys: &'k VolumeKeys, bs: usize) -> EncryptedFile<'k> {
+    fn open(path: &std::path::Path, keys: &Arc<VolumeKeys>, bs: usize) -> EncryptedFile {
         let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).unwrap();
-        EncryptedFile::open(f, keys, Layout { block_size: bs }).unwrap()
+        EncryptedFile::open(f, keys.clone(), Layout { block_size: bs }).unwrap()
     }
 
     fn contents(f: &EncryptedFile) -> Vec<u8> {
@@ -262,6 +296,6 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
         raw.write_all_at(b"X", 0).unwrap();
         let reopened = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
-        assert!(EncryptedFile::open(reopened, &k, Layout { block_size: 4096 }).is_err());
+        assert!(EncryptedFile::open(reopened, k.clone(), Layout { block_size: 4096 }).is_err());
     }
 }

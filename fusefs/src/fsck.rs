@@ -2,6 +2,7 @@
 //! each problem with its place – never repair anything silently.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::content::Layout;
 use crate::dirs::{list, read_dir_iv};
@@ -31,7 +32,7 @@ impl Report {
 }
 
 /// Checks the tree under the backing directory `root`.
-pub fn check(root: &Path, keys: &VolumeKeys, layout: Layout) -> Report {
+pub fn check(root: &Path, keys: &Arc<VolumeKeys>, layout: Layout) -> Report {
     let names = NameCipher::new(keys);
     let mut report = Report::default();
     let mut todo = vec![root.to_path_buf()];
@@ -79,9 +80,9 @@ pub fn check(root: &Path, keys: &VolumeKeys, layout: Layout) -> Report {
 }
 
 /// Reads every block of one file; the first failure is the problem reported.
-fn verify_file(path: &Path, keys: &VolumeKeys, layout: Layout) -> Result<u64, String> {
+fn verify_file(path: &Path, keys: &Arc<VolumeKeys>, layout: Layout) -> Result<u64, String> {
     let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let file = EncryptedFile::open(f, keys, layout).map_err(|e| e.to_string())?;
+    let file = EncryptedFile::open(f, keys.clone(), layout).map_err(|e| e.to_string())?;
     let size = file.size().map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; layout.block_size];
     let mut off = 0;
@@ -99,23 +100,23 @@ mod tests {
 
     use super::*;
     use crate::content::HEADER_LEN;
-    use crate::dirs::{backing_entry, create_dir_iv, DIR_IV_NAME};
+    use crate::dirs::{create_dir_iv, entry_name, DIR_IV_NAME};
 
     #[test]
     fn a_clean_tree_and_each_kind_of_damage() {
         let root = tempfile::tempdir().unwrap();
-        let keys = VolumeKeys::derive(&[8; 32], &[8; 16], Algorithm::Sm4Gcm).unwrap();
+        let keys = Arc::new(VolumeKeys::derive(&[8; 32], &[8; 16], Algorithm::Sm4Gcm).unwrap());
         let names = NameCipher::new(&keys);
         let layout = Layout { block_size: 4096 };
         let iv = create_dir_iv(root.path()).unwrap();
-        let sub = backing_entry(&names, root.path(), &iv, b"docs").path;
+        let sub = root.path().join(entry_name(&names, &iv, b"docs").backing);
         std::fs::create_dir(&sub).unwrap();
         let sub_iv = create_dir_iv(&sub).unwrap();
         let mut files = Vec::new();
         for (dir, dir_iv, name) in [(root.path(), iv, "a"), (sub.as_path(), sub_iv, "b")] {
-            let path = backing_entry(&names, dir, &dir_iv, name.as_bytes()).path;
+            let path = dir.join(entry_name(&names, &dir_iv, name.as_bytes()).backing);
             let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).unwrap();
-            let mut ef = EncryptedFile::open(f, &keys, layout).unwrap();
+            let mut ef = EncryptedFile::open(f, keys.clone(), layout).unwrap();
             ef.write_at(&vec![7u8; 10_000], 0).unwrap();
             files.push(path);
         }

@@ -18,6 +18,7 @@ const CONTENT_LABEL: &[u8] = b"kmsfs v1 content";
 const NAMES_LABEL: &[u8] = b"kmsfs v1 names";
 const CONFIG_MAC_LABEL: &[u8] = b"kmsfs v1 config mac";
 const FILE_LABEL: &[u8] = b"kmsfs v1 file key\0";
+const RECORD_LABEL: &[u8] = b"kmsfs v1 record key\0";
 
 /// The keys of a mounted volume, derived once at mount from the unwrapped DK.
 pub struct VolumeKeys {
@@ -61,10 +62,19 @@ impl VolumeKeys {
 
     /// The content cipher of one file: HKDF(content key, "kmsfs v1 file key\0" ‖ file id).
     pub fn file_cipher(&self, file_id: &[u8; FILE_ID_LEN]) -> SymCipher {
+        self.content_subkey(FILE_LABEL, file_id)
+    }
+
+    /// The cipher of one sealed record (a symlink target, an xattr value) with its random id.
+    pub fn record_cipher(&self, record_id: &[u8; FILE_ID_LEN]) -> SymCipher {
+        self.content_subkey(RECORD_LABEL, record_id)
+    }
+
+    fn content_subkey(&self, label: &[u8], id: &[u8; FILE_ID_LEN]) -> SymCipher {
         let hk = Hkdf::<Sha256>::from_prk(&self.content[..]).expect("32 bytes is a valid PRK");
         let mut key = Zeroizing::new([0u8; 32]);
         let len = self.cipher.key_len();
-        hk.expand_multi_info(&[FILE_LABEL, file_id], &mut key[..len]).expect("valid HKDF length");
+        hk.expand_multi_info(&[label, id], &mut key[..len]).expect("valid HKDF length");
         SymCipher::new(self.cipher, &key[..len]).expect("the length was cut for the cipher")
     }
 

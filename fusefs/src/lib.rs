@@ -1,9 +1,8 @@
 //! kmsfs: an encrypting filesystem whose per-volume data key is generated and wrapped by the KMS.
-//! So far: the on-disk format (FORMAT.md: key hierarchy, file contents, file names, volume
-//! config), the volume lifecycle against the KMS (init, unlock, rewrap; through the sidecar or
-//! an embedded engine) and plaintext I/O at any offset of an encrypted file (read-modify-write of
-//! partial blocks, sparse extension, truncation), directories, and fsck. The FUSE mount and the
-//! CLI come next (issue 8).
+//! The on-disk format is in FORMAT.md; one module per part of it (keys, content, names, dirs,
+//! records, xattrs, volume), the volume lifecycle against the KMS (lifecycle, kms), plaintext I/O
+//! on an encrypted file (file_io), fsck, and the FUSE mount (mount). The `kmsfs` binary is a thin
+//! CLI over these.
 
 pub mod content;
 pub mod dirs;
@@ -12,5 +11,8 @@ pub mod fsck;
 pub mod keys;
 pub mod kms;
 pub mod lifecycle;
+pub mod mount;
 pub mod names;
+pub mod records;
 pub mod volume;
+pub mod xattrs;

@@ -44,7 +44,12 @@ pub fn init(dir: &Path, kms: &dyn KeyService, key_id: &str, cipher: Algorithm) -
     let keys = VolumeKeys::derive(&dk, &volume_id, cipher).ok_or(VolumeError::BadDataKey(dk.len()))?;
     let mut config = VolumeConfig::new(&volume_id, cipher, key_id, &context, &blob);
     config.seal(&keys);
-    config.store(dir)?;
+    // The root's IV first, the config last: a directory with a config is a complete volume.
+    let stored = crate::dirs::create_dir_iv(dir).map_err(VolumeError::from).and_then(|_| Ok(config.store(dir)?));
+    if let Err(e) = stored {
+        let _ = std::fs::remove_file(dir.join(crate::dirs::DIR_IV_NAME));
+        return Err(e);
+    }
     Ok(config)
 }
 

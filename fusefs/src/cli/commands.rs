@@ -1,0 +1,188 @@
+//! The subcommands.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kms_core::crypto::Algorithm;
+use kmsfs::content::Layout;
+use kmsfs::lifecycle::{self, VolumeError};
+use kmsfs::mount::{KmsFs, MountOptions};
+use kmsfs::volume::{cipher_name, ConfigError, VolumeConfig};
+use rustix::fs::{FlockOperation, Mode, OFlags};
+
+use super::{
+    daemon, Cipher, Cli, Command, Failure, EXIT_CONFIG, EXIT_FSCK, EXIT_KMS_REFUSED, EXIT_KMS_UNREACHABLE,
+    EXIT_MOUNTPOINT, EXIT_OTHER,
+};
+
+impl From<VolumeError> for Failure {
+    fn from(e: VolumeError) -> Failure {
+        let code = match &e {
+            VolumeError::Config(ConfigError::Io(_)) | VolumeError::Io(_) | VolumeError::NotEmpty(_) => EXIT_OTHER,
+            VolumeError::Config(_) => EXIT_CONFIG,
+            VolumeError::Kms(f) if f.code.is_none() => EXIT_KMS_UNREACHABLE,
+            VolumeError::Kms(_) | VolumeError::BadDataKey(_) => EXIT_KMS_REFUSED,
+        };
+        Failure::new(code, e)
+    }
+}
+
+pub fn dispatch(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Init { cipherdir, key_id, cipher } => {
+            let alg = match cipher {
+                Cipher::Aes256Gcm => Algorithm::Aes256Gcm,
+                Cipher::Sm4Gcm => Algorithm::Sm4Gcm,
+            };
+            let kms = cli.kms.connect()?;
+            let c = lifecycle::init(&cipherdir, kms.as_ref(), &key_id, alg)?;
+            println!(
+                "kmsfs: created volume {} ({}) in {}, data key wrapped under {}",
+                c.volume_id,
+                c.cipher,
+                cipherdir.display(),
+                c.key_id
+            );
+            Ok(())
+        }
+        Command::Mount { cipherdir, mountpoint, foreground, options, threads, log_file } => {
+            if !foreground && !daemon::is_daemon() {
+                let pid = daemon::spawn(log_file.as_deref())?;
+                println!("kmsfs: mounted {} on {} (daemon pid {pid})", cipherdir.display(), mountpoint.display());
+                return Ok(());
+            }
+            daemon::detach();
+            let mut opts = MountOptions::parse(&options);
+            opts.threads = threads;
+            mount(&cli.kms, &cipherdir, &mountpoint, opts)
+        }
+        Command::Info { cipherdir } => info(&cipherdir),
+        Command::Rewrap { cipherdir, key_id } => {
+            let kms = cli.kms.connect()?;
+            let before = VolumeConfig::load(&cipherdir).map_err(VolumeError::from)?;
+            let c = lifecycle::rewrap(&cipherdir, kms.as_ref(), key_id.as_deref())?;
+            println!("kmsfs: data key of volume {} re-wrapped: {} -> {}", c.volume_id, before.key_id, c.key_id);
+            Ok(())
+        }
+        Command::Fsck { cipherdir } => fsck(&cli.kms, &cipherdir),
+    }
+}
+
+fn info(dir: &Path) -> Result<(), Failure> {
+    let c = VolumeConfig::load(dir).map_err(VolumeError::from)?;
+    let mounted = lock_volume(dir, false).is_err();
+    println!("volume:             {}", c.volume_id);
+    println!("format:             {} v{}", c.format, c.version);
+    println!("cipher:             {}", c.cipher);
+    println!("block size:         {}", c.block_size);
+    println!("key id:             {}", c.key_id);
+    println!("encryption context: {}", c.encryption_context);
+    println!("wrapped data key:   {} bytes", c.wrapped_key().map_or(0, |k| k.len()));
+    println!("mounted:            {}", if mounted { "yes (locked by a kmsfs process)" } else { "no" });
+    Ok(())
+}
+
+/// Locks the cipher directory: exclusively for a mount (one mount per volume – two would
+/// cache and write the same files behind each other's back), shared for fsck.
+fn lock_volume(dir: &Path, exclusive: bool) -> Result<OwnedFd, Failure> {
+    let fd = rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| Failure::new(EXIT_OTHER, format!("{}: {e}", dir.display())))?;
+    let op = if exclusive { FlockOperation::NonBlockingLockExclusive } else { FlockOperation::NonBlockingLockShared };
+    rustix::fs::flock(&fd, op).map_err(|_| {
+        Failure::new(
+            EXIT_MOUNTPOINT,
+            format!("{} is in use: the volume is mounted (or being checked) by another kmsfs process", dir.display()),
+        )
+    })?;
+    Ok(fd)
+}
+
+fn is_mount_point(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let target = path.to_string_lossy().replace(' ', "\\040");
+    info.lines().any(|l| l.split(' ').nth(4) == Some(target.as_str()))
+}
+
+fn check_mountpoint(cipherdir: &Path, mountpoint: &Path) -> Result<PathBuf, Failure> {
+    let bad = |why: String| Failure::new(EXIT_MOUNTPOINT, format!("mountpoint {}: {why}", mountpoint.display()));
+    let mp = mountpoint.canonicalize().map_err(|e| bad(e.to_string()))?;
+    if !mp.is_dir() {
+        return Err(bad("not a directory".into()));
+    }
+    if is_mount_point(&mp) {
+        return Err(bad("already a mount point (in use)".into()));
+    }
+    if let Ok(cd) = cipherdir.canonicalize() {
+        if mp.starts_with(&cd) {
+            return Err(bad("inside the cipher directory".into()));
+        }
+    }
+    Ok(mp)
+}
+
+fn mount(kms: &super::KmsOpts, cipherdir: &Path, mountpoint: &Path, opts: MountOptions) -> Result<(), Failure> {
+    // Everything that can be refused is checked before the KMS is asked and before anything is
+    // mounted; none of it writes to the cipher directory.
+    let mp = check_mountpoint(cipherdir, mountpoint)?;
+    VolumeConfig::load(cipherdir).map_err(VolumeError::from)?;
+    let _lock = lock_volume(cipherdir, true)?;
+    let (config, keys) = {
+        let service = kms.connect()?;
+        lifecycle::unlock(cipherdir, service.as_ref())?
+        // The KMS connection (or embedded engine) ends here: I/O never needs it.
+    };
+    let root = rustix::fs::open(cipherdir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| Failure::new(EXIT_OTHER, e))?;
+    raise_fd_limit();
+    // Modes arrive with the caller's umask applied; ours must not strip them again.
+    rustix::process::umask(Mode::empty());
+    let layout = Layout { block_size: config.block_size };
+    let fs = KmsFs::new(root, Arc::new(keys), layout, opts.read_only).map_err(|e| Failure::new(EXIT_OTHER, e))?;
+    let mut opts = opts;
+    opts.fsname = format!("kmsfs:{}", cipherdir.canonicalize().unwrap_or(cipherdir.to_path_buf()).display());
+    tracing::info!(
+        "volume {} ({}) mounting on {}",
+        config.volume_id,
+        cipher_name(config.algorithm().expect("checked")),
+        mp.display()
+    );
+    kmsfs::mount::mount(fs, &mp, &opts, daemon::report_ready)
+        .map_err(|e| Failure::new(EXIT_MOUNTPOINT, format!("mount on {}: {e}", mp.display())))?;
+    tracing::info!("unmounted {}", mp.display());
+    Ok(())
+}
+
+/// One descriptor per inode the kernel knows: allow as many as the hard limit does.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current < l.maximum {
+        l.current = l.maximum;
+        let _ = setrlimit(Resource::Nofile, l);
+    }
+}
+
+fn fsck(kms: &super::KmsOpts, dir: &Path) -> Result<(), Failure> {
+    VolumeConfig::load(dir).map_err(VolumeError::from)?;
+    let _lock = lock_volume(dir, false)?;
+    let service = kms.connect()?;
+    let (config, keys) = lifecycle::unlock(dir, service.as_ref())?;
+    drop(service);
+    let report = kmsfs::fsck::check(dir, &Arc::new(keys), Layout { block_size: config.block_size });
+    for p in &report.problems {
+        println!("problem: {}: {}", p.path.display(), p.what);
+    }
+    println!(
+        "kmsfs fsck: {} directories, {} files, {} bytes checked; {} problem(s)",
+        report.dirs,
+        report.files,
+        report.bytes,
+        report.problems.len()
+    );
+    if report.is_clean() {
+        Ok(())
+    } else {
+        Err(Failure::new(EXIT_FSCK, format!("{} problem(s) found in {}", report.problems.len(), dir.display())))
+    }
+}

@@ -1,0 +1,120 @@
+//! Argument parsing and dispatch. Every failure ends in one line on stderr and an exit code that
+//! says what kind of failure it was.
+
+mod commands;
+mod daemon;
+mod kms_opts;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub use kms_opts::KmsOpts;
+
+const EXIT_CODES: &str = "Exit codes: 0 ok; 1 other failure; 2 usage; 3 not a volume, or a damaged \
+or foreign config; 4 the KMS refused (disabled/deleted CMK, access denied, wrong credentials); \
+5 the KMS is unreachable; 6 the mountpoint is unusable or the volume is already mounted; \
+7 fsck found problems.";
+
+#[derive(Parser, Debug)]
+#[command(name = "kmsfs", version, about = "An encrypting FUSE filesystem whose per-volume data key is wrapped by the KMS.", after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(flatten)]
+    kms: KmsOpts,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Cipher {
+    #[value(name = "aes-256-gcm")]
+    Aes256Gcm,
+    #[value(name = "sm4-gcm")]
+    Sm4Gcm,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a volume in an empty directory: a new data key from the KMS, stored only wrapped.
+    Init {
+        cipherdir: PathBuf,
+        /// The CMK that wraps the data key (id, alias or ARN).
+        #[arg(long, default_value = kmsfs::lifecycle::DEFAULT_KEY_ID)]
+        key_id: String,
+        #[arg(long, value_enum, default_value = "aes-256-gcm")]
+        cipher: Cipher,
+    },
+    /// Mount a volume (in the background unless -f; returns once the mount is ready).
+    Mount {
+        cipherdir: PathBuf,
+        mountpoint: PathBuf,
+        /// Stay in the foreground (logs to stderr).
+        #[arg(short = 'f', long)]
+        foreground: bool,
+        /// Mount options: ro, allow_other, allow_root, or any kernel option (noatime, …).
+        #[arg(short = 'o', value_name = "OPTIONS")]
+        options: Vec<String>,
+        /// Request threads (default: two per core, at least four).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Where the background daemon logs (default: nowhere).
+        #[arg(long)]
+        log_file: Option<PathBuf>,
+    },
+    /// Show a volume's config (needs no KMS).
+    Info { cipherdir: PathBuf },
+    /// Re-wrap the data key under the CMK's current version or another CMK (data is not rewritten).
+    Rewrap {
+        cipherdir: PathBuf,
+        /// Another CMK to wrap the data key under (default: the volume's own CMK).
+        #[arg(long)]
+        key_id: Option<String>,
+    },
+    /// Verify every directory IV, name, header and block; report problems, repair nothing.
+    Fsck { cipherdir: PathBuf },
+}
+
+/// A failure with its exit code.
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: i32, message: impl std::fmt::Display) -> Failure {
+        Failure { code, message: message.to_string() }
+    }
+}
+
+pub const EXIT_OTHER: i32 = 1;
+pub const EXIT_CONFIG: i32 = 3;
+pub const EXIT_KMS_REFUSED: i32 = 4;
+pub const EXIT_KMS_UNREACHABLE: i32 = 5;
+pub const EXIT_MOUNTPOINT: i32 = 6;
+pub const EXIT_FSCK: i32 = 7;
+
+pub fn run() -> i32 {
+    let cli = Cli::parse();
+    let verbose = matches!(&cli.command, Command::Mount { foreground: true, .. }) || daemon::is_daemon();
+    init_logging(verbose);
+    match commands::dispatch(cli) {
+        Ok(()) => 0,
+        Err(f) => {
+            daemon::report_failure(&f);
+            eprintln!("kmsfs: {}", f.message);
+            f.code
+        }
+    }
+}
+
+fn init_logging(verbose: bool) {
+    let default = if verbose { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KMSFS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,474 @@
+//! The FUSE filesystem: the plaintext view of a cipher directory. Requests are served by several
+//! threads (each with its own `/dev/fuse` clone); the kernel's page cache and writeback cache are
+//! on, which is safe because the mount owns the cipher directory (it holds a lock on it) and
+//! makes large, block-aligned writes the common case. The KMS is not used here at all: the keys
+//! were derived at unlock.
+//!
+//! Each operation is a method returning `Result<_, Errno>` in one of the submodules; the
+//! `Filesystem` impl below only routes requests and replies.
+
+mod attr;
+mod entries;
+mod files;
+mod inodes;
+mod listing;
+mod session;
+mod xattr_ops;
+
+use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{Errno, FileAttr, Generation, INodeNo};
+use parking_lot::Mutex;
+use rustix::fs::{openat, Mode, OFlags};
+
+pub use session::{mount, MountOptions};
+
+use self::inodes::{Inode, InodeTable};
+use self::listing::DirItem;
+use crate::content::Layout;
+use crate::dirs::{entry_name, EntryName};
+use crate::keys::VolumeKeys;
+use crate::names::NameCipher;
+
+/// How long the kernel may trust attributes and names without asking again. The mount is the
+/// only writer of its cipher directory, so this is about memory, not coherence.
+const TTL: Duration = Duration::from_secs(1);
+/// A plaintext path component's limit (NAME_MAX); longer encrypted forms are hashed (§4).
+const NAME_MAX: usize = 255;
+
+pub struct KmsFs {
+    keys: Arc<VolumeKeys>,
+    names: NameCipher,
+    layout: Layout,
+    inodes: InodeTable,
+    dir_handles: Mutex<std::collections::HashMap<u64, Arc<Vec<DirItem>>>>,
+    next_handle: AtomicU64,
+    read_only: bool,
+    /// Running as root: new objects are given to the caller (for `allow_other` mounts).
+    as_root: bool,
+}
+
+fn errno(e: rustix::io::Errno) -> Errno {
+    Errno::from_i32(e.raw_os_error())
+}
+
+fn io_errno(e: std::io::Error) -> Errno {
+    Errno::from(e)
+}
+
+impl KmsFs {
+    /// A filesystem over the cipher directory open as `root` (an `O_PATH` descriptor).
+    pub fn new(root: OwnedFd, keys: Arc<VolumeKeys>, layout: Layout, read_only: bool) -> std::io::Result<KmsFs> {
+        Ok(KmsFs {
+            names: NameCipher::new(&keys),
+            keys,
+            layout,
+            inodes: InodeTable::new(root)?,
+            dir_handles: Mutex::new(Default::default()),
+            next_handle: AtomicU64::new(1),
+            read_only,
+            as_root: rustix::process::geteuid().is_root(),
+        })
+    }
+
+    fn inode(&self, ino: INodeNo) -> Result<Arc<Inode>, Errno> {
+        self.inodes.get(ino.0)
+    }
+
+    fn writable(&self) -> Result<(), Errno> {
+        if self.read_only {
+            Err(Errno::EROFS)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The backing name of entry `name` of directory `dir`.
+    fn entry(&self, dir: &Inode, name: &OsStr) -> Result<EntryName, Errno> {
+        if name.len() > NAME_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        if dir.kind != inodes::Kind::Dir {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok(entry_name(&self.names, &dir.dir_iv()?, name.as_bytes()))
+    }
+
+    /// Opens `backing` in `dir` as a new kernel reference and returns its inode and attributes.
+    fn remember(&self, dir: &Inode, backing: &str) -> Result<(Arc<Inode>, FileAttr), Errno> {
+        let fd = openat(&dir.fd, backing, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+            .map_err(errno)?;
+        let st = rustix::fs::fstat(&fd).map_err(errno)?;
+        let inode = self.inodes.remember(fd, &st);
+        let attr = attr::attr(inode.nodeid, &st, self.layout);
+        Ok((inode, attr))
+    }
+
+    fn attr_of(&self, inode: &Inode) -> Result<FileAttr, Errno> {
+        let st = rustix::fs::fstat(&inode.fd).map_err(errno)?;
+        Ok(attr::attr(inode.nodeid, &st, self.layout))
+    }
+
+    /// Gives a new object to the caller when the daemon runs as root (otherwise it is the
+    /// daemon's user's anyway).
+    fn give_to_caller(&self, dir: &Inode, backing: &str, uid: u32, gid: u32) -> Result<(), Errno> {
+        if !self.as_root {
+            return Ok(());
+        }
+        let (uid, gid) = ids(uid, gid);
+        rustix::fs::chownat(&dir.fd, backing, Some(uid), Some(gid), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(errno)
+    }
+
+    fn new_handle(&self) -> u64 {
+        self.next_handle.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The backing path of an inode, for log lines about damaged data.
+    fn backing_path(&self, inode: &Inode) -> String {
+        std::fs::read_link(inode.proc_path())
+            .map_or_else(|_| format!("node {}", inode.nodeid), |p| p.display().to_string())
+    }
+}
+
+fn ids(uid: u32, gid: u32) -> (rustix::process::Uid, rustix::process::Gid) {
+    (rustix::process::Uid::from_raw(uid), rustix::process::Gid::from_raw(gid))
+}
+
+const GEN: Generation = Generation(0);
+
+macro_rules! reply_with {
+    ($reply:ident, $result:expr, |$v:pat_param| $ok:expr) => {
+        match $result {
+            Ok($v) => $ok,
+            Err(e) => $reply.error(e),
+        }
+    };
+}
+
+impl fuser::Filesystem for KmsFs {
+    fn init(&mut self, _req: &fuser::Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        use fuser::InitFlags as F;
+        let wanted = F::FUSE_WRITEBACK_CACHE
+            | F::FUSE_PARALLEL_DIROPS
+            | F::FUSE_CACHE_SYMLINKS
+            | F::FUSE_DO_READDIRPLUS
+            | F::FUSE_READDIRPLUS_AUTO
+            | F::FUSE_ASYNC_DIO;
+        let wanted = if self.read_only { wanted - F::FUSE_WRITEBACK_CACHE } else { wanted };
+        if let Err(missing) = config.add_capabilities(wanted & config.capabilities()) {
+            tracing::warn!("kernel lacks FUSE capabilities {missing:?}");
+        }
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_background(64);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &fuser::Request, parent: INodeNo, name: &OsStr, reply: fuser::ReplyEntry) {
+        reply_with!(reply, self.lookup_entry(parent, name), |a| reply.entry(&TTL, &a, GEN));
+    }
+
+    fn forget(&self, _req: &fuser::Request, ino: INodeNo, nlookup: u64) {
+        self.inodes.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &fuser::Request, ino: INodeNo, _fh: Option<fuser::FileHandle>, reply: fuser::ReplyAttr) {
+        reply_with!(reply, self.inode(ino).and_then(|i| self.attr_of(&i)), |a| reply.attr(&TTL, &a));
+    }
+
+    fn setattr(
+        &self,
+        _req: &fuser::Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<fuser::TimeOrNow>,
+        mtime: Option<fuser::TimeOrNow>,
+        _ctime: Option<std::time::SystemTime>,
+        _fh: Option<fuser::FileHandle>,
+        _crtime: Option<std::time::SystemTime>,
+        _chgtime: Option<std::time::SystemTime>,
+        _bkuptime: Option<std::time::SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: fuser::ReplyAttr,
+    ) {
+        let change = files::AttrChange { mode, uid, gid, size, atime, mtime };
+        reply_with!(reply, self.set_attr(ino, change), |a| reply.attr(&TTL, &a));
+    }
+
+    fn readlink(&self, _req: &fuser::Request, ino: INodeNo, reply: fuser::ReplyData) {
+        reply_with!(reply, self.read_link(ino), |t| reply.data(&t));
+    }
+
+    fn mknod(
+        &self,
+        req: &fuser::Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: fuser::ReplyEntry,
+    ) {
+        let r = self.make_node(req, parent, name, mode, rdev);
+        reply_with!(reply, r, |a| reply.entry(&TTL, &a, GEN));
+    }
+
+    fn mkdir(
+        &self,
+        req: &fuser::Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: fuser::ReplyEntry,
+    ) {
+        reply_with!(reply, self.make_dir(req, parent, name, mode), |a| reply.entry(&TTL, &a, GEN));
+    }
+
+    fn unlink(&self, _req: &fuser::Request, parent: INodeNo, name: &OsStr, reply: fuser::ReplyEmpty) {
+        reply_with!(reply, self.remove(parent, name, false), |()| reply.ok());
+    }
+
+    fn rmdir(&self, _req: &fuser::Request, parent: INodeNo, name: &OsStr, reply: fuser::ReplyEmpty) {
+        reply_with!(reply, self.remove(parent, name, true), |()| reply.ok());
+    }
+
+    fn symlink(
+        &self,
+        req: &fuser::Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: fuser::ReplyEntry,
+    ) {
+        let r = self.make_symlink(req, parent, link_name, target.as_os_str().as_bytes());
+        reply_with!(reply, r, |a| reply.entry(&TTL, &a, GEN));
+    }
+
+    fn rename(
+        &self,
+        _req: &fuser::Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: fuser::RenameFlags,
+        reply: fuser::ReplyEmpty,
+    ) {
+        reply_with!(reply, self.rename_entry(parent, name, newparent, newname, flags), |()| reply.ok());
+    }
+
+    fn link(&self, _req: &fuser::Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: fuser::ReplyEntry) {
+        reply_with!(reply, self.hard_link(ino, newparent, newname), |a| reply.entry(&TTL, &a, GEN));
+    }
+
+    fn open(&self, _req: &fuser::Request, ino: INodeNo, flags: fuser::OpenFlags, reply: fuser::ReplyOpen) {
+        reply_with!(reply, self.open_file(ino, flags.0), |f| reply.opened(fuser::FileHandle(0), f));
+    }
+
+    fn read(
+        &self,
+        _req: &fuser::Request,
+        ino: INodeNo,
+        _fh: fuser::FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: fuser::OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: fuser::ReplyData,
+    ) {
+        reply_with!(reply, self.read_file(ino, offset, size), |d| reply.data(&d));
+    }
+
+    fn write(
+        &self,
+        _req: &fuser::Request,
+        ino: INodeNo,
+        _fh: fuser::FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: fuser::WriteFlags,
+        _flags: fuser::OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: fuser::ReplyWrite,
+    ) {
+        reply_with!(reply, self.write_file(ino, offset, data), |()| reply.written(data.len() as u32));
+    }
+
+    fn flush(
+        &self,
+        _req: &fuser::Request,
+        _ino: INodeNo,
+        _fh: fuser::FileHandle,
+        _lock_owner: fuser::LockOwner,
+        reply: fuser::ReplyEmpty,
+    ) {
+        // Nothing is buffered here: every write went to the backing file when it was answered.
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &fuser::Request,
+        ino: INodeNo,
+        _fh: fuser::FileHandle,
+        _flags: fuser::OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        _flush: bool,
+        reply: fuser::ReplyEmpty,
+    ) {
+        reply_with!(reply, self.release_file(ino), |()| reply.ok());
+    }
+
+    fn fsync(
+        &self,
+        _req: &fuser::Request,
+        ino: INodeNo,
+        _fh: fuser::FileHandle,
+        datasync: bool,
+        reply: fuser::ReplyEmpty,
+    ) {
+        reply_with!(reply, self.sync_file(ino, datasync), |()| reply.ok());
+    }
+
+    fn opendir(&self, _req: &fuser::Request, ino: INodeNo, _flags: fuser::OpenFlags, reply: fuser::ReplyOpen) {
+        reply_with!(reply, self.open_dir(ino), |fh| reply.opened(fuser::FileHandle(fh), fuser::FopenFlags::empty()));
+    }
+
+    fn readdir(
+        &self,
+        _req: &fuser::Request,
+        ino: INodeNo,
+        fh: fuser::FileHandle,
+        offset: u64,
+        mut reply: fuser::ReplyDirectory,
+    ) {
+        reply_with!(reply, self.read_dir(ino, fh.0, offset, &mut reply), |()| reply.ok());
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &fuser::Request,
+        ino: INodeNo,
+        fh: fuser::FileHandle,
+        offset: u64,
+        mut reply: fuser::ReplyDirectoryPlus,
+    ) {
+        reply_with!(reply, self.read_dir_plus(ino, fh.0, offset, &mut reply), |()| reply.ok());
+    }
+
+    fn releasedir(
+        &self,
+        _req: &fuser::Request,
+        _ino: INodeNo,
+        fh: fuser::FileHandle,
+        _flags: fuser::OpenFlags,
+        reply: fuser::ReplyEmpty,
+    ) {
+        self.dir_handles.lock().remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &fuser::Request,
+        ino: INodeNo,
+        _fh: fuser::FileHandle,
+        _datasync: bool,
+        reply: fuser::ReplyEmpty,
+    ) {
+        reply_with!(reply, self.sync_dir(ino), |()| reply.ok());
+    }
+
+    fn statfs(&self, _req: &fuser::Request, _ino: INodeNo, reply: fuser::ReplyStatfs) {
+        match self.inode(INodeNo::ROOT).and_then(|r| rustix::fs::fstatvfs(&r.fd).map_err(errno)) {
+            Ok(s) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                s.f_bsize as u32,
+                NAME_MAX as u32,
+                s.f_frsize as u32,
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &fuser::Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: fuser::ReplyEmpty,
+    ) {
+        reply_with!(reply, self.set_xattr(ino, name, value, flags), |()| reply.ok());
+    }
+
+    fn getxattr(&self, _req: &fuser::Request, ino: INodeNo, name: &OsStr, size: u32, reply: fuser::ReplyXattr) {
+        match self.get_xattr(ino, name) {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+            Ok(v) => reply.data(&v),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, _req: &fuser::Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        match self.list_xattr(ino) {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+            Ok(v) => reply.data(&v),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn removexattr(&self, _req: &fuser::Request, ino: INodeNo, name: &OsStr, reply: fuser::ReplyEmpty) {
+        reply_with!(reply, self.remove_xattr(ino, name), |()| reply.ok());
+    }
+
+    fn create(
+        &self,
+        req: &fuser::Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: fuser::ReplyCreate,
+    ) {
+        reply_with!(reply, self.create_file(req, parent, name, mode, flags), |(a, f)| reply.created(
+            &TTL,
+            &a,
+            GEN,
+            fuser::FileHandle(0),
+            f
+        ));
+    }
+
+    fn fallocate(
+        &self,
+        _req: &fuser::Request,
+        ino: INodeNo,
+        _fh: fuser::FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: fuser::ReplyEmpty,
+    ) {
+        reply_with!(reply, self.allocate(ino, offset, length, mode), |()| reply.ok());
+    }
+}

@@ -1,0 +1,88 @@
+//! Mounting: the kernel session with its worker threads, the mount options, and a clean unmount
+//! on SIGTERM/SIGINT/SIGHUP (a busy mount is detached lazily rather than left behind).
+
+use std::io;
+use std::path::Path;
+
+use fuser::{Config, MountOption, SessionACL};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+use super::KmsFs;
+
+#[derive(Debug, Clone, Default)]
+pub struct MountOptions {
+    pub read_only: bool,
+    pub allow_other: bool,
+    pub allow_root: bool,
+    /// Other `-o` options, passed to the kernel as they are (`noatime`, `nosuid`, …).
+    pub other: Vec<String>,
+    /// Request threads (default: two per core, at least four).
+    pub threads: Option<usize>,
+    /// Shown as the mount's source in `/proc/mounts`.
+    pub fsname: String,
+}
+
+impl MountOptions {
+    /// Parses `-o a,b,c` options.
+    pub fn parse(list: &[String]) -> MountOptions {
+        let mut o = MountOptions::default();
+        for opt in list.iter().flat_map(|l| l.split(',')).filter(|s| !s.is_empty()) {
+            match opt {
+                "ro" => o.read_only = true,
+                "rw" => o.read_only = false,
+                "allow_other" => o.allow_other = true,
+                "allow_root" => o.allow_root = true,
+                other => o.other.push(other.to_string()),
+            }
+        }
+        o
+    }
+
+    fn config(&self) -> Config {
+        let mut config = Config::default();
+        let mut opts = vec![
+            MountOption::FSName(self.fsname.clone()),
+            MountOption::Subtype("kmsfs".into()),
+            // The kernel checks permissions against the attributes we report.
+            MountOption::DefaultPermissions,
+            if self.read_only { MountOption::RO } else { MountOption::RW },
+        ];
+        opts.extend(self.other.iter().map(|o| MountOption::CUSTOM(o.clone())));
+        config.mount_options = opts;
+        config.acl = if self.allow_other {
+            SessionACL::All
+        } else if self.allow_root {
+            SessionACL::RootAndOwner
+        } else {
+            SessionACL::Owner
+        };
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        config.n_threads = Some(self.threads.unwrap_or((2 * cores).max(4)));
+        config.clone_fd = true;
+        config
+    }
+}
+
+/// Mounts `fs` on `mountpoint`, calls `ready` once the mount is live, and serves requests until
+/// the filesystem is unmounted (by `umount`/`fusermount -u`, or a signal).
+pub fn mount(fs: KmsFs, mountpoint: &Path, options: &MountOptions, ready: impl FnOnce()) -> io::Result<()> {
+    let mut session = fuser::Session::new(fs, mountpoint, &options.config())?;
+    let mut unmounter = session.unmount_callable();
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    let handle = signals.handle();
+    let target = mountpoint.to_path_buf();
+    let watcher = std::thread::Builder::new().name("kmsfs-signals".into()).spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            tracing::info!("signal {sig}: unmounting {}", target.display());
+            if let Err(e) = unmounter.unmount() {
+                tracing::warn!("unmount of {} failed ({e}); detaching it lazily", target.display());
+                let _ = rustix::mount::unmount(&target, rustix::mount::UnmountFlags::DETACH);
+            }
+        }
+    })?;
+    ready();
+    let result = session.run();
+    handle.close();
+    let _ = watcher.join();
+    result
+}
