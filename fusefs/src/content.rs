@@ -3,8 +3,8 @@
 //! file's key with AAD = file id ‖ block number — so a block cannot be moved to another offset or
 //! another file, and a header cannot be swapped, without every read of it failing.
 
+use crate::block_aead::BlockAead;
 use kms_core::crypto::aead::{random_nonce, NONCE_LEN, TAG_LEN};
-use kms_core::crypto::SymCipher;
 
 use crate::keys::{VolumeKeys, FILE_ID_LEN};
 
@@ -102,7 +102,7 @@ impl Layout {
 
 /// Seals and opens the blocks of one file.
 pub struct FileCrypto {
-    cipher: SymCipher,
+    cipher: BlockAead,
     header: FileHeader,
     layout: Layout,
 }

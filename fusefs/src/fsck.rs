@@ -65,7 +65,17 @@ pub fn check(root: &Path, keys: &Arc<VolumeKeys>, layout: Layout) -> Report {
                     continue;
                 }
             };
-            if meta.is_dir() {
+            if !meta.is_symlink() {
+                if let Err(what) = verify_xattrs(&path, keys, &names) {
+                    report.problems.push(Problem { path: path.clone(), what });
+                }
+            }
+            if meta.is_symlink() {
+                let target = std::fs::read_link(&path).map(|t| t.into_os_string().into_encoded_bytes());
+                if !target.is_ok_and(|t| crate::records::open_symlink(keys, &t).is_some()) {
+                    report.problems.push(Problem { path, what: "symlink target does not authenticate".into() });
+                }
+            } else if meta.is_dir() {
                 todo.push(path);
             } else if meta.is_file() {
                 report.files += 1;
@@ -77,6 +87,23 @@ pub fn check(root: &Path, keys: &Arc<VolumeKeys>, layout: Layout) -> Report {
         }
     }
     report
+}
+
+/// Every extended attribute of ours: its name decrypts and its value opens under that name.
+fn verify_xattrs(path: &Path, keys: &VolumeKeys, names: &NameCipher) -> Result<(), String> {
+    let p = path.to_str().ok_or("path is not UTF-8")?;
+    let mut list = vec![0u8; 65536];
+    let n = rustix::fs::listxattr(p, &mut list[..]).map_err(|e| format!("xattrs: {e}"))?;
+    for backing in list[..n].split(|&b| b == 0).filter(|b| b.starts_with(crate::xattrs::BACKING_PREFIX.as_bytes())) {
+        let shown = String::from_utf8_lossy(backing);
+        let name =
+            crate::xattrs::plain_name(names, backing).ok_or(format!("xattr {shown}: name does not authenticate"))?;
+        let mut value = vec![0u8; 65536 + 64];
+        let len = rustix::fs::getxattr(p, backing, &mut value[..]).map_err(|e| format!("xattr {shown}: {e}"))?;
+        crate::xattrs::open_value(keys, &name, &value[..len])
+            .ok_or(format!("xattr {shown}: value does not authenticate"))?;
+    }
+    Ok(())
 }
 
 /// Reads every block of one file; the first failure is the problem reported.

@@ -4,6 +4,7 @@
 //! on an encrypted file (file_io), fsck, and the FUSE mount (mount). The `kmsfs` binary is a thin
 //! CLI over these.
 
+pub mod block_aead;
 pub mod content;
 pub mod dirs;
 pub mod file_io;

@@ -152,6 +152,10 @@ fn tampering_is_detected_never_decrypted() {
     v.truncate(n);
     v[n - 1] ^= 1;
     rustix::fs::setxattr(a.to_str().unwrap(), xname.as_str(), &v, rustix::fs::XattrFlags::empty()).unwrap();
+    let out = m.fsck();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(7), "{report}");
+    assert!(report.contains("symlink target") && report.contains("value does not authenticate"), "{report}");
     m.mount();
     assert_eq!(fs::read_link(m.mnt.join("ln")).unwrap_err().raw_os_error(), eio);
     let mut buf = [0u8; 16];

@@ -84,6 +84,13 @@ fn refusals_are_clear_and_write_nothing() {
     assert_eq!(c, Some(4), "{err}");
     assert!(err.contains("Disabled"), "{err}");
     let _: serde_json::Value = owner.call("EnableKey", &KeyIdRequest { key_id: cmk.clone() }).unwrap();
+    // A CMK pending deletion.
+    let del = kms_core::api::ScheduleKeyDeletionRequest { key_id: cmk.clone(), pending_window_in_days: Some(7) };
+    let _: serde_json::Value = owner.call("ScheduleKeyDeletion", &del).unwrap();
+    let (c, err) = code(&mount(&m.kms, &cipher));
+    assert_eq!(c, Some(4), "{err}");
+    assert!(err.contains("PendingDeletion") || err.contains("Rejected"), "{err}");
+    let _: serde_json::Value = owner.call("CancelKeyDeletion", &KeyIdRequest { key_id: cmk.clone() }).unwrap();
     // Wrong endpoint, wrong credentials.
     let nowhere = Kms {
         args: vec![

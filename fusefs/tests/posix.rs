@@ -369,3 +369,55 @@ fn concurrent_readers_and_writers_on_one_file() {
         assert!(block.iter().all(|&b| b == want), "block {i} is not all {want}");
     }
 }
+
+#[test]
+fn read_only_mount_refuses_writes() {
+    let mut m = Mount::new();
+    fs::write(m.mnt.join("kept"), b"data").unwrap();
+    m.unmount();
+    let out = std::process::Command::new(common::kmsfs_bin())
+        .args(&m.kms.args)
+        .args(["mount", "-o", "ro"])
+        .arg(&m.cipher)
+        .arg(&m.mnt)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = (
+        fs::read(m.mnt.join("kept")),
+        err_kind(fs::write(m.mnt.join("new"), b"")),
+        err_kind(fs::remove_file(m.mnt.join("kept"))),
+    );
+    let _ = std::process::Command::new("fusermount3").arg("-u").arg(&m.mnt).status();
+    assert_eq!(r.0.unwrap(), b"data");
+    assert_eq!((r.1, r.2), (Some(30), Some(30)), "EROFS");
+}
+
+/// The kernel may cache far more inodes than the daemon may open files: a tree of 3,000 files
+/// under a daemon limited to 256 descriptors is created, listed, stat'ed, read and removed.
+#[test]
+fn more_inodes_than_the_daemon_may_open_files() {
+    let mut m = Mount::new();
+    m.unmount();
+    m.wrapper = vec!["prlimit".into(), "--nofile=256:256".into(), "--".into()];
+    m.mount();
+    for d in 0..30 {
+        let dir = m.mnt.join(format!("d{d}"));
+        fs::create_dir(&dir).unwrap();
+        for f in 0..100 {
+            fs::write(dir.join(format!("f{f}")), format!("{d}/{f}")).unwrap();
+        }
+    }
+    let mut n = 0;
+    for d in 0..30 {
+        for e in fs::read_dir(m.mnt.join(format!("d{d}"))).unwrap() {
+            let e = e.unwrap();
+            assert!(e.metadata().unwrap().is_file());
+            assert_eq!(fs::read_to_string(e.path()).unwrap(), format!("{d}/{}", &e.file_name().to_string_lossy()[1..]));
+            n += 1;
+        }
+    }
+    assert_eq!(n, 3000);
+    fs::remove_dir_all(m.mnt.join("d0")).unwrap();
+    assert_eq!(fs::read_dir(&m.mnt).unwrap().count(), 29);
+}

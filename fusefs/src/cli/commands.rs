@@ -141,6 +141,10 @@ fn mount(kms: &super::KmsOpts, cipherdir: &Path, mountpoint: &Path, opts: MountO
     let fs = KmsFs::new(root, Arc::new(keys), layout, opts.read_only).map_err(|e| Failure::new(EXIT_OTHER, e))?;
     let mut opts = opts;
     opts.fsname = format!("kmsfs:{}", cipherdir.canonicalize().unwrap_or(cipherdir.to_path_buf()).display());
+    if daemon::is_daemon() {
+        // Everything is open or absolute by now; the daemon must not keep the caller's directory busy.
+        let _ = std::env::set_current_dir("/");
+    }
     tracing::info!(
         "volume {} ({}) mounting on {}",
         config.volume_id,
@@ -153,14 +157,23 @@ fn mount(kms: &super::KmsOpts, cipherdir: &Path, mountpoint: &Path, opts: MountO
     Ok(())
 }
 
-/// One descriptor per inode the kernel knows: allow as many as the hard limit does.
+/// The mount holds one descriptor per inode the kernel knows (until the kernel forgets it), so
+/// it takes as many as it may: as root, up to the system's `nr_open`; otherwise the hard limit.
 fn raise_fd_limit() {
     use rustix::process::{getrlimit, setrlimit, Resource};
     let mut l = getrlimit(Resource::Nofile);
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|s| s.trim().parse::<u64>().ok());
+    if let Some(max) = nr_open.filter(|&m| l.maximum.is_some_and(|h| h < m)) {
+        let raised = rustix::process::Rlimit { current: Some(max), maximum: Some(max) };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            return;
+        }
+    }
     if l.current < l.maximum {
         l.current = l.maximum;
         let _ = setrlimit(Resource::Nofile, l);
     }
+    tracing::info!("open file limit {:?}: the kernel may cache about that many inodes of this mount", l.current);
 }
 
 fn fsck(kms: &super::KmsOpts, dir: &Path) -> Result<(), Failure> {

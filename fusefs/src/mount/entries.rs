@@ -17,7 +17,7 @@ use crate::records;
 /// The `.name` file of a long entry, written first.
 fn write_long(dir: &Inode, e: &EntryName) -> Result<(), Errno> {
     match &e.long {
-        Some((file, full)) => write_long_name_at(&dir.fd, file, full).map_err(io_errno),
+        Some((file, full)) => write_long_name_at(dir.fd()?, file, full).map_err(io_errno),
         None => Ok(()),
     }
 }
@@ -25,7 +25,9 @@ fn write_long(dir: &Inode, e: &EntryName) -> Result<(), Errno> {
 /// Removes the `.name` file of a long entry that is gone (or never came).
 fn drop_long(dir: &Inode, e: &EntryName) {
     if let Some((file, _)) = &e.long {
-        let _ = rustix::fs::unlinkat(&dir.fd, file.as_str(), AtFlags::empty());
+        if let Ok(fd) = dir.fd() {
+            let _ = rustix::fs::unlinkat(fd, file.as_str(), AtFlags::empty());
+        }
     }
 }
 
@@ -76,7 +78,7 @@ impl KmsFs {
         let kind = rustix::fs::FileType::from_raw_mode(mode);
         let perm = Mode::from_raw_mode(mode & 0o7777);
         self.create_entry(req, parent, name, |dir, backing| {
-            rustix::fs::mknodat(&dir.fd, backing, kind, perm, rdev as u64).map_err(errno)
+            rustix::fs::mknodat(dir.fd()?, backing, kind, perm, rdev as u64).map_err(errno)
         })
     }
 
@@ -85,19 +87,20 @@ impl KmsFs {
             // Made under a temporary name, given its IV, then renamed into place: a crash leaves
             // at worst a hidden temporary directory, never a named one without an IV.
             let tmp = format!("{}{}", crate::dirs::TEMP_PREFIX, hex::encode(rand::random::<[u8; 8]>()));
-            rustix::fs::mkdirat(&dir.fd, tmp.as_str(), Mode::from_raw_mode(0o700)).map_err(errno)?;
+            let dfd = dir.fd()?;
+            rustix::fs::mkdirat(dfd, tmp.as_str(), Mode::from_raw_mode(0o700)).map_err(errno)?;
             let done = (|| {
-                let fd = rustix::fs::openat(&dir.fd, tmp.as_str(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
+                let fd = rustix::fs::openat(dfd, tmp.as_str(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
                     .map_err(errno)?;
                 create_dir_iv_at(&fd, false).map_err(io_errno)?;
-                rustix::fs::chmodat(&dir.fd, tmp.as_str(), Mode::from_raw_mode(mode & 0o7777), AtFlags::empty())
+                rustix::fs::chmodat(dfd, tmp.as_str(), Mode::from_raw_mode(mode & 0o7777), AtFlags::empty())
                     .map_err(errno)?;
-                rustix::fs::renameat_with(&dir.fd, tmp.as_str(), &dir.fd, backing, rustix::fs::RenameFlags::NOREPLACE)
+                rustix::fs::renameat_with(dfd, tmp.as_str(), dfd, backing, rustix::fs::RenameFlags::NOREPLACE)
                     .map_err(errno)
             })();
             if done.is_err() {
-                let _ = rustix::fs::unlinkat(&dir.fd, format!("{tmp}/{DIR_IV_NAME}").as_str(), AtFlags::empty());
-                let _ = rustix::fs::unlinkat(&dir.fd, tmp.as_str(), AtFlags::REMOVEDIR);
+                let _ = rustix::fs::unlinkat(dfd, format!("{tmp}/{DIR_IV_NAME}").as_str(), AtFlags::empty());
+                let _ = rustix::fs::unlinkat(dfd, tmp.as_str(), AtFlags::REMOVEDIR);
             }
             done
         })
@@ -112,13 +115,14 @@ impl KmsFs {
     ) -> Result<FileAttr, Errno> {
         let stored = records::seal_symlink(&self.keys, target).ok_or(Errno::ENAMETOOLONG)?;
         self.create_entry(req, parent, name, |dir, backing| {
-            rustix::fs::symlinkat(stored.as_str(), &dir.fd, backing).map_err(errno)
+            rustix::fs::symlinkat(stored.as_str(), dir.fd()?, backing).map_err(errno)
         })
     }
 
     pub(super) fn read_link(&self, ino: INodeNo) -> Result<Vec<u8>, Errno> {
         let inode = self.inode(ino)?;
-        let stored = rustix::fs::readlinkat(&inode.fd, "", Vec::new()).map_err(errno)?;
+        let (parent, name) = inode.location()?;
+        let stored = rustix::fs::readlinkat(parent.fd()?, name.as_str(), Vec::new()).map_err(errno)?;
         match records::open_symlink(&self.keys, stored.as_bytes()) {
             Some(t) => Ok(t.to_vec()),
             None => {
@@ -134,15 +138,21 @@ impl KmsFs {
         let dir = self.inode(newparent)?;
         let _entries = dir.entries.read_recursive();
         let e = self.entry(&dir, newname)?;
-        with_long(&dir, &e, || {
-            rustix::fs::linkat(
+        with_long(&dir, &e, || match inode.location() {
+            // link(2) does not follow a symlink: the link is to the symlink itself.
+            Ok((parent, name)) => {
+                rustix::fs::linkat(parent.fd()?, name.as_str(), dir.fd()?, e.backing.as_str(), AtFlags::empty())
+                    .map_err(errno)
+            }
+            // An open file whose name is gone: linked back through its descriptor.
+            Err(_) => rustix::fs::linkat(
                 rustix::fs::CWD,
-                inode.proc_path().as_str(),
-                &dir.fd,
+                inode.path()?.as_str(),
+                dir.fd()?,
                 e.backing.as_str(),
                 AtFlags::SYMLINK_FOLLOW,
             )
-            .map_err(errno)
+            .map_err(errno),
         })?;
         Ok(self.remember(&dir, &e.backing)?.1)
     }
@@ -154,14 +164,15 @@ impl KmsFs {
         let e = self.entry(&dir, name)?;
         if is_dir {
             self.with_empty_dir(&dir, &e.backing, || {
-                rustix::fs::unlinkat(&dir.fd, e.backing.as_str(), AtFlags::REMOVEDIR).map_err(errno)
+                rustix::fs::unlinkat(dir.fd()?, e.backing.as_str(), AtFlags::REMOVEDIR).map_err(errno)
             })?;
         } else {
-            let st = rustix::fs::statat(&dir.fd, e.backing.as_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(errno)?;
-            if Kind::of(&st) == Kind::Dir {
-                return Err(Errno::EISDIR);
+            let st = rustix::fs::statat(dir.fd()?, e.backing.as_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(errno)?;
+            // Linux's unlink refuses a directory with EISDIR itself.
+            rustix::fs::unlinkat(dir.fd()?, e.backing.as_str(), AtFlags::empty()).map_err(errno)?;
+            if let Some(gone) = self.inodes.find(&st) {
+                gone.clear_location(&dir, &e.backing);
             }
-            rustix::fs::unlinkat(&dir.fd, e.backing.as_str(), AtFlags::empty()).map_err(errno)?;
         }
         drop_long(&dir, &e);
         Ok(())
@@ -171,8 +182,9 @@ impl KmsFs {
     /// directory is empty but for its IV and the IV is gone – all under the directory's own lock,
     /// so nothing is created in it meanwhile. If `op` fails, the IV is put back.
     fn with_empty_dir(&self, dir: &Inode, backing: &str, op: impl FnOnce() -> Result<(), Errno>) -> Result<(), Errno> {
-        let fd = rustix::fs::openat(&dir.fd, backing, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-            .map_err(errno)?;
+        let fd =
+            rustix::fs::openat(dir.fd()?, backing, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+                .map_err(errno)?;
         let st = rustix::fs::fstat(&fd).map_err(errno)?;
         if Kind::of(&st) != Kind::Dir {
             return Err(Errno::ENOTDIR);
@@ -233,29 +245,29 @@ impl KmsFs {
         let from = self.entry(&from_dir, name)?;
         let to = self.entry(&to_dir, newname)?;
         let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
+        // What moves and what it replaces, so their places can be kept current.
+        let src =
+            rustix::fs::statat(from_dir.fd()?, from.backing.as_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(errno)?;
+        let dst = rustix::fs::statat(to_dir.fd()?, to.backing.as_str(), AtFlags::SYMLINK_NOFOLLOW).ok();
         // A directory renamed over an empty directory: the target's IV must go first, or the
         // backing rename would see a non-empty directory.
         let mut over_dir = false;
-        if !exchange && !flags.contains(RenameFlags::RENAME_NOREPLACE) {
-            let src =
-                rustix::fs::statat(&from_dir.fd, from.backing.as_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(errno)?;
-            if let Ok(dst) = rustix::fs::statat(&to_dir.fd, to.backing.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                if (src.st_dev, src.st_ino) == (dst.st_dev, dst.st_ino) {
-                    return Ok(());
-                }
-                match (Kind::of(&src) == Kind::Dir, Kind::of(&dst) == Kind::Dir) {
-                    (true, true) => over_dir = true,
-                    (true, false) => return Err(Errno::ENOTDIR),
-                    (false, true) => return Err(Errno::EISDIR),
-                    (false, false) => {}
-                }
+        if let (Some(dst), false) = (&dst, exchange || flags.contains(RenameFlags::RENAME_NOREPLACE)) {
+            if (src.st_dev, src.st_ino) == (dst.st_dev, dst.st_ino) {
+                return Ok(());
+            }
+            match (Kind::of(&src) == Kind::Dir, Kind::of(dst) == Kind::Dir) {
+                (true, true) => over_dir = true,
+                (true, false) => return Err(Errno::ENOTDIR),
+                (false, true) => return Err(Errno::EISDIR),
+                (false, false) => {}
             }
         }
         let rename = || {
             rustix::fs::renameat_with(
-                &from_dir.fd,
+                from_dir.fd()?,
                 from.backing.as_str(),
-                &to_dir.fd,
+                to_dir.fd()?,
                 to.backing.as_str(),
                 rustix::fs::RenameFlags::from_bits_retain(flags.bits()),
             )
@@ -266,6 +278,18 @@ impl KmsFs {
             &to,
             || if over_dir { self.with_empty_dir(&to_dir, &to.backing, rename) } else { rename() },
         )?;
+        let moved = self.inodes.find(&src);
+        let replaced = dst.as_ref().and_then(|d| self.inodes.find(d));
+        if let Some(other) = &replaced {
+            other.clear_location(&to_dir, &to.backing);
+        }
+        if let Some(moved) = &moved {
+            moved.clear_location(&from_dir, &from.backing);
+            moved.add_location(&to_dir, &to.backing);
+        }
+        if let (Some(other), true) = (&replaced, exchange) {
+            other.add_location(&from_dir, &from.backing);
+        }
         if !exchange {
             drop_long(&from_dir, &from);
         }

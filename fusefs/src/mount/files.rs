@@ -66,8 +66,8 @@ impl KmsFs {
         }
         // Read-write even for write-only opens: partial blocks are read back (and the writeback
         // cache reads pages in). A file the daemon may only read is opened read-only.
-        let path = inode.proc_path();
-        let open = |mode| rustix::fs::open(path.as_str(), mode | OFlags::CLOEXEC, Mode::empty());
+        let path = inode.path_by_name()?;
+        let open = |mode| rustix::fs::open(path.as_str(), mode | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty());
         let (fd, writable) = match open(OFlags::RDWR) {
             Ok(fd) => (fd, true),
             Err(rustix::io::Errno::ACCESS | rustix::io::Errno::ROFS) if !write => {
@@ -110,8 +110,9 @@ impl KmsFs {
         let excl = if flags & libc::O_EXCL != 0 { OFlags::EXCL } else { OFlags::empty() };
         let perm = Mode::from_raw_mode(mode & 0o7777);
         let attr = self.create_entry(req, parent, name, |dir, backing| {
-            let fd = rustix::fs::openat(&dir.fd, backing, OFlags::CREATE | excl | OFlags::RDWR | OFlags::CLOEXEC, perm)
-                .map_err(errno)?;
+            let fd =
+                rustix::fs::openat(dir.fd()?, backing, OFlags::CREATE | excl | OFlags::RDWR | OFlags::CLOEXEC, perm)
+                    .map_err(errno)?;
             drop(fd);
             Ok(())
         })?;
@@ -196,23 +197,30 @@ impl KmsFs {
             self.with_content(&inode, |f| f.set_size(size))?;
         }
         if let Some(mode) = c.mode {
-            rustix::fs::chmodat(
-                rustix::fs::CWD,
-                inode.proc_path().as_str(),
-                Mode::from_raw_mode(mode & 0o7777),
-                AtFlags::empty(),
-            )
-            .map_err(errno)?;
+            let mode = Mode::from_raw_mode(mode & 0o7777);
+            rustix::fs::chmodat(rustix::fs::CWD, inode.path()?.as_str(), mode, AtFlags::empty()).map_err(errno)?;
         }
         if c.uid.is_some() || c.gid.is_some() {
             let uid = c.uid.map(rustix::process::Uid::from_raw);
             let gid = c.gid.map(rustix::process::Gid::from_raw);
-            rustix::fs::chownat(&inode.fd, "", uid, gid, AtFlags::EMPTY_PATH).map_err(errno)?;
+            match inode.location() {
+                Ok((parent, name)) => {
+                    rustix::fs::chownat(parent.fd()?, name.as_str(), uid, gid, AtFlags::SYMLINK_NOFOLLOW)
+                }
+                Err(_) => rustix::fs::chownat(rustix::fs::CWD, inode.path()?.as_str(), uid, gid, AtFlags::empty()),
+            }
+            .map_err(errno)?;
         }
         if c.atime.is_some() || c.mtime.is_some() {
             let times = Timestamps { last_access: timespec(c.atime), last_modification: timespec(c.mtime) };
-            rustix::fs::utimensat(rustix::fs::CWD, inode.proc_path().as_str(), &times, AtFlags::empty())
-                .map_err(errno)?;
+            let open = inode.content.read().file.is_some();
+            match inode.location() {
+                Ok((parent, name)) if !open => {
+                    rustix::fs::utimensat(parent.fd()?, name.as_str(), &times, AtFlags::SYMLINK_NOFOLLOW)
+                }
+                _ => rustix::fs::utimensat(rustix::fs::CWD, inode.path()?.as_str(), &times, AtFlags::empty()),
+            }
+            .map_err(errno)?;
         }
         self.attr_of(&inode)
     }

@@ -1,17 +1,20 @@
-//! The inodes the kernel knows about. Each holds an `O_PATH` descriptor of its backing object, so
-//! every operation works relative to it (`*at` calls) – renames of a parent never invalidate a
-//! child, an unlinked but open file stays reachable, and no path is ever walked twice. The node
-//! id is the backing inode number (the root, whose node id FUSE fixes at 1, swaps places with a
-//! backing inode 1), so hard links share one node and numbers are stable across mounts.
+//! The inodes the kernel knows about. A directory holds an `O_PATH` descriptor of its backing
+//! directory, so every operation in it works relative to it (`*at` calls) and renames of a parent
+//! never invalidate a child. Any other object is reached by its place – its parent directory's
+//! inode and its backing name – which renames and unlinks keep current; an open file is reached by
+//! its open descriptor. (A descriptor per file would cap the inodes the kernel may cache at the
+//! open-file limit, 20,000 on some hosts.) The node id is the backing inode number (the root,
+//! whose node id FUSE fixes at 1, swaps places with a backing inode 1), so hard links share one
+//! node and numbers are stable across mounts.
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use fuser::Errno;
 use parking_lot::{Mutex, RwLock};
-use rustix::fs::{FileType, Stat};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
 use crate::dirs::read_dir_iv_at;
 use crate::file_io::EncryptedFile;
@@ -44,9 +47,17 @@ pub struct Content {
     pub opens: u32,
 }
 
+/// Where the backing object is.
+pub enum Place {
+    Dir(OwnedFd),
+    /// The names (parent directory, backing name) it is known under: one, or several for hard
+    /// links; none once they are all gone (unlinked, replaced) while it is still open.
+    Entry(Mutex<Vec<(Arc<Inode>, String)>>),
+}
+
 pub struct Inode {
     pub nodeid: u64,
-    pub fd: OwnedFd,
+    place: Place,
     pub kind: Kind,
     backing: (u64, u64),
     lookups: AtomicU64,
@@ -58,21 +69,87 @@ pub struct Inode {
     pub content: RwLock<Content>,
 }
 
+fn errno(e: rustix::io::Errno) -> Errno {
+    Errno::from_i32(e.raw_os_error())
+}
+
 impl Inode {
     pub fn dir_iv(&self) -> Result<[u8; DIR_IV_LEN], Errno> {
         if let Some(iv) = self.dir_iv.get() {
             return Ok(*iv);
         }
-        let iv = read_dir_iv_at(&self.fd).map_err(|e| {
+        let iv = read_dir_iv_at(self.fd()?).map_err(|e| {
             tracing::error!(node = self.nodeid, "directory IV unreadable: {e}");
             Errno::EIO
         })?;
         Ok(*self.dir_iv.get_or_init(|| iv))
     }
 
-    /// `/proc/self/fd/N`: reopens the backing object with real access modes.
-    pub fn proc_path(&self) -> String {
-        format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&self.fd))
+    /// A directory's descriptor.
+    pub fn fd(&self) -> Result<&OwnedFd, Errno> {
+        match &self.place {
+            Place::Dir(fd) => Ok(fd),
+            Place::Entry(_) => Err(Errno::ENOTDIR),
+        }
+    }
+
+    /// A non-directory's parent and backing name (any of its names).
+    pub fn location(&self) -> Result<(Arc<Inode>, String), Errno> {
+        match &self.place {
+            Place::Entry(names) => names.lock().first().cloned().ok_or(Errno::ESTALE),
+            Place::Dir(_) => Err(Errno::EISDIR),
+        }
+    }
+
+    /// Records a name of this object (a lookup, a new link, the target of a rename).
+    pub fn add_location(&self, parent: &Arc<Inode>, backing: &str) {
+        if let Place::Entry(names) = &self.place {
+            let mut names = names.lock();
+            if !names.iter().any(|(p, b)| p.nodeid == parent.nodeid && b == backing) {
+                names.push((parent.clone(), backing.to_string()));
+            }
+        }
+    }
+
+    /// Drops the name `backing` in `parent` (unlinked, replaced, or renamed away).
+    pub fn clear_location(&self, parent: &Inode, backing: &str) {
+        if let Place::Entry(names) = &self.place {
+            names.lock().retain(|(p, b)| !(p.nodeid == parent.nodeid && b == backing));
+        }
+    }
+
+    /// A path for path-based calls, through its name (not through an open descriptor: for
+    /// opening the content itself).
+    pub fn path_by_name(&self) -> Result<String, Errno> {
+        match &self.place {
+            Place::Dir(fd) => Ok(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+            Place::Entry(_) => {
+                let (parent, name) = self.location()?;
+                Ok(format!("/proc/self/fd/{}/{name}", parent.fd()?.as_raw_fd()))
+            }
+        }
+    }
+
+    /// A path for path-based calls: an open file's descriptor if it has one (right even after
+    /// its name is gone), else its name. Not for symlinks (path calls follow them).
+    pub fn path(&self) -> Result<String, Errno> {
+        if let Some(f) = self.content.read().file.as_ref() {
+            return Ok(format!("/proc/self/fd/{}", f.backing().as_raw_fd()));
+        }
+        self.path_by_name()
+    }
+
+    pub fn stat(&self) -> Result<Stat, Errno> {
+        match &self.place {
+            Place::Dir(fd) => rustix::fs::fstat(fd).map_err(errno),
+            Place::Entry(_) => {
+                if let Some(f) = self.content.read().file.as_ref() {
+                    return rustix::fs::fstat(f.backing()).map_err(errno);
+                }
+                let (parent, name) = self.location()?;
+                rustix::fs::statat(parent.fd()?, name.as_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(errno)
+            }
+        }
     }
 }
 
@@ -84,18 +161,22 @@ pub struct InodeTable {
 impl InodeTable {
     pub fn new(root: OwnedFd) -> std::io::Result<InodeTable> {
         let st = rustix::fs::fstat(&root)?;
-        let inode = Inode {
-            nodeid: fuser::INodeNo::ROOT.0,
-            fd: root,
-            kind: Kind::Dir,
+        let inode = Self::inode(fuser::INodeNo::ROOT.0, Place::Dir(root), &st);
+        let map = HashMap::from([(inode.nodeid, Arc::new(inode))]);
+        Ok(InodeTable { map: Mutex::new(map), root_backing_ino: st.st_ino })
+    }
+
+    fn inode(nodeid: u64, place: Place, st: &Stat) -> Inode {
+        Inode {
+            nodeid,
+            place,
+            kind: Kind::of(st),
             backing: (st.st_dev, st.st_ino),
             lookups: AtomicU64::new(1),
             dir_iv: OnceLock::new(),
             entries: RwLock::new(()),
             content: RwLock::new(Content::default()),
-        };
-        let map = HashMap::from([(inode.nodeid, Arc::new(inode))]);
-        Ok(InodeTable { map: Mutex::new(map), root_backing_ino: st.st_ino })
+        }
     }
 
     pub fn nodeid_of(&self, backing_ino: u64) -> u64 {
@@ -117,28 +198,34 @@ impl InodeTable {
         (inode.backing == (st.st_dev, st.st_ino)).then_some(inode)
     }
 
-    /// Counts one more kernel reference to the object `fd` (stat `st`) and returns its inode.
-    pub fn remember(&self, fd: OwnedFd, st: &Stat) -> Arc<Inode> {
+    /// Counts one more kernel reference to the object `backing` in directory `dir` and returns
+    /// its inode and metadata.
+    pub fn remember(&self, dir: &Arc<Inode>, backing: &str) -> Result<(Arc<Inode>, Stat), Errno> {
+        let st = rustix::fs::statat(dir.fd()?, backing, AtFlags::SYMLINK_NOFOLLOW).map_err(errno)?;
         let nodeid = self.nodeid_of(st.st_ino);
-        let mut map = self.map.lock();
-        if let Some(inode) = map.get(&nodeid) {
+        if let Some(inode) = self.map.lock().get(&nodeid) {
             if inode.backing == (st.st_dev, st.st_ino) {
                 inode.lookups.fetch_add(1, Ordering::Relaxed);
-                return inode.clone();
+                // A hard link may be found under another name.
+                inode.add_location(dir, backing);
+                return Ok((inode.clone(), st));
             }
         }
-        let inode = Arc::new(Inode {
-            nodeid,
-            fd,
-            kind: Kind::of(st),
-            backing: (st.st_dev, st.st_ino),
-            lookups: AtomicU64::new(1),
-            dir_iv: OnceLock::new(),
-            entries: RwLock::new(()),
-            content: RwLock::new(Content::default()),
-        });
+        let place = if Kind::of(&st) == Kind::Dir {
+            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            Place::Dir(rustix::fs::openat(dir.fd()?, backing, flags, Mode::empty()).map_err(errno)?)
+        } else {
+            Place::Entry(Mutex::new(vec![(dir.clone(), backing.to_string())]))
+        };
+        let mut map = self.map.lock();
+        // Another request may have added it meanwhile: count on that one.
+        if let Some(inode) = map.get(&nodeid).filter(|i| i.backing == (st.st_dev, st.st_ino)) {
+            inode.lookups.fetch_add(1, Ordering::Relaxed);
+            return Ok((inode.clone(), st));
+        }
+        let inode = Arc::new(Self::inode(nodeid, place, &st));
         map.insert(nodeid, inode.clone());
-        inode
+        Ok((inode, st))
     }
 
     /// The kernel dropped `n` references; the last one frees the inode (and its descriptor once

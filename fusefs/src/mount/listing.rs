@@ -28,7 +28,7 @@ impl KmsFs {
             DirItem { name: ".".into(), backing: ".".into(), ino: dir.nodeid, kind: FileType::Directory },
             DirItem { name: "..".into(), backing: "..".into(), ino: dir.nodeid, kind: FileType::Directory },
         ];
-        for l in list_at(&self.names, &dir.fd, &iv).map_err(io_errno)? {
+        for l in list_at(&self.names, dir.fd()?, &iv).map_err(io_errno)? {
             match l.name {
                 Ok(name) => items.push(DirItem {
                     name: OsString::from_vec(name),
@@ -96,6 +96,6 @@ impl KmsFs {
 
     pub(super) fn sync_dir(&self, ino: INodeNo) -> Result<(), Errno> {
         let dir = self.inode(ino)?;
-        rustix::fs::fsync(open_dir(&dir.fd).map_err(io_errno)?).map_err(errno)
+        rustix::fs::fsync(open_dir(dir.fd()?).map_err(io_errno)?).map_err(errno)
     }
 }

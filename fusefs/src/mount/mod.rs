@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use fuser::{Errno, FileAttr, Generation, INodeNo};
 use parking_lot::Mutex;
-use rustix::fs::{openat, Mode, OFlags};
 
 pub use session::{mount, MountOptions};
 
@@ -99,29 +98,26 @@ impl KmsFs {
         Ok(entry_name(&self.names, &dir.dir_iv()?, name.as_bytes()))
     }
 
-    /// Opens `backing` in `dir` as a new kernel reference and returns its inode and attributes.
-    fn remember(&self, dir: &Inode, backing: &str) -> Result<(Arc<Inode>, FileAttr), Errno> {
-        let fd = openat(&dir.fd, backing, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-            .map_err(errno)?;
-        let st = rustix::fs::fstat(&fd).map_err(errno)?;
-        let inode = self.inodes.remember(fd, &st);
+    /// Counts `backing` in `dir` as a new kernel reference and returns its inode and attributes.
+    fn remember(&self, dir: &Arc<Inode>, backing: &str) -> Result<(Arc<Inode>, FileAttr), Errno> {
+        let (inode, st) = self.inodes.remember(dir, backing)?;
         let attr = attr::attr(inode.nodeid, &st, self.layout);
         Ok((inode, attr))
     }
 
     fn attr_of(&self, inode: &Inode) -> Result<FileAttr, Errno> {
-        let st = rustix::fs::fstat(&inode.fd).map_err(errno)?;
-        Ok(attr::attr(inode.nodeid, &st, self.layout))
+        Ok(attr::attr(inode.nodeid, &inode.stat()?, self.layout))
     }
 
     /// Gives a new object to the caller when the daemon runs as root (otherwise it is the
     /// daemon's user's anyway).
     fn give_to_caller(&self, dir: &Inode, backing: &str, uid: u32, gid: u32) -> Result<(), Errno> {
-        if !self.as_root {
+        // Not root: objects are the daemon's user's anyway; root caller: they already are root's.
+        if !self.as_root || (uid == 0 && gid == 0) {
             return Ok(());
         }
         let (uid, gid) = ids(uid, gid);
-        rustix::fs::chownat(&dir.fd, backing, Some(uid), Some(gid), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+        rustix::fs::chownat(dir.fd()?, backing, Some(uid), Some(gid), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
             .map_err(errno)
     }
 
@@ -131,8 +127,14 @@ impl KmsFs {
 
     /// The backing path of an inode, for log lines about damaged data.
     fn backing_path(&self, inode: &Inode) -> String {
-        std::fs::read_link(inode.proc_path())
-            .map_or_else(|_| format!("node {}", inode.nodeid), |p| p.display().to_string())
+        // By name, never through the content lock (the caller may hold it).
+        let dir_path =
+            |fd: &OwnedFd| std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd)));
+        let path = match inode.location() {
+            Ok((parent, name)) => parent.fd().ok().and_then(|fd| dir_path(fd).ok()).map(|d| d.join(name)),
+            Err(_) => inode.fd().ok().and_then(|fd| dir_path(fd).ok()),
+        };
+        path.map_or_else(|| format!("node {}", inode.nodeid), |p| p.display().to_string())
     }
 }
 
@@ -390,7 +392,7 @@ impl fuser::Filesystem for KmsFs {
     }
 
     fn statfs(&self, _req: &fuser::Request, _ino: INodeNo, reply: fuser::ReplyStatfs) {
-        match self.inode(INodeNo::ROOT).and_then(|r| rustix::fs::fstatvfs(&r.fd).map_err(errno)) {
+        match self.inode(INodeNo::ROOT).and_then(|r| rustix::fs::fstatvfs(r.fd()?).map_err(errno)) {
             Ok(s) => reply.statfs(
                 s.f_blocks,
                 s.f_bfree,

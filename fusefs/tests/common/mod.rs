@@ -56,6 +56,8 @@ pub struct Mount {
     pub mnt: PathBuf,
     pub plain: PathBuf,
     pub log: PathBuf,
+    /// A command the daemon is started under (`prlimit …`), if any.
+    pub wrapper: Vec<String>,
     daemon: Option<Child>,
     _dirs: tempfile::TempDir,
 }
@@ -81,7 +83,8 @@ impl Mount {
         let mut args = vec!["init", cipher.to_str().unwrap()];
         args.extend_from_slice(init_args);
         ok(&kmsfs(&kms, &args));
-        let mut m = Mount { kms, cipher, mnt, plain, log: root.join("kmsfs.log"), daemon: None, _dirs: dirs };
+        let mut m =
+            Mount { kms, cipher, mnt, plain, log: root.join("kmsfs.log"), wrapper: vec![], daemon: None, _dirs: dirs };
         m.mount();
         m
     }
@@ -90,7 +93,15 @@ impl Mount {
     pub fn mount(&mut self) {
         assert!(self.daemon.is_none());
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let mut child = Command::new(kmsfs_bin())
+        let mut cmd = match self.wrapper.split_first() {
+            Some((w, rest)) => {
+                let mut c = Command::new(w);
+                c.args(rest).arg(kmsfs_bin());
+                c
+            }
+            None => Command::new(kmsfs_bin()),
+        };
+        let mut child = cmd
             .args(&self.kms.args)
             .args(["mount", "-f"])
             .arg(&self.cipher)

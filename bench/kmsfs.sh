@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# kmsfs side by side with the plain backing directory, a passthrough FUSE (bindfs) and gocryptfs,
+# in one run on the same disk: 1 GiB sequential write (fsync'ed) and cold read, fio 4k random
+# read/write (O_DIRECT where the filesystem takes it), untar of a tree of many small files,
+# `ls -lR` (cold) and `rm -rf` of it. Prints each result and the ratios kmsfs/gocryptfs and
+# kmsfs/bindfs.   Needs root (FUSE mounts, drop_caches).   bench/kmsfs.sh    QUICK=1 bench/kmsfs.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for tool in bindfs gocryptfs fio fusermount3; do
+  command -v $tool >/dev/null || { echo "bench/kmsfs.sh needs $tool (apt-get install bindfs gocryptfs fio fuse3)"; exit 1; }
+done
+cargo build --release -q -p fusefs --bin kmsfs
+KMSFS=$PWD/target/release/kmsfs
+SIZE_MB=1024; FIO_TIME=10; FILES=20000
+if [ "${QUICK:-}" = 1 ]; then SIZE_MB=256; FIO_TIME=3; FILES=4000; fi
+
+W=$(mktemp -d "${BENCH_DIR:-$PWD/target}/kmsfs-bench.XXXX")
+cleanup() {
+  for m in "$W"/*/mnt; do mountpoint -q "$m" && fusermount3 -uz "$m"; done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+# A deterministic source-like tree: FILES files in FILES/40 directories, sizes 200 B – 64 KiB
+# (log-uniform), made once and packed.
+python3 - "$W/tree" "$FILES" <<'PY'
+import os, random, sys
+root, n = sys.argv[1], int(sys.argv[2])
+rnd = random.Random(8)
+for i in range(n):
+    d = os.path.join(root, f"d{i // 40 % 50}", f"s{i // 40}")
+    os.makedirs(d, exist_ok=True)
+    size = int(200 * (2 ** rnd.uniform(0, 8.35)))
+    with open(os.path.join(d, f"file{i}.c"), "wb") as f:
+        f.write(rnd.randbytes(size // 2) * 2)
+PY
+tar -C "$W" -cf "$W/tree.tar" tree
+rm -rf "$W/tree"
+echo "== kmsfs benchmark: $(du -sm "$W/tree.tar" | cut -f1) MiB tarball of $FILES files; ${SIZE_MB} MiB sequential; fio ${FIO_TIME}s per test; $(nproc) cores"
+
+setup() { # name -> prints the directory to test in
+  local d="$W/$1"; mkdir -p "$d/back" "$d/mnt"
+  case $1 in
+    plain) echo "$d/back"; return ;;
+    bindfs) bindfs --no-allow-other "$d/back" "$d/mnt" >/dev/null 2>&1 ;;
+    gocryptfs)
+      gocryptfs -q -nosyslog -init -extpass "echo benchpass" -scryptn 10 "$d/back" >/dev/null
+      # (its daemon keeps the stdout it is given: not the pipe of this command substitution)
+      gocryptfs -q -nosyslog -extpass "echo benchpass" "$d/back" "$d/mnt" >/dev/null 2>&1 ;;
+    kmsfs)
+      "$KMSFS" --embedded "$d/kms" init "$d/back" >/dev/null
+      "$KMSFS" --embedded "$d/kms" mount "$d/back" "$d/mnt" >/dev/null 2>&1 ;;
+  esac
+  echo "$d/mnt"
+}
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+secs() { local s=$(date +%s.%N); "$@" >/dev/null 2>&1; echo "$(date +%s.%N) - $s" | bc -l; }
+fio_iops() { # dir rw direct
+  fio --name=r --directory="$1" --rw="$2" --bs=4k --size=256M --direct="$3" --ioengine=psync \
+      --runtime="$FIO_TIME" --time_based --group_reporting --output-format=json 2>/dev/null |
+    python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print(round(j["read"]["iops"]+j["write"]["iops"]))'
+}
+
+declare -A R
+for fs in plain bindfs gocryptfs kmsfs; do
+  dir=$(setup $fs)
+  drop
+  t=$(secs dd if=/dev/zero of="$dir/seq" bs=1M count=$SIZE_MB conv=fsync)
+  R[$fs,write]=$(echo "$SIZE_MB / $t" | bc -l)
+  drop
+  t=$(secs dd if="$dir/seq" of=/dev/null bs=1M)
+  R[$fs,read]=$(echo "$SIZE_MB / $t" | bc -l)
+  rm -f "$dir/seq"
+  direct=1
+  dd if=/dev/zero of="$dir/probe" bs=4k count=1 oflag=direct 2>/dev/null || direct=0
+  rm -f "$dir/probe"
+  R[$fs,randwrite]=$(fio_iops "$dir" randwrite $direct || echo 0)
+  drop
+  R[$fs,randread]=$(fio_iops "$dir" randread $direct || echo 0)
+  R[$fs,direct]=$direct
+  rm -f "$dir"/r.*
+  drop
+  R[$fs,untar]=$(secs tar -C "$dir" -xf "$W/tree.tar")
+  drop
+  R[$fs,ls]=$(secs ls -lR "$dir/tree")
+  drop
+  R[$fs,rm]=$(secs rm -rf "$dir/tree")
+  [ $fs = plain ] || fusermount3 -u "$W/$fs/mnt"
+done
+
+python3 - <<PY
+r = {}
+$(for k in "${!R[@]}"; do echo "r['$k'] = float('${R[$k]}')"; done)
+fss = ["plain", "bindfs", "gocryptfs", "kmsfs"]
+rows = [("seq write MiB/s", "write", True), ("seq read (cold) MiB/s", "read", True),
+        ("4k randwrite IOPS", "randwrite", True), ("4k randread IOPS", "randread", True),
+        ("untar s", "untar", False), ("ls -lR (cold) s", "ls", False), ("rm -rf s", "rm", False)]
+print(f"{'metric':<24}" + "".join(f"{f:>12}" for f in fss) + f"{'kmsfs/gocryptfs':>17}{'kmsfs/bindfs':>14}")
+for label, k, higher in rows:
+    v = {f: r[f"{f},{k}"] for f in fss}
+    ratio = lambda other: (v["kmsfs"] / v[other] if higher else v[other] / v["kmsfs"]) if v[other] and v["kmsfs"] else float("nan")
+    print(f"{label:<24}" + "".join(f"{v[f]:>12.1f}" if v[f] < 1000 else f"{v[f]:>12,.0f}" for f in fss)
+          + f"{ratio('gocryptfs'):>16.2f}x{ratio('bindfs'):>13.2f}x")
+print("(ratios: higher is better for kmsfs; fio with O_DIRECT where "
+      + ", ".join(f for f in fss if r[f"{f},direct"] == 1) + ")")
+PY
