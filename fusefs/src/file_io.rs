@@ -19,6 +19,9 @@ pub struct EncryptedFile {
     layout: Layout,
     /// `None` until the file has a header (an empty file has none).
     crypto: Option<FileCrypto>,
+    /// The backing file's length, kept here (the caller serialises writers, and nothing else
+    /// writes the backing file) instead of asked of the kernel on every call.
+    stored_len: u64,
 }
 
 fn corrupt(e: ContentError) -> io::Error {
@@ -34,6 +37,11 @@ thread_local! {
 impl EncryptedFile {
     pub fn open(file: File, keys: Arc<VolumeKeys>, layout: Layout) -> io::Result<EncryptedFile> {
         let len = file.metadata()?.len();
+        Self::open_with_len(file, keys, layout, len)
+    }
+
+    /// Like [`EncryptedFile::open`] for a caller that has just stat'ed the file.
+    pub fn open_with_len(file: File, keys: Arc<VolumeKeys>, layout: Layout, len: u64) -> io::Result<EncryptedFile> {
         let crypto = if len == 0 {
             None
         } else {
@@ -41,7 +49,7 @@ impl EncryptedFile {
             file.read_exact_at(&mut h, 0).map_err(|_| corrupt(ContentError::BadHeader))?;
             Some(FileCrypto::new(&keys, FileHeader::decode(&h).map_err(corrupt)?, layout))
         };
-        Ok(EncryptedFile { file, keys, layout, crypto })
+        Ok(EncryptedFile { file, keys, layout, crypto, stored_len: len })
     }
 
     pub fn backing(&self) -> &File {
@@ -50,13 +58,14 @@ impl EncryptedFile {
 
     /// The plaintext size.
     pub fn size(&self) -> io::Result<u64> {
-        self.layout.plain_size(self.file.metadata()?.len()).map_err(corrupt)
+        self.layout.plain_size(self.stored_len).map_err(corrupt)
     }
 
     fn crypto_or_create(&mut self) -> io::Result<&FileCrypto> {
         if self.crypto.is_none() {
             let header = FileHeader::random();
             self.file.write_all_at(&header.encode(), 0)?;
+            self.stored_len = self.stored_len.max(HEADER_LEN as u64);
             self.crypto = Some(FileCrypto::new(&self.keys, header, self.layout));
         }
         Ok(self.crypto.as_ref().expect("just set"))
@@ -154,7 +163,18 @@ impl EncryptedFile {
                     crypto.seal_block(n, &block, out);
                 }
             }
-            self.file.write_all_at(out, self.layout.block_offset(first))
+            let at = self.layout.block_offset(first);
+            match self.file.write_all_at(out, at) {
+                Ok(()) => {
+                    self.stored_len = self.stored_len.max(at + out.len() as u64);
+                    Ok(())
+                }
+                Err(e) => {
+                    // Part of it may have landed: learn the length again.
+                    self.stored_len = self.file.metadata().map_or(self.stored_len, |m| m.len());
+                    Err(e)
+                }
+            }
         })
     }
 
@@ -186,7 +206,9 @@ impl EncryptedFile {
             self.file.write_all_at(&out, self.layout.block_offset(n))?;
         }
         let stored = if new == 0 { HEADER_LEN as u64 } else { self.layout.stored_size(new) };
-        self.file.set_len(stored)
+        self.file.set_len(stored)?;
+        self.stored_len = stored;
+        Ok(())
     }
 
     pub fn sync_data(&self) -> io::Result<()> {

@@ -421,3 +421,30 @@ fn more_inodes_than_the_daemon_may_open_files() {
     fs::remove_dir_all(m.mnt.join("d0")).unwrap();
     assert_eq!(fs::read_dir(&m.mnt).unwrap().count(), 29);
 }
+
+/// A write or truncation by an unprivileged user clears set-user-id (and group-executable
+/// set-group-id) bits, as on a local disk: the daemon does it (HANDLE_KILLPRIV_V2).
+#[test]
+fn unprivileged_writes_clear_setuid_bits() {
+    let mut m = Mount::new();
+    m.unmount();
+    m.mount_args = vec!["-o".into(), "allow_other".into()];
+    m.mount();
+    same(&m, "setuid cleared by another user's write and truncate", |d| {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o777)).unwrap();
+        let mut modes = Vec::new();
+        for (name, how) in [("w", "echo x >> w"), ("t", "truncate -s 1 t")] {
+            let p = d.join(name);
+            fs::write(&p, b"exe").unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o6777)).unwrap();
+            let st = std::process::Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", how])
+                .current_dir(d)
+                .status()
+                .unwrap();
+            assert!(st.success());
+            modes.push(fs::metadata(&p).unwrap().mode() & 0o7777);
+        }
+        modes
+    });
+}

@@ -84,12 +84,25 @@ fn snapshot(root: &Path) -> Vec<(String, Vec<u8>, u64)> {
 
 #[test]
 fn random_operation_sequences_match_a_plain_directory() {
+    run(common::Mount::new(), 0x6b6d7366);
+}
+
+/// The same with the kernel's writeback cache on (`-o writeback`).
+#[test]
+fn random_operation_sequences_with_the_writeback_cache() {
     let mut m = common::Mount::new();
+    m.unmount();
+    m.mount_args = vec!["-o".into(), "writeback".into()];
+    m.mount();
+    run(m, 0x77726974);
+}
+
+fn run(mut m: common::Mount, seed: u64) {
     for d in ["d1", "d2", "d1/sub"] {
         fs::create_dir_all(m.mnt.join(d)).unwrap();
         fs::create_dir_all(m.plain.join(d)).unwrap();
     }
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0x6b6d7366);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     for step in 0..3000 {
         let op = random_op(&mut rng);
         let (a, b) = (apply(&m.mnt, &op), apply(&m.plain, &op));

@@ -138,7 +138,7 @@ fn mount(kms: &super::KmsOpts, cipherdir: &Path, mountpoint: &Path, opts: MountO
     // Modes arrive with the caller's umask applied; ours must not strip them again.
     rustix::process::umask(Mode::empty());
     let layout = Layout { block_size: config.block_size };
-    let fs = KmsFs::new(root, Arc::new(keys), layout, opts.read_only).map_err(|e| Failure::new(EXIT_OTHER, e))?;
+    let fs = KmsFs::new(root, Arc::new(keys), layout, &opts).map_err(|e| Failure::new(EXIT_OTHER, e))?;
     let mut opts = opts;
     opts.fsname = format!("kmsfs:{}", cipherdir.canonicalize().unwrap_or(cipherdir.to_path_buf()).display());
     if daemon::is_daemon() {

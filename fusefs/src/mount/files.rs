@@ -20,6 +20,7 @@ pub(super) struct AttrChange {
     pub size: Option<u64>,
     pub atime: Option<TimeOrNow>,
     pub mtime: Option<TimeOrNow>,
+    pub caller: u32,
 }
 
 fn timespec(t: Option<TimeOrNow>) -> Timespec {
@@ -45,13 +46,26 @@ fn timespec(t: Option<TimeOrNow>) -> Timespec {
 }
 
 /// The reply flags of an open: the page cache is kept across opens (the mount is the only
-/// writer); `O_DIRECT` opens bypass it.
-fn fopen_flags(flags: i32) -> FopenFlags {
-    if flags & libc::O_DIRECT != 0 {
-        FopenFlags::FOPEN_DIRECT_IO
+/// writer); `O_DIRECT` opens bypass it; without the writeback cache there is nothing to flush at
+/// close (every write reached the backing file when it was answered), so no FLUSH round trip.
+fn fopen_flags(flags: i32, writeback: bool) -> FopenFlags {
+    let cache = if flags & libc::O_DIRECT != 0 { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::FOPEN_KEEP_CACHE };
+    if writeback {
+        cache
     } else {
-        FopenFlags::FOPEN_KEEP_CACHE
+        cache | FopenFlags::FOPEN_NOFLUSH
     }
+}
+
+/// Mode bits a write or truncation by an unprivileged caller clears (as the kernel would):
+/// set-user-id, and set-group-id when group-executable.
+fn killed_mode(mode: u32) -> Option<u32> {
+    let mut m = mode & 0o7777;
+    m &= !libc::S_ISUID;
+    if mode & libc::S_IXGRP != 0 {
+        m &= !libc::S_ISGID;
+    }
+    (m != mode & 0o7777).then_some(m)
 }
 
 impl KmsFs {
@@ -96,7 +110,7 @@ impl KmsFs {
             self.content_result(&inode, content.file.as_mut().expect("opened").set_size(0))?;
         }
         content.opens += 1;
-        Ok(fopen_flags(flags))
+        Ok(fopen_flags(flags, self.writeback))
     }
 
     pub(super) fn create_file(
@@ -109,21 +123,35 @@ impl KmsFs {
     ) -> Result<(FileAttr, FopenFlags), Errno> {
         let excl = if flags & libc::O_EXCL != 0 { OFlags::EXCL } else { OFlags::empty() };
         let perm = Mode::from_raw_mode(mode & 0o7777);
+        // The descriptor that creates the file becomes its content: no second open, no re-stat.
+        let mut created = None;
         let attr = self.create_entry(req, parent, name, |dir, backing| {
             let fd =
                 rustix::fs::openat(dir.fd()?, backing, OFlags::CREATE | excl | OFlags::RDWR | OFlags::CLOEXEC, perm)
                     .map_err(errno)?;
-            drop(fd);
+            created = Some(fd);
             Ok(())
         })?;
         let inode = self.inode(attr.ino)?;
         let mut content = inode.content.write();
-        self.open_content(&inode, &mut content, true)?;
+        match (created, content.file.is_some() && content.writable) {
+            (Some(fd), false) => {
+                let len = rustix::fs::fstat(&fd).map_err(errno)?.st_size as u64;
+                let file =
+                    EncryptedFile::open_with_len(fd.into(), self.keys.clone(), self.layout, len).map_err(|e| {
+                        tracing::error!("file header: {}: {e}", self.backing_path(&inode));
+                        Errno::EIO
+                    })?;
+                content.file = Some(file);
+                content.writable = true;
+            }
+            _ => self.open_content(&inode, &mut content, true)?,
+        }
         if flags & libc::O_TRUNC != 0 {
             self.content_result(&inode, content.file.as_mut().expect("opened").set_size(0))?;
         }
         content.opens += 1;
-        Ok((attr, fopen_flags(flags)))
+        Ok((attr, fopen_flags(flags, self.writeback)))
     }
 
     pub(super) fn release_file(&self, ino: INodeNo) -> Result<(), Errno> {
@@ -156,13 +184,16 @@ impl KmsFs {
         Ok(buf)
     }
 
-    pub(super) fn write_file(&self, ino: INodeNo, offset: u64, data: &[u8]) -> Result<(), Errno> {
+    pub(super) fn write_file(&self, ino: INodeNo, offset: u64, data: &[u8], kill_suid: bool) -> Result<(), Errno> {
         let inode = self.inode(ino)?;
         let mut content = inode.content.write();
         if !content.writable {
             return Err(Errno::EBADF);
         }
         let file = content.file.as_mut().ok_or(Errno::EBADF)?;
+        if kill_suid {
+            kill_suid_sgid(file.backing())?;
+        }
         self.content_result(&inode, file.write_at(data, offset))
     }
 
@@ -194,7 +225,13 @@ impl KmsFs {
         self.writable()?;
         let inode = self.inode(ino)?;
         if let Some(size) = c.size {
-            self.with_content(&inode, |f| f.set_size(size))?;
+            let kill = c.caller != 0;
+            self.with_content(&inode, |f| {
+                if kill {
+                    kill_suid_sgid(f.backing()).map_err(|e| std::io::Error::from_raw_os_error(e.code()))?;
+                }
+                f.set_size(size)
+            })?;
         }
         if let Some(mode) = c.mode {
             let mode = Mode::from_raw_mode(mode & 0o7777);
@@ -273,4 +310,12 @@ impl KmsFs {
             _ => Err(Errno::EOPNOTSUPP),
         }
     }
+}
+
+fn kill_suid_sgid(file: &std::fs::File) -> Result<(), Errno> {
+    let st = rustix::fs::fstat(file).map_err(errno)?;
+    if let Some(mode) = killed_mode(st.st_mode) {
+        rustix::fs::fchmod(file, Mode::from_raw_mode(mode)).map_err(errno)?;
+    }
+    Ok(())
 }

@@ -48,6 +48,7 @@ pub struct KmsFs {
     dir_handles: Mutex<std::collections::HashMap<u64, Arc<Vec<DirItem>>>>,
     next_handle: AtomicU64,
     read_only: bool,
+    writeback: bool,
     /// Running as root: new objects are given to the caller (for `allow_other` mounts).
     as_root: bool,
 }
@@ -62,7 +63,7 @@ fn io_errno(e: std::io::Error) -> Errno {
 
 impl KmsFs {
     /// A filesystem over the cipher directory open as `root` (an `O_PATH` descriptor).
-    pub fn new(root: OwnedFd, keys: Arc<VolumeKeys>, layout: Layout, read_only: bool) -> std::io::Result<KmsFs> {
+    pub fn new(root: OwnedFd, keys: Arc<VolumeKeys>, layout: Layout, options: &MountOptions) -> std::io::Result<KmsFs> {
         Ok(KmsFs {
             names: NameCipher::new(&keys),
             keys,
@@ -70,7 +71,8 @@ impl KmsFs {
             inodes: InodeTable::new(root)?,
             dir_handles: Mutex::new(Default::default()),
             next_handle: AtomicU64::new(1),
-            read_only,
+            read_only: options.read_only,
+            writeback: options.writeback && !options.read_only,
             as_root: rustix::process::geteuid().is_root(),
         })
     }
@@ -156,13 +158,16 @@ macro_rules! reply_with {
 impl fuser::Filesystem for KmsFs {
     fn init(&mut self, _req: &fuser::Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
         use fuser::InitFlags as F;
+        // HANDLE_KILLPRIV_V2: we clear set-user/group-id bits on writes ourselves, so the kernel
+        // does not ask for security.capability before every write.
         let wanted = F::FUSE_WRITEBACK_CACHE
+            | F::FUSE_HANDLE_KILLPRIV_V2
             | F::FUSE_PARALLEL_DIROPS
             | F::FUSE_CACHE_SYMLINKS
             | F::FUSE_DO_READDIRPLUS
             | F::FUSE_READDIRPLUS_AUTO
             | F::FUSE_ASYNC_DIO;
-        let wanted = if self.read_only { wanted - F::FUSE_WRITEBACK_CACHE } else { wanted };
+        let wanted = if self.writeback { wanted } else { wanted - F::FUSE_WRITEBACK_CACHE };
         if let Err(missing) = config.add_capabilities(wanted & config.capabilities()) {
             tracing::warn!("kernel lacks FUSE capabilities {missing:?}");
         }
@@ -186,7 +191,7 @@ impl fuser::Filesystem for KmsFs {
 
     fn setattr(
         &self,
-        _req: &fuser::Request,
+        req: &fuser::Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -202,7 +207,7 @@ impl fuser::Filesystem for KmsFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: fuser::ReplyAttr,
     ) {
-        let change = files::AttrChange { mode, uid, gid, size, atime, mtime };
+        let change = files::AttrChange { mode, uid, gid, size, atime, mtime, caller: req.uid() };
         reply_with!(reply, self.set_attr(ino, change), |a| reply.attr(&TTL, &a));
     }
 
@@ -298,12 +303,13 @@ impl fuser::Filesystem for KmsFs {
         _fh: fuser::FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: fuser::WriteFlags,
+        write_flags: fuser::WriteFlags,
         _flags: fuser::OpenFlags,
         _lock_owner: Option<fuser::LockOwner>,
         reply: fuser::ReplyWrite,
     ) {
-        reply_with!(reply, self.write_file(ino, offset, data), |()| reply.written(data.len() as u32));
+        let kill = write_flags.contains(fuser::WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        reply_with!(reply, self.write_file(ino, offset, data, kill), |()| reply.written(data.len() as u32));
     }
 
     fn flush(

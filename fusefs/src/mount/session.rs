@@ -14,6 +14,9 @@ pub struct MountOptions {
     pub read_only: bool,
     pub allow_other: bool,
     pub allow_root: bool,
+    /// The kernel's writeback cache (`-o writeback`): small writes are gathered in the page cache
+    /// and sent later. Off by default: large sequential writes are faster without it here.
+    pub writeback: bool,
     /// Other `-o` options, passed to the kernel as they are (`noatime`, `nosuid`, …).
     pub other: Vec<String>,
     /// Request threads (default: two per core, at least four).
@@ -32,6 +35,7 @@ impl MountOptions {
                 "rw" => o.read_only = false,
                 "allow_other" => o.allow_other = true,
                 "allow_root" => o.allow_root = true,
+                "writeback" => o.writeback = true,
                 other => o.other.push(other.to_string()),
             }
         }

@@ -58,6 +58,8 @@ pub struct Mount {
     pub log: PathBuf,
     /// A command the daemon is started under (`prlimit …`), if any.
     pub wrapper: Vec<String>,
+    /// Extra `kmsfs mount` arguments (`-o writeback`, …).
+    pub mount_args: Vec<String>,
     daemon: Option<Child>,
     _dirs: tempfile::TempDir,
 }
@@ -83,8 +85,17 @@ impl Mount {
         let mut args = vec!["init", cipher.to_str().unwrap()];
         args.extend_from_slice(init_args);
         ok(&kmsfs(&kms, &args));
-        let mut m =
-            Mount { kms, cipher, mnt, plain, log: root.join("kmsfs.log"), wrapper: vec![], daemon: None, _dirs: dirs };
+        let mut m = Mount {
+            kms,
+            cipher,
+            mnt,
+            plain,
+            log: root.join("kmsfs.log"),
+            wrapper: vec![],
+            mount_args: vec![],
+            daemon: None,
+            _dirs: dirs,
+        };
         m.mount();
         m
     }
@@ -104,6 +115,7 @@ impl Mount {
         let mut child = cmd
             .args(&self.kms.args)
             .args(["mount", "-f"])
+            .args(&self.mount_args)
             .arg(&self.cipher)
             .arg(&self.mnt)
             .envs(self.kms.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
