@@ -13,6 +13,9 @@ use super::inodes::{Content, Inode, Kind};
 use super::{errno, io_errno, KmsFs};
 use crate::file_io::EncryptedFile;
 
+/// How far ahead of a sequential reader the backing file is read.
+const READ_AHEAD: u64 = 4 << 20;
+
 pub(super) struct AttrChange {
     pub mode: Option<u32>,
     pub uid: Option<u32>,
@@ -181,6 +184,19 @@ impl KmsFs {
         let mut buf = vec![0u8; size as usize];
         let n = self.content_result(&inode, file.read_at(&mut buf, offset))?;
         buf.truncate(n);
+        // A sequential reader: have the backing file's next stored blocks read from disk while
+        // this answer travels, so the next request finds them in the page cache.
+        let end = offset + n as u64;
+        if content.read_end.swap(end, std::sync::atomic::Ordering::Relaxed) == offset && n > 0 {
+            let layout = self.layout;
+            let from = layout.stored_size(end);
+            let _ = rustix::fs::fadvise(
+                file.backing(),
+                from,
+                std::num::NonZeroU64::new(READ_AHEAD),
+                rustix::fs::Advice::WillNeed,
+            );
+        }
         Ok(buf)
     }
 

@@ -45,6 +45,8 @@ pub struct Content {
     pub file: Option<EncryptedFile>,
     pub writable: bool,
     pub opens: u32,
+    /// Where the last read ended: a read starting there is sequential.
+    pub read_end: std::sync::atomic::AtomicU64,
 }
 
 /// Where the backing object is.
