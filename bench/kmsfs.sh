@@ -3,7 +3,9 @@
 # in one run on the same disk: 1 GiB sequential write (fsync'ed) and cold read, fio 4k random
 # read/write (O_DIRECT where the filesystem takes it), untar of a tree of many small files,
 # `ls -lR` (cold) and `rm -rf` of it. Prints each result and the ratios kmsfs/gocryptfs and
-# kmsfs/bindfs.   Needs root (FUSE mounts, drop_caches).   bench/kmsfs.sh    QUICK=1 bench/kmsfs.sh
+# kmsfs/bindfs. REPEAT=n runs the whole set n times (filesystems interleaved) and reports
+# medians – this machine's disk is shared and single runs move by ±20%.
+# Needs root (FUSE mounts, drop_caches).   bench/kmsfs.sh    REPEAT=3 bench/kmsfs.sh    QUICK=1 bench/kmsfs.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in bindfs gocryptfs fio fusermount3; do
@@ -11,7 +13,7 @@ for tool in bindfs gocryptfs fio fusermount3; do
 done
 cargo build --release -q -p fusefs --bin kmsfs
 KMSFS=$PWD/target/release/kmsfs
-SIZE_MB=1024; FIO_TIME=10; FILES=20000
+SIZE_MB=1024; FIO_TIME=10; FILES=20000; REPEAT=${REPEAT:-1}
 if [ "${QUICK:-}" = 1 ]; then SIZE_MB=256; FIO_TIME=3; FILES=4000; fi
 
 W=$(mktemp -d "${BENCH_DIR:-$PWD/target}/kmsfs-bench.XXXX")
@@ -36,7 +38,7 @@ for i in range(n):
 PY
 tar -C "$W" -cf "$W/tree.tar" tree
 rm -rf "$W/tree"
-echo "== kmsfs benchmark: $(du -sm "$W/tree.tar" | cut -f1) MiB tarball of $FILES files; ${SIZE_MB} MiB sequential; fio ${FIO_TIME}s per test; $(nproc) cores"
+echo "== kmsfs benchmark: $(du -sm "$W/tree.tar" | cut -f1) MiB tarball of $FILES files; ${SIZE_MB} MiB sequential; fio ${FIO_TIME}s per test; $(nproc) cores; median of $REPEAT run(s)"
 
 setup() { # name -> prints the directory to test in
   local d="$W/$1"; mkdir -p "$d/back" "$d/mnt"
@@ -54,7 +56,11 @@ setup() { # name -> prints the directory to test in
   echo "$d/mnt"
 }
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-secs() { local s=$(date +%s.%N); "$@" >/dev/null 2>&1; echo "$(date +%s.%N) - $s" | bc -l; }
+secs() { # a failed step stops the benchmark rather than timing a partial job
+  local s=$(date +%s.%N) out
+  out=$("$@" 2>&1 >/dev/null) || { echo "bench/kmsfs.sh: $* failed: ${out:0:500}" >&2; exit 1; }
+  echo "$(date +%s.%N) - $s" | bc -l
+}
 fio_iops() { # dir rw direct
   fio --name=r --directory="$1" --rw="$2" --bs=4k --size=256M --direct="$3" --ioengine=psync \
       --runtime="$FIO_TIME" --time_based --group_reporting --output-format=json 2>/dev/null |
@@ -62,35 +68,39 @@ fio_iops() { # dir rw direct
 }
 
 declare -A R
+for run in $(seq 1 "$REPEAT"); do
 for fs in plain bindfs gocryptfs kmsfs; do
+  rm -rf "${W:?}/$fs"
   dir=$(setup $fs)
   drop
   t=$(secs dd if=/dev/zero of="$dir/seq" bs=1M count=$SIZE_MB conv=fsync)
-  R[$fs,write]=$(echo "$SIZE_MB / $t" | bc -l)
+  R[$fs,write]+=" $(echo "$SIZE_MB / $t" | bc -l)"
   drop
   t=$(secs dd if="$dir/seq" of=/dev/null bs=1M)
-  R[$fs,read]=$(echo "$SIZE_MB / $t" | bc -l)
+  R[$fs,read]+=" $(echo "$SIZE_MB / $t" | bc -l)"
   rm -f "$dir/seq"
   direct=1
   dd if=/dev/zero of="$dir/probe" bs=4k count=1 oflag=direct 2>/dev/null || direct=0
   rm -f "$dir/probe"
-  R[$fs,randwrite]=$(fio_iops "$dir" randwrite $direct || echo 0)
+  R[$fs,randwrite]+=" $(fio_iops "$dir" randwrite $direct || echo 0)"
   drop
-  R[$fs,randread]=$(fio_iops "$dir" randread $direct || echo 0)
+  R[$fs,randread]+=" $(fio_iops "$dir" randread $direct || echo 0)"
   R[$fs,direct]=$direct
   rm -f "$dir"/r.*
   drop
-  R[$fs,untar]=$(secs tar -C "$dir" -xf "$W/tree.tar")
+  R[$fs,untar]+=" $(secs tar -C "$dir" -xf "$W/tree.tar")"
   drop
-  R[$fs,ls]=$(secs ls -lR "$dir/tree")
+  R[$fs,ls]+=" $(secs ls -lR "$dir/tree")"
   drop
-  R[$fs,rm]=$(secs rm -rf "$dir/tree")
+  R[$fs,rm]+=" $(secs rm -rf "$dir/tree")"
   [ $fs = plain ] || fusermount3 -u "$W/$fs/mnt"
+done
 done
 
 python3 - <<PY
 r = {}
-$(for k in "${!R[@]}"; do echo "r['$k'] = float('${R[$k]}')"; done)
+import statistics
+$(for k in "${!R[@]}"; do echo "r['$k'] = statistics.median(float(x) for x in '${R[$k]}'.split())"; done)
 fss = ["plain", "bindfs", "gocryptfs", "kmsfs"]
 rows = [("seq write MiB/s", "write", True), ("seq read (cold) MiB/s", "read", True),
         ("4k randwrite IOPS", "randwrite", True), ("4k randread IOPS", "randread", True),

@@ -71,3 +71,24 @@ pub fn attr(nodeid: u64, st: &Stat, layout: Layout) -> FileAttr {
         flags: 0,
     }
 }
+
+/// The attributes of a negative lookup answer (node id 0: "no such name", cacheable).
+pub fn negative() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}

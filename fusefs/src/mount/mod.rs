@@ -178,7 +178,13 @@ impl fuser::Filesystem for KmsFs {
     }
 
     fn lookup(&self, _req: &fuser::Request, parent: INodeNo, name: &OsStr, reply: fuser::ReplyEntry) {
-        reply_with!(reply, self.lookup_entry(parent, name), |a| reply.entry(&TTL, &a, GEN));
+        match self.lookup_entry(parent, name) {
+            Ok(a) => reply.entry(&TTL, &a, GEN),
+            // A negative entry (node id 0) the kernel may cache: nothing but this mount creates
+            // names in the cipher directory, and it does so through the kernel.
+            Err(e) if e == Errno::ENOENT => reply.entry(&TTL, &attr::negative(), GEN),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn forget(&self, _req: &fuser::Request, ino: INodeNo, nlookup: u64) {
