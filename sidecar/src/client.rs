@@ -62,6 +62,18 @@ pub struct Overrides {
 }
 
 impl ClientConfig {
+    /// An explicit endpoint and access key, V3 signing, a 10 s timeout (tests, tools).
+    pub fn with_key(endpoint: &str, access_key_id: &str, access_key_secret: &str) -> ClientConfig {
+        ClientConfig {
+            endpoint: endpoint.to_string(),
+            access_key_id: access_key_id.to_string(),
+            access_key_secret: Zeroizing::new(access_key_secret.to_string()),
+            ca_file: None,
+            signing: Signing::V3,
+            timeout: Duration::from_secs(10),
+        }
+    }
+
     pub fn discover(o: Overrides) -> Result<ClientConfig, String> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let profile_path = o

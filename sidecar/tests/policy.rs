@@ -374,12 +374,8 @@ fn a_failing_audit_log_refuses_changes() {
     };
     let running = rt.block_on(app::start(cfg)).unwrap();
     let c = Client::new(ClientConfig {
-        endpoint: format!("http://{}", running.http.unwrap()),
-        access_key_id: "owner".into(),
-        access_key_secret: Zeroizing::new("owner-secret".into()),
-        ca_file: None,
         signing: Signing::V1,
-        timeout: Duration::from_secs(10),
+        ..ClientConfig::with_key(&format!("http://{}", running.http.unwrap()), "owner", "owner-secret")
     })
     .unwrap();
     for _ in 0..2 {

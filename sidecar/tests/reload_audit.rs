@@ -37,15 +37,8 @@ file = "app.json"
     let data = tempfile::tempdir().unwrap();
     let s = Sidecar::start_in(data, &["--config", cfg.to_str().unwrap()]);
     let app = || {
-        kms_sidecar::client::Client::new(kms_sidecar::client::ClientConfig {
-            endpoint: format!("http://{}", s.http),
-            access_key_id: "appKey".into(),
-            access_key_secret: zeroize::Zeroizing::new("appSecret".into()),
-            ca_file: None,
-            signing: kms_sidecar::client::Signing::V3,
-            timeout: std::time::Duration::from_secs(10),
-        })
-        .unwrap()
+        let cfg = kms_sidecar::client::ClientConfig::with_key(&format!("http://{}", s.http), "appKey", "appSecret");
+        kms_sidecar::client::Client::new(cfg).unwrap()
     };
     assert!(app().call_params("ListKeys", vec![]).is_ok());
     assert_eq!(app().create_key(&CreateKeyRequest::default()).unwrap_err().code(), Some("Forbidden.NoPermission"));

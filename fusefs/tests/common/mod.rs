@@ -291,15 +291,8 @@ impl Sidecar {
 
     /// A client acting as the owner (to create, disable and rotate CMKs).
     pub fn owner(&self) -> kms_sidecar::client::Client {
-        kms_sidecar::client::Client::new(kms_sidecar::client::ClientConfig {
-            endpoint: self.endpoint.clone(),
-            access_key_id: OWNER_ID.into(),
-            access_key_secret: zeroize::Zeroizing::new(OWNER_SECRET.into()),
-            ca_file: None,
-            signing: kms_sidecar::client::Signing::V3,
-            timeout: std::time::Duration::from_secs(10),
-        })
-        .unwrap()
+        let cfg = kms_sidecar::client::ClientConfig::with_key(&self.endpoint, OWNER_ID, OWNER_SECRET);
+        kms_sidecar::client::Client::new(cfg).unwrap()
     }
 }
 

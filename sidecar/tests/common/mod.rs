@@ -115,15 +115,8 @@ impl Sidecar {
 
     /// A Rust client acting as the owner.
     pub fn client(&self) -> kms_sidecar::client::Client {
-        kms_sidecar::client::Client::new(kms_sidecar::client::ClientConfig {
-            endpoint: format!("http://{}", self.http),
-            access_key_id: OWNER_ID.into(),
-            access_key_secret: zeroize::Zeroizing::new(OWNER_SECRET.into()),
-            ca_file: None,
-            signing: kms_sidecar::client::Signing::V3,
-            timeout: std::time::Duration::from_secs(10),
-        })
-        .unwrap()
+        let cfg = kms_sidecar::client::ClientConfig::with_key(&format!("http://{}", self.http), OWNER_ID, OWNER_SECRET);
+        kms_sidecar::client::Client::new(cfg).unwrap()
     }
 }
 
