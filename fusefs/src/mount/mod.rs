@@ -454,6 +454,10 @@ impl fuser::Filesystem for KmsFs {
         reply_with!(reply, self.remove_xattr(ino, name), |()| reply.ok());
     }
 
+    fn access(&self, _req: &fuser::Request, ino: INodeNo, mask: fuser::AccessFlags, reply: fuser::ReplyEmpty) {
+        reply_with!(reply, self.check_access(ino, mask.bits()), |()| reply.ok());
+    }
+
     fn create(
         &self,
         req: &fuser::Request,

@@ -47,10 +47,15 @@ impl MountOptions {
         let mut opts = vec![
             MountOption::FSName(self.fsname.clone()),
             MountOption::Subtype("kmsfs".into()),
-            // The kernel checks permissions against the attributes we report.
-            MountOption::DefaultPermissions,
             if self.read_only { MountOption::RO } else { MountOption::RW },
         ];
+        // Shared with other users, the kernel must check permissions against the attributes we
+        // report. A private mount (the default: only the daemon's own user may enter) lets the
+        // backing filesystem check them as that user – as gocryptfs does – which spares a
+        // GETATTR of the parent after every change in a directory.
+        if self.allow_other || self.allow_root {
+            opts.push(MountOption::DefaultPermissions);
+        }
         opts.extend(self.other.iter().map(|o| MountOption::CUSTOM(o.clone())));
         config.mount_options = opts;
         config.acl = if self.allow_other {
