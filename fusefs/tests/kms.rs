@@ -186,3 +186,20 @@ fn background_daemon_reports_ready_and_unmounts_on_sigterm() {
     let (c, err) = code(&kmsfs(&kms, &["mount", dirs.path().join("nope").to_str().unwrap(), mnt.to_str().unwrap()]));
     assert_eq!(c, Some(3), "{err}");
 }
+
+/// Once mounted, I/O never needs the KMS: the sidecar goes away, reads and writes go on; only a
+/// new mount fails, with the "unreachable" exit code.
+#[test]
+fn io_goes_on_without_the_kms_once_mounted() {
+    let sc = Sidecar::start();
+    let mut m = Mount::create(tempfile::tempdir().unwrap(), sc.kms(), &[]);
+    fs::write(m.mnt.join("before"), b"written with the KMS up").unwrap();
+    drop(sc);
+    fs::write(m.mnt.join("after"), vec![3u8; 300_000]).unwrap();
+    m.drop_caches();
+    assert_eq!(fs::read(m.mnt.join("before")).unwrap(), b"written with the KMS up");
+    assert_eq!(fs::read(m.mnt.join("after")).unwrap(), vec![3u8; 300_000]);
+    m.unmount();
+    let (c, err) = code(&kmsfs(&m.kms, &["mount", m.cipher.to_str().unwrap(), m.mnt.to_str().unwrap()]));
+    assert_eq!(c, Some(5), "{err}");
+}
