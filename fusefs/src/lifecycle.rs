@@ -55,7 +55,11 @@ pub fn init(dir: &Path, kms: &dyn KeyService, key_id: &str, cipher: Algorithm) -
 
 /// Reads the config, unwraps the DK through the KMS and checks the config's MAC with it.
 pub fn unlock(dir: &Path, kms: &dyn KeyService) -> Result<(VolumeConfig, VolumeKeys), VolumeError> {
-    let config = VolumeConfig::load(dir)?;
+    unlock_config(VolumeConfig::load(dir)?, kms)
+}
+
+/// [`unlock`] for a config the caller has already loaded (and checked).
+pub fn unlock_config(config: VolumeConfig, kms: &dyn KeyService) -> Result<(VolumeConfig, VolumeKeys), VolumeError> {
     let volume_id = config.volume_id_bytes().expect("checked by load");
     let cipher = config.algorithm().expect("checked by load");
     let dk = kms.decrypt(&config.wrapped_key().expect("checked by load"), &config.encryption_context)?;
@@ -67,7 +71,17 @@ pub fn unlock(dir: &Path, kms: &dyn KeyService) -> Result<(VolumeConfig, VolumeK
 /// Re-wraps the DK under `key_id` (default: the volume's CMK, i.e. its current version after a
 /// rotation). The data is not rewritten: the DK does not change.
 pub fn rewrap(dir: &Path, kms: &dyn KeyService, key_id: Option<&str>) -> Result<VolumeConfig, VolumeError> {
-    let (mut config, keys) = unlock(dir, kms)?;
+    rewrap_config(dir, VolumeConfig::load(dir)?, kms, key_id)
+}
+
+/// [`rewrap`] for the config of `dir`, already loaded by the caller.
+pub fn rewrap_config(
+    dir: &Path,
+    config: VolumeConfig,
+    kms: &dyn KeyService,
+    key_id: Option<&str>,
+) -> Result<VolumeConfig, VolumeError> {
+    let (mut config, keys) = unlock_config(config, kms)?;
     let target = key_id.unwrap_or(&config.key_id).to_string();
     let blob = kms.re_encrypt(&config.wrapped_key().expect("checked by load"), &config.encryption_context, &target)?;
     config.key_id = target;

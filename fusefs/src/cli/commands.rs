@@ -61,8 +61,9 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Rewrap { cipherdir, key_id } => {
             let kms = cli.kms.connect()?;
             let before = VolumeConfig::load(&cipherdir).map_err(VolumeError::from)?;
-            let c = lifecycle::rewrap(&cipherdir, kms.as_ref(), key_id.as_deref())?;
-            println!("kmsfs: data key of volume {} re-wrapped: {} -> {}", c.volume_id, before.key_id, c.key_id);
+            let old_key = before.key_id.clone();
+            let c = lifecycle::rewrap_config(&cipherdir, before, kms.as_ref(), key_id.as_deref())?;
+            println!("kmsfs: data key of volume {} re-wrapped: {old_key} -> {}", c.volume_id, c.key_id);
             Ok(())
         }
         Command::Fsck { cipherdir } => fsck(&cli.kms, &cipherdir),
@@ -98,19 +99,13 @@ fn lock_volume(dir: &Path, exclusive: bool) -> Result<OwnedFd, Failure> {
     Ok(fd)
 }
 
-fn is_mount_point(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
-    let target = path.to_string_lossy().replace(' ', "\\040");
-    info.lines().any(|l| l.split(' ').nth(4) == Some(target.as_str()))
-}
-
 fn check_mountpoint(cipherdir: &Path, mountpoint: &Path) -> Result<PathBuf, Failure> {
     let bad = |why: String| Failure::new(EXIT_MOUNTPOINT, format!("mountpoint {}: {why}", mountpoint.display()));
     let mp = mountpoint.canonicalize().map_err(|e| bad(e.to_string()))?;
     if !mp.is_dir() {
         return Err(bad("not a directory".into()));
     }
-    if is_mount_point(&mp) {
+    if kmsfs::mount::mounted_device(&mp).is_some() {
         return Err(bad("already a mount point (in use)".into()));
     }
     if let Ok(cd) = cipherdir.canonicalize() {
@@ -125,11 +120,11 @@ fn mount(kms: &super::KmsOpts, cipherdir: &Path, mountpoint: &Path, opts: MountO
     // Everything that can be refused is checked before the KMS is asked and before anything is
     // mounted; none of it writes to the cipher directory.
     let mp = check_mountpoint(cipherdir, mountpoint)?;
-    VolumeConfig::load(cipherdir).map_err(VolumeError::from)?;
+    let config = VolumeConfig::load(cipherdir).map_err(VolumeError::from)?;
     let _lock = lock_volume(cipherdir, true)?;
     let (config, keys) = {
         let service = kms.connect()?;
-        lifecycle::unlock(cipherdir, service.as_ref())?
+        lifecycle::unlock_config(config, service.as_ref())?
         // The KMS connection (or embedded engine) ends here: I/O never needs it.
     };
     let root = rustix::fs::open(cipherdir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
@@ -177,10 +172,10 @@ fn raise_fd_limit() {
 }
 
 fn fsck(kms: &super::KmsOpts, dir: &Path) -> Result<(), Failure> {
-    VolumeConfig::load(dir).map_err(VolumeError::from)?;
+    let config = VolumeConfig::load(dir).map_err(VolumeError::from)?;
     let _lock = lock_volume(dir, false)?;
     let service = kms.connect()?;
-    let (config, keys) = lifecycle::unlock(dir, service.as_ref())?;
+    let (config, keys) = lifecycle::unlock_config(config, service.as_ref())?;
     drop(service);
     let report = kmsfs::fsck::check(dir, &Arc::new(keys), Layout { block_size: config.block_size });
     for p in &report.problems {

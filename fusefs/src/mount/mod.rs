@@ -25,7 +25,7 @@ use std::time::Duration;
 use fuser::{Errno, FileAttr, Generation, INodeNo};
 use parking_lot::Mutex;
 
-pub use session::{mount, MountOptions};
+pub use session::{mount, mounted_device, MountOptions};
 
 use self::inodes::{Inode, InodeTable};
 use self::listing::DirItem;

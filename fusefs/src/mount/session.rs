@@ -102,14 +102,18 @@ pub fn mount(fs: KmsFs, mountpoint: &Path, options: &MountOptions, ready: impl F
 /// root may set it; elsewhere the default stays. The device is taken from mountinfo, not from a
 /// `stat` of the mountpoint, which would be a request to this very filesystem before it serves.
 fn widen_readahead(mountpoint: &Path) {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
-    let target = mountpoint.to_string_lossy().replace(' ', "\\040");
-    // The last matching line is the newest mount on that path: ours.
-    let dev = info.lines().rev().find_map(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        (f.get(4) == Some(&target.as_str())).then(|| f.get(2).map(|d| d.to_string()))?
-    });
-    if let Some(dev) = dev {
+    if let Some(dev) = mounted_device(mountpoint) {
         let _ = std::fs::write(format!("/sys/class/bdi/{dev}/read_ahead_kb"), "1024");
     }
+}
+
+/// The device (`major:minor`) of the newest mount on `path` (canonical), from
+/// `/proc/self/mountinfo`; `None` if nothing is mounted there.
+pub fn mounted_device(path: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let target = path.to_string_lossy().replace(' ', "\\040");
+    info.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.get(4) == Some(&target.as_str())).then(|| f.get(2).map(|d| d.to_string()))?
+    })
 }

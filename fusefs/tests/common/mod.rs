@@ -165,8 +165,7 @@ impl Mount {
     }
 
     pub fn fsck(&self) -> Output {
-        let out = kmsfs(&self.kms, &["fsck", self.cipher.to_str().unwrap()]);
-        out
+        kmsfs(&self.kms, &["fsck", self.cipher.to_str().unwrap()])
     }
 
     /// `p` in the mount and in the plain directory.
