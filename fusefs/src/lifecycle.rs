@@ -40,9 +40,9 @@ pub fn init(dir: &Path, kms: &dyn KeyService, key_id: &str, cipher: Algorithm) -
     let mut volume_id = [0u8; VOLUME_ID_LEN];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut volume_id);
     let context = volume_context(&volume_id);
-    let (dk, blob) = kms.generate_data_key(key_id, &context)?;
+    let (dk, wrapped) = kms.generate_data_key(key_id, &context, crate::keys::DATA_KEY_LEN)?;
     let keys = VolumeKeys::derive(&dk, &volume_id, cipher).ok_or(VolumeError::BadDataKey(dk.len()))?;
-    let mut config = VolumeConfig::new(&volume_id, cipher, key_id, &context, &blob);
+    let mut config = VolumeConfig::new(&volume_id, cipher, key_id, &context, &wrapped.blob);
     config.seal(&keys);
     // The root's IV first, the config last: a directory with a config is a complete volume.
     let stored = crate::dirs::create_dir_iv(dir).map_err(VolumeError::from).and_then(|_| Ok(config.store(dir)?));
@@ -83,9 +83,9 @@ pub fn rewrap_config(
 ) -> Result<VolumeConfig, VolumeError> {
     let (mut config, keys) = unlock_config(config, kms)?;
     let target = key_id.unwrap_or(&config.key_id).to_string();
-    let blob = kms.re_encrypt(&config.wrapped_key().expect("checked by load"), &config.encryption_context, &target)?;
+    let wrapped = kms.re_encrypt(&config.wrapped_key().expect("checked by load"), &config.encryption_context, &target)?;
     config.key_id = target;
-    config.set_wrapped_key(&blob);
+    config.set_wrapped_key(&wrapped.blob);
     config.seal(&keys);
     config.store(dir)?;
     Ok(config)
@@ -102,7 +102,7 @@ mod tests {
     use crate::kms::Embedded;
 
     fn kms(dir: &Path) -> Embedded {
-        Embedded::new(Arc::new(Engine::open(EngineOptions::in_dir(dir, EngineConfig::default()).unwrap()).unwrap()))
+        Embedded::new(Arc::new(Engine::open(EngineOptions::in_dir(dir, EngineConfig::default()).unwrap()).unwrap()), "oss")
     }
 
     #[test]

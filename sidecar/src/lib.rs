@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod envelope;
 pub mod metrics;
 pub mod server;
 pub mod tls;

@@ -10,6 +10,8 @@ use kmsfs::lifecycle::{self, VolumeError};
 use kmsfs::mount::{KmsFs, MountOptions};
 use kmsfs::volume::{cipher_name, ConfigError, VolumeConfig};
 use rustix::fs::{FlockOperation, Mode, OFlags};
+use kms_sidecar::envelope::KmsArgs;
+use super::kms_opts;
 
 use super::{
     daemon, Cipher, Cli, Command, Failure, EXIT_CONFIG, EXIT_FSCK, EXIT_KMS_REFUSED, EXIT_KMS_UNREACHABLE,
@@ -35,7 +37,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
                 Cipher::Aes256Gcm => Algorithm::Aes256Gcm,
                 Cipher::Sm4Gcm => Algorithm::Sm4Gcm,
             };
-            let kms = cli.kms.connect()?;
+            let kms = kms_opts::connect(&cli.kms)?;
             let c = lifecycle::init(&cipherdir, kms.as_ref(), &key_id, alg)?;
             println!(
                 "kmsfs: created volume {} ({}) in {}, data key wrapped under {}",
@@ -59,7 +61,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         Command::Info { cipherdir } => info(&cipherdir),
         Command::Rewrap { cipherdir, key_id } => {
-            let kms = cli.kms.connect()?;
+            let kms = kms_opts::connect(&cli.kms)?;
             let before = VolumeConfig::load(&cipherdir).map_err(VolumeError::from)?;
             let old_key = before.key_id.clone();
             let c = lifecycle::rewrap_config(&cipherdir, before, kms.as_ref(), key_id.as_deref())?;
@@ -116,14 +118,14 @@ fn check_mountpoint(cipherdir: &Path, mountpoint: &Path) -> Result<PathBuf, Fail
     Ok(mp)
 }
 
-fn mount(kms: &super::KmsOpts, cipherdir: &Path, mountpoint: &Path, opts: MountOptions) -> Result<(), Failure> {
+fn mount(kms: &KmsArgs, cipherdir: &Path, mountpoint: &Path, opts: MountOptions) -> Result<(), Failure> {
     // Everything that can be refused is checked before the KMS is asked and before anything is
     // mounted; none of it writes to the cipher directory.
     let mp = check_mountpoint(cipherdir, mountpoint)?;
     let config = VolumeConfig::load(cipherdir).map_err(VolumeError::from)?;
     let _lock = lock_volume(cipherdir, true)?;
     let (config, keys) = {
-        let service = kms.connect()?;
+        let service = kms_opts::connect(kms)?;
         lifecycle::unlock_config(config, service.as_ref())?
         // The KMS connection (or embedded engine) ends here: I/O never needs it.
     };
@@ -171,10 +173,10 @@ fn raise_fd_limit() {
     tracing::info!("open file limit {:?}: the kernel may cache about that many inodes of this mount", l.current);
 }
 
-fn fsck(kms: &super::KmsOpts, dir: &Path) -> Result<(), Failure> {
+fn fsck(kms: &KmsArgs, dir: &Path) -> Result<(), Failure> {
     let config = VolumeConfig::load(dir).map_err(VolumeError::from)?;
     let _lock = lock_volume(dir, false)?;
-    let service = kms.connect()?;
+    let service = kms_opts::connect(kms)?;
     let (config, keys) = lifecycle::unlock_config(config, service.as_ref())?;
     drop(service);
     let report = kmsfs::fsck::check(dir, &Arc::new(keys), Layout { block_size: config.block_size });

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-pub use kms_opts::KmsOpts;
+use kms_sidecar::envelope::KmsArgs;
 
 const EXIT_CODES: &str = "Exit codes: 0 ok; 1 other failure; 2 usage; 3 not a volume, or a damaged \
 or foreign config; 4 the KMS refused (disabled/deleted CMK, access denied, wrong credentials); \
@@ -20,7 +20,7 @@ or foreign config; 4 the KMS refused (disabled/deleted CMK, access denied, wrong
 #[command(name = "kmsfs", version, about = "An encrypting FUSE filesystem whose per-volume data key is wrapped by the KMS.", after_help = EXIT_CODES)]
 pub struct Cli {
     #[command(flatten)]
-    kms: KmsOpts,
+    kms: KmsArgs,
     #[command(subcommand)]
     command: Command,
 }

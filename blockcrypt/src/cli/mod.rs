@@ -1,0 +1,235 @@
+//! The `blockcrypt` command line: a thin layer over the library.
+
+mod commands;
+mod progress;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kms_sidecar::envelope::KmsArgs;
+
+use blockcrypt::lifecycle::DEFAULT_KEY_ID;
+use blockcrypt::xts::Algorithm;
+
+const EXIT_CODES: &str = "Exit codes: 0 ok; 1 other failure; 2 usage; 3 not a blockcrypt volume, or a \
+damaged one; 4 the KMS refused (disabled, deleted or ungranted key) or its key does not open the volume; \
+5 the KMS is unreachable; 6 the volume is in use (being served); 7 check found problems.";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "blockcrypt",
+    version,
+    about = "Encrypted virtual disks (LUKS1-compatible) with a KMS-wrapped per-disk key, served over NBD.",
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    #[command(flatten)]
+    kms: KmsArgs,
+    /// Log filter (RUST_LOG syntax).
+    #[arg(long, global = true, default_value = "warn,blockcrypt=info", env = "BLOCKCRYPT_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+pub enum CipherArg {
+    /// AES-256-XTS: LUKS1-compatible, opened by cryptsetup, qemu and nbdkit too.
+    #[value(name = "aes-xts-plain64")]
+    Aes,
+    /// SM4-XTS (IEEE 1619 variant, as the Linux kernel): readable by blockcrypt only here.
+    #[value(name = "sm4-xts-plain64")]
+    Sm4,
+}
+
+impl From<CipherArg> for Algorithm {
+    fn from(c: CipherArg) -> Algorithm {
+        match c {
+            CipherArg::Aes => Algorithm::Aes,
+            CipherArg::Sm4 => Algorithm::Sm4,
+        }
+    }
+}
+
+/// A volume: an image file, or a data file plus a detached header file.
+#[derive(Args, Debug, Clone)]
+pub struct VolumeArg {
+    /// The volume's image (or, with --header, its data file of pure ciphertext).
+    volume: PathBuf,
+    /// A detached header file holding the LUKS header and the wrapped key.
+    #[arg(long)]
+    header: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct KeyArgs {
+    #[arg(long, value_enum, default_value = "aes-xts-plain64")]
+    cipher: CipherArg,
+    /// The KMS key that wraps the disk's data key.
+    #[arg(long, default_value = DEFAULT_KEY_ID)]
+    key_id: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new, sparse encrypted disk with a fresh data key from the KMS.
+    Create {
+        #[command(flatten)]
+        vol: VolumeArg,
+        /// Size: bytes, or with a K/M/G/T suffix (powers of 1024); a multiple of 512.
+        #[arg(long, value_parser = parse_size)]
+        size: u64,
+        #[command(flatten)]
+        key: KeyArgs,
+        /// Write encrypted zeroes over the whole disk, so that it reads as zeroes and takes its space now.
+        #[arg(long)]
+        preallocate: bool,
+    },
+    /// Encrypt an existing raw image into a new disk.
+    Import {
+        raw: PathBuf,
+        #[command(flatten)]
+        vol: VolumeArg,
+        #[command(flatten)]
+        key: KeyArgs,
+    },
+    /// Decrypt a disk into a new raw image.
+    Export {
+        #[command(flatten)]
+        vol: VolumeArg,
+        raw: PathBuf,
+    },
+    /// Serve disks over NBD (each EXPORT is [NAME=]PATH[,header=HEADER]; the name defaults to the file name).
+    Serve {
+        #[arg(required = true, value_name = "EXPORT")]
+        exports: Vec<String>,
+        /// Listen on this Unix socket.
+        #[arg(long, conflicts_with = "tcp", required_unless_present = "tcp")]
+        socket: Option<PathBuf>,
+        /// Listen on this TCP address (loopback unless you mean it: NBD traffic is plaintext).
+        #[arg(long)]
+        tcp: Option<String>,
+        /// Refuse writes.
+        #[arg(long)]
+        read_only: bool,
+        /// Honour TRIM by punching holes in the ciphertext (reveals which sectors are unused).
+        #[arg(long)]
+        discard: bool,
+    },
+    /// A point-in-time copy of a disk that is not being served, sharing its data key.
+    Snapshot {
+        #[command(flatten)]
+        vol: VolumeArg,
+        snapshot: PathBuf,
+        /// The snapshot's detached header (when the disk has one).
+        #[arg(long)]
+        snapshot_header: Option<PathBuf>,
+    },
+    /// A new disk from a snapshot: the same data key (a copy), or with --new-key re-encrypted under a new one.
+    Clone {
+        #[command(flatten)]
+        vol: VolumeArg,
+        new: PathBuf,
+        /// The new disk's detached header.
+        #[arg(long)]
+        new_header: Option<PathBuf>,
+        /// Generate a new data key (under --key-id) and re-encrypt every sector.
+        #[arg(long)]
+        new_key: bool,
+        #[arg(long, value_enum, requires = "new_key")]
+        cipher: Option<CipherArg>,
+        #[arg(long, requires = "new_key")]
+        key_id: Option<String>,
+    },
+    /// Re-wrap the data key under the KMS key's current version or another key (no data is rewritten).
+    Rewrap {
+        #[command(flatten)]
+        vol: VolumeArg,
+        #[arg(long)]
+        key_id: Option<String>,
+    },
+    /// Show a disk's header and record (no KMS call).
+    Info {
+        #[command(flatten)]
+        vol: VolumeArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the LUKS keyslot passphrase (for qemu, cryptsetup, nbdkit), or write it as a qemu secret file.
+    Passphrase {
+        #[command(flatten)]
+        vol: VolumeArg,
+        /// Write it to this new file (mode 0600) instead of standard output.
+        #[arg(long)]
+        qemu_secret: Option<PathBuf>,
+    },
+    /// Check a disk: header, record, key from the KMS, keyslot, sizes.
+    Check {
+        #[command(flatten)]
+        vol: VolumeArg,
+    },
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, shift) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("unknown size suffix {c:?} (use K, M, G or T)")),
+            };
+            (&s[..i], shift)
+        }
+        _ => (s, 0),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size"))?;
+    n.checked_shl(shift).filter(|v| v >> shift == n).ok_or_else(|| format!("{s} is too large"))
+}
+
+#[derive(Debug)]
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: i32, message: impl std::fmt::Display) -> Failure {
+        Failure { code, message: message.to_string() }
+    }
+}
+
+pub const EXIT_OTHER: i32 = 1;
+pub const EXIT_VOLUME: i32 = 3;
+pub const EXIT_KMS_REFUSED: i32 = 4;
+pub const EXIT_KMS_UNREACHABLE: i32 = 5;
+pub const EXIT_IN_USE: i32 = 6;
+pub const EXIT_CHECK: i32 = 7;
+
+pub fn run() -> i32 {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    match commands::run(cli) {
+        Ok(()) => 0,
+        Err(f) => {
+            eprintln!("blockcrypt: {}", f.message);
+            f.code
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes() {
+        assert_eq!(super::parse_size("4096"), Ok(4096));
+        assert_eq!(super::parse_size("64M"), Ok(64 << 20));
+        assert_eq!(super::parse_size("2g"), Ok(2 << 30));
+        assert!(super::parse_size("1X").is_err());
+        assert!(super::parse_size("99999999999T").is_err());
+    }
+}

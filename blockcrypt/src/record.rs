@@ -1,0 +1,112 @@
+//! The wrapped-data-key record: what the KMS needs to give the volume key back, stored in the
+//! volume's luksmeta slot typed [`RECORD_UUID`] as JSON (FORMAT.md §3).
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::xts::Algorithm;
+
+/// The luksmeta slot type of our record (a fixed random UUID: 7b6c2f1e-8a4d-4c55-9d3a-b10c4c7e5a01).
+pub const RECORD_UUID: [u8; 16] =
+    [0x7b, 0x6c, 0x2f, 0x1e, 0x8a, 0x4d, 0x4c, 0x55, 0x9d, 0x3a, 0xb1, 0x0c, 0x4c, 0x7e, 0x5a, 0x01];
+pub const RECORD_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    pub version: u32,
+    /// The disk the data key was generated for; named in the encryption context.
+    pub disk_id: String,
+    /// `aes-xts-plain64` or `sm4-xts-plain64`, as the LUKS header says.
+    pub cipher: String,
+    pub key_id: String,
+    pub key_version_id: String,
+    /// Base64 of the KMS CiphertextBlob of the data key.
+    pub ciphertext_blob: String,
+    /// The EncryptionContext the blob is bound to, exactly as sent to the KMS.
+    pub encryption_context: String,
+    pub created: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RecordError {
+    #[error("the wrapped-key record is not valid JSON of the expected shape: {0}")]
+    Shape(String),
+    #[error("record version {0} is not supported")]
+    Version(u32),
+    #[error("the record's CiphertextBlob is not base64")]
+    Blob,
+}
+
+pub fn cipher_tag(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::Aes => "aes-xts-plain64",
+        Algorithm::Sm4 => "sm4-xts-plain64",
+    }
+}
+
+/// The data key length an algorithm needs: AES-256-XTS takes two 256-bit keys, SM4-XTS two 128-bit.
+pub fn data_key_len(alg: Algorithm) -> usize {
+    match alg {
+        Algorithm::Aes => 64,
+        Algorithm::Sm4 => 32,
+    }
+}
+
+/// The EncryptionContext that binds a data key to its disk.
+pub fn disk_context(disk_id: &str) -> String {
+    serde_json::json!({ "blockcrypt:disk-id": disk_id }).to_string()
+}
+
+impl Record {
+    pub fn parse(bytes: &[u8]) -> Result<Record, RecordError> {
+        let r: Record = serde_json::from_slice(bytes).map_err(|e| RecordError::Shape(e.to_string()))?;
+        if r.version != RECORD_VERSION {
+            return Err(RecordError::Version(r.version));
+        }
+        r.blob()?;
+        Ok(r)
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("record serialises")
+    }
+
+    pub fn blob(&self) -> Result<Vec<u8>, RecordError> {
+        B64.decode(&self.ciphertext_blob).map_err(|_| RecordError::Blob)
+    }
+
+    pub fn set_wrapped(&mut self, w: &crate::kms::WrappedKey) {
+        self.key_id = w.key_id.clone();
+        self.key_version_id = w.key_version_id.clone();
+        self.ciphertext_blob = B64.encode(&w.blob);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_round_trip_and_refusals() {
+        let r = Record {
+            version: 1,
+            disk_id: "d-1".into(),
+            cipher: "aes-xts-plain64".into(),
+            key_id: "k".into(),
+            key_version_id: "v".into(),
+            ciphertext_blob: B64.encode(b"blob"),
+            encryption_context: disk_context("d-1"),
+            created: "now".into(),
+        };
+        assert_eq!(Record::parse(&r.to_bytes()).unwrap(), r);
+        assert!(matches!(Record::parse(b"{}"), Err(RecordError::Shape(_))));
+        let mut bad = r.clone();
+        bad.ciphertext_blob = "%%%".into();
+        assert_eq!(Record::parse(&bad.to_bytes()), Err(RecordError::Blob));
+        bad = r;
+        bad.version = 9;
+        assert_eq!(Record::parse(&bad.to_bytes()), Err(RecordError::Version(9)));
+    }
+}
