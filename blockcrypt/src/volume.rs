@@ -99,8 +99,12 @@ impl HeaderArea {
         }
         let end = if loc.detached() { len.min(HEADER_AREA) } else { luks.payload_bytes() };
         let gap_start = luks.keyslots_end().next_multiple_of(4096);
-        if end > len || gap_start >= end {
+        if end > len {
             return Err(VolumeError::Damaged(path.into(), format!("the header area ends at {end} but the file is {len} bytes")));
+        }
+        if gap_start + crate::luksmeta::HEADER_LEN as u64 > end {
+            // No room after the keyslots for a record: a LUKS volume laid out by someone else.
+            return Err(VolumeError::NoRecord(path.into()));
         }
         let mut image = vec![0u8; end as usize];
         file.read_exact_at(&mut image, 0).map_err(io_err(path))?;

@@ -12,5 +12,7 @@ pub mod config;
 pub mod envelope;
 pub mod metrics;
 pub mod server;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;
 pub mod wire;

@@ -12,13 +12,6 @@ pub fn kmsfs_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kmsfs"))
 }
 
-/// `kms-sidecar`, built beside `kmsfs` by `cargo test --workspace`.
-pub fn sidecar_bin() -> PathBuf {
-    let p = kmsfs_bin().with_file_name("kms-sidecar");
-    assert!(p.exists(), "{} missing: run the workspace tests (cargo test --workspace)", p.display());
-    p
-}
-
 /// How the volume reaches the KMS: flags for every `kmsfs` call.
 #[derive(Clone)]
 pub struct Kms {
@@ -215,90 +208,32 @@ impl Drop for Mount {
     }
 }
 
-const SIDECAR_CONFIG: &str = r#"
-[engine.limits]
-min_manual_version_interval_secs = 0
-
-[[policies]]
-principal = "service:oss"
-name = "oss-uses-tagged-cmks"
-document = '''{"Version":"1","Statement":[{"Effect":"Allow",
-  "Action":["kms:GenerateDataKey","kms:Decrypt","kms:ReEncryptFrom","kms:ReEncryptTo"],
-  "Resource":"*","Condition":{"StringEqualsIgnoreCase":{"kms:tag/kmsfs":"yes"}}}]}'''
-"#;
-
-pub const OWNER_ID: &str = "kmsfsTestOwner";
-pub const OWNER_SECRET: &str = "kmsfsTestOwnerSecret";
+pub use kms_sidecar::testing::Sidecar as SidecarProcess;
 
 /// A real `kms-sidecar` on a free port; `kmsfs` reaches it through its client profile, as the
-/// OSS service principal.
-pub struct Sidecar {
-    child: Child,
-    pub dir: tempfile::TempDir,
-    pub endpoint: String,
+/// OSS service principal, which may use the owner's CMKs tagged `kmsfs`.
+pub struct Sidecar(pub SidecarProcess);
+
+impl std::ops::Deref for Sidecar {
+    type Target = SidecarProcess;
+    fn deref(&self) -> &SidecarProcess {
+        &self.0
+    }
 }
 
 impl Sidecar {
     pub fn start() -> Sidecar {
-        let dir = tempfile::tempdir().unwrap();
-        // Manual key versions without the 7-day wait, so a test can rotate and rewrap; the OSS
-        // service may use CMKs tagged for it, as a user grants a cloud service its key.
-        let config = dir.path().join("sidecar.toml");
-        std::fs::write(&config, SIDECAR_CONFIG).unwrap();
-        let mut child = Command::new(sidecar_bin())
-            .arg("--config")
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--listen", "127.0.0.1:0"])
-            .env("KMS_ACCESS_KEY_ID", OWNER_ID)
-            .env("KMS_ACCESS_KEY_SECRET", OWNER_SECRET)
-            .env("KMS_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start kms-sidecar");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut endpoint = String::new();
-        loop {
-            let line = lines.next().expect("kms-sidecar exited before listening").unwrap();
-            if let Some(rest) = line.strip_prefix("kms-sidecar: listening on ") {
-                endpoint = rest.split_whitespace().next().unwrap().to_string();
-            } else if line.starts_with("kms-sidecar: client profile in") {
-                break;
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        Sidecar { child, dir, endpoint }
+        Sidecar(SidecarProcess::start(&kms_sidecar::testing::config_for_service("oss", "kmsfs")))
     }
 
     /// `kmsfs` flags: the sidecar's profile (so the OSS service key is used).
     pub fn kms(&self) -> Kms {
-        Kms {
-            args: vec!["--profile".into(), self.dir.path().join("data/profile.json").display().to_string()],
-            envs: vec![],
-        }
+        Kms { args: vec!["--profile".into(), self.profile().display().to_string()], envs: vec![] }
     }
 
     /// A CMK of the owner's that the OSS service may use (tagged for it).
     pub fn cmk_for_oss(&self) -> String {
-        let req = kms_core::api::CreateKeyRequest {
-            tags: Some(r#"[{"TagKey":"kmsfs","TagValue":"yes"}]"#.into()),
-            ..Default::default()
-        };
-        self.owner().create_key(&req).unwrap().key_metadata.key_id
-    }
-
-    /// A client acting as the owner (to create, disable and rotate CMKs).
-    pub fn owner(&self) -> kms_sidecar::client::Client {
-        let cfg = kms_sidecar::client::ClientConfig::with_key(&self.endpoint, OWNER_ID, OWNER_SECRET);
-        kms_sidecar::client::Client::new(cfg).unwrap()
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.tagged_cmk("kmsfs")
     }
 }
 

@@ -1,0 +1,108 @@
+//! A real `kms-sidecar` process for other crates' end-to-end tests (feature `testing`): started on
+//! a free port with its own data directory, a client profile holding the cloud service
+//! principals' keys, and policies the test passes in.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use crate::client::{Client, ClientConfig};
+
+pub const OWNER_ID: &str = "testOwnerAccessKey";
+pub const OWNER_SECRET: &str = "testOwnerAccessKeySecret";
+
+/// `kms-sidecar` beside the running test binary (`target/<profile>/deps/…` → `target/<profile>/`),
+/// built there by `cargo test --workspace`.
+pub fn sidecar_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let p = exe.parent().and_then(|d| d.parent()).expect("target dir").join("kms-sidecar");
+    assert!(p.exists(), "{} missing: run the workspace tests (cargo test --workspace)", p.display());
+    p
+}
+
+pub struct Sidecar {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub endpoint: String,
+}
+
+/// Lets `service` (`oss`, `ecs`) use the owner's CMKs tagged `tag`=`yes`, as a user grants a
+/// cloud service its key; key versions may be made without the 7-day wait.
+pub fn config_for_service(service: &str, tag: &str) -> String {
+    format!(
+        r#"
+[engine.limits]
+min_manual_version_interval_secs = 0
+
+[[policies]]
+principal = "service:{service}"
+name = "{service}-uses-tagged-cmks"
+document = '''{{"Version":"1","Statement":[{{"Effect":"Allow",
+  "Action":["kms:GenerateDataKey","kms:Decrypt","kms:ReEncryptFrom","kms:ReEncryptTo"],
+  "Resource":"*","Condition":{{"StringEqualsIgnoreCase":{{"kms:tag/{tag}":"yes"}}}}}}]}}'''
+"#
+    )
+}
+
+impl Sidecar {
+    pub fn start(config: &str) -> Sidecar {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("sidecar.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut child = Command::new(sidecar_bin())
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen", "127.0.0.1:0"])
+            .env("KMS_ACCESS_KEY_ID", OWNER_ID)
+            .env("KMS_ACCESS_KEY_SECRET", OWNER_SECRET)
+            .env("KMS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start kms-sidecar");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut endpoint = String::new();
+        loop {
+            let line = lines.next().expect("kms-sidecar exited before listening").unwrap();
+            if let Some(rest) = line.strip_prefix("kms-sidecar: listening on ") {
+                endpoint = rest.split_whitespace().next().unwrap().to_string();
+            } else if line.starts_with("kms-sidecar: client profile in") {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Sidecar { child, dir, endpoint }
+    }
+
+    /// The client profile (endpoint and the service principals' keys).
+    pub fn profile(&self) -> PathBuf {
+        self.dir.path().join("data/profile.json")
+    }
+
+    /// A client acting as the owner (to create, disable, rotate and delete CMKs).
+    pub fn owner(&self) -> Client {
+        Client::new(ClientConfig::with_key(&self.endpoint, OWNER_ID, OWNER_SECRET)).unwrap()
+    }
+
+    /// A new CMK of the owner's tagged `tag`=`yes`.
+    pub fn tagged_cmk(&self, tag: &str) -> String {
+        let req = kms_core::api::CreateKeyRequest {
+            tags: Some(format!(r#"[{{"TagKey":"{tag}","TagValue":"yes"}}]"#)),
+            ..Default::default()
+        };
+        self.owner().create_key(&req).unwrap().key_metadata.key_id
+    }
+
+    /// Stops the process (as a crash or an outage would).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
