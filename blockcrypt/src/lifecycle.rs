@@ -86,9 +86,7 @@ fn create_with_key(
     record: &Record,
     size: u64,
 ) -> Result<Arc<Disk>, VolumeError> {
-    if size == 0 || size % SECTOR as u64 != 0 {
-        return Err(VolumeError::Usage(format!("a disk's size must be a non-zero multiple of 512 bytes, not {size}")));
-    }
+    check_size(size)?;
     let cipher = SectorCipher::new(alg, dk).map_err(|e| VolumeError::Usage(e.to_string()))?;
     let image = build_header(alg, dk, loc.detached(), record)?;
     let mut made = Vec::new();
@@ -117,6 +115,13 @@ fn create_with_key(
     result
 }
 
+fn check_size(size: u64) -> Result<(), VolumeError> {
+    if size == 0 || size % SECTOR as u64 != 0 {
+        return Err(VolumeError::Usage(format!("a disk's size must be a non-zero multiple of 512 bytes, not {size}")));
+    }
+    Ok(())
+}
+
 /// A new data key from the KMS for a new disk, and the record that wraps it.
 fn new_key(kms: &dyn KeyService, alg: Algorithm, key_id: &str) -> Result<(Zeroizing<Vec<u8>>, Record), VolumeError> {
     let disk_id = random_disk_id();
@@ -138,6 +143,7 @@ fn new_key(kms: &dyn KeyService, alg: Algorithm, key_id: &str) -> Result<(Zeroiz
 
 /// A new, empty (sparse) volume. Its never-written sectors read as noise, as on any LUKS disk.
 pub fn create(kms: &dyn KeyService, v: &NewVolume) -> Result<Arc<Disk>, VolumeError> {
+    check_size(v.size)?;
     let (dk, record) = new_key(kms, v.alg, v.key_id)?;
     create_with_key(v.location, v.alg, &dk, &record, v.size)
 }
