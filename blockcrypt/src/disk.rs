@@ -80,7 +80,7 @@ impl Disk {
         if buf.is_empty() {
             return Ok(());
         }
-        if offset % S == 0 && buf.len() as u64 % S == 0 {
+        if offset.is_multiple_of(S) && (buf.len() as u64).is_multiple_of(S) {
             return self.read_sectors(offset / S, buf);
         }
         let first = offset / S;
@@ -101,7 +101,7 @@ impl Disk {
         if data.is_empty() {
             return Ok(());
         }
-        if offset % S == 0 && data.len() as u64 % S == 0 {
+        if offset.is_multiple_of(S) && (data.len() as u64).is_multiple_of(S) {
             return self.write_sectors(offset / S, data);
         }
         let first = offset / S;

@@ -116,7 +116,7 @@ fn create_with_key(
 }
 
 fn check_size(size: u64) -> Result<(), VolumeError> {
-    if size == 0 || size % SECTOR as u64 != 0 {
+    if size == 0 || !size.is_multiple_of(SECTOR as u64) {
         return Err(VolumeError::Usage(format!("a disk's size must be a non-zero multiple of 512 bytes, not {size}")));
     }
     Ok(())
@@ -276,7 +276,9 @@ pub fn copy_file(src: &Path, dst: &Path) -> Result<(), VolumeError> {
 pub fn snapshot(src: &Location, dst: &Location) -> Result<(), VolumeError> {
     HeaderArea::read(src)?;
     if src.detached() != dst.detached() {
-        return Err(VolumeError::Usage("a snapshot keeps its source's layout: give --header for both or neither".into()));
+        return Err(VolumeError::Usage(
+            "a snapshot keeps its source's layout: give --header for both or neither".into(),
+        ));
     }
     copy_file(&src.data, &dst.data)?;
     if let (Some(s), Some(d)) = (&src.header, &dst.header) {

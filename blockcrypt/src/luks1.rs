@@ -72,7 +72,9 @@ pub struct Header {
 
 fn fixed_str(b: &[u8]) -> Result<String, LuksError> {
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    std::str::from_utf8(&b[..end]).map(str::to_string).map_err(|_| LuksError::Damaged("a text field is not ASCII".into()))
+    std::str::from_utf8(&b[..end])
+        .map(str::to_string)
+        .map_err(|_| LuksError::Damaged("a text field is not ASCII".into()))
 }
 
 fn put_str(out: &mut [u8], s: &str) {
@@ -89,7 +91,8 @@ impl Header {
         if version != 1 {
             return Err(LuksError::Version(version));
         }
-        let mut slots = [KeySlot { active: false, iterations: 0, salt: [0; SALT_LEN], offset: 0, stripes: 0 }; KEYSLOTS];
+        let mut slots =
+            [KeySlot { active: false, iterations: 0, salt: [0; SALT_LEN], offset: 0, stripes: 0 }; KEYSLOTS];
         for (i, s) in slots.iter_mut().enumerate() {
             let at = 208 + i * 48;
             s.active = match be32(at) {
@@ -194,7 +197,12 @@ impl Header {
             Algorithm::Sm4 => self.key_bytes == 32,
         };
         if self.cipher_mode != "xts-plain64" || !key_ok {
-            return Err(LuksError::Cipher(format!("{}-{} with a {}-bit key", self.cipher_name, self.cipher_mode, self.key_bytes * 8)));
+            return Err(LuksError::Cipher(format!(
+                "{}-{} with a {}-bit key",
+                self.cipher_name,
+                self.cipher_mode,
+                self.key_bytes * 8
+            )));
         }
         Ok(alg)
     }
@@ -268,7 +276,14 @@ impl Header {
 
     /// Puts `volume_key` in keyslot `index` under `passphrase` (PBKDF2 with `iterations`),
     /// writing the slot's area into `image`.
-    pub fn set_keyslot(&mut self, image: &mut [u8], index: usize, passphrase: &[u8], volume_key: &[u8], iterations: u32) {
+    pub fn set_keyslot(
+        &mut self,
+        image: &mut [u8],
+        index: usize,
+        passphrase: &[u8],
+        volume_key: &[u8],
+        iterations: u32,
+    ) {
         let md = self.digest().expect("checked");
         let mut slot = self.slots[index];
         slot.iterations = iterations.max(MIN_ITERATIONS);

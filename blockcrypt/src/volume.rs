@@ -94,13 +94,20 @@ impl HeaderArea {
         })?;
         let luks = Header::parse(&phdr).map_err(|e| VolumeError::Luks(path.into(), e))?;
         if loc.detached() != (luks.payload_offset == 0) {
-            let what = if loc.detached() { "the header names an attached payload" } else { "a detached header (give --header)" };
+            let what = if loc.detached() {
+                "the header names an attached payload"
+            } else {
+                "a detached header (give --header)"
+            };
             return Err(VolumeError::Damaged(path.into(), what.into()));
         }
         let end = if loc.detached() { len.min(HEADER_AREA) } else { luks.payload_bytes() };
         let gap_start = luks.keyslots_end().next_multiple_of(4096);
         if end > len {
-            return Err(VolumeError::Damaged(path.into(), format!("the header area ends at {end} but the file is {len} bytes")));
+            return Err(VolumeError::Damaged(
+                path.into(),
+                format!("the header area ends at {end} but the file is {len} bytes"),
+            ));
         }
         if gap_start + crate::luksmeta::HEADER_LEN as u64 > end {
             // No room after the keyslots for a record: a LUKS volume laid out by someone else.
@@ -146,7 +153,7 @@ pub fn passphrase(dk: &[u8]) -> Zeroizing<String> {
 /// The payload's size in bytes and where it starts in the data file.
 pub fn payload(loc: &Location, luks: &Header, data_len: u64) -> Result<(u64, u64), VolumeError> {
     let base = luks.payload_bytes();
-    if data_len < base || (data_len - base) % SECTOR as u64 != 0 {
+    if data_len < base || !(data_len - base).is_multiple_of(SECTOR as u64) {
         return Err(VolumeError::Damaged(
             loc.data.clone(),
             format!("{data_len} bytes is not a header plus whole 512-byte sectors"),

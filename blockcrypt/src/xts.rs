@@ -204,7 +204,8 @@ mod tests {
         let plain = data.clone();
         let c = SectorCipher::new(Algorithm::Sm4, &k).unwrap();
         c.encrypt(7, &mut data);
-        let oracle = Xts128::new(sm4::Sm4::new_from_slice(&k[..16]).unwrap(), sm4::Sm4::new_from_slice(&k[16..]).unwrap());
+        let oracle =
+            Xts128::new(sm4::Sm4::new_from_slice(&k[..16]).unwrap(), sm4::Sm4::new_from_slice(&k[16..]).unwrap());
         let mut expect = plain.clone();
         oracle.encrypt_area(&mut expect, SECTOR, 7, get_tweak_default);
         assert_eq!(data, expect);

@@ -10,7 +10,10 @@ use common::*;
 /// `xts-mode`; tweak = little-endian sector number).
 fn xts_decrypt(vk: &[u8], sector: u64, data: &[u8]) -> Vec<u8> {
     use aes::cipher::KeyInit;
-    let xts = xts_mode::Xts128::new(aes::Aes256::new_from_slice(&vk[..32]).unwrap(), aes::Aes256::new_from_slice(&vk[32..]).unwrap());
+    let xts = xts_mode::Xts128::new(
+        aes::Aes256::new_from_slice(&vk[..32]).unwrap(),
+        aes::Aes256::new_from_slice(&vk[32..]).unwrap(),
+    );
     let mut out = data.to_vec();
     xts.decrypt_sector(&mut out, xts_mode::get_tweak_default(sector as u128));
     out
@@ -35,7 +38,10 @@ fn qemu_cryptsetup_nbdkit_and_luksmeta_open_our_volume() {
 
     // cryptsetup parses the header; the volume key it recovers is the one the header's digest names.
     let dump = tool("cryptsetup", &["luksDump", &img]);
-    assert!(dump.contains("Cipher name:   \taes") && dump.contains("xts-plain64") && dump.contains("MK bits:       \t512"), "{dump}");
+    assert!(
+        dump.contains("Cipher name:   \taes") && dump.contains("xts-plain64") && dump.contains("MK bits:       \t512"),
+        "{dump}"
+    );
     let vk = dump_volume_key(&w, &img, &pass);
     let hdr = Header::parse(&std::fs::read(&img).unwrap()[..592]).unwrap();
     hdr.check_key(&vk).expect("cryptsetup's volume key opens the digest");
@@ -71,7 +77,16 @@ fn qemu_cryptsetup_nbdkit_and_luksmeta_open_our_volume() {
     let out = w.p("via-nbdkit.raw");
     tool(
         "nbdkit",
-        &["-U", "-", "file", &img, "--filter=luks", &format!("passphrase=+{pass}"), "--run", &format!("nbdcopy \"$uri\" {out}")],
+        &[
+            "-U",
+            "-",
+            "file",
+            &img,
+            "--filter=luks",
+            &format!("passphrase=+{pass}"),
+            "--run",
+            &format!("nbdcopy \"$uri\" {out}"),
+        ],
     );
     let plain = std::fs::read(&out).unwrap();
     assert_eq!(plain.len(), 32 << 20, "--size is the disk as clients see it");
@@ -131,7 +146,17 @@ fn foreign_luks_images_are_refused() {
     let img = w.p("qemu.luks");
     tool(
         "qemu-img",
-        &["create", "-f", "luks", "--object", &format!("secret,id=s0,file={}", pass.display()), "-o", "key-secret=s0,iter-time=10", &img, "4M"],
+        &[
+            "create",
+            "-f",
+            "luks",
+            "--object",
+            &format!("secret,id=s0,file={}", pass.display()),
+            "-o",
+            "key-secret=s0,iter-time=10",
+            &img,
+            "4M",
+        ],
     );
     let (code, err) = code(&w.run(&["info", &img]));
     assert_eq!(code, Some(3), "{err}");

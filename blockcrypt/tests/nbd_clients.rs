@@ -36,6 +36,38 @@ fn nbdinfo_sees_what_we_advertise() {
     assert!(tool("nbdinfo", &["--size", &srv.uri("")]).trim() == "4194304");
     let err = tool_fails("nbdinfo", &[&srv.uri("nope")]);
     assert!(err.contains("nope"), "{err}");
+    // base:allocation: all data (an encrypted disk has no holes that read as zeroes).
+    let map = tool("nbdinfo", &["--map", &srv.uri("a.img")]);
+    assert_eq!(map.split_whitespace().collect::<Vec<_>>(), ["0", "4194304", "0", "data"], "{map}");
+}
+
+#[test]
+fn serves_over_loopback_tcp() {
+    use std::io::BufRead;
+    let w = Workdir::new();
+    let img = w.create("t.img", &["--size", "2M"]);
+    let mut child = std::process::Command::new(bin())
+        .args(&w.kms.0)
+        .args(["serve", "--tcp", "127.0.0.1:0", &img])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("serve exited").unwrap();
+        if let Some(rest) = line.split("address=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let uri = format!("nbd://{addr}/t.img");
+    assert_eq!(tool("nbdinfo", &["--size", &uri]).trim(), "2097152");
+    let src = w.path("s.raw");
+    std::fs::write(&src, pattern(2 << 20, 4)).unwrap();
+    tool("nbdcopy", &[src.to_str().unwrap(), &uri]);
+    tool("qemu-img", &["compare", "-f", "raw", "-F", "raw", src.to_str().unwrap(), &uri]);
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[test]

@@ -156,3 +156,47 @@ fn read_only_and_write_zeroes_semantics() {
     assert_eq!(c.write(0, &[0; 512]), EPERM);
     assert_eq!(c.flush(), 0);
 }
+
+#[test]
+fn structured_replies_carry_data_and_errors() {
+    let (_w, srv) = setup(&[]);
+    let mut c = Client::connect_with(&srv.socket, "p.img", true);
+    assert_eq!(c.write(4096, &[0x61; 1024]), 0);
+    let cookie = c.send(CMD_READ, 0, 4096, 1024, &[]);
+    let (flags, kind, got, data) = c.chunk();
+    assert_eq!((flags, kind, got), (1, 1, cookie), "one OFFSET_DATA chunk, DONE");
+    assert_eq!(u64::from_be_bytes(data[..8].try_into().unwrap()), 4096);
+    assert_eq!(&data[8..], &[0x61; 1024][..]);
+    let cookie = c.send(CMD_READ, 0, c.size, 512, &[]);
+    let (flags, kind, got, data) = c.chunk();
+    assert_eq!((flags, kind, got), (1, 0x8001, cookie), "an ERROR chunk, DONE");
+    assert_eq!(u32::from_be_bytes(data[..4].try_into().unwrap()), EINVAL);
+    let msg = String::from_utf8_lossy(&data[6..]);
+    assert!(msg.contains("beyond the end"), "{msg}");
+}
+
+/// Old clients pick the export with EXPORT_NAME and get size and flags without an option reply.
+#[test]
+fn export_name_for_old_clients() {
+    let (_w, srv) = setup(&["--read-only"]);
+    let mut s = UnixStream::connect(&srv.socket).unwrap();
+    let mut hello = [0u8; 18];
+    s.read_exact(&mut hello).unwrap();
+    s.write_all(&1u32.to_be_bytes()).unwrap(); // fixed newstyle, but wants the 124 zero bytes
+    let mut opt = b"IHAVEOPT\0\0\0\x01".to_vec();
+    opt.extend_from_slice(&5u32.to_be_bytes());
+    opt.extend_from_slice(b"p.img");
+    s.write_all(&opt).unwrap();
+    let mut reply = [0u8; 8 + 2 + 124];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(u64::from_be_bytes(reply[..8].try_into().unwrap()), 1 << 20);
+    let flags = u16::from_be_bytes([reply[8], reply[9]]);
+    assert_eq!(flags & 0b11, 0b11, "HAS_FLAGS | READ_ONLY");
+    assert!(reply[10..].iter().all(|&b| b == 0));
+    // An unknown name has no error reply: the server hangs up.
+    let mut s = UnixStream::connect(&srv.socket).unwrap();
+    s.read_exact(&mut hello).unwrap();
+    s.write_all(&3u32.to_be_bytes()).unwrap();
+    s.write_all(b"IHAVEOPT\0\0\0\x01\0\0\0\x02xx").unwrap();
+    assert!(hung_up(&mut s));
+}

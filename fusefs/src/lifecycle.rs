@@ -83,7 +83,8 @@ pub fn rewrap_config(
 ) -> Result<VolumeConfig, VolumeError> {
     let (mut config, keys) = unlock_config(config, kms)?;
     let target = key_id.unwrap_or(&config.key_id).to_string();
-    let wrapped = kms.re_encrypt(&config.wrapped_key().expect("checked by load"), &config.encryption_context, &target)?;
+    let wrapped =
+        kms.re_encrypt(&config.wrapped_key().expect("checked by load"), &config.encryption_context, &target)?;
     config.key_id = target;
     config.set_wrapped_key(&wrapped.blob);
     config.seal(&keys);
@@ -102,7 +103,10 @@ mod tests {
     use crate::kms::Embedded;
 
     fn kms(dir: &Path) -> Embedded {
-        Embedded::new(Arc::new(Engine::open(EngineOptions::in_dir(dir, EngineConfig::default()).unwrap()).unwrap()), "oss")
+        Embedded::new(
+            Arc::new(Engine::open(EngineOptions::in_dir(dir, EngineConfig::default()).unwrap()).unwrap()),
+            "oss",
+        )
     }
 
     #[test]

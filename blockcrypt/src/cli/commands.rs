@@ -146,7 +146,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                     use std::io::IsTerminal;
                     let mut out = std::io::stdout();
                     let nl = if out.is_terminal() { "\n" } else { "" };
-                    write!(out, "{}{nl}", pass.as_str()).and_then(|_| out.flush()).map_err(|e| Failure::new(EXIT_OTHER, e))
+                    write!(out, "{}{nl}", pass.as_str())
+                        .and_then(|_| out.flush())
+                        .map_err(|e| Failure::new(EXIT_OTHER, e))
                 }
             }
         }
@@ -161,7 +163,9 @@ fn write_secret(path: &Path, secret: &[u8]) -> Result<(), Failure> {
         .mode(0o600)
         .open(path)
         .map_err(|e| Failure::new(EXIT_OTHER, format!("{}: {e}", path.display())))?;
-    f.write_all(secret).and_then(|_| f.sync_all()).map_err(|e| Failure::new(EXIT_OTHER, format!("{}: {e}", path.display())))
+    f.write_all(secret)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Failure::new(EXIT_OTHER, format!("{}: {e}", path.display())))
 }
 
 fn summary(loc: &Location, area: &HeaderArea) -> serde_json::Value {
@@ -214,8 +218,12 @@ fn check(args: &KmsArgs, loc: &Location) -> Result<(), Failure> {
     let dk = area.unlock(loc, kms.as_ref()).map_err(fail)?;
     let mut problems = Vec::new();
     match area.luks.unlock(&area.image, passphrase(&dk).as_bytes()) {
-        Ok((slot, key)) if openssl::memcmp::eq(&key, &dk) => println!("keyslot {slot}: opens with the derived passphrase"),
-        _ => problems.push("no keyslot opens with the derived passphrase (qemu and nbdkit will not open it)".to_string()),
+        Ok((slot, key)) if openssl::memcmp::eq(&key, &dk) => {
+            println!("keyslot {slot}: opens with the derived passphrase")
+        }
+        _ => {
+            problems.push("no keyslot opens with the derived passphrase (qemu and nbdkit will not open it)".to_string())
+        }
     }
     let data_len = std::fs::metadata(&loc.data).map_err(|e| Failure::new(EXIT_OTHER, e))?.len();
     match volume::payload(loc, &area.luks, data_len) {

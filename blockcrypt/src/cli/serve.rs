@@ -49,17 +49,16 @@ pub fn serve(
             return Err(Failure::new(2, format!("two exports are named {name:?}")));
         }
         let v = volume::open(&loc, kms, read_only).map_err(fail)?;
-        rustix::fs::flock(v.disk.file(), FlockOperation::NonBlockingLockExclusive)
-            .map_err(|_| Failure::new(EXIT_IN_USE, format!("{}: the volume is being served already", loc.data.display())))?;
+        rustix::fs::flock(v.disk.file(), FlockOperation::NonBlockingLockExclusive).map_err(|_| {
+            Failure::new(EXIT_IN_USE, format!("{}: the volume is being served already", loc.data.display()))
+        })?;
         tracing::info!(export = %name, size = v.disk.size(), cipher = %v.area.record.cipher, key = %v.area.record.key_id, "unlocked");
         let description = format!("{} ({})", v.area.record.disk_id, v.area.record.cipher);
         exports.push(Export { name, description, disk: v.disk });
     }
     let server = Arc::new(Server::new(exports, discard));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::new(EXIT_OTHER, e))?;
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Failure::new(EXIT_OTHER, e))?;
     let result = rt.block_on(async {
         let listening = match (&socket, &tcp) {
             (Some(path), _) => {
@@ -70,7 +69,9 @@ pub fn serve(
                 tokio::spawn(server.clone().serve_unix(l))
             }
             (None, Some(addr)) => {
-                let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| Failure::new(EXIT_OTHER, format!("{addr}: {e}")))?;
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| Failure::new(EXIT_OTHER, format!("{addr}: {e}")))?;
                 tracing::info!(address = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving");
                 tokio::spawn(server.clone().serve_tcp(l))
             }

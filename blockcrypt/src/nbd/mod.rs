@@ -71,7 +71,11 @@ impl Server {
     }
 
     /// Serves one client to the end; protocol errors end only this connection.
-    pub async fn handle<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self: Arc<Self>, mut stream: S, peer: String) {
+    pub async fn handle<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+        self: Arc<Self>,
+        mut stream: S,
+        peer: String,
+    ) {
         let result = async {
             match handshake::negotiate(&mut stream, &self).await? {
                 Some(session) => {

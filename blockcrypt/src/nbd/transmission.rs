@@ -14,6 +14,9 @@ use super::{Export, ProtoError, Server};
 
 /// Payload bytes (KiB) a connection may have in flight before it stops reading requests.
 const BUDGET_KIB: u32 = 256 << 10;
+/// Requests up to this size run on the async workers; larger ones and FLUSH (fdatasync can
+/// take milliseconds) go to the blocking pool.
+const INLINE_MAX: u32 = 128 << 10;
 
 struct Request {
     flags: u16,
@@ -94,9 +97,7 @@ fn execute(req: &Request, payload: Vec<u8>, export: &Export, structured: bool) -
         tracing::warn!(export = %export.name, cmd = req.kind, offset = req.offset, len = req.length, "I/O error: {e}");
         error_reply(structured, req, errno_of(&e), &e.to_string())
     };
-    let fua = |r: io::Result<()>| {
-        r.and_then(|_| if req.flags & CMD_FLAG_FUA != 0 { disk.flush() } else { Ok(()) })
-    };
+    let fua = |r: io::Result<()>| r.and_then(|_| if req.flags & CMD_FLAG_FUA != 0 { disk.flush() } else { Ok(()) });
     match req.kind {
         CMD_READ => {
             let prefix = if structured { 28 } else { 16 };
@@ -212,21 +213,24 @@ pub async fn transmit<S: AsyncRead + AsyncWrite + Send + 'static>(
         let cost = (req.length / 1024).clamp(1, BUDGET_KIB);
         let permit = budget.clone().acquire_many_owned(cost).await.expect("never closed");
         let (tx, session, cookie) = (tx.clone(), session.clone(), req.cookie);
+        if req.kind != CMD_FLUSH && req.length <= INLINE_MAX {
+            // Small requests cost a few microseconds of pread/pwrite on the page cache and XTS:
+            // run them on a runtime worker (another one keeps reading the socket) instead of
+            // paying a hop to the blocking pool and back.
+            tokio::spawn(async move {
+                let _ = tx.send(execute(&req, payload, &session.export, session.structured));
+                drop(permit);
+            });
+            continue;
+        }
         tokio::spawn(async move {
             let export = session.export.clone();
             let structured = session.structured;
-            let done = tokio::task::spawn_blocking(move || {
-                let r = execute(&req, payload, &export, structured);
-                (req, r)
-            })
-            .await;
-            let reply = match done {
-                Ok((_, r)) => r,
-                Err(e) => {
-                    tracing::error!("request failed: {e}");
-                    simple_reply(cookie, EIO)
-                }
-            };
+            let done = tokio::task::spawn_blocking(move || execute(&req, payload, &export, structured)).await;
+            let reply = done.unwrap_or_else(|e| {
+                tracing::error!("request failed: {e}");
+                simple_reply(cookie, EIO)
+            });
             let _ = tx.send(reply);
             drop(permit);
         });

@@ -193,7 +193,10 @@ pub fn qemu_io_luks(img: &str, pass: &str, header: Option<&str>, cmds: &[&str]) 
 pub fn qemu_ok(out: &Output) -> String {
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(
-        out.status.success() && !text.contains("failed") && !text.contains("Pattern verification") && !text.contains("error"),
+        out.status.success()
+            && !text.contains("failed")
+            && !text.contains("Pattern verification")
+            && !text.contains("error"),
         "qemu-io: {text}"
     );
     text
@@ -222,12 +225,23 @@ fn be32(b: &[u8]) -> u32 {
 impl Client {
     /// Handshake with OPT_GO (simple replies) for `export`.
     pub fn connect(socket: &Path, export: &str) -> Client {
+        Client::connect_with(socket, export, false)
+    }
+
+    /// Handshake with OPT_GO, after OPT_STRUCTURED_REPLY when `structured`.
+    pub fn connect_with(socket: &Path, export: &str, structured: bool) -> Client {
         let mut s = UnixStream::connect(socket).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let mut hello = [0u8; 18];
         s.read_exact(&mut hello).unwrap();
         assert_eq!(&hello[..8], b"NBDMAGIC");
         s.write_all(&3u32.to_be_bytes()).unwrap();
+        if structured {
+            s.write_all(b"IHAVEOPT\0\0\0\x08\0\0\0\0").unwrap();
+            let mut h = [0u8; 20];
+            s.read_exact(&mut h).unwrap();
+            assert_eq!(be32(&h[12..]), 1, "structured replies acknowledged");
+        }
         let mut opt = Vec::new();
         opt.extend_from_slice(b"IHAVEOPT");
         opt.extend_from_slice(&7u32.to_be_bytes());
@@ -307,6 +321,18 @@ impl Client {
 
     pub fn write(&mut self, offset: u64, data: &[u8]) -> u32 {
         self.call(CMD_WRITE, 0, offset, data.len() as u32, data)
+    }
+
+    /// One structured reply chunk: (flags, type, cookie, payload).
+    pub fn chunk(&mut self) -> (u16, u16, u64, Vec<u8>) {
+        let mut h = [0u8; 20];
+        self.s.read_exact(&mut h).unwrap();
+        assert_eq!(be32(&h), 0x668e_33ef, "structured reply magic");
+        let mut data = vec![0u8; be32(&h[16..]) as usize];
+        self.s.read_exact(&mut data).unwrap();
+        let flags = u16::from_be_bytes([h[4], h[5]]);
+        let kind = u16::from_be_bytes([h[6], h[7]]);
+        (flags, kind, u64::from_be_bytes(h[8..16].try_into().unwrap()), data)
     }
 
     pub fn flush(&mut self) -> u32 {

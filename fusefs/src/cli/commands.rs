@@ -4,14 +4,14 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::kms_opts;
 use kms_core::crypto::Algorithm;
+use kms_sidecar::envelope::KmsArgs;
 use kmsfs::content::Layout;
 use kmsfs::lifecycle::{self, VolumeError};
 use kmsfs::mount::{KmsFs, MountOptions};
 use kmsfs::volume::{cipher_name, ConfigError, VolumeConfig};
 use rustix::fs::{FlockOperation, Mode, OFlags};
-use kms_sidecar::envelope::KmsArgs;
-use super::kms_opts;
 
 use super::{
     daemon, Cipher, Cli, Command, Failure, EXIT_CONFIG, EXIT_FSCK, EXIT_KMS_REFUSED, EXIT_KMS_UNREACHABLE,
