@@ -151,3 +151,49 @@ fn kill_9_loses_nothing_flushed() {
         assert_eq!(got[4608..], want[4608..], "block {i}");
     }
 }
+
+/// With a certificate, serve requires STARTTLS: libnbd and qemu (GnuTLS) connect over TLS and
+/// verify it; a plaintext client is refused.
+#[test]
+fn tls_is_required_when_configured() {
+    let w = Workdir::new();
+    let img = w.create("t.img", &["--size", "4M"]);
+    let tls = kms_sidecar::tls::ensure_generated(&w.path("tls"), &[]).unwrap();
+    // GnuTLS clients look for the CA as ca-cert.pem in a directory.
+    let client_dir = w.path("client");
+    std::fs::create_dir(&client_dir).unwrap();
+    std::fs::copy(tls.ca.as_ref().unwrap(), client_dir.join("ca-cert.pem")).unwrap();
+    let (cert, key) = (tls.cert.display().to_string(), tls.key.display().to_string());
+    let srv = w.serve(&[&img], &["--tls-cert", &cert, "--tls-key", &key]);
+    let tls_uri =
+        format!("nbds+unix:///t.img?socket={}&tls-certificates={}", srv.socket.display(), client_dir.display());
+    let info = tool("nbdinfo", &[&tls_uri]);
+    assert!(info.contains("with TLS"), "{info}");
+    let src = w.path("s.raw");
+    std::fs::write(&src, pattern(4 << 20, 8)).unwrap();
+    tool("nbdcopy", &["--flush", src.to_str().unwrap(), &tls_uri]);
+    let qemu_opts = format!(
+        "driver=nbd,server.type=unix,server.path={},export=t.img,tls-creds=t0,tls-hostname=localhost",
+        srv.socket.display()
+    );
+    let io = std::process::Command::new("qemu-io")
+        .args(["--object", &format!("tls-creds-x509,id=t0,dir={},endpoint=client", client_dir.display())])
+        .args(["--image-opts", &qemu_opts, "-c", "read -v 0 16"])
+        .output()
+        .unwrap();
+    let out = qemu_ok(&io);
+    let first: String = pattern(16, 8).iter().map(|b| format!("{b:02x} ")).collect();
+    assert!(out.contains(first.trim()), "qemu read the data over TLS: {out}");
+    // Without TLS: refused before any export is opened.
+    let err = tool_fails("nbdinfo", &[&srv.uri("t.img")]);
+    assert!(err.contains("opt_go"), "{err}");
+    let mut c = std::os::unix::net::UnixStream::connect(&srv.socket).unwrap();
+    use std::io::{Read, Write};
+    let mut hello = [0u8; 18];
+    c.read_exact(&mut hello).unwrap();
+    c.write_all(&3u32.to_be_bytes()).unwrap();
+    c.write_all(b"IHAVEOPT\0\0\0\x03\0\0\0\0").unwrap(); // LIST
+    let mut h = [0u8; 20];
+    c.read_exact(&mut h).unwrap();
+    assert_eq!(u32::from_be_bytes(h[12..16].try_into().unwrap()), 0x8000_0005, "ERR_TLS_REQD");
+}

@@ -99,9 +99,10 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             bar.finish();
             r.map_err(fail)
         }
-        Command::Serve { exports, socket, tcp, read_only, discard } => {
+        Command::Serve { exports, socket, tcp, read_only, discard, tls_cert, tls_key } => {
             let kms = connect(&cli.kms)?;
-            super::serve::serve(kms.as_ref(), &exports, socket, tcp, read_only, discard)
+            let tls = tls_cert.zip(tls_key);
+            super::serve::serve(kms.as_ref(), &exports, socket, tcp, read_only, discard, tls)
         }
         Command::Snapshot { vol, snapshot, snapshot_header } => {
             let loc = vol.location();

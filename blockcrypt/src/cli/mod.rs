@@ -116,6 +116,12 @@ pub enum Command {
         /// Honour TRIM by punching holes in the ciphertext (reveals which sectors are unused).
         #[arg(long)]
         discard: bool,
+        /// Require TLS (STARTTLS) with this PEM certificate chain.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's PEM private key.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// A point-in-time copy of a disk that is not being served, sharing its data key.
     Snapshot {

@@ -41,7 +41,12 @@ pub fn serve(
     tcp: Option<String>,
     read_only: bool,
     discard: bool,
+    tls: Option<(PathBuf, PathBuf)>,
 ) -> Result<(), Failure> {
+    let tls = match tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None => None,
+    };
     let mut exports = Vec::new();
     for spec in specs {
         let (name, loc) = parse_export(spec)?;
@@ -56,7 +61,7 @@ pub fn serve(
         let description = format!("{} ({})", v.area.record.disk_id, v.area.record.cipher);
         exports.push(Export { name, description, disk: v.disk });
     }
-    let server = Arc::new(Server::new(exports, discard));
+    let server = Arc::new(Server::new(exports, discard, tls));
     let rt =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Failure::new(EXIT_OTHER, e))?;
     let result = rt.block_on(async {
@@ -96,6 +101,15 @@ pub fn serve(
     // Connections still open are dropped with the runtime; their unacknowledged writes were never promised.
     rt.shutdown_background();
     result
+}
+
+/// X.509 TLS from a PEM certificate chain and key (the sidecar's loader; NBD negotiates no ALPN).
+fn tls_acceptor(cert: PathBuf, key: PathBuf) -> Result<tokio_rustls::TlsAcceptor, Failure> {
+    let files = kms_sidecar::tls::TlsFiles { cert, key, ca: None };
+    let mut cfg =
+        Arc::unwrap_or_clone(kms_sidecar::tls::server_config(&files).map_err(|e| Failure::new(EXIT_OTHER, e))?);
+    cfg.alpn_protocols.clear();
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
 /// A socket file nobody listens on (a server killed without cleanup) is replaced; a live one is not.

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::proto::*;
-use super::{Export, ProtoError, Server};
+use super::{BoxStream, Export, ProtoError, Server};
 
 /// What the client negotiated before transmission.
 pub struct Session {
@@ -53,10 +53,15 @@ impl<'a> Cursor<'a> {
     }
 }
 
-pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
-    s: &mut S,
-    server: &Server,
-) -> Result<Option<Session>, ProtoError> {
+/// Runs the option phase; the stream comes back (upgraded to TLS if the client asked for it) with
+/// the session, or with `None` when the client aborted.
+pub async fn negotiate(mut stream: BoxStream, server: &Server) -> Result<(BoxStream, Option<Session>), ProtoError> {
+    let session = options(&mut stream, server).await?;
+    Ok((stream, session))
+}
+
+async fn options(stream: &mut BoxStream, server: &Server) -> Result<Option<Session>, ProtoError> {
+    let s = stream;
     let mut hello = Vec::with_capacity(18);
     hello.extend_from_slice(&NBDMAGIC.to_be_bytes());
     hello.extend_from_slice(&IHAVEOPT.to_be_bytes());
@@ -69,6 +74,7 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
     let no_zeroes = client_flags & CLIENT_NO_ZEROES != 0;
     let mut structured = false;
     let mut base_allocation = false;
+    let mut tls_up = false;
     loop {
         if s.read_u64().await? != IHAVEOPT {
             return Err(ProtoError::Protocol("bad option magic".into()));
@@ -82,6 +88,14 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
         }
         let mut data = vec![0u8; len as usize];
         s.read_exact(&mut data).await?;
+        // FORCEDTLS: with TLS configured, nothing but STARTTLS and ABORT before the upgrade.
+        if server.tls.is_some() && !tls_up && !matches!(opt, OPT_STARTTLS | OPT_ABORT) {
+            if opt == OPT_EXPORT_NAME {
+                return Err(ProtoError::Protocol("EXPORT_NAME before STARTTLS on a TLS-only server".into()));
+            }
+            error(s, opt, REP_ERR_TLS_REQD, "this server requires TLS: send STARTTLS first").await?;
+            continue;
+        }
         match opt {
             OPT_EXPORT_NAME => {
                 let name = String::from_utf8_lossy(&data);
@@ -197,7 +211,23 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 reply(s, opt, REP_ACK, &[]).await?;
             }
-            OPT_STARTTLS => error(s, opt, REP_ERR_UNSUP, "TLS is not configured on this server").await?,
+            OPT_STARTTLS => {
+                let Some(acceptor) = server.tls.clone() else {
+                    error(s, opt, REP_ERR_UNSUP, "TLS is not configured on this server").await?;
+                    continue;
+                };
+                if tls_up || !data.is_empty() {
+                    error(s, opt, REP_ERR_INVALID, "STARTTLS twice, or with data").await?;
+                    continue;
+                }
+                reply(s, opt, REP_ACK, &[]).await?;
+                // The option haggling starts over inside TLS; what was negotiated before is dropped.
+                let plain = std::mem::replace(s, Box::new(tokio::io::empty()));
+                *s = Box::new(acceptor.accept(plain).await?);
+                tls_up = true;
+                structured = false;
+                base_allocation = false;
+            }
             _ => error(s, opt, REP_ERR_UNSUP, "option not supported").await?,
         }
     }

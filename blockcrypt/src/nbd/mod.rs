@@ -28,15 +28,22 @@ pub struct Export {
     pub disk: Arc<Disk>,
 }
 
+/// Any byte stream a client talks over: Unix, TCP, or either inside TLS.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+pub type BoxStream = Box<dyn Stream>;
+
 pub struct Server {
     exports: Vec<Arc<Export>>,
     /// Whether TRIM punches holes in the ciphertext (it reveals which sectors are unused).
     pub discard: bool,
+    /// With TLS configured every client must upgrade (STARTTLS) before anything else.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Server {
-    pub fn new(exports: Vec<Export>, discard: bool) -> Server {
-        Server { exports: exports.into_iter().map(Arc::new).collect(), discard }
+    pub fn new(exports: Vec<Export>, discard: bool, tls: Option<tokio_rustls::TlsAcceptor>) -> Server {
+        Server { exports: exports.into_iter().map(Arc::new).collect(), discard, tls }
     }
 
     pub fn exports(&self) -> &[Arc<Export>] {
@@ -71,18 +78,14 @@ impl Server {
     }
 
     /// Serves one client to the end; protocol errors end only this connection.
-    pub async fn handle<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
-        self: Arc<Self>,
-        mut stream: S,
-        peer: String,
-    ) {
+    pub async fn handle<S: Stream + 'static>(self: Arc<Self>, stream: S, peer: String) {
         let result = async {
-            match handshake::negotiate(&mut stream, &self).await? {
-                Some(session) => {
+            match handshake::negotiate(Box::new(stream), &self).await? {
+                (stream, Some(session)) => {
                     tracing::info!(%peer, export = %session.export.name, "client connected");
                     transmission::transmit(stream, session, self.clone()).await
                 }
-                None => Ok(()),
+                (_, None) => Ok(()),
             }
         }
         .await;
