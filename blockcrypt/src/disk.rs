@@ -75,6 +75,31 @@ impl Disk {
         self.file.write_all_at(buf, self.base + first * S)
     }
 
+    /// Appends `len` plaintext bytes from `offset` to `out`. Aligned reads go straight into the
+    /// vector's spare capacity (no zero-filling of a buffer that is about to be overwritten).
+    pub fn read_append(&self, offset: u64, len: usize, out: &mut Vec<u8>) -> io::Result<()> {
+        self.check(offset, len as u64)?;
+        let start = out.len();
+        if !(offset.is_multiple_of(S) && (len as u64).is_multiple_of(S)) {
+            out.resize(start + len, 0);
+            return self.read_at(offset, &mut out[start..]);
+        }
+        out.reserve_exact(len);
+        while out.len() < start + len {
+            let at = self.base + offset + (out.len() - start) as u64;
+            match rustix::io::pread(&self.file, rustix::buffer::spare_capacity(out), at) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // The spare capacity may have been larger than asked: drop what was read beyond.
+        out.truncate(start + len);
+        self.cipher.decrypt(offset / S, &mut out[start..]);
+        Ok(())
+    }
+
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         self.check(offset, buf.len() as u64)?;
         if buf.is_empty() {
@@ -190,6 +215,20 @@ mod tests {
         let mut piece = vec![0u8; 777];
         d.read_at(1234, &mut piece).unwrap();
         assert_eq!(piece, model[1234..1234 + 777]);
+    }
+
+    #[test]
+    fn read_append_after_a_prefix() {
+        let (d, _f) = disk(8192);
+        let data: Vec<u8> = (0..8192u32).map(|i| (i * 7) as u8).collect();
+        d.write_at(0, &mut data.clone()).unwrap();
+        for (off, len) in [(0u64, 8192usize), (512, 1024), (3, 700)] {
+            let mut out = b"hdr".to_vec();
+            d.read_append(off, len, &mut out).unwrap();
+            assert_eq!(&out[..3], b"hdr");
+            assert_eq!(&out[3..], &data[off as usize..off as usize + len]);
+        }
+        assert!(d.read_append(8192, 512, &mut Vec::new()).is_err());
     }
 
     #[test]

@@ -135,6 +135,10 @@ fn refusals_have_exit_codes_and_write_nothing() {
     assert_eq!(c, Some(4), "{err}");
     assert!(!dir.path().join("new.img").exists(), "nothing left behind");
     let _: serde_json::Value = owner.call("CancelKeyDeletion", &KeyIdRequest { key_id: cmk.clone() }).unwrap();
+    // A key that does not exist (the policy check comes first: its existence is not revealed).
+    let (c, err) = code(&run(&kms, &["create", &p("new.img"), "--size", "1M", "--key-id", "key-nosuchkey000000000"]));
+    assert_eq!(c, Some(4), "{err}");
+    assert!(err.contains("Forbidden.NoPermission"), "{err}");
 
     // Wrong endpoint (fails fast), wrong credentials.
     let nowhere = Kms(vec![

@@ -106,10 +106,9 @@ fn execute(req: &Request, payload: Vec<u8>, export: &Export, structured: bool) -
                 chunk_header(&mut b, req.cookie, REPLY_TYPE_OFFSET_DATA, 8 + req.length);
                 b.extend_from_slice(&req.offset.to_be_bytes());
             } else {
-                b = simple_reply(req.cookie, 0);
+                b.extend_from_slice(&simple_reply(req.cookie, 0));
             }
-            b.resize(prefix + req.length as usize, 0);
-            match disk.read_at(req.offset, &mut b[prefix..]) {
+            match disk.read_append(req.offset, req.length as usize, &mut b) {
                 Ok(()) => b,
                 Err(e) => fail(e),
             }
@@ -200,8 +199,19 @@ pub async fn transmit<S: AsyncRead + AsyncWrite + Send + 'static>(
             if req.length > MAX_PAYLOAD {
                 break Err(ProtoError::Protocol(format!("write payload of {} bytes", req.length)));
             }
-            payload.resize(req.length as usize, 0);
-            if let Err(e) = rd.read_exact(&mut payload).await {
+            // Read into the vector's spare capacity: no zero-filling of what the socket overwrites.
+            payload.reserve_exact(req.length as usize);
+            let mut failed = None;
+            while payload.len() < req.length as usize {
+                let left = (req.length as usize - payload.len()) as u64;
+                match (&mut rd).take(left).read_buf(&mut payload).await {
+                    Ok(0) => failed = Some(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                    Ok(_) => continue,
+                    Err(e) => failed = Some(e),
+                }
+                break;
+            }
+            if let Some(e) = failed {
                 break Err(e.into());
             }
         }
