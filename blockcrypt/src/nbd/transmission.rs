@@ -14,8 +14,8 @@ use super::{Export, ProtoError, Server};
 
 /// Payload bytes (KiB) a connection may have in flight before it stops reading requests.
 const BUDGET_KIB: u32 = 256 << 10;
-/// Requests up to this size run on the async workers; larger ones and FLUSH (fdatasync can
-/// take milliseconds) go to the blocking pool.
+/// Requests up to this size run on the async workers; larger ones, FLUSH and FUA writes
+/// (fdatasync can take milliseconds) go to the blocking pool.
 const INLINE_MAX: u32 = 128 << 10;
 
 struct Request {
@@ -223,7 +223,8 @@ pub async fn transmit<S: AsyncRead + AsyncWrite + Send + 'static>(
         let cost = (req.length / 1024).clamp(1, BUDGET_KIB);
         let permit = budget.clone().acquire_many_owned(cost).await.expect("never closed");
         let (tx, session, cookie) = (tx.clone(), session.clone(), req.cookie);
-        if req.kind != CMD_FLUSH && req.length <= INLINE_MAX {
+        let syncs = req.kind == CMD_FLUSH || req.flags & CMD_FLAG_FUA != 0;
+        if !syncs && req.length <= INLINE_MAX {
             // Small requests cost a few microseconds of pread/pwrite on the page cache and XTS:
             // run them on a runtime worker (another one keeps reading the socket) instead of
             // paying a hop to the blocking pool and back.
