@@ -207,3 +207,37 @@ impl KmsArgs {
         Ok(Box::new(Remote(Client::new(cfg).map_err(|e| ConnectError::Unreachable(e.to_string()))?)))
     }
 }
+
+/// Exit codes the encryptors' command lines share (each adds its own from 3 up).
+pub const EXIT_OTHER: i32 = 1;
+pub const EXIT_KMS_REFUSED: i32 = 4;
+pub const EXIT_KMS_UNREACHABLE: i32 = 5;
+
+/// A command-line failure: the message to print and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: i32, message: impl std::fmt::Display) -> Failure {
+        Failure { code, message: message.to_string() }
+    }
+}
+
+impl From<ConnectError> for Failure {
+    fn from(e: ConnectError) -> Failure {
+        let code = match e {
+            ConnectError::Unreachable(_) => EXIT_KMS_UNREACHABLE,
+            ConnectError::Store(_) => EXIT_OTHER,
+        };
+        Failure::new(code, e)
+    }
+}
+
+impl From<KmsFailure> for Failure {
+    fn from(e: KmsFailure) -> Failure {
+        Failure::new(if e.is_refusal() { EXIT_KMS_REFUSED } else { EXIT_KMS_UNREACHABLE }, e)
+    }
+}

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use blockcrypt::kms::{ConnectError, KeyService, KmsArgs};
+use blockcrypt::kms::{KeyService, KmsArgs};
 use blockcrypt::lifecycle::{self, NewVolume};
 use blockcrypt::volume::{self, passphrase, HeaderArea, Location, OpenVolume, VolumeError};
 use rustix::fs::FlockOperation;
@@ -14,16 +14,12 @@ use super::progress::Bar;
 use super::*;
 
 pub fn connect(args: &KmsArgs) -> Result<Box<dyn KeyService>, Failure> {
-    args.connect("ecs").map_err(|e| match e {
-        ConnectError::Unreachable(_) => Failure::new(EXIT_KMS_UNREACHABLE, e),
-        ConnectError::Store(_) => Failure::new(EXIT_OTHER, e),
-    })
+    Ok(args.connect("ecs")?)
 }
 
 pub fn fail(e: VolumeError) -> Failure {
-    let code = match &e {
-        VolumeError::Kms(k) if k.is_refusal() => EXIT_KMS_REFUSED,
-        VolumeError::Kms(_) => EXIT_KMS_UNREACHABLE,
+    let code = match e {
+        VolumeError::Kms(k) => return k.into(),
         VolumeError::WrongKey(_) => EXIT_KMS_REFUSED,
         VolumeError::Luks(..)
         | VolumeError::Meta(..)

@@ -196,22 +196,8 @@ fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_shl(shift).filter(|v| v >> shift == n).ok_or_else(|| format!("{s} is too large"))
 }
 
-#[derive(Debug)]
-pub struct Failure {
-    pub code: i32,
-    pub message: String,
-}
-
-impl Failure {
-    pub fn new(code: i32, message: impl std::fmt::Display) -> Failure {
-        Failure { code, message: message.to_string() }
-    }
-}
-
-pub const EXIT_OTHER: i32 = 1;
+pub use kms_sidecar::envelope::{Failure, EXIT_KMS_REFUSED, EXIT_OTHER};
 pub const EXIT_VOLUME: i32 = 3;
-pub const EXIT_KMS_REFUSED: i32 = 4;
-pub const EXIT_KMS_UNREACHABLE: i32 = 5;
 pub const EXIT_IN_USE: i32 = 6;
 pub const EXIT_CHECK: i32 = 7;
 

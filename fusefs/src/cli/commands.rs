@@ -18,16 +18,14 @@ use super::{
     EXIT_MOUNTPOINT, EXIT_OTHER,
 };
 
-impl From<VolumeError> for Failure {
-    fn from(e: VolumeError) -> Failure {
-        let code = match &e {
-            VolumeError::Config(ConfigError::Io(_)) | VolumeError::Io(_) | VolumeError::NotEmpty(_) => EXIT_OTHER,
-            VolumeError::Config(_) => EXIT_CONFIG,
-            VolumeError::Kms(f) if f.code.is_none() => EXIT_KMS_UNREACHABLE,
-            VolumeError::Kms(_) | VolumeError::BadDataKey(_) => EXIT_KMS_REFUSED,
-        };
-        Failure::new(code, e)
-    }
+fn fail(e: VolumeError) -> Failure {
+    let code = match &e {
+        VolumeError::Config(ConfigError::Io(_)) | VolumeError::Io(_) | VolumeError::NotEmpty(_) => EXIT_OTHER,
+        VolumeError::Config(_) => EXIT_CONFIG,
+        VolumeError::Kms(f) if f.code.is_none() => EXIT_KMS_UNREACHABLE,
+        VolumeError::Kms(_) | VolumeError::BadDataKey(_) => EXIT_KMS_REFUSED,
+    };
+    Failure::new(code, e)
 }
 
 pub fn dispatch(cli: Cli) -> Result<(), Failure> {
@@ -38,7 +36,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
                 Cipher::Sm4Gcm => Algorithm::Sm4Gcm,
             };
             let kms = kms_opts::connect(&cli.kms)?;
-            let c = lifecycle::init(&cipherdir, kms.as_ref(), &key_id, alg)?;
+            let c = lifecycle::init(&cipherdir, kms.as_ref(), &key_id, alg).map_err(fail)?;
             println!(
                 "kmsfs: created volume {} ({}) in {}, data key wrapped under {}",
                 c.volume_id,
@@ -62,9 +60,9 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Info { cipherdir } => info(&cipherdir),
         Command::Rewrap { cipherdir, key_id } => {
             let kms = kms_opts::connect(&cli.kms)?;
-            let before = VolumeConfig::load(&cipherdir).map_err(VolumeError::from)?;
+            let before = VolumeConfig::load(&cipherdir).map_err(|e| fail(e.into()))?;
             let old_key = before.key_id.clone();
-            let c = lifecycle::rewrap_config(&cipherdir, before, kms.as_ref(), key_id.as_deref())?;
+            let c = lifecycle::rewrap_config(&cipherdir, before, kms.as_ref(), key_id.as_deref()).map_err(fail)?;
             println!("kmsfs: data key of volume {} re-wrapped: {old_key} -> {}", c.volume_id, c.key_id);
             Ok(())
         }
@@ -73,7 +71,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
 }
 
 fn info(dir: &Path) -> Result<(), Failure> {
-    let c = VolumeConfig::load(dir).map_err(VolumeError::from)?;
+    let c = VolumeConfig::load(dir).map_err(|e| fail(e.into()))?;
     let mounted = lock_volume(dir, false).is_err();
     println!("volume:             {}", c.volume_id);
     println!("format:             {} v{}", c.format, c.version);
@@ -122,11 +120,11 @@ fn mount(kms: &KmsArgs, cipherdir: &Path, mountpoint: &Path, opts: MountOptions)
     // Everything that can be refused is checked before the KMS is asked and before anything is
     // mounted; none of it writes to the cipher directory.
     let mp = check_mountpoint(cipherdir, mountpoint)?;
-    let config = VolumeConfig::load(cipherdir).map_err(VolumeError::from)?;
+    let config = VolumeConfig::load(cipherdir).map_err(|e| fail(e.into()))?;
     let _lock = lock_volume(cipherdir, true)?;
     let (config, keys) = {
         let service = kms_opts::connect(kms)?;
-        lifecycle::unlock_config(config, service.as_ref())?
+        lifecycle::unlock_config(config, service.as_ref()).map_err(fail)?
         // The KMS connection (or embedded engine) ends here: I/O never needs it.
     };
     let root = rustix::fs::open(cipherdir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
@@ -174,10 +172,10 @@ fn raise_fd_limit() {
 }
 
 fn fsck(kms: &KmsArgs, dir: &Path) -> Result<(), Failure> {
-    let config = VolumeConfig::load(dir).map_err(VolumeError::from)?;
+    let config = VolumeConfig::load(dir).map_err(|e| fail(e.into()))?;
     let _lock = lock_volume(dir, false)?;
     let service = kms_opts::connect(kms)?;
-    let (config, keys) = lifecycle::unlock_config(config, service.as_ref())?;
+    let (config, keys) = lifecycle::unlock_config(config, service.as_ref()).map_err(fail)?;
     drop(service);
     let report = kmsfs::fsck::check(dir, &Arc::new(keys), Layout { block_size: config.block_size });
     for p in &report.problems {

@@ -74,22 +74,8 @@ pub enum Command {
     Fsck { cipherdir: PathBuf },
 }
 
-/// A failure with its exit code.
-pub struct Failure {
-    pub code: i32,
-    pub message: String,
-}
-
-impl Failure {
-    pub fn new(code: i32, message: impl std::fmt::Display) -> Failure {
-        Failure { code, message: message.to_string() }
-    }
-}
-
-pub const EXIT_OTHER: i32 = 1;
+pub use kms_sidecar::envelope::{Failure, EXIT_KMS_REFUSED, EXIT_KMS_UNREACHABLE, EXIT_OTHER};
 pub const EXIT_CONFIG: i32 = 3;
-pub const EXIT_KMS_REFUSED: i32 = 4;
-pub const EXIT_KMS_UNREACHABLE: i32 = 5;
 pub const EXIT_MOUNTPOINT: i32 = 6;
 pub const EXIT_FSCK: i32 = 7;
 
