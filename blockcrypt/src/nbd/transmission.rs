@@ -12,8 +12,9 @@ use super::handshake::Session;
 use super::proto::*;
 use super::{Export, ProtoError, Server};
 
-/// Payload bytes (KiB) a connection may have in flight before it stops reading requests.
-const BUDGET_KIB: u32 = 256 << 10;
+/// Payload bytes (KiB) a connection may have in flight before it stops reading requests: room
+/// for nbdcopy's 64 × 256 KiB or two 32 MiB requests, and a bound on what a client can make us hold.
+const BUDGET_KIB: u32 = 64 << 10;
 /// Requests up to this size run on the async workers; larger ones, FLUSH and FUA writes
 /// (fdatasync can take milliseconds) go to the blocking pool.
 const INLINE_MAX: u32 = 128 << 10;
