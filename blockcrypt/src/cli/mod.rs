@@ -36,10 +36,10 @@ pub struct Cli {
 #[derive(Copy, Clone, Debug, ValueEnum)]
 pub enum CipherArg {
     /// AES-256-XTS: LUKS1-compatible, opened by cryptsetup, qemu and nbdkit too.
-    #[value(name = "aes-xts-plain64")]
+    #[value(name = "aes-xts-plain64", alias = "aes-xts")]
     Aes,
     /// SM4-XTS (IEEE 1619 variant, as the Linux kernel): readable by blockcrypt only here.
-    #[value(name = "sm4-xts-plain64")]
+    #[value(name = "sm4-xts-plain64", alias = "sm4-xts")]
     Sm4,
 }
 
