@@ -9,6 +9,7 @@
 #   bench/blockcrypt.sh    REPEAT=3 bench/blockcrypt.sh    QUICK=1 bench/blockcrypt.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/timing.sh
 for tool in qemu-nbd nbdkit nbdcopy fio; do
   command -v $tool >/dev/null || { echo "bench/blockcrypt.sh needs $tool (apt-get install qemu-utils nbdkit libnbd-bin fio)"; exit 1; }
 done
@@ -44,11 +45,6 @@ start() { # server name -> starts it on $W/sock, sets PID
   for _ in $(seq 200); do nbdinfo --size "nbd+unix:///?socket=$s" >/dev/null 2>&1 && return; sleep 0.05; done
   echo "bench/blockcrypt.sh: $1 did not start" >&2; exit 1
 }
-secs() {
-  local s=$(date +%s.%N) out
-  out=$("$@" 2>&1 >/dev/null) || { echo "bench/blockcrypt.sh: $* failed: ${out:0:500}" >&2; exit 1; }
-  echo "$(date +%s.%N) - $s" | bc -l
-}
 fio_iops() { # rw (the nbd engine prints a line before the JSON)
   fio --name=r --ioengine=nbd --uri="nbd+unix:///?socket=$W/sock" --rw="$1" --bs=4k --iodepth=32 \
       --runtime="$FIO_TIME" --time_based --output-format=json 2>/dev/null | sed -n '/^{/,$p' |
@@ -63,7 +59,7 @@ for s in qemu-raw qemu-luks nbdkit-raw blockcrypt; do
   # large pieces in large folios, which make later 4k overwrites several times slower, so
   # without this the raw files (made by cp) and the LUKS image (written in 4 MiB pieces) differ.
   [ $s = qemu-luks ] || [ $s = blockcrypt ] && img=disk.img || img=raw.img
-  sync; echo 3 > /proc/sys/vm/drop_caches; cat "$W/$img" "$W/src.img" > /dev/null
+  drop; cat "$W/$img" "$W/src.img" > /dev/null
   start $s
   uri="nbd+unix:///?socket=$W/sock"
   sync
@@ -80,7 +76,7 @@ done
 python3 - <<PY
 import statistics
 r = {}
-$(for k in "${!R[@]}"; do echo "r['$k'] = statistics.median(float(x) for x in '${R[$k]}'.split())"; done)
+$(medians R)
 ss = ["qemu-raw", "qemu-luks", "nbdkit-raw", "blockcrypt"]
 rows = [("nbdcopy read MiB/s", "read"), ("nbdcopy write+flush MiB/s", "write"),
         ("fio 4k randread IOPS", "randread"), ("fio 4k randwrite IOPS", "randwrite"),

@@ -8,6 +8,7 @@
 # Needs root (FUSE mounts, drop_caches).   bench/kmsfs.sh    REPEAT=3 bench/kmsfs.sh    QUICK=1 bench/kmsfs.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/timing.sh
 for tool in bindfs gocryptfs fio fusermount3; do
   command -v $tool >/dev/null || { echo "bench/kmsfs.sh needs $tool (apt-get install bindfs gocryptfs fio fuse3)"; exit 1; }
 done
@@ -55,12 +56,6 @@ setup() { # name -> prints the directory to test in
   esac
   echo "$d/mnt"
 }
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-secs() { # a failed step stops the benchmark rather than timing a partial job
-  local s=$(date +%s.%N) out
-  out=$("$@" 2>&1 >/dev/null) || { echo "bench/kmsfs.sh: $* failed: ${out:0:500}" >&2; exit 1; }
-  echo "$(date +%s.%N) - $s" | bc -l
-}
 fio_iops() { # dir rw direct
   fio --name=r --directory="$1" --rw="$2" --bs=4k --size=256M --direct="$3" --ioengine=psync \
       --runtime="$FIO_TIME" --time_based --group_reporting --output-format=json 2>/dev/null |
@@ -100,7 +95,7 @@ done
 python3 - <<PY
 r = {}
 import statistics
-$(for k in "${!R[@]}"; do echo "r['$k'] = statistics.median(float(x) for x in '${R[$k]}'.split())"; done)
+$(medians R)
 fss = ["plain", "bindfs", "gocryptfs", "kmsfs"]
 rows = [("seq write MiB/s", "write", True), ("seq read (cold) MiB/s", "read", True),
         ("4k randwrite IOPS", "randwrite", True), ("4k randread IOPS", "randread", True),

@@ -1,21 +1,19 @@
 //! The sector cipher: XTS with the dm-crypt `plain64` IV (the little-endian sector number,
 //! counted in 512-byte units from the payload start), applied to whole sectors.
 //!
-//! AES goes through OpenSSL's EVP XTS: one keyed context per thread of work, reused with only the
+//! AES goes through OpenSSL's EVP XTS: keyed contexts from a `ContextPool`, reused with only the
 //! IV reset per sector (the key schedule once per context, not per sector), which keeps AES-NI/
 //! VAES pipelines full. SM4 goes through the same XTS construction (IEEE 1619 – the variant the
 //! Linux kernel and cryptsetup use, not GB/T 17964) over OpenSSL's SM4 block cipher in ECB mode,
 //! one call per sector for all its 32 blocks.
 
-use openssl::cipher::{Cipher, CipherRef};
+use kms_core::crypto::ctx_pool::ContextPool;
+use openssl::cipher::Cipher;
 use openssl::cipher_ctx::CipherCtx;
-use parking_lot::Mutex;
 use zeroize::Zeroizing;
 
 pub const SECTOR: usize = 512;
 const BLOCK: usize = 16;
-/// Keyed contexts kept per direction; more threads than this just key a new one.
-const POOL: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
@@ -31,11 +29,16 @@ pub enum KeyError {
     EqualHalves,
 }
 
+/// How sectors are enciphered: OpenSSL's XTS, or XTS built here over SM4 in ECB mode (the data
+/// key's contexts, and the tweak key's, which only ever encrypt).
+enum Engine {
+    Aes(ContextPool),
+    Sm4 { data: ContextPool, tweak: ContextPool },
+}
+
 pub struct SectorCipher {
     alg: Algorithm,
-    key: Zeroizing<Vec<u8>>,
-    encrypters: Mutex<Vec<CipherCtx>>,
-    decrypters: Mutex<Vec<CipherCtx>>,
+    engine: Engine,
 }
 
 impl SectorCipher {
@@ -52,12 +55,17 @@ impl SectorCipher {
         if openssl::memcmp::eq(k1, k2) {
             return Err(KeyError::EqualHalves);
         }
-        Ok(SectorCipher {
-            alg,
-            key: Zeroizing::new(key.to_vec()),
-            encrypters: Mutex::new(Vec::new()),
-            decrypters: Mutex::new(Vec::new()),
-        })
+        let engine = match alg {
+            Algorithm::Aes => {
+                let cipher = if key.len() == 64 { Cipher::aes_256_xts() } else { Cipher::aes_128_xts() };
+                Engine::Aes(ContextPool::new(cipher, key, true))
+            }
+            Algorithm::Sm4 => Engine::Sm4 {
+                data: ContextPool::new(Cipher::sm4_ecb(), k1, false),
+                tweak: ContextPool::new(Cipher::sm4_ecb(), k2, false),
+            },
+        };
+        Ok(SectorCipher { alg, engine })
     }
 
     pub fn algorithm(&self) -> Algorithm {
@@ -75,79 +83,41 @@ impl SectorCipher {
 
     fn apply(&self, encrypt: bool, first: u64, buf: &mut [u8]) {
         assert_eq!(buf.len() % SECTOR, 0, "whole sectors only");
-        let pool = if encrypt { &self.encrypters } else { &self.decrypters };
-        let popped = pool.lock().pop();
-        let mut ctxs = match popped {
-            Some(c) => c,
-            None => self.keyed(encrypt),
-        };
-        match self.alg {
-            Algorithm::Aes => {
+        match &self.engine {
+            Engine::Aes(pool) => pool.with(encrypt, |ctx| {
                 for (i, sector) in buf.chunks_exact_mut(SECTOR).enumerate() {
                     let iv = plain64(first + i as u64);
                     if encrypt {
-                        ctxs.encrypt_init(None, None, Some(&iv)).expect("XTS IV");
+                        ctx.encrypt_init(None, None, Some(&iv)).expect("XTS IV");
                     } else {
-                        ctxs.decrypt_init(None, None, Some(&iv)).expect("XTS IV");
+                        ctx.decrypt_init(None, None, Some(&iv)).expect("XTS IV");
                     }
-                    ctxs.cipher_update_inplace(sector, SECTOR).expect("XTS sector");
+                    ctx.cipher_update_inplace(sector, SECTOR).expect("XTS sector");
                 }
-            }
-            Algorithm::Sm4 => self.sm4_sectors(&mut ctxs, first, buf),
-        }
-        let mut p = pool.lock();
-        if p.len() < POOL {
-            p.push(ctxs);
-        }
-    }
-
-    /// `data` is the data key's ECB context for this direction; the tweak key's (always
-    /// encrypting) is keyed per call – one block per sector, cheap beside the sector's 32.
-    fn sm4_sectors(&self, data: &mut CipherCtx, first: u64, buf: &mut [u8]) {
-        let mut tweak_ctx = ecb_ctx(Cipher::sm4_ecb(), &self.key[16..], true);
-        let mut tweaks = [0u8; SECTOR];
-        // OpenSSL wants a block of headroom past the input even when no padding is added.
-        let mut out = Zeroizing::new([0u8; SECTOR + BLOCK]);
-        for (i, sector) in buf.chunks_exact_mut(SECTOR).enumerate() {
-            tweak_ctx.cipher_update(&plain64(first + i as u64), Some(&mut out[..2 * BLOCK])).expect("SM4 tweak");
-            let mut t: [u8; BLOCK] = out[..BLOCK].try_into().unwrap();
-            for chunk in tweaks.chunks_exact_mut(BLOCK) {
-                chunk.copy_from_slice(&t);
-                t = gf_double(t);
-            }
-            xor(sector, &tweaks);
-            data.cipher_update(sector, Some(&mut out[..])).expect("SM4 sector");
-            sector.copy_from_slice(&out[..SECTOR]);
-            xor(sector, &tweaks);
-        }
-    }
-
-    fn keyed(&self, encrypt: bool) -> CipherCtx {
-        match self.alg {
-            Algorithm::Aes => {
-                let cipher = if self.key.len() == 64 { Cipher::aes_256_xts() } else { Cipher::aes_128_xts() };
-                let mut ctx = CipherCtx::new().expect("OpenSSL context");
-                if encrypt {
-                    ctx.encrypt_init(Some(cipher), Some(&self.key), Some(&[0; 16])).expect("AES-XTS key");
-                } else {
-                    ctx.decrypt_init(Some(cipher), Some(&self.key), Some(&[0; 16])).expect("AES-XTS key");
-                }
-                ctx
-            }
-            Algorithm::Sm4 => ecb_ctx(Cipher::sm4_ecb(), &self.key[..16], encrypt),
+            }),
+            Engine::Sm4 { data, tweak } => tweak.with(true, |t| data.with(encrypt, |d| sm4_sectors(t, d, first, buf))),
         }
     }
 }
 
-fn ecb_ctx(cipher: &CipherRef, key: &[u8], encrypt: bool) -> CipherCtx {
-    let mut ctx = CipherCtx::new().expect("OpenSSL context");
-    if encrypt {
-        ctx.encrypt_init(Some(cipher), Some(key), None).expect("ECB key");
-    } else {
-        ctx.decrypt_init(Some(cipher), Some(key), None).expect("ECB key");
+/// XTS over SM4-ECB: `tweak` encrypts under the tweak key, `data` runs the data key in this
+/// call's direction; each sector's 32 blocks go through `data` in one call.
+fn sm4_sectors(tweak: &mut CipherCtx, data: &mut CipherCtx, first: u64, buf: &mut [u8]) {
+    let mut tweaks = [0u8; SECTOR];
+    // OpenSSL wants a block of headroom past the input even when no padding is added.
+    let mut out = Zeroizing::new([0u8; SECTOR + BLOCK]);
+    for (i, sector) in buf.chunks_exact_mut(SECTOR).enumerate() {
+        tweak.cipher_update(&plain64(first + i as u64), Some(&mut out[..2 * BLOCK])).expect("SM4 tweak");
+        let mut t: [u8; BLOCK] = out[..BLOCK].try_into().unwrap();
+        for chunk in tweaks.chunks_exact_mut(BLOCK) {
+            chunk.copy_from_slice(&t);
+            t = gf_double(t);
+        }
+        xor(sector, &tweaks);
+        data.cipher_update(sector, Some(&mut out[..])).expect("SM4 sector");
+        sector.copy_from_slice(&out[..SECTOR]);
+        xor(sector, &tweaks);
     }
-    ctx.set_padding(false);
-    ctx
 }
 
 /// dm-crypt's `plain64` IV: the sector number, little-endian, zero-padded to the block size.

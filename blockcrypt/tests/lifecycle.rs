@@ -141,26 +141,12 @@ fn refusals_have_exit_codes_and_write_nothing() {
     assert!(err.contains("Forbidden.NoPermission"), "{err}");
 
     // Wrong endpoint (fails fast), wrong credentials.
-    let nowhere = Kms(vec![
-        "--endpoint".into(),
-        "http://127.0.0.1:9".into(),
-        "--access-key-id".into(),
-        "a".into(),
-        "--access-key-secret".into(),
-        "b".into(),
-    ]);
+    let nowhere = Kms(kms_sidecar::testing::unreachable_args());
     let t = Instant::now();
     let (c, err) = code(&serve(&nowhere, &img));
     assert_eq!(c, Some(5), "{err}");
     assert!(t.elapsed() < Duration::from_secs(15), "fails fast");
-    let wrong = Kms(vec![
-        "--endpoint".into(),
-        sc.endpoint.clone(),
-        "--access-key-id".into(),
-        "nobody".into(),
-        "--access-key-secret".into(),
-        "b".into(),
-    ]);
+    let wrong = Kms(sc.unknown_key_args());
     let (c, err) = code(&serve(&wrong, &img));
     assert_eq!(c, Some(4), "{err}");
     assert!(snapshot_of(&img) == before, "nothing written by refused commands");

@@ -3,6 +3,7 @@
 
 mod common;
 
+use blockcrypt::nbd::proto::CMD_WRITE;
 use common::*;
 
 #[test]

@@ -8,10 +8,9 @@ use std::os::unix::net::UnixStream;
 
 use common::*;
 
-const EPERM: u32 = 1;
-const EINVAL: u32 = 22;
-const ENOSPC: u32 = 28;
-const ENOTSUP: u32 = 95;
+use blockcrypt::nbd::proto::{
+    CMD_DISC, CMD_FLUSH, CMD_READ, CMD_TRIM, CMD_WRITE, CMD_WRITE_ZEROES, EINVAL, ENOSPC, ENOTSUP, EPERM,
+};
 
 fn setup(extra: &[&str]) -> (Workdir, Server) {
     let w = Workdir::new();

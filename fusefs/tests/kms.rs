@@ -92,30 +92,10 @@ fn refusals_are_clear_and_write_nothing() {
     assert!(err.contains("PendingDeletion") || err.contains("Rejected"), "{err}");
     let _: serde_json::Value = owner.call("CancelKeyDeletion", &KeyIdRequest { key_id: cmk.clone() }).unwrap();
     // Wrong endpoint, wrong credentials.
-    let nowhere = Kms {
-        args: vec![
-            "--endpoint".into(),
-            "http://127.0.0.1:9".into(),
-            "--access-key-id".into(),
-            "a".into(),
-            "--access-key-secret".into(),
-            "b".into(),
-        ],
-        envs: vec![],
-    };
+    let nowhere = Kms { args: kms_sidecar::testing::unreachable_args(), envs: vec![] };
     let (c, err) = code(&mount(&nowhere, &cipher));
     assert_eq!(c, Some(5), "{err}");
-    let wrong = Kms {
-        args: vec![
-            "--endpoint".into(),
-            sc.endpoint.clone(),
-            "--access-key-id".into(),
-            "nobody".into(),
-            "--access-key-secret".into(),
-            "b".into(),
-        ],
-        envs: vec![],
-    };
+    let wrong = Kms { args: sc.unknown_key_args(), envs: vec![] };
     let (c, err) = code(&mount(&wrong, &cipher));
     assert_eq!(c, Some(4), "{err}");
     assert!(err.contains("InvalidAccessKeyId"), "{err}");

@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
-use kms_core::api::{DecryptRequest, GenerateDataKeyRequest, ReEncryptRequest};
+use kms_core::api::{
+    DecryptRequest, DecryptResponse, GenerateDataKeyRequest, GenerateDataKeyResponse, ReEncryptRequest,
+    ReEncryptResponse,
+};
 use kms_core::{Caller, Engine, KmsError};
 use zeroize::Zeroizing;
 
@@ -88,6 +91,20 @@ fn decrypt_request(blob: &[u8], context: &str) -> DecryptRequest {
     DecryptRequest { ciphertext_blob: blob.to_vec(), encryption_context: Some(context.into()), dry_run: false }
 }
 
+// The same answers whether they came over the wire or from the engine in process.
+fn data_key(r: GenerateDataKeyResponse) -> (Zeroizing<Vec<u8>>, WrappedKey) {
+    let wrapped = WrappedKey { blob: r.ciphertext_blob, key_id: r.key_id, key_version_id: r.key_version_id };
+    (Zeroizing::new(r.plaintext.expose().to_vec()), wrapped)
+}
+
+fn wrapped(r: ReEncryptResponse) -> WrappedKey {
+    WrappedKey { blob: r.ciphertext_blob, key_id: r.key_id, key_version_id: r.key_version_id }
+}
+
+fn plaintext(r: DecryptResponse) -> Zeroizing<Vec<u8>> {
+    Zeroizing::new(r.plaintext.expose().to_vec())
+}
+
 /// The KMS through the sidecar's wire protocol (the client signs as whoever its access key is:
 /// normally a service principal).
 pub struct Remote(pub Client);
@@ -99,18 +116,15 @@ impl KeyService for Remote {
         context: &str,
         len: usize,
     ) -> Result<(Zeroizing<Vec<u8>>, WrappedKey), KmsFailure> {
-        let r = self.0.generate_data_key(&gdk_request(key_id, context, len))?;
-        let wrapped = WrappedKey { blob: r.ciphertext_blob, key_id: r.key_id, key_version_id: r.key_version_id };
-        Ok((Zeroizing::new(r.plaintext.expose().to_vec()), wrapped))
+        Ok(data_key(self.0.generate_data_key(&gdk_request(key_id, context, len))?))
     }
 
     fn decrypt(&self, blob: &[u8], context: &str) -> Result<Zeroizing<Vec<u8>>, KmsFailure> {
-        Ok(Zeroizing::new(self.0.decrypt(&decrypt_request(blob, context))?.plaintext.expose().to_vec()))
+        Ok(plaintext(self.0.decrypt(&decrypt_request(blob, context))?))
     }
 
     fn re_encrypt(&self, blob: &[u8], context: &str, key_id: &str) -> Result<WrappedKey, KmsFailure> {
-        let r = self.0.re_encrypt(&re_encrypt_request(blob, context, key_id))?;
-        Ok(WrappedKey { blob: r.ciphertext_blob, key_id: r.key_id, key_version_id: r.key_version_id })
+        Ok(wrapped(self.0.re_encrypt(&re_encrypt_request(blob, context, key_id))?))
     }
 }
 
@@ -133,19 +147,15 @@ impl KeyService for Embedded {
         context: &str,
         len: usize,
     ) -> Result<(Zeroizing<Vec<u8>>, WrappedKey), KmsFailure> {
-        let r = self.engine.generate_data_key(&self.caller, gdk_request(key_id, context, len))?;
-        let wrapped = WrappedKey { blob: r.ciphertext_blob, key_id: r.key_id, key_version_id: r.key_version_id };
-        Ok((Zeroizing::new(r.plaintext.expose().to_vec()), wrapped))
+        Ok(data_key(self.engine.generate_data_key(&self.caller, gdk_request(key_id, context, len))?))
     }
 
     fn decrypt(&self, blob: &[u8], context: &str) -> Result<Zeroizing<Vec<u8>>, KmsFailure> {
-        let r = self.engine.decrypt(&self.caller, decrypt_request(blob, context))?;
-        Ok(Zeroizing::new(r.plaintext.expose().to_vec()))
+        Ok(plaintext(self.engine.decrypt(&self.caller, decrypt_request(blob, context))?))
     }
 
     fn re_encrypt(&self, blob: &[u8], context: &str, key_id: &str) -> Result<WrappedKey, KmsFailure> {
-        let r = self.engine.re_encrypt(&self.caller, re_encrypt_request(blob, context, key_id))?;
-        Ok(WrappedKey { blob: r.ciphertext_blob, key_id: r.key_id, key_version_id: r.key_version_id })
+        Ok(wrapped(self.engine.re_encrypt(&self.caller, re_encrypt_request(blob, context, key_id))?))
     }
 }
 

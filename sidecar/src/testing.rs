@@ -20,6 +20,16 @@ pub fn sidecar_bin() -> PathBuf {
     p
 }
 
+/// Encryptor command-line flags naming `endpoint` and an explicit access key.
+pub fn key_args(endpoint: &str, id: &str, secret: &str) -> Vec<String> {
+    ["--endpoint", endpoint, "--access-key-id", id, "--access-key-secret", secret].map(String::from).to_vec()
+}
+
+/// Encryptor command-line flags naming an endpoint where nothing listens.
+pub fn unreachable_args() -> Vec<String> {
+    key_args("http://127.0.0.1:9", "a", "b")
+}
+
 pub struct Sidecar {
     child: Child,
     pub dir: tempfile::TempDir,
@@ -92,6 +102,11 @@ impl Sidecar {
             ..Default::default()
         };
         self.owner().create_key(&req).unwrap().key_metadata.key_id
+    }
+
+    /// Encryptor command-line flags that reach this sidecar with an access key it does not know.
+    pub fn unknown_key_args(&self) -> Vec<String> {
+        key_args(&self.endpoint, "nobody", "unknown")
     }
 
     /// Stops the process (as a crash or an outage would).

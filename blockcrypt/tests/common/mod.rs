@@ -204,12 +204,7 @@ pub fn qemu_ok(out: &Output) -> String {
 
 // ---- A raw NBD client ----
 
-pub const CMD_READ: u16 = 0;
-pub const CMD_WRITE: u16 = 1;
-pub const CMD_DISC: u16 = 2;
-pub const CMD_FLUSH: u16 = 3;
-pub const CMD_TRIM: u16 = 4;
-pub const CMD_WRITE_ZEROES: u16 = 6;
+use blockcrypt::nbd::proto::{CMD_FLUSH, CMD_READ, CMD_WRITE};
 
 pub struct Client {
     pub s: UnixStream,

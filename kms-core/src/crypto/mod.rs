@@ -4,6 +4,7 @@
 pub mod aead;
 pub mod asym;
 pub mod blob;
+pub mod ctx_pool;
 pub mod seal;
 pub mod softhsm;
 pub mod token;
