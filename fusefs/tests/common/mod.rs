@@ -134,8 +134,18 @@ impl Mount {
     /// Unmounts (as `umount` would) and waits for the daemon to exit cleanly.
     pub fn unmount(&mut self) {
         let mut child = self.daemon.take().expect("mounted");
-        let st = Command::new("fusermount3").arg("-u").arg(&self.mnt).status().unwrap();
-        assert!(st.success(), "fusermount3 -u failed");
+        // A descriptor into the mount can be held for an instant by a process another test
+        // thread is forking (until its exec closes it): EBUSY then, so a few tries.
+        let mut tries = 0;
+        loop {
+            let out = Command::new("fusermount3").arg("-u").arg(&self.mnt).output().unwrap();
+            if out.status.success() {
+                break;
+            }
+            tries += 1;
+            assert!(tries < 10, "fusermount3 -u failed: {}", String::from_utf8_lossy(&out.stderr));
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         let status = child.wait().unwrap();
         assert!(status.success(), "daemon exit: {status}; log:\n{}", self.log_text());
     }
