@@ -97,6 +97,16 @@ fn random_operation_sequences_with_the_writeback_cache() {
     run(m, 0x77726974);
 }
 
+/// The same over /dev/fuse: the default transport is io_uring wherever the kernel offers it.
+#[test]
+fn random_operation_sequences_over_dev_fuse() {
+    let mut m = common::Mount::new();
+    m.unmount();
+    m.mount_args = vec!["-o".into(), "no_io_uring".into()];
+    m.mount();
+    run(m, 0x64657666);
+}
+
 fn run(mut m: common::Mount, seed: u64) {
     for d in ["d1", "d2", "d1/sub"] {
         fs::create_dir_all(m.mnt.join(d)).unwrap();

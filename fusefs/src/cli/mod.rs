@@ -51,10 +51,12 @@ pub enum Command {
         /// Stay in the foreground (logs to stderr).
         #[arg(short = 'f', long)]
         foreground: bool,
-        /// Mount options: ro, allow_other, allow_root, or any kernel option (noatime, …).
+        /// Mount options: ro, allow_other, allow_root, writeback, no_io_uring, no_sched_idle, or
+        /// any kernel option (noatime, …).
         #[arg(short = 'o', value_name = "OPTIONS")]
         options: Vec<String>,
-        /// Request threads (default: two per core, at least four).
+        /// /dev/fuse request threads (default: two per core, at least four; over io_uring two
+        /// per CPU).
         #[arg(long)]
         threads: Option<usize>,
         /// Where the background daemon logs (default: nowhere).

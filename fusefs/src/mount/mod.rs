@@ -49,6 +49,8 @@ pub struct KmsFs {
     next_handle: AtomicU64,
     read_only: bool,
     writeback: bool,
+    /// Ask for FUSE over io_uring (used when the kernel offers it: `fuse.enable_uring=1`).
+    io_uring: bool,
     /// Running as root: new objects are given to the caller (for `allow_other` mounts).
     as_root: bool,
 }
@@ -73,6 +75,7 @@ impl KmsFs {
             next_handle: AtomicU64::new(1),
             read_only: options.read_only,
             writeback: options.writeback && !options.read_only,
+            io_uring: options.io_uring,
             as_root: rustix::process::geteuid().is_root(),
         })
     }
@@ -168,8 +171,19 @@ impl fuser::Filesystem for KmsFs {
             | F::FUSE_READDIRPLUS_AUTO
             | F::FUSE_ASYNC_DIO;
         let wanted = if self.writeback { wanted } else { wanted - F::FUSE_WRITEBACK_CACHE };
+        // Requests over per-CPU io_uring queues served on the caller's CPU (see
+        // third_party/fuser/src/uring.rs): the kernel offers it only when the administrator
+        // enabled it (`fuse.enable_uring=1`).
+        let wanted = if self.io_uring { wanted | F::FUSE_OVER_IO_URING } else { wanted };
         if let Err(missing) = config.add_capabilities(wanted & config.capabilities()) {
             tracing::warn!("kernel lacks FUSE capabilities {missing:?}");
+        }
+        if !self.io_uring {
+            tracing::info!("requests over /dev/fuse (-o no_io_uring)");
+        } else if config.capabilities().contains(F::FUSE_OVER_IO_URING) {
+            tracing::info!("requests over io_uring, one queue per CPU");
+        } else {
+            tracing::info!("requests over /dev/fuse: the kernel does not offer FUSE over io_uring (fuse.enable_uring=0)");
         }
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);

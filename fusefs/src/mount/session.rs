@@ -9,7 +9,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use super::KmsFs;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MountOptions {
     pub read_only: bool,
     pub allow_other: bool,
@@ -17,12 +17,34 @@ pub struct MountOptions {
     /// The kernel's writeback cache (`-o writeback`): small writes are gathered in the page cache
     /// and sent later. Off by default: large sequential writes are faster without it here.
     pub writeback: bool,
+    /// FUSE over io_uring when the kernel offers it (`-o no_io_uring` turns it off).
+    pub io_uring: bool,
+    /// The io_uring threads run as SCHED_IDLE (`-o no_sched_idle` turns it off): a caller woken
+    /// by a reply then stays on the CPU that served it instead of being moved to an idle one.
+    pub sched_idle: bool,
     /// Other `-o` options, passed to the kernel as they are (`noatime`, `nosuid`, …).
     pub other: Vec<String>,
-    /// Request threads (default: two per core, at least four).
+    /// `/dev/fuse` request threads (default: two per core, at least four); over io_uring there
+    /// are two per CPU queue and one `/dev/fuse` reader for FORGET and INTERRUPT.
     pub threads: Option<usize>,
     /// Shown as the mount's source in `/proc/mounts`.
     pub fsname: String,
+}
+
+impl Default for MountOptions {
+    fn default() -> MountOptions {
+        MountOptions {
+            read_only: false,
+            allow_other: false,
+            allow_root: false,
+            writeback: false,
+            io_uring: true,
+            sched_idle: true,
+            other: vec![],
+            threads: None,
+            fsname: String::new(),
+        }
+    }
 }
 
 impl MountOptions {
@@ -36,6 +58,10 @@ impl MountOptions {
                 "allow_other" => o.allow_other = true,
                 "allow_root" => o.allow_root = true,
                 "writeback" => o.writeback = true,
+                "io_uring" => o.io_uring = true,
+                "no_io_uring" => o.io_uring = false,
+                "sched_idle" => o.sched_idle = true,
+                "no_sched_idle" => o.sched_idle = false,
                 other => o.other.push(other.to_string()),
             }
         }
@@ -68,6 +94,7 @@ impl MountOptions {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         config.n_threads = Some(self.threads.unwrap_or((2 * cores).max(4)));
         config.clone_fd = true;
+        config.uring_sched_idle = self.sched_idle;
         config
     }
 }

@@ -42,6 +42,20 @@ pub fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// kmsfs serves requests over io_uring wherever the kernel offers it, which it does only when
+/// the `fuse.enable_uring` module parameter is on (off by default). As root, the tests turn it
+/// on so that they exercise the transport users get; `-o no_io_uring` mounts cover /dev/fuse.
+pub fn enable_fuse_io_uring() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if rustix::process::geteuid().is_root() {
+            let _ = std::fs::write(URING_PARAM, "Y");
+        }
+    });
+}
+
+pub const URING_PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
+
 /// A mounted volume, its cipher directory and a plain reference directory.
 pub struct Mount {
     pub kms: Kms,
@@ -96,6 +110,7 @@ impl Mount {
     /// Mounts in the foreground as a child (its log in `self.log`), back once it is ready.
     pub fn mount(&mut self) {
         assert!(self.daemon.is_none());
+        enable_fuse_io_uring();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let mut cmd = match self.wrapper.split_first() {
             Some((w, rest)) => {
