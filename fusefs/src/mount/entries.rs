@@ -168,9 +168,17 @@ impl KmsFs {
             })?;
         } else {
             let st = rustix::fs::statat(dir.fd()?, e.backing.as_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(errno)?;
-            // Linux's unlink refuses a directory with EISDIR itself.
-            rustix::fs::unlinkat(dir.fd()?, e.backing.as_str(), AtFlags::empty()).map_err(errno)?;
-            if let Some(gone) = self.inodes.find(&st) {
+            if Kind::of(&st) == Kind::Dir {
+                return Err(Errno::EISDIR);
+            }
+            let gone = self.inodes.find(&st);
+            // Into the trash only what nothing can observe any more: a last name, not open.
+            let unseen = st.st_nlink == 1 && gone.as_ref().is_none_or(|i| i.content.read().opens == 0);
+            match &self.trash {
+                Some(trash) if unseen => trash.remove(dir.fd()?, e.backing.as_str()).map_err(errno)?,
+                _ => rustix::fs::unlinkat(dir.fd()?, e.backing.as_str(), AtFlags::empty()).map_err(errno)?,
+            }
+            if let Some(gone) = gone {
                 gone.clear_location(&dir, &e.backing);
             }
         }

@@ -13,6 +13,7 @@ mod files;
 mod inodes;
 mod listing;
 mod session;
+mod trash;
 mod xattr_ops;
 
 use std::ffi::OsStr;
@@ -51,6 +52,8 @@ pub struct KmsFs {
     writeback: bool,
     /// Ask for FUSE over io_uring (used when the kernel offers it: `fuse.enable_uring=1`).
     io_uring: bool,
+    /// Where unlinked files go to be deleted in the background (none on read-only mounts).
+    trash: Option<trash::Trash>,
     /// Running as root: new objects are given to the caller (for `allow_other` mounts).
     as_root: bool,
 }
@@ -66,6 +69,12 @@ fn io_errno(e: std::io::Error) -> Errno {
 impl KmsFs {
     /// A filesystem over the cipher directory open as `root` (an `O_PATH` descriptor).
     pub fn new(root: OwnedFd, keys: Arc<VolumeKeys>, layout: Layout, options: &MountOptions) -> std::io::Result<KmsFs> {
+        let trash = match options.read_only {
+            true => None,
+            false => trash::Trash::open(std::os::fd::AsFd::as_fd(&root))
+                .inspect_err(|e| tracing::warn!("no trash directory ({e}): files are deleted in place"))
+                .ok(),
+        };
         Ok(KmsFs {
             names: NameCipher::new(&keys),
             keys,
@@ -76,6 +85,7 @@ impl KmsFs {
             read_only: options.read_only,
             writeback: options.writeback && !options.read_only,
             io_uring: options.io_uring,
+            trash,
             as_root: rustix::process::geteuid().is_root(),
         })
     }
@@ -189,6 +199,12 @@ impl fuser::Filesystem for KmsFs {
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.set_max_background(64);
         Ok(())
+    }
+
+    fn destroy(&mut self) {
+        if let Some(trash) = &self.trash {
+            trash.drain();
+        }
     }
 
     fn lookup(&self, _req: &fuser::Request, parent: INodeNo, name: &OsStr, reply: fuser::ReplyEntry) {
