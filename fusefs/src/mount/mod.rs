@@ -193,7 +193,9 @@ impl fuser::Filesystem for KmsFs {
         } else if config.capabilities().contains(F::FUSE_OVER_IO_URING) {
             tracing::info!("requests over io_uring, one queue per CPU");
         } else {
-            tracing::info!("requests over /dev/fuse: the kernel does not offer FUSE over io_uring (fuse.enable_uring=0)");
+            tracing::info!(
+                "requests over /dev/fuse: the kernel does not offer FUSE over io_uring (fuse.enable_uring=0)"
+            );
         }
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);

@@ -49,6 +49,8 @@ const OUT_HEADER_LEN: usize = 16;
 /// Requests moving at least this much data are served off the queue's CPU (see `handle`).
 const HEAVY: usize = 64 * 1024;
 const FUSE_READ: u32 = 15;
+const FUSE_FORGET: u32 = 2;
+const FUSE_BATCH_FORGET: u32 = 42;
 /// Room in front of the payload for the in header and the largest op struct.
 const PREFIX: usize = IN_HEADER_LEN + OP_IN;
 
@@ -218,12 +220,12 @@ pub(crate) fn serve_queue<FS: Filesystem>(
         if let Err(e) = spawned {
             warn!("io_uring queue {qid}: no helper thread ({e}); large requests served in place");
         }
-        pin_to_cpu(qid);
-        if sched_idle {
-            set_sched_idle(qid);
-        }
+        let mut policy = Policy::new(sched_idle, qid);
         let serve = |entry: &Entry| {
-            if is_heavy(entry) && to_helper.send(()).is_ok() {
+            let heavy = is_heavy(entry);
+            policy.note(heavy);
+            // In a run of large requests this thread is free to run anywhere already.
+            if heavy && policy.pinned && to_helper.send(()).is_ok() {
                 from_helper.recv().map_err(|_| io::Error::other("io_uring helper thread gone"))
             } else {
                 Ok(handle(se, entry, reply))
@@ -306,11 +308,88 @@ fn is_heavy(entry: &Entry) -> bool {
     word(ENT_IN_OUT + 16) >= HEAVY || (word(4) == FUSE_READ as usize && word(OP_IN + 16) >= HEAVY)
 }
 
-fn set_sched_idle(qid: usize) {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: a plain syscall on the calling thread with a valid parameter block.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
-        warn!("io_uring queue {qid}: cannot use SCHED_IDLE ({})", io::Error::last_os_error());
+/// Where and how the ring thread runs. Serving small requests it is pinned to its queue's CPU
+/// and SCHED_IDLE: the scheduler then leaves a caller woken by a reply on this CPU (it counts
+/// as idle), which halves the round trip of small synchronous requests. But a SCHED_IDLE thread
+/// also waits for the CPU to be free before it takes a request, so a sequential reader's
+/// readahead would start only when the reader blocks; in a run of large requests the thread is
+/// therefore an ordinary unpinned thread, like a `/dev/fuse` reader (hysteresis over the last
+/// few requests). Leaving SCHED_IDLE needs CAP_SYS_NICE (or a raised RLIMIT_NICE); without it
+/// the thread stays pinned and SCHED_IDLE and hands large requests to its helper.
+struct Policy {
+    qid: usize,
+    adaptive: bool,
+    pinned: bool,
+    idle: bool,
+    /// The CPUs the process may use (what an unpinned thread gets back).
+    anywhere: Option<libc::cpu_set_t>,
+    /// Grows with large requests, shrinks with small ones (0..=HEAVY_RUN).
+    heavy_run: u8,
+}
+
+const HEAVY_RUN: u8 = 4;
+
+impl Policy {
+    fn new(sched_idle: bool, qid: usize) -> Policy {
+        // SAFETY: a zeroed cpu_set_t is a valid buffer for sched_getaffinity of this thread.
+        let anywhere = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            (libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) == 0).then_some(set)
+        };
+        pin_to_cpu(qid);
+        let mut policy = Policy {
+            qid,
+            adaptive: sched_idle,
+            pinned: true,
+            idle: false,
+            anywhere,
+            heavy_run: 0,
+        };
+        if sched_idle && !policy.set_scheduler(libc::SCHED_IDLE) {
+            warn!("io_uring queue {qid}: cannot use SCHED_IDLE ({})", io::Error::last_os_error());
+            policy.adaptive = false;
+        }
+        policy
+    }
+
+    fn set_scheduler(&mut self, policy: i32) -> bool {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: a plain syscall on the calling thread with a valid parameter block.
+        let done = unsafe { libc::sched_setscheduler(0, policy, &param) } == 0;
+        if done {
+            self.idle = policy == libc::SCHED_IDLE;
+        }
+        done
+    }
+
+    fn note(&mut self, heavy: bool) {
+        if !self.adaptive {
+            return;
+        }
+        self.heavy_run = if heavy { (self.heavy_run + 1).min(HEAVY_RUN) } else { self.heavy_run.saturating_sub(1) };
+        match self.heavy_run {
+            HEAVY_RUN if self.pinned => {
+                let Some(anywhere) = self.anywhere else {
+                    self.adaptive = false;
+                    return;
+                };
+                if !self.set_scheduler(libc::SCHED_OTHER) {
+                    // Not allowed back to SCHED_OTHER: stay as we are for good.
+                    self.adaptive = false;
+                    return;
+                }
+                // SAFETY: `anywhere` came from sched_getaffinity.
+                if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &anywhere) } == 0 {
+                    self.pinned = false;
+                }
+            }
+            0 if !self.pinned || !self.idle => {
+                pin_to_cpu(self.qid);
+                self.pinned = true;
+                self.set_scheduler(libc::SCHED_IDLE);
+            }
+            _ => {}
+        }
     }
 }
 
@@ -336,7 +415,14 @@ fn handle<FS: Filesystem>(se: &SessionEventLoop<FS>, entry: &Entry, reply: &Ring
     let start = PREFIX - op_len - IN_HEADER_LEN;
     data[start..start + IN_HEADER_LEN].copy_from_slice(&header[..IN_HEADER_LEN]);
     data[PREFIX - op_len..PREFIX].copy_from_slice(&header[OP_IN..OP_IN + op_len]);
+    let opcode = word(header, 4);
     match RequestWithSender::new_ring(se.ch.sender(), &data[start..PREFIX + payload_len], reply.clone()) {
+        // FORGET has no reply (and the kernel sends it over /dev/fuse): nothing to wait for.
+        Some(request) if opcode == FUSE_FORGET || opcode == FUSE_BATCH_FORGET => {
+            request.dispatch(se);
+            write_error(header, unique, 0);
+            return commit_id;
+        }
         Some(request) => request.dispatch(se),
         None => {
             write_error(header, unique, libc::EIO);
@@ -357,6 +443,7 @@ fn handle<FS: Filesystem>(se: &SessionEventLoop<FS>, entry: &Entry, reply: &Ring
     commit_id
 }
 
+/// An out header with `-errno` (0: success without a body) and an empty payload.
 fn write_error(header: &mut [u8], unique: u64, errno: i32) {
     header[..4].copy_from_slice(&(OUT_HEADER_LEN as u32).to_ne_bytes());
     header[4..8].copy_from_slice(&(-errno).to_ne_bytes());
