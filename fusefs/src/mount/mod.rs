@@ -1,8 +1,9 @@
-//! The FUSE filesystem: the plaintext view of a cipher directory. Requests are served by several
-//! threads (each with its own `/dev/fuse` clone); the kernel keeps file pages, attributes and
-//! names (also negative ones) cached across opens, which is safe because the mount owns the cipher
-//! directory (it holds a lock on it); the writeback cache is opt-in. The KMS is not used here at
-//! all: the keys were derived at unlock.
+//! The FUSE filesystem: the plaintext view of a cipher directory. Requests come over FUSE's
+//! io_uring queues where the kernel offers them (threads per CPU, see
+//! `third_party/fuser/src/uring.rs`), else over several `/dev/fuse` clones; the kernel keeps
+//! file pages, attributes and names (also negative ones) cached across opens, which is safe
+//! because the mount owns the cipher directory (it holds a lock on it); the writeback cache is
+//! opt-in. The KMS is not used here at all: the keys were derived at unlock.
 //!
 //! Each operation is a method returning `Result<_, Errno>` in one of the submodules; the
 //! `Filesystem` impl below only routes requests and replies.
