@@ -427,9 +427,7 @@ fn more_inodes_than_the_daemon_may_open_files() {
 #[test]
 fn unprivileged_writes_clear_setuid_bits() {
     let mut m = Mount::new();
-    m.unmount();
-    m.mount_args = vec!["-o".into(), "allow_other".into()];
-    m.mount();
+    m.remount_with(&["-o", "allow_other"]);
     same(&m, "setuid cleared by another user's write and truncate", |d| {
         fs::set_permissions(d, fs::Permissions::from_mode(0o777)).unwrap();
         let mut modes = Vec::new();

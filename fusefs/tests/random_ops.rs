@@ -91,9 +91,7 @@ fn random_operation_sequences_match_a_plain_directory() {
 #[test]
 fn random_operation_sequences_with_the_writeback_cache() {
     let mut m = common::Mount::new();
-    m.unmount();
-    m.mount_args = vec!["-o".into(), "writeback".into()];
-    m.mount();
+    m.remount_with(&["-o", "writeback"]);
     run(m, 0x77726974);
 }
 
@@ -101,9 +99,7 @@ fn random_operation_sequences_with_the_writeback_cache() {
 #[test]
 fn random_operation_sequences_over_dev_fuse() {
     let mut m = common::Mount::new();
-    m.unmount();
-    m.mount_args = vec!["-o".into(), "no_io_uring".into()];
-    m.mount();
+    m.remount_with(&["-o", "no_io_uring"]);
     run(m, 0x64657666);
 }
 
@@ -125,6 +121,5 @@ fn run(mut m: common::Mount, seed: u64) {
     m.remount();
     assert!(snapshot(&m.mnt) == snapshot(&m.plain), "contents differ after a remount");
     m.unmount();
-    let fsck = m.fsck();
-    assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
+    m.assert_fsck_clean();
 }

@@ -77,16 +77,13 @@ fn requests_travel_over_io_uring_where_the_kernel_offers_it() {
     assert!(by_ring > 600, "ring threads woke {by_ring} times for 900+ requests");
     assert!(by_dev < by_ring / 10, "/dev/fuse reader woke {by_dev} times, ring {by_ring}");
     m.unmount();
-    let fsck = m.fsck();
-    assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
+    m.assert_fsck_clean();
 }
 
 #[test]
 fn dev_fuse_serves_when_io_uring_is_turned_off() {
     let mut m = common::Mount::new();
-    m.unmount();
-    m.mount_args = vec!["-o".into(), "no_io_uring".into()];
-    m.mount();
+    m.remount_with(&["-o", "no_io_uring"]);
     let before = threads(m.pid());
     exercise(&m);
     let after = threads(m.pid());

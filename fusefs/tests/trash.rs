@@ -57,8 +57,7 @@ fn removed_files_vanish_at_once_and_are_deleted_in_the_background() {
     // 300 removed, 1 created, 2 unlinked in place (one of them open until now).
     assert_eq!(m.backing_files().len(), backing_before - 300 + 1 - 2);
     m.unmount();
-    let fsck = m.fsck();
-    assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
+    m.assert_fsck_clean();
 }
 
 #[test]
@@ -74,8 +73,7 @@ fn a_crash_leaves_the_trash_to_the_next_mount() {
     // Deletion starts once removals pause: a kill now leaves the files in the trash.
     m.kill();
     assert!(trash_len(&m) > 0, "the trash was already empty");
-    let fsck = m.fsck();
-    assert!(fsck.status.success(), "fsck with a full trash: {}", String::from_utf8_lossy(&fsck.stdout));
+    m.assert_fsck_clean();
     m.mount();
     wait_for_empty_trash(&m);
     let names: Vec<_> = std::fs::read_dir(&m.mnt).unwrap().map(|e| e.unwrap().file_name()).collect();

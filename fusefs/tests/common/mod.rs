@@ -173,6 +173,19 @@ impl Mount {
         let _ = Command::new("fusermount3").arg("-uz").arg(&self.mnt).stderr(Stdio::null()).status();
     }
 
+    /// Remounts with `kmsfs mount` arguments `args` (`-o writeback`, …) from now on.
+    pub fn remount_with(&mut self, args: &[&str]) {
+        self.unmount();
+        self.mount_args = args.iter().map(|a| a.to_string()).collect();
+        self.mount();
+    }
+
+    /// Asserts that `kmsfs fsck` finds the (unmounted) volume clean.
+    pub fn assert_fsck_clean(&self) {
+        let fsck = self.fsck();
+        assert!(fsck.status.success(), "fsck: {}", String::from_utf8_lossy(&fsck.stdout));
+    }
+
     pub fn remount(&mut self) {
         self.unmount();
         self.mount();
