@@ -1,9 +1,10 @@
 //! FUSE over io_uring (Linux 6.14+, module parameter `fuse.enable_uring=1`).
 //!
 //! The kernel keeps one request queue per possible CPU and hands each request to the queue of
-//! the CPU its caller runs on. The threads serving a queue are pinned to that CPU, so the
-//! caller, the daemon and the reply stay on one CPU: the caller sleeps, the daemon thread runs
-//! where it just was, and the reply wakes the caller locally. With `/dev/fuse` the request is
+//! the CPU its caller runs on. The threads serving a queue are pinned to that CPU (while they
+//! serve small requests, see `Policy`), so the caller, the daemon and the reply stay on one
+//! CPU: the caller sleeps, the daemon thread runs where it just was, and the reply wakes the
+//! caller locally. With `/dev/fuse` the request is
 //! picked up by whichever reader was woken, usually on another (idle) CPU, and both wake-ups
 //! cross CPUs – that round trip, not the filesystem's work, bounds small synchronous requests.
 //!
