@@ -204,12 +204,6 @@ impl fuser::Filesystem for KmsFs {
         Ok(())
     }
 
-    fn destroy(&mut self) {
-        if let Some(trash) = &self.trash {
-            trash.drain();
-        }
-    }
-
     fn lookup(&self, _req: &fuser::Request, parent: INodeNo, name: &OsStr, reply: fuser::ReplyEntry) {
         match self.lookup_entry(parent, name) {
             Ok(a) => reply.entry(&TTL, &a, GEN),

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use parking_lot::Mutex;
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
@@ -26,8 +25,9 @@ pub struct Trash {
     /// replaces a crash's leftover.
     nonce: u64,
     next: AtomicU64,
-    queue: Mutex<Option<mpsc::Sender<String>>>,
-    deleter: Mutex<Option<JoinHandle<()>>>,
+    /// Taken (closed) at drop, which lets the deleter finish.
+    queue: Option<mpsc::Sender<String>>,
+    deleter: Option<JoinHandle<()>>,
 }
 
 impl Trash {
@@ -46,20 +46,13 @@ impl Trash {
         let deleter = std::thread::Builder::new()
             .name("kmsfs-trash".into())
             .spawn(move || delete_when_quiet(&deleter_dir, leftovers, &names))?;
-        Ok(Trash {
-            dir,
-            nonce: rand::random(),
-            next: AtomicU64::new(0),
-            queue: Mutex::new(Some(queue)),
-            deleter: Mutex::new(Some(deleter)),
-        })
+        Ok(Trash { dir, nonce: rand::random(), next: AtomicU64::new(0), queue: Some(queue), deleter: Some(deleter) })
     }
 
     /// Removes `name` from `dir`: into the trash, or in place if that cannot be done.
     pub fn remove(&self, dir: impl AsFd, name: &str) -> Result<(), Errno> {
         let dir = dir.as_fd();
-        let queue = self.queue.lock().clone();
-        if let Some(queue) = queue {
+        if let Some(queue) = &self.queue {
             let id = format!("{:016x}.{}", self.nonce, self.next.fetch_add(1, Ordering::Relaxed));
             match rustix::fs::renameat_with(dir, name, self.dir.as_fd(), id.as_str(), RenameFlags::NOREPLACE) {
                 Ok(()) => {
@@ -75,19 +68,15 @@ impl Trash {
         }
         rustix::fs::unlinkat(dir, name, AtFlags::empty())
     }
-
-    /// Lets the deleter empty the trash and waits for it (at unmount).
-    pub fn drain(&self) {
-        self.queue.lock().take();
-        if let Some(deleter) = self.deleter.lock().take() {
-            let _ = deleter.join();
-        }
-    }
 }
 
+/// At unmount (the filesystem is dropped): the deleter empties the trash and is waited for.
 impl Drop for Trash {
     fn drop(&mut self) {
-        self.drain();
+        self.queue.take();
+        if let Some(deleter) = self.deleter.take() {
+            let _ = deleter.join();
+        }
     }
 }
 
@@ -125,8 +114,7 @@ fn delete(dir: &OwnedFd, batch: &mut Vec<String>) {
 
 /// What an earlier mount left in the trash (a crash between rename and deletion).
 fn leftovers(dir: &OwnedFd) -> Vec<String> {
-    let Ok(fd) = rustix::fs::openat(dir, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-    else {
+    let Ok(fd) = crate::dirs::open_dir(dir) else {
         return vec![];
     };
     let Ok(listing) = rustix::fs::Dir::read_from(&fd) else {
