@@ -313,7 +313,9 @@ mod tests {
         assert!(buf.iter().all(|&b| b == 0));
         // A flipped byte in a block, then in the header.
         let raw = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        raw.write_all_at(&[0xff], HEADER_LEN as u64 + 20).unwrap();
+        let mut byte = [0u8];
+        std::fs::File::open(&path).unwrap().read_exact_at(&mut byte, HEADER_LEN as u64 + 20).unwrap();
+        raw.write_all_at(&[!byte[0]], HEADER_LEN as u64 + 20).unwrap();
         let err = f.read_at(&mut buf[..4], 0).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
         raw.write_all_at(b"X", 0).unwrap();

@@ -152,12 +152,10 @@ mod tests {
         assert_eq!((r.dirs, r.files, r.bytes), (2, 2, 20_000));
 
         // A flipped byte in the second block of one file, a foreign name, a lost directory IV.
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&files[0])
-            .unwrap()
-            .write_all_at(&[0xee], (HEADER_LEN + 4124 + 50) as u64)
-            .unwrap();
+        let at = (HEADER_LEN + 4124 + 50) as u64;
+        let mut byte = [0u8];
+        std::fs::File::open(&files[0]).unwrap().read_exact_at(&mut byte, at).unwrap();
+        std::fs::OpenOptions::new().write(true).open(&files[0]).unwrap().write_all_at(&[!byte[0]], at).unwrap();
         std::fs::write(root.path().join("bm90LWEtbmFtZQ"), b"").unwrap();
         std::fs::remove_file(sub.join(DIR_IV_NAME)).unwrap();
         let r = check(root.path(), &keys, layout);
