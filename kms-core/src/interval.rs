@@ -5,12 +5,14 @@ use crate::error::{KmsError, Result};
 /// Parses `<integer><d|h|m|s>` into seconds and checks it lies in `min..=max` seconds.
 pub fn parse_interval(param: &str, value: &str, min: i64, max: i64) -> Result<i64> {
     let v = value.trim();
-    let (num, unit) = v.split_at(v.len().saturating_sub(1));
+    // The unit is the last *character*: splitting at a byte offset panicked on a multi-byte one.
+    let unit = v.chars().last().unwrap_or(' ');
+    let num = &v[..v.len() - unit.len_utf8().min(v.len())];
     let mult = match unit {
-        "d" => 86_400,
-        "h" => 3_600,
-        "m" => 60,
-        "s" => 1,
+        'd' => 86_400,
+        'h' => 3_600,
+        'm' => 60,
+        's' => 1,
         _ => return Err(KmsError::invalid(param, "use an integer with a unit d, h, m or s, e.g. 7d or 604800s")),
     };
     let n: i64 = num
@@ -44,7 +46,23 @@ mod tests {
 
     #[test]
     fn out_of_range_and_garbage_are_refused() {
-        for s in ["6d", "731d", "604799s", "", "d", "7", "7w", "-7d", "+7d", "7.5d", "99999999999999999d"] {
+        for s in [
+            "6d",
+            "731d",
+            "604799s",
+            "",
+            "d",
+            "7",
+            "7w",
+            "-7d",
+            "+7d",
+            "7.5d",
+            "99999999999999999d",
+            "7é",
+            "é",
+            "7日",
+            "😀",
+        ] {
             let e = parse_interval("RotationInterval", s, 7 * D, 730 * D).unwrap_err();
             assert!(e.message().contains("RotationInterval"), "{s}");
         }

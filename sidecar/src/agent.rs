@@ -166,11 +166,11 @@ fn answer(
     if req.method() != Method::GET {
         return (Err(KmsError::new(ErrorCode::UnsupportedHttpMethod)), "refused");
     }
-    if req.headers().contains_key("x-forwarded-for") {
+    if let Some(h) = proxy_header(req.headers()) {
         return (
             Err(KmsError::with_detail(
                 ErrorCode::InvalidParameter,
-                "Requests relayed by a proxy (X-Forwarded-For) are refused: the agent serves local processes only.",
+                format_args!("Requests relayed by a proxy ({h}) are refused: the agent serves local processes only."),
             )),
             "refused",
         );
@@ -201,16 +201,14 @@ fn answer(
             "error",
         );
     };
-    // The agent reads with its principal's permissions, like any other caller.
-    {
-        use kms_core::engine::ResourceRef::{KeyOfSecret, Secret};
-        match app
-            .engine
-            .authorize(&agent.caller, &[("kms:GetSecretValue", Secret(&name)), ("kms:Decrypt", KeyOfSecret(&name))])
-        {
-            Ok(arns) => resources.extend(arns),
-            Err(e) => return (Err(e), "denied"),
-        }
+    // The agent reads with its principal's permissions, like any other caller; a cached value is
+    // served only to a principal that may read it now (a policy reload or a disabled CMK counts
+    // at once, not after the cache's TTL).
+    let allowed = app.engine.authorize_secret_read(&agent.caller, &name);
+    resources.extend(agent.caller.trail.take());
+    if let Err(e) = allowed {
+        let outcome = if e.code() == ErrorCode::NoPermission { "denied" } else { "error" };
+        return (Err(e), outcome);
     }
     let stage = query.get("versionStage").cloned().unwrap_or_default();
     let version = query.get("versionId").cloned().unwrap_or_default();
@@ -244,14 +242,30 @@ fn answer(
     }
 }
 
+/// The first header that says a proxy relayed the request: `Forwarded` (RFC 7239), `Via`,
+/// `X-Real-IP`, or any `X-Forwarded-*`. A proxy that strips all of them is not detectable here;
+/// the agent listens on loopback only for that reason.
+fn proxy_header(headers: &http::HeaderMap) -> Option<&str> {
+    headers.keys().map(|n| n.as_str()).find(|n| {
+        matches!(*n, "forwarded" | "via" | "x-real-ip" | "x-forwarded" | "true-client-ip" | "client-ip")
+            || n.starts_with("x-forwarded-")
+    })
+}
+
+/// Decodes `%XX` escapes byte-wise (a `%` not followed by two hex digits stays as it is); bytes
+/// that are not UTF-8 become U+FFFD, so a name that does not exist is looked up, never a panic.
 fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
+        if bytes[i] == b'%' {
+            let digit = |at: usize| bytes.get(at).copied().and_then(hex);
+            if let (Some(h), Some(l)) = (digit(i + 1), digit(i + 2)) {
+                out.push(h << 4 | l);
                 i += 3;
                 continue;
             }
@@ -280,5 +294,22 @@ mod tests {
         assert_eq!(percent_decode("app%2Fdb%20x"), "app/db x");
         assert_eq!(percent_decode("a/b"), "a/b");
         assert_eq!(percent_decode("bad%zz%"), "bad%zz%");
+        assert_eq!(percent_decode("end%41"), "endA", "an escape at the very end");
+        // Regression: a multi-byte character right after '%' panicked (slicing inside it).
+        assert_eq!(percent_decode("%aé"), "%aé");
+        assert_eq!(percent_decode("%é1"), "%é1");
+        assert_eq!(percent_decode("%ff"), "\u{fffd}");
+    }
+
+    #[test]
+    fn every_proxy_header_is_recognised() {
+        for h in ["forwarded", "via", "x-real-ip", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"] {
+            let mut m = http::HeaderMap::new();
+            m.insert(http::HeaderName::from_static(h), http::HeaderValue::from_static("1.2.3.4"));
+            assert_eq!(proxy_header(&m), Some(h));
+        }
+        let mut m = http::HeaderMap::new();
+        m.insert("x-kms-token", http::HeaderValue::from_static("t"));
+        assert_eq!(proxy_header(&m), None);
     }
 }

@@ -135,8 +135,18 @@ pub struct Embedded {
 }
 
 impl Embedded {
+    /// The engine is this process's own: whoever runs it holds its root key, i.e. owns every key
+    /// in it. The service principal names (and creates on first use) the service key; a policy
+    /// lets it use the other keys of this private store for envelopes, as the owner could.
     pub fn new(engine: Arc<Engine>, service: &str) -> Embedded {
-        Embedded { engine, caller: Caller::service(service) }
+        let caller = Caller::service(service);
+        let policy = kms_core::policy::Policy::parse(
+            "embedded-owner",
+            r#"{"Version":"1","Statement":[{"Effect":"Allow","Action":["kms:GenerateDataKey","kms:Decrypt","kms:ReEncrypt*"],"Resource":"*"}]}"#,
+        )
+        .expect("a valid built-in policy");
+        engine.set_policies([(caller.principal.clone(), vec![policy])].into_iter().collect());
+        Embedded { engine, caller }
     }
 }
 

@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
+use kms_core::api::Action;
 use kms_core::{Engine, ErrorCode, KmsError};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
@@ -45,7 +46,10 @@ pub struct ConnInfo {
 /// Who did what, for the audit trail and metrics.
 #[derive(Default)]
 struct Outcome {
+    /// The `Action` parameter as sent (an unknown one too, for the audit line).
     action: Option<String>,
+    /// The action it names, when it names one.
+    known: Option<Action>,
     principal: String,
     access_key_id: String,
     resources: Vec<String>,
@@ -78,6 +82,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
     let conn = req.extensions().get::<ConnInfo>().copied().unwrap_or_default();
     let (outcome, mut result) = process(&state, req, conn).await;
     let action = outcome.action.clone();
+    let known = outcome.known;
     if let Some(audit) = &state.audit {
         let (code, status) = match &result {
             Ok(_) => ("OK".to_string(), 200),
@@ -98,7 +103,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
             ..Default::default()
         };
         // A change is acknowledged only once its event is on disk (fail closed).
-        if action.as_deref().is_some_and(actions::is_mutating) {
+        if known.is_some_and(Action::is_mutating) {
             if !audit.record_durably(event).await && result.is_ok() {
                 result = Err(KmsError::internal("the audit log cannot be written"));
             }
@@ -114,9 +119,10 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
     };
     let elapsed = started.elapsed();
     // Unknown actions are counted under one label, so a scanner cannot grow the metric set.
-    let label: &'static str = match action.as_deref() {
-        Some(a) => actions::ACTIONS.iter().find(|x| **x == a).copied().unwrap_or("unknown"),
-        None => "-",
+    let label: &'static str = match (known, &action) {
+        (Some(a), _) => a.name(),
+        (None, Some(_)) => "unknown",
+        (None, None) => "-",
     };
     state.metrics.record(label, code, elapsed);
     tracing::debug!(request_id = %request_id, action = action.as_deref().unwrap_or("-"), status = response.status().as_u16(),
@@ -173,7 +179,10 @@ async fn process(
         auth.caller.secure_transport = conn.tls;
         outcome.principal = auth.caller.label();
         outcome.access_key_id = auth.access_key_id.clone();
-        let action = action.clone().filter(|a| !a.is_empty()).ok_or_else(|| KmsError::missing("Action"))?;
+        let name = action.clone().filter(|a| !a.is_empty()).ok_or_else(|| KmsError::missing("Action"))?;
+        let action = Action::parse(&name)
+            .ok_or_else(|| KmsError::with_detail(ErrorCode::InvalidActionNotFound, format_args!("Action: {name}")))?;
+        outcome.known = Some(action);
         match params.get("Version").map(str::to_string).or_else(|| header("x-acs-version")) {
             Some(v) if v == API_VERSION => {}
             Some(v) => {
@@ -184,17 +193,26 @@ async fn process(
             }
             None => return Err(KmsError::missing("Version")),
         }
-        if actions::is_mutating(&action) && state.audit.as_ref().is_some_and(|a| !a.healthy()) {
+        if action.is_mutating() && state.audit.as_ref().is_some_and(|a| !a.healthy()) {
             return Err(KmsError::internal("the audit log cannot be written; changes are refused until it can"));
         }
-        if actions::runs_inline(&action) {
-            actions::dispatch(&state.engine, &auth.caller, &action, &params, &mut outcome.resources)
+        // The audit line names what the engine resolved and checked, allowed or denied.
+        // Every mutating action runs on the blocking pool, where its nonce is claimed in the store.
+        debug_assert!(!(action.is_mutating() && action.runs_inline()));
+        if action.runs_inline() {
+            let r = actions::dispatch(&state.engine, &auth.caller, action, &params);
+            outcome.resources = auth.caller.trail.take();
+            r
         } else {
             let state = state.clone();
             let (r, trail) = tokio::task::spawn_blocking(move || {
-                let mut trail = Vec::new();
-                let r = actions::dispatch(&state.engine, &auth.caller, &action, &params, &mut trail);
-                (r, trail)
+                let r = if action.is_mutating() {
+                    state.engine.claim_nonce(&auth.access_key_id, &auth.nonce, auth.nonce_expires_at)
+                } else {
+                    Ok(())
+                }
+                .and_then(|()| actions::dispatch(&state.engine, &auth.caller, action, &params));
+                (r, auth.caller.trail.take())
             })
             .await
             .map_err(|e| KmsError::internal(format_args!("action task: {e}")))?;

@@ -3,6 +3,7 @@
 //! paging), so the sidecar renders them and the Rust client parses them with one definition.
 //! `RequestId` is added by the transport.
 
+mod action;
 mod asymmetric;
 mod common;
 mod crypto;
@@ -10,6 +11,7 @@ mod keys;
 mod secrets;
 mod tags;
 
+pub use action::*;
 pub use asymmetric::*;
 pub use common::*;
 pub use crypto::*;

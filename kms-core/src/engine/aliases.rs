@@ -1,5 +1,6 @@
 //! Aliases: CreateAlias, UpdateAlias, DeleteAlias, ListAliases, ListAliasesByKeyId.
 
+use super::authz::{Access, Resource, ResourceKind};
 use super::{forbid_service_key, state_error, state_modify_failed, Caller, Engine};
 use crate::api::{Alias, AliasList, ListAliasesResponse, PageRequest};
 use crate::error::{ErrorCode, KmsError, Result};
@@ -7,13 +8,19 @@ use crate::ids::{alias_arn, service_of_alias, validate_alias_name, SERVICE_ALIAS
 use crate::model::{AliasRecord, KeyState};
 use crate::store::Change;
 
+/// `alias/acs/…` in any letter case: reserved for service keys, so that no user alias can be
+/// mistaken for one by a reader who does not compare case.
+fn is_reserved_alias(name: &str) -> bool {
+    name.get(..SERVICE_ALIAS_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(SERVICE_ALIAS_PREFIX))
+}
+
 fn forbid_service_alias(name: &str, action: &str) -> Result<()> {
     match service_of_alias(name) {
         Some(svc) => Err(KmsError::unsupported(format_args!(
             "{name} is the alias of the {} service key; {action} is not allowed on it",
             svc.to_uppercase()
         ))),
-        None if name.starts_with(SERVICE_ALIAS_PREFIX) => {
+        None if is_reserved_alias(name) => {
             Err(KmsError::invalid("AliasName", "the prefix alias/acs/ is reserved for cloud service keys"))
         }
         None => Ok(()),
@@ -21,14 +28,15 @@ fn forbid_service_alias(name: &str, action: &str) -> Result<()> {
 }
 
 impl Engine {
-    pub fn create_alias(&self, _caller: &Caller, alias_name: &str, key_id: &str) -> Result<()> {
+    pub fn create_alias(&self, caller: &Caller, alias_name: &str, key_id: &str) -> Result<()> {
         validate_alias_name(alias_name)?;
-        if alias_name.starts_with(SERVICE_ALIAS_PREFIX) {
+        if is_reserved_alias(alias_name) {
             return Err(KmsError::invalid("AliasName", "the prefix alias/acs/ is reserved for cloud service keys"));
         }
         let max = self.config.limits.max_aliases;
         self.mutate(|st, now| {
-            let k = self.find(st, "KeyId", key_id)?;
+            self.allow(st, caller, "kms:CreateAlias", Resource::Alias(alias_name))?;
+            let k = self.find_key(st, Access::Check(caller, "kms:CreateAlias"), "KeyId", key_id)?;
             forbid_service_key(k, "CreateAlias")?;
             if k.state == KeyState::PendingDeletion {
                 return Err(state_modify_failed(k, "aliases cannot be added to a key pending deletion"));
@@ -50,12 +58,17 @@ impl Engine {
         })
     }
 
-    pub fn update_alias(&self, _caller: &Caller, alias_name: &str, key_id: &str) -> Result<()> {
+    pub fn update_alias(&self, caller: &Caller, alias_name: &str, key_id: &str) -> Result<()> {
         validate_alias_name(alias_name)?;
         self.mutate(|st, _| {
+            // The alias, the key it names now and the key it is to name: all three in this snapshot.
+            self.allow(st, caller, "kms:UpdateAlias", Resource::Alias(alias_name))?;
             let current = st.aliases.get(alias_name).ok_or_else(|| KmsError::alias_not_found(alias_name))?;
+            if let Some(old) = st.keys.get(&current.key_id) {
+                self.allow(st, caller, "kms:UpdateAlias", Resource::Key(old))?;
+            }
             forbid_service_alias(alias_name, "UpdateAlias")?;
-            let target = self.find(st, "KeyId", key_id)?;
+            let target = self.find_key(st, Access::Check(caller, "kms:UpdateAlias"), "KeyId", key_id)?;
             forbid_service_key(target, "UpdateAlias")?;
             if target.state == KeyState::PendingDeletion {
                 return Err(state_error(target));
@@ -78,35 +91,38 @@ impl Engine {
         })
     }
 
-    pub fn delete_alias(&self, _caller: &Caller, alias_name: &str) -> Result<()> {
+    pub fn delete_alias(&self, caller: &Caller, alias_name: &str) -> Result<()> {
         if alias_name.trim().is_empty() {
             return Err(KmsError::missing("AliasName"));
         }
         self.mutate(|st, _| {
-            if !st.aliases.contains_key(alias_name) {
-                return Err(KmsError::alias_not_found(alias_name));
+            self.allow(st, caller, "kms:DeleteAlias", Resource::Alias(alias_name))?;
+            let current = st.aliases.get(alias_name).ok_or_else(|| KmsError::alias_not_found(alias_name))?;
+            if let Some(k) = st.keys.get(&current.key_id) {
+                self.allow(st, caller, "kms:DeleteAlias", Resource::Key(k))?;
             }
             forbid_service_alias(alias_name, "DeleteAlias")?;
             Ok((vec![Change::DeleteAlias(alias_name.to_string())], ()))
         })
     }
 
-    pub fn list_aliases(&self, _caller: &Caller, page: PageRequest) -> Result<ListAliasesResponse> {
+    pub fn list_aliases(&self, caller: &Caller, page: PageRequest) -> Result<ListAliasesResponse> {
         let page = page.validate()?;
         let st = self.state.read();
+        self.allow(&st, caller, "kms:ListAliases", Resource::Container(ResourceKind::Alias))?;
         let all: Vec<&AliasRecord> = st.aliases.values().collect();
         Ok(self.alias_page(&all, page))
     }
 
     pub fn list_aliases_by_key_id(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         key_id: &str,
         page: PageRequest,
     ) -> Result<ListAliasesResponse> {
         let page = page.validate()?;
         let st = self.state.read();
-        let k = self.find(&st, "KeyId", key_id)?;
+        let k = self.find_key(&st, Access::Check(caller, "kms:ListAliasesByKeyId"), "KeyId", key_id)?;
         let all: Vec<&AliasRecord> = st.aliases_of(&k.key_id).collect();
         Ok(self.alias_page(&all, page))
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
+use super::authz::Access;
 use super::cache::Material;
 use super::{dry_run_error, require_enabled, Caller, Engine};
 use crate::api::*;
@@ -33,12 +34,12 @@ impl AsymVersion {
 }
 
 impl Engine {
-    fn asym_version(&self, caller: &Caller, key_id: &str, version_id: &str) -> Result<AsymVersion> {
+    fn asym_version(&self, access: Access<'_>, param: &str, key_id: &str, version_id: &str) -> Result<AsymVersion> {
         if version_id.trim().is_empty() {
             return Err(KmsError::missing("KeyVersionId"));
         }
         let now = self.now();
-        self.with_key(caller, "KeyId", key_id, |st, k| {
+        self.with_key(access, param, key_id, |st, k| {
             if k.spec.is_symmetric() {
                 return Err(KmsError::unsupported(format_args!(
                     "key {} is a symmetric {} key; use Encrypt, Decrypt or GenerateDataKey",
@@ -62,13 +63,15 @@ impl Engine {
     }
 
     pub fn get_public_key(&self, caller: &Caller, req: KeyVersionRequest) -> Result<GetPublicKeyResponse> {
-        let v = self.asym_version(caller, &req.key_id, &req.key_version_id)?;
+        let v =
+            self.asym_version(Access::Check(caller, "kms:GetPublicKey"), "KeyId", &req.key_id, &req.key_version_id)?;
         Ok(GetPublicKeyResponse { public_key: v.key().public_pem()?, key_id: v.key_id, key_version_id: v.version_id })
     }
 
     pub fn asymmetric_sign(&self, caller: &Caller, req: AsymmetricSignRequest) -> Result<AsymmetricSignResponse> {
         check_digest(&req.digest)?;
-        let v = self.asym_version(caller, &req.key_id, &req.key_version_id)?;
+        let v =
+            self.asym_version(Access::Check(caller, "kms:AsymmetricSign"), "KeyId", &req.key_id, &req.key_version_id)?;
         let alg = check_algorithm(v.spec, v.usage, &req.algorithm, true)?;
         if req.dry_run {
             return Err(dry_run_error());
@@ -83,7 +86,12 @@ impl Engine {
         if req.value.is_empty() {
             return Err(KmsError::missing("Value"));
         }
-        let v = self.asym_version(caller, &req.key_id, &req.key_version_id)?;
+        let v = self.asym_version(
+            Access::Check(caller, "kms:AsymmetricVerify"),
+            "KeyId",
+            &req.key_id,
+            &req.key_version_id,
+        )?;
         let alg = check_algorithm(v.spec, v.usage, &req.algorithm, true)?;
         if req.dry_run {
             return Err(dry_run_error());
@@ -97,7 +105,12 @@ impl Engine {
         caller: &Caller,
         req: AsymmetricEncryptRequest,
     ) -> Result<AsymmetricEncryptResponse> {
-        let v = self.asym_version(caller, &req.key_id, &req.key_version_id)?;
+        let v = self.asym_version(
+            Access::Check(caller, "kms:AsymmetricEncrypt"),
+            "KeyId",
+            &req.key_id,
+            &req.key_version_id,
+        )?;
         let alg = check_algorithm(v.spec, v.usage, &req.algorithm, false)?;
         check_plaintext("Plaintext", v.spec, alg, req.plaintext.len())?;
         if req.dry_run {
@@ -115,7 +128,12 @@ impl Engine {
         if req.ciphertext_blob.is_empty() {
             return Err(KmsError::missing("CiphertextBlob"));
         }
-        let v = self.asym_version(caller, &req.key_id, &req.key_version_id)?;
+        let v = self.asym_version(
+            Access::Check(caller, "kms:AsymmetricDecrypt"),
+            "KeyId",
+            &req.key_id,
+            &req.key_version_id,
+        )?;
         let alg = check_algorithm(v.spec, v.usage, &req.algorithm, false)?;
         if req.dry_run {
             return Err(dry_run_error());
@@ -128,28 +146,30 @@ impl Engine {
         })
     }
 
-    /// Decrypts a raw asymmetric ciphertext (the source side of ReEncrypt).
+    /// Decrypts a raw asymmetric ciphertext (the source side of ReEncrypt), authorised for
+    /// `access` on the key that decrypts it.
     pub(crate) fn asym_decrypt_raw(
         &self,
-        caller: &Caller,
+        access: Access<'_>,
         key_id: &str,
         version_id: &str,
         alg: &str,
         ciphertext: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>> {
-        let v = self.asym_version(caller, key_id, version_id)?;
+        let v = self.asym_version(access, "SourceKeyId", key_id, version_id)?;
         let alg =
             check_algorithm(v.spec, v.usage, alg, false).map_err(|e| rename_param(e, "SourceEncryptionAlgorithm"))?;
         v.key().decrypt(alg, ciphertext, "CiphertextBlob")
     }
 
-    pub fn export_data_key(&self, _caller: &Caller, req: ExportDataKeyRequest) -> Result<ExportDataKeyResponse> {
+    pub fn export_data_key(&self, caller: &Caller, req: ExportDataKeyRequest) -> Result<ExportDataKeyResponse> {
         let (spec, alg) = wrapping(&req.wrapping_key_spec, &req.wrapping_algorithm)?;
         if req.public_key_blob.is_empty() {
             return Err(KmsError::missing("PublicKeyBlob"));
         }
         let ctx = self.context("EncryptionContext", req.encryption_context.as_deref())?;
-        let (key_id, version, data_key) = self.open_blob(&req.ciphertext_blob, &ctx)?;
+        let (key_id, version, data_key) =
+            self.open_blob(Access::Check(caller, "kms:ExportDataKey"), &req.ciphertext_blob, &ctx)?;
         check_plaintext("CiphertextBlob", spec, alg, data_key.len())?;
         if req.dry_run {
             return Err(dry_run_error());
@@ -170,7 +190,7 @@ impl Engine {
         // Refuse a bad public key before a data key exists.
         encrypt_to_public(spec, &req.public_key_blob, alg, b"probe")?;
         let (data_key, r) = self.new_data_key(
-            caller,
+            Access::Check(caller, "kms:GenerateAndExportDataKey"),
             GenerateDataKeyRequest {
                 key_id: req.key_id,
                 key_spec: req.key_spec,

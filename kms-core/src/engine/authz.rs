@@ -1,53 +1,59 @@
-//! Authorisation: which resources a request touches and whether the caller's policies allow the
-//! action on each (spec: the user guide's RAM chapter).
+//! Authorisation, decided where a resource is resolved (spec: the user guide's RAM chapter).
+//!
+//! Every operation resolves the resources it will act on – an alias to its key, a blob header to
+//! its key, a secret to its CMK, ReEncrypt's real source – under the same state snapshot (read
+//! guard, or the writer's closure) in which it then acts, and asks [`Engine::allow`] about exactly
+//! those records. Nothing outside the engine says what a request touches, so no parameter spelling
+//! (whitespace, case, ARN or alias, a blob naming another key) can make the checked resource
+//! differ from the used one. Each check records the resource's ARN in the caller's trail, for the
+//! audit line, allowed or denied.
 //!
 //! The owner may do everything. A service principal may use its own service key. Everyone else
-//! needs an Allow for every resource and no Deny. The guide's special rules are expressed by the
-//! resources each action names: a key used through an alias is checked as the key; UpdateAlias
-//! needs the alias, the key it points to and the new key; a secret with a chosen CMK also needs
-//! the key permission on that CMK.
+//! needs an Allow for every resource and no Deny.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::secrets::SECRETS_SERVICE;
 use super::state::State;
 use super::{Caller, Engine, Principal};
-use crate::crypto::blob;
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::ids::{alias_arn, key_arn, service_of_alias, KeyRef};
-use crate::model::ResourceType;
+use crate::model::{KeyRecord, ResourceType, SecretRecord};
 use crate::policy::{evaluate, Decision, Policy, RequestContext};
 
 /// The policies attached to each principal.
 pub type PolicySet = HashMap<Principal, Vec<Policy>>;
 
-/// A resource a request names, before resolution.
-#[derive(Debug, Clone, Copy)]
-pub enum ResourceRef<'a> {
-    KeyContainer,
-    AliasContainer,
-    SecretContainer,
-    /// No particular resource (GetRandomPassword): only `*` matches.
-    Any,
-    /// A `KeyId`-style parameter: id, alias or ARN; checked as the key.
-    Key(&'a str),
-    /// The key a symmetric ciphertext blob names.
-    KeyOfBlob(&'a [u8]),
-    /// An alias as a resource in its own right (CreateAlias, UpdateAlias, DeleteAlias).
-    Alias(&'a str),
-    /// The key an alias points to now.
-    KeyOfAlias(&'a str),
-    Secret(&'a str),
-    /// The CMK protecting a secret; nothing to check when it is the secrets service key.
-    KeyOfSecret(&'a str),
+/// What an operation must be allowed on the resource it resolves.
+#[derive(Clone, Copy)]
+pub(crate) enum Access<'a> {
+    /// The caller needs this permission (`kms:Encrypt`) on the resolved resource.
+    Check(&'a Caller, &'static str),
+    /// The calling operation has already authorised its caller on what this step resolves: the
+    /// secrets manager's own envelope under a secret's CMK (checked as the secret and its CMK).
+    Authorized,
 }
 
-/// A resolved resource: its ARN, tags, and whether it is the caller's own service key.
-struct Resolved<'s> {
-    arn: String,
-    tags: Option<&'s BTreeMap<String, String>>,
-    own_service_key: bool,
+/// A resolved resource, as a policy sees it.
+pub(crate) enum Resource<'s> {
+    /// The key, alias or secret collection (CreateKey, ListKeys, ListAliases, ListSecrets…).
+    Container(ResourceKind),
+    /// No particular resource (GetRandomPassword): only `*` matches.
+    Any,
+    Key(&'s KeyRecord),
+    /// An alias as a resource in its own right (CreateAlias, UpdateAlias, DeleteAlias).
+    Alias(&'s str),
+    Secret(&'s SecretRecord),
+    /// A resource that was named but does not exist, checked by the ARN its name gives: whether
+    /// it exists is told only to callers who may use it.
+    Missing(String),
+}
+
+#[derive(Clone, Copy)]
+pub(crate) enum ResourceKind {
+    Key,
+    Alias,
+    Secret,
 }
 
 impl Engine {
@@ -56,97 +62,139 @@ impl Engine {
         *self.policies.write() = Arc::new(set);
     }
 
-    /// Checks each `(action, resource)`; returns the ARNs involved (for the audit trail) or
-    /// `Forbidden.NoPermission` naming the first action and resource denied.
-    pub fn authorize(&self, caller: &Caller, checks: &[(&str, ResourceRef<'_>)]) -> Result<Vec<String>> {
-        let policies = self.policies.read().clone();
-        let st = self.state.read();
-        let now = self.now();
-        let mut arns = Vec::with_capacity(checks.len());
-        for (action, r) in checks {
-            let Some(res) = self.resolve_ref(&st, caller, *r) else { continue };
-            let allowed = match &caller.principal {
-                Principal::Owner => true,
-                Principal::Service(_) if res.own_service_key => true,
-                p => {
-                    let ctx = RequestContext {
-                        action,
-                        resource: &res.arn,
-                        tags: res.tags,
-                        source_ip: caller.source_ip,
-                        secure_transport: caller.secure_transport,
-                        now,
-                    };
-                    match policies.get(p).map(|ps| evaluate(ps, &ctx)).unwrap_or(Decision::NoMatch) {
-                        Decision::Allow => true,
-                        Decision::Deny => return Err(denied(caller, action, &res.arn, "an explicit Deny matches")),
-                        Decision::NoMatch => false,
-                    }
-                }
-            };
-            if !allowed {
-                return Err(denied(caller, action, &res.arn, "no policy allows it"));
-            }
-            if !arns.contains(&res.arn) {
-                arns.push(res.arn);
-            }
-        }
-        Ok(arns)
-    }
-
-    fn resolve_ref<'s>(&self, st: &'s State, caller: &Caller, r: ResourceRef<'_>) -> Option<Resolved<'s>> {
+    /// Decides `action` on a resolved resource for `caller`; records its ARN in the caller's trail
+    /// first, so a denied call's audit line names it too.
+    pub(crate) fn allow(&self, st: &State, caller: &Caller, action: &str, res: Resource<'_>) -> Result<()> {
         let (region, account) = (&self.config.region, &self.config.account_id);
-        let plain = |arn: String| Resolved { arn, tags: None, own_service_key: false };
-        let key = |id: &str| {
-            let k = st.keys.get(id);
-            Resolved {
-                arn: key_arn(region, account, id),
-                tags: st.tags.get(&(ResourceType::Key, id.to_string())),
-                own_service_key: k
-                    .is_some_and(|k| k.service.is_some() && k.service.as_deref() == caller.service_name()),
+        let (arn, tags, own_service_key) = match res {
+            Resource::Container(kind) => {
+                let kind = match kind {
+                    ResourceKind::Key => "key",
+                    ResourceKind::Alias => "alias",
+                    ResourceKind::Secret => "secret",
+                };
+                (format!("acs:kms:{region}:{account}:{kind}"), None, false)
+            }
+            Resource::Any => ("*".to_string(), None, false),
+            Resource::Key(k) => (
+                key_arn(region, account, &k.key_id),
+                st.tags.get(&(ResourceType::Key, k.key_id.clone())),
+                k.service.is_some() && k.service.as_deref() == caller.service_name(),
+            ),
+            Resource::Alias(name) => (alias_arn(region, account, name), None, false),
+            Resource::Secret(s) => {
+                (self.secret_arn(&s.name), st.tags.get(&(ResourceType::Secret, s.name.clone())), false)
+            }
+            Resource::Missing(arn) => (arn, None, false),
+        };
+        caller.trail.push(&arn);
+        let allowed = match &caller.principal {
+            Principal::Owner => true,
+            Principal::Service(_) if own_service_key => true,
+            p => {
+                let policies = self.policies.read().clone();
+                let ctx = RequestContext {
+                    action,
+                    resource: &arn,
+                    tags,
+                    source_ip: caller.source_ip,
+                    secure_transport: caller.secure_transport,
+                    now: self.now(),
+                };
+                match policies.get(p).map(|ps| evaluate(ps, &ctx)).unwrap_or(Decision::NoMatch) {
+                    Decision::Allow => true,
+                    Decision::Deny => return Err(denied(caller, action, &arn, "an explicit Deny matches")),
+                    Decision::NoMatch => false,
+                }
             }
         };
-        Some(match r {
-            ResourceRef::KeyContainer => plain(format!("acs:kms:{region}:{account}:key")),
-            ResourceRef::AliasContainer => plain(format!("acs:kms:{region}:{account}:alias")),
-            ResourceRef::SecretContainer => plain(format!("acs:kms:{region}:{account}:secret")),
-            ResourceRef::Any => plain("*".into()),
-            ResourceRef::Key(v) => match self.key_ref("KeyId", v) {
-                Ok(KeyRef::Id(id)) => key(&id),
-                Ok(KeyRef::Alias(name)) => match st.aliases.get(&name) {
-                    Some(a) => key(&a.key_id),
-                    // A service's first use of its own alias creates its key: that is its key.
-                    None if service_of_alias(&name).is_some() && service_of_alias(&name) == caller.service_name() => {
-                        Resolved { arn: alias_arn(region, account, &name), tags: None, own_service_key: true }
-                    }
-                    None => plain(alias_arn(region, account, &name)),
-                },
-                Err(_) => plain(key_arn(region, account, v)),
-            },
-            ResourceRef::KeyOfBlob(b) => match blob::parse(b) {
-                Ok(h) => key(h.key_id),
-                Err(_) => return None, // the operation itself reports the malformed blob
-            },
-            ResourceRef::Alias(name) => plain(alias_arn(region, account, name)),
-            ResourceRef::KeyOfAlias(name) => key(&st.aliases.get(name)?.key_id),
-            ResourceRef::Secret(name) => {
-                let s = self.find_secret(st, name).ok();
-                let n = s.map(|s| s.name.as_str()).unwrap_or(name);
-                Resolved {
-                    arn: format!("acs:kms:{region}:{account}:secret/{n}"),
-                    tags: st.tags.get(&(ResourceType::Secret, n.to_string())),
-                    own_service_key: false,
-                }
+        if allowed {
+            Ok(())
+        } else {
+            Err(denied(caller, action, &arn, "no policy allows it"))
+        }
+    }
+
+    /// Checks `access` on a resolved resource (nothing to check when already authorised).
+    pub(crate) fn allow_access(&self, st: &State, access: Access<'_>, res: Resource<'_>) -> Result<()> {
+        match access {
+            Access::Check(caller, action) => self.allow(st, caller, action, res),
+            Access::Authorized => Ok(()),
+        }
+    }
+
+    /// The key a `KeyId`-style parameter names, authorised for `access`. A name that resolves to
+    /// nothing is checked by its own ARN, so only callers allowed to use it learn it is missing.
+    pub(crate) fn find_key<'s>(
+        &self,
+        st: &'s State,
+        access: Access<'_>,
+        param: &str,
+        value: &str,
+    ) -> Result<&'s KeyRecord> {
+        let r = self.key_ref(param, value)?;
+        match self.lookup(st, &r) {
+            Ok(k) => {
+                self.allow_access(st, access, Resource::Key(k))?;
+                Ok(k)
             }
-            ResourceRef::KeyOfSecret(name) => {
-                let s = self.find_secret(st, name).ok()?;
-                let k = st.keys.get(&s.encryption_key_id)?;
-                if k.service.as_deref() == Some(SECRETS_SERVICE) {
-                    return None;
-                }
-                key(&k.key_id)
+            Err(e) => {
+                let arn = match &r {
+                    KeyRef::Id(id) => key_arn(&self.config.region, &self.config.account_id, id),
+                    // A service's own key that does not exist yet: its first use creates it
+                    // (`with_key`), and it is then checked as that key.
+                    KeyRef::Alias(name) if own_service_alias(access, name) => return Err(e),
+                    KeyRef::Alias(name) => alias_arn(&self.config.region, &self.config.account_id, name),
+                };
+                self.allow_access(st, access, Resource::Missing(arn))?;
+                Err(e)
             }
-        })
+        }
+    }
+
+    /// A secret by name or ARN, authorised for `access`; a missing one is checked by its ARN.
+    pub(crate) fn find_secret_for<'s>(
+        &self,
+        st: &'s State,
+        access: Access<'_>,
+        name: &str,
+    ) -> Result<&'s SecretRecord> {
+        match self.find_secret(st, name) {
+            Ok(s) => {
+                self.allow_access(st, access, Resource::Secret(s))?;
+                Ok(s)
+            }
+            Err(e) if e.code() == ErrorCode::MissingParameter => Err(e),
+            Err(e) => {
+                let arn = self.secret_arn(self.secret_short_name(name));
+                self.allow_access(st, access, Resource::Missing(arn))?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Checks `action` on the CMK protecting `secret`; the secrets manager's own service key is
+    /// governed by the secret's permissions alone.
+    pub(crate) fn allow_secret_key(
+        &self,
+        st: &State,
+        caller: &Caller,
+        action: &str,
+        secret: &SecretRecord,
+    ) -> Result<()> {
+        match st.keys.get(&secret.encryption_key_id) {
+            Some(k) if k.service.as_deref() == Some(super::secrets::SECRETS_SERVICE) => Ok(()),
+            Some(k) => self.allow(st, caller, action, Resource::Key(k)),
+            // A secret whose CMK was deleted: nothing can open it; the operation says so.
+            None => Ok(()),
+        }
+    }
+}
+
+fn own_service_alias(access: Access<'_>, alias: &str) -> bool {
+    match access {
+        Access::Check(caller, _) => caller.service_name().is_some() && service_of_alias(alias) == caller.service_name(),
+        Access::Authorized => false,
     }
 }
 

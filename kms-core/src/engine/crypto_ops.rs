@@ -10,6 +10,7 @@ use rand::RngCore;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use super::authz::{Access, Resource};
 use super::cache::Material;
 use super::{dry_run_error, require_enabled, state_error, Caller, Engine};
 use crate::api::{
@@ -20,6 +21,7 @@ use crate::context::EncryptionContext;
 use crate::crypto::aead::BlobAead;
 use crate::crypto::{blob, Algorithm};
 use crate::error::{KmsError, Result};
+use crate::ids::key_arn;
 use crate::model::{DataKeySpec, KeyRecord, KeyUsage};
 
 /// A key's primary version, ready to encrypt.
@@ -48,16 +50,17 @@ impl Engine {
             ));
         }
         let ctx = self.context("EncryptionContext", req.encryption_context.as_deref())?;
-        let t = self.target(caller, "KeyId", &req.key_id)?;
+        let t = self.target(Access::Check(caller, "kms:Encrypt"), "KeyId", &req.key_id)?;
         if req.dry_run {
             return Err(dry_run_error());
         }
         self.seal(&t, &ctx, req.plaintext.expose())
     }
 
-    pub fn decrypt(&self, _caller: &Caller, req: DecryptRequest) -> Result<DecryptResponse> {
+    pub fn decrypt(&self, caller: &Caller, req: DecryptRequest) -> Result<DecryptResponse> {
         let ctx = self.context("EncryptionContext", req.encryption_context.as_deref())?;
-        let (key_id, version, plaintext) = self.open_blob(&req.ciphertext_blob, &ctx)?;
+        let (key_id, version, plaintext) =
+            self.open_blob(Access::Check(caller, "kms:Decrypt"), &req.ciphertext_blob, &ctx)?;
         if req.dry_run {
             return Err(dry_run_error());
         }
@@ -69,11 +72,14 @@ impl Engine {
     }
 
     /// ReEncrypt: the source is a symmetric blob, or (with `SourceEncryptionAlgorithm`) a raw
-    /// asymmetric ciphertext under `SourceKeyId`/`SourceKeyVersionId`.
+    /// asymmetric ciphertext under `SourceKeyId`/`SourceKeyVersionId`. `kms:ReEncryptFrom` is
+    /// checked on the key that actually decrypts – the one the blob's header names, or the
+    /// asymmetric source key – never on a parameter the decryption does not use.
     pub fn re_encrypt(&self, caller: &Caller, req: ReEncryptRequest) -> Result<EncryptResponse> {
         let src_ctx = self.context("SourceEncryptionContext", req.source_encryption_context.as_deref())?;
         let dst_ctx = self.context("DestinationEncryptionContext", req.destination_encryption_context.as_deref())?;
-        let plaintext = match req.source_encryption_algorithm.as_deref().filter(|s| !s.trim().is_empty()) {
+        let from = Access::Check(caller, "kms:ReEncryptFrom");
+        let plaintext = match req.source_encryption_algorithm.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
             Some(alg) => {
                 let key = req.source_key_id.as_deref().ok_or_else(|| KmsError::missing("SourceKeyId"))?;
                 let version =
@@ -81,11 +87,11 @@ impl Engine {
                 if req.ciphertext_blob.is_empty() {
                     return Err(KmsError::missing("CiphertextBlob"));
                 }
-                self.asym_decrypt_raw(caller, key, version, alg, &req.ciphertext_blob)?
+                self.asym_decrypt_raw(from, key, version, alg, &req.ciphertext_blob)?
             }
-            None => self.open_blob(&req.ciphertext_blob, &src_ctx)?.2,
+            None => self.open_blob(from, &req.ciphertext_blob, &src_ctx)?.2,
         };
-        let t = self.target(caller, "DestinationKeyId", &req.destination_key_id)?;
+        let t = self.target(Access::Check(caller, "kms:ReEncryptTo"), "DestinationKeyId", &req.destination_key_id)?;
         if req.dry_run {
             return Err(dry_run_error());
         }
@@ -93,7 +99,7 @@ impl Engine {
     }
 
     pub fn generate_data_key(&self, caller: &Caller, req: GenerateDataKeyRequest) -> Result<GenerateDataKeyResponse> {
-        let (data_key, r) = self.new_data_key(caller, req)?;
+        let (data_key, r) = self.new_data_key(Access::Check(caller, "kms:GenerateDataKey"), req)?;
         Ok(GenerateDataKeyResponse {
             key_id: r.key_id,
             key_version_id: r.key_version_id,
@@ -107,7 +113,7 @@ impl Engine {
         caller: &Caller,
         req: GenerateDataKeyRequest,
     ) -> Result<EncryptResponse> {
-        self.new_data_key(caller, req).map(|(_, r)| r)
+        self.new_data_key(Access::Check(caller, "kms:GenerateDataKeyWithoutPlaintext"), req).map(|(_, r)| r)
     }
 
     pub fn describe_regions(&self, _caller: &Caller) -> DescribeRegionsResponse {
@@ -117,7 +123,7 @@ impl Engine {
 
     pub(crate) fn new_data_key(
         &self,
-        caller: &Caller,
+        access: Access<'_>,
         req: GenerateDataKeyRequest,
     ) -> Result<(Zeroizing<Vec<u8>>, EncryptResponse)> {
         let max = self.config.limits.max_data_key_bytes;
@@ -129,7 +135,7 @@ impl Engine {
             None => spec.map_or(32, DataKeySpec::byte_len),
         };
         let ctx = self.context("EncryptionContext", req.encryption_context.as_deref())?;
-        let t = self.target(caller, "KeyId", &req.key_id)?;
+        let t = self.target(access, "KeyId", &req.key_id)?;
         if req.dry_run {
             return Err(dry_run_error());
         }
@@ -143,10 +149,11 @@ impl Engine {
         EncryptionContext::parse(param, raw, self.config.limits.max_context_chars)
     }
 
-    /// The primary version of the key a `KeyId` names, checked for symmetric encryption.
-    pub(crate) fn target(&self, caller: &Caller, param: &str, key_id: &str) -> Result<Target> {
+    /// The primary version of the key a `KeyId` names, authorised for `access` and checked for
+    /// symmetric encryption.
+    pub(crate) fn target(&self, access: Access<'_>, param: &str, key_id: &str) -> Result<Target> {
         let now = self.now();
-        self.with_key(caller, param, key_id, |st, k| {
+        self.with_key(access, param, key_id, |st, k| {
             require_symmetric(k)?;
             require_enabled(k, now)?;
             let vid = k.primary_version.as_deref().ok_or_else(|| state_error(k))?;
@@ -165,9 +172,11 @@ impl Engine {
         })
     }
 
-    /// Decrypts a blob: finds its key and version, checks the key may decrypt, opens it.
+    /// Decrypts a blob: finds the key and version its header names, authorises `access` on that
+    /// key, checks the key may decrypt, opens it.
     pub(crate) fn open_blob(
         &self,
+        access: Access<'_>,
         ciphertext: &[u8],
         ctx: &EncryptionContext,
     ) -> Result<(String, Uuid, Zeroizing<Vec<u8>>)> {
@@ -178,7 +187,15 @@ impl Engine {
         let now = self.now();
         let material = {
             let st = self.state.read();
-            let k = st.keys.get(header.key_id).ok_or_else(|| KmsError::key_not_found(header.key_id))?;
+            let k = match st.keys.get(header.key_id) {
+                Some(k) => k,
+                None => {
+                    let arn = key_arn(&self.config.region, &self.config.account_id, header.key_id);
+                    self.allow_access(&st, access, Resource::Missing(arn))?;
+                    return Err(KmsError::key_not_found(header.key_id));
+                }
+            };
+            self.allow_access(&st, access, Resource::Key(k))?;
             require_enabled(k, now)?;
             let vid = header.version_id.to_string();
             let v = st

@@ -10,6 +10,7 @@
 use rand::RngCore;
 use uuid::Uuid;
 
+use super::authz::Access;
 use super::state::State;
 use super::{Caller, Engine};
 use crate::api::*;
@@ -63,13 +64,13 @@ fn wrapping_for_import(spec: &str, alg: &str) -> Result<(KeySpec, AsymAlgorithm)
 impl Engine {
     pub fn get_parameters_for_import(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         req: GetParametersForImportRequest,
     ) -> Result<GetParametersForImportResponse> {
         let (spec, alg) = wrapping_for_import(&req.wrapping_key_spec, &req.wrapping_algorithm)?;
         let (key_id, hsm) = {
             let st = self.state.read();
-            let k = self.find(&st, "KeyId", &req.key_id)?;
+            let k = self.find_key(&st, Access::Check(caller, "kms:GetParametersForImport"), "KeyId", &req.key_id)?;
             require_external(k)?;
             (k.key_id.clone(), k.protection == ProtectionLevel::Hsm)
         };
@@ -86,7 +87,7 @@ impl Engine {
             (wrapping_key.public_der()?, self.protector.seal(&token_aad(&token_id, &key_id), &der)?, None)
         };
         let r = self.mutate(|st, now| {
-            let k = self.find(st, "KeyId", &req.key_id)?;
+            let k = self.find_key(st, Access::Check(caller, "kms:GetParametersForImport"), "KeyId", &req.key_id)?;
             require_external(k)?;
             if k.key_id != key_id {
                 return Err(KmsError::internal("the alias moved during GetParametersForImport; try again"));
@@ -114,7 +115,7 @@ impl Engine {
         r
     }
 
-    pub fn import_key_material(&self, _caller: &Caller, req: ImportKeyMaterialRequest) -> Result<()> {
+    pub fn import_key_material(&self, caller: &Caller, req: ImportKeyMaterialRequest) -> Result<()> {
         if req.import_token.trim().is_empty() {
             return Err(KmsError::missing("ImportToken"));
         }
@@ -133,7 +134,7 @@ impl Engine {
         // Unwrap outside the writer lock; everything is checked again under it.
         let (key_id, spec, token, hsm, version_id) = {
             let st = self.state.read();
-            let k = self.find(&st, "KeyId", &req.key_id)?;
+            let k = self.find_key(&st, Access::Check(caller, "kms:ImportKeyMaterial"), "KeyId", &req.key_id)?;
             let token = check_token(&st, k, &req.import_token, now)?;
             // An imported key has one version for life: its id survives deletion and re-import.
             let version_id = st.versions_of(&k.key_id).first().cloned().unwrap_or_else(|| Uuid::new_v4().to_string());
@@ -151,7 +152,9 @@ impl Engine {
         };
         let mut replaced = Vec::new();
         let r = self.mutate(|st, now| {
-            let k = self.find(st, "KeyId", &req.key_id)?;
+            // The key resolved before unwrapping, not the parameter again: an alias moved meanwhile
+            // must not redirect the material.
+            let k = self.find_key(st, Access::Check(caller, "kms:ImportKeyMaterial"), "KeyId", &key_id)?;
             check_token(st, k, &req.import_token, now)?;
             if k.material_fingerprint.as_ref().is_some_and(|f| f != &fingerprint) {
                 return Err(KmsError::with_detail(
@@ -235,10 +238,10 @@ impl Engine {
         Ok(material)
     }
 
-    pub fn delete_key_material(&self, _caller: &Caller, key_id: &str) -> Result<()> {
+    pub fn delete_key_material(&self, caller: &Caller, key_id: &str) -> Result<()> {
         let mut shredded = (String::new(), Vec::new());
         self.mutate(|st, _| {
-            let k = self.find(st, "KeyId", key_id)?;
+            let k = self.find_key(st, Access::Check(caller, "kms:DeleteKeyMaterial"), "KeyId", key_id)?;
             require_external(k)?;
             shredded = (k.key_id.clone(), material_labels(st, k));
             Ok((material_deletion(st, k), ()))

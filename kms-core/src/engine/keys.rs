@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use super::authz::{Access, Resource, ResourceKind};
 use super::{forbid_service_key, state_modify_failed, Caller, Engine, Principal};
 use crate::api::{
     CreateKeyRequest, KeyList, KeyListEntry, KeyMetadata, KeyMetadataResponse, ListKeysRequest, ListKeysResponse,
@@ -111,6 +112,7 @@ impl Engine {
             service: None,
         };
         let key = self.mutate(|st, now| {
+            self.allow(st, caller, "kms:CreateKey", Resource::Container(ResourceKind::Key))?;
             let user_keys = st.keys.values().filter(|k| k.service.is_none()).count();
             if user_keys >= limits.max_keys {
                 return Err(KmsError::with_detail(
@@ -224,16 +226,17 @@ impl Engine {
         }
     }
 
-    pub fn describe_key(&self, _caller: &Caller, key_id: &str) -> Result<KeyMetadataResponse> {
+    pub fn describe_key(&self, caller: &Caller, key_id: &str) -> Result<KeyMetadataResponse> {
         let st = self.state.read();
-        let k = self.find(&st, "KeyId", key_id)?;
+        let k = self.find_key(&st, Access::Check(caller, "kms:DescribeKey"), "KeyId", key_id)?;
         Ok(KeyMetadataResponse { key_metadata: self.metadata(k, true) })
     }
 
-    pub fn list_keys(&self, _caller: &Caller, req: ListKeysRequest) -> Result<ListKeysResponse> {
+    pub fn list_keys(&self, caller: &Caller, req: ListKeysRequest) -> Result<ListKeysResponse> {
         let page = req.page().validate()?;
         let filters = KeyFilter::parse(req.filters.as_deref())?;
         let st = self.state.read();
+        self.allow(&st, caller, "kms:ListKeys", Resource::Container(ResourceKind::Key))?;
         let all: Vec<&KeyRecord> =
             st.keys_in_order().into_iter().filter(|k| filters.iter().all(|f| f.matches(k))).collect();
         let key = page
@@ -252,30 +255,33 @@ impl Engine {
         })
     }
 
-    pub fn update_key_description(&self, _caller: &Caller, key_id: &str, description: &str) -> Result<()> {
+    pub fn update_key_description(&self, caller: &Caller, key_id: &str, description: &str) -> Result<()> {
         let max = self.config.limits.max_description_chars;
         if description.chars().count() > max {
             return Err(KmsError::invalid("Description", format_args!("it is longer than {max} characters")));
         }
         self.mutate(|st, _| {
-            let mut k = self.find(st, "KeyId", key_id)?.clone();
+            let k = self.find_key(st, Access::Check(caller, "kms:UpdateKeyDescription"), "KeyId", key_id)?;
+            forbid_service_key(k, "UpdateKeyDescription")?;
+            let mut k = k.clone();
             k.description = description.to_string();
             Ok((vec![Change::PutKey(k)], ()))
         })
     }
 
-    pub fn enable_key(&self, _caller: &Caller, key_id: &str) -> Result<()> {
-        self.set_enabled(key_id, true)
+    pub fn enable_key(&self, caller: &Caller, key_id: &str) -> Result<()> {
+        self.set_enabled(caller, key_id, true)
     }
 
-    pub fn disable_key(&self, _caller: &Caller, key_id: &str) -> Result<()> {
-        self.set_enabled(key_id, false)
+    pub fn disable_key(&self, caller: &Caller, key_id: &str) -> Result<()> {
+        self.set_enabled(caller, key_id, false)
     }
 
-    fn set_enabled(&self, key_id: &str, enable: bool) -> Result<()> {
-        let action = if enable { "EnableKey" } else { "DisableKey" };
+    fn set_enabled(&self, caller: &Caller, key_id: &str, enable: bool) -> Result<()> {
+        let (action, permission) =
+            if enable { ("EnableKey", "kms:EnableKey") } else { ("DisableKey", "kms:DisableKey") };
         self.mutate(|st, _| {
-            let k = self.find(st, "KeyId", key_id)?;
+            let k = self.find_key(st, Access::Check(caller, permission), "KeyId", key_id)?;
             forbid_service_key(k, action)?;
             if !matches!(k.state, KeyState::Enabled | KeyState::Disabled) {
                 return Err(state_modify_failed(k, "only Enabled and Disabled keys can be enabled or disabled"));
@@ -286,7 +292,7 @@ impl Engine {
         })
     }
 
-    pub fn schedule_key_deletion(&self, _caller: &Caller, req: ScheduleKeyDeletionRequest) -> Result<()> {
+    pub fn schedule_key_deletion(&self, caller: &Caller, req: ScheduleKeyDeletionRequest) -> Result<()> {
         let l = &self.config.limits;
         let days = req.pending_window_in_days.ok_or_else(|| KmsError::missing("PendingWindowInDays"))?;
         if !(l.min_deletion_window_days..=l.max_deletion_window_days).contains(&days) {
@@ -299,7 +305,7 @@ impl Engine {
             ));
         }
         self.mutate(|st, now| {
-            let k = self.find(st, "KeyId", &req.key_id)?;
+            let k = self.find_key(st, Access::Check(caller, "kms:ScheduleKeyDeletion"), "KeyId", &req.key_id)?;
             forbid_service_key(k, "ScheduleKeyDeletion")?;
             if k.state == KeyState::PendingDeletion {
                 return Err(state_modify_failed(k, "its deletion is already scheduled"));
@@ -318,9 +324,9 @@ impl Engine {
         })
     }
 
-    pub fn cancel_key_deletion(&self, _caller: &Caller, key_id: &str) -> Result<()> {
+    pub fn cancel_key_deletion(&self, caller: &Caller, key_id: &str) -> Result<()> {
         self.mutate(|st, _| {
-            let k = self.find(st, "KeyId", key_id)?;
+            let k = self.find_key(st, Access::Check(caller, "kms:CancelKeyDeletion"), "KeyId", key_id)?;
             if k.state != KeyState::PendingDeletion {
                 return Err(state_modify_failed(k, "only a key pending deletion can have its deletion cancelled"));
             }
@@ -332,7 +338,7 @@ impl Engine {
         })
     }
 
-    pub fn set_deletion_protection(&self, _caller: &Caller, req: SetDeletionProtectionRequest) -> Result<()> {
+    pub fn set_deletion_protection(&self, caller: &Caller, req: SetDeletionProtectionRequest) -> Result<()> {
         let target = req
             .protected_resource_arn
             .as_deref()
@@ -341,7 +347,11 @@ impl Engine {
             .ok_or_else(|| KmsError::missing("ProtectedResourceArn"))?;
         let param = if req.protected_resource_arn.is_some() { "ProtectedResourceArn" } else { "KeyId" };
         self.mutate(|st, _| {
-            let mut k = self.find(st, param, target)?.clone();
+            let k = self.find_key(st, Access::Check(caller, "kms:SetDeletionProtection"), param, target)?;
+            // A service key's attributes belong to its service: nobody, its owner included, may
+            // lift the protection (or set it) by hand.
+            forbid_service_key(k, "SetDeletionProtection")?;
+            let mut k = k.clone();
             k.deletion_protection = req.enable_deletion_protection;
             k.deletion_protection_description = if req.enable_deletion_protection {
                 req.deletion_protection_description.clone().unwrap_or_default()

@@ -92,6 +92,10 @@ impl Engine {
         report.material_expired = expired;
         report.tokens_purged = purged;
         report.secrets_purged = self.purge_secrets(now);
+        if let Err(e) = self.store.lock().purge_nonces(now) {
+            tracing::warn!(error = %e, "purging expired request nonces failed");
+            report.failures += 1;
+        }
         report
     }
 

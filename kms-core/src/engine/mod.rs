@@ -29,8 +29,8 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use uuid::Uuid;
 
-pub use authz::{PolicySet, ResourceRef};
-pub use caller::{Caller, Principal};
+pub use authz::PolicySet;
+pub use caller::{Caller, Principal, Trail};
 pub use maintenance::{MaintenanceHandle, MaintenanceReport};
 
 use crate::clock::{Clock, SystemClock, Timestamp};
@@ -213,6 +213,32 @@ impl Engine {
         Ok(out)
     }
 
+    /// Claims a mutating request's signature nonce durably before it runs: a replay – after a
+    /// restart, or against another node of a shared store – is refused with
+    /// `SignatureNonceUsed`. The nonce is kept until `expires_at` (its timestamp plus the accepted
+    /// skew), when the request would be refused as expired anyway. A crash between the claim and
+    /// the change leaves the nonce claimed and the change not made: the client signs again (the
+    /// SDKs draw a fresh nonce for every attempt).
+    pub fn claim_nonce(&self, access_key_id: &str, nonce: &str, expires_at: i64) -> Result<()> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"kms request nonce v1\0");
+        h.update(access_key_id.as_bytes());
+        h.update([0]);
+        h.update(nonce.as_bytes());
+        let id = &h.finalize()[..16];
+        let fresh = self
+            .store
+            .lock()
+            .claim_nonce(id, expires_at)
+            .map_err(|e| KmsError::internal(format_args!("store commit failed: {e}")))?;
+        if fresh {
+            Ok(())
+        } else {
+            Err(KmsError::new(ErrorCode::SignatureNonceUsed))
+        }
+    }
+
     fn key_ref(&self, param: &str, value: &str) -> Result<KeyRef> {
         KeyRef::parse(param, value, &self.config.region, &self.config.account_id)
     }
@@ -226,12 +252,6 @@ impl Engine {
                 st.keys.get(&a.key_id).ok_or_else(|| KmsError::key_not_found(&a.key_id))
             }
         }
-    }
-
-    /// Parses and looks up a `KeyId` parameter.
-    fn find<'s>(&self, st: &'s State, param: &str, value: &str) -> Result<&'s KeyRecord> {
-        let r = self.key_ref(param, value)?;
-        self.lookup(st, &r)
     }
 
     /// A version ready to use, from the cache or by unsealing `sealed`.

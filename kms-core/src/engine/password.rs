@@ -5,6 +5,7 @@
 use rand::seq::SliceRandom;
 use rand::Rng;
 
+use super::authz::Resource;
 use super::{Caller, Engine};
 use crate::api::{GetRandomPasswordRequest, GetRandomPasswordResponse, SecretString};
 use crate::error::{KmsError, Result};
@@ -17,9 +18,10 @@ const PUNCTUATION: &str = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
 impl Engine {
     pub fn get_random_password(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         req: GetRandomPasswordRequest,
     ) -> Result<GetRandomPasswordResponse> {
+        self.allow(&self.state.read(), caller, "kms:GetRandomPassword", Resource::Any)?;
         let len = req.password_length.unwrap_or(32);
         if !(8..=128).contains(&len) {
             return Err(KmsError::invalid("PasswordLength", "it must lie between 8 and 128"));

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use super::authz::{Access, Resource, ResourceKind};
 use super::state::State;
 use super::tags::parse_tags_json;
 use super::{dry_run_error, Caller, Engine};
@@ -130,24 +131,29 @@ fn stage_changes(before: &[SecretVersionRecord], after: &[SecretVersionRecord]) 
 }
 
 impl Engine {
-    fn secret_arn(&self, name: &str) -> String {
+    pub(crate) fn secret_arn(&self, name: &str) -> String {
         format!("acs:kms:{}:{}:secret/{name}", self.config.region, self.config.account_id)
     }
 
-    /// A secret by name or ARN.
-    pub(crate) fn find_secret<'s>(&self, st: &'s State, name: &str) -> Result<&'s SecretRecord> {
+    /// The name a `SecretName` parameter gives (a name, or this account's secret ARN).
+    pub(crate) fn secret_short_name<'n>(&self, name: &'n str) -> &'n str {
         let name = name.trim();
-        if name.is_empty() {
+        let prefix = format!("acs:kms:{}:{}:secret/", self.config.region, self.config.account_id);
+        name.strip_prefix(&prefix).unwrap_or(name)
+    }
+
+    /// A secret by name or ARN, unchecked: operations use [`Engine::find_secret_for`].
+    pub(crate) fn find_secret<'s>(&self, st: &'s State, name: &str) -> Result<&'s SecretRecord> {
+        if name.trim().is_empty() {
             return Err(KmsError::missing("SecretName"));
         }
-        let prefix = format!("acs:kms:{}:{}:secret/", self.config.region, self.config.account_id);
-        let short = name.strip_prefix(&prefix).unwrap_or(name);
-        st.secrets.get(short).ok_or_else(|| not_found(format_args!("SecretName: {name}")))
+        let short = self.secret_short_name(name);
+        st.secrets.get(short).ok_or_else(|| not_found(format_args!("SecretName: {}", name.trim())))
     }
 
     /// A secret that is not waiting in its recovery window.
-    fn live_secret<'s>(&self, st: &'s State, name: &str) -> Result<&'s SecretRecord> {
-        let s = self.find_secret(st, name)?;
+    fn live_secret<'s>(&self, st: &'s State, access: Access<'_>, name: &str) -> Result<&'s SecretRecord> {
+        let s = self.find_secret_for(st, access, name)?;
         if let Some(t) = s.planned_delete {
             return Err(KmsError::with_detail(
                 ErrorCode::ResourceInDeleteWindow,
@@ -159,8 +165,8 @@ impl Engine {
 
     /// Envelope-encrypts a value: a fresh data key sealed under the CMK, the value under the data key.
     fn seal_value(&self, key_id: &str, name: &str, version_id: &str, data_type: &str, data: &[u8]) -> Result<Vec<u8>> {
-        let caller = Caller::service(SECRETS_SERVICE);
-        let t = self.target(&caller, "EncryptionKeyId", key_id)?;
+        // The caller was authorised on the secret and its CMK by the operation that seals.
+        let t = self.target(Access::Authorized, "EncryptionKeyId", key_id)?;
         let mut dk = Zeroizing::new([0u8; 32]);
         rand::rngs::OsRng.fill_bytes(&mut dk[..]);
         let dk_blob = self.seal(&t, &value_context(name, version_id), &dk[..])?.ciphertext_blob;
@@ -193,7 +199,8 @@ impl Engine {
         }
         let (dk_blob, rest) = s[3..].split_at(n);
         let (nonce, ct) = rest.split_at(12);
-        let (_, _, dk) = self.open_blob(dk_blob, &value_context(&v.secret_name, &v.version_id))?;
+        // The caller was authorised on the secret and its CMK by the operation that opens.
+        let (_, _, dk) = self.open_blob(Access::Authorized, dk_blob, &value_context(&v.secret_name, &v.version_id))?;
         let pt = Aes256Gcm::new_from_slice(&dk)
             .map_err(|_| bad())?
             .decrypt(
@@ -206,11 +213,11 @@ impl Engine {
 
     /// The CMK a new secret uses: the named one (symmetric, ENCRYPT/DECRYPT), or the account's
     /// secrets service key, created on first use.
-    fn secret_key(&self, requested: Option<&str>) -> Result<String> {
+    fn secret_key(&self, caller: &Caller, requested: Option<&str>) -> Result<String> {
         match requested.map(str::trim).filter(|s| !s.is_empty()) {
             Some(k) => {
                 let st = self.state.read();
-                let key = self.find(&st, "EncryptionKeyId", k)?;
+                let key = self.find_key(&st, Access::Check(caller, "kms:GenerateDataKey"), "EncryptionKeyId", k)?;
                 if !key.spec.is_symmetric() || key.usage != KeyUsage::EncryptDecrypt {
                     return Err(KmsError::invalid(
                         "EncryptionKeyId",
@@ -226,7 +233,7 @@ impl Engine {
         }
     }
 
-    pub fn create_secret(&self, _caller: &Caller, req: CreateSecretRequest) -> Result<CreateSecretResponse> {
+    pub fn create_secret(&self, caller: &Caller, req: CreateSecretRequest) -> Result<CreateSecretResponse> {
         let l = &self.config.limits;
         check_name(&req.secret_name)?;
         check_label("VersionId", &req.version_id)?;
@@ -264,9 +271,10 @@ impl Engine {
         };
         {
             let st = self.state.read();
+            self.allow(&st, caller, "kms:CreateSecret", Resource::Container(ResourceKind::Secret))?;
             self.check_new_secret(&st, &req.secret_name)?;
         }
-        let key_id = self.secret_key(req.encryption_key_id.as_deref())?;
+        let key_id = self.secret_key(caller, req.encryption_key_id.as_deref())?;
         let sealed = self.seal_value(
             &key_id,
             &req.secret_name,
@@ -275,6 +283,7 @@ impl Engine {
             req.secret_data.expose().as_bytes(),
         )?;
         self.mutate(|st, now| {
+            self.allow(st, caller, "kms:CreateSecret", Resource::Container(ResourceKind::Secret))?;
             self.check_new_secret(st, &req.secret_name)?;
             if st.secrets.len() >= l.max_secrets {
                 return Err(KmsError::with_detail(
@@ -328,11 +337,31 @@ impl Engine {
         }
     }
 
-    pub fn get_secret_value(&self, _caller: &Caller, req: GetSecretValueRequest) -> Result<GetSecretValueResponse> {
+    pub fn get_secret_value(&self, caller: &Caller, req: GetSecretValueRequest) -> Result<GetSecretValueResponse> {
+        self.read_secret_value(caller, "kms:GetSecretValue", req)
+    }
+
+    /// Checks that `caller` may read `name`'s value now (the secret and its CMK), without opening
+    /// it: for a reader that caches values it fetched, before it serves one again.
+    pub fn authorize_secret_read(&self, caller: &Caller, name: &str) -> Result<()> {
+        let st = self.state.read();
+        let s = self.live_secret(&st, Access::Check(caller, "kms:GetSecretValue"), name)?;
+        self.allow_secret_key(&st, caller, "kms:Decrypt", s)
+    }
+
+    /// GetSecretValue as `permission` (BatchGetSecretValue checks its own): the secret, and
+    /// `kms:Decrypt` on its CMK, in the snapshot the version is chosen from.
+    fn read_secret_value(
+        &self,
+        caller: &Caller,
+        permission: &'static str,
+        req: GetSecretValueRequest,
+    ) -> Result<GetSecretValueResponse> {
         let fetch_extended = req.fetch_extended_config.unwrap_or(false);
         let (secret, version) = {
             let st = self.state.read();
-            let s = self.live_secret(&st, &req.secret_name)?;
+            let s = self.live_secret(&st, Access::Check(caller, permission), &req.secret_name)?;
+            self.allow_secret_key(&st, caller, "kms:Decrypt", s)?;
             let versions = st.secret_versions.get(&s.name).map(Vec::as_slice).unwrap_or(&[]);
             let vid = req.version_id.as_deref().map(str::trim).filter(|v| !v.is_empty());
             let stage = req.version_stage.as_deref().map(str::trim).filter(|v| !v.is_empty());
@@ -411,8 +440,9 @@ impl Engine {
                 Some(serde_json::Value::String(s)) => s.eq_ignore_ascii_case("true"),
                 _ => false,
             };
-            let r = self.get_secret_value(
+            let r = self.read_secret_value(
                 caller,
+                "kms:BatchGetSecretValue",
                 GetSecretValueRequest {
                     secret_name: it.secret_name.clone(),
                     version_id: it.version_id,
@@ -434,7 +464,7 @@ impl Engine {
         Ok(out)
     }
 
-    pub fn put_secret_value(&self, _caller: &Caller, req: PutSecretValueRequest) -> Result<PutSecretValueResponse> {
+    pub fn put_secret_value(&self, caller: &Caller, req: PutSecretValueRequest) -> Result<PutSecretValueResponse> {
         check_label("VersionId", &req.version_id)?;
         let data_type =
             check_data(req.secret_data.expose(), req.secret_data_type.as_deref(), self.config.limits.max_secret_bytes)?;
@@ -456,7 +486,9 @@ impl Engine {
         };
         let (secret, existing) = {
             let st = self.state.read();
-            let s = self.live_secret(&st, &req.secret_name)?.clone();
+            let s = self.live_secret(&st, Access::Check(caller, "kms:PutSecretValue"), &req.secret_name)?;
+            self.allow_secret_key(&st, caller, "kms:GenerateDataKey", s)?;
+            let s = s.clone();
             let existing = st
                 .secret_versions
                 .get(&s.name)
@@ -490,7 +522,11 @@ impl Engine {
         )?;
         let max_versions = self.config.limits.max_secret_versions;
         self.mutate(|st, now| {
-            let s = self.live_secret(st, &secret.name)?;
+            let s = self.live_secret(st, Access::Check(caller, "kms:PutSecretValue"), &secret.name)?;
+            self.allow_secret_key(st, caller, "kms:GenerateDataKey", s)?;
+            if s.encryption_key_id != secret.encryption_key_id {
+                return Err(KmsError::internal("the secret's CMK changed while its value was sealed"));
+            }
             let before = st.secret_versions.get(&s.name).cloned().unwrap_or_default();
             if before.iter().any(|v| v.version_id == req.version_id) {
                 return Err(KmsError::with_detail(
@@ -549,7 +585,7 @@ impl Engine {
 
     pub fn update_secret_version_stage(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         req: UpdateSecretVersionStageRequest,
     ) -> Result<SecretNameResponse> {
         check_label("VersionStage", &req.version_stage)?;
@@ -560,7 +596,7 @@ impl Engine {
         }
         let stage = req.version_stage.as_str();
         self.mutate(|st, now| {
-            let s = self.live_secret(st, &req.secret_name)?;
+            let s = self.live_secret(st, Access::Check(caller, "kms:UpdateSecretVersionStage"), &req.secret_name)?;
             let before = st.secret_versions.get(&s.name).cloned().unwrap_or_default();
             let exists = |id: &str| before.iter().any(|v| v.version_id == id);
             for id in [remove, move_to].into_iter().flatten() {
@@ -613,12 +649,12 @@ impl Engine {
 
     pub fn list_secret_version_ids(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         req: ListSecretVersionIdsRequest,
     ) -> Result<ListSecretVersionIdsResponse> {
         let page = PageRequest { page_number: req.page_number, page_size: req.page_size.or(Some(20)) }.validate()?;
         let st = self.state.read();
-        let s = self.find_secret(&st, &req.secret_name)?;
+        let s = self.find_secret_for(&st, Access::Check(caller, "kms:ListSecretVersionIds"), &req.secret_name)?;
         let all: Vec<&SecretVersionRecord> = st
             .secret_versions
             .get(&s.name)
@@ -642,9 +678,9 @@ impl Engine {
         })
     }
 
-    pub fn describe_secret(&self, _caller: &Caller, req: DescribeSecretRequest) -> Result<DescribeSecretResponse> {
+    pub fn describe_secret(&self, caller: &Caller, req: DescribeSecretRequest) -> Result<DescribeSecretResponse> {
         let st = self.state.read();
-        let s = self.find_secret(&st, &req.secret_name)?;
+        let s = self.find_secret_for(&st, Access::Check(caller, "kms:DescribeSecret"), &req.secret_name)?;
         Ok(DescribeSecretResponse {
             arn: self.secret_arn(&s.name),
             secret_name: s.name.clone(),
@@ -665,7 +701,7 @@ impl Engine {
         })
     }
 
-    pub fn list_secrets(&self, _caller: &Caller, req: ListSecretsRequest) -> Result<ListSecretsResponse> {
+    pub fn list_secrets(&self, caller: &Caller, req: ListSecretsRequest) -> Result<ListSecretsResponse> {
         #[derive(Deserialize)]
         #[serde(rename_all = "PascalCase", deny_unknown_fields)]
         struct Filter {
@@ -697,6 +733,7 @@ impl Engine {
             }
         }
         let st = self.state.read();
+        self.allow(&st, caller, "kms:ListSecrets", Resource::Container(ResourceKind::Secret))?;
         let matches = |s: &SecretRecord| {
             let tags = st.tags.get(&(ResourceType::Secret, s.name.clone()));
             filters.iter().all(|f| {
@@ -731,7 +768,7 @@ impl Engine {
         })
     }
 
-    pub fn update_secret(&self, _caller: &Caller, req: UpdateSecretRequest) -> Result<SecretNameResponse> {
+    pub fn update_secret(&self, caller: &Caller, req: UpdateSecretRequest) -> Result<SecretNameResponse> {
         let max = self.config.limits.max_description_chars;
         if req.description.as_ref().is_some_and(|d| d.chars().count() > max) {
             return Err(KmsError::invalid("Description", format_args!("at most {max} characters")));
@@ -741,7 +778,7 @@ impl Engine {
             None => None,
         };
         self.mutate(|st, now| {
-            let mut s = self.live_secret(st, &req.secret_name)?.clone();
+            let mut s = self.live_secret(st, Access::Check(caller, "kms:UpdateSecret"), &req.secret_name)?.clone();
             if let Some(d) = &req.description {
                 s.description = d.clone();
             }
@@ -754,7 +791,7 @@ impl Engine {
         })
     }
 
-    pub fn delete_secret(&self, _caller: &Caller, req: DeleteSecretRequest) -> Result<DeleteSecretResponse> {
+    pub fn delete_secret(&self, caller: &Caller, req: DeleteSecretRequest) -> Result<DeleteSecretResponse> {
         let l = &self.config.limits;
         let force = req.force_delete_without_recovery.unwrap_or(false);
         if force && req.recovery_window_in_days.is_some() {
@@ -771,7 +808,7 @@ impl Engine {
             ));
         }
         self.mutate(|st, now| {
-            let s = self.find_secret(st, &req.secret_name)?;
+            let s = self.find_secret_for(st, Access::Check(caller, "kms:DeleteSecret"), &req.secret_name)?;
             let name = s.name.clone();
             if force {
                 return Ok((
@@ -798,9 +835,9 @@ impl Engine {
 
     /// Brings a secret back from its recovery window (a secret not scheduled for deletion is left
     /// as it is).
-    pub fn restore_secret(&self, _caller: &Caller, req: SecretNameRequest) -> Result<SecretNameResponse> {
+    pub fn restore_secret(&self, caller: &Caller, req: SecretNameRequest) -> Result<SecretNameResponse> {
         self.mutate(|st, now| {
-            let s = self.find_secret(st, &req.secret_name)?;
+            let s = self.find_secret_for(st, Access::Check(caller, "kms:RestoreSecret"), &req.secret_name)?;
             let name = s.name.clone();
             if s.planned_delete.is_none() {
                 return Ok((Vec::new(), SecretNameResponse { secret_name: name }));

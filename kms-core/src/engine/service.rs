@@ -2,9 +2,10 @@
 //! it (Creator = the service name in capitals). Nobody may disable, delete, rotate by hand, import
 //! into or re-alias it; it rotates itself yearly.
 
+use super::authz::Access;
 use super::keys::NewKey;
 use super::state::State;
-use super::{Caller, Engine};
+use super::Engine;
 use crate::error::{ErrorCode, Result};
 use crate::ids::{service_of_alias, KeyRef};
 use crate::model::{AliasRecord, KeyRecord, KeySpec, KeyUsage, Origin};
@@ -14,9 +15,12 @@ impl Engine {
     /// Runs `f` on the key a `KeyId` names, under the state read lock (so `f` must not take it
     /// again). When the caller is a service
     /// principal naming its own not-yet-existing `alias/acs/<service>`, the key is created first.
+    ///
+    /// The key is authorised for `access` under the same read guard `f` runs in, so an alias
+    /// moved concurrently can never make `f` act on a key that was not checked.
     pub(crate) fn with_key<T>(
         &self,
-        caller: &Caller,
+        access: Access<'_>,
         param: &str,
         value: &str,
         f: impl Fn(&State, &KeyRecord) -> Result<T>,
@@ -24,10 +28,14 @@ impl Engine {
         let r = self.key_ref(param, value)?;
         let first = {
             let st = self.state.read();
-            match self.lookup(&st, &r) {
+            match self.find_key(&st, access, param, value) {
                 Ok(k) => return f(&st, k),
                 Err(e) => e,
             }
+        };
+        let caller = match access {
+            Access::Check(caller, _) => caller,
+            Access::Authorized => return Err(first),
         };
         let service = match (&r, caller.service_name()) {
             (KeyRef::Alias(name), Some(svc))
@@ -39,7 +47,7 @@ impl Engine {
         };
         self.ensure_service_key(service)?;
         let st = self.state.read();
-        f(&st, self.lookup(&st, &r)?)
+        f(&st, self.find_key(&st, access, param, value)?)
     }
 
     /// Creates the service key of `service` unless it exists; returns its id.

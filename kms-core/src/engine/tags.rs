@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::authz::{Access, Resource, ResourceKind};
 use super::state::State;
 use super::{Caller, Engine};
 use crate::api::*;
@@ -56,6 +57,15 @@ fn validate_tag(param: &str, key: &str, value: &str) -> Result<()> {
 
 impl Engine {
     /// The changes that set `tags` on a resource, refused if it would exceed the limit.
+    /// A service key's tags are its service's: tags feed `kms:tag/…` policy conditions, so a
+    /// tag set by hand could grant others the use of it.
+    fn check_taggable(&self, st: &State, rt: ResourceType, id: &str) -> Result<()> {
+        match (rt, st.keys.get(id)) {
+            (ResourceType::Key, Some(k)) => super::forbid_service_key(k, "tagging"),
+            _ => Ok(()),
+        }
+    }
+
     pub(crate) fn tag_changes(
         &self,
         st: &State,
@@ -98,18 +108,21 @@ impl Engine {
         TagList { tag }
     }
 
-    /// The canonical id of a resource named by the caller (key id/alias/ARN, secret name/ARN).
-    fn resource(&self, st: &State, rt: ResourceType, param: &str, id: &str) -> Result<String> {
+    /// The canonical id of a resource named by the caller (key id/alias/ARN, secret name/ARN),
+    /// authorised for `access` on what it resolves to.
+    fn resource(&self, st: &State, access: Access<'_>, rt: ResourceType, param: &str, id: &str) -> Result<String> {
         match rt {
-            ResourceType::Key => Ok(self.find(st, param, id)?.key_id.clone()),
-            ResourceType::Secret => Ok(self.find_secret(st, id)?.name.clone()),
+            ResourceType::Key => Ok(self.find_key(st, access, param, id)?.key_id.clone()),
+            ResourceType::Secret => Ok(self.find_secret_for(st, access, id)?.name.clone()),
         }
     }
 
-    /// The one resource a single-resource tag call names.
+    /// The one resource a single-resource tag call names, authorised for `access`. Which kind
+    /// it is is decided here, once, from the same values the call then uses.
     fn single_resource(
         &self,
         st: &State,
+        access: Access<'_>,
         key_id: &Option<String>,
         secret_name: &Option<String>,
         certificate_id: &Option<String>,
@@ -119,27 +132,30 @@ impl Engine {
             return Err(KmsError::unsupported("certificates are not managed by this service"));
         }
         match (given(key_id), given(secret_name)) {
-            (true, false) => {
-                Ok((ResourceType::Key, self.resource(st, ResourceType::Key, "KeyId", key_id.as_deref().unwrap())?))
-            }
+            (true, false) => Ok((
+                ResourceType::Key,
+                self.resource(st, access, ResourceType::Key, "KeyId", key_id.as_deref().unwrap())?,
+            )),
             (false, true) => Ok((
                 ResourceType::Secret,
-                self.resource(st, ResourceType::Secret, "SecretName", secret_name.as_deref().unwrap())?,
+                self.resource(st, access, ResourceType::Secret, "SecretName", secret_name.as_deref().unwrap())?,
             )),
             (false, false) => Err(KmsError::missing("KeyId")),
             (true, true) => Err(KmsError::invalid("KeyId", "name either KeyId or SecretName, not both")),
         }
     }
 
-    pub fn tag_resource(&self, _caller: &Caller, req: TagResourceRequest) -> Result<()> {
+    pub fn tag_resource(&self, caller: &Caller, req: TagResourceRequest) -> Result<()> {
         let tags = parse_tags_json("Tags", &req.tags)?;
         self.mutate(|st, _| {
-            let (rt, id) = self.single_resource(st, &req.key_id, &req.secret_name, &req.certificate_id)?;
+            let access = Access::Check(caller, "kms:TagResource");
+            let (rt, id) = self.single_resource(st, access, &req.key_id, &req.secret_name, &req.certificate_id)?;
+            self.check_taggable(st, rt, &id)?;
             Ok((self.tag_changes(st, rt, &id, &tags)?, ()))
         })
     }
 
-    pub fn untag_resource(&self, _caller: &Caller, req: UntagResourceRequest) -> Result<()> {
+    pub fn untag_resource(&self, caller: &Caller, req: UntagResourceRequest) -> Result<()> {
         let raw = req.tag_keys.trim();
         let keys: Vec<String> = if raw.starts_with('[') {
             serde_json::from_str(raw)
@@ -151,7 +167,9 @@ impl Engine {
             return Err(KmsError::missing("TagKeys"));
         }
         self.mutate(|st, _| {
-            let (rt, id) = self.single_resource(st, &req.key_id, &req.secret_name, &req.certificate_id)?;
+            let access = Access::Check(caller, "kms:UntagResource");
+            let (rt, id) = self.single_resource(st, access, &req.key_id, &req.secret_name, &req.certificate_id)?;
+            self.check_taggable(st, rt, &id)?;
             let changes = keys
                 .iter()
                 .map(|k| Change::DeleteTag { resource_type: rt, resource_id: id.clone(), key: k.clone() })
@@ -160,9 +178,9 @@ impl Engine {
         })
     }
 
-    pub fn list_resource_tags(&self, _caller: &Caller, key_id: &str) -> Result<ListResourceTagsResponse> {
+    pub fn list_resource_tags(&self, caller: &Caller, key_id: &str) -> Result<ListResourceTagsResponse> {
         let st = self.state.read();
-        let k = self.find(&st, "KeyId", key_id)?;
+        let k = self.find_key(&st, Access::Check(caller, "kms:ListResourceTags"), "KeyId", key_id)?;
         let tag = self
             .tags_of(&st, ResourceType::Key, &k.key_id)
             .tag
@@ -187,7 +205,7 @@ impl Engine {
         Ok(rt)
     }
 
-    pub fn tag_resources(&self, _caller: &Caller, req: TagResourcesRequest) -> Result<()> {
+    pub fn tag_resources(&self, caller: &Caller, req: TagResourcesRequest) -> Result<()> {
         let rt = self.check_multi(&req.region_id, &req.resource_type, &req.resource_id)?;
         if req.resource_id.is_empty() {
             return Err(KmsError::missing("ResourceId.1"));
@@ -203,14 +221,15 @@ impl Engine {
         self.mutate(|st, _| {
             let mut changes = Vec::new();
             for id in &req.resource_id {
-                let id = self.resource(st, rt, "ResourceId", id)?;
+                let id = self.resource(st, Access::Check(caller, "kms:TagResources"), rt, "ResourceId", id)?;
+                self.check_taggable(st, rt, &id)?;
                 changes.extend(self.tag_changes(st, rt, &id, &tags)?);
             }
             Ok((changes, ()))
         })
     }
 
-    pub fn untag_resources(&self, _caller: &Caller, req: UntagResourcesRequest) -> Result<()> {
+    pub fn untag_resources(&self, caller: &Caller, req: UntagResourcesRequest) -> Result<()> {
         let rt = self.check_multi(&req.region_id, &req.resource_type, &req.resource_id)?;
         if req.resource_id.is_empty() {
             return Err(KmsError::missing("ResourceId.1"));
@@ -222,7 +241,8 @@ impl Engine {
         self.mutate(|st, _| {
             let mut changes = Vec::new();
             for id in &req.resource_id {
-                let id = self.resource(st, rt, "ResourceId", id)?;
+                let id = self.resource(st, Access::Check(caller, "kms:UntagResources"), rt, "ResourceId", id)?;
+                self.check_taggable(st, rt, &id)?;
                 let keys: Vec<String> = if all {
                     st.tags.get(&(rt, id.clone())).map(|m| m.keys().cloned().collect()).unwrap_or_default()
                 } else {
@@ -240,7 +260,7 @@ impl Engine {
 
     pub fn list_tag_resources(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         req: ListTagResourcesRequest,
     ) -> Result<ListTagResourcesResponse> {
         let rt = self.check_multi(&req.region_id, &req.resource_type, &req.resource_id)?;
@@ -249,10 +269,22 @@ impl Engine {
             None => 0,
         };
         let st = self.state.read();
+        let access = Access::Check(caller, "kms:ListTagResources");
         let wanted: Option<Vec<String>> = if req.resource_id.is_empty() {
+            // Every resource of the kind: a question about the collection.
+            let kind = match rt {
+                ResourceType::Key => ResourceKind::Key,
+                ResourceType::Secret => ResourceKind::Secret,
+            };
+            self.allow(&st, caller, "kms:ListTagResources", Resource::Container(kind))?;
             None
         } else {
-            Some(req.resource_id.iter().map(|id| self.resource(&st, rt, "ResourceId", id)).collect::<Result<_>>()?)
+            Some(
+                req.resource_id
+                    .iter()
+                    .map(|id| self.resource(&st, access, rt, "ResourceId", id))
+                    .collect::<Result<_>>()?,
+            )
         };
         let mut rows = Vec::new();
         for ((t, id), tags) in &st.tags {

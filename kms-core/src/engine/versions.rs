@@ -1,6 +1,7 @@
 //! Key versions and rotation: CreateKeyVersion, DescribeKeyVersion, ListKeyVersions,
 //! UpdateRotationPolicy, and the rotation step the maintenance task runs.
 
+use super::authz::Access;
 use super::{forbid_service_key, require_enabled, state_error, Caller, Engine};
 use crate::api::{
     KeyVersion, KeyVersionList, KeyVersionResponse, ListKeyVersionsResponse, PageRequest, UpdateRotationPolicyRequest,
@@ -11,10 +12,10 @@ use crate::model::{KeyRecord, KeyState, Origin, VersionRecord};
 use crate::store::Change;
 
 impl Engine {
-    pub fn create_key_version(&self, _caller: &Caller, key_id: &str) -> Result<KeyVersionResponse> {
+    pub fn create_key_version(&self, caller: &Caller, key_id: &str) -> Result<KeyVersionResponse> {
         let min_gap = self.config.limits.min_manual_version_interval_secs;
         let v = self.mutate(|st, now| {
-            let k = self.find(st, "KeyId", key_id)?;
+            let k = self.find_key(st, Access::Check(caller, "kms:CreateKeyVersion"), "KeyId", key_id)?;
             forbid_service_key(k, "CreateKeyVersion")?;
             if k.origin == Origin::External {
                 return Err(external_no_versions(k));
@@ -46,12 +47,12 @@ impl Engine {
         Ok((vec![Change::PutVersion(v.clone()), Change::PutKey(k)], v))
     }
 
-    pub fn describe_key_version(&self, _caller: &Caller, key_id: &str, version_id: &str) -> Result<KeyVersionResponse> {
+    pub fn describe_key_version(&self, caller: &Caller, key_id: &str, version_id: &str) -> Result<KeyVersionResponse> {
         if version_id.trim().is_empty() {
             return Err(KmsError::missing("KeyVersionId"));
         }
         let st = self.state.read();
-        let k = self.find(&st, "KeyId", key_id)?;
+        let k = self.find_key(&st, Access::Check(caller, "kms:DescribeKeyVersion"), "KeyId", key_id)?;
         let v = st
             .versions
             .get(version_id)
@@ -62,13 +63,13 @@ impl Engine {
 
     pub fn list_key_versions(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         key_id: &str,
         page: PageRequest,
     ) -> Result<ListKeyVersionsResponse> {
         let page = page.validate()?;
         let st = self.state.read();
-        let k = self.find(&st, "KeyId", key_id)?;
+        let k = self.find_key(&st, Access::Check(caller, "kms:ListKeyVersions"), "KeyId", key_id)?;
         let ids = st.versions_of(&k.key_id);
         let key_version = page.slice(ids).iter().map(|id| version_view(&st.versions[id])).collect();
         Ok(ListKeyVersionsResponse {
@@ -79,9 +80,9 @@ impl Engine {
         })
     }
 
-    pub fn update_rotation_policy(&self, _caller: &Caller, req: UpdateRotationPolicyRequest) -> Result<()> {
+    pub fn update_rotation_policy(&self, caller: &Caller, req: UpdateRotationPolicyRequest) -> Result<()> {
         self.mutate(|st, _| {
-            let k = self.find(st, "KeyId", &req.key_id)?;
+            let k = self.find_key(st, Access::Check(caller, "kms:UpdateRotationPolicy"), "KeyId", &req.key_id)?;
             forbid_service_key(k, "UpdateRotationPolicy")?;
             if req.enable_automatic_rotation || k.origin == Origin::External {
                 check_rotatable(k)?;

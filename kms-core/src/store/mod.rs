@@ -115,6 +115,20 @@ impl Store {
         &self.path
     }
 
+    /// Records a request nonce durably; `false` if it was recorded before (a replay).
+    pub fn claim_nonce(&mut self, id: &[u8], expires_at: i64) -> rusqlite::Result<bool> {
+        let n = self
+            .conn
+            .prepare_cached("INSERT OR IGNORE INTO request_nonces (id, expires_at) VALUES (?1, ?2)")?
+            .execute(rusqlite::params![id, expires_at])?;
+        Ok(n == 1)
+    }
+
+    /// Forgets nonces whose requests can no longer be accepted anyway; returns how many.
+    pub fn purge_nonces(&mut self, now: i64) -> rusqlite::Result<usize> {
+        self.conn.prepare_cached("DELETE FROM request_nonces WHERE expires_at < ?1")?.execute([now])
+    }
+
     pub fn get_meta(&self, name: &str) -> rusqlite::Result<Option<Vec<u8>>> {
         self.conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0)).optional()
     }

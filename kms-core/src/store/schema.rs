@@ -87,6 +87,15 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (resource_type, resource_id, tag_key)
     ) STRICT;
     "#,
+    // 4: signature nonces of mutating requests, kept until their timestamp can no longer be
+    // accepted, so a replay is refused across restarts (and, on a shared store, across nodes).
+    r#"
+    CREATE TABLE request_nonces (
+        id         BLOB PRIMARY KEY,
+        expires_at INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX request_nonces_by_expiry ON request_nonces(expires_at);
+    "#,
 ];
 
 /// Brings the schema up to date. A store written by a newer build is refused, not downgraded.

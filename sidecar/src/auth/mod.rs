@@ -12,7 +12,11 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::wire::params::Params;
-use nonce::NonceCache;
+use nonce::{NonceCache, Refused};
+
+/// Nonces remembered per access key: 1 Mi × ~26 bytes ≈ 26 MiB at most for one key; at 40 k
+/// requests/s from one key that still covers the last 26 s of timestamps.
+pub const DEFAULT_NONCES_PER_KEY: usize = 1 << 20;
 use sign::{V1Method, V3Authorization};
 
 /// An access key pair and the principal it acts as.
@@ -59,6 +63,10 @@ pub struct Authenticated {
     pub caller: Caller,
     pub access_key_id: String,
     pub scheme: Scheme,
+    /// The request's signature nonce and when it stops being acceptable (its timestamp plus the
+    /// accepted skew): a mutating request claims it in the store for that long.
+    pub nonce: String,
+    pub nonce_expires_at: i64,
 }
 
 pub struct Authenticator {
@@ -73,9 +81,19 @@ const V3_REQUIRED_SIGNED: &[&str] = &["host", "x-acs-date", "x-acs-signature-non
 
 impl Authenticator {
     pub fn new(keys: Vec<AccessKey>, max_skew_secs: i64, clock: Arc<dyn Clock>) -> Self {
+        Self::with_nonce_budget(keys, max_skew_secs, clock, DEFAULT_NONCES_PER_KEY)
+    }
+
+    /// As `new`, holding at most `nonces_per_key` nonces per access key (module `nonce`).
+    pub fn with_nonce_budget(
+        keys: Vec<AccessKey>,
+        max_skew_secs: i64,
+        clock: Arc<dyn Clock>,
+        nonces_per_key: usize,
+    ) -> Self {
         Authenticator {
             keys: keys.into_iter().map(|k| (k.id.clone(), k)).collect(),
-            nonces: NonceCache::new(2 * max_skew_secs),
+            nonces: NonceCache::new(max_skew_secs, nonces_per_key),
             max_skew_secs,
             clock,
         }
@@ -124,14 +142,16 @@ impl Authenticator {
         }
         let ts =
             p.get("Timestamp").filter(|s| !s.is_empty()).ok_or_else(|| KmsError::new(ErrorCode::IllegalTimestamp))?;
-        self.check_time(ts)?;
+        let t = self.check_time(ts)?;
         let nonce =
             p.get("SignatureNonce").filter(|s| !s.is_empty()).ok_or_else(|| KmsError::missing("SignatureNonce"))?;
-        self.check_nonce(ak, nonce)?;
+        self.check_nonce(ak, nonce, t)?;
         Ok(Authenticated {
             caller: Caller::new(key.principal.clone()),
             access_key_id: ak.to_string(),
             scheme: Scheme::V1,
+            nonce: nonce.to_string(),
+            nonce_expires_at: t + self.max_skew_secs,
         })
     }
 
@@ -182,17 +202,20 @@ impl Authenticator {
             return Err(signature_mismatch(&sts));
         }
         let ts = r.header("x-acs-date").ok_or_else(|| KmsError::new(ErrorCode::IllegalTimestamp))?;
-        self.check_time(ts)?;
+        let t = self.check_time(ts)?;
         let nonce = r.header("x-acs-signature-nonce").ok_or_else(|| KmsError::missing("x-acs-signature-nonce"))?;
-        self.check_nonce(&auth.credential, nonce)?;
+        self.check_nonce(&auth.credential, nonce, t)?;
         Ok(Authenticated {
             caller: Caller::new(key.principal.clone()),
             access_key_id: auth.credential,
             scheme: Scheme::V3,
+            nonce: nonce.to_string(),
+            nonce_expires_at: t + self.max_skew_secs,
         })
     }
 
-    fn check_time(&self, ts: &str) -> Result<(), KmsError> {
+    /// The request's timestamp, if it lies within the accepted skew.
+    fn check_time(&self, ts: &str) -> Result<i64, KmsError> {
         let t =
             time::OffsetDateTime::parse(ts.trim(), &time::format_description::well_known::Rfc3339).map_err(|_| {
                 KmsError::with_detail(
@@ -210,15 +233,24 @@ impl Authenticator {
                 ),
             ));
         }
-        Ok(())
+        Ok(t.unix_timestamp())
     }
 
-    fn check_nonce(&self, ak: &str, nonce: &str) -> Result<(), KmsError> {
-        if self.nonces.check_and_insert(ak, nonce, self.clock.now()) {
-            Ok(())
-        } else {
-            Err(KmsError::new(ErrorCode::SignatureNonceUsed))
+    fn check_nonce(&self, ak: &str, nonce: &str, ts: i64) -> Result<(), KmsError> {
+        match self.nonces.check_and_insert(ak, nonce, ts, self.clock.now()) {
+            Ok(()) => Ok(()),
+            Err(Refused::Replayed) => Err(KmsError::new(ErrorCode::SignatureNonceUsed)),
+            Err(Refused::BeyondHorizon) => Err(KmsError::with_detail(
+                ErrorCode::InvalidTimeStampExpired,
+                "This access key sent more requests within the timestamp window than replay protection \
+                 holds; requests signed this long ago are refused for now. Sign again and retry.",
+            )),
         }
+    }
+
+    /// Nonces held in memory now.
+    pub fn nonces_held(&self) -> usize {
+        self.nonces.len()
     }
 }
 

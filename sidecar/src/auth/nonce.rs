@@ -1,55 +1,146 @@
-//! Replay protection: a `SignatureNonce` is accepted once per access key within the window during
-//! which its timestamp would be accepted. Nonces are kept as 128-bit keyed hashes in per-minute
-//! buckets, sharded to keep lock contention low; whole buckets expire at once.
+//! Replay protection in bounded memory (WIRE.md §"Replay protection").
+//!
+//! A signed request carries a timestamp `T` and a nonce. It is accepted while `|now − T| ≤ skew`,
+//! so its nonce must be remembered until `T + skew` and no longer: entries are kept by the
+//! *request's* timestamp, in one-second buckets, and whole buckets expire together.
+//!
+//! Memory is bounded per access key: each key has `SHARDS` shards of at most `cap / SHARDS`
+//! nonces. A full shard forgets its oldest-timestamped bucket and raises its *horizon* to that
+//! timestamp; from then on it refuses every request timestamped at or before the horizon
+//! (`InvalidTimeStamp.Expired`, "re-sign and retry"), because a forgotten nonce could otherwise be
+//! replayed. So a principal that floods shrinks only its own accepted window – never another
+//! key's – and memory stays at `cap` nonces per key (about 26 bytes each) however hard it pushes.
+//! Under ordinary load the horizon stays behind `now − skew` and nothing changes for clients.
+//!
+//! Mutating requests are also claimed in the store (`Engine::claim_nonce`), which survives a
+//! restart; this cache covers reads, which a restart may forget only for requests signed before it
+//! and whose replay changes nothing.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 const SHARDS: usize = 16;
-const BUCKET_SECS: i64 = 60;
 
-/// Per-minute buckets of nonce hashes, oldest first.
-type Buckets = VecDeque<(i64, HashSet<u128>)>;
+/// Why a nonce was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Seen before with this access key.
+    Replayed,
+    /// Older than what this key's memory still covers under its current load.
+    BeyondHorizon,
+}
+
+#[derive(Default)]
+struct Shard {
+    /// Nonce hashes by the second of their request's timestamp.
+    buckets: BTreeMap<i64, Vec<u64>>,
+    seen: HashSet<u64, IdentityHash>,
+    /// Requests timestamped at or before this were forgotten early: refused.
+    horizon: i64,
+}
+
+/// The hashes are already uniformly distributed (keyed SipHash): no second hashing.
+#[derive(Default, Clone, Copy)]
+struct IdentityHash;
+
+impl BuildHasher for IdentityHash {
+    type Hasher = IdentityHasher;
+    fn build_hasher(&self) -> IdentityHasher {
+        IdentityHasher(0)
+    }
+}
+
+#[derive(Default)]
+struct IdentityHasher(u64);
+
+impl std::hash::Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 pub struct NonceCache {
-    shards: Vec<Mutex<Buckets>>,
-    window_secs: i64,
-    keys: (RandomState, RandomState),
+    keys: RwLock<HashMap<String, Arc<[Mutex<Shard>; SHARDS]>>>,
+    skew_secs: i64,
+    per_shard: usize,
+    hasher: RandomState,
 }
 
 impl NonceCache {
-    /// Remembers each nonce for `window_secs` (twice the accepted clock skew).
-    pub fn new(window_secs: i64) -> Self {
+    /// Nonces of requests accepted up to `skew_secs` from now, at most `cap_per_key` per key.
+    pub fn new(skew_secs: i64, cap_per_key: usize) -> Self {
         NonceCache {
-            shards: (0..SHARDS).map(|_| Mutex::new(VecDeque::new())).collect(),
-            window_secs: window_secs.max(BUCKET_SECS),
-            keys: (RandomState::new(), RandomState::new()),
+            keys: RwLock::new(HashMap::new()),
+            skew_secs,
+            per_shard: (cap_per_key / SHARDS).max(1),
+            hasher: RandomState::new(),
         }
     }
 
-    /// `true` if the nonce is new (and records it), `false` if it was seen within the window.
-    pub fn check_and_insert(&self, access_key_id: &str, nonce: &str, now: i64) -> bool {
-        let h = ((self.keys.0.hash_one((access_key_id, nonce)) as u128) << 64)
-            | self.keys.1.hash_one((nonce, access_key_id)) as u128;
-        let bucket = now.div_euclid(BUCKET_SECS);
-        let oldest = (now - self.window_secs).div_euclid(BUCKET_SECS);
-        let mut shard = self.shards[(h as usize) % SHARDS].lock();
-        while shard.front().is_some_and(|(b, _)| *b < oldest) {
-            shard.pop_front();
-        }
-        if shard.iter().any(|(_, set)| set.contains(&h)) {
-            return false;
-        }
-        match shard.back_mut() {
-            Some((b, set)) if *b == bucket => {
-                set.insert(h);
+    /// Records the nonce of a request timestamped `ts` (already checked to be within the skew of
+    /// `now`) for an authenticated `access_key_id`, or says why it is refused.
+    pub fn check_and_insert(&self, access_key_id: &str, nonce: &str, ts: i64, now: i64) -> Result<(), Refused> {
+        let h = self.hasher.hash_one((access_key_id, nonce));
+        let shards = self.shards_of(access_key_id);
+        let mut s = shards[(h >> 60) as usize % SHARDS].lock();
+        // What can no longer be replayed (its timestamp is outside the skew) is forgotten.
+        let expired = now - self.skew_secs;
+        while let Some(entry) = s.buckets.first_entry() {
+            if *entry.key() >= expired {
+                break;
             }
-            _ => shard.push_back((bucket, HashSet::from([h]))),
+            for x in entry.remove() {
+                s.seen.remove(&x);
+            }
         }
-        true
+        if ts <= s.horizon {
+            return Err(Refused::BeyondHorizon);
+        }
+        if s.seen.contains(&h) {
+            return Err(Refused::Replayed);
+        }
+        while s.seen.len() >= self.per_shard {
+            let Some((t, hashes)) = s.buckets.pop_first() else { break };
+            for x in hashes {
+                s.seen.remove(&x);
+            }
+            s.horizon = s.horizon.max(t);
+            if ts <= s.horizon {
+                return Err(Refused::BeyondHorizon);
+            }
+        }
+        s.seen.insert(h);
+        s.buckets.entry(ts).or_default().push(h);
+        Ok(())
+    }
+
+    /// Nonces held now, over every key (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.keys.read().values().map(|shards| shards.iter().map(|s| s.lock().seen.len()).sum::<usize>()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn shards_of(&self, access_key_id: &str) -> Arc<[Mutex<Shard>; SHARDS]> {
+        if let Some(s) = self.keys.read().get(access_key_id) {
+            return s.clone();
+        }
+        // Only authenticated keys get here, so the map holds at most the configured keys.
+        self.keys.write().entry(access_key_id.to_string()).or_insert_with(|| Arc::new(Default::default())).clone()
     }
 }
 
@@ -58,11 +149,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_nonce_is_accepted_once_per_key_within_the_window() {
-        let c = NonceCache::new(1800);
-        assert!(c.check_and_insert("ak", "n1", 1000));
-        assert!(!c.check_and_insert("ak", "n1", 1500));
-        assert!(c.check_and_insert("other", "n1", 1500), "nonces are per access key");
-        assert!(c.check_and_insert("ak", "n1", 1000 + 1800 + 120), "forgotten after the window");
+    fn a_nonce_is_accepted_once_per_key_while_its_timestamp_is_acceptable() {
+        let c = NonceCache::new(900, 1 << 20);
+        assert_eq!(c.check_and_insert("ak", "n1", 1000, 1000), Ok(()));
+        assert_eq!(c.check_and_insert("ak", "n1", 1000, 1500), Err(Refused::Replayed));
+        assert_eq!(c.check_and_insert("other", "n1", 1000, 1500), Ok(()), "nonces are per access key");
+        // At now = 1901 a request stamped 1000 is outside the skew (the authenticator refuses it
+        // first), so its nonce is forgotten: the same nonce on a new request is accepted.
+        assert_eq!(c.check_and_insert("ak", "n1", 1901, 1901), Ok(()));
+        assert_eq!(c.check_and_insert("ak", "n1", 1901, 1902), Err(Refused::Replayed));
+    }
+
+    #[test]
+    fn memory_is_bounded_per_key_and_a_flood_shrinks_only_its_own_window() {
+        let cap = 16 * 64;
+        let c = NonceCache::new(900, cap);
+        let now = 10_000;
+        // A key sends far more than its cap within one window.
+        let mut refused = 0;
+        for i in 0..20_000 {
+            let ts = now - 600 + i / 40; // timestamps rising through the window
+            match c.check_and_insert("flood", &format!("n{i}"), ts, now) {
+                Ok(()) => {}
+                Err(Refused::BeyondHorizon) => refused += 1,
+                Err(Refused::Replayed) => panic!("fresh nonce refused as replay"),
+            }
+        }
+        assert!(c.len() <= cap, "held {} > cap {cap}", c.len());
+        assert_eq!(refused, 0, "rising timestamps stay ahead of the horizon");
+        // Old-stamped requests of the flooding key are refused; a replay of a forgotten nonce too.
+        assert_eq!(c.check_and_insert("flood", "n0", now - 600, now), Err(Refused::BeyondHorizon));
+        // Another key keeps its whole window.
+        assert_eq!(c.check_and_insert("quiet", "q", now - 890, now), Ok(()));
+        assert_eq!(c.check_and_insert("quiet", "q", now - 890, now), Err(Refused::Replayed));
     }
 }

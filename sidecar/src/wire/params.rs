@@ -6,6 +6,11 @@
 //! (`True`/`true`), integers from their decimal text, byte fields from base64. A missing required
 //! field is `MissingParameter`, a value that does not parse is `InvalidParameter`, both naming the
 //! parameter.
+//!
+//! Normalisation happens in the decoder, once: a value that is empty or only white space is
+//! *absent* – a required parameter sent as `" "` is `MissingParameter`, an optional one is as if
+//! not sent. No typed request ever holds a blank value, so no two layers can disagree about one.
+//! (`get` still returns the raw values: signatures are computed over exactly what was sent.)
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -38,20 +43,32 @@ impl std::fmt::Debug for Params {
 impl Params {
     /// Merges the query and (when it is a form) the body.
     pub fn from_request(query: &str, form_body: Option<&[u8]>) -> Params {
-        let mut map = BTreeMap::new();
+        let mut p = Params::default();
         for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-            map.insert(k.into_owned(), v.into_owned());
+            p.insert(k.into_owned(), v.into_owned());
         }
         if let Some(body) = form_body {
             for (k, v) in form_urlencoded::parse(body) {
-                map.insert(k.into_owned(), v.into_owned());
+                p.insert(k.into_owned(), v.into_owned());
             }
         }
-        Params { map }
+        p
     }
 
     pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Params {
-        Params { map: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect() }
+        let mut p = Params::default();
+        for (k, v) in pairs {
+            p.insert(k.into(), v.into());
+        }
+        p
+    }
+
+    /// Adds a parameter; a later duplicate replaces an earlier one (which is zeroized).
+    fn insert(&mut self, name: String, value: String) {
+        if let Some(mut old) = self.map.insert(name, value) {
+            use zeroize::Zeroize;
+            old.zeroize();
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -63,7 +80,7 @@ impl Params {
     }
 
     pub fn set(&mut self, name: &str, value: String) {
-        self.map.insert(name.to_string(), value);
+        self.insert(name.to_string(), value);
     }
 
     /// Removes and returns the parameters whose names start with `prefix`.
@@ -135,6 +152,10 @@ impl<'a> Node<'a> {
     fn build(params: &'a BTreeMap<String, String>) -> Node<'a> {
         let mut root = Node::Map(BTreeMap::new());
         for (k, v) in params {
+            // Blank is absent (module docs): the one place that rule lives.
+            if v.trim().is_empty() {
+                continue;
+            }
             // A plain parameter wins over a dotted one of the same stem.
             root.insert(&k.split('.').collect::<Vec<_>>(), v);
         }
@@ -411,6 +432,26 @@ mod tests {
         assert_eq!(p.get("B"), Some("x y"));
         assert_eq!(p.get("C"), Some("body"), "the body wins");
         assert_eq!(p.get("D"), Some("p@ss w+rd"));
+    }
+
+    #[test]
+    fn blank_values_are_absent() {
+        for blank in ["", " ", "\t", "\n", " \r\n "] {
+            let p = Params::from_pairs([("KeyId", blank), ("Plaintext", "aGk=")]);
+            assert_eq!(p.get("KeyId"), Some(blank), "raw values stay for the signature");
+            let e = p.decode::<EncryptRequest>().unwrap_err();
+            assert_eq!(e.code(), ErrorCode::MissingParameter, "{blank:?}");
+            let r: ReEncryptRequest = Params::from_pairs([
+                ("CiphertextBlob", "aGk="),
+                ("DestinationKeyId", "k"),
+                ("SourceEncryptionAlgorithm", blank),
+            ])
+            .decode()
+            .unwrap();
+            assert_eq!(r.source_encryption_algorithm, None, "{blank:?}");
+        }
+        let p = Params::from_request("KeyId=key-a", Some(b"KeyId=+&Plaintext=aGk="));
+        assert_eq!(p.decode::<EncryptRequest>().unwrap_err().code(), ErrorCode::MissingParameter, "the body wins");
     }
 
     #[test]
