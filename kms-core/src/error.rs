@@ -46,6 +46,10 @@ pub enum ErrorCode {
     InvalidActionNotFound,
     InvalidVersion,
     UnsupportedHttpMethod,
+    // Connection-level refusals, in the same JSON shape (no documented gateway code exists).
+    RequestTimeout,
+    RequestUriTooLong,
+    RequestHeaderFieldsTooLarge,
 }
 
 impl ErrorCode {
@@ -55,6 +59,9 @@ impl ErrorCode {
         match self {
             InternalFailure => "InternalFailure",
             ServiceUnavailableTemporary => "ServiceUnavailableTemporary",
+            RequestTimeout => "RequestTimeout",
+            RequestUriTooLong => "RequestURITooLong",
+            RequestHeaderFieldsTooLarge => "RequestHeaderFieldsTooLarge",
             KeyNotFound => "Forbidden.KeyNotFound",
             KeyVersionNotFound => "Forbidden.KeyVersionNotFound",
             AliasNotFound => "Forbidden.AliasNotFound",
@@ -97,6 +104,9 @@ impl ErrorCode {
         match self {
             InternalFailure => 500,
             ServiceUnavailableTemporary => 503,
+            RequestTimeout => 408,
+            RequestUriTooLong => 414,
+            RequestHeaderFieldsTooLarge => 431,
             KeyNotFound
             | KeyVersionNotFound
             | AliasNotFound
@@ -137,6 +147,9 @@ impl ErrorCode {
         match self {
             InternalFailure => "Internal Failure.",
             ServiceUnavailableTemporary => "Service Unavailable Temporary.",
+            RequestTimeout => "The request was not received in time.",
+            RequestUriTooLong => "The request URI is too long.",
+            RequestHeaderFieldsTooLarge => "The request headers are too large.",
             KeyNotFound => "The specified Key is not found.",
             KeyVersionNotFound => "The specified Key version is not found.",
             AliasNotFound => "The specified Alias is not found.",

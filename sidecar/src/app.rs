@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 use crate::auth::{AccessKey, Authenticator};
 use crate::config::{load_or_create_credentials, write_private, Config, Profile, ServiceKey};
 use crate::metrics::Metrics;
-use crate::server::{api_handler, serve, AppState, Listener};
+use crate::server::{api_handler, serve_with, AppState, Listener};
 use crate::tls;
 
 pub const ENV_ACCESS_KEY_ID: &str = "KMS_ACCESS_KEY_ID";
@@ -115,6 +115,7 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
         max_body_bytes: cfg.max_body_bytes,
     });
     let api = api_handler(state.clone());
+    let limits = Arc::new(cfg.connections.clone());
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut profile = Profile::default();
@@ -125,7 +126,7 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
         let addr = l.local_addr().map_err(|e| e.to_string())?;
         http = Some(addr);
         profile.endpoint = format!("http://{addr}");
-        tasks.push(tokio::spawn(serve(api.clone(), Listener::Tcp(l), shutdown_rx.clone())));
+        tasks.push(tokio::spawn(serve_with(api.clone(), Listener::Tcp(l), shutdown_rx.clone(), limits.clone())));
     }
     let mut https = None;
     if let Some(tls_listen) = &cfg.tls_listen {
@@ -140,13 +141,18 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
         https = Some(addr);
         profile.tls_endpoint = Some(format!("https://localhost:{}", addr.port()));
         profile.ca_file = files.ca.clone();
-        tasks.push(tokio::spawn(serve(api.clone(), Listener::Tls(l, acceptor), shutdown_rx.clone())));
+        tasks.push(tokio::spawn(serve_with(
+            api.clone(),
+            Listener::Tls(l, acceptor),
+            shutdown_rx.clone(),
+            limits.clone(),
+        )));
     }
     if let Some(path) = &cfg.unix_socket {
         let _ = std::fs::remove_file(path);
         let l = tokio::net::UnixListener::bind(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
-        tasks.push(tokio::spawn(serve(api.clone(), Listener::Unix(l), shutdown_rx.clone())));
+        tasks.push(tokio::spawn(serve_with(api.clone(), Listener::Unix(l), shutdown_rx.clone(), limits.clone())));
     }
     if cfg.agent.enabled() {
         let (token, token_file) = crate::agent::load_token(&cfg.agent, &dir)?;
@@ -157,13 +163,18 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
             let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("agent listen {listen}: {e}"))?;
             let bound = l.local_addr().map_err(|e| e.to_string())?;
             profile.agent_endpoint = Some(format!("http://{bound}"));
-            tasks.push(tokio::spawn(serve(handler.clone(), Listener::Tcp(l), shutdown_rx.clone())));
+            tasks.push(tokio::spawn(serve_with(
+                handler.clone(),
+                Listener::Tcp(l),
+                shutdown_rx.clone(),
+                limits.clone(),
+            )));
         }
         if let Some(path) = &cfg.agent.unix_socket {
             let _ = std::fs::remove_file(path);
             let l = tokio::net::UnixListener::bind(path).map_err(|e| format!("{}: {e}", path.display()))?;
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
-            tasks.push(tokio::spawn(serve(handler, Listener::Unix(l), shutdown_rx.clone())));
+            tasks.push(tokio::spawn(serve_with(handler, Listener::Unix(l), shutdown_rx.clone(), limits.clone())));
         }
         profile.agent_token_file = Some(token_file);
     }

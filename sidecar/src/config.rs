@@ -33,6 +33,8 @@ pub struct Config {
     pub max_clock_skew_secs: i64,
     pub maintenance_interval_secs: u64,
     pub max_body_bytes: usize,
+    /// Connection count, timeouts and head sizes (module `conn`).
+    pub connections: crate::conn::ConnLimits,
     pub engine: EngineConfig,
     /// Access keys in addition to those in `credentials.toml`.
     pub access_keys: Vec<AccessKeyConfig>,
@@ -169,6 +171,7 @@ impl Default for Config {
             max_clock_skew_secs: 15 * 60,
             maintenance_interval_secs: 60,
             max_body_bytes: 1 << 20,
+            connections: crate::conn::ConnLimits::default(),
             engine: EngineConfig::default(),
             access_keys: Vec::new(),
             agent: crate::agent::AgentConfig::default(),

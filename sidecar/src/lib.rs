@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod conn;
 pub mod envelope;
 pub mod metrics;
 pub mod server;

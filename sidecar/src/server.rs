@@ -11,7 +11,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use kms_core::api::Action;
 use kms_core::{Engine, ErrorCode, KmsError};
@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use crate::actions;
 use crate::audit::{AuditEvent, AuditLog};
 use crate::auth::{Authenticator, RequestParts};
+use crate::conn::{ConnLimits, ConnState, Watched};
 use crate::metrics::Metrics;
 use crate::wire::params::Params;
 use crate::wire::response::{error_body, new_request_id, success_body, CONTENT_TYPE};
@@ -250,9 +251,20 @@ pub fn api_handler(state: Arc<AppState>) -> Handler {
 
 /// Serves connections until `shutdown` flips, then waits (at most 10 s) for in-flight requests.
 /// Each connection (and its TLS handshake) runs in its own task, so a slow client never holds up
-/// the accept loop.
-pub async fn serve(handler: Handler, listener: Listener, mut shutdown: watch::Receiver<bool>) {
+/// the accept loop; at most `limits.max_connections` are served at once (module `conn`).
+pub async fn serve(handler: Handler, listener: Listener, shutdown: watch::Receiver<bool>) {
+    serve_with(handler, listener, shutdown, Arc::new(ConnLimits::default())).await
+}
+
+/// [`serve`] with explicit connection limits.
+pub async fn serve_with(
+    handler: Handler,
+    listener: Listener,
+    mut shutdown: watch::Receiver<bool>,
+    limits: Arc<ConnLimits>,
+) {
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     loop {
         let accepted = tokio::select! {
             a = accept(&listener) => a,
@@ -266,17 +278,40 @@ pub async fn serve(handler: Handler, listener: Listener, mut shutdown: watch::Re
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Over the limit: answer at once and close, so the client learns why.
+            tracing::warn!(max = limits.max_connections, "connection refused: too many connections");
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let reply = crate::conn::over_limit_response();
+                let write = async {
+                    match conn {
+                        Accepted::Plain(mut s, _) => s.write_all(&reply).await,
+                        Accepted::Unix(mut s) => s.write_all(&reply).await,
+                        Accepted::Tls(..) => Ok(()),
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+            });
+            continue;
+        };
         let watcher = graceful.watcher();
         let st = handler.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
+            let _slot = slot;
+            let l = &limits;
             match conn {
                 Accepted::Plain(s, peer) => {
-                    serve_connection(st, s, watcher, ConnInfo { peer: Some(peer), tls: false }).await
+                    serve_connection(st, s, watcher, ConnInfo { peer: Some(peer), tls: false }, l).await
                 }
-                Accepted::Unix(s) => serve_connection(st, s, watcher, ConnInfo::default()).await,
+                Accepted::Unix(s) => serve_connection(st, s, watcher, ConnInfo::default(), l).await,
                 Accepted::Tls(tcp, peer, acceptor) => {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                        Ok(Ok(s)) => serve_connection(st, s, watcher, ConnInfo { peer: Some(peer), tls: true }).await,
+                    let handshake = Duration::from_secs(limits.header_read_timeout_secs.max(1));
+                    match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+                        Ok(Ok(s)) => {
+                            serve_connection(st, s, watcher, ConnInfo { peer: Some(peer), tls: true }, l).await
+                        }
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
@@ -316,17 +351,54 @@ async fn serve_connection<S>(
     stream: S,
     watcher: hyper_util::server::graceful::Watcher,
     info: ConnInfo,
+    limits: &ConnLimits,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let conn_state = ConnState::new();
+    let svc_state = conn_state.clone();
+    let head_limits = limits.clone();
     let svc = service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(info);
-        let f = handler(req);
-        async move { Ok::<_, Infallible>(f.await) }
+        let state = svc_state.clone();
+        state.request_started();
+        let refused = head_limits.check_head(req.uri().to_string().len(), req.headers()).err();
+        let f = match refused {
+            None => Some(handler(req)),
+            Some(_) => None,
+        };
+        async move {
+            struct Finished(Arc<ConnState>);
+            impl Drop for Finished {
+                fn drop(&mut self) {
+                    self.0.request_finished();
+                }
+            }
+            let _finished = Finished(state);
+            Ok::<_, Infallible>(match (f, refused) {
+                (Some(f), _) => f.await,
+                (None, Some(e)) => {
+                    let rid = new_request_id();
+                    let mut r = respond(e.http_status(), &rid, CONTENT_TYPE, error_body(&rid, "kms", &e));
+                    r.headers_mut().insert("connection", http::HeaderValue::from_static("close"));
+                    r
+                }
+                (None, None) => unreachable!("a request is either refused or handled"),
+            })
+        }
     });
-    let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-        .http1_only()
-        .serve_connection(TokioIo::new(stream), svc)
-        .into_owned();
-    let _ = watcher.watch(conn).await;
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs.max(1) * 2))
+        // Our own limits answer in JSON; hyper's (bare) ones sit above them.
+        .max_buf_size((limits.max_uri_bytes + limits.max_header_bytes).max(64 << 10) * 2);
+    let conn = builder.serve_connection(TokioIo::new(Watched::new(stream, conn_state.clone())), svc);
+    let dog = conn_state.watchdog(limits);
+    tokio::pin!(dog);
+    let served = watcher.watch(conn);
+    tokio::select! {
+        _ = served => {}
+        why = &mut dog => tracing::debug!(reason = why, "connection closed"),
+    }
 }

@@ -557,3 +557,95 @@ fn every_action_dispatches_and_checks_the_permissions_its_table_entry_names() {
     }
     assert!(reached >= 40, "only {reached} of {} actions reached their authorisation", ACTIONS.len());
 }
+
+mod connections {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    use kms_sidecar::app;
+    use kms_sidecar::config::Config;
+    use kms_sidecar::conn::ConnLimits;
+
+    fn start(dir: &std::path::Path, rt: &tokio::runtime::Runtime) -> app::Running {
+        let cfg = Config {
+            data_dir: Some(dir.to_path_buf()),
+            listen: "127.0.0.1:0".into(),
+            connections: ConnLimits {
+                max_connections: 8,
+                header_read_timeout_secs: 1,
+                idle_timeout_secs: 2,
+                max_uri_bytes: 4096,
+                max_header_bytes: 4096,
+            },
+            ..Default::default()
+        };
+        rt.block_on(app::start(cfg)).unwrap()
+    }
+
+    /// Reads what the server sends until it closes; (time taken, text).
+    fn read_all(s: &mut TcpStream) -> (Duration, String) {
+        let t = Instant::now();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        (t.elapsed(), String::from_utf8_lossy(&out).into_owned())
+    }
+
+    #[test]
+    fn slow_idle_and_oversized_clients_are_bounded_and_told_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let r = start(dir.path(), &rt);
+        let addr = r.http.unwrap();
+
+        // Slowloris: half a head, then nothing.
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /?Action=DescribeRegions HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+        let (took, text) = read_all(&mut s);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains("\"Code\":\"RequestTimeout\""), "{text}");
+        assert!(took < Duration::from_secs(4), "{took:?}");
+
+        // A connection that never sends a byte is closed too.
+        let mut s = TcpStream::connect(addr).unwrap();
+        let (took, _) = read_all(&mut s);
+        assert!(took < Duration::from_secs(4), "{took:?}");
+
+        // An idle keep-alive connection after a request is closed after the idle timeout.
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let (took, text) = read_all(&mut s);
+        assert!(text.contains("pong"), "{text}");
+        assert!(took < Duration::from_secs(5), "{took:?}");
+
+        // 414 and 431 in the JSON error shape.
+        let long = "a".repeat(5000);
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(s, "GET /?Action=DescribeRegions&X={long} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let (_, text) = read_all(&mut s);
+        assert!(text.starts_with("HTTP/1.1 414") && text.contains("\"Code\":\"RequestURITooLong\""), "{text}");
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(s, "GET /ping HTTP/1.1\r\nHost: x\r\nX-Big: {long}\r\n\r\n").unwrap();
+        let (_, text) = read_all(&mut s);
+        assert!(
+            text.starts_with("HTTP/1.1 431") && text.contains("\"Code\":\"RequestHeaderFieldsTooLarge\""),
+            "{text}"
+        );
+
+        // More connections than allowed: the extra ones are answered 503 and closed; the held ones
+        // are released by the timeouts, after which the server serves again.
+        let held: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut extra = TcpStream::connect(addr).unwrap();
+        let (_, text) = read_all(&mut extra);
+        assert!(text.starts_with("HTTP/1.1 503") && text.contains("ServiceUnavailableTemporary"), "{text}");
+        std::thread::sleep(Duration::from_secs(3));
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let (_, text) = read_all(&mut s);
+        assert!(text.contains("pong"), "served again once the held connections timed out: {text}");
+        drop(held);
+        rt.block_on(r.shutdown());
+    }
+}
