@@ -151,18 +151,15 @@ impl<S> Watched<S> {
     }
 }
 
-fn timeout_response() -> Vec<u8> {
+/// A whole HTTP/1.1 answer in the JSON error shape, written on the socket by hand where hyper
+/// has no request to answer (the connection is closed after it).
+fn raw_error_response(e: &KmsError) -> Vec<u8> {
     let rid = new_request_id();
-    let body = error_body(
-        &rid,
-        "kms",
-        &KmsError::with_detail(
-            ErrorCode::RequestTimeout,
-            "The request head was not received in time; the connection is closed.",
-        ),
-    );
+    let body = error_body(&rid, "kms", e);
+    let status = e.http_status();
+    let reason = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
     let mut out = format!(
-        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json;charset=utf-8\r\nx-acs-request-id: {rid}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json;charset=utf-8\r\nx-acs-request-id: {rid}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -170,21 +167,19 @@ fn timeout_response() -> Vec<u8> {
     out
 }
 
+fn timeout_response() -> Vec<u8> {
+    raw_error_response(&KmsError::with_detail(
+        ErrorCode::RequestTimeout,
+        "The request head was not received in time; the connection is closed.",
+    ))
+}
+
 /// The 503 written on a connection over the limit, before closing it.
 pub fn over_limit_response() -> Vec<u8> {
-    let rid = new_request_id();
-    let body = error_body(
-        &rid,
-        "kms",
-        &KmsError::with_detail(ErrorCode::ServiceUnavailableTemporary, "Too many connections; retry shortly."),
-    );
-    let mut out = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json;charset=utf-8\r\nx-acs-request-id: {rid}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(&body);
-    out
+    raw_error_response(&KmsError::with_detail(
+        ErrorCode::ServiceUnavailableTemporary,
+        "Too many connections; retry shortly.",
+    ))
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<S> {

@@ -144,6 +144,22 @@ fn denied(r: Result<Value, ClientError>, what: &str) -> String {
     }
 }
 
+/// A secret made by the owner, under `key` (or the secrets service key).
+fn create_secret(owner: &Client, name: &str, value: &str, key: Option<&str>) {
+    let _: Value = owner
+        .call(
+            "CreateSecret",
+            &CreateSecretRequest {
+                secret_name: name.into(),
+                secret_data: SecretString::new(value.into()),
+                version_id: "v1".into(),
+                encryption_key_id: key.map(Into::into),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+}
+
 const BLANKS: &[&str] = &[" ", "\t", "\n", " \r\n "];
 
 #[test]
@@ -257,17 +273,7 @@ fn tag_calls_act_only_on_what_they_were_authorised_for() {
     let dir = tempfile::tempdir().unwrap();
     let w = World::new(dir.path());
     let (owner, dev) = (w.client("owner"), w.client("user:dev"));
-    let _: Value = owner
-        .call(
-            "CreateSecret",
-            &CreateSecretRequest {
-                secret_name: "prod-db".into(),
-                secret_data: SecretString::new("pw".into()),
-                version_id: "v1".into(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    create_secret(&owner, "prod-db", "pw", None);
     for b in BLANKS {
         let tags = r#"[{"TagKey":"env","TagValue":"dev"}]"#;
         let rid = denied(
@@ -308,18 +314,7 @@ fn batch_reads_answer_per_secret_and_never_leak_a_forbidden_one() {
     let w = World::new(dir.path());
     let owner = w.client("owner");
     for (name, key) in [("dev-a", &w.dev_key), ("prod-a", &w.prod_key)] {
-        let _: Value = owner
-            .call(
-                "CreateSecret",
-                &CreateSecretRequest {
-                    secret_name: name.into(),
-                    secret_data: SecretString::new(format!("value-of-{name}")),
-                    version_id: "v1".into(),
-                    encryption_key_id: Some(key.clone()),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        create_secret(&owner, name, &format!("value-of-{name}"), Some(key));
     }
     let dev = w.client("user:dev");
     let v =
@@ -477,17 +472,7 @@ fn every_action_dispatches_and_checks_the_permissions_its_table_entry_names() {
             .unwrap()
             .ciphertext_blob,
     );
-    let _: Value = owner
-        .call(
-            "CreateSecret",
-            &CreateSecretRequest {
-                secret_name: "s".into(),
-                secret_data: SecretString::new("v".into()),
-                version_id: "v1".into(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    create_secret(&owner, "s", "v", None);
     let _: Value =
         owner.call("CreateAlias", &AliasRequest { alias_name: "alias/a".into(), key_id: w.dev_key.clone() }).unwrap();
     // One superset of parameters that lets nearly every action get past decoding to the engine.
