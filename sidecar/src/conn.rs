@@ -75,9 +75,8 @@ impl ConnLimits {
 }
 
 /// What the watchdog and the service know about one connection.
-#[derive(Default)]
 pub struct ConnState {
-    started: Option<Instant>,
+    started: Instant,
     /// Milliseconds since `started` when bytes last moved.
     last_activity_ms: AtomicU64,
     /// Milliseconds since `started` when the current request's head began (0: none pending).
@@ -90,14 +89,19 @@ pub struct ConnState {
 
 impl ConnState {
     pub fn new() -> Arc<ConnState> {
-        let s = ConnState { started: Some(Instant::now()), ..Default::default() };
-        // The connection's start counts as the start of its first head (1 ms: 0 means none).
-        s.head_started_ms.store(1, Ordering::Relaxed);
-        Arc::new(s)
+        Arc::new(ConnState {
+            started: Instant::now(),
+            last_activity_ms: AtomicU64::new(1),
+            // The connection's start counts as the start of its first head (1 ms: 0 means none).
+            head_started_ms: AtomicU64::new(1),
+            in_flight: AtomicUsize::new(0),
+            timed_out: AtomicBool::new(false),
+            read_waker: Mutex::new(None),
+        })
     }
 
     fn now_ms(&self) -> u64 {
-        self.started.map(|t| t.elapsed().as_millis() as u64 + 1).unwrap_or(1)
+        self.started.elapsed().as_millis() as u64 + 1
     }
 
     /// A request's head was parsed: it is being handled.

@@ -21,17 +21,7 @@ fn put(c: &kms_sidecar::client::Client, name: &str, version: &str, value: &str) 
 }
 
 fn create(c: &kms_sidecar::client::Client, name: &str, value: &str) {
-    let _: Value = c
-        .call(
-            "CreateSecret",
-            &CreateSecretRequest {
-                secret_name: name.into(),
-                secret_data: SecretString::new(value.into()),
-                version_id: "v1".into(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    common::create_secret(c, name, value, None);
 }
 
 fn agent_get(s: &Sidecar, path: &str, token: Option<&str>, extra: Option<(&str, &str)>) -> (u16, Value) {

@@ -5,6 +5,8 @@
 //! restart. Each denied call is checked to change nothing and its audit line to name the resource
 //! the engine resolved.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use kms_core::api::*;
@@ -144,20 +146,13 @@ fn denied(r: Result<Value, ClientError>, what: &str) -> String {
     }
 }
 
-/// A secret made by the owner, under `key` (or the secrets service key).
-fn create_secret(owner: &Client, name: &str, value: &str, key: Option<&str>) {
-    let _: Value = owner
-        .call(
-            "CreateSecret",
-            &CreateSecretRequest {
-                secret_name: name.into(),
-                secret_data: SecretString::new(value.into()),
-                version_id: "v1".into(),
-                encryption_key_id: key.map(Into::into),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+use common::create_secret;
+
+/// A blob of `plaintext` under `key`, made by `c`.
+fn encrypt(c: &Client, key: &str, plaintext: &[u8]) -> Vec<u8> {
+    c.encrypt(&EncryptRequest { key_id: key.into(), plaintext: SecretBytes::from(plaintext), ..Default::default() })
+        .unwrap()
+        .ciphertext_blob
 }
 
 const BLANKS: &[&str] = &[" ", "\t", "\n", " \r\n "];
@@ -167,14 +162,7 @@ fn re_encrypt_checks_the_key_that_actually_decrypts() {
     let dir = tempfile::tempdir().unwrap();
     let w = World::new(dir.path());
     let (owner, dev) = (w.client("owner"), w.client("user:dev"));
-    let prod_blob = owner
-        .encrypt(&EncryptRequest {
-            key_id: w.prod_key.clone(),
-            plaintext: SecretBytes::from(&b"prod secret"[..]),
-            ..Default::default()
-        })
-        .unwrap()
-        .ciphertext_blob;
+    let prod_blob = encrypt(&owner, &w.prod_key, b"prod secret");
     let blob = encode_base64(&prod_blob);
     // The attack: a blank SourceEncryptionAlgorithm and a SourceKeyId the caller may use.
     for alg in BLANKS.iter().chain(&[""]) {
@@ -214,14 +202,7 @@ fn re_encrypt_checks_the_key_that_actually_decrypts() {
     // Decrypt and ExportDataKey of the prod blob are refused alike.
     denied(call(&dev, "Decrypt", &[("CiphertextBlob", &blob)]), "Decrypt of a prod blob");
     // The caller's own blob re-encrypts.
-    let dev_blob = dev
-        .encrypt(&EncryptRequest {
-            key_id: w.dev_key.clone(),
-            plaintext: SecretBytes::from(&b"dev"[..]),
-            ..Default::default()
-        })
-        .unwrap()
-        .ciphertext_blob;
+    let dev_blob = encrypt(&dev, &w.dev_key, b"dev");
     call(&dev, "ReEncrypt", &[("CiphertextBlob", &encode_base64(&dev_blob)), ("DestinationKeyId", &w.dev_key)])
         .unwrap();
 }
@@ -462,16 +443,7 @@ fn every_action_dispatches_and_checks_the_permissions_its_table_entry_names() {
     let dir = tempfile::tempdir().unwrap();
     let w = World::new(dir.path());
     let owner = w.client("owner");
-    let blob = encode_base64(
-        &owner
-            .encrypt(&EncryptRequest {
-                key_id: w.dev_key.clone(),
-                plaintext: SecretBytes::from(&b"x"[..]),
-                ..Default::default()
-            })
-            .unwrap()
-            .ciphertext_blob,
-    );
+    let blob = encode_base64(&encrypt(&owner, &w.dev_key, b"x"));
     create_secret(&owner, "s", "v", None);
     let _: Value =
         owner.call("CreateAlias", &AliasRequest { alias_name: "alias/a".into(), key_id: w.dev_key.clone() }).unwrap();

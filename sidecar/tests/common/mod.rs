@@ -132,3 +132,19 @@ impl Drop for Sidecar {
 fn sigterm(pid: u32) {
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
 }
+
+/// A secret created through `c`, version `v1`, under `key` (or the secrets service key).
+pub fn create_secret(c: &kms_sidecar::client::Client, name: &str, value: &str, key: Option<&str>) {
+    let _: serde_json::Value = c
+        .call(
+            "CreateSecret",
+            &kms_core::api::CreateSecretRequest {
+                secret_name: name.into(),
+                secret_data: kms_core::api::SecretString::new(value.into()),
+                version_id: "v1".into(),
+                encryption_key_id: key.map(Into::into),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+}
