@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kms_core::crypto::seal::{Protector, SoftwareRootKey};
+use kms_core::crypto::token::{Token, TokenRootKey};
 use kms_core::{Engine, EngineOptions, Principal, SystemClock};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -30,6 +32,7 @@ pub struct Running {
     pub engine: Arc<Engine>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    audit: Option<Arc<crate::audit::AuditLog>>,
     _maintenance: kms_core::engine::MaintenanceHandle,
 }
 
@@ -40,7 +43,30 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
+        // The last read-only lines are anchored before the process goes.
+        if let Some(a) = &self.audit {
+            a.flush().await;
+        }
     }
+}
+
+/// The root key that seals the store in `dir`, and the token when one is configured. With the
+/// root key in a token no `root.key` file is made at all; `create: false` (verifying tools) never
+/// makes a software root key either.
+pub fn open_root_key(hsm: &crate::config::HsmConfig, dir: &std::path::Path, create: bool) -> Result<RootKey, String> {
+    let token = if hsm.enabled || hsm.root_key_in_hsm { Some(Token::open(&hsm.token_config()?)?) } else { None };
+    let protector: Arc<dyn Protector> = match &token {
+        Some(t) if hsm.root_key_in_hsm => Arc::new(TokenRootKey::load_or_create(t.clone(), &hsm.root_key_label)?),
+        _ if create => Arc::new(SoftwareRootKey::load_or_create(&dir.join("root.key"))?),
+        _ => Arc::new(SoftwareRootKey::load(&dir.join("root.key"))?),
+    };
+    Ok(RootKey { protector, token })
+}
+
+/// What seals the store, and the token it may live in.
+pub struct RootKey {
+    pub protector: Arc<dyn Protector>,
+    pub token: Option<Arc<Token>>,
 }
 
 /// Starts everything `cfg` describes. Listening addresses may use port 0; the bound ones are in
@@ -74,24 +100,13 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
     let engine_dir = dir.clone();
     let hsm = cfg.hsm.clone();
     let engine = tokio::task::spawn_blocking(move || {
-        let token = if hsm.enabled || hsm.root_key_in_hsm {
-            Some(kms_core::crypto::token::Token::open(&hsm.token_config()?)?)
-        } else {
-            None
-        };
-        // With the root key in a token, no root.key file is made at all.
-        let opts = match &token {
-            Some(t) if hsm.root_key_in_hsm => EngineOptions {
-                config: engine_cfg,
-                store_path: engine_dir.join("kms.db"),
-                protector: Arc::new(kms_core::crypto::token::TokenRootKey::load_or_create(
-                    t.clone(),
-                    &hsm.root_key_label,
-                )?),
-                clock: Arc::new(SystemClock),
-                token,
-            },
-            _ => EngineOptions { token, ..EngineOptions::in_dir(&engine_dir, engine_cfg).map_err(|e| e.to_string())? },
+        let RootKey { protector, token } = open_root_key(&hsm, &engine_dir, true)?;
+        let opts = EngineOptions {
+            config: engine_cfg,
+            store_path: engine_dir.join("kms.db"),
+            protector,
+            clock: Arc::new(SystemClock),
+            token,
         };
         Engine::open(opts).map_err(|e| e.to_string())
     })
@@ -103,7 +118,13 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
     engine.set_policies(crate::config::load_policies(&cfg, cfg.base_dir.as_deref())?);
     let audit = if cfg.audit.enabled {
         let adir = cfg.audit.dir.clone().unwrap_or_else(|| dir.join("audit"));
-        Some(Arc::new(crate::audit::AuditLog::open(&adir, cfg.audit.max_file_bytes)?))
+        let anchors: Arc<dyn crate::audit::AnchorStore> = engine.clone();
+        Some(Arc::new(crate::audit::AuditLog::open(
+            &adir,
+            cfg.audit.max_file_bytes,
+            engine.audit_chain_key(),
+            anchors,
+        )?))
     } else {
         None
     };
@@ -210,6 +231,7 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
         engine,
         shutdown,
         tasks,
+        audit: state.audit.clone(),
         _maintenance: maintenance,
     })
 }

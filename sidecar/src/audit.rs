@@ -1,13 +1,17 @@
 //! The audit trail (ActionTrail-style): one JSON line per request, allowed or not, appended to
-//! `<data-dir>/audit/audit.log`. Each line carries `seq` and `prev` = SHA-256 (hex) of the previous
-//! line's bytes, so deleting, reordering or editing a line breaks the chain at that point
-//! (`kmsctl audit verify`). Rotation (by size) renames the file to `audit-<last seq>.log` and the
-//! chain continues into the new file. Events hold identities, actions, resources and result codes —
+//! `<data-dir>/audit/audit.log`. Each line carries `seq`, `prev` (the MAC of the line before) and
+//! its own `mac`: HMAC-SHA256 under the engine's chain key, which is sealed under the root key. So
+//! only the KMS can write a line that verifies; editing, inserting, reordering or recomputing
+//! lines is found by `kmsctl audit verify`. The chain's head (seq + MAC) is anchored in the store:
+//! with every durable batch, and at most a second after other lines; so a log cut short or deleted
+//! is found too. Rotation (by size) renames the file to `audit-<last seq>.log` and the chain
+//! continues into the new file. Events hold identities, actions, resources and result codes —
 //! never plaintext, data keys, secret values or signatures. Format: `AUDIT.md`.
 //!
-//! A writer thread owns the file. Mutating calls wait until their event is written and fsynced
-//! (and are refused while the log is failing: fail closed); read-only calls do not wait.
+//! A writer thread owns the file. Mutating calls wait until their event is written, fsynced and
+//! anchored (and are refused while the log is failing: fail closed); read-only calls do not wait.
 
+use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -15,12 +19,19 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use kms_core::engine::{Anchor, ChainKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 const CURRENT: &str = "audit.log";
+/// How long a line written without waiting may stay unanchored.
+const ANCHOR_LAG: Duration = Duration::from_secs(1);
+/// `,"mac":"` + 64 hex + `"}`: how every keyed line ends.
+const MAC_PREFIX: &[u8] = b",\"mac\":\"";
+const MAC_SUFFIX_LEN: usize = MAC_PREFIX.len() + 64 + 2;
 
 /// One request, as recorded. Field order is the line's order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,10 +51,69 @@ pub struct AuditEvent {
     pub code: String,
     pub http_status: u16,
     pub latency_us: u64,
+    /// The line's own MAC; set by the writer, always last.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mac: String,
 }
 
+/// Where the chain's head is kept: the engine's store in the sidecar, memory in unit tests.
+pub trait AnchorStore: Send + Sync {
+    fn load(&self) -> Result<Option<Anchor>, String>;
+    fn save(&self, anchor: Anchor) -> Result<(), String>;
+}
+
+impl AnchorStore for kms_core::Engine {
+    fn load(&self) -> Result<Option<Anchor>, String> {
+        self.audit_anchor().map_err(|e| e.message().to_string())
+    }
+    fn save(&self, anchor: Anchor) -> Result<(), String> {
+        self.anchor_audit(anchor).map_err(|e| e.message().to_string())
+    }
+}
+
+/// The line for `e` (whose `seq` and `prev` are set) with its MAC appended, and the MAC.
+fn seal_line(key: &ChainKey, e: &AuditEvent) -> (Vec<u8>, [u8; 32]) {
+    debug_assert!(e.mac.is_empty());
+    let mut line = serde_json::to_vec(e).expect("events serialise");
+    let tag = key.mac(&line);
+    line.pop(); // the closing brace; the MAC field goes before it
+    line.extend_from_slice(MAC_PREFIX);
+    line.extend_from_slice(hex::encode(tag).as_bytes());
+    line.extend_from_slice(b"\"}");
+    (line, tag)
+}
+
+/// For a keyed line: the bytes its MAC covers (the line without its `mac` field) and the MAC.
+/// `None` if the line does not end the way the writer ends every keyed line.
+fn split_line(line: &[u8]) -> Option<(Vec<u8>, [u8; 32])> {
+    let cut = line.len().checked_sub(MAC_SUFFIX_LEN)?;
+    let (body, tail) = line.split_at(cut);
+    let hex_part = tail.strip_prefix(MAC_PREFIX)?.strip_suffix(b"\"}")?;
+    if hex_part.iter().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    let tag: [u8; 32] = hex::decode(hex_part).ok()?.try_into().ok()?;
+    let mut signed = body.to_vec();
+    signed.push(b'}');
+    Some((signed, tag))
+}
+
+/// The chain value a line passes on as the next line's `prev`: its MAC, or for a line written
+/// before lines were keyed, the SHA-256 of its bytes.
+fn link_of(line: &[u8]) -> String {
+    match split_line(line) {
+        Some((_, tag)) => hex::encode(tag),
+        None => hex::encode(Sha256::digest(line)),
+    }
+}
+
+// Write is the hot path (one per request); boxing it to shrink the rare Flush would cost an
+// allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum Job {
     Write(AuditEvent, Option<tokio::sync::oneshot::Sender<bool>>),
+    /// Anchor whatever is written, then answer.
+    Flush(tokio::sync::oneshot::Sender<bool>),
 }
 
 /// Handle to the writer thread.
@@ -60,14 +130,44 @@ struct Writer {
     seq: u64,
     prev: String,
     max_bytes: u64,
+    key: ChainKey,
+    anchors: Arc<dyn AnchorStore>,
+    /// The seq last anchored, and when.
+    anchored: u64,
+    anchored_at: Instant,
 }
 
 impl AuditLog {
-    /// Opens (or creates) the log in `dir`, recovering `seq` and the chain head from its last line.
-    pub fn open(dir: &Path, max_bytes: u64) -> Result<AuditLog, String> {
+    /// Opens (or creates) the log in `dir`, recovering `seq` and the chain head from its last line
+    /// and the anchor. A log that ends before the anchor (cut or deleted) is not silently
+    /// restarted: the chain continues from the anchor, so the gap stays visible to `verify`.
+    pub fn open(dir: &Path, max_bytes: u64, key: ChainKey, anchors: Arc<dyn AnchorStore>) -> Result<AuditLog, String> {
         fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let (seq, prev) = last_link(dir)?;
-        let mut w = Writer { dir: dir.to_path_buf(), file: None, size: 0, seq, prev, max_bytes: max_bytes.max(4096) };
+        let (mut seq, mut prev) = last_link(dir)?;
+        let anchor = anchors.load()?;
+        if let Some(a) = anchor.filter(|a| a.seq > seq) {
+            tracing::error!(
+                dir = %dir.display(),
+                "the audit log ends at seq {seq} but the store anchored seq {}: events {}..={} are missing \
+                 (deleted or cut off); continuing the chain after the anchor",
+                a.seq,
+                seq + 1,
+                a.seq
+            );
+            (seq, prev) = (a.seq, hex::encode(a.mac));
+        }
+        let mut w = Writer {
+            dir: dir.to_path_buf(),
+            file: None,
+            size: 0,
+            seq,
+            prev,
+            max_bytes: max_bytes.max(4096),
+            key,
+            anchors,
+            anchored: anchor.map_or(0, |a| a.seq),
+            anchored_at: Instant::now(),
+        };
         w.reopen().map_err(|e| format!("{}: {e}", dir.join(CURRENT).display()))?;
         let healthy = Arc::new(AtomicBool::new(true));
         let (tx, rx) = mpsc::channel::<Job>();
@@ -90,7 +190,16 @@ impl AuditLog {
         let _ = self.tx.send(Job::Write(e, None));
     }
 
-    /// Records an event and waits until it is on disk; `false` if it could not be written.
+    /// Waits until every event sent so far is written and anchored (at shutdown).
+    pub async fn flush(&self) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send(Job::Flush(tx)).is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
+    /// Records an event and waits until it is on disk and anchored; `false` if it could not be.
     pub async fn record_durably(&self, e: AuditEvent) -> bool {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self.tx.send(Job::Write(e, Some(tx))).is_err() {
@@ -102,7 +211,23 @@ impl AuditLog {
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Job>, healthy: Arc<AtomicBool>) {
-        while let Ok(first) = rx.recv() {
+        loop {
+            // Wait for work; while lines are unanchored, no longer than the anchor may lag.
+            let first = if self.anchored < self.seq {
+                match rx.recv_timeout(ANCHOR_LAG.saturating_sub(self.anchored_at.elapsed())) {
+                    Ok(j) => j,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.anchor();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(j) => j,
+                    Err(_) => break,
+                }
+            };
             // Take whatever else is queued: one write (and at most one fsync) for the batch.
             let mut batch = vec![first];
             while let Ok(j) = rx.try_recv() {
@@ -113,30 +238,68 @@ impl Writer {
             }
             let mut buf = Vec::new();
             let mut acks = Vec::new();
+            let mut flushes = Vec::new();
             let mut chain = (self.seq, self.prev.clone());
-            for Job::Write(mut e, ack) in batch {
+            for job in batch {
+                let (mut e, ack) = match job {
+                    Job::Write(e, ack) => (e, ack),
+                    Job::Flush(ack) => {
+                        flushes.push(ack);
+                        continue;
+                    }
+                };
                 chain.0 += 1;
                 e.seq = chain.0;
                 e.prev = chain.1.clone();
-                let line = serde_json::to_vec(&e).expect("events serialise");
-                chain.1 = hex::encode(Sha256::digest(&line));
+                e.mac.clear();
+                let (line, tag) = seal_line(&self.key, &e);
+                chain.1 = hex::encode(tag);
                 buf.extend_from_slice(&line);
                 buf.push(b'\n');
                 acks.extend(ack);
             }
-            let ok = self.append(&buf, !acks.is_empty());
+            let durable = !acks.is_empty() || !flushes.is_empty();
+            let mut ok = buf.is_empty() || self.append(&buf, durable);
             if ok {
                 (self.seq, self.prev) = chain;
                 self.size += buf.len() as u64;
                 if self.size >= self.max_bytes && self.rotate().is_err() {
                     tracing::error!("audit log rotation failed");
                 }
+                // A durable line is anchored before its call is answered; others within a second.
+                if durable || self.anchored_at.elapsed() >= ANCHOR_LAG {
+                    ok = self.anchor() || !durable;
+                }
             } else {
                 tracing::error!(dir = %self.dir.display(), "audit log write failed; mutating calls are refused until it recovers");
             }
             healthy.store(ok, Ordering::Release);
-            for a in acks {
+            for a in acks.into_iter().chain(flushes) {
                 let _ = a.send(ok);
+            }
+        }
+        // Shutting down: anchor what was written.
+        self.anchor();
+    }
+
+    /// Records the current head in the store; `false` (and logged) if the store refused it.
+    fn anchor(&mut self) -> bool {
+        if self.anchored >= self.seq {
+            return true;
+        }
+        let mac: [u8; 32] = match hex::decode(&self.prev).ok().and_then(|m| m.try_into().ok()) {
+            Some(m) => m,
+            None => return false,
+        };
+        self.anchored_at = Instant::now();
+        match self.anchors.save(Anchor { seq: self.seq, mac }) {
+            Ok(()) => {
+                self.anchored = self.seq;
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot anchor the audit chain in the store");
+                false
             }
         }
     }
@@ -201,9 +364,8 @@ pub fn log_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(rotated)
 }
 
-/// The seq and hash of the last complete line (the chain head), or (0, genesis).
+/// The seq and chain value of the last complete line (the chain head), or (0, genesis).
 fn last_link(dir: &Path) -> Result<(u64, String), String> {
-    let mut head = (0, GENESIS.to_string());
     for f in log_files(dir)?.iter().rev() {
         // Only regular files hold events (a device such as /dev/full never ends).
         if !fs::metadata(f).map(|m| m.is_file()).unwrap_or(false) {
@@ -215,30 +377,104 @@ fn last_link(dir: &Path) -> Result<(u64, String), String> {
                 continue;
             }
             if let Ok(e) = serde_json::from_slice::<AuditEvent>(line) {
-                head = (e.seq, hex::encode(Sha256::digest(line)));
-                return Ok(head);
+                return Ok((e.seq, link_of(line)));
             }
         }
     }
-    Ok(head)
+    Ok((0, GENESIS.to_string()))
+}
+
+/// One thing `verify` found wrong. `at` names the file and line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    /// Events `from..=to` are not in the log: removed lines or files, or a cut-off end.
+    Missing { from: u64, to: u64, at: String },
+    /// A line that is not an audit event (damaged, or cut short by a crash).
+    Unreadable { at: String },
+    /// A line whose MAC does not verify: edited, or written by someone without the chain key.
+    Altered { at: String, seq: u64 },
+    /// A line without a MAC after keyed lines began: inserted by someone without the chain key.
+    Unkeyed { at: String, seq: u64 },
+    /// A line whose `prev` is not the line before it: replaced or moved lines.
+    Relinked { at: String, seq: u64 },
+    /// A line that repeats or goes back in the sequence.
+    OutOfOrder { at: String, seq: u64, after: u64 },
+    /// The line at the anchored seq is not the one that was anchored: a substituted chain.
+    AnchorMismatch { at: String, seq: u64 },
+    /// The store holds no anchor although the log has keyed lines: the anchor was removed, or
+    /// the log belongs to another store.
+    NoAnchor,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Finding::Missing { from, to, at } if from == to => write!(f, "{at}: event {from} is missing"),
+            Finding::Missing { from, to, at } => write!(f, "{at}: events {from}..={to} are missing"),
+            Finding::Unreadable { at } => write!(f, "{at}: not an audit event (damaged or edited)"),
+            Finding::Altered { at, seq } => {
+                write!(f, "{at}: event {seq} does not authenticate (edited, or not written by this KMS)")
+            }
+            Finding::Unkeyed { at, seq } => write!(f, "{at}: event {seq} has no MAC (inserted)"),
+            Finding::Relinked { at, seq } => {
+                write!(f, "{at}: event {seq} does not link to the line before it (lines replaced or moved)")
+            }
+            Finding::OutOfOrder { at, seq, after } => write!(f, "{at}: event {seq} comes after event {after}"),
+            Finding::AnchorMismatch { at, seq } => {
+                write!(f, "{at}: event {seq} is not the event the store anchored (the chain was replaced)")
+            }
+            Finding::NoAnchor => write!(f, "the store holds no anchor for this log (removed, or another store's log)"),
+        }
+    }
 }
 
 /// What verification found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verified {
+pub struct Report {
     pub events: u64,
     pub files: usize,
-    /// The chain head: publish it elsewhere to anchor the log (a cut tail is otherwise invisible).
+    /// Events written before lines were keyed (checked by hash only).
+    pub legacy_events: u64,
+    /// The chain head: seq and MAC of the last line.
     pub last_seq: u64,
-    pub last_hash: String,
+    pub last_mac: String,
+    /// The head the store anchored, if any.
+    pub anchored_seq: Option<u64>,
+    /// Authentic events after the anchor: written in the last second before the sidecar stopped
+    /// or while it runs. Cutting them off is not detectable.
+    pub unanchored: u64,
+    /// Events `1..first` are absent and `allow_pruned` accepted that (retention removed old files).
+    pub pruned_before: Option<u64>,
+    pub findings: Vec<Finding>,
 }
 
-/// Checks every line links to the one before it. The error names the file and line where the
-/// chain breaks and why.
-pub fn verify(dir: &Path) -> Result<Verified, String> {
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.findings.is_empty()
+    }
+}
+
+/// Checks every line: its MAC, its place in the sequence, its link to the line before, and the
+/// end of the log against the store's anchor. Goes on past a problem, so the report lists every
+/// missing and altered event. `allow_pruned` accepts a log whose first files were removed.
+pub fn verify(dir: &Path, key: &ChainKey, anchor: Option<Anchor>, allow_pruned: bool) -> Result<Report, String> {
     let files = log_files(dir)?;
-    let (mut seq, mut prev) = (0u64, GENESIS.to_string());
-    let mut events = 0;
+    let mut r = Report {
+        events: 0,
+        files: files.len(),
+        legacy_events: 0,
+        last_seq: 0,
+        last_mac: GENESIS.to_string(),
+        anchored_seq: anchor.map(|a| a.seq),
+        unanchored: 0,
+        pruned_before: None,
+        findings: Vec::new(),
+    };
+    // `prev` is unknown (None) after an unreadable line: the next line's link cannot be judged.
+    let mut prev: Option<String> = Some(GENESIS.to_string());
+    let mut keyed_seen = false;
+    // Unreadable lines since the last readable one: they stand for that many events.
+    let mut unreadable = 0u64;
     for f in &files {
         let reader = BufReader::new(File::open(f).map_err(|e| format!("{}: {e}", f.display()))?);
         for (i, line) in reader.split(b'\n').enumerate() {
@@ -247,22 +483,73 @@ pub fn verify(dir: &Path) -> Result<Verified, String> {
                 continue;
             }
             let at = format!("{} line {}", f.display(), i + 1);
-            let e: AuditEvent =
-                serde_json::from_slice(&line).map_err(|_| format!("{at}: not an audit event (damaged or edited)"))?;
-            if e.seq != seq + 1 {
-                return Err(format!("{at}: seq {} follows {seq}: events are missing or out of order", e.seq));
+            let Ok(e) = serde_json::from_slice::<AuditEvent>(&line) else {
+                r.findings.push(Finding::Unreadable { at });
+                prev = None;
+                unreadable += 1;
+                continue;
+            };
+            match split_line(&line) {
+                Some((signed, tag)) => {
+                    keyed_seen = true;
+                    if !key.verifies(&signed, &tag) || e.mac != hex::encode(tag) {
+                        r.findings.push(Finding::Altered { at: at.clone(), seq: e.seq });
+                    }
+                }
+                None if !e.mac.is_empty() => r.findings.push(Finding::Altered { at: at.clone(), seq: e.seq }),
+                // Unkeyed lines are only accepted before the first keyed one (a log begun by an
+                // older version). A substituted unkeyed prefix cannot link to the keyed line
+                // after it, and a wholly unkeyed log does not match the anchor.
+                None if keyed_seen => r.findings.push(Finding::Unkeyed { at: at.clone(), seq: e.seq }),
+                None => r.legacy_events += 1,
             }
-            if e.prev != prev {
-                return Err(format!(
-                    "{at}: prev does not match the hash of the line before: a line was edited, removed or reordered"
-                ));
+            // Events the unreadable lines before this one stand for are not also reported missing.
+            let expected = r.last_seq + 1 + std::mem::take(&mut unreadable);
+            if e.seq > expected {
+                if r.events == 0 && allow_pruned {
+                    r.pruned_before = Some(e.seq);
+                } else {
+                    r.findings.push(Finding::Missing { from: expected, to: e.seq - 1, at: at.clone() });
+                }
+            } else if e.seq <= r.last_seq {
+                r.findings.push(Finding::OutOfOrder { at: at.clone(), seq: e.seq, after: r.last_seq });
+            } else if prev.as_ref().is_some_and(|p| *p != e.prev) {
+                r.findings.push(Finding::Relinked { at: at.clone(), seq: e.seq });
             }
-            seq = e.seq;
-            prev = hex::encode(Sha256::digest(&line));
-            events += 1;
+            let link = link_of(&line);
+            if let Some(a) = anchor.filter(|a| a.seq == e.seq) {
+                if link != hex::encode(a.mac) {
+                    r.findings.push(Finding::AnchorMismatch { at: at.clone(), seq: e.seq });
+                }
+            }
+            r.events += 1;
+            r.last_seq = r.last_seq.max(e.seq);
+            r.last_mac = link.clone();
+            prev = Some(link);
         }
     }
-    Ok(Verified { events, files: files.len(), last_seq: seq, last_hash: prev })
+    match anchor {
+        Some(a) if r.last_seq < a.seq => r.findings.push(Finding::Missing {
+            from: r.last_seq + 1,
+            to: a.seq,
+            at: format!("{} (end of the log)", dir.display()),
+        }),
+        Some(a) => r.unanchored = r.last_seq - a.seq,
+        None if keyed_seen => r.findings.push(Finding::NoAnchor),
+        None => {}
+    }
+    Ok(r)
+}
+
+/// Verifies the log of the sidecar `cfg` describes, with the chain key and anchor read from its
+/// store (read-only, beside a running sidecar) and unsealed with its root key.
+pub fn verify_configured(cfg: &crate::config::Config, allow_pruned: bool) -> Result<Report, String> {
+    let data = cfg.data_dir();
+    let dir = cfg.audit.dir.clone().unwrap_or_else(|| data.join("audit"));
+    let root = crate::app::open_root_key(&cfg.hsm, &data, false)?;
+    let (key, anchor) =
+        kms_core::engine::open_for_verification(&data.join("kms.db"), &*root.protector).map_err(|e| e.to_string())?;
+    verify(&dir, &key, anchor, allow_pruned)
 }
 
 /// Filters for `kmsctl audit query`.
@@ -300,6 +587,53 @@ pub fn query(dir: &Path, q: &Query) -> Result<Vec<AuditEvent>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use parking_lot::Mutex;
+
+    #[derive(Default)]
+    struct MemAnchors(Mutex<Option<Anchor>>);
+
+    impl AnchorStore for MemAnchors {
+        fn load(&self) -> Result<Option<Anchor>, String> {
+            Ok(*self.0.lock())
+        }
+        fn save(&self, a: Anchor) -> Result<(), String> {
+            *self.0.lock() = Some(a);
+            Ok(())
+        }
+    }
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        key: ChainKey,
+        anchors: Arc<MemAnchors>,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            Fixture { dir: tempfile::tempdir().unwrap(), key: ChainKey::generate(), anchors: Arc::default() }
+        }
+
+        fn path(&self) -> &Path {
+            self.dir.path()
+        }
+
+        /// Writes `n` events durably (so each is anchored) through a fresh writer, then stops it.
+        fn write(&self, n: usize, max: u64) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let log = AuditLog::open(self.path(), max, self.key.clone(), self.anchors.clone()).unwrap();
+            for i in 0..n {
+                assert!(rt.block_on(log.record_durably(ev(&format!("A{i}")))));
+            }
+        }
+
+        fn verify(&self) -> Report {
+            verify(self.path(), &self.key, *self.anchors.0.lock(), false).unwrap()
+        }
+
+        fn current(&self) -> PathBuf {
+            self.path().join(CURRENT)
+        }
+    }
 
     fn ev(action: &str) -> AuditEvent {
         AuditEvent {
@@ -310,51 +644,173 @@ mod tests {
         }
     }
 
-    fn write_some(dir: &Path, n: usize, max: u64) {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let log = AuditLog::open(dir, max).unwrap();
-        for i in 0..n {
-            assert!(rt.block_on(log.record_durably(ev(&format!("A{i}")))));
-        }
+    fn lines(p: &Path) -> Vec<String> {
+        fs::read_to_string(p).unwrap().lines().map(str::to_string).collect()
+    }
+
+    fn put(p: &Path, lines: &[String]) {
+        fs::write(p, lines.join("\n") + "\n").unwrap();
     }
 
     #[test]
     fn the_chain_verifies_across_rotation_and_reopen() {
-        let d = tempfile::tempdir().unwrap();
-        write_some(d.path(), 50, 4096);
-        write_some(d.path(), 50, 4096);
-        let v = verify(d.path()).unwrap();
-        assert_eq!((v.events, v.last_seq), (100, 100));
+        let f = Fixture::new();
+        f.write(50, 4096);
+        f.write(50, 4096);
+        let v = f.verify();
+        assert!(v.ok(), "{:?}", v.findings);
+        assert_eq!((v.events, v.last_seq, v.anchored_seq, v.unanchored), (100, 100, Some(100), 0));
         assert!(v.files > 1, "rotated");
         assert_eq!(
-            query(d.path(), &Query { action: Some("a7".into()), ..Default::default() }).unwrap().len(),
+            query(f.path(), &Query { action: Some("a7".into()), ..Default::default() }).unwrap().len(),
             2,
             "A7 from each run"
         );
     }
 
     #[test]
-    fn removed_reordered_and_edited_lines_are_found() {
-        let d = tempfile::tempdir().unwrap();
-        write_some(d.path(), 5, 1 << 20);
-        let path = d.path().join(CURRENT);
-        let original = fs::read_to_string(&path).unwrap();
-        let lines: Vec<&str> = original.lines().collect();
-        let cases: Vec<(&str, Vec<String>)> = vec![
-            ("removed", lines.iter().enumerate().filter(|(i, _)| *i != 2).map(|(_, l)| l.to_string()).collect()),
-            ("reordered", {
-                let mut v: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
-                v.swap(1, 2);
-                v
-            }),
-            ("edited", lines.iter().map(|l| l.replace("\"A1\"", "\"A9\"")).collect()),
-        ];
-        for (what, content) in cases {
-            fs::write(&path, content.join("\n") + "\n").unwrap();
-            let e = verify(d.path()).unwrap_err();
-            assert!(e.contains("line"), "{what}: {e}");
+    fn reads_are_anchored_within_a_second_and_at_shutdown() {
+        let f = Fixture::new();
+        let log = AuditLog::open(f.path(), 1 << 20, f.key.clone(), f.anchors.clone()).unwrap();
+        log.record(ev("Encrypt"));
+        std::thread::sleep(ANCHOR_LAG + Duration::from_millis(500));
+        assert_eq!(f.anchors.0.lock().map(|a| a.seq), Some(1), "anchored by the lag timer");
+        log.record(ev("Decrypt"));
+        drop(log);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(f.anchors.0.lock().map(|a| a.seq), Some(2), "anchored when the writer stops");
+        assert!(f.verify().ok());
+    }
+
+    #[test]
+    fn every_tampering_is_reported_with_what_it_touched() {
+        let f = Fixture::new();
+        f.write(8, 1 << 20);
+        let original = lines(&f.current());
+        let anchor = *f.anchors.0.lock();
+        let check = |what: &str, content: Vec<String>, want: &dyn Fn(&[Finding]) -> bool| {
+            put(&f.current(), &content);
+            let r = verify(f.path(), &f.key, anchor, false).unwrap();
+            assert!(!r.ok() && want(&r.findings), "{what}: {:?}", r.findings);
+        };
+        let edit = |i: usize, from: &str, to: &str| {
+            let mut v = original.clone();
+            v[i] = v[i].replace(from, to);
+            v
+        };
+        // The last line edited (no later line links to it: only its own MAC catches it).
+        check("edit last", edit(7, "\"A7\"", "\"A9\""), &|f| {
+            matches!(
+                f,
+                [Finding::Altered { seq: 8, .. }, Finding::AnchorMismatch { .. }] | [Finding::Altered { seq: 8, .. }]
+            )
+        });
+        // A middle line edited: exactly that event, not the ones after it.
+        check("edit middle", edit(4, "\"A4\"", "\"A5\""), &|f| matches!(f, [Finding::Altered { seq: 5, .. }]));
+        // Line 5 edited and every later prev and MAC recomputed under a key the attacker chose.
+        let forger = ChainKey::generate();
+        let mut forged = original[..4].to_vec();
+        let mut prev = serde_json::from_str::<AuditEvent>(&original[3]).unwrap().mac;
+        for l in &original[4..] {
+            let mut e: AuditEvent = serde_json::from_str(l).unwrap();
+            e.action = e.action.replace('A', "B");
+            e.prev = prev;
+            e.mac.clear();
+            let (line, tag) = seal_line(&forger, &e);
+            prev = hex::encode(tag);
+            forged.push(String::from_utf8(line).unwrap());
         }
-        fs::write(&path, original).unwrap();
-        assert!(verify(d.path()).is_ok());
+        check("recomputed chain", forged, &|f| {
+            f.iter().filter(|x| matches!(x, Finding::Altered { .. })).count() == 4
+                && f.iter().any(|x| matches!(x, Finding::AnchorMismatch { seq: 8, .. }))
+        });
+        // The old unkeyed format substituted for the whole log.
+        let unkeyed: Vec<String> = original
+            .iter()
+            .map(|l| {
+                let mut e: AuditEvent = serde_json::from_str(l).unwrap();
+                e.mac.clear();
+                serde_json::to_string(&e).unwrap()
+            })
+            .collect();
+        check("unkeyed", unkeyed.clone(), &|f| f.iter().any(|x| matches!(x, Finding::AnchorMismatch { seq: 8, .. })));
+        let mut half = unkeyed[..4].to_vec();
+        half.extend_from_slice(&original[4..]);
+        check("unkeyed prefix", half, &|f| f.iter().any(|x| matches!(x, Finding::Relinked { seq: 5, .. })));
+        let mut inserted = original.clone();
+        inserted[5] = unkeyed[5].clone();
+        check("unkeyed line", inserted, &|f| matches!(f, [Finding::Unkeyed { seq: 6, .. }, ..]));
+        // Lines cut off the end: the anchor says how many.
+        check("truncated", original[..5].to_vec(), &|f| matches!(f, [Finding::Missing { from: 6, to: 8, .. }]));
+        // A line removed from the middle; two lines swapped.
+        let mut removed = original.clone();
+        removed.remove(2);
+        check("removed", removed, &|f| matches!(f, [Finding::Missing { from: 3, to: 3, .. }]));
+        let mut swapped = original.clone();
+        swapped.swap(1, 2);
+        check("swapped", swapped, &|f| f.iter().any(|x| matches!(x, Finding::OutOfOrder { seq: 2, .. })));
+        // A damaged line.
+        check("damaged", edit(3, "{", "<"), &|f| matches!(f, [Finding::Unreadable { .. }]));
+        // audit.log deleted; then every file deleted.
+        fs::remove_file(f.current()).unwrap();
+        let r = f.verify();
+        assert_eq!(
+            r.findings,
+            vec![Finding::Missing { from: 1, to: 8, at: format!("{} (end of the log)", f.path().display()) }]
+        );
+        // Without the anchor (a store that lost it) a keyed log is still reported.
+        put(&f.current(), &original);
+        let r = verify(f.path(), &f.key, None, false).unwrap();
+        assert_eq!(r.findings, vec![Finding::NoAnchor]);
+        put(&f.current(), &original);
+        assert!(f.verify().ok());
+    }
+
+    #[test]
+    fn a_restart_after_deletion_keeps_the_gap_visible() {
+        let f = Fixture::new();
+        f.write(5, 1 << 20);
+        fs::remove_file(f.current()).unwrap();
+        f.write(2, 1 << 20);
+        let r = f.verify();
+        assert_eq!(r.last_seq, 7, "the chain continued after the anchor, not from 1");
+        assert!(matches!(r.findings.as_slice(), [Finding::Missing { from: 1, to: 5, .. }]), "{:?}", r.findings);
+        // Retention (old files removed on purpose) is accepted when asked for.
+        let pruned = verify(f.path(), &f.key, *f.anchors.0.lock(), true).unwrap();
+        assert!(pruned.ok() && pruned.pruned_before == Some(6), "{pruned:?}");
+    }
+
+    #[test]
+    fn a_legacy_unkeyed_log_continues_keyed() {
+        let f = Fixture::new();
+        let mut legacy = Vec::new();
+        let mut prev = GENESIS.to_string();
+        for i in 1..=3u64 {
+            let e = AuditEvent { seq: i, prev: prev.clone(), ..ev("Old") };
+            let l = serde_json::to_string(&e).unwrap();
+            prev = hex::encode(Sha256::digest(l.as_bytes()));
+            legacy.push(l);
+        }
+        put(&f.current(), &legacy);
+        f.write(2, 1 << 20);
+        let r = f.verify();
+        assert!(r.ok(), "{:?}", r.findings);
+        assert_eq!((r.events, r.legacy_events, r.last_seq), (5, 3, 5));
+    }
+
+    #[test]
+    fn keyed_lines_split_exactly() {
+        let key = ChainKey::generate();
+        let e = AuditEvent { seq: 1, prev: GENESIS.into(), ..ev("X") };
+        let (line, tag) = seal_line(&key, &e);
+        let (signed, got) = split_line(&line).unwrap();
+        assert_eq!(got, tag);
+        assert_eq!(signed, serde_json::to_vec(&e).unwrap());
+        assert!(key.verifies(&signed, &got));
+        let back: AuditEvent = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back.mac, hex::encode(tag));
+        for bad in [&b""[..], b"{}", &line[..line.len() - 1]] {
+            assert!(split_line(bad).is_none());
+        }
     }
 }

@@ -354,8 +354,14 @@ fn denials_name_the_action_and_resource_and_every_call_is_audited() {
     )
     .unwrap();
     assert!(!by_key.is_empty(), "Decrypt is recorded against the key its blob names");
-    let v = kms_sidecar::audit::verify(&audit_dir).unwrap();
-    assert!(v.events >= 10);
+    // Verified beside the running sidecar, with the key and anchor read from its store.
+    let v = kms_sidecar::audit::verify_configured(
+        &Config { data_dir: Some(w.dir.path().to_path_buf()), ..Default::default() },
+        false,
+    )
+    .unwrap();
+    assert!(v.ok(), "{:?}", v.findings);
+    assert!(v.events >= 10 && v.anchored_seq.is_some());
 }
 
 #[test]

@@ -83,7 +83,10 @@ fn kmsctl_verifies_and_queries_the_audit_log() {
         assert!(std::time::Instant::now() < deadline, "three Encrypt events expected");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let ok = kmsctl(&["audit", "verify", "--dir", dir_s]);
+    // Beside the running sidecar: the key and anchor come from its store, read-only.
+    let data_s = s.dir.path().to_str().unwrap().to_string();
+    let verify = || kmsctl(&["audit", "verify", "--data-dir", &data_s]);
+    let ok = verify();
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     assert!(String::from_utf8_lossy(&ok.stdout).starts_with("audit log OK"));
     let q = kmsctl(&["audit", "query", "--dir", dir_s, "--principal", "owner", "--action", "CreateKey"]);
@@ -91,13 +94,50 @@ fn kmsctl_verifies_and_queries_the_audit_log() {
         serde_json::from_slice(String::from_utf8_lossy(&q.stdout).lines().next().unwrap().as_bytes()).unwrap();
     assert_eq!((line["code"].as_str(), line["access_key_id"].as_str()), (Some("OK"), Some(common::OWNER_ID)));
     let _data = s.stop();
-    // Remove one line in the middle: verify fails and says where.
     let path = dir.join("audit.log");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let cut: Vec<&str> = lines.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, l)| *l).collect();
-    std::fs::write(&path, cut.join("\n") + "\n").unwrap();
-    let broken = kmsctl(&["audit", "verify", "--dir", dir_s]);
-    assert!(!broken.status.success());
-    assert!(String::from_utf8_lossy(&broken.stderr).contains("BROKEN"), "{}", String::from_utf8_lossy(&broken.stderr));
+    let original = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<String> = original.lines().map(str::to_string).collect();
+    let n = lines.len();
+    assert!(n >= 4, "{n} lines");
+    assert!(verify().status.success(), "anchored at shutdown");
+    let broken = |what: &str, content: Option<Vec<String>>, expect: &str| {
+        match content {
+            Some(c) => std::fs::write(&path, c.join("\n") + "\n").unwrap(),
+            None => {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        let out = verify();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{what}: verify passed: {stdout}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("BROKEN"), "{what}");
+        assert!(stdout.contains(expect), "{what}: expected {expect:?} in {stdout}");
+        std::fs::write(&path, &original).unwrap();
+    };
+    // The last line edited.
+    let mut edited = lines.clone();
+    edited[n - 1] = edited[n - 1].replace("\"code\":\"OK\"", "\"code\":\"Forbidden\"");
+    assert_ne!(edited[n - 1], lines[n - 1]);
+    broken("edit last", Some(edited), &format!("event {n} does not authenticate"));
+    // Line 3 edited and every later `prev` recomputed as a plain SHA-256 chain.
+    use sha2::Digest;
+    let mut chain: Vec<String> = lines[..2].to_vec();
+    for (i, l) in lines[2..].iter().enumerate() {
+        let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+        if i == 0 {
+            v["principal"] = "user:someone-else".into();
+        } else {
+            v["prev"] = hex::encode(sha2::Sha256::digest(chain.last().unwrap().as_bytes())).into();
+        }
+        v.as_object_mut().unwrap().remove("mac");
+        chain.push(serde_json::to_string(&v).unwrap());
+    }
+    broken("recomputed chain", Some(chain), "has no MAC (inserted)");
+    // The last lines cut off; audit.log deleted; every file deleted.
+    broken("truncated", Some(lines[..n - 2].to_vec()), &format!("events {}..={n} are missing", n - 1));
+    broken("deleted", None, &format!("events 1..={n} are missing"));
+    for f in std::fs::read_dir(&dir).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    broken("every file deleted", None, &format!("events 1..={n} are missing"));
 }

@@ -79,6 +79,17 @@ impl SoftwareRootKey {
         Ok(SoftwareRootKey { cipher, path: path.to_path_buf() })
     }
 
+    /// Reads an existing root key file; never creates one (for tools that only verify).
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let f = OpenOptions::new()
+            .read(true)
+            .open(path)
+            .map_err(|e| format!("cannot open root key file {}: {e}", path.display()))?;
+        let key = read_root_key(path, f)?;
+        let cipher = SymCipher::new(Algorithm::Aes256Gcm, &key[..]).expect("32-byte key");
+        Ok(SoftwareRootKey { cipher, path: path.to_path_buf() })
+    }
+
     /// A root key that lives only in memory (tests, benchmarks).
     pub fn ephemeral() -> Self {
         let mut key = Zeroizing::new([0u8; 32]);

@@ -8,6 +8,7 @@
 
 mod aliases;
 mod asymmetric;
+mod audit_anchor;
 mod authz;
 mod cache;
 mod caller;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use uuid::Uuid;
 
+pub use audit_anchor::{open_for_verification, Anchor, ChainKey};
 pub use authz::PolicySet;
 pub use caller::{Caller, Principal, Trail};
 pub use maintenance::{MaintenanceHandle, MaintenanceReport};
@@ -90,10 +92,35 @@ pub struct Engine {
     ciphers: CipherCache,
     /// Keys the HMAC that fingerprints imported material.
     fingerprint_key: zeroize::Zeroizing<Vec<u8>>,
+    /// MACs the audit trail's lines.
+    chain_key: ChainKey,
     /// RAM-style policies by principal; replaced whole on reload.
     policies: RwLock<Arc<PolicySet>>,
     /// Where ProtectionLevel HSM keys live.
     token: Option<Arc<Token>>,
+}
+
+/// A 32-byte secret kept sealed under the root key in the store's `meta` table under `name`:
+/// unsealed when present, made and stored on first open.
+fn sealed_secret(
+    store: &mut Store,
+    protector: &dyn Protector,
+    name: &str,
+    aad: &[u8],
+) -> std::result::Result<zeroize::Zeroizing<Vec<u8>>, String> {
+    match store.get_meta(name).map_err(|e| e.to_string())? {
+        Some(sealed) => {
+            Ok(zeroize::Zeroizing::new(protector.unseal(aad, &sealed).map_err(|e| e.to_string())?.to_vec()))
+        }
+        None => {
+            use rand::RngCore;
+            let mut k = zeroize::Zeroizing::new(vec![0u8; 32]);
+            rand::rngs::OsRng.fill_bytes(&mut k);
+            let sealed = protector.seal(aad, &k).map_err(|e| e.to_string())?;
+            store.put_meta(name, &sealed).map_err(|e| e.to_string())?;
+            Ok(k)
+        }
+    }
 }
 
 impl Engine {
@@ -117,29 +144,19 @@ impl Engine {
                 store.put_meta(ROOT_CHECK_NAME, &sealed).map_err(sqlite)?;
             }
         }
-        let fingerprint_key = match store.get_meta(FINGERPRINT_KEY_NAME).map_err(sqlite)? {
-            Some(sealed) => {
-                let k = opts
-                    .protector
-                    .unseal(FINGERPRINT_KEY_AAD, &sealed)
-                    .map_err(|e| OpenError(format!("fingerprint key: {e}")))?;
-                zeroize::Zeroizing::new(k.to_vec())
-            }
-            None => {
-                use rand::RngCore;
-                let mut k = zeroize::Zeroizing::new(vec![0u8; 32]);
-                rand::rngs::OsRng.fill_bytes(&mut k);
-                let sealed = opts.protector.seal(FINGERPRINT_KEY_AAD, &k).map_err(|e| OpenError(e.to_string()))?;
-                store.put_meta(FINGERPRINT_KEY_NAME, &sealed).map_err(sqlite)?;
-                k
-            }
-        };
+        let fingerprint_key = sealed_secret(&mut store, &*opts.protector, FINGERPRINT_KEY_NAME, FINGERPRINT_KEY_AAD)
+            .map_err(|e| OpenError(format!("{}: fingerprint key: {e}", opts.store_path.display())))?;
+        let chain_key =
+            sealed_secret(&mut store, &*opts.protector, audit_anchor::CHAIN_KEY_NAME, audit_anchor::CHAIN_KEY_AAD)
+                .and_then(|k| ChainKey::from_secret(&k))
+                .map_err(|e| OpenError(format!("{}: audit chain key: {e}", opts.store_path.display())))?;
         let snapshot = store.load().map_err(sqlite)?;
         let state = State::from_snapshot(snapshot);
         let engine = Engine {
             token: opts.token,
             policies: RwLock::new(Arc::new(PolicySet::new())),
             fingerprint_key,
+            chain_key,
             ciphers: CipherCache::new(opts.config.cache_capacity),
             config: opts.config,
             clock: opts.clock,

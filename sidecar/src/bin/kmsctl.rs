@@ -163,11 +163,22 @@ enum Cmd {
 
 #[derive(Subcommand, Debug)]
 enum AuditCmd {
-    /// Check that no line was removed, reordered or edited; print the chain head.
+    /// Check every line's MAC and place in the chain, and the end of the log against the
+    /// store's anchor; list every missing or altered event. Needs the store and its root key
+    /// (run it as the sidecar's user); works while the sidecar runs.
     Verify {
-        /// Default: <data-dir>/audit.
+        /// The sidecar's config file: its data dir, audit dir and HSM settings.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The sidecar's data dir (default: the config's, else the default data dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The audit dir (default: the config's, else <data-dir>/audit).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Accept a log whose oldest files were removed (retention); the rest is still checked.
+        #[arg(long)]
+        allow_pruned: bool,
     },
     /// Print matching events as JSON lines.
     Query {
@@ -477,17 +488,39 @@ fn audit(cmd: &AuditCmd) -> Result<(), String> {
     use kms_sidecar::audit;
     let default_dir = || kms_sidecar::config::default_data_dir().join("audit");
     match cmd {
-        AuditCmd::Verify { dir } => {
-            let dir = dir.clone().unwrap_or_else(default_dir);
-            match audit::verify(&dir) {
-                Ok(v) => {
-                    println!(
-                        "audit log OK: {} events in {} files; head seq {} hash {}",
-                        v.events, v.files, v.last_seq, v.last_hash
-                    );
-                    Ok(())
-                }
-                Err(e) => Err(format!("audit log BROKEN: {e}")),
+        AuditCmd::Verify { config, data_dir, dir, allow_pruned } => {
+            let mut cfg = match config {
+                Some(p) => kms_sidecar::config::Config::load(p)?,
+                None => kms_sidecar::config::Config::default(),
+            };
+            if let Some(d) = data_dir {
+                cfg.data_dir = Some(d.clone());
+            }
+            if let Some(d) = dir {
+                cfg.audit.dir = Some(d.clone());
+            }
+            let r = audit::verify_configured(&cfg, *allow_pruned)?;
+            for f in &r.findings {
+                println!("{f}");
+            }
+            let anchored = match r.anchored_seq {
+                Some(a) => format!("anchored at seq {a}, {} newer events not yet anchored", r.unanchored),
+                None => "never anchored".into(),
+            };
+            let pruned = r.pruned_before.map(|p| format!("; events before {p} pruned")).unwrap_or_default();
+            let legacy = match r.legacy_events {
+                0 => String::new(),
+                n => format!("; {n} events from before lines were keyed (hash-chained only)"),
+            };
+            let summary = format!(
+                "{} events in {} files; head seq {} mac {}; {anchored}{pruned}{legacy}",
+                r.events, r.files, r.last_seq, r.last_mac
+            );
+            if r.ok() {
+                println!("audit log OK: {summary}");
+                Ok(())
+            } else {
+                Err(format!("audit log BROKEN: {} findings; {summary}", r.findings.len()))
             }
         }
         AuditCmd::Query { dir, since, until, principal, action, key } => {
