@@ -67,6 +67,25 @@ enum Cmd {
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
     },
+    /// Signed Encrypt for a long time, sampling the sidecar's RSS: replay protection must hold in
+    /// bounded memory. Fails when the last third's peak exceeds the first third's by > 10 % + 4 MB.
+    Soak {
+        #[arg(long)]
+        sidecar: String,
+        #[arg(long)]
+        access_key_id: String,
+        #[arg(long)]
+        access_key_secret: String,
+        /// The sidecar's process id (its RSS is read from /proc).
+        #[arg(long)]
+        pid: u32,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 600.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 30.0)]
+        sample_seconds: f64,
+    },
     /// Print the size of a GenerateDataKey answer (to size the bare body).
     Probe {
         #[arg(long)]
@@ -123,6 +142,10 @@ fn main() {
                     );
                 }
             }
+            Cmd::Soak { sidecar, access_key_id, access_key_secret, pid, concurrency, seconds, sample_seconds } => {
+                let creds = Arc::new((access_key_id, access_key_secret));
+                soak(&sidecar, creds, pid, concurrency, seconds, sample_seconds).await
+            }
             Cmd::Probe { sidecar, access_key_id, access_key_secret } => {
                 let creds = Arc::new((access_key_id, access_key_secret));
                 let key = setup_key(&sidecar, &creds).await;
@@ -132,6 +155,42 @@ fn main() {
             }
         }
     });
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the sidecar is running");
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb / 1024.0
+}
+
+async fn soak(sidecar: &str, creds: Arc<(String, String)>, pid: u32, c: usize, seconds: f64, sample: f64) {
+    let key = setup_key(sidecar, &creds).await;
+    let start = Instant::now();
+    let mut total = 0u64;
+    let mut samples = vec![(0.0, 0u64, rss_mb(pid))];
+    println!("{:>8} {:>12} {:>10} {:>9}", "seconds", "requests", "req/s", "RSS MB");
+    println!("{:>8.0} {:>12} {:>10} {:>9.1}", 0.0, 0, "-", samples[0].2);
+    while start.elapsed().as_secs_f64() < seconds {
+        let cell = load(sidecar, Op::Encrypt, &key, "", creds.clone(), "", c, Duration::from_secs_f64(sample)).await;
+        assert_eq!(cell.errors, 0, "errors under load");
+        total += (cell.rps * sample) as u64;
+        let t = start.elapsed().as_secs_f64();
+        let rss = rss_mb(pid);
+        samples.push((t, total, rss));
+        println!("{t:>8.0} {total:>12} {:>10.0} {rss:>9.1}", cell.rps);
+    }
+    let third = samples.len() / 3;
+    let peak = |s: &[(f64, u64, f64)]| s.iter().map(|x| x.2).fold(0.0, f64::max);
+    let (first, last) = (peak(&samples[1..=third.max(1)]), peak(&samples[samples.len() - third.max(1)..]));
+    println!("RSS peak: first third {first:.1} MB, last third {last:.1} MB, after {total} signed requests");
+    if last > first * 1.10 + 4.0 {
+        eprintln!("RSS grew under steady load: {first:.1} MB -> {last:.1} MB");
+        std::process::exit(1);
+    }
 }
 
 async fn bare(listen: String, body_bytes: usize) {

@@ -201,7 +201,7 @@ impl Header {
                 "{}-{} with a {}-bit key",
                 self.cipher_name,
                 self.cipher_mode,
-                self.key_bytes * 8
+                u64::from(self.key_bytes) * 8
             )));
         }
         Ok(alg)
@@ -343,5 +343,14 @@ mod tests {
         b[8..11].copy_from_slice(b"twf");
         assert!(matches!(Header::parse(&b), Err(LuksError::Cipher(_))));
         assert_eq!(Header::parse(&[0u8; 600]), Err(LuksError::NotLuks));
+    }
+
+    #[test]
+    fn an_absurd_key_size_is_an_error_not_an_overflow() {
+        // Found by fuzz/luks1_header: the error message multiplied a u32 from the header by 8.
+        let vk: Vec<u8> = (0..64).collect();
+        let mut b = Header::new(Algorithm::Aes, &vk, "u", true).to_bytes();
+        b[108..112].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(Header::parse(&b), Err(LuksError::Cipher(m)) if m.contains("34359738360-bit")));
     }
 }

@@ -4,7 +4,7 @@
 //! directory file descriptor, so the mount (which holds one per directory) never walks paths.
 
 use std::ffi::CStr;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
@@ -133,9 +133,23 @@ fn read_long_name(dir: &OwnedFd, backing: &CStr) -> Result<String, NameError> {
     let file = format!("{backing}{LONG_NAME_SUFFIX}");
     let fd =
         openat(dir, file.as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(|_| NameError::Corrupt)?;
-    let full = io::read_to_string(std::fs::File::from(fd)).map_err(|_| NameError::Corrupt)?;
-    if backing_name(&full) == backing {
-        Ok(full)
+    let mut content = Vec::new();
+    // The file holds one encrypted name: never read more than the longest one could be.
+    std::fs::File::from(fd).take(MAX_LONG_NAME_FILE + 1).read_to_end(&mut content).map_err(|_| NameError::Corrupt)?;
+    check_long_name(backing, &content)
+}
+
+/// The longest `.name` file accepted: a 255-byte name, padded and encrypted, encoded as base64.
+pub const MAX_LONG_NAME_FILE: u64 = 4096;
+
+/// The full encrypted name a long-name file holds, if it is the one `backing` names (its hash).
+pub fn check_long_name(backing: &str, content: &[u8]) -> Result<String, NameError> {
+    if content.len() as u64 > MAX_LONG_NAME_FILE {
+        return Err(NameError::Corrupt);
+    }
+    let full = std::str::from_utf8(content).map_err(|_| NameError::Corrupt)?;
+    if backing_name(full) == backing {
+        Ok(full.to_string())
     } else {
         Err(NameError::Corrupt)
     }

@@ -87,8 +87,13 @@ impl VolumeConfig {
             }
             Err(e) => return Err(e.into()),
         };
-        let invalid = |why: String| ConfigError::Invalid { path: path.display().to_string(), why };
-        let c: VolumeConfig = serde_json::from_slice(&text).map_err(|e| invalid(format!("not a kmsfs config: {e}")))?;
+        Self::parse(&path.display().to_string(), &text)
+    }
+
+    /// Parses and checks a config file's bytes; `path` only names it in errors.
+    pub fn parse(path: &str, text: &[u8]) -> Result<VolumeConfig, ConfigError> {
+        let invalid = |why: String| ConfigError::Invalid { path: path.to_string(), why };
+        let c: VolumeConfig = serde_json::from_slice(text).map_err(|e| invalid(format!("not a kmsfs config: {e}")))?;
         if c.format != "kmsfs" {
             return Err(invalid(format!("format {:?} is not kmsfs", c.format)));
         }

@@ -287,7 +287,10 @@ fn condition_holds(c: &Condition, ctx: &RequestContext<'_>) -> bool {
         k if k.eq_ignore_ascii_case("acs:CurrentTime") => Some(crate::clock::format_iso(ctx.now)),
         k if k.eq_ignore_ascii_case("acs:SourceIp") => ctx.source_ip.map(|ip| ip.to_string()),
         k if k.eq_ignore_ascii_case("acs:SecureTransport") => Some(ctx.secure_transport.to_string()),
-        k if k.len() > 8 && k[..8].eq_ignore_ascii_case("kms:tag/") => ctx.tags.and_then(|t| t.get(&k[8..]).cloned()),
+        // `get` rather than slicing: a condition key may hold multi-byte characters anywhere.
+        k if k.len() > 8 && k.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("kms:tag/")) => {
+            ctx.tags.and_then(|t| t.get(&k[8..]).cloned())
+        }
         _ => None,
     };
     let Some(v) = value else {
@@ -353,6 +356,23 @@ fn in_cidr(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_condition_key_with_multibyte_characters_is_evaluated_not_a_panic() {
+        // Found by fuzz/policy_document: the `kms:tag/` prefix test sliced at byte 8.
+        let doc = r#"{"Version":"1","Statement":[{"Effect":"Allow","Action":"kms:*","Resource":"*",
+            "Condition":{"StringEquals":{"a\u00e9\u00e9\u00e9\u00e9:tag/x":"v"}}}]}"#;
+        let p = Policy::parse("p", doc).unwrap();
+        let ctx = RequestContext {
+            action: "kms:Encrypt",
+            resource: "acs:kms:cn-hangzhou:1:key/key-a",
+            tags: None,
+            source_ip: None,
+            secure_transport: false,
+            now: 0,
+        };
+        assert_eq!(evaluate(&[p], &ctx), Decision::NoMatch);
+    }
 
     #[test]
     fn globs() {

@@ -118,11 +118,11 @@ impl Agent {
 pub fn agent_handler(app: Arc<AppState>, agent: Arc<Agent>) -> Handler {
     Arc::new(move |req| {
         let (app, agent) = (app.clone(), agent.clone());
-        Box::pin(async move { handle(app, agent, req) })
+        Box::pin(async move { handle(app, agent, req).await })
     })
 }
 
-fn handle(app: Arc<AppState>, agent: Arc<Agent>, req: Request<Incoming>) -> Response<Body> {
+async fn handle(app: Arc<AppState>, agent: Arc<Agent>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let rid = new_request_id();
     let mut resources = Vec::new();
@@ -134,20 +134,22 @@ fn handle(app: Arc<AppState>, agent: Arc<Agent>, req: Request<Incoming>) -> Resp
             Err(e) => (e.code().code().to_string(), e.http_status()),
         };
         let conn = req.extensions().get::<crate::server::ConnInfo>().copied().unwrap_or_default();
-        audit.record(crate::audit::AuditEvent {
-            time: kms_core::clock::format_iso(app.engine.now()),
-            request_id: rid.clone(),
-            principal: agent.caller.label(),
-            access_key_id: "agent".into(),
-            source_ip: conn.peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "unix".into()),
-            user_agent: req.headers().get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("").to_string(),
-            action: format!("agent:GetSecretValue ({label})"),
-            resources,
-            code,
-            http_status: status,
-            latency_us: started.elapsed().as_micros() as u64,
-            ..Default::default()
-        });
+        audit
+            .record(crate::audit::AuditEvent {
+                time: kms_core::clock::format_iso(app.engine.now()),
+                request_id: rid.clone(),
+                principal: agent.caller.label(),
+                access_key_id: "agent".into(),
+                source_ip: conn.peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "unix".into()),
+                user_agent: req.headers().get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("").to_string(),
+                action: format!("agent:GetSecretValue ({label})"),
+                resources,
+                code,
+                http_status: status,
+                latency_us: started.elapsed().as_micros() as u64,
+                ..Default::default()
+            })
+            .await;
     }
     match result {
         Ok(body) => respond(200, &rid, CONTENT_TYPE, body),
@@ -254,7 +256,7 @@ fn proxy_header(headers: &http::HeaderMap) -> Option<&str> {
 
 /// Decodes `%XX` escapes byte-wise (a `%` not followed by two hex digits stays as it is); bytes
 /// that are not UTF-8 become U+FFFD, so a name that does not exist is looked up, never a panic.
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     fn hex(b: u8) -> Option<u8> {
         (b as char).to_digit(16).map(|d| d as u8)
     }

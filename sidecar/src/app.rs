@@ -118,7 +118,7 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
     engine.set_policies(crate::config::load_policies(&cfg, cfg.base_dir.as_deref())?);
     let audit = if cfg.audit.enabled {
         let adir = cfg.audit.dir.clone().unwrap_or_else(|| dir.join("audit"));
-        let anchors: Arc<dyn crate::audit::AnchorStore> = engine.clone();
+        let anchors: Arc<dyn crate::audit::AnchorStore> = Arc::new(Arc::downgrade(&engine));
         Some(Arc::new(crate::audit::AuditLog::open(
             &adir,
             cfg.audit.max_file_bytes,

@@ -17,7 +17,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +26,9 @@ use sha2::{Digest, Sha256};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 const CURRENT: &str = "audit.log";
+/// Events waiting for the writer, at most. A full queue makes `record` wait: requests slow down
+/// to the speed of the disk rather than memory growing (and no event is ever dropped).
+const QUEUE: usize = 16 * 1024;
 /// How long a line written without waiting may stay unanchored.
 const ANCHOR_LAG: Duration = Duration::from_secs(1);
 /// `,"mac":"` + 64 hex + `"}`: how every keyed line ends.
@@ -62,12 +64,16 @@ pub trait AnchorStore: Send + Sync {
     fn save(&self, anchor: Anchor) -> Result<(), String>;
 }
 
-impl AnchorStore for kms_core::Engine {
+/// The engine's store, held weakly: the writer thread must not keep the engine (and its store
+/// lock) alive after the sidecar stops; `Running::shutdown` anchors before letting it go.
+impl AnchorStore for std::sync::Weak<kms_core::Engine> {
     fn load(&self) -> Result<Option<Anchor>, String> {
-        self.audit_anchor().map_err(|e| e.message().to_string())
+        let e = self.upgrade().ok_or("the engine is closed")?;
+        e.audit_anchor().map_err(|e| e.message().to_string())
     }
     fn save(&self, anchor: Anchor) -> Result<(), String> {
-        self.anchor_audit(anchor).map_err(|e| e.message().to_string())
+        let e = self.upgrade().ok_or("the engine is closed")?;
+        e.anchor_audit(anchor).map_err(|e| e.message().to_string())
     }
 }
 
@@ -118,7 +124,7 @@ enum Job {
 
 /// Handle to the writer thread.
 pub struct AuditLog {
-    tx: mpsc::Sender<Job>,
+    tx: tokio::sync::mpsc::Sender<Job>,
     healthy: Arc<AtomicBool>,
     dir: PathBuf,
 }
@@ -170,7 +176,7 @@ impl AuditLog {
         };
         w.reopen().map_err(|e| format!("{}: {e}", dir.join(CURRENT).display()))?;
         let healthy = Arc::new(AtomicBool::new(true));
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Job>(QUEUE);
         let h = healthy.clone();
         std::thread::Builder::new().name("kms-audit".into()).spawn(move || w.run(rx, h)).map_err(|e| e.to_string())?;
         Ok(AuditLog { tx, healthy, dir: dir.to_path_buf() })
@@ -185,15 +191,16 @@ impl AuditLog {
         self.healthy.load(Ordering::Acquire)
     }
 
-    /// Records an event without waiting (read-only calls).
-    pub fn record(&self, e: AuditEvent) {
-        let _ = self.tx.send(Job::Write(e, None));
+    /// Records an event without waiting for the disk (read-only calls); waits only while the
+    /// writer's queue is full.
+    pub async fn record(&self, e: AuditEvent) {
+        let _ = self.tx.send(Job::Write(e, None)).await;
     }
 
     /// Waits until every event sent so far is written and anchored (at shutdown).
     pub async fn flush(&self) -> bool {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.tx.send(Job::Flush(tx)).is_err() {
+        if self.tx.send(Job::Flush(tx)).await.is_err() {
             return false;
         }
         rx.await.unwrap_or(false)
@@ -202,7 +209,7 @@ impl AuditLog {
     /// Records an event and waits until it is on disk and anchored; `false` if it could not be.
     pub async fn record_durably(&self, e: AuditEvent) -> bool {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.tx.send(Job::Write(e, Some(tx))).is_err() {
+        if self.tx.send(Job::Write(e, Some(tx))).await.is_err() {
             return false;
         }
         rx.await.unwrap_or(false)
@@ -210,22 +217,25 @@ impl AuditLog {
 }
 
 impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<Job>, healthy: Arc<AtomicBool>) {
+    fn run(mut self, mut rx: tokio::sync::mpsc::Receiver<Job>, healthy: Arc<AtomicBool>) {
+        // Only for the receive timeout; this thread does blocking file IO and nothing else.
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a timer runtime");
         loop {
             // Wait for work; while lines are unanchored, no longer than the anchor may lag.
             let first = if self.anchored < self.seq {
-                match rx.recv_timeout(ANCHOR_LAG.saturating_sub(self.anchored_at.elapsed())) {
-                    Ok(j) => j,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                let wait = ANCHOR_LAG.saturating_sub(self.anchored_at.elapsed());
+                match rt.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
+                    Ok(Some(j)) => j,
+                    Ok(None) => break,
+                    Err(_) => {
                         self.anchor();
                         continue;
                     }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 }
             } else {
-                match rx.recv() {
-                    Ok(j) => j,
-                    Err(_) => break,
+                match rx.blocking_recv() {
+                    Some(j) => j,
+                    None => break,
                 }
             };
             // Take whatever else is queued: one write (and at most one fsync) for the batch.
@@ -672,10 +682,11 @@ mod tests {
     fn reads_are_anchored_within_a_second_and_at_shutdown() {
         let f = Fixture::new();
         let log = AuditLog::open(f.path(), 1 << 20, f.key.clone(), f.anchors.clone()).unwrap();
-        log.record(ev("Encrypt"));
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(log.record(ev("Encrypt")));
         std::thread::sleep(ANCHOR_LAG + Duration::from_millis(500));
         assert_eq!(f.anchors.0.lock().map(|a| a.seq), Some(1), "anchored by the lag timer");
-        log.record(ev("Decrypt"));
+        rt.block_on(log.record(ev("Decrypt")));
         drop(log);
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(f.anchors.0.lock().map(|a| a.seq), Some(2), "anchored when the writer stops");

@@ -17,3 +17,11 @@ pub mod server;
 pub mod testing;
 pub mod tls;
 pub mod wire;
+
+/// Entry points for the fuzz targets in `fuzz/` (built with `--cfg fuzzing` only).
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    pub fn percent_decode(s: &str) -> String {
+        crate::agent::percent_decode(s)
+    }
+}

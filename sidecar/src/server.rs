@@ -109,7 +109,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
                 result = Err(KmsError::internal("the audit log cannot be written"));
             }
         } else {
-            audit.record(event);
+            audit.record(event).await;
         }
     }
     let (code, response) = match result {
