@@ -21,6 +21,17 @@ struct Args {
     cmd: Cmd,
 }
 
+/// A sidecar and the access key to sign with.
+#[derive(clap::Args)]
+struct Target {
+    #[arg(long)]
+    sidecar: String,
+    #[arg(long)]
+    access_key_id: String,
+    #[arg(long)]
+    access_key_secret: String,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// The HTTP ceiling: a hyper server that reads the request and answers a fixed JSON body.
@@ -70,12 +81,8 @@ enum Cmd {
     /// Signed Encrypt for a long time, sampling the sidecar's RSS: replay protection must hold in
     /// bounded memory. Fails when the last third's peak exceeds the first third's by > 10 % + 4 MB.
     Soak {
-        #[arg(long)]
-        sidecar: String,
-        #[arg(long)]
-        access_key_id: String,
-        #[arg(long)]
-        access_key_secret: String,
+        #[command(flatten)]
+        target: Target,
         /// The sidecar's process id (its RSS is read from /proc).
         #[arg(long)]
         pid: u32,
@@ -88,12 +95,8 @@ enum Cmd {
     },
     /// Print the size of a GenerateDataKey answer (to size the bare body).
     Probe {
-        #[arg(long)]
-        sidecar: String,
-        #[arg(long)]
-        access_key_id: String,
-        #[arg(long)]
-        access_key_secret: String,
+        #[command(flatten)]
+        target: Target,
     },
 }
 
@@ -142,11 +145,17 @@ fn main() {
                     );
                 }
             }
-            Cmd::Soak { sidecar, access_key_id, access_key_secret, pid, concurrency, seconds, sample_seconds } => {
+            Cmd::Soak {
+                target: Target { sidecar, access_key_id, access_key_secret },
+                pid,
+                concurrency,
+                seconds,
+                sample_seconds,
+            } => {
                 let creds = Arc::new((access_key_id, access_key_secret));
                 soak(&sidecar, creds, pid, concurrency, seconds, sample_seconds).await
             }
-            Cmd::Probe { sidecar, access_key_id, access_key_secret } => {
+            Cmd::Probe { target: Target { sidecar, access_key_id, access_key_secret } } => {
                 let creds = Arc::new((access_key_id, access_key_secret));
                 let key = setup_key(&sidecar, &creds).await;
                 let mut conn = Conn::open(&sidecar).await;
