@@ -24,6 +24,8 @@ pub enum VolumeError {
     BadDataKey(usize),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Exposed(String),
 }
 
 /// The EncryptionContext that binds a wrapped data key to its volume.
@@ -37,6 +39,8 @@ pub fn init(dir: &Path, kms: &dyn KeyService, key_id: &str, cipher: Algorithm) -
     if std::fs::read_dir(dir)?.next().is_some() {
         return Err(VolumeError::NotEmpty(dir.display().to_string()));
     }
+    // Only the daemon's user may reach backing objects: see `check_private_dir`.
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
     let mut volume_id = [0u8; VOLUME_ID_LEN];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut volume_id);
     let context = volume_context(&volume_id);
@@ -51,6 +55,21 @@ pub fn init(dir: &Path, kms: &dyn KeyService, key_id: &str, cipher: Algorithm) -
         return Err(e);
     }
     Ok(config)
+}
+
+/// Refuses a cipher directory other users can enter: the daemon (root with `allow_other`) acts
+/// on backing objects by descriptor and checks each is the object it names, but nobody else
+/// should be able to plant links or swap files there in the first place.
+pub fn check_private_dir(dir: &Path) -> Result<(), VolumeError> {
+    use std::os::unix::fs::MetadataExt;
+    let mode = std::fs::metadata(dir)?.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(VolumeError::Exposed(format!(
+            "cipher directory {} is mode {mode:o}: other users could reach its backing files; `chmod 700` it",
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Reads the config, unwraps the DK through the KMS and checks the config's MAC with it.

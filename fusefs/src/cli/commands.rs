@@ -21,7 +21,7 @@ use super::{
 fn fail(e: VolumeError) -> Failure {
     let code = match &e {
         VolumeError::Config(ConfigError::Io(_)) | VolumeError::Io(_) | VolumeError::NotEmpty(_) => EXIT_OTHER,
-        VolumeError::Config(_) => EXIT_CONFIG,
+        VolumeError::Config(_) | VolumeError::Exposed(_) => EXIT_CONFIG,
         VolumeError::Kms(f) if f.code.is_none() => EXIT_KMS_UNREACHABLE,
         VolumeError::Kms(_) | VolumeError::BadDataKey(_) => EXIT_KMS_REFUSED,
     };
@@ -121,6 +121,7 @@ fn mount(kms: &KmsArgs, cipherdir: &Path, mountpoint: &Path, opts: MountOptions)
     // mounted; none of it writes to the cipher directory.
     let mp = check_mountpoint(cipherdir, mountpoint)?;
     let config = VolumeConfig::load(cipherdir).map_err(|e| fail(e.into()))?;
+    lifecycle::check_private_dir(cipherdir).map_err(fail)?;
     let _lock = lock_volume(cipherdir, true)?;
     let (config, keys) = {
         let service = kms_opts::connect(kms)?;

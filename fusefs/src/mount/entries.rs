@@ -90,11 +90,18 @@ impl KmsFs {
             let dfd = dir.fd()?;
             rustix::fs::mkdirat(dfd, tmp.as_str(), Mode::from_raw_mode(0o700)).map_err(errno)?;
             let done = (|| {
-                let fd = rustix::fs::openat(dfd, tmp.as_str(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
-                    .map_err(errno)?;
+                let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                let fd = rustix::fs::openat(dfd, tmp.as_str(), flags, Mode::empty()).map_err(errno)?;
                 create_dir_iv_at(&fd, false).map_err(io_errno)?;
-                rustix::fs::chmodat(dfd, tmp.as_str(), Mode::from_raw_mode(mode & 0o7777), AtFlags::empty())
-                    .map_err(errno)?;
+                // Through the descriptor: the directory made above, whatever the name holds now.
+                let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+                rustix::fs::chmodat(
+                    rustix::fs::CWD,
+                    path.as_str(),
+                    Mode::from_raw_mode(mode & 0o7777),
+                    AtFlags::empty(),
+                )
+                .map_err(errno)?;
                 rustix::fs::renameat_with(dfd, tmp.as_str(), dfd, backing, rustix::fs::RenameFlags::NOREPLACE)
                     .map_err(errno)
             })();
@@ -121,8 +128,7 @@ impl KmsFs {
 
     pub(super) fn read_link(&self, ino: INodeNo) -> Result<Vec<u8>, Errno> {
         let inode = self.inode(ino)?;
-        let (parent, name) = inode.location()?;
-        let stored = rustix::fs::readlinkat(parent.fd()?, name.as_str(), Vec::new()).map_err(errno)?;
+        let stored = rustix::fs::readlinkat(inode.pin()?.fd(), "", Vec::new()).map_err(errno)?;
         match records::open_symlink(&self.keys, stored.as_bytes()) {
             Some(t) => Ok(t.to_vec()),
             None => {
@@ -138,21 +144,19 @@ impl KmsFs {
         let dir = self.inode(newparent)?;
         let _entries = dir.entries.read_recursive();
         let e = self.entry(&dir, newname)?;
-        with_long(&dir, &e, || match inode.location() {
-            // link(2) does not follow a symlink: the link is to the symlink itself.
-            Ok((parent, name)) => {
-                rustix::fs::linkat(parent.fd()?, name.as_str(), dir.fd()?, e.backing.as_str(), AtFlags::empty())
-                    .map_err(errno)
-            }
-            // An open file whose name is gone: linked back through its descriptor.
-            Err(_) => rustix::fs::linkat(
+        // Linked through the pinned object (the magic link of an open file also works once its
+        // names are gone); link(2) of a symlink links the symlink itself, as the magic link is
+        // not followed further.
+        let pinned = inode.pin()?;
+        with_long(&dir, &e, || {
+            rustix::fs::linkat(
                 rustix::fs::CWD,
-                inode.path()?.as_str(),
+                pinned.path().as_str(),
                 dir.fd()?,
                 e.backing.as_str(),
                 AtFlags::SYMLINK_FOLLOW,
             )
-            .map_err(errno),
+            .map_err(errno)
         })?;
         Ok(self.remember(&dir, &e.backing)?.1)
     }

@@ -83,8 +83,10 @@ impl KmsFs {
         }
         // Read-write even for write-only opens: partial blocks are read back (and the writeback
         // cache reads pages in). A file the daemon may only read is opened read-only.
-        let path = inode.path_by_name()?;
-        let open = |mode| rustix::fs::open(path.as_str(), mode | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty());
+        // Reopened through the pinned object: only ever the regular file this inode names (a
+        // FIFO, device or symlink swapped in under its name is ESTALE, never opened).
+        let path = inode.pin_by_name()?.path();
+        let open = |mode| rustix::fs::open(path.as_str(), mode | OFlags::CLOEXEC, Mode::empty());
         let (fd, writable) = match open(OFlags::RDWR) {
             Ok(fd) => (fd, true),
             Err(rustix::io::Errno::ACCESS | rustix::io::Errno::ROFS) if !write => {
@@ -249,31 +251,21 @@ impl KmsFs {
                 f.set_size(size)
             })?;
         }
+        // Every change goes to the pinned object (inodes.rs `pin`), never through a name a
+        // local user could swap for a symlink between lookup and call.
         if let Some(mode) = c.mode {
             let mode = Mode::from_raw_mode(mode & 0o7777);
-            rustix::fs::chmodat(rustix::fs::CWD, inode.path()?.as_str(), mode, AtFlags::empty()).map_err(errno)?;
+            rustix::fs::chmodat(rustix::fs::CWD, inode.pin()?.path().as_str(), mode, AtFlags::empty())
+                .map_err(errno)?;
         }
         if c.uid.is_some() || c.gid.is_some() {
             let uid = c.uid.map(rustix::process::Uid::from_raw);
             let gid = c.gid.map(rustix::process::Gid::from_raw);
-            match inode.location() {
-                Ok((parent, name)) => {
-                    rustix::fs::chownat(parent.fd()?, name.as_str(), uid, gid, AtFlags::SYMLINK_NOFOLLOW)
-                }
-                Err(_) => rustix::fs::chownat(rustix::fs::CWD, inode.path()?.as_str(), uid, gid, AtFlags::empty()),
-            }
-            .map_err(errno)?;
+            rustix::fs::chownat(inode.pin()?.fd(), "", uid, gid, AtFlags::EMPTY_PATH).map_err(errno)?;
         }
         if c.atime.is_some() || c.mtime.is_some() {
             let times = Timestamps { last_access: timespec(c.atime), last_modification: timespec(c.mtime) };
-            let open = inode.content.read().file.is_some();
-            match inode.location() {
-                Ok((parent, name)) if !open => {
-                    rustix::fs::utimensat(parent.fd()?, name.as_str(), &times, AtFlags::SYMLINK_NOFOLLOW)
-                }
-                _ => rustix::fs::utimensat(rustix::fs::CWD, inode.path()?.as_str(), &times, AtFlags::empty()),
-            }
-            .map_err(errno)?;
+            rustix::fs::utimensat(inode.pin()?.fd(), "", &times, AtFlags::EMPTY_PATH).map_err(errno)?;
         }
         self.attr_of(&inode)
     }
@@ -289,7 +281,7 @@ impl KmsFs {
             self.writable()?;
         }
         let access = rustix::fs::Access::from_bits_truncate(mask as u32);
-        rustix::fs::accessat(rustix::fs::CWD, inode.path()?.as_str(), access, AtFlags::EACCESS).map_err(errno)
+        rustix::fs::accessat(rustix::fs::CWD, inode.pin()?.path().as_str(), access, AtFlags::EACCESS).map_err(errno)
     }
 
     /// `fallocate`: mode 0 and `KEEP_SIZE` reserve the stored blocks of the range (a reserved

@@ -120,25 +120,41 @@ impl Inode {
         }
     }
 
-    /// A path for path-based calls, through its name (not through an open descriptor: for
-    /// opening the content itself).
-    pub fn path_by_name(&self) -> Result<String, Errno> {
-        match &self.place {
-            Place::Dir(fd) => Ok(format!("/proc/self/fd/{}", fd.as_raw_fd())),
-            Place::Entry(_) => {
-                let (parent, name) = self.location()?;
-                Ok(format!("/proc/self/fd/{}/{name}", parent.fd()?.as_raw_fd()))
-            }
+    /// The backing object itself, never another one a name now leads to: a directory's or an
+    /// open file's own descriptor (duplicated), else the object opened by its name with
+    /// `O_PATH | O_NOFOLLOW` and checked to be this inode's (device and inode number), so a name
+    /// swapped for a symlink, a FIFO or another file after the lookup is `ESTALE`, not followed.
+    pub fn pin(&self) -> Result<Pinned, Errno> {
+        if let Some(f) = self.content.read().file.as_ref() {
+            return Ok(Pinned(dup(f.backing())?));
         }
+        self.pin_by_name()
     }
 
-    /// A path for path-based calls: an open file's descriptor if it has one (right even after
-    /// its name is gone), else its name. Not for symlinks (path calls follow them).
-    pub fn path(&self) -> Result<String, Errno> {
-        if let Some(f) = self.content.read().file.as_ref() {
-            return Ok(format!("/proc/self/fd/{}", f.backing().as_raw_fd()));
+    /// [`Inode::pin`] without looking at open content: for callers holding the content lock.
+    pub fn pin_by_name(&self) -> Result<Pinned, Errno> {
+        let fd = match &self.place {
+            Place::Dir(fd) => dup(fd)?,
+            Place::Entry(_) => {
+                let (parent, name) = self.location()?;
+                let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                let fd = rustix::fs::openat(parent.fd()?, name.as_str(), flags, Mode::empty()).map_err(errno)?;
+                self.check_same(&fd)?;
+                fd
+            }
+        };
+        Ok(Pinned(fd))
+    }
+
+    /// `ESTALE` unless `fd` is this inode's backing object.
+    pub fn check_same(&self, fd: &OwnedFd) -> Result<(), Errno> {
+        let st = rustix::fs::fstat(fd).map_err(errno)?;
+        if (st.st_dev, st.st_ino) == self.backing && Kind::of(&st) == self.kind {
+            Ok(())
+        } else {
+            tracing::warn!(node = self.nodeid, "backing object replaced under a known inode; refused");
+            Err(Errno::ESTALE)
         }
-        self.path_by_name()
     }
 
     pub fn stat(&self) -> Result<Stat, Errno> {
@@ -152,6 +168,26 @@ impl Inode {
                 rustix::fs::statat(parent.fd()?, name.as_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(errno)
             }
         }
+    }
+}
+
+fn dup(fd: impl std::os::fd::AsFd) -> Result<OwnedFd, Errno> {
+    rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(errno)
+}
+
+/// A backing object held open (`O_PATH`) for path-based calls; see [`Inode::pin`].
+pub struct Pinned(OwnedFd);
+
+impl Pinned {
+    pub fn fd(&self) -> &OwnedFd {
+        &self.0
+    }
+
+    /// `/proc/self/fd/<n>`: the kernel resolves this magic link to the open object itself and
+    /// does not follow it further even when the object is a symlink (chmod on it answers
+    /// EOPNOTSUPP), so calls that take only a path (chmod, access, xattrs) act on exactly it.
+    pub fn path(&self) -> String {
+        format!("/proc/self/fd/{}", self.0.as_raw_fd())
     }
 }
 

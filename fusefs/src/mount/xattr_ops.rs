@@ -1,6 +1,6 @@
 //! Extended attributes through the kernel: names and values are sealed (crate::xattrs) and kept
-//! as `user.kmsfs.*` attributes of the backing object, reached through its `/proc/self/fd` path
-//! (an `O_PATH` descriptor cannot carry xattr calls itself).
+//! as `user.kmsfs.*` attributes of the backing object, reached through the `/proc/self/fd` path
+//! of its pinned descriptor (an `O_PATH` descriptor cannot carry xattr calls itself).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -29,7 +29,7 @@ impl KmsFs {
         let backing = self.xattr_name(name)?;
         let sealed = xattrs::seal_value(&self.keys, name.as_bytes(), value);
         let flags = XattrFlags::from_bits(flags as u32).ok_or(Errno::EINVAL)?;
-        rustix::fs::setxattr(inode.path()?.as_str(), backing.as_str(), &sealed, flags).map_err(errno)
+        rustix::fs::setxattr(inode.pin()?.path().as_str(), backing.as_str(), &sealed, flags).map_err(errno)
     }
 
     pub(super) fn get_xattr(&self, ino: INodeNo, name: &OsStr) -> Result<Vec<u8>, Errno> {
@@ -43,7 +43,7 @@ impl KmsFs {
             Err(Errno::EOPNOTSUPP) => return Err(Errno::NO_XATTR),
             Err(e) => return Err(e),
         };
-        let path = inode.path()?;
+        let path = inode.pin()?.path();
         let sealed = read_sized(
             || rustix::fs::getxattr_query(path.as_str(), backing.as_str()),
             |buf| rustix::fs::getxattr(path.as_str(), backing.as_str(), buf),
@@ -62,7 +62,7 @@ impl KmsFs {
         if inode.kind == Kind::Symlink {
             return Ok(Vec::new());
         }
-        let path = inode.path()?;
+        let path = inode.pin()?.path();
         let raw =
             read_sized(|| rustix::fs::listxattr_query(path.as_str()), |buf| rustix::fs::listxattr(path.as_str(), buf))?;
         let mut out = Vec::new();
@@ -85,7 +85,7 @@ impl KmsFs {
             Err(Errno::EOPNOTSUPP) => return Err(Errno::NO_XATTR),
             other => other?,
         };
-        rustix::fs::removexattr(inode.path()?.as_str(), backing.as_str()).map_err(errno)
+        rustix::fs::removexattr(inode.pin()?.path().as_str(), backing.as_str()).map_err(errno)
     }
 }
 
