@@ -26,6 +26,17 @@ const AREA_ALIGN_SECTORS: u64 = 8;
 pub const PAYLOAD_SECTORS: u64 = 4096;
 /// cryptsetup's floor for the volume-key digest; the keys we protect are random, not passwords.
 pub const MIN_ITERATIONS: u32 = 1000;
+/// The most PBKDF2 iterations a header may ask for. blockcrypt writes 1000 (its passphrases are
+/// 256-bit random values); a header asking for more than this – tenths of a second of PBKDF2 –
+/// is refused as damaged instead of being obeyed for minutes (or overflowing OpenSSL's int).
+pub const MAX_ITERATIONS: u32 = 200_000;
+
+fn bounded_iterations(n: u32, what: &str) -> Result<usize, LuksError> {
+    if n > MAX_ITERATIONS {
+        return Err(LuksError::Damaged(format!("{what} asks for {n} PBKDF2 iterations (at most {MAX_ITERATIONS})")));
+    }
+    Ok(n as usize)
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LuksError {
@@ -182,7 +193,7 @@ impl Header {
         for (i, s) in h.slots.iter_mut().enumerate() {
             s.offset = (AREA_ALIGN_SECTORS + i as u64 * area) as u32;
         }
-        h.mk_digest = h.key_digest(volume_key);
+        h.mk_digest = h.key_digest(volume_key).expect("a header of our own: supported hash, MIN_ITERATIONS");
         h
     }
 
@@ -231,27 +242,29 @@ impl Header {
         self.payload_offset as u64 * SECTOR as u64
     }
 
-    fn key_digest(&self, key: &[u8]) -> [u8; DIGEST_LEN] {
+    fn key_digest(&self, key: &[u8]) -> Result<[u8; DIGEST_LEN], LuksError> {
+        let iterations = bounded_iterations(self.mk_digest_iter, "the key digest")?;
         let mut d = [0u8; DIGEST_LEN];
-        pbkdf2_hmac(key, &self.mk_digest_salt, self.mk_digest_iter as usize, self.digest().expect("checked"), &mut d)
-            .expect("PBKDF2");
-        d
+        pbkdf2_hmac(key, &self.mk_digest_salt, iterations, self.digest()?, &mut d)
+            .map_err(|e| LuksError::Damaged(format!("key digest: {e}")))?;
+        Ok(d)
     }
 
     /// Whether `key` is this volume's key (constant-time comparison of the digests).
     pub fn check_key(&self, key: &[u8]) -> Result<(), LuksError> {
-        if key.len() != self.key_bytes as usize || !openssl::memcmp::eq(&self.key_digest(key), &self.mk_digest) {
+        if key.len() != self.key_bytes as usize || !openssl::memcmp::eq(&self.key_digest(key)?, &self.mk_digest) {
             return Err(LuksError::WrongKey);
         }
         Ok(())
     }
 
     /// `None` when PBKDF2 gave a key with equal XTS halves – as likely as guessing the key.
-    fn slot_cipher(&self, slot: &KeySlot, passphrase: &[u8]) -> Option<SectorCipher> {
+    fn slot_cipher(&self, slot: &KeySlot, passphrase: &[u8]) -> Result<Option<SectorCipher>, LuksError> {
+        let iterations = bounded_iterations(slot.iterations, "a keyslot")?;
         let mut k = Zeroizing::new(vec![0u8; self.key_bytes as usize]);
-        pbkdf2_hmac(passphrase, &slot.salt, slot.iterations as usize, self.digest().expect("checked"), &mut k)
-            .expect("PBKDF2");
-        SectorCipher::new(self.algorithm().expect("checked"), &k).ok()
+        pbkdf2_hmac(passphrase, &slot.salt, iterations, self.digest()?, &mut k)
+            .map_err(|e| LuksError::Damaged(format!("keyslot: {e}")))?;
+        Ok(SectorCipher::new(self.algorithm()?, &k).ok())
     }
 
     /// The volume key from the first active keyslot `passphrase` opens; `image` holds the header
@@ -263,7 +276,7 @@ impl Header {
             let Some(area) = image.get(start..start + len) else {
                 return Err(LuksError::Damaged(format!("keyslot {i} area is truncated")));
             };
-            let Some(cipher) = self.slot_cipher(s, passphrase) else { continue };
+            let Some(cipher) = self.slot_cipher(s, passphrase)? else { continue };
             let mut material = Zeroizing::new(area.to_vec());
             cipher.decrypt(0, &mut material);
             let key = afsplit::merge(&material, self.key_bytes as usize, s.stripes as usize, self.digest()?);
@@ -286,11 +299,11 @@ impl Header {
     ) {
         let md = self.digest().expect("checked");
         let mut slot = self.slots[index];
-        slot.iterations = iterations.max(MIN_ITERATIONS);
+        slot.iterations = iterations.clamp(MIN_ITERATIONS, MAX_ITERATIONS);
         slot.stripes = STRIPES;
         let cipher = loop {
             slot.salt = random();
-            if let Some(c) = self.slot_cipher(&slot, passphrase) {
+            if let Some(c) = self.slot_cipher(&slot, passphrase).expect("iterations clamped, hash checked") {
                 break c;
             }
         };

@@ -22,6 +22,9 @@ use crate::xts::{SectorCipher, SECTOR};
 
 /// A detached header file is as long as an attached volume's header: 2 MiB.
 pub const HEADER_AREA: u64 = PAYLOAD_SECTORS * SECTOR as u64;
+/// The largest header area read (blockcrypt makes 2 MiB; cryptsetup's and qemu's LUKS1 layouts
+/// stay well under this, so foreign images still get their "no blockcrypt record" answer).
+pub const MAX_HEADER_AREA: u64 = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
@@ -102,6 +105,14 @@ impl HeaderArea {
             return Err(VolumeError::Damaged(path.into(), what.into()));
         }
         let end = if loc.detached() { len.min(HEADER_AREA) } else { luks.payload_bytes() };
+        // Only what a blockcrypt header occupies is read: a crafted payload offset must not make
+        // us allocate or read gigabytes before the record is even looked at.
+        if end > MAX_HEADER_AREA {
+            return Err(VolumeError::Damaged(
+                path.into(),
+                format!("the header area would be {end} bytes; a blockcrypt header takes at most {MAX_HEADER_AREA}"),
+            ));
+        }
         let gap_start = luks.keyslots_end().next_multiple_of(4096);
         if end > len {
             return Err(VolumeError::Damaged(
@@ -137,7 +148,10 @@ impl HeaderArea {
     pub fn unlock(&self, loc: &Location, kms: &dyn KeyService) -> Result<Zeroizing<Vec<u8>>, VolumeError> {
         let blob = self.record.blob().map_err(|e| VolumeError::Record(loc.header_path().into(), e))?;
         let dk = kms.decrypt(&blob, &self.record.encryption_context)?;
-        self.luks.check_key(&dk).map_err(|_| VolumeError::WrongKey(loc.header_path().into()))?;
+        self.luks.check_key(&dk).map_err(|e| match e {
+            LuksError::Damaged(_) => VolumeError::Luks(loc.header_path().into(), e),
+            _ => VolumeError::WrongKey(loc.header_path().into()),
+        })?;
         Ok(dk)
     }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use blockcrypt::kms::{KeyService, KmsArgs};
 use blockcrypt::lifecycle::{self, NewVolume};
+use blockcrypt::luks1::LuksError;
 use blockcrypt::volume::{self, passphrase, HeaderArea, Location, OpenVolume, VolumeError};
 use rustix::fs::FlockOperation;
 
@@ -95,10 +96,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             bar.finish();
             r.map_err(fail)
         }
-        Command::Serve { exports, socket, tcp, read_only, discard, tls_cert, tls_key } => {
+        Command::Serve { exports, opts } => {
             let kms = connect(&cli.kms)?;
-            let tls = tls_cert.zip(tls_key);
-            super::serve::serve(kms.as_ref(), &exports, socket, tcp, read_only, discard, tls)
+            super::serve::serve(kms.as_ref(), &exports, opts)
         }
         Command::Snapshot { vol, snapshot, snapshot_header } => {
             let loc = vol.location();
@@ -218,6 +218,7 @@ fn check(args: &KmsArgs, loc: &Location) -> Result<(), Failure> {
         Ok((slot, key)) if openssl::memcmp::eq(&key, &dk) => {
             println!("keyslot {slot}: opens with the derived passphrase")
         }
+        Err(e @ LuksError::Damaged(_)) => problems.push(format!("keyslot: {e}")),
         _ => {
             problems.push("no keyslot opens with the derived passphrase (qemu and nbdkit will not open it)".to_string())
         }

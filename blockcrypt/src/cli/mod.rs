@@ -104,24 +104,8 @@ pub enum Command {
     Serve {
         #[arg(required = true, value_name = "EXPORT")]
         exports: Vec<String>,
-        /// Listen on this Unix socket.
-        #[arg(long, conflicts_with = "tcp", required_unless_present = "tcp")]
-        socket: Option<PathBuf>,
-        /// Listen on this TCP address (loopback unless you mean it: NBD traffic is plaintext).
-        #[arg(long)]
-        tcp: Option<String>,
-        /// Refuse writes.
-        #[arg(long)]
-        read_only: bool,
-        /// Honour TRIM by punching holes in the ciphertext (reveals which sectors are unused).
-        #[arg(long)]
-        discard: bool,
-        /// Require TLS (STARTTLS) with this PEM certificate chain.
-        #[arg(long, requires = "tls_key")]
-        tls_cert: Option<PathBuf>,
-        /// The certificate's PEM private key.
-        #[arg(long, requires = "tls_cert")]
-        tls_key: Option<PathBuf>,
+        #[command(flatten)]
+        opts: ServeArgs,
     },
     /// A point-in-time copy of a disk that is not being served, sharing its data key.
     Snapshot {
@@ -230,4 +214,34 @@ mod tests {
         assert!(super::parse_size("1X").is_err());
         assert!(super::parse_size("99999999999T").is_err());
     }
+}
+
+/// How `serve` listens and what it lets clients hold.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Listen on this Unix socket.
+    #[arg(long, conflicts_with = "tcp", required_unless_present = "tcp")]
+    pub socket: Option<PathBuf>,
+    /// Listen on this TCP address (loopback unless you mean it: NBD traffic is plaintext).
+    #[arg(long)]
+    pub tcp: Option<String>,
+    /// Refuse writes.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Honour TRIM by punching holes in the ciphertext (reveals which sectors are unused).
+    #[arg(long)]
+    pub discard: bool,
+    /// Require TLS (STARTTLS) with this PEM certificate chain.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's PEM private key.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Clients served at once; more are closed on accept. Each may hold up to 96 MiB of requests
+    /// and replies in flight, so this bounds the server's memory too.
+    #[arg(long, default_value_t = 64)]
+    pub max_connections: usize,
+    /// Seconds a client has from connecting to the end of the option phase (TLS included).
+    #[arg(long, default_value_t = 10)]
+    pub handshake_timeout_secs: u64,
 }

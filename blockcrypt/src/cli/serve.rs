@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use blockcrypt::kms::KeyService;
-use blockcrypt::nbd::{Export, Server};
+use blockcrypt::nbd::{Export, Limits, Server};
 use blockcrypt::volume::{self, Location};
 use rustix::fs::FlockOperation;
 
@@ -34,16 +34,22 @@ fn parse_export(spec: &str) -> Result<(String, Location), Failure> {
     Ok((name, Location::new(path, header)))
 }
 
-pub fn serve(
-    kms: &dyn KeyService,
-    specs: &[String],
-    socket: Option<PathBuf>,
-    tcp: Option<String>,
-    read_only: bool,
-    discard: bool,
-    tls: Option<(PathBuf, PathBuf)>,
-) -> Result<(), Failure> {
-    let tls = match tls {
+pub fn serve(kms: &dyn KeyService, specs: &[String], opts: super::ServeArgs) -> Result<(), Failure> {
+    let super::ServeArgs {
+        socket,
+        tcp,
+        read_only,
+        discard,
+        tls_cert,
+        tls_key,
+        max_connections,
+        handshake_timeout_secs,
+    } = opts;
+    let limits = Limits {
+        max_connections: max_connections.max(1),
+        handshake_timeout: std::time::Duration::from_secs(handshake_timeout_secs.max(1)),
+    };
+    let tls = match tls_cert.zip(tls_key) {
         Some((cert, key)) => Some(tls_acceptor(cert, key)?),
         None => None,
     };
@@ -61,7 +67,7 @@ pub fn serve(
         let description = format!("{} ({})", v.area.record.disk_id, v.area.record.cipher);
         exports.push(Export { name, description, disk: v.disk });
     }
-    let server = Arc::new(Server::new(exports, discard, tls));
+    let server = Arc::new(Server::with_limits(exports, discard, tls, limits));
     let rt =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Failure::new(EXIT_OTHER, e))?;
     let result = rt.block_on(async {

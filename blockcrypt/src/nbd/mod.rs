@@ -21,6 +21,22 @@ pub enum ProtoError {
     Protocol(String),
 }
 
+/// An accepted connection, or `None` after a failed accept: logged, and after a pause when the
+/// process is out of descriptors (EMFILE/ENFILE would otherwise fail again at once), so the
+/// server keeps serving instead of ending.
+async fn accepted<T>(r: std::io::Result<T>) -> Option<T> {
+    match r {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE));
+            tracing::warn!("accept failed: {e}");
+            let pause = if out_of_fds { 100 } else { 10 };
+            tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            None
+        }
+    }
+}
+
 /// A disk offered under a name.
 pub struct Export {
     pub name: String,
@@ -33,8 +49,25 @@ pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 pub type BoxStream = Box<dyn Stream>;
 
+/// What one server lets its clients hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once; further ones are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// From accept to the end of the option phase (STARTTLS included).
+    pub handshake_timeout: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_connections: 64, handshake_timeout: std::time::Duration::from_secs(10) }
+    }
+}
+
 pub struct Server {
     exports: Vec<Arc<Export>>,
+    limits: Limits,
+    connections: Arc<tokio::sync::Semaphore>,
     /// Whether TRIM punches holes in the ciphertext (it reveals which sectors are unused).
     pub discard: bool,
     /// With TLS configured every client must upgrade (STARTTLS) before anything else.
@@ -43,7 +76,22 @@ pub struct Server {
 
 impl Server {
     pub fn new(exports: Vec<Export>, discard: bool, tls: Option<tokio_rustls::TlsAcceptor>) -> Server {
-        Server { exports: exports.into_iter().map(Arc::new).collect(), discard, tls }
+        Self::with_limits(exports, discard, tls, Limits::default())
+    }
+
+    pub fn with_limits(
+        exports: Vec<Export>,
+        discard: bool,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        limits: Limits,
+    ) -> Server {
+        Server {
+            exports: exports.into_iter().map(Arc::new).collect(),
+            connections: Arc::new(tokio::sync::Semaphore::new(limits.max_connections)),
+            limits,
+            discard,
+            tls,
+        }
     }
 
     pub fn exports(&self) -> &[Arc<Export>] {
@@ -77,10 +125,16 @@ impl Server {
         f
     }
 
-    /// Serves one client to the end; protocol errors end only this connection.
+    /// Serves one client to the end; protocol errors end only this connection. The option phase
+    /// must end within the handshake timeout (a client that connects and says nothing, or stalls
+    /// in STARTTLS, is dropped).
     pub async fn handle<S: Stream + 'static>(self: Arc<Self>, stream: S, peer: String) {
         let result = async {
-            match handshake::negotiate(Box::new(stream), &self).await? {
+            let negotiated =
+                tokio::time::timeout(self.limits.handshake_timeout, handshake::negotiate(Box::new(stream), &self))
+                    .await
+                    .map_err(|_| ProtoError::Protocol("the handshake did not finish in time".into()))?;
+            match negotiated? {
                 (stream, Some(session)) => {
                     tracing::info!(%peer, export = %session.export.name, "client connected");
                     transmission::transmit(stream, session, self.clone()).await
@@ -98,18 +152,42 @@ impl Server {
         }
     }
 
+    /// Takes a connection slot, or closes the connection (over the cap) and logs it.
+    fn admit<S>(&self, stream: S, peer: &str) -> Option<(S, tokio::sync::OwnedSemaphorePermit)> {
+        match self.connections.clone().try_acquire_owned() {
+            Ok(p) => Some((stream, p)),
+            Err(_) => {
+                tracing::warn!(%peer, max = self.limits.max_connections, "connection refused: at the connection limit");
+                None
+            }
+        }
+    }
+
     pub async fn serve_unix(self: Arc<Self>, listener: UnixListener) -> std::io::Result<()> {
         loop {
-            let (stream, _) = listener.accept().await?;
-            tokio::spawn(self.clone().handle(stream, "unix".into()));
+            let Some(stream) = accepted(listener.accept().await.map(|(s, _)| s)).await else { continue };
+            if let Some((stream, slot)) = self.admit(stream, "unix") {
+                let server = self.clone();
+                tokio::spawn(async move {
+                    server.handle(stream, "unix".into()).await;
+                    drop(slot);
+                });
+            }
         }
     }
 
     pub async fn serve_tcp(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
         loop {
-            let (stream, peer) = listener.accept().await?;
+            let Some((stream, peer)) = accepted(listener.accept().await).await else { continue };
             let _ = stream.set_nodelay(true);
-            tokio::spawn(self.clone().handle(stream, peer.to_string()));
+            let peer = peer.to_string();
+            if let Some((stream, slot)) = self.admit(stream, &peer) {
+                let server = self.clone();
+                tokio::spawn(async move {
+                    server.handle(stream, peer).await;
+                    drop(slot);
+                });
+            }
         }
     }
 

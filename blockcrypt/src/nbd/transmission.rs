@@ -6,7 +6,7 @@ use std::io;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::handshake::Session;
 use super::proto::*;
@@ -158,16 +158,23 @@ pub async fn transmit<S: AsyncRead + AsyncWrite + Send + 'static>(
     server: Arc<Server>,
 ) -> Result<(), ProtoError> {
     let (mut rd, wr) = tokio::io::split(stream);
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    // Each reply travels with the budget it holds, released only once the bytes are written to
+    // the socket: a client that sends requests and never reads the replies stalls at the budget
+    // instead of growing the queue.
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Vec<u8>, OwnedSemaphorePermit)>();
     let writer = tokio::spawn(async move {
         let mut w = BufWriter::with_capacity(256 << 10, wr);
-        while let Some(first) = rx.recv().await {
+        let mut written = Vec::new();
+        while let Some((first, permit)) = rx.recv().await {
             w.write_all(&first).await?;
+            written.push(permit);
             // Write out whatever else is ready before flushing: fewer syscalls under load.
-            while let Ok(more) = rx.try_recv() {
+            while let Ok((more, permit)) = rx.try_recv() {
                 w.write_all(&more).await?;
+                written.push(permit);
             }
             w.flush().await?;
+            written.clear();
         }
         w.shutdown().await
     });
@@ -218,7 +225,9 @@ pub async fn transmit<S: AsyncRead + AsyncWrite + Send + 'static>(
         }
         if let Err((errno, why)) = validate(&req, &session, &server) {
             tracing::debug!(cmd = req.kind, offset = req.offset, len = req.length, "refused: {why}");
-            let _ = tx.send(error_reply(session.structured, &req, errno, why));
+            // Error replies are small but cost budget too: a stream of bad requests is bounded.
+            let permit = budget.clone().acquire_many_owned(1).await.expect("never closed");
+            let _ = tx.send((error_reply(session.structured, &req, errno, why), permit));
             continue;
         }
         let cost = (req.length / 1024).clamp(1, BUDGET_KIB);
@@ -230,8 +239,7 @@ pub async fn transmit<S: AsyncRead + AsyncWrite + Send + 'static>(
             // run them on a runtime worker (another one keeps reading the socket) instead of
             // paying a hop to the blocking pool and back.
             tokio::spawn(async move {
-                let _ = tx.send(execute(&req, payload, &session.export, session.structured));
-                drop(permit);
+                let _ = tx.send((execute(&req, payload, &session.export, session.structured), permit));
             });
             continue;
         }
@@ -243,8 +251,7 @@ pub async fn transmit<S: AsyncRead + AsyncWrite + Send + 'static>(
                 tracing::error!("request failed: {e}");
                 simple_reply(cookie, EIO)
             });
-            let _ = tx.send(reply);
-            drop(permit);
+            let _ = tx.send((reply, permit));
         });
     };
     // Every request already read gets its reply before the connection closes.
