@@ -47,8 +47,27 @@ pub fn create_dir_iv(dir: &Path) -> io::Result<[u8; DIR_IV_LEN]> {
     create_dir_iv_at(open_path(dir)?, true)
 }
 
+/// Opens `name` in `dir` for reading only if it is a regular file of at most `max_len` bytes:
+/// looked at first through an `O_PATH | O_NOFOLLOW` descriptor (opening that never blocks and
+/// never has a device's side effects), then reopened through it. A symlink, FIFO, socket or
+/// device planted in a cipher directory is refused with `InvalidData` at once, never waited on.
+pub fn open_regular_at(dir: impl AsFd, name: &str, max_len: u64) -> io::Result<std::fs::File> {
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = openat(dir, name, flags, Mode::empty())?;
+    let st = rustix::fs::fstat(&fd)?;
+    let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, format!("{name}: {why}"));
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(bad("not a regular file".into()));
+    }
+    if st.st_size as u64 > max_len {
+        return Err(bad(format!("{} bytes, more than the {max_len} it may hold", st.st_size)));
+    }
+    let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+    Ok(std::fs::File::from(rustix::fs::open(path.as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?))
+}
+
 pub fn read_dir_iv_at(dir: impl AsFd) -> io::Result<[u8; DIR_IV_LEN]> {
-    let f = std::fs::File::from(openat(dir, DIR_IV_NAME, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?);
+    let f = open_regular_at(dir, DIR_IV_NAME, DIR_IV_LEN as u64)?;
     let mut iv = [0u8; DIR_IV_LEN];
     let n = std::os::unix::fs::FileExt::read_at(&f, &mut iv, 0)?;
     if n != DIR_IV_LEN || f.metadata()?.len() != DIR_IV_LEN as u64 {
@@ -131,11 +150,11 @@ pub fn list_at(names: &NameCipher, dir: impl AsFd, iv: &[u8; DIR_IV_LEN]) -> io:
 fn read_long_name(dir: &OwnedFd, backing: &CStr) -> Result<String, NameError> {
     let backing = backing.to_str().map_err(|_| NameError::Encoding)?;
     let file = format!("{backing}{LONG_NAME_SUFFIX}");
-    let fd =
-        openat(dir, file.as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(|_| NameError::Corrupt)?;
+    let f = open_regular_at(dir, file.as_str(), MAX_LONG_NAME_FILE).map_err(|_| NameError::Corrupt)?;
     let mut content = Vec::new();
-    // The file holds one encrypted name: never read more than the longest one could be.
-    std::fs::File::from(fd).take(MAX_LONG_NAME_FILE + 1).read_to_end(&mut content).map_err(|_| NameError::Corrupt)?;
+    // The file holds one encrypted name: never read more than the longest one could be (it may
+    // grow after the size check).
+    f.take(MAX_LONG_NAME_FILE + 1).read_to_end(&mut content).map_err(|_| NameError::Corrupt)?;
     check_long_name(backing, &content)
 }
 

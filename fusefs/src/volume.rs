@@ -18,6 +18,8 @@ use crate::keys::{VolumeKeys, VOLUME_ID_LEN};
 
 pub const CONFIG_NAME: &str = "kmsfs.conf";
 pub const CONFIG_VERSION: u32 = 1;
+/// The largest config accepted (a real one is well under 1 KiB).
+pub const MAX_CONFIG_LEN: u64 = 64 * 1024;
 pub const DEFAULT_BLOCK_SIZE: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +82,17 @@ impl VolumeConfig {
 
     pub fn load(dir: &Path) -> Result<VolumeConfig, ConfigError> {
         let path = dir.join(CONFIG_NAME);
-        let text = match std::fs::read(&path) {
+        // A regular file of bounded size only: a FIFO or device planted here fails at once.
+        let read = || -> std::io::Result<Vec<u8>> {
+            use std::io::Read;
+            let flags = rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC;
+            let dirfd = rustix::fs::open(dir, flags, rustix::fs::Mode::empty())?;
+            let f = crate::dirs::open_regular_at(&dirfd, CONFIG_NAME, MAX_CONFIG_LEN)?;
+            let mut text = Vec::new();
+            f.take(MAX_CONFIG_LEN + 1).read_to_end(&mut text)?;
+            Ok(text)
+        };
+        let text = match read() {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(ConfigError::NotAVolume(dir.display().to_string()))

@@ -186,3 +186,63 @@ fn the_cipher_directory_is_private() {
     std::fs::set_permissions(&m.cipher, std::fs::Permissions::from_mode(0o700)).unwrap();
     m.mount();
 }
+
+#[test]
+fn planted_fifos_devices_and_huge_files_in_place_of_metadata_fail_at_once() {
+    let mut m = common::Mount::new();
+    let long = "長".repeat(80); // too long once encrypted: kept under a hashed name plus a `.name` file
+    std::fs::create_dir(m.mnt.join("d")).unwrap();
+    std::fs::write(m.mnt.join("d").join(&long), b"x").unwrap();
+    std::fs::create_dir(m.mnt.join("e")).unwrap();
+    m.unmount();
+    let find = |suffix: &str| -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for d in std::fs::read_dir(&m.cipher).unwrap() {
+            let d = d.unwrap().path();
+            if d.is_dir() {
+                for e in std::fs::read_dir(&d).unwrap() {
+                    let p = e.unwrap().path();
+                    if p.to_string_lossy().ends_with(suffix) {
+                        out.push(p);
+                    }
+                }
+            }
+        }
+        out
+    };
+    let name_file = find(".name").pop().expect("a .name file");
+    let ivs = find("kmsfs.diriv");
+    let fifo = |p: &Path| {
+        std::fs::remove_file(p).unwrap();
+        rustix::fs::mknodat(rustix::fs::CWD, p, rustix::fs::FileType::Fifo, Mode::from_raw_mode(0o666), 0).unwrap();
+    };
+    // The `.name` file a FIFO, and every directory IV a FIFO.
+    fifo(&name_file);
+    for iv in &ivs {
+        fifo(iv);
+    }
+    m.mount();
+    for dir in ["d", "e"] {
+        let p = m.mnt.join(dir);
+        let listed = within(5, &format!("listing {dir}"), move || std::fs::read_dir(&p).map(|r| r.count()));
+        assert!(listed.is_err(), "{dir}: a directory whose IV is a FIFO lists");
+    }
+    m.unmount();
+    // A `.name` file of 1 MiB, or a symlink to /dev/zero: the entry is left out, at once.
+    for iv in &ivs {
+        std::fs::remove_file(iv).unwrap();
+        std::fs::write(iv, [7u8; 16]).unwrap();
+    }
+    for plant in ["huge", "link"] {
+        let _ = std::fs::remove_file(&name_file);
+        match plant {
+            "huge" => std::fs::write(&name_file, vec![b'A'; 1 << 20]).unwrap(),
+            _ => std::os::unix::fs::symlink("/dev/zero", &name_file).unwrap(),
+        }
+        m.mount();
+        let p = m.mnt.join("d");
+        let names = within(5, plant, move || std::fs::read_dir(&p).unwrap().count());
+        assert_eq!(names, 0, "{plant}: the entry with a bad .name file is left out");
+        m.unmount();
+    }
+}

@@ -189,6 +189,11 @@ fn fsck(kms: &KmsArgs, dir: &Path) -> Result<(), Failure> {
         report.bytes,
         report.problems.len()
     );
+    // What authenticated blocks cannot show (FORMAT.md §1), said every time rather than implied.
+    println!(
+        "not detectable by fsck: an older version of a block replayed at its position, a whole block \
+         zeroed (reads as a hole), a file cut at a block boundary (reads as the shorter file)"
+    );
     if report.is_clean() {
         Ok(())
     } else {

@@ -85,7 +85,8 @@ impl KmsFs {
         // cache reads pages in). A file the daemon may only read is opened read-only.
         // Reopened through the pinned object: only ever the regular file this inode names (a
         // FIFO, device or symlink swapped in under its name is ESTALE, never opened).
-        let path = inode.pin_by_name()?.path();
+        let pinned = inode.pin_by_name()?;
+        let path = pinned.path();
         let open = |mode| rustix::fs::open(path.as_str(), mode | OFlags::CLOEXEC, Mode::empty());
         let (fd, writable) = match open(OFlags::RDWR) {
             Ok(fd) => (fd, true),

@@ -186,8 +186,19 @@ impl Pinned {
     /// `/proc/self/fd/<n>`: the kernel resolves this magic link to the open object itself and
     /// does not follow it further even when the object is a symlink (chmod on it answers
     /// EOPNOTSUPP), so calls that take only a path (chmod, access, xattrs) act on exactly it.
-    pub fn path(&self) -> String {
-        format!("/proc/self/fd/{}", self.0.as_raw_fd())
+    pub fn path(&self) -> ProcPath<'_> {
+        ProcPath(format!("/proc/self/fd/{}", self.0.as_raw_fd()), std::marker::PhantomData)
+    }
+}
+
+/// The magic-link path of a [`Pinned`] object, valid only while it is: the borrow keeps the
+/// descriptor open for as long as the path is used (a closed one's number could name another
+/// file by then).
+pub struct ProcPath<'a>(String, std::marker::PhantomData<&'a Pinned>);
+
+impl ProcPath<'_> {
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 

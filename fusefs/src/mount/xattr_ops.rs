@@ -43,7 +43,8 @@ impl KmsFs {
             Err(Errno::EOPNOTSUPP) => return Err(Errno::NO_XATTR),
             Err(e) => return Err(e),
         };
-        let path = inode.pin()?.path();
+        let pinned = inode.pin()?;
+        let path = pinned.path();
         let sealed = read_sized(
             || rustix::fs::getxattr_query(path.as_str(), backing.as_str()),
             |buf| rustix::fs::getxattr(path.as_str(), backing.as_str(), buf),
@@ -62,7 +63,8 @@ impl KmsFs {
         if inode.kind == Kind::Symlink {
             return Ok(Vec::new());
         }
-        let path = inode.pin()?.path();
+        let pinned = inode.pin()?;
+        let path = pinned.path();
         let raw =
             read_sized(|| rustix::fs::listxattr_query(path.as_str()), |buf| rustix::fs::listxattr(path.as_str(), buf))?;
         let mut out = Vec::new();
