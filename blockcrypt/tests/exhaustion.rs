@@ -128,6 +128,24 @@ fn crafted_headers_fail_cleanly_and_fast() {
     const SLOT0_ITERATIONS: u64 = 208 + 4;
     const MK_DIGEST_ITER: u64 = 164;
     const PAYLOAD_OFFSET: u64 = 104;
+    // The luksmeta header with every used slot pointing far outside the gap, its CRC made right.
+    let meta_at = pristine.windows(8).position(|w| w == b"LUKSMETA").expect("a luksmeta header") as u64;
+    let meta_patch = |name: &str, field: u64, value: u32| {
+        let img = patch(name, 0, u32::from_be_bytes(pristine[..4].try_into().unwrap()), None);
+        let mut bytes = std::fs::read(&img).unwrap();
+        let hdr = &mut bytes[meta_at as usize..meta_at as usize + blockcrypt::luksmeta::HEADER_LEN];
+        for slot in 0..8 {
+            let at = 16 + slot * 32;
+            if hdr[at + 16..at + 20] != [0; 4] {
+                hdr[at + field as usize..at + field as usize + 4].copy_from_slice(&value.to_be_bytes());
+            }
+        }
+        hdr[12..16].fill(0);
+        let crc = blockcrypt::crc32c::crc32c(hdr);
+        hdr[12..16].copy_from_slice(&crc.to_be_bytes());
+        std::fs::write(&img, bytes).unwrap();
+        img
+    };
     let cases = [
         ("iterations above 2^31", patch("i1.img", SLOT0_ITERATIONS, 0xffff_ffff, None), "PBKDF2 iterations"),
         ("iterations 2^31-1", patch("i2.img", SLOT0_ITERATIONS, 0x7fff_ffff, None), "PBKDF2 iterations"),
@@ -142,6 +160,8 @@ fn crafted_headers_fail_cleanly_and_fast() {
             patch("p2.img", PAYLOAD_OFFSET, (2u32 << 30) / 512, Some((2 << 30) + (1 << 20))),
             "header area would be",
         ),
+        ("luksmeta slot length 2^32-16", meta_patch("m1.img", 20, 0xffff_fff0), "points outside the gap"),
+        ("luksmeta slot offset 2^32-16", meta_patch("m2.img", 16, 0xffff_fff0), "points outside the gap"),
     ];
     for (what, img, expect) in cases {
         // `info` runs no PBKDF2 (it shows the header without the KMS); `check` unlocks.
@@ -158,4 +178,13 @@ fn crafted_headers_fail_cleanly_and_fast() {
             assert!(err.contains(expect), "{what}: {cmd}: {err}");
         }
     }
+    // The largest of those processes (the embedded KMS included) stayed small: nothing sized by
+    // the crafted fields was allocated.
+    // SAFETY: getrusage only writes the struct it is given.
+    let max_rss_mb = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut u);
+        u.ru_maxrss as u64 / 1024
+    };
+    assert!(max_rss_mb < 100, "a crafted header made a process grow to {max_rss_mb} MiB");
 }

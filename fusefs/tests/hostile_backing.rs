@@ -166,6 +166,13 @@ fn the_cipher_directory_is_private() {
     let m = common::Mount::new();
     let mode = std::fs::metadata(&m.cipher).unwrap().mode() & 0o777;
     assert_eq!(mode, 0o700, "kmsfs init makes the cipher directory 0700");
+    // An unprivileged local user cannot reach a backing object (nor list them).
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "ls"])
+        .arg(&m.cipher)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "nobody listed the cipher directory");
     drop(m);
 
     // A volume whose directory others can enter is not mounted.
