@@ -47,6 +47,12 @@ pub fn create_dir_iv(dir: &Path) -> io::Result<[u8; DIR_IV_LEN]> {
     create_dir_iv_at(open_path(dir)?, true)
 }
 
+/// `/proc/self/fd/<n>`: the kernel resolves this magic link to the open object itself, never by
+/// name, so calls through it act on exactly that object.
+pub fn fd_path(fd: impl AsFd) -> String {
+    format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd.as_fd()))
+}
+
 /// Opens `name` in `dir` for reading only if it is a regular file of at most `max_len` bytes:
 /// looked at first through an `O_PATH | O_NOFOLLOW` descriptor (opening that never blocks and
 /// never has a device's side effects), then reopened through it. A symlink, FIFO, socket or
@@ -62,8 +68,7 @@ pub fn open_regular_at(dir: impl AsFd, name: &str, max_len: u64) -> io::Result<s
     if st.st_size as u64 > max_len {
         return Err(bad(format!("{} bytes, more than the {max_len} it may hold", st.st_size)));
     }
-    let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
-    Ok(std::fs::File::from(rustix::fs::open(path.as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?))
+    Ok(std::fs::File::from(rustix::fs::open(fd_path(&fd).as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?))
 }
 
 pub fn read_dir_iv_at(dir: impl AsFd) -> io::Result<[u8; DIR_IV_LEN]> {

@@ -499,10 +499,16 @@ pub fn verify(dir: &Path, key: &ChainKey, anchor: Option<Anchor>, allow_pruned: 
                 unreadable += 1;
                 continue;
             };
-            match split_line(&line) {
+            let keyed = split_line(&line);
+            // The value the next line's `prev` must carry: this line's MAC, or a legacy line's hash.
+            let link = match &keyed {
+                Some((_, tag)) => hex::encode(tag),
+                None => hex::encode(Sha256::digest(&line)),
+            };
+            match keyed {
                 Some((signed, tag)) => {
                     keyed_seen = true;
-                    if !key.verifies(&signed, &tag) || e.mac != hex::encode(tag) {
+                    if !key.verifies(&signed, &tag) || e.mac != link {
                         r.findings.push(Finding::Altered { at: at.clone(), seq: e.seq });
                     }
                 }
@@ -526,7 +532,6 @@ pub fn verify(dir: &Path, key: &ChainKey, anchor: Option<Anchor>, allow_pruned: 
             } else if prev.as_ref().is_some_and(|p| *p != e.prev) {
                 r.findings.push(Finding::Relinked { at: at.clone(), seq: e.seq });
             }
-            let link = link_of(&line);
             if let Some(a) = anchor.filter(|a| a.seq == e.seq) {
                 if link != hex::encode(a.mac) {
                     r.findings.push(Finding::AnchorMismatch { at: at.clone(), seq: e.seq });

@@ -94,7 +94,7 @@ impl KmsFs {
                 let fd = rustix::fs::openat(dfd, tmp.as_str(), flags, Mode::empty()).map_err(errno)?;
                 create_dir_iv_at(&fd, false).map_err(io_errno)?;
                 // Through the descriptor: the directory made above, whatever the name holds now.
-                let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+                let path = crate::dirs::fd_path(&fd);
                 rustix::fs::chmodat(
                     rustix::fs::CWD,
                     path.as_str(),

@@ -8,7 +8,7 @@
 //! node and numbers are stable across mounts.
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -187,7 +187,7 @@ impl Pinned {
     /// does not follow it further even when the object is a symlink (chmod on it answers
     /// EOPNOTSUPP), so calls that take only a path (chmod, access, xattrs) act on exactly it.
     pub fn path(&self) -> ProcPath<'_> {
-        ProcPath(format!("/proc/self/fd/{}", self.0.as_raw_fd()), std::marker::PhantomData)
+        ProcPath(crate::dirs::fd_path(&self.0), std::marker::PhantomData)
     }
 }
 

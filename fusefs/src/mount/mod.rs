@@ -144,8 +144,7 @@ impl KmsFs {
     /// The backing path of an inode, for log lines about damaged data.
     fn backing_path(&self, inode: &Inode) -> String {
         // By name, never through the content lock (the caller may hold it).
-        let dir_path =
-            |fd: &OwnedFd| std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd)));
+        let dir_path = |fd: &OwnedFd| std::fs::read_link(crate::dirs::fd_path(fd));
         let path = match inode.location() {
             Ok((parent, name)) => parent.fd().ok().and_then(|fd| dir_path(fd).ok()).map(|d| d.join(name)),
             Err(_) => inode.fd().ok().and_then(|fd| dir_path(fd).ok()),
