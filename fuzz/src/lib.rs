@@ -38,7 +38,9 @@ pub fn world() -> &'static World {
         let dir = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).unwrap();
         let engine = Engine::open(EngineOptions {
             config: EngineConfig::default(),
-            store_path: dir.path().join("kms.db"),
+            store: kms_core::StoreLocation::Sqlite(dir.path().join("kms.db")),
+        node_id: "local".into(),
+        store_lease: kms_core::engine::DEFAULT_STORE_LEASE,
             protector: Arc::new(SoftwareRootKey::ephemeral()),
             clock: Arc::new(SystemClock),
             token: None,

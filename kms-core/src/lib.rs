@@ -24,3 +24,4 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{EngineConfig, Limits};
 pub use engine::{Caller, Engine, EngineOptions, MaintenanceReport, OpenError, Principal};
 pub use error::{ErrorCode, KmsError, Result};
+pub use store::StoreLocation;

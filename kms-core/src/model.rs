@@ -140,7 +140,7 @@ impl DataKeySpec {
 
 /// Everything the engine knows about a CMK, as persisted. The API view is
 /// [`crate::api::KeyMetadata`], derived from this and the clock.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyRecord {
     pub key_id: String,
     pub spec: KeySpec,
@@ -168,6 +168,7 @@ pub struct KeyRecord {
     pub service: Option<String>,
     /// For imported material: a keyed fingerprint (HMAC) of it, so that only the same material
     /// can be imported again. Never the material itself.
+    #[serde(with = "crate::store::codec::opt_bytes")]
     pub material_fingerprint: Option<Vec<u8>>,
 }
 
@@ -190,7 +191,7 @@ impl KeyRecord {
 }
 
 /// A token from GetParametersForImport: a wrapping key pair bound to one key until it expires.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ImportTokenRecord {
     pub token_id: String,
     pub key_id: String,
@@ -198,6 +199,7 @@ pub struct ImportTokenRecord {
     pub wrapping_algorithm: String,
     pub expires_at: Timestamp,
     /// The wrapping private key (PKCS#8), sealed under the root key.
+    #[serde(with = "crate::store::codec::bytes")]
     pub sealed: Vec<u8>,
 }
 
@@ -214,11 +216,12 @@ impl std::fmt::Debug for ImportTokenRecord {
 /// One version of a key's material, sealed under the root key. An empty `sealed` means the
 /// material was deleted (DeleteKeyMaterial or expiry of imported material); the version id stays
 /// so that re-importing the same material revives its ciphertexts.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VersionRecord {
     pub version_id: String,
     pub key_id: String,
     pub created_at: Timestamp,
+    #[serde(with = "crate::store::codec::bytes")]
     pub sealed: Vec<u8>,
 }
 
@@ -238,7 +241,7 @@ impl std::fmt::Debug for VersionRecord {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AliasRecord {
     /// With the `alias/` prefix.
     pub name: String,
@@ -271,7 +274,7 @@ mod tests {
 }
 
 /// A secret (Secrets Manager): its metadata; values live in [`SecretVersionRecord`]s.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SecretRecord {
     pub name: String,
     pub secret_type: String,
@@ -287,7 +290,7 @@ pub struct SecretRecord {
 }
 
 /// One version of a secret's value, envelope-encrypted (FORMAT.md §7).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SecretVersionRecord {
     pub secret_name: String,
     pub version_id: String,
@@ -296,6 +299,7 @@ pub struct SecretVersionRecord {
     pub data_type: String,
     /// Version stages (`ACSCurrent`, `ACSPrevious`, custom); none means deprecated.
     pub stages: Vec<String>,
+    #[serde(with = "crate::store::codec::bytes")]
     pub sealed: Vec<u8>,
 }
 
@@ -310,7 +314,8 @@ impl std::fmt::Debug for SecretVersionRecord {
 }
 
 /// What a tag is attached to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ResourceType {
     Key,
     Secret,

@@ -271,7 +271,9 @@ fn hsm_protected_symmetric_keys() {
     drop(e2);
     let err = Engine::open(EngineOptions {
         config: EngineConfig::default(),
-        store_path: dir.path().join("kms.db"),
+        store: kms_core::StoreLocation::Sqlite(dir.path().join("kms.db")),
+        node_id: "local".into(),
+        store_lease: kms_core::engine::DEFAULT_STORE_LEASE,
         protector: Arc::new(SoftwareRootKey::load_or_create(&dir.path().join("root.key")).unwrap()),
         clock,
         token: None,

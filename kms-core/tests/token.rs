@@ -19,7 +19,9 @@ fn engine(dir: &Path, module: &Path) -> Engine {
     let root = TokenRootKey::load_or_create(open_token(module), "kms-root-key").unwrap();
     Engine::open(EngineOptions {
         config: EngineConfig::default(),
-        store_path: dir.join("kms.db"),
+        store: kms_core::StoreLocation::Sqlite(dir.join("kms.db")),
+        node_id: "local".into(),
+        store_lease: kms_core::engine::DEFAULT_STORE_LEASE,
         protector: Arc::new(root),
         clock: Arc::new(SystemClock),
         token: None,
@@ -96,7 +98,9 @@ fn the_root_key_lives_in_the_token() {
     let other = TokenRootKey::load_or_create(token, "another-key").unwrap();
     let err = Engine::open(EngineOptions {
         config: EngineConfig::default(),
-        store_path: dir.path().join("kms.db"),
+        store: kms_core::StoreLocation::Sqlite(dir.path().join("kms.db")),
+        node_id: "local".into(),
+        store_lease: kms_core::engine::DEFAULT_STORE_LEASE,
         protector: Arc::new(other),
         clock: Arc::new(SystemClock),
         token: None,

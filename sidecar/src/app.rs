@@ -99,11 +99,16 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
     let engine_cfg = cfg.engine.clone();
     let engine_dir = dir.clone();
     let hsm = cfg.hsm.clone();
+    let store = cfg.store_location()?;
+    let node_id = cfg.node_id(true)?;
+    let store_lease = Duration::from_millis(cfg.store.lease_ms.max(100));
     let engine = tokio::task::spawn_blocking(move || {
         let RootKey { protector, token } = open_root_key(&hsm, &engine_dir, true)?;
         let opts = EngineOptions {
             config: engine_cfg,
-            store_path: engine_dir.join("kms.db"),
+            store,
+            node_id,
+            store_lease,
             protector,
             clock: Arc::new(SystemClock),
             token,

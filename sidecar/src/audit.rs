@@ -562,8 +562,9 @@ pub fn verify_configured(cfg: &crate::config::Config, allow_pruned: bool) -> Res
     let data = cfg.data_dir();
     let dir = cfg.audit.dir.clone().unwrap_or_else(|| data.join("audit"));
     let root = crate::app::open_root_key(&cfg.hsm, &data, false)?;
-    let (key, anchor) =
-        kms_core::engine::open_for_verification(&data.join("kms.db"), &*root.protector).map_err(|e| e.to_string())?;
+    let node = cfg.node_id(false).unwrap_or_else(|_| "local".into());
+    let (key, anchor) = kms_core::engine::open_for_verification(&cfg.store_location()?, &node, &*root.protector)
+        .map_err(|e| e.to_string())?;
     verify(&dir, &key, anchor, allow_pruned)
 }
 

@@ -45,6 +45,40 @@ pub struct Config {
     pub hsm: HsmConfig,
     /// RAM-style policies attached to principals (reloaded on SIGHUP).
     pub policies: Vec<PolicyConfig>,
+    /// Where keys and secrets are stored: the embedded SQLite file, or a shared PostgreSQL.
+    pub store: StoreConfig,
+}
+
+/// `[store]`: the embedded default, or one PostgreSQL database shared by many sidecars.
+#[derive(Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// A file path (SQLite) or `postgres://user:password@host1:5432,host2:5432/kms?target_session_attrs=read-write`.
+    /// Default: `<data-dir>/kms.db`.
+    pub url: Option<String>,
+    /// This sidecar's name among the nodes of a shared store: it names the node's maintenance
+    /// lease and its audit anchor. Default: a random id kept in `<data-dir>/node.id`.
+    pub node_id: Option<String>,
+    /// On a shared store, how long this node may go without hearing from the database before it
+    /// refuses requests (ServiceUnavailableTemporary), in milliseconds.
+    pub lease_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { url: None, node_id: None, lease_ms: kms_core::engine::DEFAULT_STORE_LEASE.as_millis() as u64 }
+    }
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = self.url.as_deref().map(kms_core::store::redact_url);
+        f.debug_struct("StoreConfig")
+            .field("url", &url)
+            .field("node_id", &self.node_id)
+            .field("lease_ms", &self.lease_ms)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -178,6 +212,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             hsm: HsmConfig::default(),
             policies: Vec::new(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -243,6 +278,41 @@ impl Config {
 
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(default_data_dir)
+    }
+
+    /// Where the store is: `[store] url`, else `<data-dir>/kms.db`.
+    pub fn store_location(&self) -> Result<kms_core::StoreLocation, String> {
+        match &self.store.url {
+            Some(u) => kms_core::StoreLocation::parse(u),
+            None => Ok(kms_core::StoreLocation::Sqlite(self.data_dir().join("kms.db"))),
+        }
+    }
+
+    /// This node's id: `[store] node_id`, else the one kept in `<data-dir>/node.id` (made on first
+    /// use; `create: false` for tools that only read).
+    pub fn node_id(&self, create: bool) -> Result<String, String> {
+        if let Some(id) = &self.store.node_id {
+            return check_node_id(id);
+        }
+        let path = self.data_dir().join("node.id");
+        match fs::read_to_string(&path) {
+            Ok(s) => check_node_id(s.trim()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                let id = format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+                write_private(&path, id.as_bytes())?;
+                Ok(id)
+            }
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+}
+
+fn check_node_id(id: &str) -> Result<String, String> {
+    let ok = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(id.to_string())
+    } else {
+        Err(format!("node id {id:?}: use 1 to 64 letters, digits, '-', '_' or '.'"))
     }
 }
 

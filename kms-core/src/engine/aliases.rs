@@ -108,7 +108,7 @@ impl Engine {
 
     pub fn list_aliases(&self, caller: &Caller, page: PageRequest) -> Result<ListAliasesResponse> {
         let page = page.validate()?;
-        let st = self.state.read();
+        let st = self.view()?;
         self.allow(&st, caller, "kms:ListAliases", Resource::Container(ResourceKind::Alias))?;
         let all: Vec<&AliasRecord> = st.aliases.values().collect();
         Ok(self.alias_page(&all, page))
@@ -121,7 +121,7 @@ impl Engine {
         page: PageRequest,
     ) -> Result<ListAliasesResponse> {
         let page = page.validate()?;
-        let st = self.state.read();
+        let st = self.view()?;
         let k = self.find_key(&st, Access::Check(caller, "kms:ListAliasesByKeyId"), "KeyId", key_id)?;
         let all: Vec<&AliasRecord> = st.aliases_of(&k.key_id).collect();
         Ok(self.alias_page(&all, page))

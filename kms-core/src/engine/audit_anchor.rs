@@ -10,8 +10,6 @@
 //!
 //! The line format itself belongs to the audit writer (the sidecar); this module only knows bytes.
 
-use std::path::Path;
-
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -20,11 +18,21 @@ use zeroize::Zeroizing;
 use super::{Engine, OpenError};
 use crate::crypto::seal::Protector;
 use crate::error::{KmsError, Result};
-use crate::store::Store;
+use crate::store::{Store, StoreLocation};
 
 pub(super) const CHAIN_KEY_NAME: &str = "audit_chain_key";
 pub(super) const CHAIN_KEY_AAD: &[u8] = b"kms-core audit chain key v1";
+/// The anchor's name in `meta`. On a shared store each node keeps its own log and so its own
+/// chain; its anchor is `audit_anchor/<node id>`.
 const ANCHOR_NAME: &str = "audit_anchor";
+
+fn anchor_name(location: &StoreLocation, node_id: &str) -> String {
+    if location.is_shared() {
+        format!("{ANCHOR_NAME}/{node_id}")
+    } else {
+        ANCHOR_NAME.to_string()
+    }
+}
 /// Domain separation: a chain MAC is never valid as any other HMAC under the same key.
 const LINE_LABEL: &[u8] = b"kms audit line v1\0";
 
@@ -97,42 +105,47 @@ impl Engine {
 
     /// The audit chain's head as last anchored, if ever.
     pub fn audit_anchor(&self) -> Result<Option<Anchor>> {
-        let store = self.store.lock();
-        read_anchor(&store).map_err(|e| KmsError::internal(format_args!("audit anchor: {e}")))
+        let mut store = self.store.lock();
+        read_anchor(&mut store, &anchor_name(&self.location, &self.node_id))
+            .map_err(|e| KmsError::internal(format_args!("audit anchor: {e}")))
     }
 
     /// Records `anchor` as the chain's head, durably. An anchor never moves backwards: a lower
     /// seq is ignored, so a late writer cannot hide lines already anchored.
     pub fn anchor_audit(&self, anchor: Anchor) -> Result<()> {
+        let name = anchor_name(&self.location, &self.node_id);
         let mut store = self.store.lock();
-        let current = read_anchor(&store).map_err(|e| KmsError::internal(format_args!("audit anchor: {e}")))?;
+        let current =
+            read_anchor(&mut store, &name).map_err(|e| KmsError::internal(format_args!("audit anchor: {e}")))?;
         if current.is_some_and(|c| c.seq >= anchor.seq) {
             return Ok(());
         }
         store
-            .put_meta(ANCHOR_NAME, &anchor.encode())
+            .put_meta(&name, &anchor.encode())
             .map_err(|e| KmsError::internal(format_args!("audit anchor commit failed: {e}")))
     }
 }
 
-fn read_anchor(store: &Store) -> std::result::Result<Option<Anchor>, String> {
-    match store.get_meta(ANCHOR_NAME).map_err(|e| e.to_string())? {
+fn read_anchor(store: &mut Store, name: &str) -> std::result::Result<Option<Anchor>, String> {
+    match store.get_meta(name).map_err(|e| e.to_string())? {
         None => Ok(None),
         Some(b) => Anchor::decode(&b).map(Some).ok_or_else(|| "the stored audit anchor is damaged".to_string()),
     }
 }
 
-/// What a verifier needs, read from a store another process may hold open: the chain key
-/// (unsealed with `protector`) and the anchor. Opens the file read-only and takes no lock, so it
-/// works beside a running sidecar.
+/// What a verifier needs, read from a store other processes may hold open: the chain key
+/// (unsealed with `protector`) and the anchor of `node_id`'s log. A SQLite file is opened
+/// read-only without its lock, so this works beside a running sidecar.
 pub fn open_for_verification(
-    store_path: &Path,
+    store: &StoreLocation,
+    node_id: &str,
     protector: &dyn Protector,
 ) -> std::result::Result<(ChainKey, Option<Anchor>), OpenError> {
-    let meta = Store::read_meta(store_path, &[CHAIN_KEY_NAME, ANCHOR_NAME]).map_err(OpenError)?;
-    let sealed = meta[0].as_ref().ok_or_else(|| {
-        OpenError(format!("{} has no audit chain key: it was never opened by this version", store_path.display()))
-    })?;
+    let anchor = anchor_name(store, node_id);
+    let meta = Store::read_meta(store, &[CHAIN_KEY_NAME, &anchor]).map_err(|e| OpenError(e.to_string()))?;
+    let sealed = meta[0]
+        .as_ref()
+        .ok_or_else(|| OpenError(format!("{store} has no audit chain key: it was never opened by this version")))?;
     let secret = protector
         .unseal(CHAIN_KEY_AAD, sealed)
         .map_err(|e| OpenError(format!("audit chain key does not unseal under {}: {e}", protector.describe())))?;

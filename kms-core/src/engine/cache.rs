@@ -60,4 +60,9 @@ impl CipherCache {
     pub fn remove(&self, version_id: &str) {
         self.map.write().remove(version_id);
     }
+
+    /// Drops everything (after the mirror was reloaded whole).
+    pub fn clear(&self) {
+        self.map.write().clear();
+    }
 }

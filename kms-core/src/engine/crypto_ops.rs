@@ -186,7 +186,7 @@ impl Engine {
         let header = blob::parse(ciphertext)?;
         let now = self.now();
         let material = {
-            let st = self.state.read();
+            let st = self.view()?;
             let k = match st.keys.get(header.key_id) {
                 Some(k) => k,
                 None => {

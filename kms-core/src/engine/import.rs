@@ -69,7 +69,7 @@ impl Engine {
     ) -> Result<GetParametersForImportResponse> {
         let (spec, alg) = wrapping_for_import(&req.wrapping_key_spec, &req.wrapping_algorithm)?;
         let (key_id, hsm) = {
-            let st = self.state.read();
+            let st = self.view()?;
             let k = self.find_key(&st, Access::Check(caller, "kms:GetParametersForImport"), "KeyId", &req.key_id)?;
             require_external(k)?;
             (k.key_id.clone(), k.protection == ProtectionLevel::Hsm)
@@ -133,7 +133,7 @@ impl Engine {
         };
         // Unwrap outside the writer lock; everything is checked again under it.
         let (key_id, spec, token, hsm, version_id) = {
-            let st = self.state.read();
+            let st = self.view()?;
             let k = self.find_key(&st, Access::Check(caller, "kms:ImportKeyMaterial"), "KeyId", &req.key_id)?;
             let token = check_token(&st, k, &req.import_token, now)?;
             // An imported key has one version for life: its id survives deletion and re-import.

@@ -227,7 +227,7 @@ impl Engine {
     }
 
     pub fn describe_key(&self, caller: &Caller, key_id: &str) -> Result<KeyMetadataResponse> {
-        let st = self.state.read();
+        let st = self.view()?;
         let k = self.find_key(&st, Access::Check(caller, "kms:DescribeKey"), "KeyId", key_id)?;
         Ok(KeyMetadataResponse { key_metadata: self.metadata(k, true) })
     }
@@ -235,7 +235,7 @@ impl Engine {
     pub fn list_keys(&self, caller: &Caller, req: ListKeysRequest) -> Result<ListKeysResponse> {
         let page = req.page().validate()?;
         let filters = KeyFilter::parse(req.filters.as_deref())?;
-        let st = self.state.read();
+        let st = self.view()?;
         self.allow(&st, caller, "kms:ListKeys", Resource::Container(ResourceKind::Key))?;
         let all: Vec<&KeyRecord> =
             st.keys_in_order().into_iter().filter(|k| filters.iter().all(|f| f.matches(k))).collect();

@@ -1,11 +1,18 @@
 //! Background work: automatic rotation and the deletion of keys whose window has passed. One pass
 //! is [`Engine::run_maintenance`], safe to call at any time (tests call it after moving a manual
 //! clock); [`Engine::spawn_maintenance`] runs passes periodically on a thread.
+//!
+//! On a shared store only the node holding the `maintenance` lease runs passes. The lease is a
+//! row timed by the database's clock, renewed every second for [`LEASE_SECS`]; a dead leader's
+//! lease passes to another node within that. Each job is exactly-once regardless: it is a
+//! mutation, re-checked under the store's write lock on caught-up state, so a job two nodes both
+//! attempt (a lease that changed hands mid-pass) is done by the first and found not due by the
+//! second.
 
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::Engine;
 use crate::model::{KeyState, Origin, ProtectionLevel};
@@ -96,30 +103,61 @@ impl Engine {
             tracing::warn!(error = %e, "purging expired request nonces failed");
             report.failures += 1;
         }
+        if let Err(e) = self.store.lock().prune_changes() {
+            tracing::warn!(error = %e, "pruning the change feed failed");
+            report.failures += 1;
+        }
         report
     }
 
-    /// Runs [`Engine::run_maintenance`] every `every` until the handle is dropped.
+    /// Takes or renews the maintenance lease; `true` while this node holds it (always on an
+    /// unshared store).
+    pub fn lead_maintenance(&self) -> bool {
+        match self.store.lock().lead("maintenance", &self.node_id, LEASE_SECS) {
+            Ok(leader) => leader,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot renew the maintenance lease");
+                false
+            }
+        }
+    }
+
+    /// Runs [`Engine::run_maintenance`] every `every` (while this node leads) until the handle is
+    /// dropped.
     pub fn spawn_maintenance(self: &Arc<Self>, every: Duration) -> MaintenanceHandle {
         let (stop, stopped) = mpsc::channel::<()>();
         let engine = Arc::downgrade(self);
+        let tick = every.min(RENEW_EVERY);
         let thread = std::thread::Builder::new()
             .name("kms-maintenance".into())
-            .spawn(move || loop {
-                match stopped.recv_timeout(every) {
-                    Err(mpsc::RecvTimeoutError::Timeout) => match engine.upgrade() {
-                        Some(e) => {
-                            e.run_maintenance();
-                        }
-                        None => return,
-                    },
-                    _ => return,
+            .spawn(move || {
+                let mut last_pass = Instant::now();
+                let mut leading = false;
+                loop {
+                    match stopped.recv_timeout(tick) {
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                    let Some(e) = engine.upgrade() else { return };
+                    let lead = e.lead_maintenance();
+                    if lead != leading {
+                        tracing::info!(node = %e.node_id, leading = lead, "maintenance lease");
+                        leading = lead;
+                    }
+                    if lead && last_pass.elapsed() >= every {
+                        last_pass = Instant::now();
+                        e.run_maintenance();
+                    }
                 }
             })
             .expect("spawn maintenance thread");
         MaintenanceHandle { stop: Some(stop), thread: Some(thread) }
     }
 }
+
+/// How long a maintenance lease lasts without renewal.
+pub const LEASE_SECS: u32 = 5;
+const RENEW_EVERY: Duration = Duration::from_secs(1);
 
 fn rotation_due(k: &crate::model::KeyRecord, now: i64) -> bool {
     k.state == KeyState::Enabled

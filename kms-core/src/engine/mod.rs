@@ -1,10 +1,12 @@
 //! The KMS engine: one `Engine` per store, safe to share between threads.
 //!
-//! Reads (every cryptographic operation) take a read lock on the in-memory state and never touch
-//! SQLite. Mutations are serialised by the store mutex: the closure given to [`Engine::mutate`]
-//! checks the request against the current state and returns the changes; the store commits them
-//! durably; only then are they applied to memory. So a reply is never ahead of the disk, and a
-//! failed commit leaves both untouched.
+//! Reads (every cryptographic operation) take a read lock on the in-memory mirror and never touch
+//! the store. Mutations are serialised by the store mutex (and, on a shared store, by the store's
+//! write lock across nodes): the mirror first catches up with what other nodes committed, the
+//! closure given to [`Engine::mutate`] checks the request against it and returns the changes, the
+//! store commits them durably, and only then are they applied to memory. So a reply is never ahead
+//! of the store, and a failed commit leaves both untouched. On a shared store a follower keeps the
+//! mirror current and reads refuse when it may be stale (module `feed`).
 
 mod aliases;
 mod asymmetric;
@@ -13,6 +15,7 @@ mod authz;
 mod cache;
 mod caller;
 mod crypto_ops;
+mod feed;
 mod hsm;
 mod import;
 mod keys;
@@ -24,16 +27,17 @@ mod state;
 mod tags;
 mod versions;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use uuid::Uuid;
 
 pub use audit_anchor::{open_for_verification, Anchor, ChainKey};
 pub use authz::PolicySet;
 pub use caller::{Caller, Principal, Trail};
-pub use maintenance::{MaintenanceHandle, MaintenanceReport};
+pub use maintenance::{MaintenanceHandle, MaintenanceReport, LEASE_SECS};
 
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::config::EngineConfig;
@@ -44,7 +48,7 @@ use crate::crypto::{Algorithm, SymCipher};
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::ids::KeyRef;
 use crate::model::{KeyRecord, KeyState, ProtectionLevel};
-use crate::store::{Change, Store};
+use crate::store::{Change, PgFeed, Store, StoreError, StoreLocation};
 use cache::{CipherCache, Material};
 use state::State;
 
@@ -56,7 +60,11 @@ pub struct OpenError(pub String);
 /// Where the engine keeps its data and what protects it.
 pub struct EngineOptions {
     pub config: EngineConfig,
-    pub store_path: PathBuf,
+    pub store: StoreLocation,
+    /// This process among the nodes of a shared store: names its lease and its audit anchor.
+    pub node_id: String,
+    /// On a shared store, how old this node's mirror may be before it refuses requests.
+    pub store_lease: Duration,
     pub protector: Arc<dyn Protector>,
     pub clock: Arc<dyn Clock>,
     /// The PKCS#11 token where keys with ProtectionLevel HSM live (none: such keys are refused).
@@ -69,13 +77,18 @@ impl EngineOptions {
         let protector = SoftwareRootKey::load_or_create(&dir.join("root.key")).map_err(OpenError)?;
         Ok(EngineOptions {
             config,
-            store_path: dir.join("kms.db"),
+            store: StoreLocation::Sqlite(dir.join("kms.db")),
+            node_id: "local".into(),
+            store_lease: DEFAULT_STORE_LEASE,
             protector: Arc::new(protector),
             clock: Arc::new(SystemClock),
             token: None,
         })
     }
 }
+
+/// How stale a node's view of a shared store may be (the T).
+pub const DEFAULT_STORE_LEASE: Duration = Duration::from_secs(2);
 
 const ROOT_CHECK_NAME: &str = "root_key_check";
 const ROOT_CHECK_AAD: &[u8] = b"kms-core root key check v1";
@@ -88,8 +101,14 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     protector: Arc<dyn Protector>,
     store: Mutex<Store>,
-    state: RwLock<State>,
-    ciphers: CipherCache,
+    location: StoreLocation,
+    node_id: String,
+    state: Arc<RwLock<State>>,
+    ciphers: Arc<CipherCache>,
+    /// When the mirror was last known current (always, on an unshared store).
+    freshness: Arc<feed::Freshness>,
+    /// Follows a shared store's change feed; stopped when the engine drops.
+    _follower: Option<feed::Follower>,
     /// Keys the HMAC that fingerprints imported material.
     fingerprint_key: zeroize::Zeroizing<Vec<u8>>,
     /// MACs the audit trail's lines.
@@ -101,77 +120,111 @@ pub struct Engine {
 }
 
 /// A 32-byte secret kept sealed under the root key in the store's `meta` table under `name`:
-/// unsealed when present, made and stored on first open.
+/// unsealed when present, made and stored on first open (the first of several nodes opening a new
+/// shared store at once wins; the others use its value).
 fn sealed_secret(
     store: &mut Store,
     protector: &dyn Protector,
     name: &str,
     aad: &[u8],
 ) -> std::result::Result<zeroize::Zeroizing<Vec<u8>>, String> {
-    match store.get_meta(name).map_err(|e| e.to_string())? {
-        Some(sealed) => {
-            Ok(zeroize::Zeroizing::new(protector.unseal(aad, &sealed).map_err(|e| e.to_string())?.to_vec()))
-        }
+    let sealed = match store.get_meta(name).map_err(|e| e.to_string())? {
+        Some(sealed) => sealed,
         None => {
             use rand::RngCore;
             let mut k = zeroize::Zeroizing::new(vec![0u8; 32]);
             rand::rngs::OsRng.fill_bytes(&mut k);
             let sealed = protector.seal(aad, &k).map_err(|e| e.to_string())?;
-            store.put_meta(name, &sealed).map_err(|e| e.to_string())?;
-            Ok(k)
+            store.put_meta_if_absent(name, &sealed).map_err(|e| e.to_string())?
         }
-    }
+    };
+    Ok(zeroize::Zeroizing::new(protector.unseal(aad, &sealed).map_err(|e| e.to_string())?.to_vec()))
 }
 
 impl Engine {
     /// Opens the store, proves the root key is the one it was sealed under, and loads every key.
+    /// On a shared store, also starts following its change feed.
     pub fn open(opts: EngineOptions) -> Result<Engine, OpenError> {
-        let mut store = Store::open(&opts.store_path).map_err(OpenError)?;
-        let sqlite = |e: rusqlite::Error| OpenError(format!("{}: {e}", opts.store_path.display()));
-        match store.get_meta(ROOT_CHECK_NAME).map_err(sqlite)? {
-            Some(sealed) => {
-                opts.protector.unseal(ROOT_CHECK_AAD, &sealed).map_err(|_| {
-                    OpenError(format!(
-                        "{} is sealed under another root key than {}",
-                        opts.store_path.display(),
-                        opts.protector.describe()
-                    ))
-                })?;
-            }
+        let at = |e: StoreError| OpenError(format!("{}: {e}", opts.store));
+        let mut store = Store::open(&opts.store).map_err(at)?;
+        let sealed = match store.get_meta(ROOT_CHECK_NAME).map_err(at)? {
+            Some(sealed) => sealed,
             None => {
                 let sealed =
                     opts.protector.seal(ROOT_CHECK_AAD, ROOT_CHECK_PLAINTEXT).map_err(|e| OpenError(e.to_string()))?;
-                store.put_meta(ROOT_CHECK_NAME, &sealed).map_err(sqlite)?;
+                store.put_meta_if_absent(ROOT_CHECK_NAME, &sealed).map_err(at)?
             }
-        }
+        };
+        opts.protector.unseal(ROOT_CHECK_AAD, &sealed).map_err(|_| {
+            OpenError(format!("{} is sealed under another root key than {}", opts.store, opts.protector.describe()))
+        })?;
         let fingerprint_key = sealed_secret(&mut store, &*opts.protector, FINGERPRINT_KEY_NAME, FINGERPRINT_KEY_AAD)
-            .map_err(|e| OpenError(format!("{}: fingerprint key: {e}", opts.store_path.display())))?;
+            .map_err(|e| OpenError(format!("{}: fingerprint key: {e}", opts.store)))?;
         let chain_key =
             sealed_secret(&mut store, &*opts.protector, audit_anchor::CHAIN_KEY_NAME, audit_anchor::CHAIN_KEY_AAD)
                 .and_then(|k| ChainKey::from_secret(&k))
-                .map_err(|e| OpenError(format!("{}: audit chain key: {e}", opts.store_path.display())))?;
-        let snapshot = store.load().map_err(sqlite)?;
-        let state = State::from_snapshot(snapshot);
+                .map_err(|e| OpenError(format!("{}: audit chain key: {e}", opts.store)))?;
+        let t0 = Instant::now();
+        let (snapshot, seq) = store.load().map_err(at)?;
+        let state = Arc::new(RwLock::new(State::from_snapshot(snapshot, seq)));
+        let ciphers = Arc::new(CipherCache::new(opts.config.cache_capacity));
+        let (freshness, follower) = match &opts.store {
+            StoreLocation::Postgres(url) => {
+                let fresh = Arc::new(feed::Freshness::shared(opts.store_lease, t0));
+                fresh.mark(t0);
+                let pg = PgFeed::new(url).map_err(at)?;
+                let f = feed::spawn(pg, state.clone(), ciphers.clone(), fresh.clone());
+                (fresh, Some(f))
+            }
+            StoreLocation::Sqlite(_) => (Arc::new(feed::Freshness::unshared()), None),
+        };
         let engine = Engine {
             token: opts.token,
             policies: RwLock::new(Arc::new(PolicySet::new())),
             fingerprint_key,
             chain_key,
-            ciphers: CipherCache::new(opts.config.cache_capacity),
+            ciphers,
             config: opts.config,
             clock: opts.clock,
             protector: opts.protector,
             store: Mutex::new(store),
-            state: RwLock::new(state),
+            location: opts.store,
+            node_id: opts.node_id,
+            state,
+            freshness,
+            _follower: follower,
         };
         engine.verify_all_material()?;
         tracing::info!(
-            store = %opts.store_path.display(),
+            store = %engine.location,
+            node = %engine.node_id,
             protector = %engine.protector.describe(),
             keys = engine.state.read().keys.len(),
             "kms engine open"
         );
         Ok(engine)
+    }
+
+    /// Where the store is.
+    pub fn store_location(&self) -> &StoreLocation {
+        &self.location
+    }
+
+    /// This node's name among the nodes of a shared store.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// How old this node's view of a shared store may be right now (`None`: not shared).
+    pub fn store_staleness(&self) -> Option<Duration> {
+        self.freshness.age()
+    }
+
+    /// The mirror, for serving a request: refused (retriably) on a shared store when this node
+    /// may have missed changes for longer than the lease.
+    fn view(&self) -> Result<RwLockReadGuard<'_, State>> {
+        self.freshness.check()?;
+        Ok(self.state.read())
     }
 
     /// Unseals every version once, so a damaged store or a wrong root key is found at start, not
@@ -205,29 +258,47 @@ impl Engine {
     }
 
     /// Runs `f` against the current state under the writer lock, commits the changes it returns,
-    /// then applies them to memory.
+    /// then applies them to memory. On a shared store the state is first brought up to date with
+    /// what other nodes committed, under the store's write lock, so `f` always decides on current
+    /// state.
     fn mutate<T>(&self, f: impl FnOnce(&State, Timestamp) -> Result<(Vec<Change>, T)>) -> Result<T> {
         let mut store = self.store.lock();
-        let now = self.clock.now();
-        let (changes, out) = f(&self.state.read(), now)?;
-        if changes.is_empty() {
-            return Ok(out);
-        }
-        store.apply(&changes).map_err(|e| KmsError::internal(format_args!("store commit failed: {e}")))?;
-        let mut st = self.state.write();
-        for c in &changes {
-            match c {
-                Change::DeleteKey(id) => {
-                    for v in st.versions_of(id) {
-                        self.ciphers.remove(v);
-                    }
-                }
-                Change::PutVersion(v) => self.ciphers.remove(&v.version_id),
-                _ => {}
+        let t0 = Instant::now();
+        let applied = self.state.read().applied_seq;
+        let mut f = Some(f);
+        let mut out = None;
+        let written = store
+            .write::<KmsError>(applied, &mut |cu| feed::catch_up(&self.state, &self.ciphers, cu), &mut || {
+                let f = f.take().expect("decide runs once");
+                let (changes, o) = f(&self.state.read(), self.clock.now())?;
+                out = Some(o);
+                Ok(changes)
+            })
+            .map_err(|e| self.store_failure(e))??;
+        if let Some((seq, changes)) = written {
+            let mut st = self.state.write();
+            if !store.is_shared() {
+                feed::apply_changes(&mut st, &self.ciphers, &changes);
+            } else if seq > st.applied_seq {
+                // The follower may have applied it already; it never skips one.
+                feed::apply_sets(&mut st, &self.ciphers, &[crate::store::ChangeSet { seq, changes }]);
             }
-            st.apply(c);
         }
-        Ok(out)
+        if store.is_shared() {
+            self.freshness.mark(t0);
+        }
+        Ok(out.expect("decide ran"))
+    }
+
+    /// A store failure as the client sees it: a shared store that cannot be reached is a
+    /// retriable 503; anything else an internal failure. The message never holds key material.
+    fn store_failure(&self, e: StoreError) -> KmsError {
+        tracing::warn!(store = %self.location, error = %e, "store operation failed");
+        if self.location.is_shared() {
+            KmsError::with_detail(ErrorCode::ServiceUnavailableTemporary, format_args!("the store: {e}"))
+        } else {
+            KmsError::internal(format_args!("store commit failed: {e}"))
+        }
     }
 
     /// Claims a mutating request's signature nonce durably before it runs: a replay – after a
@@ -244,11 +315,7 @@ impl Engine {
         h.update([0]);
         h.update(nonce.as_bytes());
         let id = &h.finalize()[..16];
-        let fresh = self
-            .store
-            .lock()
-            .claim_nonce(id, expires_at)
-            .map_err(|e| KmsError::internal(format_args!("store commit failed: {e}")))?;
+        let fresh = self.store.lock().claim_nonce(id, expires_at).map_err(|e| self.store_failure(e))?;
         if fresh {
             Ok(())
         } else {
@@ -396,3 +463,6 @@ mod tests_asym;
 
 #[cfg(test)]
 mod tests_secrets;
+
+#[cfg(test)]
+mod tests_shared;

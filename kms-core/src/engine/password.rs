@@ -21,7 +21,7 @@ impl Engine {
         caller: &Caller,
         req: GetRandomPasswordRequest,
     ) -> Result<GetRandomPasswordResponse> {
-        self.allow(&self.state.read(), caller, "kms:GetRandomPassword", Resource::Any)?;
+        self.allow(&*self.view()?, caller, "kms:GetRandomPassword", Resource::Any)?;
         let len = req.password_length.unwrap_or(32);
         if !(8..=128).contains(&len) {
             return Err(KmsError::invalid("PasswordLength", "it must lie between 8 and 128"));

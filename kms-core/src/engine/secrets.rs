@@ -216,7 +216,7 @@ impl Engine {
     fn secret_key(&self, caller: &Caller, requested: Option<&str>) -> Result<String> {
         match requested.map(str::trim).filter(|s| !s.is_empty()) {
             Some(k) => {
-                let st = self.state.read();
+                let st = self.view()?;
                 let key = self.find_key(&st, Access::Check(caller, "kms:GenerateDataKey"), "EncryptionKeyId", k)?;
                 if !key.spec.is_symmetric() || key.usage != KeyUsage::EncryptDecrypt {
                     return Err(KmsError::invalid(
@@ -270,7 +270,7 @@ impl Engine {
             None => Vec::new(),
         };
         {
-            let st = self.state.read();
+            let st = self.view()?;
             self.allow(&st, caller, "kms:CreateSecret", Resource::Container(ResourceKind::Secret))?;
             self.check_new_secret(&st, &req.secret_name)?;
         }
@@ -344,7 +344,7 @@ impl Engine {
     /// Checks that `caller` may read `name`'s value now (the secret and its CMK), without opening
     /// it: for a reader that caches values it fetched, before it serves one again.
     pub fn authorize_secret_read(&self, caller: &Caller, name: &str) -> Result<()> {
-        let st = self.state.read();
+        let st = self.view()?;
         let s = self.live_secret(&st, Access::Check(caller, "kms:GetSecretValue"), name)?;
         self.allow_secret_key(&st, caller, "kms:Decrypt", s)
     }
@@ -359,7 +359,7 @@ impl Engine {
     ) -> Result<GetSecretValueResponse> {
         let fetch_extended = req.fetch_extended_config.unwrap_or(false);
         let (secret, version) = {
-            let st = self.state.read();
+            let st = self.view()?;
             let s = self.live_secret(&st, Access::Check(caller, permission), &req.secret_name)?;
             self.allow_secret_key(&st, caller, "kms:Decrypt", s)?;
             let versions = st.secret_versions.get(&s.name).map(Vec::as_slice).unwrap_or(&[]);
@@ -485,7 +485,7 @@ impl Engine {
             }
         };
         let (secret, existing) = {
-            let st = self.state.read();
+            let st = self.view()?;
             let s = self.live_secret(&st, Access::Check(caller, "kms:PutSecretValue"), &req.secret_name)?;
             self.allow_secret_key(&st, caller, "kms:GenerateDataKey", s)?;
             let s = s.clone();
@@ -653,7 +653,7 @@ impl Engine {
         req: ListSecretVersionIdsRequest,
     ) -> Result<ListSecretVersionIdsResponse> {
         let page = PageRequest { page_number: req.page_number, page_size: req.page_size.or(Some(20)) }.validate()?;
-        let st = self.state.read();
+        let st = self.view()?;
         let s = self.find_secret_for(&st, Access::Check(caller, "kms:ListSecretVersionIds"), &req.secret_name)?;
         let all: Vec<&SecretVersionRecord> = st
             .secret_versions
@@ -679,7 +679,7 @@ impl Engine {
     }
 
     pub fn describe_secret(&self, caller: &Caller, req: DescribeSecretRequest) -> Result<DescribeSecretResponse> {
-        let st = self.state.read();
+        let st = self.view()?;
         let s = self.find_secret_for(&st, Access::Check(caller, "kms:DescribeSecret"), &req.secret_name)?;
         Ok(DescribeSecretResponse {
             arn: self.secret_arn(&s.name),
@@ -732,7 +732,7 @@ impl Engine {
                 return Err(KmsError::invalid("Filters", format_args!("filter {} needs 1 to 10 values", f.key)));
             }
         }
-        let st = self.state.read();
+        let st = self.view()?;
         self.allow(&st, caller, "kms:ListSecrets", Resource::Container(ResourceKind::Secret))?;
         let matches = |s: &SecretRecord| {
             let tags = st.tags.get(&(ResourceType::Secret, s.name.clone()));

@@ -27,7 +27,7 @@ impl Engine {
     ) -> Result<T> {
         let r = self.key_ref(param, value)?;
         let first = {
-            let st = self.state.read();
+            let st = self.view()?;
             match self.find_key(&st, access, param, value) {
                 Ok(k) => return f(&st, k),
                 Err(e) => e,
@@ -46,7 +46,7 @@ impl Engine {
             _ => return Err(first),
         };
         self.ensure_service_key(service)?;
-        let st = self.state.read();
+        let st = self.view()?;
         f(&st, self.find_key(&st, access, param, value)?)
     }
 

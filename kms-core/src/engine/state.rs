@@ -1,5 +1,6 @@
 //! The in-memory mirror of the store. It changes only by applying the same [`Change`]s the store
-//! has just committed, so it never holds anything the disk does not.
+//! has committed (this node's, or on a shared store other nodes' read from the change feed), so it
+//! never holds anything the store does not.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -23,11 +24,13 @@ pub(crate) struct State {
     pub secret_versions: HashMap<String, Vec<SecretVersionRecord>>,
     /// Tags by resource, sorted by tag key.
     pub tags: BTreeMap<(ResourceType, String), BTreeMap<String, String>>,
+    /// On a shared store: the sequence number of the last change list this mirror includes.
+    pub applied_seq: u64,
 }
 
 impl State {
-    pub fn from_snapshot(s: Snapshot) -> State {
-        let mut st = State::default();
+    pub fn from_snapshot(s: Snapshot, applied_seq: u64) -> State {
+        let mut st = State { applied_seq, ..State::default() };
         for k in s.keys {
             st.keys.insert(k.key_id.clone(), k);
         }

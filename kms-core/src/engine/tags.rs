@@ -179,7 +179,7 @@ impl Engine {
     }
 
     pub fn list_resource_tags(&self, caller: &Caller, key_id: &str) -> Result<ListResourceTagsResponse> {
-        let st = self.state.read();
+        let st = self.view()?;
         let k = self.find_key(&st, Access::Check(caller, "kms:ListResourceTags"), "KeyId", key_id)?;
         let tag = self
             .tags_of(&st, ResourceType::Key, &k.key_id)
@@ -268,7 +268,7 @@ impl Engine {
             Some(t) => t.parse().map_err(|_| KmsError::invalid("NextToken", "not a token this service issued"))?,
             None => 0,
         };
-        let st = self.state.read();
+        let st = self.view()?;
         let access = Access::Check(caller, "kms:ListTagResources");
         let wanted: Option<Vec<String>> = if req.resource_id.is_empty() {
             // Every resource of the kind: a question about the collection.

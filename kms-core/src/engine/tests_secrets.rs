@@ -337,13 +337,9 @@ fn values_are_sealed_at_rest_and_survive_a_reopen() {
     create(&e, "s", "marker-3b9f0c2e-plaintext").unwrap();
     put(&e, "s", "v2", "marker-77aa11ee-plaintext", None).unwrap();
     drop(e);
-    for entry in std::fs::read_dir(dir.path()).unwrap() {
-        let p = entry.unwrap().path();
-        if p.file_name().unwrap().to_string_lossy().starts_with("kms.db") {
-            let bytes = std::fs::read(&p).unwrap();
-            for m in [&b"marker-3b9f0c2e"[..], b"marker-77aa11ee"] {
-                assert!(!bytes.windows(m.len()).any(|w| w == m), "{} holds a secret value", p.display());
-            }
+    for (name, bytes) in super::tests::stored_files(dir.path()) {
+        for m in [&b"marker-3b9f0c2e"[..], b"marker-77aa11ee"] {
+            assert!(!bytes.windows(m.len()).any(|w| w == m), "{name} holds a secret value");
         }
     }
     let e = open(dir.path(), clock, Limits::default());

@@ -51,7 +51,7 @@ impl Engine {
         if version_id.trim().is_empty() {
             return Err(KmsError::missing("KeyVersionId"));
         }
-        let st = self.state.read();
+        let st = self.view()?;
         let k = self.find_key(&st, Access::Check(caller, "kms:DescribeKeyVersion"), "KeyId", key_id)?;
         let v = st
             .versions
@@ -68,7 +68,7 @@ impl Engine {
         page: PageRequest,
     ) -> Result<ListKeyVersionsResponse> {
         let page = page.validate()?;
-        let st = self.state.read();
+        let st = self.view()?;
         let k = self.find_key(&st, Access::Check(caller, "kms:ListKeyVersions"), "KeyId", key_id)?;
         let ids = st.versions_of(&k.key_id);
         let key_version = page.slice(ids).iter().map(|id| version_view(&st.versions[id])).collect();

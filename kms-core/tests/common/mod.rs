@@ -47,7 +47,9 @@ pub fn hsm_engine(dir: &Path, token: Arc<Token>, clock: Arc<dyn Clock>) -> Engin
             limits: Limits { min_manual_version_interval_secs: 0, ..Default::default() },
             ..Default::default()
         },
-        store_path: dir.join("kms.db"),
+        store: kms_core::StoreLocation::Sqlite(dir.join("kms.db")),
+        node_id: "local".into(),
+        store_lease: kms_core::engine::DEFAULT_STORE_LEASE,
         protector: Arc::new(SoftwareRootKey::load_or_create(&dir.join("root.key")).unwrap()),
         clock,
         token: Some(token),

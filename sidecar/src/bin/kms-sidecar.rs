@@ -16,6 +16,13 @@ struct Args {
     /// Where the store, root key, credentials and certificates live.
     #[arg(long, env = "KMS_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// The store: a SQLite file path (default <data-dir>/kms.db) or a shared PostgreSQL,
+    /// postgres://user:pass@host1,host2/kms?target_session_attrs=read-write.
+    #[arg(long, env = "KMS_STORE")]
+    store: Option<String>,
+    /// This node's id among the sidecars of a shared store (default: kept in <data-dir>/node.id).
+    #[arg(long)]
+    node_id: Option<String>,
     /// Plain HTTP address (default 127.0.0.1:18080); "" to disable.
     #[arg(long)]
     listen: Option<String>,
@@ -54,6 +61,12 @@ fn run(args: Args) -> Result<(), String> {
     };
     if let Some(d) = args.data_dir {
         cfg.data_dir = Some(d);
+    }
+    if let Some(s) = args.store {
+        cfg.store.url = Some(s);
+    }
+    if let Some(n) = args.node_id {
+        cfg.store.node_id = Some(n);
     }
     if let Some(l) = args.listen {
         cfg.listen = l;

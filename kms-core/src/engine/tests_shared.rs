@@ -1,0 +1,299 @@
+//! Several engines ("nodes") on one PostgreSQL database: coherence, the staleness bound, concurrent
+//! writers, exactly-once maintenance, shared nonces, the leader lease. These always run on
+//! PostgreSQL (a throw-away cluster), whatever `KMS_TEST_STORE` says.
+
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::api::*;
+use crate::clock::{ManualClock, DAY};
+use crate::crypto::seal::SoftwareRootKey;
+use crate::ErrorCode as E;
+use crate::Limits;
+
+const T0: i64 = 1_700_000_000;
+const LEASE: Duration = Duration::from_millis(500);
+
+fn owner() -> Caller {
+    Caller::owner()
+}
+
+/// `n` nodes on one fresh database, sharing one root key and one manual clock.
+struct Cluster {
+    _dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+    url: String,
+    nodes: Vec<Engine>,
+}
+
+fn config() -> EngineConfig {
+    EngineConfig { limits: Limits { min_manual_version_interval_secs: 0, ..Limits::default() }, ..Default::default() }
+}
+
+fn node_on(url: &str, dir: &Path, clock: Arc<ManualClock>, name: &str) -> Engine {
+    let root = SoftwareRootKey::load_or_create(&dir.join("root.key")).unwrap();
+    Engine::open(EngineOptions {
+        config: config(),
+        store: StoreLocation::Postgres(url.to_string()),
+        node_id: name.into(),
+        store_lease: LEASE,
+        protector: Arc::new(root),
+        clock,
+        token: None,
+    })
+    .unwrap()
+}
+
+fn cluster(n: usize) -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let url = pg_harness::fresh_database("shared");
+    let nodes = (0..n).map(|i| node_on(&url, dir.path(), clock.clone(), &format!("node-{i}"))).collect();
+    Cluster { _dir: dir, clock, url, nodes }
+}
+
+fn create_key(e: &Engine) -> String {
+    e.create_key(&owner(), CreateKeyRequest::default()).unwrap().key_metadata.key_id
+}
+
+fn encrypt(e: &Engine, key: &str) -> Result<EncryptResponse> {
+    e.encrypt(
+        &owner(),
+        EncryptRequest {
+            key_id: key.into(),
+            plaintext: SecretBytes::from(&b"x"[..]),
+            encryption_context: None,
+            dry_run: false,
+        },
+    )
+}
+
+/// Waits until `f` holds, at most `limit`; returns how long it took.
+fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() <= limit, "not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn what_one_node_writes_every_node_uses() {
+    let c = cluster(3);
+    let key = create_key(&c.nodes[0]);
+    c.nodes[0].create_alias(&owner(), "alias/shared", &key).unwrap();
+    // Node 1 encrypts through the alias, node 2 decrypts.
+    within(LEASE, || encrypt(&c.nodes[1], "alias/shared").is_ok());
+    let blob = encrypt(&c.nodes[1], "alias/shared").unwrap().ciphertext_blob;
+    let pt = c.nodes[2]
+        .decrypt(&owner(), DecryptRequest { ciphertext_blob: blob, encryption_context: None, dry_run: false })
+        .unwrap();
+    assert_eq!(pt.plaintext.expose(), b"x");
+    // A node opened later loads everything.
+    let late = node_on(&c.url, c._dir.path(), c.clock.clone(), "late");
+    assert!(encrypt(&late, &key).is_ok());
+}
+
+#[test]
+fn a_disabled_key_is_refused_by_every_node_within_the_lease() {
+    let c = cluster(3);
+    let mut worst = Duration::ZERO;
+    for _ in 0..10 {
+        let key = create_key(&c.nodes[0]);
+        for n in &c.nodes {
+            within(LEASE, || encrypt(n, &key).is_ok());
+        }
+        c.nodes[0].disable_key(&owner(), &key).unwrap();
+        for n in &c.nodes[1..] {
+            let took = within(LEASE, || encrypt(n, &key).is_err_and(|e| e.code() == E::Disabled));
+            worst = worst.max(took);
+        }
+    }
+    // Notifications make it far quicker than the bound; the bound is what is asserted.
+    assert!(worst <= LEASE, "{worst:?}");
+}
+
+#[test]
+fn writers_on_three_nodes_keep_versions_and_stages_consistent() {
+    let c = cluster(3);
+    let key = create_key(&c.nodes[0]);
+    crate::engine::tests_shared::create_secret(&c.nodes[0], "db-pass");
+    let start = Arc::new(Barrier::new(3));
+    std::thread::scope(|s| {
+        for (i, n) in c.nodes.iter().enumerate() {
+            let (key, start) = (key.clone(), start.clone());
+            s.spawn(move || {
+                start.wait();
+                for j in 0..8 {
+                    n.create_key_version(&owner(), &key).unwrap();
+                    put_secret(n, "db-pass", &format!("n{i}-v{j}"));
+                }
+            });
+        }
+    });
+    let last = c.nodes.iter().map(|n| n.state.read().applied_seq).max().unwrap();
+    for n in &c.nodes {
+        within(LEASE, || n.state.read().applied_seq == last);
+        let st = n.state.read();
+        let versions = st.versions_of(&key);
+        assert_eq!(versions.len(), 1 + 3 * 8, "every version, once");
+        let unique: std::collections::HashSet<_> = versions.iter().collect();
+        assert_eq!(unique.len(), versions.len());
+        let k = &st.keys[&key];
+        assert_eq!(k.primary_version.as_deref(), versions.last().map(String::as_str), "the newest is primary");
+        let sv = &st.secret_versions["db-pass"];
+        assert_eq!(sv.len(), 1 + 3 * 8);
+        let current: Vec<_> = sv.iter().filter(|v| v.stages.iter().any(|s| s == "ACSCurrent")).collect();
+        let previous: Vec<_> = sv.iter().filter(|v| v.stages.iter().any(|s| s == "ACSPrevious")).collect();
+        assert_eq!((current.len(), previous.len()), (1, 1), "exactly one ACSCurrent and one ACSPrevious");
+        assert_eq!(current[0].version_id, sv.last().unwrap().version_id);
+    }
+    // Every node's mirror equals a fresh load of the database.
+    let fresh = node_on(&c.url, c._dir.path(), c.clock.clone(), "check");
+    let want = format!("{:?}", fresh.state.read().versions_of(&key));
+    for n in &c.nodes {
+        assert_eq!(format!("{:?}", n.state.read().versions_of(&key)), want);
+    }
+}
+
+pub(super) fn create_secret(e: &Engine, name: &str) {
+    e.create_secret(
+        &owner(),
+        CreateSecretRequest {
+            secret_name: name.into(),
+            secret_data: SecretString::new("v0".into()),
+            version_id: "v0".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+}
+
+fn put_secret(e: &Engine, name: &str, version: &str) {
+    e.put_secret_value(
+        &owner(),
+        PutSecretValueRequest {
+            secret_name: name.into(),
+            version_id: version.into(),
+            secret_data: SecretString::new(version.into()),
+            secret_data_type: None,
+            version_stages: None,
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn each_due_rotation_runs_once_across_nodes() {
+    let c = cluster(3);
+    let keys: Vec<String> = (0..6).map(|_| create_key(&c.nodes[0])).collect();
+    for k in &keys {
+        c.nodes[0]
+            .update_rotation_policy(
+                &owner(),
+                UpdateRotationPolicyRequest {
+                    key_id: k.clone(),
+                    enable_automatic_rotation: true,
+                    rotation_interval: Some("604800s".into()),
+                },
+            )
+            .unwrap();
+    }
+    c.clock.advance(8 * DAY);
+    // Every node believes it should run the pass (as when a lease changes hands mid-pass).
+    let start = Arc::new(Barrier::new(3));
+    let reports: Vec<MaintenanceReport> = std::thread::scope(|s| {
+        let hs: Vec<_> = c
+            .nodes
+            .iter()
+            .map(|n| {
+                let start = start.clone();
+                s.spawn(move || {
+                    within(LEASE, || n.state.read().keys.values().filter(|k| k.rotation_enabled).count() == 6);
+                    start.wait();
+                    n.run_maintenance()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut rotated: Vec<String> = reports.iter().flat_map(|r| r.rotated.iter().map(|(k, _)| k.clone())).collect();
+    rotated.sort();
+    let mut want = keys.clone();
+    want.sort();
+    assert_eq!(rotated, want, "each key rotated exactly once: {reports:?}");
+    let st = c.nodes[1].state.read();
+    assert!(keys.iter().all(|k| st.versions_of(k).len() == 2));
+}
+
+#[test]
+fn a_nonce_claimed_on_one_node_is_a_replay_on_another() {
+    let c = cluster(2);
+    c.nodes[0].claim_nonce("AK", "nonce-1", T0 + 900).unwrap();
+    let e = c.nodes[1].claim_nonce("AK", "nonce-1", T0 + 900).unwrap_err();
+    assert_eq!(e.code(), E::SignatureNonceUsed);
+    c.nodes[1].claim_nonce("AK", "nonce-2", T0 + 900).unwrap();
+}
+
+#[test]
+fn one_leader_at_a_time_and_the_lease_moves_when_it_stops_renewing() {
+    let c = cluster(2);
+    assert!(c.nodes[0].lead_maintenance());
+    assert!(!c.nodes[1].lead_maintenance(), "the lease is held");
+    assert!(c.nodes[0].lead_maintenance(), "renewal by the holder");
+    // Node 0 stops renewing (dies): node 1 leads once the lease expires on the database clock.
+    let took = within(Duration::from_secs(LEASE_SECS as u64 + 2), || c.nodes[1].lead_maintenance());
+    assert!(took >= Duration::from_secs(LEASE_SECS as u64 - 1), "not before the lease ran out: {took:?}");
+    assert!(!c.nodes[0].lead_maintenance());
+}
+
+#[test]
+fn a_node_that_loses_the_database_refuses_then_recovers() {
+    // An owned cluster: this test stops the server.
+    let pg = pg_harness::Cluster::start(&[]).unwrap();
+    let url = pg.create_database("kms").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let a = node_on(&url, dir.path(), clock.clone(), "a");
+    let key = create_key(&a);
+    assert!(encrypt(&a, &key).is_ok());
+    pg.kill9();
+    // Crypto keeps working from the mirror for at most the lease, then is refused retriably.
+    let refused = within(LEASE + Duration::from_millis(300), || {
+        encrypt(&a, &key).is_err_and(|e| e.code() == E::ServiceUnavailableTemporary)
+    });
+    assert!(refused >= LEASE - Duration::from_millis(200), "refused only once stale: {refused:?}");
+    let e = a.create_key(&owner(), CreateKeyRequest::default()).unwrap_err();
+    assert_eq!(e.code(), E::ServiceUnavailableTemporary, "{e}");
+    pg.restart().unwrap();
+    within(Duration::from_secs(10), || encrypt(&a, &key).is_ok());
+    // Nothing acknowledged was lost, and writes work again.
+    let b = node_on(&url, dir.path(), clock, "b");
+    assert!(encrypt(&b, &key).is_ok());
+    create_key(&a);
+}
+
+#[test]
+fn a_killed_feed_connection_catches_up_or_refuses() {
+    let c = cluster(2);
+    let key = create_key(&c.nodes[0]);
+    within(LEASE, || encrypt(&c.nodes[1], &key).is_ok());
+    let db = c.url.rsplit('/').next().unwrap().to_string();
+    for _ in 0..5 {
+        // Every LISTEN connection of this database is cut, then the key is disabled at once.
+        pg_harness::shared()
+            .sql(
+                "postgres",
+                &format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}' AND query LIKE 'LISTEN%'"
+                ),
+            )
+            .unwrap();
+        c.nodes[0].disable_key(&owner(), &key).unwrap();
+        within(LEASE, || encrypt(&c.nodes[1], &key).is_err());
+        c.nodes[0].enable_key(&owner(), &key).unwrap();
+        within(Duration::from_secs(3), || encrypt(&c.nodes[1], &key).is_ok());
+    }
+}

@@ -1,0 +1,152 @@
+//! The PostgreSQL schema as an ordered list of migrations; `kms_schema.version` records how many
+//! ran. A migration is appended, never edited, once released. Nodes that start together run them
+//! once: the runner holds a session advisory lock.
+
+use postgres::Client;
+
+use super::StoreError;
+
+/// Session advisory lock taken while migrating.
+const MIGRATE_LOCK: i64 = 0x6b6d_735f_6d69_6772; // "kms_migr"
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: everything the SQLite store holds, plus the change feed and the leases.
+    r#"
+    CREATE TABLE meta (
+        name  TEXT PRIMARY KEY,
+        value BYTEA NOT NULL
+    );
+    CREATE TABLE keys (
+        key_id                          TEXT PRIMARY KEY,
+        spec                            TEXT NOT NULL,
+        usage                           TEXT NOT NULL,
+        origin                          TEXT NOT NULL,
+        protection                      TEXT NOT NULL,
+        creator                         TEXT NOT NULL,
+        description                     TEXT NOT NULL,
+        state                           TEXT NOT NULL,
+        state_before_deletion           TEXT,
+        created_at                      BIGINT NOT NULL,
+        primary_version                 TEXT,
+        last_rotation                   BIGINT NOT NULL,
+        rotation_enabled                BOOLEAN NOT NULL,
+        rotation_interval               BIGINT,
+        delete_date                     BIGINT,
+        deletion_protection             BOOLEAN NOT NULL,
+        deletion_protection_description TEXT NOT NULL,
+        material_expire                 BIGINT,
+        service                         TEXT,
+        material_fingerprint            BYTEA
+    );
+    CREATE INDEX keys_by_creation ON keys(created_at, key_id);
+    CREATE TABLE key_versions (
+        version_id TEXT PRIMARY KEY,
+        key_id     TEXT NOT NULL REFERENCES keys(key_id) ON DELETE CASCADE,
+        created_at BIGINT NOT NULL,
+        sealed     BYTEA NOT NULL,
+        ord        BIGSERIAL NOT NULL
+    );
+    CREATE INDEX key_versions_by_key ON key_versions(key_id, ord);
+    CREATE TABLE aliases (
+        name       TEXT PRIMARY KEY,
+        key_id     TEXT NOT NULL REFERENCES keys(key_id) ON DELETE CASCADE,
+        created_at BIGINT NOT NULL
+    );
+    CREATE INDEX aliases_by_key ON aliases(key_id);
+    CREATE TABLE import_tokens (
+        token_id           TEXT PRIMARY KEY,
+        key_id             TEXT NOT NULL REFERENCES keys(key_id) ON DELETE CASCADE,
+        wrapping_spec      TEXT NOT NULL,
+        wrapping_algorithm TEXT NOT NULL,
+        expires_at         BIGINT NOT NULL,
+        sealed             BYTEA NOT NULL
+    );
+    CREATE INDEX import_tokens_by_key ON import_tokens(key_id);
+    CREATE TABLE secrets (
+        name              TEXT PRIMARY KEY,
+        secret_type       TEXT NOT NULL,
+        description       TEXT NOT NULL,
+        encryption_key_id TEXT NOT NULL,
+        created_at        BIGINT NOT NULL,
+        updated_at        BIGINT NOT NULL,
+        planned_delete    BIGINT,
+        extended_config   TEXT NOT NULL
+    );
+    CREATE TABLE secret_versions (
+        secret_name TEXT NOT NULL REFERENCES secrets(name) ON DELETE CASCADE,
+        version_id  TEXT NOT NULL,
+        created_at  BIGINT NOT NULL,
+        data_type   TEXT NOT NULL,
+        stages      TEXT NOT NULL,
+        sealed      BYTEA NOT NULL,
+        ord         BIGSERIAL NOT NULL,
+        PRIMARY KEY (secret_name, version_id)
+    );
+    CREATE TABLE tags (
+        resource_type TEXT NOT NULL,
+        resource_id   TEXT NOT NULL,
+        tag_key       TEXT NOT NULL,
+        tag_value     TEXT NOT NULL,
+        PRIMARY KEY (resource_type, resource_id, tag_key)
+    );
+    CREATE TABLE request_nonces (
+        id         BYTEA PRIMARY KEY,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE INDEX request_nonces_by_expiry ON request_nonces(expires_at);
+    -- The change feed: one row per committed change list, numbered densely in commit order (every
+    -- writer holds the write lock from its catch-up to its commit).
+    CREATE TABLE kms_feed (
+        id       INTEGER PRIMARY KEY CHECK (id = 1),
+        last_seq BIGINT NOT NULL
+    );
+    INSERT INTO kms_feed VALUES (1, 0);
+    CREATE TABLE kms_changes (
+        seq          BIGINT PRIMARY KEY,
+        payload      TEXT NOT NULL,
+        committed_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    -- Leases for work one node does at a time (maintenance), timed by the database's clock.
+    CREATE TABLE kms_leases (
+        name       TEXT PRIMARY KEY,
+        holder     TEXT NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL
+    );
+    "#,
+];
+
+/// Brings the schema up to date. A database written by a newer build is refused, not downgraded.
+pub fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK])?;
+    let r = run(client);
+    let unlock = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATE_LOCK]);
+    r?;
+    unlock?;
+    Ok(())
+}
+
+fn run(client: &mut Client) -> Result<(), StoreError> {
+    client.batch_execute("CREATE TABLE IF NOT EXISTS kms_schema (version INTEGER NOT NULL)")?;
+    let current: i32 = match client.query_opt("SELECT version FROM kms_schema", &[])? {
+        Some(r) => r.try_get(0)?,
+        None => {
+            client.execute("INSERT INTO kms_schema VALUES (0)", &[])?;
+            0
+        }
+    };
+    let current = current.max(0) as usize;
+    if current > MIGRATIONS.len() {
+        return Err(StoreError(format!(
+            "the database has schema version {current}, newer than this build knows ({}); upgrade kms-core",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let mut tx = client.transaction()?;
+        tx.batch_execute(sql)
+            .map_err(|e| StoreError(format!("migration {}: {}", i + 1, super::postgres::describe(&e))))?;
+        tx.execute("UPDATE kms_schema SET version = $1", &[&((i + 1) as i32)])?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,555 @@
+//! The shared backend: one PostgreSQL database for many nodes.
+//!
+//! - **Writes** ([`PgStore::write`]) take one transaction-scoped advisory lock, read the change
+//!   lists committed since the writer's mirror position (so the engine decides on current state),
+//!   apply the new changes and append them to `kms_changes` with the next sequence number, then
+//!   `NOTIFY kms_changes`. The lock makes sequence order commit order, with no gaps, so a follower
+//!   that has seen seq *n* has seen everything up to *n*.
+//! - **Followers** ([`PgFeed`]) hold a second connection that `LISTEN`s, and fetch the lists after
+//!   their position on every notification and on a timer (a lost notification costs at most one
+//!   poll).
+//! - **Leases** ([`PgStore::lead`]) are rows timed by the database's clock, so node clocks never
+//!   decide who leads.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use postgres::error::SqlState;
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::{Client, Config, GenericClient, IsolationLevel, NoTls, Row, Statement};
+
+use super::codec::{decode_changes, encode_changes};
+use super::location::redact;
+use super::{pg_schema, CatchUp, Change, ChangeSet, Snapshot, StoreError, Written};
+use crate::model::{
+    AliasRecord, ImportTokenRecord, KeyRecord, KeySpec, KeyState, KeyUsage, Origin, ProtectionLevel, ResourceType,
+    SecretRecord, SecretVersionRecord, VersionRecord,
+};
+
+/// Transaction advisory lock every writer holds from its catch-up to its commit.
+const WRITE_LOCK: i64 = 0x6b6d_735f_7772_6974; // "kms_writ"
+/// The channel followers listen on; the payload is the new sequence number.
+pub const CHANNEL: &str = "kms_changes";
+/// A writer further behind than this reloads everything instead of replaying.
+const MAX_CATCH_UP: i64 = 10_000;
+
+/// A message for an operator: the server's own message and code when there is one.
+pub fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("PostgreSQL: {} ({})", db.message(), db.code().code()),
+        None if e.is_closed() => "PostgreSQL: the connection is closed".into(),
+        None => format!("PostgreSQL: {e}"),
+    }
+}
+
+fn config(url: &str) -> Result<Config, StoreError> {
+    let mut c: Config = url.parse().map_err(|e| StoreError(format!("store URL {}: {e}", redact(url))))?;
+    if c.get_connect_timeout().is_none() {
+        c.connect_timeout(Duration::from_secs(5));
+    }
+    // A peer that vanishes (killed host, cut cable) is noticed within seconds, not hours.
+    c.keepalives(true).keepalives_idle(Duration::from_secs(5)).tcp_user_timeout(Duration::from_secs(10));
+    if c.get_application_name().is_none() {
+        c.application_name("kms-core");
+    }
+    Ok(c)
+}
+
+fn connect(cfg: &Config, url: &str) -> Result<Client, StoreError> {
+    let mut c = cfg.connect(NoTls).map_err(|e| StoreError(format!("{}: {}", redact(url), describe(&e))))?;
+    // Bounds on what one node can hold: a stuck writer cannot keep the write lock for long.
+    c.batch_execute(
+        "SET statement_timeout = '15s'; SET lock_timeout = '10s'; \
+         SET idle_in_transaction_session_timeout = '30s'",
+    )?;
+    Ok(c)
+}
+
+/// Prepared statements of one connection, by their text.
+#[derive(Default)]
+struct Prepared(HashMap<&'static str, Statement>);
+
+impl Prepared {
+    fn get(&mut self, c: &mut impl GenericClient, sql: &'static str) -> Result<Statement, postgres::Error> {
+        if let Some(s) = self.0.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = c.prepare(sql)?;
+        self.0.insert(sql, s.clone());
+        Ok(s)
+    }
+}
+
+/// A connection that reconnects on its next use after it broke.
+struct Conn {
+    url: String,
+    config: Config,
+    client: Option<Client>,
+    prepared: Prepared,
+}
+
+impl Conn {
+    fn new(url: &str) -> Result<Conn, StoreError> {
+        Ok(Conn { url: url.to_string(), config: config(url)?, client: None, prepared: Prepared::default() })
+    }
+
+    /// The live client, reconnecting first if the last one broke.
+    fn get(&mut self) -> Result<(&mut Client, &mut Prepared), StoreError> {
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.client = None;
+            self.prepared = Prepared::default();
+            self.client = Some(connect(&self.config, &self.url)?);
+        }
+        Ok((self.client.as_mut().expect("just connected"), &mut self.prepared))
+    }
+}
+
+pub struct PgStore {
+    conn: Conn,
+}
+
+impl PgStore {
+    /// Connects and migrates.
+    pub fn open(url: &str) -> Result<PgStore, StoreError> {
+        let mut conn = Conn::new(url)?;
+        pg_schema::migrate(conn.get()?.0)?;
+        Ok(PgStore { conn })
+    }
+
+    pub fn get_meta(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let (c, _) = self.conn.get()?;
+        Ok(c.query_opt("SELECT value FROM meta WHERE name = $1", &[&name])?.map(|r| r.get(0)))
+    }
+
+    pub fn put_meta(&mut self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        let (c, _) = self.conn.get()?;
+        c.execute(
+            "INSERT INTO meta(name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            &[&name, &value],
+        )?;
+        Ok(())
+    }
+
+    pub fn put_meta_if_absent(&mut self, name: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let (c, _) = self.conn.get()?;
+        c.execute("INSERT INTO meta(name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", &[&name, &value])?;
+        Ok(c.query_one("SELECT value FROM meta WHERE name = $1", &[&name])?.get(0))
+    }
+
+    pub fn claim_nonce(&mut self, id: &[u8], expires_at: i64) -> Result<bool, StoreError> {
+        let (c, p) = self.conn.get()?;
+        let s = p.get(c, "INSERT INTO request_nonces (id, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")?;
+        Ok(c.execute(&s, &[&id, &expires_at])? == 1)
+    }
+
+    pub fn purge_nonces(&mut self, now: i64) -> Result<usize, StoreError> {
+        let (c, _) = self.conn.get()?;
+        Ok(c.execute("DELETE FROM request_nonces WHERE expires_at < $1", &[&now])? as usize)
+    }
+
+    pub fn load(&mut self) -> Result<(Snapshot, u64), StoreError> {
+        load_consistent(self.conn.get()?.0)
+    }
+
+    pub fn write<E>(
+        &mut self,
+        applied: u64,
+        catch_up: &mut dyn FnMut(CatchUp),
+        decide: &mut dyn FnMut() -> Result<Vec<Change>, E>,
+    ) -> Result<Result<Written, E>, StoreError> {
+        let (c, p) = self.conn.get()?;
+        let lock = p.get(c, "SELECT pg_advisory_xact_lock($1)")?;
+        let since = p.get(c, "SELECT seq, payload FROM kms_changes WHERE seq > $1 ORDER BY seq LIMIT $2")?;
+        let next = p.get(c, "UPDATE kms_feed SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq")?;
+        let append = p.get(c, "INSERT INTO kms_changes (seq, payload) VALUES ($1, $2)")?;
+        let notify = p.get(c, "SELECT pg_notify($1, $2)")?;
+        let mut tx = c.transaction()?;
+        tx.execute(&lock, &[&WRITE_LOCK])?;
+        let rows = tx.query(&since, &[&(applied as i64), &(MAX_CATCH_UP + 1)])?;
+        match sets_after(applied, &rows)? {
+            Some(sets) => catch_up(CatchUp::Sets(sets)),
+            None => {
+                // Under the write lock nothing else commits, so a plain read is consistent.
+                let seq: i64 = tx.query_one("SELECT last_seq FROM kms_feed WHERE id = 1", &[])?.try_get(0)?;
+                catch_up(CatchUp::Reload(load_all(&mut tx)?, seq as u64));
+            }
+        }
+        let changes = match decide() {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        if changes.is_empty() {
+            return Ok(Ok(None));
+        }
+        for ch in &changes {
+            apply_change(&mut tx, ch)?;
+        }
+        let seq: i64 = tx.query_one(&next, &[])?.try_get(0)?;
+        tx.execute(&append, &[&seq, &encode_changes(&changes)])?;
+        tx.query(&notify, &[&CHANNEL, &seq.to_string()])?;
+        tx.commit()?;
+        Ok(Ok(Some((seq as u64, changes))))
+    }
+
+    pub fn lead(&mut self, name: &str, holder: &str, secs: u32) -> Result<bool, StoreError> {
+        let (c, _) = self.conn.get()?;
+        let secs = secs as f64;
+        let row = c.query_opt(
+            "INSERT INTO kms_leases (name, holder, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+             WHERE kms_leases.holder = excluded.holder OR kms_leases.expires_at < now()
+             RETURNING holder",
+            &[&name, &holder, &secs],
+        )?;
+        Ok(row.is_some())
+    }
+
+    /// Keeps the last thousand lists and everything younger than an hour: a node further behind
+    /// than that reloads (see [`CatchUp::Reload`]).
+    pub fn prune_changes(&mut self) -> Result<u64, StoreError> {
+        let (c, _) = self.conn.get()?;
+        Ok(c.execute(
+            "DELETE FROM kms_changes WHERE committed_at < now() - interval '1 hour'
+               AND seq <= (SELECT last_seq FROM kms_feed WHERE id = 1) - 1000",
+            &[],
+        )?)
+    }
+
+    pub fn read_meta(url: &str, names: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let cfg = config(url)?;
+        let mut c = connect(&cfg, url)?;
+        names
+            .iter()
+            .map(|n| Ok(c.query_opt("SELECT value FROM meta WHERE name = $1", &[n])?.map(|r| r.get(0))))
+            .collect()
+    }
+}
+
+/// The change lists in `rows` if they follow `applied` without a gap; `None` when the caller
+/// must reload (it is behind what is kept, or too far behind to replay).
+fn sets_after(applied: u64, rows: &[Row]) -> Result<Option<Vec<ChangeSet>>, StoreError> {
+    if rows.len() as i64 > MAX_CATCH_UP {
+        return Ok(None);
+    }
+    let mut sets = Vec::with_capacity(rows.len());
+    for (expect, r) in (applied + 1..).zip(rows) {
+        let seq = r.try_get::<_, i64>(0)? as u64;
+        if seq != expect {
+            return Ok(None);
+        }
+        let payload: &str = r.try_get(1)?;
+        let changes = decode_changes(payload).map_err(|e| StoreError(format!("change list {seq}: {e}")))?;
+        sets.push(ChangeSet { seq, changes });
+    }
+    Ok(Some(sets))
+}
+
+/// A snapshot and its sequence number from one REPEATABLE READ transaction.
+fn load_consistent(c: &mut Client) -> Result<(Snapshot, u64), StoreError> {
+    let mut tx = c.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start()?;
+    let seq: i64 = tx.query_one("SELECT last_seq FROM kms_feed WHERE id = 1", &[])?.try_get(0)?;
+    let snap = load_all(&mut tx)?;
+    tx.commit()?;
+    Ok((snap, seq as u64))
+}
+
+fn parsed<T>(r: &Row, col: &str, f: fn(&str) -> Option<T>) -> Result<T, StoreError> {
+    let s: &str = r.try_get(col)?;
+    f(s).ok_or_else(|| StoreError(format!("column {col}: unknown value {s:?}")))
+}
+
+fn load_all(c: &mut impl GenericClient) -> Result<Snapshot, StoreError> {
+    let mut snap = Snapshot::default();
+    for r in c.query("SELECT * FROM keys ORDER BY created_at, key_id", &[])? {
+        let before: Option<&str> = r.try_get("state_before_deletion")?;
+        snap.keys.push(KeyRecord {
+            key_id: r.try_get("key_id")?,
+            spec: parsed(&r, "spec", KeySpec::parse)?,
+            usage: parsed(&r, "usage", KeyUsage::parse)?,
+            origin: parsed(&r, "origin", Origin::parse)?,
+            protection: parsed(&r, "protection", ProtectionLevel::parse)?,
+            creator: r.try_get("creator")?,
+            description: r.try_get("description")?,
+            state: parsed(&r, "state", KeyState::parse)?,
+            state_before_deletion: before.and_then(KeyState::parse),
+            created_at: r.try_get("created_at")?,
+            primary_version: r.try_get("primary_version")?,
+            last_rotation: r.try_get("last_rotation")?,
+            rotation_enabled: r.try_get("rotation_enabled")?,
+            rotation_interval: r.try_get("rotation_interval")?,
+            delete_date: r.try_get("delete_date")?,
+            deletion_protection: r.try_get("deletion_protection")?,
+            deletion_protection_description: r.try_get("deletion_protection_description")?,
+            material_expire: r.try_get("material_expire")?,
+            service: r.try_get("service")?,
+            material_fingerprint: r.try_get("material_fingerprint")?,
+        });
+    }
+    for r in c.query("SELECT version_id, key_id, created_at, sealed FROM key_versions ORDER BY ord", &[])? {
+        snap.versions.push(VersionRecord {
+            version_id: r.try_get(0)?,
+            key_id: r.try_get(1)?,
+            created_at: r.try_get(2)?,
+            sealed: r.try_get(3)?,
+        });
+    }
+    for r in c.query("SELECT name, key_id, created_at FROM aliases ORDER BY created_at, name", &[])? {
+        snap.aliases.push(AliasRecord { name: r.try_get(0)?, key_id: r.try_get(1)?, created_at: r.try_get(2)? });
+    }
+    for r in c.query(
+        "SELECT token_id, key_id, wrapping_spec, wrapping_algorithm, expires_at, sealed FROM import_tokens",
+        &[],
+    )? {
+        snap.import_tokens.push(ImportTokenRecord {
+            token_id: r.try_get(0)?,
+            key_id: r.try_get(1)?,
+            wrapping_spec: parsed(&r, "wrapping_spec", KeySpec::parse)?,
+            wrapping_algorithm: r.try_get(3)?,
+            expires_at: r.try_get(4)?,
+            sealed: r.try_get(5)?,
+        });
+    }
+    for r in c.query(
+        "SELECT name, secret_type, description, encryption_key_id, created_at, updated_at, planned_delete,
+                extended_config FROM secrets",
+        &[],
+    )? {
+        snap.secrets.push(SecretRecord {
+            name: r.try_get(0)?,
+            secret_type: r.try_get(1)?,
+            description: r.try_get(2)?,
+            encryption_key_id: r.try_get(3)?,
+            created_at: r.try_get(4)?,
+            updated_at: r.try_get(5)?,
+            planned_delete: r.try_get(6)?,
+            extended_config: r.try_get(7)?,
+        });
+    }
+    for r in c.query(
+        "SELECT secret_name, version_id, created_at, data_type, stages, sealed FROM secret_versions ORDER BY ord",
+        &[],
+    )? {
+        let stages: &str = r.try_get(4)?;
+        snap.secret_versions.push(SecretVersionRecord {
+            secret_name: r.try_get(0)?,
+            version_id: r.try_get(1)?,
+            created_at: r.try_get(2)?,
+            data_type: r.try_get(3)?,
+            stages: serde_json::from_str(stages).map_err(|e| StoreError(format!("secret version stages: {e}")))?,
+            sealed: r.try_get(5)?,
+        });
+    }
+    for r in c.query("SELECT resource_type, resource_id, tag_key, tag_value FROM tags", &[])? {
+        let rt = parsed(&r, "resource_type", ResourceType::parse)?;
+        snap.tags.push((rt, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?));
+    }
+    Ok(snap)
+}
+
+fn apply_change(tx: &mut postgres::Transaction<'_>, c: &Change) -> Result<(), StoreError> {
+    match c {
+        Change::PutKey(k) => {
+            let before = k.state_before_deletion.map(|s| s.as_str());
+            tx.execute(
+                "INSERT INTO keys(key_id, spec, usage, origin, protection, creator, description, state,
+                     state_before_deletion, created_at, primary_version, last_rotation, rotation_enabled,
+                     rotation_interval, delete_date, deletion_protection, deletion_protection_description,
+                     material_expire, service, material_fingerprint)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+                 ON CONFLICT (key_id) DO UPDATE SET
+                     spec = excluded.spec, usage = excluded.usage, origin = excluded.origin,
+                     protection = excluded.protection, creator = excluded.creator,
+                     description = excluded.description, state = excluded.state,
+                     state_before_deletion = excluded.state_before_deletion,
+                     primary_version = excluded.primary_version, last_rotation = excluded.last_rotation,
+                     rotation_enabled = excluded.rotation_enabled, rotation_interval = excluded.rotation_interval,
+                     delete_date = excluded.delete_date, deletion_protection = excluded.deletion_protection,
+                     deletion_protection_description = excluded.deletion_protection_description,
+                     material_expire = excluded.material_expire, service = excluded.service,
+                     material_fingerprint = excluded.material_fingerprint",
+                &[
+                    &k.key_id,
+                    &k.spec.as_str(),
+                    &k.usage.as_str(),
+                    &k.origin.as_str(),
+                    &k.protection.as_str(),
+                    &k.creator,
+                    &k.description,
+                    &k.state.as_str(),
+                    &before,
+                    &k.created_at,
+                    &k.primary_version,
+                    &k.last_rotation,
+                    &k.rotation_enabled,
+                    &k.rotation_interval,
+                    &k.delete_date,
+                    &k.deletion_protection,
+                    &k.deletion_protection_description,
+                    &k.material_expire,
+                    &k.service,
+                    &k.material_fingerprint,
+                ],
+            )?;
+        }
+        Change::PutVersion(v) => {
+            tx.execute(
+                "INSERT INTO key_versions(version_id, key_id, created_at, sealed) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (version_id) DO UPDATE SET sealed = excluded.sealed",
+                &[&v.version_id, &v.key_id, &v.created_at, &v.sealed],
+            )?;
+        }
+        Change::DeleteKey(id) => {
+            tx.execute("DELETE FROM keys WHERE key_id = $1", &[id])?;
+            tx.execute("DELETE FROM tags WHERE resource_type = 'key' AND resource_id = $1", &[id])?;
+        }
+        Change::PutAlias(a) => {
+            tx.execute(
+                "INSERT INTO aliases(name, key_id, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (name) DO UPDATE SET key_id = excluded.key_id",
+                &[&a.name, &a.key_id, &a.created_at],
+            )?;
+        }
+        Change::DeleteAlias(name) => {
+            tx.execute("DELETE FROM aliases WHERE name = $1", &[name])?;
+        }
+        Change::PutImportToken(t) => {
+            tx.execute(
+                "INSERT INTO import_tokens(token_id, key_id, wrapping_spec, wrapping_algorithm, expires_at, sealed)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&t.token_id, &t.key_id, &t.wrapping_spec.as_str(), &t.wrapping_algorithm, &t.expires_at, &t.sealed],
+            )?;
+        }
+        Change::DeleteImportToken(id) => {
+            tx.execute("DELETE FROM import_tokens WHERE token_id = $1", &[id])?;
+        }
+        Change::PutSecret(s) => {
+            tx.execute(
+                "INSERT INTO secrets(name, secret_type, description, encryption_key_id, created_at, updated_at,
+                     planned_delete, extended_config) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (name) DO UPDATE SET secret_type = excluded.secret_type,
+                     description = excluded.description, encryption_key_id = excluded.encryption_key_id,
+                     updated_at = excluded.updated_at, planned_delete = excluded.planned_delete,
+                     extended_config = excluded.extended_config",
+                &[
+                    &s.name,
+                    &s.secret_type,
+                    &s.description,
+                    &s.encryption_key_id,
+                    &s.created_at,
+                    &s.updated_at,
+                    &s.planned_delete,
+                    &s.extended_config,
+                ],
+            )?;
+        }
+        Change::DeleteSecret(name) => {
+            tx.execute("DELETE FROM secrets WHERE name = $1", &[name])?;
+            tx.execute("DELETE FROM tags WHERE resource_type = 'secret' AND resource_id = $1", &[name])?;
+        }
+        Change::PutSecretVersion(v) => {
+            let stages = serde_json::to_string(&v.stages).expect("strings serialise");
+            tx.execute(
+                "INSERT INTO secret_versions(secret_name, version_id, created_at, data_type, stages, sealed)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (secret_name, version_id) DO UPDATE SET stages = excluded.stages",
+                &[&v.secret_name, &v.version_id, &v.created_at, &v.data_type, &stages, &v.sealed],
+            )?;
+        }
+        Change::DeleteSecretVersion { secret_name, version_id } => {
+            tx.execute(
+                "DELETE FROM secret_versions WHERE secret_name = $1 AND version_id = $2",
+                &[secret_name, version_id],
+            )?;
+        }
+        Change::PutTag { resource_type, resource_id, key, value } => {
+            tx.execute(
+                "INSERT INTO tags(resource_type, resource_id, tag_key, tag_value) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (resource_type, resource_id, tag_key) DO UPDATE SET tag_value = excluded.tag_value",
+                &[&resource_type.as_str(), resource_id, key, value],
+            )?;
+        }
+        Change::DeleteTag { resource_type, resource_id, key } => {
+            tx.execute(
+                "DELETE FROM tags WHERE resource_type = $1 AND resource_id = $2 AND tag_key = $3",
+                &[&resource_type.as_str(), resource_id, key],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// A follower's connection: `LISTEN`s on [`CHANNEL`] and fetches change lists.
+pub struct PgFeed {
+    conn: Conn,
+    listening: bool,
+}
+
+/// What one fetch found.
+pub enum FeedPage {
+    /// The lists after the position asked for, in order; fewer than the limit means "all".
+    Sets(Vec<ChangeSet>),
+    /// The position is older than what is kept: reload.
+    Behind,
+}
+
+impl PgFeed {
+    pub fn new(url: &str) -> Result<PgFeed, StoreError> {
+        Ok(PgFeed { conn: Conn::new(url)?, listening: false })
+    }
+
+    fn client(&mut self) -> Result<(&mut Client, &mut Prepared), StoreError> {
+        if self.conn.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.listening = false;
+        }
+        let listening = &mut self.listening;
+        let (c, p) = self.conn.get()?;
+        if !*listening {
+            c.batch_execute(&format!("LISTEN {CHANNEL}"))?;
+            *listening = true;
+        }
+        Ok((c, p))
+    }
+
+    /// Drops the connection (the next call reconnects and listens again).
+    pub fn reset(&mut self) {
+        self.conn.client = None;
+        self.listening = false;
+    }
+
+    /// Up to `limit` lists after `after`, read in one statement (so in one snapshot).
+    pub fn fetch(&mut self, after: u64, limit: i64) -> Result<FeedPage, StoreError> {
+        let (c, p) = self.client()?;
+        let s = p.get(c, "SELECT seq, payload FROM kms_changes WHERE seq > $1 ORDER BY seq LIMIT $2")?;
+        let rows = c.query(&s, &[&(after as i64), &limit])?;
+        Ok(match sets_after(after, &rows)? {
+            Some(sets) => FeedPage::Sets(sets),
+            None => FeedPage::Behind,
+        })
+    }
+
+    pub fn load(&mut self) -> Result<(Snapshot, u64), StoreError> {
+        load_consistent(self.client()?.0)
+    }
+
+    /// Waits up to `timeout` for a notification; `true` if one (or more) arrived.
+    pub fn wait(&mut self, timeout: Duration) -> Result<bool, StoreError> {
+        let (c, _) = self.client()?;
+        let mut n = c.notifications();
+        let got = n.timeout_iter(timeout).next()?.is_some();
+        if got {
+            // Drain what else queued up: one fetch covers them all.
+            while n.iter().next()?.is_some() {}
+        }
+        Ok(got)
+    }
+}
+
+/// Whether `e` is worth retrying the whole transaction for.
+pub fn is_transient(e: &postgres::Error) -> bool {
+    e.is_closed()
+        || matches!(
+            e.code(),
+            Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+                || *c == SqlState::ADMIN_SHUTDOWN || *c == SqlState::READ_ONLY_SQL_TRANSACTION
+        )
+}
