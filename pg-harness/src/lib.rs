@@ -98,13 +98,19 @@ impl Cluster {
                 "-R",
                 "-X",
                 "stream",
+                "-c",
+                "fast",
                 "--no-sync",
             ],
         )?;
-        r.append_conf(
-            "primary_conninfo = 'host=127.0.0.1 port=PRIMARY user=postgres application_name=replica1'\n"
-                .replace("PRIMARY", &self.port.to_string())
-                .as_str(),
+        // `-R` wrote primary_conninfo into postgresql.auto.conf, which wins over postgresql.conf:
+        // name the standby there, so `synchronous_standby_names = 'replica1'` can match it.
+        r.append_file(
+            "postgresql.auto.conf",
+            &format!(
+                "primary_conninfo = 'host=127.0.0.1 port={} user=postgres application_name=replica1'\n",
+                self.port
+            ),
         )?;
         r.start_server()?;
         Ok(r)
@@ -220,11 +226,12 @@ impl Cluster {
     }
 
     fn append_conf(&self, text: &str) -> Result<(), String> {
+        self.append_file("postgresql.conf", text)
+    }
+
+    fn append_file(&self, name: &str, text: &str) -> Result<(), String> {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(self.data().join("postgresql.conf"))
-            .map_err(|e| e.to_string())?;
+        let mut f = std::fs::OpenOptions::new().append(true).open(self.data().join(name)).map_err(|e| e.to_string())?;
         f.write_all(text.as_bytes()).map_err(|e| e.to_string())
     }
 
@@ -288,7 +295,9 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if self._dir.is_some() {
+        // After a kill9 nothing listens, and pg_ctl would wait on the zombie's pid.
+        let running = std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok();
+        if self._dir.is_some() && running {
             let _ = self.run("pg_ctl", &["-D", &self.data().to_string_lossy(), "-m", "immediate", "-w", "stop"]);
         }
     }

@@ -126,6 +126,8 @@ enum Job {
 pub struct AuditLog {
     tx: tokio::sync::mpsc::Sender<Job>,
     healthy: Arc<AtomicBool>,
+    /// False while the last anchor could not be stored (the log itself may be fine).
+    anchor_ok: Arc<AtomicBool>,
     dir: PathBuf,
 }
 
@@ -138,6 +140,7 @@ struct Writer {
     max_bytes: u64,
     key: ChainKey,
     anchors: Arc<dyn AnchorStore>,
+    anchor_ok: Arc<AtomicBool>,
     /// The seq last anchored, and when.
     anchored: u64,
     anchored_at: Instant,
@@ -171,6 +174,7 @@ impl AuditLog {
             max_bytes: max_bytes.max(4096),
             key,
             anchors,
+            anchor_ok: Arc::new(AtomicBool::new(true)),
             anchored: anchor.map_or(0, |a| a.seq),
             anchored_at: Instant::now(),
         };
@@ -178,8 +182,9 @@ impl AuditLog {
         let healthy = Arc::new(AtomicBool::new(true));
         let (tx, rx) = tokio::sync::mpsc::channel::<Job>(QUEUE);
         let h = healthy.clone();
+        let anchor_ok = w.anchor_ok.clone();
         std::thread::Builder::new().name("kms-audit".into()).spawn(move || w.run(rx, h)).map_err(|e| e.to_string())?;
-        Ok(AuditLog { tx, healthy, dir: dir.to_path_buf() })
+        Ok(AuditLog { tx, healthy, anchor_ok, dir: dir.to_path_buf() })
     }
 
     pub fn dir(&self) -> &Path {
@@ -189,6 +194,19 @@ impl AuditLog {
     /// False after a failed write, until a later write succeeds: mutating calls are refused then.
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Why the log is unhealthy, as the client should hear it: the store that keeps the anchor
+    /// is unreachable (retriable, 503), or the log itself cannot be written (500).
+    pub fn failure(&self) -> kms_core::KmsError {
+        if self.anchor_ok.load(Ordering::Acquire) {
+            kms_core::KmsError::internal("the audit log cannot be written; changes are refused until it can")
+        } else {
+            kms_core::KmsError::with_detail(
+                kms_core::ErrorCode::ServiceUnavailableTemporary,
+                "the audit trail's anchor cannot be stored (the store is unreachable); retry",
+            )
+        }
     }
 
     /// Records an event without waiting for the disk (read-only calls); waits only while the
@@ -302,7 +320,9 @@ impl Writer {
             None => return false,
         };
         self.anchored_at = Instant::now();
-        match self.anchors.save(Anchor { seq: self.seq, mac }) {
+        let saved = self.anchors.save(Anchor { seq: self.seq, mac });
+        self.anchor_ok.store(saved.is_ok(), Ordering::Release);
+        match saved {
             Ok(()) => {
                 self.anchored = self.seq;
                 true

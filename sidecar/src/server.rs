@@ -106,7 +106,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
         // A change is acknowledged only once its event is on disk (fail closed).
         if known.is_some_and(Action::is_mutating) {
             if !audit.record_durably(event).await && result.is_ok() {
-                result = Err(KmsError::internal("the audit log cannot be written"));
+                result = Err(audit.failure());
             }
         } else {
             audit.record(event).await;
@@ -194,8 +194,8 @@ async fn process(
             }
             None => return Err(KmsError::missing("Version")),
         }
-        if action.is_mutating() && state.audit.as_ref().is_some_and(|a| !a.healthy()) {
-            return Err(KmsError::internal("the audit log cannot be written; changes are refused until it can"));
+        if let Some(a) = state.audit.as_ref().filter(|a| action.is_mutating() && !a.healthy()) {
+            return Err(a.failure());
         }
         // The audit line names what the engine resolved and checked, allowed or denied.
         // Every mutating action runs on the blocking pool, where its nonce is claimed in the store.

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use kms_core::api::*;
 use kms_sidecar::app::{self, Running};
 use kms_sidecar::audit::{self, AuditEvent};
-use kms_sidecar::auth::sign;
 use kms_sidecar::client::{Client, ClientConfig, ClientError, Signing};
 use kms_sidecar::config::{AccessKeyConfig, Config, PolicyConfig};
 use serde_json::Value;
@@ -388,37 +387,8 @@ fn service_keys_and_reserved_aliases_stay_locked() {
     }
 }
 
-/// A V1 request signed once, as an attacker would capture it.
-fn signed_v1(action: &str, params: &[(&str, &str)], ak: &str, secret: &str) -> String {
-    let mut p: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let ts = kms_core::clock::format_iso(time::OffsetDateTime::now_utc().unix_timestamp());
-    let nonce = uuid::Uuid::new_v4().simple().to_string();
-    for (k, v) in [
-        ("Action", action),
-        ("Version", "2016-01-20"),
-        ("Format", "JSON"),
-        ("AccessKeyId", ak),
-        ("SignatureMethod", "HMAC-SHA1"),
-        ("SignatureVersion", "1.0"),
-        ("SignatureNonce", &nonce),
-        ("Timestamp", &ts),
-    ] {
-        p.push((k.into(), v.into()));
-    }
-    let sts = sign::v1_string_to_sign("POST", p.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    p.push(("Signature".into(), sign::v1_signature(sign::V1Method::HmacSha1, secret, &sts)));
-    form_urlencoded::Serializer::new(String::new()).extend_pairs(p).finish()
-}
-
 fn post_form(w: &World, body: &str) -> (u16, Value) {
-    let url = format!("http://{}/", w.running().http.unwrap());
-    let r = ureq::post(&url).set("content-type", "application/x-www-form-urlencoded").send_string(body);
-    let (status, text) = match r {
-        Ok(resp) => (resp.status(), resp.into_string().unwrap()),
-        Err(ureq::Error::Status(s, resp)) => (s, resp.into_string().unwrap()),
-        Err(e) => panic!("{e}"),
-    };
-    (status, serde_json::from_str(&text).unwrap())
+    common::post_form(&w.running().http.unwrap().to_string(), body)
 }
 
 #[test]
@@ -426,7 +396,7 @@ fn a_captured_request_is_refused_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut w = World::new(dir.path());
     let owner = w.client("owner");
-    let captured = signed_v1("DisableKey", &[("KeyId", &w.dev_key)], "owner", "owner-secret");
+    let captured = common::signed_v1("DisableKey", &[("KeyId", &w.dev_key)], "owner", "owner-secret");
     assert_eq!(post_form(&w, &captured).0, 200);
     let _: Value = owner.call("EnableKey", &KeyIdRequest { key_id: w.dev_key.clone() }).unwrap();
     let (status, body) = post_form(&w, &captured);

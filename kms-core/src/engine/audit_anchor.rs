@@ -120,9 +120,7 @@ impl Engine {
         if current.is_some_and(|c| c.seq >= anchor.seq) {
             return Ok(());
         }
-        store
-            .put_meta(&name, &anchor.encode())
-            .map_err(|e| KmsError::internal(format_args!("audit anchor commit failed: {e}")))
+        store.put_meta(&name, &anchor.encode()).map_err(|e| self.store_failure(e))
     }
 }
 

@@ -12,6 +12,8 @@
 //!   decide who leads.
 
 use std::collections::HashMap;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use postgres::error::SqlState;
@@ -104,51 +106,128 @@ impl Conn {
     }
 }
 
+/// The store's connection lives on its own thread and every operation runs there: the
+/// `postgres` client drives its I/O with a private runtime and must never block a thread that is
+/// driving asynchronous tasks (the sidecar calls the engine from its tokio workers). The caller
+/// waits on a channel, as it would on a SQLite fsync.
 pub struct PgStore {
-    conn: Conn,
+    jobs: Option<mpsc::Sender<Job>>,
+    worker: Option<JoinHandle<()>>,
+}
+
+type Job = Box<dyn FnOnce(&mut Conn) + Send>;
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// Rolls back a write transaction the caller abandoned (an error or a panic in its decision), so
+/// the write lock is never left held.
+struct OpenWrite<'a> {
+    store: &'a PgStore,
+    open: bool,
+}
+
+impl Drop for OpenWrite<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.store.call(|c| rollback(c));
+        }
+    }
+}
+
+fn rollback(conn: &mut Conn) {
+    if let Some(c) = conn.client.as_mut().filter(|c| !c.is_closed()) {
+        if c.batch_execute("ROLLBACK").is_err() {
+            conn.client = None;
+        }
+    }
 }
 
 impl PgStore {
     /// Connects and migrates.
     pub fn open(url: &str) -> Result<PgStore, StoreError> {
         let mut conn = Conn::new(url)?;
-        pg_schema::migrate(conn.get()?.0)?;
-        Ok(PgStore { conn })
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let worker = std::thread::Builder::new()
+            .name("kms-store".into())
+            .spawn(move || {
+                for job in queue {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|e| StoreError(format!("store thread: {e}")))?;
+        let store = PgStore { jobs: Some(jobs), worker: Some(worker) };
+        store.call(|c| pg_schema::migrate(c.get()?.0))??;
+        Ok(store)
+    }
+
+    /// Runs `f` on the connection's thread and waits for its result.
+    fn call<R: Send + 'static>(&self, f: impl FnOnce(&mut Conn) -> R + Send + 'static) -> Result<R, StoreError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let gone = || StoreError("the store's connection thread has stopped".into());
+        self.jobs
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(Box::new(move |c| {
+                let _ = tx.send(f(c));
+            }))
+            .map_err(|_| gone())?;
+        rx.recv().map_err(|_| gone())
     }
 
     pub fn get_meta(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let (c, _) = self.conn.get()?;
-        Ok(c.query_opt("SELECT value FROM meta WHERE name = $1", &[&name])?.map(|r| r.get(0)))
+        let name = name.to_string();
+        self.call(move |conn| {
+            let (c, _) = conn.get()?;
+            Ok(c.query_opt("SELECT value FROM meta WHERE name = $1", &[&name])?.map(|r| r.get(0)))
+        })?
     }
 
     pub fn put_meta(&mut self, name: &str, value: &[u8]) -> Result<(), StoreError> {
-        let (c, _) = self.conn.get()?;
-        c.execute(
-            "INSERT INTO meta(name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            &[&name, &value],
-        )?;
-        Ok(())
+        let (name, value) = (name.to_string(), value.to_vec());
+        self.call(move |conn| {
+            let (c, _) = conn.get()?;
+            c.execute(
+                "INSERT INTO meta(name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                &[&name, &value],
+            )?;
+            Ok(())
+        })?
     }
 
     pub fn put_meta_if_absent(&mut self, name: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
-        let (c, _) = self.conn.get()?;
-        c.execute("INSERT INTO meta(name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", &[&name, &value])?;
-        Ok(c.query_one("SELECT value FROM meta WHERE name = $1", &[&name])?.get(0))
+        let (name, value) = (name.to_string(), value.to_vec());
+        self.call(move |conn| {
+            let (c, _) = conn.get()?;
+            c.execute("INSERT INTO meta(name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", &[&name, &value])?;
+            Ok(c.query_one("SELECT value FROM meta WHERE name = $1", &[&name])?.get(0))
+        })?
     }
 
     pub fn claim_nonce(&mut self, id: &[u8], expires_at: i64) -> Result<bool, StoreError> {
-        let (c, p) = self.conn.get()?;
-        let s = p.get(c, "INSERT INTO request_nonces (id, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")?;
-        Ok(c.execute(&s, &[&id, &expires_at])? == 1)
+        let id = id.to_vec();
+        self.call(move |conn| {
+            let (c, p) = conn.get()?;
+            let s = p.get(c, "INSERT INTO request_nonces (id, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")?;
+            Ok(c.execute(&s, &[&id, &expires_at])? == 1)
+        })?
     }
 
     pub fn purge_nonces(&mut self, now: i64) -> Result<usize, StoreError> {
-        let (c, _) = self.conn.get()?;
-        Ok(c.execute("DELETE FROM request_nonces WHERE expires_at < $1", &[&now])? as usize)
+        self.call(move |conn| {
+            let (c, _) = conn.get()?;
+            Ok(c.execute("DELETE FROM request_nonces WHERE expires_at < $1", &[&now])? as usize)
+        })?
     }
 
     pub fn load(&mut self) -> Result<(Snapshot, u64), StoreError> {
-        load_consistent(self.conn.get()?.0)
+        self.call(|conn| load_consistent(conn.get()?.0))?
     }
 
     pub fn write<E>(
@@ -157,23 +236,22 @@ impl PgStore {
         catch_up: &mut dyn FnMut(CatchUp),
         decide: &mut dyn FnMut() -> Result<Vec<Change>, E>,
     ) -> Result<Result<Written, E>, StoreError> {
-        let (c, p) = self.conn.get()?;
-        let lock = p.get(c, "SELECT pg_advisory_xact_lock($1)")?;
-        let since = p.get(c, "SELECT seq, payload FROM kms_changes WHERE seq > $1 ORDER BY seq LIMIT $2")?;
-        let next = p.get(c, "UPDATE kms_feed SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq")?;
-        let append = p.get(c, "INSERT INTO kms_changes (seq, payload) VALUES ($1, $2)")?;
-        let notify = p.get(c, "SELECT pg_notify($1, $2)")?;
-        let mut tx = c.transaction()?;
-        tx.execute(&lock, &[&WRITE_LOCK])?;
-        let rows = tx.query(&since, &[&(applied as i64), &(MAX_CATCH_UP + 1)])?;
-        match sets_after(applied, &rows)? {
-            Some(sets) => catch_up(CatchUp::Sets(sets)),
-            None => {
-                // Under the write lock nothing else commits, so a plain read is consistent.
-                let seq: i64 = tx.query_one("SELECT last_seq FROM kms_feed WHERE id = 1", &[])?.try_get(0)?;
-                catch_up(CatchUp::Reload(load_all(&mut tx)?, seq as u64));
+        let mut open = OpenWrite { store: self, open: true };
+        let began = self.call(move |conn| {
+            let r = begin_write(conn, applied);
+            if r.is_err() {
+                rollback(conn);
             }
-        }
+            r
+        })?;
+        let cu = match began {
+            Ok(cu) => cu,
+            Err(e) => {
+                open.open = false;
+                return Err(e);
+            }
+        };
+        catch_up(cu);
         let changes = match decide() {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
@@ -181,48 +259,95 @@ impl PgStore {
         if changes.is_empty() {
             return Ok(Ok(None));
         }
-        for ch in &changes {
-            apply_change(&mut tx, ch)?;
-        }
-        let seq: i64 = tx.query_one(&next, &[])?.try_get(0)?;
-        tx.execute(&append, &[&seq, &encode_changes(&changes)])?;
-        tx.query(&notify, &[&CHANNEL, &seq.to_string()])?;
-        tx.commit()?;
-        Ok(Ok(Some((seq as u64, changes))))
+        open.open = false;
+        let seq = self.call(move |conn| {
+            let r = finish_write(conn, &changes);
+            if r.is_err() {
+                rollback(conn);
+            }
+            r.map(|seq| (seq, changes))
+        })??;
+        Ok(Ok(Some(seq)))
     }
 
     pub fn lead(&mut self, name: &str, holder: &str, secs: u32) -> Result<bool, StoreError> {
-        let (c, _) = self.conn.get()?;
-        let secs = secs as f64;
-        let row = c.query_opt(
-            "INSERT INTO kms_leases (name, holder, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))
-             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
-             WHERE kms_leases.holder = excluded.holder OR kms_leases.expires_at < now()
-             RETURNING holder",
-            &[&name, &holder, &secs],
-        )?;
-        Ok(row.is_some())
+        let (name, holder, secs) = (name.to_string(), holder.to_string(), secs as f64);
+        self.call(move |conn| {
+            let (c, _) = conn.get()?;
+            let row = c.query_opt(
+                "INSERT INTO kms_leases (name, holder, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+                 WHERE kms_leases.holder = excluded.holder OR kms_leases.expires_at < now()
+                 RETURNING holder",
+                &[&name, &holder, &secs],
+            )?;
+            Ok(row.is_some())
+        })?
     }
 
     /// Keeps the last thousand lists and everything younger than an hour: a node further behind
     /// than that reloads (see [`CatchUp::Reload`]).
     pub fn prune_changes(&mut self) -> Result<u64, StoreError> {
-        let (c, _) = self.conn.get()?;
-        Ok(c.execute(
-            "DELETE FROM kms_changes WHERE committed_at < now() - interval '1 hour'
-               AND seq <= (SELECT last_seq FROM kms_feed WHERE id = 1) - 1000",
-            &[],
-        )?)
+        self.call(|conn| {
+            let (c, _) = conn.get()?;
+            Ok(c.execute(
+                "DELETE FROM kms_changes WHERE committed_at < now() - interval '1 hour'
+                   AND seq <= (SELECT last_seq FROM kms_feed WHERE id = 1) - 1000",
+                &[],
+            )?)
+        })?
     }
 
+    /// Reads `names` from `meta` on a connection of its own (on a thread of its own, so any
+    /// caller may use it).
     pub fn read_meta(url: &str, names: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        let cfg = config(url)?;
-        let mut c = connect(&cfg, url)?;
-        names
-            .iter()
-            .map(|n| Ok(c.query_opt("SELECT value FROM meta WHERE name = $1", &[n])?.map(|r| r.get(0))))
-            .collect()
+        let url = url.to_string();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        std::thread::spawn(move || {
+            let cfg = config(&url)?;
+            let mut c = connect(&cfg, &url)?;
+            names
+                .iter()
+                .map(|n| Ok(c.query_opt("SELECT value FROM meta WHERE name = $1", &[n])?.map(|r| r.get(0))))
+                .collect()
+        })
+        .join()
+        .map_err(|_| StoreError("reading the store failed".into()))?
     }
+}
+
+/// Opens a write transaction holding the write lock; returns what the caller must catch up on.
+fn begin_write(conn: &mut Conn, applied: u64) -> Result<CatchUp, StoreError> {
+    let (c, p) = conn.get()?;
+    let lock = p.get(c, "SELECT pg_advisory_xact_lock($1)")?;
+    let since = p.get(c, "SELECT seq, payload FROM kms_changes WHERE seq > $1 ORDER BY seq LIMIT $2")?;
+    c.batch_execute("BEGIN")?;
+    c.execute(&lock, &[&WRITE_LOCK])?;
+    let rows = c.query(&since, &[&(applied as i64), &(MAX_CATCH_UP + 1)])?;
+    Ok(match sets_after(applied, &rows)? {
+        Some(sets) => CatchUp::Sets(sets),
+        None => {
+            // Under the write lock nothing else commits, so plain reads are consistent.
+            let seq: i64 = c.query_one("SELECT last_seq FROM kms_feed WHERE id = 1", &[])?.try_get(0)?;
+            CatchUp::Reload(load_all(c)?, seq as u64)
+        }
+    })
+}
+
+/// Writes `changes` as the next change list and commits.
+fn finish_write(conn: &mut Conn, changes: &[Change]) -> Result<u64, StoreError> {
+    let (c, p) = conn.get()?;
+    let next = p.get(c, "UPDATE kms_feed SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq")?;
+    let append = p.get(c, "INSERT INTO kms_changes (seq, payload) VALUES ($1, $2)")?;
+    let notify = p.get(c, "SELECT pg_notify($1, $2)")?;
+    for ch in changes {
+        apply_change(c, ch)?;
+    }
+    let seq: i64 = c.query_one(&next, &[])?.try_get(0)?;
+    c.execute(&append, &[&seq, &encode_changes(changes)])?;
+    c.query(&notify, &[&CHANNEL, &seq.to_string()])?;
+    c.batch_execute("COMMIT")?;
+    Ok(seq as u64)
 }
 
 /// The change lists in `rows` if they follow `applied` without a gap; `None` when the caller
@@ -346,7 +471,7 @@ fn load_all(c: &mut impl GenericClient) -> Result<Snapshot, StoreError> {
     Ok(snap)
 }
 
-fn apply_change(tx: &mut postgres::Transaction<'_>, c: &Change) -> Result<(), StoreError> {
+fn apply_change(tx: &mut Client, c: &Change) -> Result<(), StoreError> {
     match c {
         Change::PutKey(k) => {
             let before = k.state_before_deletion.map(|s| s.as_str());

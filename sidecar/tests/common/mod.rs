@@ -148,3 +148,49 @@ pub fn create_secret(c: &kms_sidecar::client::Client, name: &str, value: &str, k
         )
         .unwrap();
 }
+
+/// A V1 request signed once, as an attacker would capture it.
+pub fn signed_v1(action: &str, params: &[(&str, &str)], ak: &str, secret: &str) -> String {
+    let mut p: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let ts = kms_core::clock::format_iso(time::OffsetDateTime::now_utc().unix_timestamp());
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    for (k, v) in [
+        ("Action", action),
+        ("Version", "2016-01-20"),
+        ("Format", "JSON"),
+        ("AccessKeyId", ak),
+        ("SignatureMethod", "HMAC-SHA1"),
+        ("SignatureVersion", "1.0"),
+        ("SignatureNonce", &nonce),
+        ("Timestamp", &ts),
+    ] {
+        p.push((k.into(), v.into()));
+    }
+    let sts = kms_sidecar::auth::sign::v1_string_to_sign("POST", p.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    p.push((
+        "Signature".into(),
+        kms_sidecar::auth::sign::v1_signature(kms_sidecar::auth::sign::V1Method::HmacSha1, secret, &sts),
+    ));
+    form_urlencoded::Serializer::new(String::new()).extend_pairs(p).finish()
+}
+
+/// POSTs a form body to `http://{addr}/`; the status and the JSON reply.
+pub fn post_form(addr: &str, body: &str) -> (u16, serde_json::Value) {
+    let url = format!("http://{addr}/");
+    let r = ureq::post(&url).set("content-type", "application/x-www-form-urlencoded").send_string(body);
+    let (status, text) = match r {
+        Ok(resp) => (resp.status(), resp.into_string().unwrap()),
+        Err(ureq::Error::Status(s, resp)) => (s, resp.into_string().unwrap()),
+        Err(e) => panic!("{e}"),
+    };
+    (status, serde_json::from_str(&text).unwrap())
+}
+
+impl Sidecar {
+    /// SIGKILL: a crash, no shutdown path at all.
+    pub fn kill9(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+}
