@@ -93,6 +93,26 @@ enum Cmd {
         #[arg(long, default_value_t = 30.0)]
         sample_seconds: f64,
     },
+    /// One sidecar on SQLite next to three on one PostgreSQL: crypto per node, CreateKey and
+    /// PutSecretValue aggregate, and how long a DisableKey on one node takes to reach another.
+    Store {
+        /// The sidecar on the embedded SQLite store.
+        #[arg(long)]
+        sqlite: String,
+        /// The sidecars sharing one PostgreSQL, comma-separated.
+        #[arg(long)]
+        nodes: String,
+        #[arg(long)]
+        access_key_id: String,
+        #[arg(long)]
+        access_key_secret: String,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 200)]
+        propagation_samples: usize,
+    },
     /// Print the size of a GenerateDataKey answer (to size the bare body).
     Probe {
         #[command(flatten)]
@@ -111,6 +131,20 @@ fn main() {
                 let conc: Vec<usize> = concurrency.split(',').map(|c| c.trim().parse().unwrap()).collect();
                 let agent = agent.zip(agent_token);
                 run(sidecar, bare, creds, conc, Duration::from_secs_f64(seconds), agent).await
+            }
+            Cmd::Store {
+                sqlite,
+                nodes,
+                access_key_id,
+                access_key_secret,
+                concurrency,
+                seconds,
+                propagation_samples,
+            } => {
+                let creds = Arc::new((access_key_id, access_key_secret));
+                let nodes: Vec<String> = nodes.split(',').map(str::to_string).collect();
+                store_bench(sqlite, nodes, creds, concurrency, Duration::from_secs_f64(seconds), propagation_samples)
+                    .await
             }
             Cmd::Policy { sidecar, owner_id, owner_secret, user_id, user_secret, concurrency, seconds } => {
                 let owner = Arc::new((owner_id, owner_secret));
@@ -313,6 +347,9 @@ enum Op {
     GetSecretValue,
     /// GET /v1/<name> on the agent, with the token.
     AgentGet,
+    CreateKey,
+    /// A new version (fresh id) of the secret [`BENCH_SECRET`].
+    PutSecretValue,
 }
 
 const BENCH_SECRET: &str = "bench/secret";
@@ -352,6 +389,15 @@ async fn load(
                     Op::GenerateDataKey => signed("GenerateDataKey", &[("KeyId", &key)], &creds),
                     Op::GetSecretValue => signed("GetSecretValue", &[("SecretName", BENCH_SECRET)], &creds),
                     Op::AgentGet => String::new(),
+                    Op::CreateKey => signed("CreateKey", &[], &creds),
+                    Op::PutSecretValue => {
+                        let v = uuid::Uuid::new_v4().simple().to_string();
+                        signed(
+                            "PutSecretValue",
+                            &[("SecretName", BENCH_SECRET), ("SecretData", "s3cret"), ("VersionId", &v)],
+                            &creds,
+                        )
+                    }
                 };
                 let t = Instant::now();
                 let (st, _) = if op == Op::AgentGet {
@@ -440,4 +486,115 @@ async fn run(
             );
         }
     }
+}
+
+/// The store comparison (`bench/store.sh`).
+async fn store_bench(
+    sqlite: String,
+    nodes: Vec<String>,
+    creds: Arc<(String, String)>,
+    c: usize,
+    dur: Duration,
+    samples: usize,
+) {
+    let mut setups = Vec::new();
+    for addr in std::iter::once(&sqlite).chain(nodes.iter().take(1)) {
+        let key = setup_key(addr, &creds).await;
+        let mut conn = Conn::open(addr).await;
+        let (st, body) = conn
+            .send(&signed(
+                "CreateSecret",
+                &[("SecretName", BENCH_SECRET), ("SecretData", "v"), ("VersionId", "v1")],
+                &creds,
+            ))
+            .await;
+        assert_eq!(st, 200, "CreateSecret: {}", String::from_utf8_lossy(&body));
+        let (st, body) = conn.send(&signed("Encrypt", &[("KeyId", &key), ("Plaintext", "aGVsbG8=")], &creds)).await;
+        assert_eq!(st, 200);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        setups.push((key, v["CiphertextBlob"].as_str().unwrap().to_string()));
+    }
+    // Let the other nodes see the key before loading them.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    println!("per node, concurrency {c}, {:.0} s per cell (one node loaded at a time)", dur.as_secs_f64());
+    println!(
+        "{:<16} | {:>10} {:>8} {:>8} | {:>12} {:>8} {:>8} | {:>6}",
+        "op", "sqlite/s", "p50 us", "p99 us", "pg node/s", "p50 us", "p99 us", "ratio"
+    );
+    for (name, op) in [("Encrypt", Op::Encrypt), ("Decrypt", Op::Decrypt), ("GenerateDataKey", Op::GenerateDataKey)] {
+        let a = load(&sqlite, op, &setups[0].0, &setups[0].1, creds.clone(), "", c, dur).await;
+        for (i, node) in nodes.iter().enumerate() {
+            let b = load(node, op, &setups[1].0, &setups[1].1, creds.clone(), "", c, dur).await;
+            assert_eq!(a.errors + b.errors, 0, "errors under load");
+            println!(
+                "{:<16} | {:>10.0} {:>8} {:>8} | {:>9.0} n{} {:>8} {:>8} | {:>5.2}x",
+                name,
+                a.rps,
+                a.p50_us,
+                a.p99_us,
+                b.rps,
+                i,
+                b.p50_us,
+                b.p99_us,
+                b.rps / a.rps
+            );
+        }
+    }
+    println!("aggregate writes, total concurrency {} (split over the PostgreSQL nodes)", c * nodes.len());
+    for (name, op) in [("CreateKey", Op::CreateKey), ("PutSecretValue", Op::PutSecretValue)] {
+        let a = load(&sqlite, op, "", "", creds.clone(), "", c * nodes.len(), dur).await;
+        let per = (c * nodes.len()).div_ceil(nodes.len());
+        let runs: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                let (n, creds) = (n.clone(), creds.clone());
+                async move { load(&n, op, "", "", creds, "", per, dur).await }
+            })
+            .collect();
+        let cells = futures_join_all(runs).await;
+        let rps: f64 = cells.iter().map(|x| x.rps).sum();
+        let errors: u64 = cells.iter().map(|x| x.errors).sum::<u64>() + a.errors;
+        let p99 = cells.iter().map(|x| x.p99_us).max().unwrap_or(0);
+        println!("{name:<16} | sqlite {:>8.0}/s p99 {:>6} us | {} pg nodes {:>8.0}/s p99 {:>6} us | {:>5.2}x | errors {errors}", a.rps, a.p99_us, nodes.len(), rps, p99, rps / a.rps);
+    }
+    // Propagation: DisableKey on node 0, then Encrypt on node 1 until it is refused.
+    let mut took = Vec::with_capacity(samples);
+    let (mut a, mut b) = (Conn::open(&nodes[0]).await, Conn::open(&nodes[1 % nodes.len()]).await);
+    for _ in 0..samples {
+        let key = setup_key(&nodes[0], &creds).await;
+        loop {
+            let (st, _) = b.send(&signed("Encrypt", &[("KeyId", &key), ("Plaintext", "aGk=")], &creds)).await;
+            if st == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        let (st, _) = a.send(&signed("DisableKey", &[("KeyId", &key)], &creds)).await;
+        assert_eq!(st, 200);
+        let t = Instant::now();
+        loop {
+            let (st, _) = b.send(&signed("Encrypt", &[("KeyId", &key), ("Plaintext", "aGk=")], &creds)).await;
+            if st != 200 {
+                break;
+            }
+        }
+        took.push(t.elapsed().as_micros() as u64);
+    }
+    took.sort_unstable();
+    let pct = |p: f64| took[((took.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "disable propagation node0 -> node1 over {samples} keys: p50 {} us, p99 {} us, max {} us",
+        pct(0.5),
+        pct(0.99),
+        took.last().unwrap()
+    );
+}
+
+async fn futures_join_all<F: std::future::Future<Output = Cell> + Send + 'static>(fs: Vec<F>) -> Vec<Cell> {
+    let hs: Vec<_> = fs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in hs {
+        out.push(h.await.unwrap());
+    }
+    out
 }

@@ -18,6 +18,8 @@ use serde_json::Value;
 
 /// The sidecars' default lease (`[store] lease_ms`).
 const LEASE: Duration = Duration::from_millis(2000);
+/// How long to wait for what only has to happen eventually (a loaded CI machine).
+const SETTLE: Duration = Duration::from_secs(15);
 
 struct Nodes {
     nodes: Vec<Sidecar>,
@@ -90,12 +92,12 @@ fn three_sidecars_are_one_kms() {
     // Made on A, used on B and C: keys, aliases, secrets.
     let key = create_key(&a).unwrap();
     call(&a, "CreateAlias", &[("AliasName", "alias/app"), ("KeyId", &key)]).unwrap();
-    within(LEASE, || encrypt(&b, "alias/app").is_ok());
+    within(SETTLE, || encrypt(&b, "alias/app").is_ok());
     let blob = encrypt(&b, "alias/app").unwrap();
     let pt = call(&c, "Decrypt", &[("CiphertextBlob", &blob)]).unwrap();
     assert_eq!(pt["Plaintext"], "aGVsbG8=");
     call(&b, "CreateSecret", &[("SecretName", "db"), ("SecretData", "pw-1"), ("VersionId", "v1")]).unwrap();
-    within(LEASE, || call(&c, "GetSecretValue", &[("SecretName", "db")]).is_ok_and(|v| v["SecretData"] == "pw-1"));
+    within(SETTLE, || call(&c, "GetSecretValue", &[("SecretName", "db")]).is_ok_and(|v| v["SecretData"] == "pw-1"));
 
     // A request captured on its way to A is refused by B: the nonce store is shared.
     let other = create_key(&a).unwrap();
@@ -104,7 +106,7 @@ fn three_sidecars_are_one_kms() {
     call(&a, "EnableKey", &[("KeyId", &other)]).unwrap();
     let (status, body) = common::post_form(&n.nodes[1].http, &captured);
     assert_eq!((status, body["Code"].as_str()), (400, Some("SignatureNonceUsed")), "replayed on another node");
-    within(LEASE, || encrypt(&c, &other).is_ok());
+    within(SETTLE, || encrypt(&c, &other).is_ok());
 
     // Disable propagation while B and C serve load on another key.
     let stop = Arc::new(AtomicBool::new(false));
@@ -124,16 +126,15 @@ fn three_sidecars_are_one_kms() {
     let mut took = Vec::new();
     for _ in 0..15 {
         let k = create_key(&a).unwrap();
-        within(LEASE, || encrypt(&b, &k).is_ok() && encrypt(&c, &k).is_ok());
+        within(SETTLE, || encrypt(&b, &k).is_ok() && encrypt(&c, &k).is_ok());
         call(&a, "DisableKey", &[("KeyId", &k)]).unwrap();
         let disabled_at = Instant::now();
         for node in [&b, &c] {
             within(LEASE, || {
-                encrypt(node, &k).is_err_and(|e| {
-                    e.code() == Some("Forbidden.KeyNotEnabled")
-                        || e.code() == Some("Rejected.Disabled")
-                        || e.code().is_some_and(|c| c.contains("Disabled"))
-                })
+                // Disabled once the change arrived; ServiceUnavailableTemporary if the node could
+                // not confirm its view in time (a starved machine). Never a success.
+                encrypt(node, &k)
+                    .is_err_and(|e| matches!(e.code(), Some("Rejected.Disabled" | "ServiceUnavailableTemporary")))
             });
             took.push(disabled_at.elapsed());
         }
@@ -161,7 +162,7 @@ fn postgres_killed_under_load_fails_cleanly_and_loses_nothing_acknowledged() {
     let url = pg.create_database("kms").unwrap();
     let n = start_nodes(&url, 3);
     let key = create_key(&client(&n.nodes[0])).unwrap();
-    within(LEASE, || n.nodes.iter().all(|s| encrypt(&client(s), &key).is_ok()));
+    within(SETTLE, || n.nodes.iter().all(|s| encrypt(&client(s), &key).is_ok()));
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
     let codes = Arc::new(Mutex::new(std::collections::BTreeMap::<String, u64>::new()));
     let stop = Arc::new(AtomicBool::new(false));

@@ -319,10 +319,9 @@ impl PgStore {
 /// Opens a write transaction holding the write lock; returns what the caller must catch up on.
 fn begin_write(conn: &mut Conn, applied: u64) -> Result<CatchUp, StoreError> {
     let (c, p) = conn.get()?;
-    let lock = p.get(c, "SELECT pg_advisory_xact_lock($1)")?;
     let since = p.get(c, "SELECT seq, payload FROM kms_changes WHERE seq > $1 ORDER BY seq LIMIT $2")?;
-    c.batch_execute("BEGIN")?;
-    c.execute(&lock, &[&WRITE_LOCK])?;
+    // One round trip for both: every round trip under the lock is one all writers wait for.
+    c.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"))?;
     let rows = c.query(&since, &[&(applied as i64), &(MAX_CATCH_UP + 1)])?;
     Ok(match sets_after(applied, &rows)? {
         Some(sets) => CatchUp::Sets(sets),
@@ -337,15 +336,17 @@ fn begin_write(conn: &mut Conn, applied: u64) -> Result<CatchUp, StoreError> {
 /// Writes `changes` as the next change list and commits.
 fn finish_write(conn: &mut Conn, changes: &[Change]) -> Result<u64, StoreError> {
     let (c, p) = conn.get()?;
-    let next = p.get(c, "UPDATE kms_feed SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq")?;
-    let append = p.get(c, "INSERT INTO kms_changes (seq, payload) VALUES ($1, $2)")?;
-    let notify = p.get(c, "SELECT pg_notify($1, $2)")?;
+    // Number, append and announce the list in one statement.
+    let append = p.get(
+        c,
+        "WITH n AS (UPDATE kms_feed SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq),
+              i AS (INSERT INTO kms_changes (seq, payload) SELECT last_seq, $1 FROM n RETURNING seq)
+         SELECT seq, pg_notify($2, seq::text) FROM i",
+    )?;
     for ch in changes {
-        apply_change(c, ch)?;
+        apply_change(c, p, ch)?;
     }
-    let seq: i64 = c.query_one(&next, &[])?.try_get(0)?;
-    c.execute(&append, &[&seq, &encode_changes(changes)])?;
-    c.query(&notify, &[&CHANNEL, &seq.to_string()])?;
+    let seq: i64 = c.query_one(&append, &[&encode_changes(changes), &CHANNEL])?.try_get(0)?;
     c.batch_execute("COMMIT")?;
     Ok(seq as u64)
 }
@@ -471,11 +472,24 @@ fn load_all(c: &mut impl GenericClient) -> Result<Snapshot, StoreError> {
     Ok(snap)
 }
 
-fn apply_change(tx: &mut Client, c: &Change) -> Result<(), StoreError> {
+/// Runs a statement prepared once per connection (one round trip instead of two).
+fn exec(
+    c: &mut Client,
+    p: &mut Prepared,
+    sql: &'static str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+) -> Result<u64, postgres::Error> {
+    let s = p.get(c, sql)?;
+    c.execute(&s, params)
+}
+
+fn apply_change(tx: &mut Client, p: &mut Prepared, c: &Change) -> Result<(), StoreError> {
     match c {
         Change::PutKey(k) => {
             let before = k.state_before_deletion.map(|s| s.as_str());
-            tx.execute(
+            exec(
+                tx,
+                p,
                 "INSERT INTO keys(key_id, spec, usage, origin, protection, creator, description, state,
                      state_before_deletion, created_at, primary_version, last_rotation, rotation_enabled,
                      rotation_interval, delete_date, deletion_protection, deletion_protection_description,
@@ -517,38 +531,46 @@ fn apply_change(tx: &mut Client, c: &Change) -> Result<(), StoreError> {
             )?;
         }
         Change::PutVersion(v) => {
-            tx.execute(
+            exec(
+                tx,
+                p,
                 "INSERT INTO key_versions(version_id, key_id, created_at, sealed) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (version_id) DO UPDATE SET sealed = excluded.sealed",
                 &[&v.version_id, &v.key_id, &v.created_at, &v.sealed],
             )?;
         }
         Change::DeleteKey(id) => {
-            tx.execute("DELETE FROM keys WHERE key_id = $1", &[id])?;
-            tx.execute("DELETE FROM tags WHERE resource_type = 'key' AND resource_id = $1", &[id])?;
+            exec(tx, p, "DELETE FROM keys WHERE key_id = $1", &[id])?;
+            exec(tx, p, "DELETE FROM tags WHERE resource_type = 'key' AND resource_id = $1", &[id])?;
         }
         Change::PutAlias(a) => {
-            tx.execute(
+            exec(
+                tx,
+                p,
                 "INSERT INTO aliases(name, key_id, created_at) VALUES ($1, $2, $3)
                  ON CONFLICT (name) DO UPDATE SET key_id = excluded.key_id",
                 &[&a.name, &a.key_id, &a.created_at],
             )?;
         }
         Change::DeleteAlias(name) => {
-            tx.execute("DELETE FROM aliases WHERE name = $1", &[name])?;
+            exec(tx, p, "DELETE FROM aliases WHERE name = $1", &[name])?;
         }
         Change::PutImportToken(t) => {
-            tx.execute(
+            exec(
+                tx,
+                p,
                 "INSERT INTO import_tokens(token_id, key_id, wrapping_spec, wrapping_algorithm, expires_at, sealed)
                  VALUES ($1, $2, $3, $4, $5, $6)",
                 &[&t.token_id, &t.key_id, &t.wrapping_spec.as_str(), &t.wrapping_algorithm, &t.expires_at, &t.sealed],
             )?;
         }
         Change::DeleteImportToken(id) => {
-            tx.execute("DELETE FROM import_tokens WHERE token_id = $1", &[id])?;
+            exec(tx, p, "DELETE FROM import_tokens WHERE token_id = $1", &[id])?;
         }
         Change::PutSecret(s) => {
-            tx.execute(
+            exec(
+                tx,
+                p,
                 "INSERT INTO secrets(name, secret_type, description, encryption_key_id, created_at, updated_at,
                      planned_delete, extended_config) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                  ON CONFLICT (name) DO UPDATE SET secret_type = excluded.secret_type,
@@ -568,12 +590,14 @@ fn apply_change(tx: &mut Client, c: &Change) -> Result<(), StoreError> {
             )?;
         }
         Change::DeleteSecret(name) => {
-            tx.execute("DELETE FROM secrets WHERE name = $1", &[name])?;
-            tx.execute("DELETE FROM tags WHERE resource_type = 'secret' AND resource_id = $1", &[name])?;
+            exec(tx, p, "DELETE FROM secrets WHERE name = $1", &[name])?;
+            exec(tx, p, "DELETE FROM tags WHERE resource_type = 'secret' AND resource_id = $1", &[name])?;
         }
         Change::PutSecretVersion(v) => {
             let stages = serde_json::to_string(&v.stages).expect("strings serialise");
-            tx.execute(
+            exec(
+                tx,
+                p,
                 "INSERT INTO secret_versions(secret_name, version_id, created_at, data_type, stages, sealed)
                  VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (secret_name, version_id) DO UPDATE SET stages = excluded.stages",
@@ -581,20 +605,26 @@ fn apply_change(tx: &mut Client, c: &Change) -> Result<(), StoreError> {
             )?;
         }
         Change::DeleteSecretVersion { secret_name, version_id } => {
-            tx.execute(
+            exec(
+                tx,
+                p,
                 "DELETE FROM secret_versions WHERE secret_name = $1 AND version_id = $2",
                 &[secret_name, version_id],
             )?;
         }
         Change::PutTag { resource_type, resource_id, key, value } => {
-            tx.execute(
+            exec(
+                tx,
+                p,
                 "INSERT INTO tags(resource_type, resource_id, tag_key, tag_value) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (resource_type, resource_id, tag_key) DO UPDATE SET tag_value = excluded.tag_value",
                 &[&resource_type.as_str(), resource_id, key, value],
             )?;
         }
         Change::DeleteTag { resource_type, resource_id, key } => {
-            tx.execute(
+            exec(
+                tx,
+                p,
                 "DELETE FROM tags WHERE resource_type = $1 AND resource_id = $2 AND tag_key = $3",
                 &[&resource_type.as_str(), resource_id, key],
             )?;

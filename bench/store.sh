@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# One sidecar on the embedded SQLite store next to three sidecars sharing one PostgreSQL (Debian's
+# server, a throw-away cluster in a temp dir, fsync and synchronous_commit on), in one run:
+# Encrypt/Decrypt/GenerateDataKey per node (crypto never touches the database), CreateKey and
+# PutSecretValue aggregate over the three nodes, and DisableKey propagation node 0 -> node 1.
+#   bench/store.sh                    3 s per cell
+#   SECONDS_PER_CELL=1 bench/store.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q -p sidecar -p kms-bench
+pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+dir=$(mktemp -d)
+chmod 755 "$dir"
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+cleanup() {
+  kill $(jobs -p) 2>/dev/null || true
+  as_pg "$pgbin/pg_ctl" -D "$dir/pg/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+mkdir -p "$dir/pg"
+[ "$(id -u)" = 0 ] && chown postgres: "$dir/pg"
+as_pg "$pgbin/initdb" -D "$dir/pg/data" -U postgres --auth=trust >/dev/null
+port=18250
+as_pg "$pgbin/pg_ctl" -D "$dir/pg/data" -l "$dir/pg/log" -o "-p $port -k $dir/pg -c listen_addresses=127.0.0.1 -c max_connections=200" -w start >/dev/null
+as_pg "$pgbin/createdb" -h 127.0.0.1 -p $port -U postgres kms
+url="postgres://postgres@127.0.0.1:$port/kms"
+# Room for the write cells: a region's default limits (200 keys) would refuse most CreateKeys.
+cat >"$dir/bench.toml" <<TOML
+[engine.limits]
+max_keys = 10000000
+TOML
+ak=benchAccessKeyId
+sk=benchAccessKeySecret
+start() { # name listen [store]
+  mkdir -p "$dir/$1"
+  [ -n "${3:-}" ] && [ -f "$dir/n0/root.key" ] && install -m 600 "$dir/n0/root.key" "$dir/$1/root.key"
+  KMS_ACCESS_KEY_ID=$ak KMS_ACCESS_KEY_SECRET=$sk KMS_LOG=warn target/release/kms-sidecar --config "$dir/bench.toml" --data-dir "$dir/$1" \
+    --listen "$2" ${3:+--store "$3" --node-id "$1"} >"$dir/$1.log" 2>&1 &
+  for _ in $(seq 100); do curl -sf "http://$2/ping" >/dev/null 2>&1 && return; sleep 0.1; done
+  echo "sidecar $1 did not start"; cat "$dir/$1.log"; exit 1
+}
+start sqlite 127.0.0.1:18260
+start n0 127.0.0.1:18261 "$url"
+start n1 127.0.0.1:18262 "$url"
+start n2 127.0.0.1:18263 "$url"
+echo "machine: $(nproc) cores; PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}'), fsync on; load generator and all four sidecars on the same machine"
+target/release/kms-loadgen store --sqlite 127.0.0.1:18260 --nodes 127.0.0.1:18261,127.0.0.1:18262,127.0.0.1:18263 \
+  --access-key-id $ak --access-key-secret $sk --seconds "${SECONDS_PER_CELL:-3}"
