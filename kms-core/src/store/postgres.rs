@@ -136,7 +136,7 @@ struct OpenWrite<'a> {
 impl Drop for OpenWrite<'_> {
     fn drop(&mut self) {
         if self.open {
-            let _ = self.store.call(|c| rollback(c));
+            let _ = self.store.call(rollback);
         }
     }
 }
