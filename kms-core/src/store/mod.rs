@@ -14,6 +14,7 @@ mod pg_schema;
 pub mod postgres;
 pub mod sqlite;
 mod sqlite_schema;
+mod statements;
 
 pub use location::{redact as redact_url, StoreLocation};
 pub use postgres::{PgFeed, PgStore};

@@ -16,12 +16,15 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, Config, GenericClient, IsolationLevel, NoTls, Row, Statement};
 
 use super::codec::{decode_changes, encode_changes};
 use super::location::redact;
+use super::statements::{
+    self, CLAIM_NONCE, META_GET, META_PUT, PURGE_NONCES, SELECT_ALIASES, SELECT_IMPORT_TOKENS, SELECT_KEYS,
+    SELECT_SECRETS, SELECT_TAGS,
+};
 use super::{pg_schema, CatchUp, Change, ChangeSet, Snapshot, StoreError, Written};
 use crate::model::{
     AliasRecord, ImportTokenRecord, KeyRecord, KeySpec, KeyState, KeyUsage, Origin, ProtectionLevel, ResourceType,
@@ -34,6 +37,8 @@ const WRITE_LOCK: i64 = 0x6b6d_735f_7772_6974; // "kms_writ"
 pub const CHANNEL: &str = "kms_changes";
 /// A writer further behind than this reloads everything instead of replaying.
 const MAX_CATCH_UP: i64 = 10_000;
+/// The change lists after a position, oldest first, at most `$2`.
+const CHANGES_AFTER: &str = "SELECT seq, payload FROM kms_changes WHERE seq > $1 ORDER BY seq LIMIT $2";
 
 /// A message for an operator: the server's own message and code when there is one.
 pub fn describe(e: &postgres::Error) -> String {
@@ -185,7 +190,7 @@ impl PgStore {
         let name = name.to_string();
         self.call(move |conn| {
             let (c, _) = conn.get()?;
-            Ok(c.query_opt("SELECT value FROM meta WHERE name = $1", &[&name])?.map(|r| r.get(0)))
+            Ok(c.query_opt(META_GET, &[&name])?.map(|r| r.get(0)))
         })?
     }
 
@@ -193,10 +198,7 @@ impl PgStore {
         let (name, value) = (name.to_string(), value.to_vec());
         self.call(move |conn| {
             let (c, _) = conn.get()?;
-            c.execute(
-                "INSERT INTO meta(name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                &[&name, &value],
-            )?;
+            c.execute(META_PUT, &[&name, &value])?;
             Ok(())
         })?
     }
@@ -206,7 +208,7 @@ impl PgStore {
         self.call(move |conn| {
             let (c, _) = conn.get()?;
             c.execute("INSERT INTO meta(name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", &[&name, &value])?;
-            Ok(c.query_one("SELECT value FROM meta WHERE name = $1", &[&name])?.get(0))
+            Ok(c.query_one(META_GET, &[&name])?.get(0))
         })?
     }
 
@@ -214,7 +216,7 @@ impl PgStore {
         let id = id.to_vec();
         self.call(move |conn| {
             let (c, p) = conn.get()?;
-            let s = p.get(c, "INSERT INTO request_nonces (id, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")?;
+            let s = p.get(c, CLAIM_NONCE)?;
             Ok(c.execute(&s, &[&id, &expires_at])? == 1)
         })?
     }
@@ -222,7 +224,7 @@ impl PgStore {
     pub fn purge_nonces(&mut self, now: i64) -> Result<usize, StoreError> {
         self.call(move |conn| {
             let (c, _) = conn.get()?;
-            Ok(c.execute("DELETE FROM request_nonces WHERE expires_at < $1", &[&now])? as usize)
+            Ok(c.execute(PURGE_NONCES, &[&now])? as usize)
         })?
     }
 
@@ -306,10 +308,7 @@ impl PgStore {
         std::thread::spawn(move || {
             let cfg = config(&url)?;
             let mut c = connect(&cfg, &url)?;
-            names
-                .iter()
-                .map(|n| Ok(c.query_opt("SELECT value FROM meta WHERE name = $1", &[n])?.map(|r| r.get(0))))
-                .collect()
+            names.iter().map(|n| Ok(c.query_opt(META_GET, &[n])?.map(|r| r.get(0)))).collect()
         })
         .join()
         .map_err(|_| StoreError("reading the store failed".into()))?
@@ -319,7 +318,7 @@ impl PgStore {
 /// Opens a write transaction holding the write lock; returns what the caller must catch up on.
 fn begin_write(conn: &mut Conn, applied: u64) -> Result<CatchUp, StoreError> {
     let (c, p) = conn.get()?;
-    let since = p.get(c, "SELECT seq, payload FROM kms_changes WHERE seq > $1 ORDER BY seq LIMIT $2")?;
+    let since = p.get(c, CHANGES_AFTER)?;
     // One round trip for both: every round trip under the lock is one all writers wait for.
     c.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"))?;
     let rows = c.query(&since, &[&(applied as i64), &(MAX_CATCH_UP + 1)])?;
@@ -386,7 +385,7 @@ fn parsed<T>(r: &Row, col: &str, f: fn(&str) -> Option<T>) -> Result<T, StoreErr
 
 fn load_all(c: &mut impl GenericClient) -> Result<Snapshot, StoreError> {
     let mut snap = Snapshot::default();
-    for r in c.query("SELECT * FROM keys ORDER BY created_at, key_id", &[])? {
+    for r in c.query(SELECT_KEYS, &[])? {
         let before: Option<&str> = r.try_get("state_before_deletion")?;
         snap.keys.push(KeyRecord {
             key_id: r.try_get("key_id")?,
@@ -419,13 +418,10 @@ fn load_all(c: &mut impl GenericClient) -> Result<Snapshot, StoreError> {
             sealed: r.try_get(3)?,
         });
     }
-    for r in c.query("SELECT name, key_id, created_at FROM aliases ORDER BY created_at, name", &[])? {
+    for r in c.query(SELECT_ALIASES, &[])? {
         snap.aliases.push(AliasRecord { name: r.try_get(0)?, key_id: r.try_get(1)?, created_at: r.try_get(2)? });
     }
-    for r in c.query(
-        "SELECT token_id, key_id, wrapping_spec, wrapping_algorithm, expires_at, sealed FROM import_tokens",
-        &[],
-    )? {
+    for r in c.query(SELECT_IMPORT_TOKENS, &[])? {
         snap.import_tokens.push(ImportTokenRecord {
             token_id: r.try_get(0)?,
             key_id: r.try_get(1)?,
@@ -435,11 +431,7 @@ fn load_all(c: &mut impl GenericClient) -> Result<Snapshot, StoreError> {
             sealed: r.try_get(5)?,
         });
     }
-    for r in c.query(
-        "SELECT name, secret_type, description, encryption_key_id, created_at, updated_at, planned_delete,
-                extended_config FROM secrets",
-        &[],
-    )? {
+    for r in c.query(SELECT_SECRETS, &[])? {
         snap.secrets.push(SecretRecord {
             name: r.try_get(0)?,
             secret_type: r.try_get(1)?,
@@ -465,170 +457,18 @@ fn load_all(c: &mut impl GenericClient) -> Result<Snapshot, StoreError> {
             sealed: r.try_get(5)?,
         });
     }
-    for r in c.query("SELECT resource_type, resource_id, tag_key, tag_value FROM tags", &[])? {
+    for r in c.query(SELECT_TAGS, &[])? {
         let rt = parsed(&r, "resource_type", ResourceType::parse)?;
         snap.tags.push((rt, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?));
     }
     Ok(snap)
 }
 
-/// Runs a statement prepared once per connection (one round trip instead of two).
-fn exec(
-    c: &mut Client,
-    p: &mut Prepared,
-    sql: &'static str,
-    params: &[&(dyn postgres::types::ToSql + Sync)],
-) -> Result<u64, postgres::Error> {
-    let s = p.get(c, sql)?;
-    c.execute(&s, params)
-}
-
-fn apply_change(tx: &mut Client, p: &mut Prepared, c: &Change) -> Result<(), StoreError> {
-    match c {
-        Change::PutKey(k) => {
-            let before = k.state_before_deletion.map(|s| s.as_str());
-            exec(
-                tx,
-                p,
-                "INSERT INTO keys(key_id, spec, usage, origin, protection, creator, description, state,
-                     state_before_deletion, created_at, primary_version, last_rotation, rotation_enabled,
-                     rotation_interval, delete_date, deletion_protection, deletion_protection_description,
-                     material_expire, service, material_fingerprint)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
-                 ON CONFLICT (key_id) DO UPDATE SET
-                     spec = excluded.spec, usage = excluded.usage, origin = excluded.origin,
-                     protection = excluded.protection, creator = excluded.creator,
-                     description = excluded.description, state = excluded.state,
-                     state_before_deletion = excluded.state_before_deletion,
-                     primary_version = excluded.primary_version, last_rotation = excluded.last_rotation,
-                     rotation_enabled = excluded.rotation_enabled, rotation_interval = excluded.rotation_interval,
-                     delete_date = excluded.delete_date, deletion_protection = excluded.deletion_protection,
-                     deletion_protection_description = excluded.deletion_protection_description,
-                     material_expire = excluded.material_expire, service = excluded.service,
-                     material_fingerprint = excluded.material_fingerprint",
-                &[
-                    &k.key_id,
-                    &k.spec.as_str(),
-                    &k.usage.as_str(),
-                    &k.origin.as_str(),
-                    &k.protection.as_str(),
-                    &k.creator,
-                    &k.description,
-                    &k.state.as_str(),
-                    &before,
-                    &k.created_at,
-                    &k.primary_version,
-                    &k.last_rotation,
-                    &k.rotation_enabled,
-                    &k.rotation_interval,
-                    &k.delete_date,
-                    &k.deletion_protection,
-                    &k.deletion_protection_description,
-                    &k.material_expire,
-                    &k.service,
-                    &k.material_fingerprint,
-                ],
-            )?;
-        }
-        Change::PutVersion(v) => {
-            exec(
-                tx,
-                p,
-                "INSERT INTO key_versions(version_id, key_id, created_at, sealed) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (version_id) DO UPDATE SET sealed = excluded.sealed",
-                &[&v.version_id, &v.key_id, &v.created_at, &v.sealed],
-            )?;
-        }
-        Change::DeleteKey(id) => {
-            exec(tx, p, "DELETE FROM keys WHERE key_id = $1", &[id])?;
-            exec(tx, p, "DELETE FROM tags WHERE resource_type = 'key' AND resource_id = $1", &[id])?;
-        }
-        Change::PutAlias(a) => {
-            exec(
-                tx,
-                p,
-                "INSERT INTO aliases(name, key_id, created_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (name) DO UPDATE SET key_id = excluded.key_id",
-                &[&a.name, &a.key_id, &a.created_at],
-            )?;
-        }
-        Change::DeleteAlias(name) => {
-            exec(tx, p, "DELETE FROM aliases WHERE name = $1", &[name])?;
-        }
-        Change::PutImportToken(t) => {
-            exec(
-                tx,
-                p,
-                "INSERT INTO import_tokens(token_id, key_id, wrapping_spec, wrapping_algorithm, expires_at, sealed)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-                &[&t.token_id, &t.key_id, &t.wrapping_spec.as_str(), &t.wrapping_algorithm, &t.expires_at, &t.sealed],
-            )?;
-        }
-        Change::DeleteImportToken(id) => {
-            exec(tx, p, "DELETE FROM import_tokens WHERE token_id = $1", &[id])?;
-        }
-        Change::PutSecret(s) => {
-            exec(
-                tx,
-                p,
-                "INSERT INTO secrets(name, secret_type, description, encryption_key_id, created_at, updated_at,
-                     planned_delete, extended_config) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                 ON CONFLICT (name) DO UPDATE SET secret_type = excluded.secret_type,
-                     description = excluded.description, encryption_key_id = excluded.encryption_key_id,
-                     updated_at = excluded.updated_at, planned_delete = excluded.planned_delete,
-                     extended_config = excluded.extended_config",
-                &[
-                    &s.name,
-                    &s.secret_type,
-                    &s.description,
-                    &s.encryption_key_id,
-                    &s.created_at,
-                    &s.updated_at,
-                    &s.planned_delete,
-                    &s.extended_config,
-                ],
-            )?;
-        }
-        Change::DeleteSecret(name) => {
-            exec(tx, p, "DELETE FROM secrets WHERE name = $1", &[name])?;
-            exec(tx, p, "DELETE FROM tags WHERE resource_type = 'secret' AND resource_id = $1", &[name])?;
-        }
-        Change::PutSecretVersion(v) => {
-            let stages = serde_json::to_string(&v.stages).expect("strings serialise");
-            exec(
-                tx,
-                p,
-                "INSERT INTO secret_versions(secret_name, version_id, created_at, data_type, stages, sealed)
-                 VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (secret_name, version_id) DO UPDATE SET stages = excluded.stages",
-                &[&v.secret_name, &v.version_id, &v.created_at, &v.data_type, &stages, &v.sealed],
-            )?;
-        }
-        Change::DeleteSecretVersion { secret_name, version_id } => {
-            exec(
-                tx,
-                p,
-                "DELETE FROM secret_versions WHERE secret_name = $1 AND version_id = $2",
-                &[secret_name, version_id],
-            )?;
-        }
-        Change::PutTag { resource_type, resource_id, key, value } => {
-            exec(
-                tx,
-                p,
-                "INSERT INTO tags(resource_type, resource_id, tag_key, tag_value) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (resource_type, resource_id, tag_key) DO UPDATE SET tag_value = excluded.tag_value",
-                &[&resource_type.as_str(), resource_id, key, value],
-            )?;
-        }
-        Change::DeleteTag { resource_type, resource_id, key } => {
-            exec(
-                tx,
-                p,
-                "DELETE FROM tags WHERE resource_type = $1 AND resource_id = $2 AND tag_key = $3",
-                &[&resource_type.as_str(), resource_id, key],
-            )?;
-        }
+fn apply_change(c: &mut Client, p: &mut Prepared, change: &Change) -> Result<(), StoreError> {
+    for (sql, values) in statements::for_change(change) {
+        let s = p.get(c, sql)?;
+        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = values.iter().map(|v| v as _).collect();
+        c.execute(&s, &params)?;
     }
     Ok(())
 }
@@ -674,7 +514,7 @@ impl PgFeed {
     /// Up to `limit` lists after `after`, read in one statement (so in one snapshot).
     pub fn fetch(&mut self, after: u64, limit: i64) -> Result<FeedPage, StoreError> {
         let (c, p) = self.client()?;
-        let s = p.get(c, "SELECT seq, payload FROM kms_changes WHERE seq > $1 ORDER BY seq LIMIT $2")?;
+        let s = p.get(c, CHANGES_AFTER)?;
         let rows = c.query(&s, &[&(after as i64), &limit])?;
         Ok(match sets_after(after, &rows)? {
             Some(sets) => FeedPage::Sets(sets),
@@ -697,14 +537,4 @@ impl PgFeed {
         }
         Ok(got)
     }
-}
-
-/// Whether `e` is worth retrying the whole transaction for.
-pub fn is_transient(e: &postgres::Error) -> bool {
-    e.is_closed()
-        || matches!(
-            e.code(),
-            Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
-                || *c == SqlState::ADMIN_SHUTDOWN || *c == SqlState::READ_ONLY_SQL_TRANSACTION
-        )
 }

@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
+use super::statements::{
+    self, CLAIM_NONCE, META_GET, META_PUT, PURGE_NONCES, SELECT_ALIASES, SELECT_IMPORT_TOKENS, SELECT_KEYS,
+    SELECT_SECRETS, SELECT_TAGS,
+};
 use super::{sqlite_schema, Change, Snapshot};
 use crate::model::{
     AliasRecord, ImportTokenRecord, KeyRecord, KeySpec, KeyState, KeyUsage, Origin, ProtectionLevel, ResourceType,
@@ -64,27 +68,21 @@ impl SqliteStore {
 
     /// Records a request nonce durably; `false` if it was recorded before (a replay).
     pub fn claim_nonce(&mut self, id: &[u8], expires_at: i64) -> rusqlite::Result<bool> {
-        let n = self
-            .conn
-            .prepare_cached("INSERT OR IGNORE INTO request_nonces (id, expires_at) VALUES (?1, ?2)")?
-            .execute(rusqlite::params![id, expires_at])?;
+        let n = self.conn.prepare_cached(CLAIM_NONCE)?.execute(rusqlite::params![id, expires_at])?;
         Ok(n == 1)
     }
 
     /// Forgets nonces whose requests can no longer be accepted anyway; returns how many.
     pub fn purge_nonces(&mut self, now: i64) -> rusqlite::Result<usize> {
-        self.conn.prepare_cached("DELETE FROM request_nonces WHERE expires_at < ?1")?.execute([now])
+        self.conn.prepare_cached(PURGE_NONCES)?.execute([now])
     }
 
     pub fn get_meta(&self, name: &str) -> rusqlite::Result<Option<Vec<u8>>> {
-        self.conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0)).optional()
+        self.conn.query_row(META_GET, [name], |r| r.get(0)).optional()
     }
 
     pub fn put_meta(&mut self, name: &str, value: &[u8]) -> rusqlite::Result<()> {
-        self.conn.execute(
-            "INSERT INTO meta(name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-            params![name, value],
-        )?;
+        self.conn.execute(META_PUT, params![name, value])?;
         Ok(())
     }
 
@@ -101,9 +99,7 @@ impl SqliteStore {
         names
             .iter()
             .map(|n| {
-                conn.query_row("SELECT value FROM meta WHERE name = ?1", [n], |r| r.get(0))
-                    .optional()
-                    .map_err(|e| format!("{}: {e}", path.display()))
+                conn.query_row(META_GET, [n], |r| r.get(0)).optional().map_err(|e| format!("{}: {e}", path.display()))
             })
             .collect()
     }
@@ -111,7 +107,7 @@ impl SqliteStore {
     /// Reads every key, version and alias.
     pub fn load(&self) -> rusqlite::Result<Snapshot> {
         let mut snap = Snapshot::default();
-        let mut stmt = self.conn.prepare("SELECT * FROM keys ORDER BY created_at, key_id")?;
+        let mut stmt = self.conn.prepare(SELECT_KEYS)?;
         let cols = column_index(&stmt);
         snap.keys = stmt.query_map([], |r| key_from_row(r, &cols))?.collect::<rusqlite::Result<_>>()?;
         let mut stmt =
@@ -121,13 +117,11 @@ impl SqliteStore {
                 Ok(VersionRecord { version_id: r.get(0)?, key_id: r.get(1)?, created_at: r.get(2)?, sealed: r.get(3)? })
             })?
             .collect::<rusqlite::Result<_>>()?;
-        let mut stmt = self.conn.prepare("SELECT name, key_id, created_at FROM aliases ORDER BY created_at, name")?;
+        let mut stmt = self.conn.prepare(SELECT_ALIASES)?;
         snap.aliases = stmt
             .query_map([], |r| Ok(AliasRecord { name: r.get(0)?, key_id: r.get(1)?, created_at: r.get(2)? }))?
             .collect::<rusqlite::Result<_>>()?;
-        let mut stmt = self.conn.prepare(
-            "SELECT token_id, key_id, wrapping_spec, wrapping_algorithm, expires_at, sealed FROM import_tokens",
-        )?;
+        let mut stmt = self.conn.prepare(SELECT_IMPORT_TOKENS)?;
         snap.import_tokens = stmt
             .query_map([], |r| {
                 let spec: String = r.get(2)?;
@@ -143,10 +137,7 @@ impl SqliteStore {
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
-        let mut stmt = self.conn.prepare(
-            "SELECT name, secret_type, description, encryption_key_id, created_at, updated_at, planned_delete,
-                    extended_config FROM secrets",
-        )?;
+        let mut stmt = self.conn.prepare(SELECT_SECRETS)?;
         snap.secrets = stmt
             .query_map([], |r| {
                 Ok(SecretRecord {
@@ -179,7 +170,7 @@ impl SqliteStore {
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
-        let mut stmt = self.conn.prepare("SELECT resource_type, resource_id, tag_key, tag_value FROM tags")?;
+        let mut stmt = self.conn.prepare(SELECT_TAGS)?;
         snap.tags = stmt
             .query_map([], |r| {
                 let t: String = r.get(0)?;
@@ -196,91 +187,8 @@ impl SqliteStore {
     pub fn apply(&mut self, changes: &[Change]) -> rusqlite::Result<()> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for c in changes {
-            match c {
-                Change::PutKey(k) => put_key(&tx, k)?,
-                Change::PutVersion(v) => {
-                    tx.execute(
-                        "INSERT INTO key_versions(version_id, key_id, created_at, sealed) VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT(version_id) DO UPDATE SET sealed = excluded.sealed",
-                        params![v.version_id, v.key_id, v.created_at, v.sealed],
-                    )?;
-                }
-                Change::DeleteKey(id) => {
-                    tx.execute("DELETE FROM keys WHERE key_id = ?1", [id])?;
-                    tx.execute("DELETE FROM tags WHERE resource_type = 'key' AND resource_id = ?1", [id])?;
-                }
-                Change::PutAlias(a) => {
-                    tx.execute(
-                        "INSERT INTO aliases(name, key_id, created_at) VALUES (?1, ?2, ?3)
-                         ON CONFLICT(name) DO UPDATE SET key_id = excluded.key_id",
-                        params![a.name, a.key_id, a.created_at],
-                    )?;
-                }
-                Change::DeleteAlias(name) => {
-                    tx.execute("DELETE FROM aliases WHERE name = ?1", [name])?;
-                }
-                Change::PutImportToken(t) => {
-                    tx.execute(
-                        "INSERT INTO import_tokens(token_id, key_id, wrapping_spec, wrapping_algorithm, expires_at, sealed)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                        params![t.token_id, t.key_id, t.wrapping_spec.as_str(), t.wrapping_algorithm, t.expires_at, t.sealed],
-                    )?;
-                }
-                Change::DeleteImportToken(id) => {
-                    tx.execute("DELETE FROM import_tokens WHERE token_id = ?1", [id])?;
-                }
-                Change::PutSecret(s) => {
-                    tx.execute(
-                        "INSERT INTO secrets(name, secret_type, description, encryption_key_id, created_at, updated_at,
-                             planned_delete, extended_config) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                         ON CONFLICT(name) DO UPDATE SET secret_type = excluded.secret_type,
-                             description = excluded.description, encryption_key_id = excluded.encryption_key_id,
-                             updated_at = excluded.updated_at, planned_delete = excluded.planned_delete,
-                             extended_config = excluded.extended_config",
-                        params![
-                            s.name,
-                            s.secret_type,
-                            s.description,
-                            s.encryption_key_id,
-                            s.created_at,
-                            s.updated_at,
-                            s.planned_delete,
-                            s.extended_config
-                        ],
-                    )?;
-                }
-                Change::DeleteSecret(name) => {
-                    tx.execute("DELETE FROM secrets WHERE name = ?1", [name])?;
-                    tx.execute("DELETE FROM tags WHERE resource_type = 'secret' AND resource_id = ?1", [name])?;
-                }
-                Change::PutSecretVersion(v) => {
-                    let stages = serde_json::to_string(&v.stages).expect("strings serialise");
-                    tx.execute(
-                        "INSERT INTO secret_versions(secret_name, version_id, created_at, data_type, stages, sealed)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                         ON CONFLICT(secret_name, version_id) DO UPDATE SET stages = excluded.stages",
-                        params![v.secret_name, v.version_id, v.created_at, v.data_type, stages, v.sealed],
-                    )?;
-                }
-                Change::DeleteSecretVersion { secret_name, version_id } => {
-                    tx.execute(
-                        "DELETE FROM secret_versions WHERE secret_name = ?1 AND version_id = ?2",
-                        params![secret_name, version_id],
-                    )?;
-                }
-                Change::PutTag { resource_type, resource_id, key, value } => {
-                    tx.execute(
-                        "INSERT INTO tags(resource_type, resource_id, tag_key, tag_value) VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT(resource_type, resource_id, tag_key) DO UPDATE SET tag_value = excluded.tag_value",
-                        params![resource_type.as_str(), resource_id, key, value],
-                    )?;
-                }
-                Change::DeleteTag { resource_type, resource_id, key } => {
-                    tx.execute(
-                        "DELETE FROM tags WHERE resource_type = ?1 AND resource_id = ?2 AND tag_key = ?3",
-                        params![resource_type.as_str(), resource_id, key],
-                    )?;
-                }
+            for (sql, values) in statements::for_change(c) {
+                tx.prepare_cached(sql)?.execute(rusqlite::params_from_iter(values.iter()))?;
             }
         }
         tx.commit()
@@ -291,50 +199,6 @@ fn lock_path(db: &Path) -> PathBuf {
     let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".lock");
     db.with_file_name(name)
-}
-
-fn put_key(tx: &rusqlite::Transaction<'_>, k: &KeyRecord) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT INTO keys(key_id, spec, usage, origin, protection, creator, description, state,
-             state_before_deletion, created_at, primary_version, last_rotation, rotation_enabled,
-             rotation_interval, delete_date, deletion_protection, deletion_protection_description,
-             material_expire, service, material_fingerprint)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
-         ON CONFLICT(key_id) DO UPDATE SET
-             spec = excluded.spec, usage = excluded.usage, origin = excluded.origin,
-             protection = excluded.protection, creator = excluded.creator,
-             description = excluded.description, state = excluded.state,
-             state_before_deletion = excluded.state_before_deletion,
-             primary_version = excluded.primary_version, last_rotation = excluded.last_rotation,
-             rotation_enabled = excluded.rotation_enabled, rotation_interval = excluded.rotation_interval,
-             delete_date = excluded.delete_date, deletion_protection = excluded.deletion_protection,
-             deletion_protection_description = excluded.deletion_protection_description,
-             material_expire = excluded.material_expire, service = excluded.service,
-             material_fingerprint = excluded.material_fingerprint",
-        params![
-            k.key_id,
-            k.spec.as_str(),
-            k.usage.as_str(),
-            k.origin.as_str(),
-            k.protection.as_str(),
-            k.creator,
-            k.description,
-            k.state.as_str(),
-            k.state_before_deletion.map(|s| s.as_str()),
-            k.created_at,
-            k.primary_version,
-            k.last_rotation,
-            k.rotation_enabled,
-            k.rotation_interval,
-            k.delete_date,
-            k.deletion_protection,
-            k.deletion_protection_description,
-            k.material_expire,
-            k.service,
-            k.material_fingerprint,
-        ],
-    )?;
-    Ok(())
 }
 
 fn column_index(stmt: &rusqlite::Statement<'_>) -> HashMap<String, usize> {
