@@ -32,13 +32,18 @@ pub fn available() -> bool {
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc_geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
-extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
+/// Waits until `f` holds, polling every 2 ms; panics after `limit`. Returns how long it took (the
+/// multi-node tests measure propagation with it).
+pub fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() <= limit, "not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    start.elapsed()
 }
 
 fn free_port() -> u16 {

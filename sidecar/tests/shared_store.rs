@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pg_harness::within;
+
 use common::{Sidecar, OWNER_ID, OWNER_SECRET};
 use kms_sidecar::client::{Client, ClientConfig, ClientError};
 use serde_json::Value;
@@ -65,15 +67,6 @@ fn encrypt(c: &Client, key: &str) -> Result<String, ClientError> {
         .as_str()
         .unwrap()
         .to_string())
-}
-
-fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() <= limit, "not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    start.elapsed()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

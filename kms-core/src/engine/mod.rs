@@ -119,25 +119,33 @@ pub struct Engine {
     token: Option<Arc<Token>>,
 }
 
-/// A 32-byte secret kept sealed under the root key in the store's `meta` table under `name`:
-/// unsealed when present, made and stored on first open (the first of several nodes opening a new
-/// shared store at once wins; the others use its value).
+/// The value kept under `name` in the store's `meta` table, or `fresh()` stored there first. The
+/// first of several nodes opening a new shared store wins; the others get its value.
+fn meta_or_init(
+    store: &mut Store,
+    name: &str,
+    fresh: impl FnOnce() -> std::result::Result<Vec<u8>, String>,
+) -> std::result::Result<Vec<u8>, String> {
+    match store.get_meta(name).map_err(|e| e.to_string())? {
+        Some(v) => Ok(v),
+        None => store.put_meta_if_absent(name, &fresh()?).map_err(|e| e.to_string()),
+    }
+}
+
+/// A 32-byte secret kept sealed under the root key in the store's `meta` table under `name`
+/// (made on first open).
 fn sealed_secret(
     store: &mut Store,
     protector: &dyn Protector,
     name: &str,
     aad: &[u8],
 ) -> std::result::Result<zeroize::Zeroizing<Vec<u8>>, String> {
-    let sealed = match store.get_meta(name).map_err(|e| e.to_string())? {
-        Some(sealed) => sealed,
-        None => {
-            use rand::RngCore;
-            let mut k = zeroize::Zeroizing::new(vec![0u8; 32]);
-            rand::rngs::OsRng.fill_bytes(&mut k);
-            let sealed = protector.seal(aad, &k).map_err(|e| e.to_string())?;
-            store.put_meta_if_absent(name, &sealed).map_err(|e| e.to_string())?
-        }
-    };
+    let sealed = meta_or_init(store, name, || {
+        use rand::RngCore;
+        let mut k = zeroize::Zeroizing::new(vec![0u8; 32]);
+        rand::rngs::OsRng.fill_bytes(&mut k);
+        protector.seal(aad, &k).map_err(|e| e.to_string())
+    })?;
     Ok(zeroize::Zeroizing::new(protector.unseal(aad, &sealed).map_err(|e| e.to_string())?.to_vec()))
 }
 
@@ -147,14 +155,10 @@ impl Engine {
     pub fn open(opts: EngineOptions) -> Result<Engine, OpenError> {
         let at = |e: StoreError| OpenError(format!("{}: {e}", opts.store));
         let mut store = Store::open(&opts.store).map_err(at)?;
-        let sealed = match store.get_meta(ROOT_CHECK_NAME).map_err(at)? {
-            Some(sealed) => sealed,
-            None => {
-                let sealed =
-                    opts.protector.seal(ROOT_CHECK_AAD, ROOT_CHECK_PLAINTEXT).map_err(|e| OpenError(e.to_string()))?;
-                store.put_meta_if_absent(ROOT_CHECK_NAME, &sealed).map_err(at)?
-            }
-        };
+        let sealed = meta_or_init(&mut store, ROOT_CHECK_NAME, || {
+            opts.protector.seal(ROOT_CHECK_AAD, ROOT_CHECK_PLAINTEXT).map_err(|e| e.to_string())
+        })
+        .map_err(|e| OpenError(format!("{}: {e}", opts.store)))?;
         opts.protector.unseal(ROOT_CHECK_AAD, &sealed).map_err(|_| {
             OpenError(format!("{} is sealed under another root key than {}", opts.store, opts.protector.describe()))
         })?;
@@ -203,21 +207,6 @@ impl Engine {
             "kms engine open"
         );
         Ok(engine)
-    }
-
-    /// Where the store is.
-    pub fn store_location(&self) -> &StoreLocation {
-        &self.location
-    }
-
-    /// This node's name among the nodes of a shared store.
-    pub fn node_id(&self) -> &str {
-        &self.node_id
-    }
-
-    /// How old this node's view of a shared store may be right now (`None`: not shared).
-    pub fn store_staleness(&self) -> Option<Duration> {
-        self.freshness.age()
     }
 
     /// The mirror, for serving a request: refused (retriably) on a shared store when this node
@@ -293,7 +282,8 @@ impl Engine {
     /// A store failure as the client sees it: a shared store that cannot be reached is a
     /// retriable 503; anything else an internal failure. The message never holds key material.
     fn store_failure(&self, e: StoreError) -> KmsError {
-        tracing::warn!(store = %self.location, error = %e, "store operation failed");
+        // Debug: in an outage this is every request; the follower reports the outage once.
+        tracing::debug!(store = %self.location, error = %e, "store operation failed");
         if self.location.is_shared() {
             KmsError::with_detail(ErrorCode::ServiceUnavailableTemporary, format_args!("the store: {e}"))
         } else {

@@ -3,7 +3,9 @@
 //! PostgreSQL (a throw-away cluster), whatever `KMS_TEST_STORE` says.
 
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use pg_harness::within;
 
 use super::*;
 use crate::api::*;
@@ -69,16 +71,6 @@ fn encrypt(e: &Engine, key: &str) -> Result<EncryptResponse> {
             dry_run: false,
         },
     )
-}
-
-/// Waits until `f` holds, at most `limit`; returns how long it took.
-fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() <= limit, "not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    start.elapsed()
 }
 
 #[test]
