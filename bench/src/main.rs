@@ -325,6 +325,8 @@ impl Conn {
     }
 
     async fn exchange(&mut self, req: hyper::Request<Full<Bytes>>) -> (u16, Bytes) {
+        // After a reply the connection may not be idle yet: wait until it takes the next request.
+        self.sender.ready().await.unwrap();
         let resp = self.sender.send_request(req).await.unwrap();
         let status = resp.status().as_u16();
         (status, resp.into_body().collect().await.unwrap().to_bytes())
