@@ -137,6 +137,11 @@ impl PageRequest {
 
 impl Page {
     /// The slice of `items` this page covers.
+    /// How many items come before this page.
+    pub fn offset(&self) -> u64 {
+        (self.number as u64 - 1) * self.size as u64
+    }
+
     pub fn slice<'a, T>(&self, items: &'a [T]) -> &'a [T] {
         let start = (self.number as usize - 1).saturating_mul(self.size as usize).min(items.len());
         let end = start.saturating_add(self.size as usize).min(items.len());

@@ -6,6 +6,7 @@ use crate::api::{Alias, AliasList, ListAliasesResponse, PageRequest};
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::ids::{alias_arn, service_of_alias, validate_alias_name, SERVICE_ALIAS_PREFIX};
 use crate::model::{AliasRecord, KeyState};
+use crate::store::reads::{Count, Page};
 use crate::store::Change;
 
 /// `alias/acs/…` in any letter case: reserved for service keys, so that no user alias can be
@@ -35,19 +36,19 @@ impl Engine {
         }
         let max = self.config.limits.max_aliases;
         self.mutate(|st, now| {
-            self.allow(st, caller, "kms:CreateAlias", Resource::Alias(alias_name))?;
+            self.allow(caller, "kms:CreateAlias", Resource::Alias(alias_name))?;
             let k = self.find_key(st, Access::Check(caller, "kms:CreateAlias"), "KeyId", key_id)?;
-            forbid_service_key(k, "CreateAlias")?;
+            forbid_service_key(&k, "CreateAlias")?;
             if k.state == KeyState::PendingDeletion {
-                return Err(state_modify_failed(k, "aliases cannot be added to a key pending deletion"));
+                return Err(state_modify_failed(&k, "aliases cannot be added to a key pending deletion"));
             }
-            if st.aliases.contains_key(alias_name) {
+            if st.alias(alias_name)?.is_some() {
                 return Err(KmsError::with_detail(
                     ErrorCode::AliasAlreadyExists,
                     format_args!("AliasName: {alias_name}"),
                 ));
             }
-            if st.aliases.len() >= max {
+            if st.count(Count::Aliases)? >= max as u64 {
                 return Err(KmsError::with_detail(
                     ErrorCode::LimitExceeded,
                     format_args!("At most {max} aliases may exist in a region."),
@@ -62,19 +63,20 @@ impl Engine {
         validate_alias_name(alias_name)?;
         self.mutate(|st, _| {
             // The alias, the key it names now and the key it is to name: all three in this snapshot.
-            self.allow(st, caller, "kms:UpdateAlias", Resource::Alias(alias_name))?;
-            let current = st.aliases.get(alias_name).ok_or_else(|| KmsError::alias_not_found(alias_name))?;
-            if let Some(old) = st.keys.get(&current.key_id) {
-                self.allow(st, caller, "kms:UpdateAlias", Resource::Key(old))?;
+            self.allow(caller, "kms:UpdateAlias", Resource::Alias(alias_name))?;
+            let current = st.alias_record(alias_name)?.ok_or_else(|| KmsError::alias_not_found(alias_name))?;
+            let old = st.key(&current.key_id)?;
+            if let Some(old) = &old {
+                self.allow(caller, "kms:UpdateAlias", Resource::Key(old))?;
             }
             forbid_service_alias(alias_name, "UpdateAlias")?;
             let target = self.find_key(st, Access::Check(caller, "kms:UpdateAlias"), "KeyId", key_id)?;
-            forbid_service_key(target, "UpdateAlias")?;
+            forbid_service_key(&target, "UpdateAlias")?;
             if target.state == KeyState::PendingDeletion {
-                return Err(state_error(target));
+                return Err(state_error(&target));
             }
             // Ciphertexts and callers that use the alias expect one kind of key behind it.
-            if let Some(old) = st.keys.get(&current.key_id) {
+            if let Some(old) = &old {
                 if old.usage != target.usage || old.spec.is_symmetric() != target.spec.is_symmetric() {
                     return Err(KmsError::invalid(
                         "KeyId",
@@ -85,7 +87,7 @@ impl Engine {
                     ));
                 }
             }
-            let mut a = current.clone();
+            let mut a = current;
             a.key_id = target.key_id.clone();
             Ok((vec![Change::PutAlias(a)], ()))
         })
@@ -96,10 +98,10 @@ impl Engine {
             return Err(KmsError::missing("AliasName"));
         }
         self.mutate(|st, _| {
-            self.allow(st, caller, "kms:DeleteAlias", Resource::Alias(alias_name))?;
-            let current = st.aliases.get(alias_name).ok_or_else(|| KmsError::alias_not_found(alias_name))?;
-            if let Some(k) = st.keys.get(&current.key_id) {
-                self.allow(st, caller, "kms:DeleteAlias", Resource::Key(k))?;
+            self.allow(caller, "kms:DeleteAlias", Resource::Alias(alias_name))?;
+            let current = st.alias(alias_name)?.ok_or_else(|| KmsError::alias_not_found(alias_name))?;
+            if let Some(k) = st.key(&current)? {
+                self.allow(caller, "kms:DeleteAlias", Resource::Key(&k))?;
             }
             forbid_service_alias(alias_name, "DeleteAlias")?;
             Ok((vec![Change::DeleteAlias(alias_name.to_string())], ()))
@@ -109,9 +111,9 @@ impl Engine {
     pub fn list_aliases(&self, caller: &Caller, page: PageRequest) -> Result<ListAliasesResponse> {
         let page = page.validate()?;
         let st = self.view()?;
-        self.allow(&st, caller, "kms:ListAliases", Resource::Container(ResourceKind::Alias))?;
-        let all: Vec<&AliasRecord> = st.aliases.values().collect();
-        Ok(self.alias_page(&all, page))
+        self.allow(caller, "kms:ListAliases", Resource::Container(ResourceKind::Alias))?;
+        let found = st.aliases(None, page.offset(), page.size)?;
+        Ok(self.alias_page(found, page))
     }
 
     pub fn list_aliases_by_key_id(
@@ -123,13 +125,13 @@ impl Engine {
         let page = page.validate()?;
         let st = self.view()?;
         let k = self.find_key(&st, Access::Check(caller, "kms:ListAliasesByKeyId"), "KeyId", key_id)?;
-        let all: Vec<&AliasRecord> = st.aliases_of(&k.key_id).collect();
-        Ok(self.alias_page(&all, page))
+        let found = st.aliases(Some(k.key_id.clone()), page.offset(), page.size)?;
+        Ok(self.alias_page(found, page))
     }
 
-    fn alias_page(&self, all: &[&AliasRecord], page: crate::api::Page) -> ListAliasesResponse {
-        let alias = page
-            .slice(all)
+    fn alias_page(&self, found: Page<AliasRecord>, page: crate::api::Page) -> ListAliasesResponse {
+        let alias = found
+            .items
             .iter()
             .map(|a| Alias {
                 alias_name: a.name.clone(),
@@ -141,7 +143,7 @@ impl Engine {
             aliases: AliasList { alias },
             page_number: page.number,
             page_size: page.size,
-            total_count: all.len() as u32,
+            total_count: found.total.min(u32::MAX as u64) as u32,
         }
     }
 }

@@ -39,7 +39,7 @@ impl Engine {
             return Err(KmsError::missing("KeyVersionId"));
         }
         let now = self.now();
-        self.with_key(access, param, key_id, |st, k| {
+        self.with_key(access, param, key_id, |_, k| {
             if k.spec.is_symmetric() {
                 return Err(KmsError::unsupported(format_args!(
                     "key {} is a symmetric {} key; use Encrypt, Decrypt or GenerateDataKey",
@@ -47,11 +47,7 @@ impl Engine {
                 )));
             }
             require_enabled(k, now)?;
-            let v = st
-                .versions
-                .get(version_id)
-                .filter(|v| v.key_id == k.key_id)
-                .ok_or_else(|| KmsError::version_not_found(&k.key_id, version_id))?;
+            let v = k.version(version_id).ok_or_else(|| KmsError::version_not_found(&k.key_id, version_id))?;
             Ok(AsymVersion {
                 key_id: k.key_id.clone(),
                 version_id: v.version_id.clone(),

@@ -1,9 +1,9 @@
 //! Authorisation, decided where a resource is resolved (spec: the user guide's RAM chapter).
 //!
 //! Every operation resolves the resources it will act on – an alias to its key, a blob header to
-//! its key, a secret to its CMK, ReEncrypt's real source – under the same state snapshot (read
-//! guard, or the writer's closure) in which it then acts, and asks [`Engine::allow`] about exactly
-//! those records. Nothing outside the engine says what a request touches, so no parameter spelling
+//! its key, a secret to its CMK, ReEncrypt's real source – once, into records it holds, then
+//! asks [`Engine::allow`] about exactly those records and acts on the same ones (a write decides
+//! and checks under the store's write lock). Nothing outside the engine says what a request touches, so no parameter spelling
 //! (whitespace, case, ARN or alias, a blob naming another key) can make the checked resource
 //! differ from the used one. Each check records the resource's ARN in the caller's trail, for the
 //! audit line, allowed or denied.
@@ -14,11 +14,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::state::State;
+use super::state::{KeyEntry, SecretEntry};
+use super::view::View;
 use super::{Caller, Engine, Principal};
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::ids::{alias_arn, key_arn, service_of_alias, KeyRef};
-use crate::model::{KeyRecord, ResourceType, SecretRecord};
 use crate::policy::{evaluate, Decision, Policy, RequestContext};
 
 /// The policies attached to each principal.
@@ -40,10 +40,10 @@ pub(crate) enum Resource<'s> {
     Container(ResourceKind),
     /// No particular resource (GetRandomPassword): only `*` matches.
     Any,
-    Key(&'s KeyRecord),
+    Key(&'s KeyEntry),
     /// An alias as a resource in its own right (CreateAlias, UpdateAlias, DeleteAlias).
     Alias(&'s str),
-    Secret(&'s SecretRecord),
+    Secret(&'s SecretEntry),
     /// A resource that was named but does not exist, checked by the ARN its name gives: whether
     /// it exists is told only to callers who may use it.
     Missing(String),
@@ -64,7 +64,7 @@ impl Engine {
 
     /// Decides `action` on a resolved resource for `caller`; records its ARN in the caller's trail
     /// first, so a denied call's audit line names it too.
-    pub(crate) fn allow(&self, st: &State, caller: &Caller, action: &str, res: Resource<'_>) -> Result<()> {
+    pub(crate) fn allow(&self, caller: &Caller, action: &str, res: Resource<'_>) -> Result<()> {
         let (region, account) = (&self.config.region, &self.config.account_id);
         let (arn, tags, own_service_key) = match res {
             Resource::Container(kind) => {
@@ -78,13 +78,11 @@ impl Engine {
             Resource::Any => ("*".to_string(), None, false),
             Resource::Key(k) => (
                 key_arn(region, account, &k.key_id),
-                st.tags.get(&(ResourceType::Key, k.key_id.clone())),
+                Some(&k.tags),
                 k.service.is_some() && k.service.as_deref() == caller.service_name(),
             ),
             Resource::Alias(name) => (alias_arn(region, account, name), None, false),
-            Resource::Secret(s) => {
-                (self.secret_arn(&s.name), st.tags.get(&(ResourceType::Secret, s.name.clone())), false)
-            }
+            Resource::Secret(s) => (self.secret_arn(&s.name), Some(&s.tags), false),
             Resource::Missing(arn) => (arn, None, false),
         };
         caller.trail.push(&arn);
@@ -116,28 +114,29 @@ impl Engine {
     }
 
     /// Checks `access` on a resolved resource (nothing to check when already authorised).
-    pub(crate) fn allow_access(&self, st: &State, access: Access<'_>, res: Resource<'_>) -> Result<()> {
+    pub(crate) fn allow_access(&self, access: Access<'_>, res: Resource<'_>) -> Result<()> {
         match access {
-            Access::Check(caller, action) => self.allow(st, caller, action, res),
+            Access::Check(caller, action) => self.allow(caller, action, res),
             Access::Authorized => Ok(()),
         }
     }
 
     /// The key a `KeyId`-style parameter names, authorised for `access`. A name that resolves to
     /// nothing is checked by its own ARN, so only callers allowed to use it learn it is missing.
-    pub(crate) fn find_key<'s>(
+    pub(crate) fn find_key(
         &self,
-        st: &'s State,
+        st: &View<'_>,
         access: Access<'_>,
         param: &str,
         value: &str,
-    ) -> Result<&'s KeyRecord> {
+    ) -> Result<Arc<KeyEntry>> {
         let r = self.key_ref(param, value)?;
-        match self.lookup(st, &r) {
+        match st.lookup(&r) {
             Ok(k) => {
-                self.allow_access(st, access, Resource::Key(k))?;
+                self.allow_access(access, Resource::Key(&k))?;
                 Ok(k)
             }
+            Err(e) if e.code() == ErrorCode::ServiceUnavailableTemporary => Err(e),
             Err(e) => {
                 let arn = match &r {
                     KeyRef::Id(id) => key_arn(&self.config.region, &self.config.account_id, id),
@@ -146,28 +145,25 @@ impl Engine {
                     KeyRef::Alias(name) if own_service_alias(access, name) => return Err(e),
                     KeyRef::Alias(name) => alias_arn(&self.config.region, &self.config.account_id, name),
                 };
-                self.allow_access(st, access, Resource::Missing(arn))?;
+                self.allow_access(access, Resource::Missing(arn))?;
                 Err(e)
             }
         }
     }
 
     /// A secret by name or ARN, authorised for `access`; a missing one is checked by its ARN.
-    pub(crate) fn find_secret_for<'s>(
-        &self,
-        st: &'s State,
-        access: Access<'_>,
-        name: &str,
-    ) -> Result<&'s SecretRecord> {
+    pub(crate) fn find_secret_for(&self, st: &View<'_>, access: Access<'_>, name: &str) -> Result<Arc<SecretEntry>> {
         match self.find_secret(st, name) {
             Ok(s) => {
-                self.allow_access(st, access, Resource::Secret(s))?;
+                self.allow_access(access, Resource::Secret(&s))?;
                 Ok(s)
             }
-            Err(e) if e.code() == ErrorCode::MissingParameter => Err(e),
+            Err(e) if matches!(e.code(), ErrorCode::MissingParameter | ErrorCode::ServiceUnavailableTemporary) => {
+                Err(e)
+            }
             Err(e) => {
                 let arn = self.secret_arn(self.secret_short_name(name));
-                self.allow_access(st, access, Resource::Missing(arn))?;
+                self.allow_access(access, Resource::Missing(arn))?;
                 Err(e)
             }
         }
@@ -177,14 +173,14 @@ impl Engine {
     /// governed by the secret's permissions alone.
     pub(crate) fn allow_secret_key(
         &self,
-        st: &State,
+        st: &View<'_>,
         caller: &Caller,
         action: &str,
-        secret: &SecretRecord,
+        secret: &SecretEntry,
     ) -> Result<()> {
-        match st.keys.get(&secret.encryption_key_id) {
+        match st.key(&secret.encryption_key_id)? {
             Some(k) if k.service.as_deref() == Some(super::secrets::SECRETS_SERVICE) => Ok(()),
-            Some(k) => self.allow(st, caller, action, Resource::Key(k)),
+            Some(k) => self.allow(caller, action, Resource::Key(&k)),
             // A secret whose CMK was deleted: nothing can open it; the operation says so.
             None => Ok(()),
         }

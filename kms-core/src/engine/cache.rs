@@ -32,7 +32,8 @@ impl Material {
 }
 
 pub(crate) struct CipherCache {
-    map: RwLock<HashMap<String, Arc<Material>>>,
+    /// Version id → (key id, material).
+    map: RwLock<HashMap<String, (String, Arc<Material>)>>,
     capacity: usize,
 }
 
@@ -42,23 +43,28 @@ impl CipherCache {
     }
 
     pub fn get(&self, version_id: &str) -> Option<Arc<Material>> {
-        self.map.read().get(version_id).cloned()
+        self.map.read().get(version_id).map(|(_, m)| m.clone())
     }
 
     /// Inserts, evicting an arbitrary entry when full: a miss costs one unseal, so a simple policy
     /// is enough.
-    pub fn insert(&self, version_id: &str, cipher: Arc<Material>) {
+    pub fn insert(&self, key_id: &str, version_id: &str, cipher: Arc<Material>) {
         let mut m = self.map.write();
         if m.len() >= self.capacity && !m.contains_key(version_id) {
             if let Some(victim) = m.keys().next().cloned() {
                 m.remove(&victim);
             }
         }
-        m.insert(version_id.to_string(), cipher);
+        m.insert(version_id.to_string(), (key_id.to_string(), cipher));
     }
 
     pub fn remove(&self, version_id: &str) {
         self.map.write().remove(version_id);
+    }
+
+    /// Drops every version of a key (it was deleted).
+    pub fn remove_key(&self, key_id: &str) {
+        self.map.write().retain(|_, (k, _)| k != key_id);
     }
 
     /// Drops everything (after the mirror was reloaded whole).

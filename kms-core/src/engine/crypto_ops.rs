@@ -1,8 +1,8 @@
 //! Envelope encryption: Encrypt, Decrypt, ReEncrypt, GenerateDataKey,
 //! GenerateDataKeyWithoutPlaintext; and DescribeRegions.
 //!
-//! This is the hot path: one read lock on the state, a cache hit for the unsealed version, one
-//! AEAD call. Nothing here writes to the store.
+//! This is the hot path: a cache hit for the key, a cache hit for the unsealed version, one AEAD
+//! call. Nothing here writes to the store.
 
 use std::sync::Arc;
 
@@ -153,11 +153,11 @@ impl Engine {
     /// symmetric encryption.
     pub(crate) fn target(&self, access: Access<'_>, param: &str, key_id: &str) -> Result<Target> {
         let now = self.now();
-        self.with_key(access, param, key_id, |st, k| {
+        self.with_key(access, param, key_id, |_, k| {
             require_symmetric(k)?;
             require_enabled(k, now)?;
             let vid = k.primary_version.as_deref().ok_or_else(|| state_error(k))?;
-            let v = st.versions.get(vid).ok_or_else(|| KmsError::version_not_found(&k.key_id, vid))?;
+            let v = k.version(vid).ok_or_else(|| KmsError::version_not_found(&k.key_id, vid))?;
             let version =
                 Uuid::parse_str(vid).map_err(|e| KmsError::internal(format_args!("version id {vid}: {e}")))?;
             Ok(Target { key_id: k.key_id.clone(), version, material: self.cipher(k, vid, &v.sealed)? })
@@ -187,26 +187,22 @@ impl Engine {
         let now = self.now();
         let material = {
             let st = self.view()?;
-            let k = match st.keys.get(header.key_id) {
+            let k = match st.key(header.key_id)? {
                 Some(k) => k,
                 None => {
                     let arn = key_arn(&self.config.region, &self.config.account_id, header.key_id);
-                    self.allow_access(&st, access, Resource::Missing(arn))?;
+                    self.allow_access(access, Resource::Missing(arn))?;
                     return Err(KmsError::key_not_found(header.key_id));
                 }
             };
-            self.allow_access(&st, access, Resource::Key(k))?;
-            require_enabled(k, now)?;
+            self.allow_access(access, Resource::Key(&k))?;
+            require_enabled(&k, now)?;
             let vid = header.version_id.to_string();
-            let v = st
-                .versions
-                .get(&vid)
-                .filter(|v| v.key_id == k.key_id)
-                .ok_or_else(|| KmsError::version_not_found(&k.key_id, &vid))?;
+            let v = k.version(&vid).ok_or_else(|| KmsError::version_not_found(&k.key_id, &vid))?;
             if Algorithm::for_spec(k.spec) != Some(header.algorithm) {
                 return Err(KmsError::invalid("CiphertextBlob", "its algorithm does not match the key"));
             }
-            self.cipher(k, &vid, &v.sealed)?
+            self.cipher(&k, &vid, &v.sealed)?
         };
         let cipher =
             material.blob_aead().ok_or_else(|| KmsError::internal("a symmetric blob names an asymmetric key"))?;

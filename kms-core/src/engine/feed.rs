@@ -85,20 +85,10 @@ impl Freshness {
     }
 }
 
-/// Applies one change list to the mirror, dropping cached material it replaces or deletes (the
-/// cache's `Arc` zeroizes it when the last user lets go).
+/// Applies one change list to the cache.
 pub(crate) fn apply_changes(st: &mut State, ciphers: &CipherCache, changes: &[Change]) {
     for c in changes {
-        match c {
-            Change::DeleteKey(id) => {
-                for v in st.versions_of(id) {
-                    ciphers.remove(v);
-                }
-            }
-            Change::PutVersion(v) => ciphers.remove(&v.version_id),
-            _ => {}
-        }
-        st.apply(c);
+        st.apply(c, ciphers);
     }
 }
 
@@ -123,15 +113,15 @@ pub(crate) fn catch_up(state: &RwLock<State>, ciphers: &CipherCache, cu: CatchUp
     match cu {
         CatchUp::Sets(sets) if sets.is_empty() => {}
         CatchUp::Sets(sets) => apply_sets(&mut state.write(), ciphers, &sets),
-        CatchUp::Reload(snap, seq) => replace(state, ciphers, State::from_snapshot(snap, seq)),
+        CatchUp::Reset(seq) => reset(state, ciphers, seq),
     }
 }
 
-fn replace(state: &RwLock<State>, ciphers: &CipherCache, fresh: State) {
+/// Forgets the cache and resumes at `seq` (unless already past it).
+fn reset(state: &RwLock<State>, ciphers: &CipherCache, seq: u64) {
     let mut st = state.write();
-    if fresh.applied_seq >= st.applied_seq {
-        *st = fresh;
-        ciphers.clear();
+    if seq >= st.applied_seq {
+        st.reset(seq, ciphers);
     }
 }
 
@@ -178,8 +168,8 @@ pub(crate) fn spawn(
                         }
                         Ok(complete)
                     }
-                    Ok(FeedPage::Behind) => feed.load().map(|(snap, seq)| {
-                        replace(&state, &ciphers, State::from_snapshot(snap, seq));
+                    Ok(FeedPage::Behind) => feed.head().map(|seq| {
+                        reset(&state, &ciphers, seq);
                         fresh.mark(t0);
                         true
                     }),

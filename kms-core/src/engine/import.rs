@@ -11,7 +11,8 @@ use rand::RngCore;
 use uuid::Uuid;
 
 use super::authz::Access;
-use super::state::State;
+use super::state::KeyEntry;
+use super::view::View;
 use super::{Caller, Engine};
 use crate::api::*;
 use crate::clock::{format_iso, Timestamp, DAY};
@@ -71,7 +72,7 @@ impl Engine {
         let (key_id, hsm) = {
             let st = self.view()?;
             let k = self.find_key(&st, Access::Check(caller, "kms:GetParametersForImport"), "KeyId", &req.key_id)?;
-            require_external(k)?;
+            require_external(&k)?;
             (k.key_id.clone(), k.protection == ProtectionLevel::Hsm)
         };
         let mut id = [0u8; 32];
@@ -88,7 +89,7 @@ impl Engine {
         };
         let r = self.mutate(|st, now| {
             let k = self.find_key(st, Access::Check(caller, "kms:GetParametersForImport"), "KeyId", &req.key_id)?;
-            require_external(k)?;
+            require_external(&k)?;
             if k.key_id != key_id {
                 return Err(KmsError::internal("the alias moved during GetParametersForImport; try again"));
             }
@@ -135,9 +136,10 @@ impl Engine {
         let (key_id, spec, token, hsm, version_id) = {
             let st = self.view()?;
             let k = self.find_key(&st, Access::Check(caller, "kms:ImportKeyMaterial"), "KeyId", &req.key_id)?;
-            let token = check_token(&st, k, &req.import_token, now)?;
+            let token = check_token(&st, &k, &req.import_token, now)?;
             // An imported key has one version for life: its id survives deletion and re-import.
-            let version_id = st.versions_of(&k.key_id).first().cloned().unwrap_or_else(|| Uuid::new_v4().to_string());
+            let version_id =
+                k.versions.first().map(|v| v.version_id.clone()).unwrap_or_else(|| Uuid::new_v4().to_string());
             (k.key_id.clone(), k.spec, token, k.protection == ProtectionLevel::Hsm, version_id)
         };
         let alg = AsymAlgorithm::parse(&token.wrapping_algorithm)
@@ -155,7 +157,7 @@ impl Engine {
             // The key resolved before unwrapping, not the parameter again: an alias moved meanwhile
             // must not redirect the material.
             let k = self.find_key(st, Access::Check(caller, "kms:ImportKeyMaterial"), "KeyId", &key_id)?;
-            check_token(st, k, &req.import_token, now)?;
+            check_token(st, &k, &req.import_token, now)?;
             if k.material_fingerprint.as_ref().is_some_and(|f| f != &fingerprint) {
                 return Err(KmsError::with_detail(
                     ErrorCode::InvalidKeyMaterial,
@@ -165,23 +167,19 @@ impl Engine {
                     ),
                 ));
             }
-            if st.versions_of(&k.key_id).first().is_some_and(|v| v != &version_id) {
+            if k.versions.first().is_some_and(|v| v.version_id != version_id) {
                 return Err(KmsError::internal("the key changed during ImportKeyMaterial; try again"));
             }
-            let created_at = st.versions.get(&version_id).map_or(now, |v| v.created_at);
+            let created_at = k.version(&version_id).map_or(now, |v| v.created_at);
             let sealed = match &material {
                 Imported::Plain(m) => self.protector.seal(&material_aad(&k.key_id, &version_id), m)?,
                 Imported::Token(label) => {
-                    replaced = st
-                        .versions
-                        .get(&version_id)
-                        .and_then(|v| super::hsm::record_label(&v.sealed))
-                        .into_iter()
-                        .collect();
+                    replaced =
+                        k.version(&version_id).and_then(|v| super::hsm::record_label(&v.sealed)).into_iter().collect();
                     super::hsm::aes_record(label)
                 }
             };
-            let mut k = k.clone();
+            let mut k = k.key.clone();
             k.primary_version = Some(version_id.clone());
             k.last_rotation = created_at;
             k.material_expire = expire;
@@ -242,27 +240,24 @@ impl Engine {
         let mut shredded = (String::new(), Vec::new());
         self.mutate(|st, _| {
             let k = self.find_key(st, Access::Check(caller, "kms:DeleteKeyMaterial"), "KeyId", key_id)?;
-            require_external(k)?;
-            shredded = (k.key_id.clone(), material_labels(st, k));
-            Ok((material_deletion(st, k), ()))
+            require_external(&k)?;
+            shredded = (k.key_id.clone(), material_labels(&k));
+            Ok((material_deletion(&k), ()))
         })?;
         self.destroy_token_objects(&shredded.0, &shredded.1);
         Ok(())
     }
 
-    /// Deletes expired imported material and forgets expired import tokens.
-    pub(crate) fn expire_imports(&self, now: Timestamp) -> (Vec<String>, usize) {
+    /// Deletes expired imported material of the `due` keys and forgets the `due_tokens` that
+    /// expired.
+    pub(crate) fn expire_imports(&self, due: Vec<String>, due_tokens: Vec<String>) -> (Vec<String>, usize) {
         let mut expired = Vec::new();
-        let due: Vec<String> = {
-            let st = self.state.read();
-            st.keys.values().filter(|k| material_expired(k, now)).map(|k| k.key_id.clone()).collect()
-        };
         for id in due {
             let mut labels = Vec::new();
-            let r = self.mutate(|st, now| match st.keys.get(&id).filter(|k| material_expired(k, now)) {
+            let r = self.mutate(|st, now| match st.key(&id)?.filter(|k| material_expired(k, now)) {
                 Some(k) => {
-                    labels = material_labels(st, k);
-                    Ok((material_deletion(st, k), true))
+                    labels = material_labels(&k);
+                    Ok((material_deletion(&k), true))
                 }
                 None => Ok((Vec::new(), false)),
             });
@@ -275,7 +270,10 @@ impl Engine {
         let mut wrapping_keys = Vec::new();
         let purged = self
             .mutate(|st, now| {
-                let old: Vec<&ImportTokenRecord> = st.import_tokens.values().filter(|t| t.expires_at <= now).collect();
+                let mut old: Vec<ImportTokenRecord> = Vec::new();
+                for id in &due_tokens {
+                    old.extend(st.import_token(id)?.filter(|t| t.expires_at <= now));
+                }
                 wrapping_keys = old.iter().filter_map(|t| super::hsm::parse_pair(&t.sealed).map(|(l, _)| l)).collect();
                 let n = old.len();
                 Ok((old.into_iter().map(|t| Change::DeleteImportToken(t.token_id.clone())).collect(), n))
@@ -294,15 +292,11 @@ enum Imported {
 }
 
 /// The token objects holding a key's imported material (none for a software key).
-fn material_labels(st: &State, k: &KeyRecord) -> Vec<String> {
+fn material_labels(k: &KeyEntry) -> Vec<String> {
     if k.protection != ProtectionLevel::Hsm {
         return Vec::new();
     }
-    st.versions_of(&k.key_id)
-        .iter()
-        .filter_map(|id| st.versions.get(id))
-        .filter_map(|v| super::hsm::record_label(&v.sealed))
-        .collect()
+    k.versions.iter().filter_map(|v| super::hsm::record_label(&v.sealed)).collect()
 }
 
 fn material_expired(k: &KeyRecord, now: Timestamp) -> bool {
@@ -311,15 +305,14 @@ fn material_expired(k: &KeyRecord, now: Timestamp) -> bool {
 
 /// The changes that delete a key's imported material: every version keeps its id but loses its
 /// sealed bytes; the key goes back to PendingImport (or will, if its deletion is cancelled).
-fn material_deletion(st: &State, k: &KeyRecord) -> Vec<Change> {
-    let mut changes: Vec<Change> = st
-        .versions_of(&k.key_id)
+fn material_deletion(k: &KeyEntry) -> Vec<Change> {
+    let mut changes: Vec<Change> = k
+        .versions
         .iter()
-        .filter_map(|id| st.versions.get(id))
         .filter(|v| v.has_material())
         .map(|v| Change::PutVersion(VersionRecord { sealed: Vec::new(), ..v.clone() }))
         .collect();
-    let mut k = k.clone();
+    let mut k = k.key.clone();
     k.material_expire = None;
     if k.state == KeyState::PendingDeletion {
         k.state_before_deletion = Some(KeyState::PendingImport);
@@ -330,12 +323,12 @@ fn material_deletion(st: &State, k: &KeyRecord) -> Vec<Change> {
     changes
 }
 
-fn check_token(st: &State, k: &KeyRecord, token: &str, now: Timestamp) -> Result<ImportTokenRecord> {
+fn check_token(st: &View<'_>, k: &KeyRecord, token: &str, now: Timestamp) -> Result<ImportTokenRecord> {
     require_external(k)?;
     if k.state == KeyState::PendingDeletion {
         return Err(super::state_modify_failed(k, "material cannot be imported into a key pending deletion"));
     }
-    let t = st.import_tokens.get(token.trim()).ok_or_else(|| {
+    let t = st.import_token(token.trim())?.ok_or_else(|| {
         KmsError::with_detail(ErrorCode::InvalidImportToken, "Get a token with GetParametersForImport.")
     })?;
     if t.key_id != k.key_id {
@@ -350,7 +343,7 @@ fn check_token(st: &State, k: &KeyRecord, token: &str, now: Timestamp) -> Result
             format_args!("It expired at {}; get a new one with GetParametersForImport.", format_iso(t.expires_at)),
         ));
     }
-    Ok(t.clone())
+    Ok(t)
 }
 
 fn hex_encode(b: &[u8]) -> String {

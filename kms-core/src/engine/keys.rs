@@ -14,6 +14,7 @@ use crate::error::{ErrorCode, KmsError, Result};
 use crate::ids::{key_arn, new_key_id};
 use crate::interval::{format_interval, parse_interval};
 use crate::model::{KeyRecord, KeySpec, KeyState, KeyUsage, Origin, ProtectionLevel, VersionRecord};
+use crate::store::reads::{Count, KeyCond};
 use crate::store::Change;
 
 /// Parses an optional enum parameter, naming the parameter and the accepted values on error.
@@ -112,9 +113,8 @@ impl Engine {
             service: None,
         };
         let key = self.mutate(|st, now| {
-            self.allow(st, caller, "kms:CreateKey", Resource::Container(ResourceKind::Key))?;
-            let user_keys = st.keys.values().filter(|k| k.service.is_none()).count();
-            if user_keys >= limits.max_keys {
+            self.allow(caller, "kms:CreateKey", Resource::Container(ResourceKind::Key))?;
+            if st.count(Count::UserKeys)? >= limits.max_keys as u64 {
                 return Err(KmsError::with_detail(
                     ErrorCode::LimitExceeded,
                     format_args!("At most {} keys may exist in a region.", limits.max_keys),
@@ -123,7 +123,7 @@ impl Engine {
             let (key, version) = self.build_key(new, now)?;
             let mut changes = vec![Change::PutKey(key.clone())];
             changes.extend(version.map(Change::PutVersion));
-            changes.extend(self.tag_changes(st, crate::model::ResourceType::Key, &key.key_id, &tags)?);
+            changes.extend(self.tag_changes(None, crate::model::ResourceType::Key, &key.key_id, &tags)?);
             Ok((changes, key))
         })?;
         tracing::info!(key_id = %key.key_id, spec = %key.spec, origin = %key.origin, "key created");
@@ -229,29 +229,28 @@ impl Engine {
     pub fn describe_key(&self, caller: &Caller, key_id: &str) -> Result<KeyMetadataResponse> {
         let st = self.view()?;
         let k = self.find_key(&st, Access::Check(caller, "kms:DescribeKey"), "KeyId", key_id)?;
-        Ok(KeyMetadataResponse { key_metadata: self.metadata(k, true) })
+        Ok(KeyMetadataResponse { key_metadata: self.metadata(&k, true) })
     }
 
     pub fn list_keys(&self, caller: &Caller, req: ListKeysRequest) -> Result<ListKeysResponse> {
         let page = req.page().validate()?;
         let filters = KeyFilter::parse(req.filters.as_deref())?;
         let st = self.view()?;
-        self.allow(&st, caller, "kms:ListKeys", Resource::Container(ResourceKind::Key))?;
-        let all: Vec<&KeyRecord> =
-            st.keys_in_order().into_iter().filter(|k| filters.iter().all(|f| f.matches(k))).collect();
-        let key = page
-            .slice(&all)
-            .iter()
-            .map(|k| KeyListEntry {
-                key_id: k.key_id.clone(),
-                key_arn: key_arn(&self.config.region, &self.config.account_id, &k.key_id),
+        self.allow(caller, "kms:ListKeys", Resource::Container(ResourceKind::Key))?;
+        let found = st.key_ids(filters.iter().map(KeyFilter::condition).collect(), page.offset(), page.size)?;
+        let key = found
+            .items
+            .into_iter()
+            .map(|key_id| KeyListEntry {
+                key_arn: key_arn(&self.config.region, &self.config.account_id, &key_id),
+                key_id,
             })
             .collect();
         Ok(ListKeysResponse {
             keys: KeyList { key },
             page_number: page.number,
             page_size: page.size,
-            total_count: all.len() as u32,
+            total_count: found.total.min(u32::MAX as u64) as u32,
         })
     }
 
@@ -262,6 +261,7 @@ impl Engine {
         }
         self.mutate(|st, _| {
             let k = self.find_key(st, Access::Check(caller, "kms:UpdateKeyDescription"), "KeyId", key_id)?;
+            let k = &k.key;
             forbid_service_key(k, "UpdateKeyDescription")?;
             let mut k = k.clone();
             k.description = description.to_string();
@@ -282,6 +282,7 @@ impl Engine {
             if enable { ("EnableKey", "kms:EnableKey") } else { ("DisableKey", "kms:DisableKey") };
         self.mutate(|st, _| {
             let k = self.find_key(st, Access::Check(caller, permission), "KeyId", key_id)?;
+            let k = &k.key;
             forbid_service_key(k, action)?;
             if !matches!(k.state, KeyState::Enabled | KeyState::Disabled) {
                 return Err(state_modify_failed(k, "only Enabled and Disabled keys can be enabled or disabled"));
@@ -306,6 +307,7 @@ impl Engine {
         }
         self.mutate(|st, now| {
             let k = self.find_key(st, Access::Check(caller, "kms:ScheduleKeyDeletion"), "KeyId", &req.key_id)?;
+            let k = &k.key;
             forbid_service_key(k, "ScheduleKeyDeletion")?;
             if k.state == KeyState::PendingDeletion {
                 return Err(state_modify_failed(k, "its deletion is already scheduled"));
@@ -327,6 +329,7 @@ impl Engine {
     pub fn cancel_key_deletion(&self, caller: &Caller, key_id: &str) -> Result<()> {
         self.mutate(|st, _| {
             let k = self.find_key(st, Access::Check(caller, "kms:CancelKeyDeletion"), "KeyId", key_id)?;
+            let k = &k.key;
             if k.state != KeyState::PendingDeletion {
                 return Err(state_modify_failed(k, "only a key pending deletion can have its deletion cancelled"));
             }
@@ -348,6 +351,7 @@ impl Engine {
         let param = if req.protected_resource_arn.is_some() { "ProtectedResourceArn" } else { "KeyId" };
         self.mutate(|st, _| {
             let k = self.find_key(st, Access::Check(caller, "kms:SetDeletionProtection"), param, target)?;
+            let k = &k.key;
             // A service key's attributes belong to its service: nobody, its owner included, may
             // lift the protection (or set it) by hand.
             forbid_service_key(k, "SetDeletionProtection")?;
@@ -414,21 +418,16 @@ impl KeyFilter {
         Ok(filters)
     }
 
-    fn matches(&self, k: &KeyRecord) -> bool {
-        let value = match self.key.as_str() {
-            "KeyState" => k.state.as_str(),
-            "KeySpec" => k.spec.as_str(),
-            "KeyUsage" => k.usage.as_str(),
-            "ProtectionLevel" => k.protection.as_str(),
-            "CreatorType" => {
-                if k.service.is_some() {
-                    "Service"
-                } else {
-                    "User"
-                }
-            }
-            _ => return false,
-        };
-        self.values.iter().any(|v| v == value)
+    /// The same filter, for the store to apply.
+    fn condition(&self) -> KeyCond {
+        let v = self.values.clone();
+        match self.key.as_str() {
+            "KeyState" => KeyCond::State(v),
+            "KeySpec" => KeyCond::Spec(v),
+            "KeyUsage" => KeyCond::Usage(v),
+            "ProtectionLevel" => KeyCond::Protection(v),
+            // `parse` admits nothing else.
+            _ => KeyCond::Creator { user: v.iter().any(|x| x == "User"), service: v.iter().any(|x| x == "Service") },
+        }
     }
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::view::View;
 use super::Engine;
 use crate::model::{KeyState, Origin, ProtectionLevel};
 use crate::store::Change;
@@ -38,17 +39,22 @@ impl Engine {
     pub fn run_maintenance(&self) -> MaintenanceReport {
         let mut report = MaintenanceReport::default();
         let now = self.now();
-        let (due_rotation, due_deletion): (Vec<String>, Vec<String>) = {
-            let st = self.state.read();
-            let rot = st.keys.values().filter(|k| rotation_due(k, now)).map(|k| k.key_id.clone()).collect();
-            let del = st.keys.values().filter(|k| deletion_due(k, now)).map(|k| k.key_id.clone()).collect();
-            (rot, del)
+        // What is due is read from the store (each job is re-checked under the write lock).
+        let due = match (View { engine: self }).due(now) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "maintenance could not read what is due");
+                report.failures += 1;
+                return report;
+            }
         };
+        let (due_rotation, due_deletion) = (due.rotation, due.deletion);
+        let (due_expiry, due_tokens, due_secrets) = (due.material_expiry, due.import_tokens, due.secret_purge);
         for id in due_rotation {
             // Re-checked under the writer lock: the key may have changed since the scan.
-            let r = self.mutate(|st, now| match st.keys.get(&id).filter(|k| rotation_due(k, now)) {
+            let r = self.mutate(|st, now| match st.key(&id)?.filter(|k| rotation_due(k, now)) {
                 Some(k) => {
-                    let (changes, v) = self.rotation_changes(k, now)?;
+                    let (changes, v) = self.rotation_changes(&k, now)?;
                     Ok((changes, Some(v.version_id)))
                 }
                 None => Ok((Vec::new(), None)),
@@ -67,15 +73,10 @@ impl Engine {
         }
         for id in due_deletion {
             let mut token_objects = Vec::new();
-            let r = self.mutate(|st, now| match st.keys.get(&id).filter(|k| deletion_due(k, now)) {
+            let r = self.mutate(|st, now| match st.key(&id)?.filter(|k| deletion_due(k, now)) {
                 Some(k) => {
                     if k.protection == ProtectionLevel::Hsm {
-                        token_objects = st
-                            .versions_of(&id)
-                            .iter()
-                            .filter_map(|v| st.versions.get(v))
-                            .filter_map(|v| super::hsm::record_label(&v.sealed))
-                            .collect();
+                        token_objects = k.versions.iter().filter_map(|v| super::hsm::record_label(&v.sealed)).collect();
                     }
                     Ok((vec![Change::DeleteKey(id.clone())], true))
                 }
@@ -95,10 +96,10 @@ impl Engine {
                 }
             }
         }
-        let (expired, purged) = self.expire_imports(now);
+        let (expired, purged) = self.expire_imports(due_expiry, due_tokens);
         report.material_expired = expired;
         report.tokens_purged = purged;
-        report.secrets_purged = self.purge_secrets(now);
+        report.secrets_purged = self.purge_secrets(due_secrets);
         if let Err(e) = self.store.lock().purge_nonces(now) {
             tracing::warn!(error = %e, "purging expired request nonces failed");
             report.failures += 1;

@@ -1,12 +1,14 @@
 //! The KMS engine: one `Engine` per store, safe to share between threads.
 //!
-//! Reads (every cryptographic operation) take a read lock on the in-memory mirror and never touch
-//! the store. Mutations are serialised by the store mutex (and, on a shared store, by the store's
-//! write lock across nodes): the mirror first catches up with what other nodes committed, the
-//! closure given to [`Engine::mutate`] checks the request against it and returns the changes, the
-//! store commits them durably, and only then are they applied to memory. So a reply is never ahead
-//! of the store, and a failed commit leaves both untouched. On a shared store a follower keeps the
-//! mirror current and reads refuse when it may be stale (module `feed`).
+//! Reads go through a [`View`]: records from a bounded cache filled from the store on a miss, so a
+//! warm key's cryptographic operation never touches the store; listings are paged in SQL
+//! (module `view`). Mutations are serialised by the store mutex (and, on a shared store, by the
+//! store's write lock across nodes): the cache first catches up with what other nodes committed,
+//! the closure given to [`Engine::mutate`] checks the request against current state and returns
+//! the changes, the store commits them durably, and only then are they applied to the cache. So
+//! a reply is never ahead of the store, and a failed commit leaves both untouched. On a shared
+//! store a follower keeps the cache current and reads refuse when it may be stale (module
+//! `feed`).
 
 mod aliases;
 mod asymmetric;
@@ -26,12 +28,13 @@ mod service;
 mod state;
 mod tags;
 mod versions;
+mod view;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+use parking_lot::{Mutex, RwLock};
 use uuid::Uuid;
 
 pub use audit_anchor::{open_for_verification, Anchor, ChainKey};
@@ -48,9 +51,10 @@ use crate::crypto::{Algorithm, SymCipher};
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::ids::KeyRef;
 use crate::model::{KeyRecord, KeyState, ProtectionLevel};
-use crate::store::{Change, PgFeed, Store, StoreError, StoreLocation};
+use crate::store::{Change, PgFeed, Reader, Store, StoreError, StoreLocation};
 use cache::{CipherCache, Material};
 use state::State;
+use view::View;
 
 /// Why an engine could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +105,8 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     protector: Arc<dyn Protector>,
     store: Mutex<Store>,
+    /// Connections for reads on demand (cache misses, listings), apart from the writer's.
+    reader: Reader,
     location: StoreLocation,
     node_id: String,
     state: Arc<RwLock<State>>,
@@ -150,8 +156,9 @@ fn sealed_secret(
 }
 
 impl Engine {
-    /// Opens the store, proves the root key is the one it was sealed under, and loads every key.
-    /// On a shared store, also starts following its change feed.
+    /// Opens the store and proves the root key is the one it was sealed under. Nothing else is
+    /// read or unsealed until a request needs it, so opening takes the same time for ten keys or
+    /// a million. On a shared store, also starts following its change feed.
     pub fn open(opts: EngineOptions) -> Result<Engine, OpenError> {
         let at = |e: StoreError| OpenError(format!("{}: {e}", opts.store));
         let mut store = Store::open(&opts.store).map_err(at)?;
@@ -169,8 +176,9 @@ impl Engine {
                 .and_then(|k| ChainKey::from_secret(&k))
                 .map_err(|e| OpenError(format!("{}: audit chain key: {e}", opts.store)))?;
         let t0 = Instant::now();
-        let (snapshot, seq) = store.load().map_err(at)?;
-        let state = Arc::new(RwLock::new(State::from_snapshot(snapshot, seq)));
+        let seq = store.position().map_err(at)?;
+        let reader = Reader::open(&opts.store).map_err(at)?;
+        let state = Arc::new(RwLock::new(State::new(opts.config.cache_capacity, seq)));
         let ciphers = Arc::new(CipherCache::new(opts.config.cache_capacity));
         let (freshness, follower) = match &opts.store {
             StoreLocation::Postgres(url) => {
@@ -192,50 +200,27 @@ impl Engine {
             clock: opts.clock,
             protector: opts.protector,
             store: Mutex::new(store),
+            reader,
             location: opts.store,
             node_id: opts.node_id,
             state,
             freshness,
             _follower: follower,
         };
-        engine.verify_all_material()?;
         tracing::info!(
             store = %engine.location,
             node = %engine.node_id,
             protector = %engine.protector.describe(),
-            keys = engine.state.read().keys.len(),
             "kms engine open"
         );
         Ok(engine)
     }
 
-    /// The mirror, for serving a request: refused (retriably) on a shared store when this node
-    /// may have missed changes for longer than the lease.
-    fn view(&self) -> Result<RwLockReadGuard<'_, State>> {
+    /// What a request reads through: refused (retriably) on a shared store when this node may
+    /// have missed changes for longer than the lease.
+    fn view(&self) -> Result<View<'_>> {
         self.freshness.check()?;
-        Ok(self.state.read())
-    }
-
-    /// Unseals every version once, so a damaged store or a wrong root key is found at start, not
-    /// at the first Decrypt; warms the cache on the way.
-    fn verify_all_material(&self) -> Result<(), OpenError> {
-        let st = self.state.read();
-        for v in st.versions.values().filter(|v| v.has_material()) {
-            let k = &st.keys[&v.key_id];
-            self.unseal_version(k, &v.version_id, &v.sealed).map_err(|e| {
-                if k.protection == ProtectionLevel::Hsm {
-                    // A token reference: what is wrong is the token, not the root key.
-                    return OpenError(format!("key {} version {}: {}", v.key_id, v.version_id, e.message()));
-                }
-                OpenError(format!(
-                    "key {} version {} does not unseal under {}: the store was modified or belongs to another root key",
-                    v.key_id,
-                    v.version_id,
-                    self.protector.describe()
-                ))
-            })?;
-        }
-        Ok(())
+        Ok(View { engine: self })
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -250,7 +235,7 @@ impl Engine {
     /// then applies them to memory. On a shared store the state is first brought up to date with
     /// what other nodes committed, under the store's write lock, so `f` always decides on current
     /// state.
-    fn mutate<T>(&self, f: impl FnOnce(&State, Timestamp) -> Result<(Vec<Change>, T)>) -> Result<T> {
+    fn mutate<T>(&self, f: impl FnOnce(&View<'_>, Timestamp) -> Result<(Vec<Change>, T)>) -> Result<T> {
         let mut store = self.store.lock();
         let t0 = Instant::now();
         let applied = self.state.read().applied_seq;
@@ -259,7 +244,7 @@ impl Engine {
         let written = store
             .write::<KmsError>(applied, &mut |cu| feed::catch_up(&self.state, &self.ciphers, cu), &mut || {
                 let f = f.take().expect("decide runs once");
-                let (changes, o) = f(&self.state.read(), self.clock.now())?;
+                let (changes, o) = f(&View { engine: self }, self.clock.now())?;
                 out = Some(o);
                 Ok(changes)
             })
@@ -317,17 +302,6 @@ impl Engine {
         KeyRef::parse(param, value, &self.config.region, &self.config.account_id)
     }
 
-    /// Finds the key a parsed `KeyId` names.
-    fn lookup<'s>(&self, st: &'s State, r: &KeyRef) -> Result<&'s KeyRecord> {
-        match r {
-            KeyRef::Id(id) => st.keys.get(id).ok_or_else(|| KmsError::key_not_found(id)),
-            KeyRef::Alias(name) => {
-                let a = st.aliases.get(name).ok_or_else(|| KmsError::alias_not_found(name))?;
-                st.keys.get(&a.key_id).ok_or_else(|| KmsError::key_not_found(&a.key_id))
-            }
-        }
-    }
-
     /// A version ready to use, from the cache or by unsealing `sealed`.
     fn material(&self, key: &KeyRecord, version_id: &str, sealed: &[u8]) -> Result<Arc<Material>> {
         match self.ciphers.get(version_id) {
@@ -348,7 +322,7 @@ impl Engine {
     fn unseal_version(&self, key: &KeyRecord, version_id: &str, sealed: &[u8]) -> Result<Arc<Material>> {
         if key.protection == ProtectionLevel::Hsm {
             let m = Arc::new(self.token_material(key, version_id, sealed)?);
-            self.ciphers.insert(version_id, m.clone());
+            self.ciphers.insert(&key.key_id, version_id, m.clone());
             return Ok(m);
         }
         let material = self.protector.unseal(&material_aad(&key.key_id, version_id), sealed).map_err(|e| match e {
@@ -362,7 +336,7 @@ impl Engine {
             None => Material::Asym(PrivateKey::from_pkcs8(key.spec, &material)?),
         };
         let m = Arc::new(m);
-        self.ciphers.insert(version_id, m.clone());
+        self.ciphers.insert(&key.key_id, version_id, m.clone());
         Ok(m)
     }
 

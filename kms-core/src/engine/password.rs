@@ -21,7 +21,8 @@ impl Engine {
         caller: &Caller,
         req: GetRandomPasswordRequest,
     ) -> Result<GetRandomPasswordResponse> {
-        self.allow(&*self.view()?, caller, "kms:GetRandomPassword", Resource::Any)?;
+        self.view()?;
+        self.allow(caller, "kms:GetRandomPassword", Resource::Any)?;
         let len = req.password_length.unwrap_or(32);
         if !(8..=128).contains(&len) {
             return Err(KmsError::invalid("PasswordLength", "it must lie between 8 and 128"));

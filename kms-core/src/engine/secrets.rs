@@ -14,15 +14,18 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::authz::{Access, Resource, ResourceKind};
-use super::state::State;
+use super::state::SecretEntry;
 use super::tags::parse_tags_json;
+use super::view::View;
 use super::{dry_run_error, Caller, Engine};
 use crate::api::*;
-use crate::clock::{format_iso, Timestamp, DAY};
+use crate::clock::{format_iso, DAY};
 use crate::context::EncryptionContext;
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::model::{KeyUsage, ResourceType, SecretRecord, SecretVersionRecord};
+use crate::store::reads::{Count, SecretCond};
 use crate::store::Change;
+use std::sync::Arc;
 
 pub const ACS_CURRENT: &str = "ACSCurrent";
 pub const ACS_PREVIOUS: &str = "ACSPrevious";
@@ -143,16 +146,16 @@ impl Engine {
     }
 
     /// A secret by name or ARN, unchecked: operations use [`Engine::find_secret_for`].
-    pub(crate) fn find_secret<'s>(&self, st: &'s State, name: &str) -> Result<&'s SecretRecord> {
+    pub(crate) fn find_secret(&self, st: &View<'_>, name: &str) -> Result<Arc<SecretEntry>> {
         if name.trim().is_empty() {
             return Err(KmsError::missing("SecretName"));
         }
         let short = self.secret_short_name(name);
-        st.secrets.get(short).ok_or_else(|| not_found(format_args!("SecretName: {}", name.trim())))
+        st.secret(short)?.ok_or_else(|| not_found(format_args!("SecretName: {}", name.trim())))
     }
 
     /// A secret that is not waiting in its recovery window.
-    fn live_secret<'s>(&self, st: &'s State, access: Access<'_>, name: &str) -> Result<&'s SecretRecord> {
+    fn live_secret(&self, st: &View<'_>, access: Access<'_>, name: &str) -> Result<Arc<SecretEntry>> {
         let s = self.find_secret_for(st, access, name)?;
         if let Some(t) = s.planned_delete {
             return Err(KmsError::with_detail(
@@ -271,7 +274,7 @@ impl Engine {
         };
         {
             let st = self.view()?;
-            self.allow(&st, caller, "kms:CreateSecret", Resource::Container(ResourceKind::Secret))?;
+            self.allow(caller, "kms:CreateSecret", Resource::Container(ResourceKind::Secret))?;
             self.check_new_secret(&st, &req.secret_name)?;
         }
         let key_id = self.secret_key(caller, req.encryption_key_id.as_deref())?;
@@ -283,9 +286,9 @@ impl Engine {
             req.secret_data.expose().as_bytes(),
         )?;
         self.mutate(|st, now| {
-            self.allow(st, caller, "kms:CreateSecret", Resource::Container(ResourceKind::Secret))?;
+            self.allow(caller, "kms:CreateSecret", Resource::Container(ResourceKind::Secret))?;
             self.check_new_secret(st, &req.secret_name)?;
-            if st.secrets.len() >= l.max_secrets {
+            if st.count(Count::Secrets)? >= l.max_secrets as u64 {
                 return Err(KmsError::with_detail(
                     ErrorCode::LimitExceeded,
                     format_args!("At most {} secrets.", l.max_secrets),
@@ -310,7 +313,7 @@ impl Engine {
                 sealed: sealed.clone(),
             };
             let mut changes = vec![Change::PutSecret(secret), Change::PutSecretVersion(version)];
-            changes.extend(self.tag_changes(st, ResourceType::Secret, &req.secret_name, &tags)?);
+            changes.extend(self.tag_changes(None, ResourceType::Secret, &req.secret_name, &tags)?);
             Ok((changes, ()))
         })?;
         Ok(CreateSecretResponse {
@@ -326,8 +329,8 @@ impl Engine {
         })
     }
 
-    fn check_new_secret(&self, st: &State, name: &str) -> Result<()> {
-        match st.secrets.get(name) {
+    fn check_new_secret(&self, st: &View<'_>, name: &str) -> Result<()> {
+        match st.secret(name)? {
             Some(s) if s.planned_delete.is_some() => Err(KmsError::with_detail(
                 ErrorCode::ResourceInDeleteWindow,
                 format_args!("Secret {name} is in its recovery window; restore it or wait until it is deleted."),
@@ -346,7 +349,7 @@ impl Engine {
     pub fn authorize_secret_read(&self, caller: &Caller, name: &str) -> Result<()> {
         let st = self.view()?;
         let s = self.live_secret(&st, Access::Check(caller, "kms:GetSecretValue"), name)?;
-        self.allow_secret_key(&st, caller, "kms:Decrypt", s)
+        self.allow_secret_key(&st, caller, "kms:Decrypt", &s)
     }
 
     /// GetSecretValue as `permission` (BatchGetSecretValue checks its own): the secret, and
@@ -361,8 +364,8 @@ impl Engine {
         let (secret, version) = {
             let st = self.view()?;
             let s = self.live_secret(&st, Access::Check(caller, permission), &req.secret_name)?;
-            self.allow_secret_key(&st, caller, "kms:Decrypt", s)?;
-            let versions = st.secret_versions.get(&s.name).map(Vec::as_slice).unwrap_or(&[]);
+            self.allow_secret_key(&st, caller, "kms:Decrypt", &s)?;
+            let versions = &s.versions;
             let vid = req.version_id.as_deref().map(str::trim).filter(|v| !v.is_empty());
             let stage = req.version_stage.as_deref().map(str::trim).filter(|v| !v.is_empty());
             let v = match (vid, stage) {
@@ -487,14 +490,9 @@ impl Engine {
         let (secret, existing) = {
             let st = self.view()?;
             let s = self.live_secret(&st, Access::Check(caller, "kms:PutSecretValue"), &req.secret_name)?;
-            self.allow_secret_key(&st, caller, "kms:GenerateDataKey", s)?;
-            let s = s.clone();
-            let existing = st
-                .secret_versions
-                .get(&s.name)
-                .and_then(|vs| vs.iter().find(|v| v.version_id == req.version_id))
-                .cloned();
-            (s, existing)
+            self.allow_secret_key(&st, caller, "kms:GenerateDataKey", &s)?;
+            let existing = s.versions.iter().find(|v| v.version_id == req.version_id).cloned();
+            (s.secret.clone(), existing)
         };
         // A version id is written once: the same value again is a no-op, another value an error.
         if let Some(v) = existing {
@@ -523,11 +521,11 @@ impl Engine {
         let max_versions = self.config.limits.max_secret_versions;
         self.mutate(|st, now| {
             let s = self.live_secret(st, Access::Check(caller, "kms:PutSecretValue"), &secret.name)?;
-            self.allow_secret_key(st, caller, "kms:GenerateDataKey", s)?;
+            self.allow_secret_key(st, caller, "kms:GenerateDataKey", &s)?;
             if s.encryption_key_id != secret.encryption_key_id {
                 return Err(KmsError::internal("the secret's CMK changed while its value was sealed"));
             }
-            let before = st.secret_versions.get(&s.name).cloned().unwrap_or_default();
+            let before = s.versions.clone();
             if before.iter().any(|v| v.version_id == req.version_id) {
                 return Err(KmsError::with_detail(
                     ErrorCode::ResourceExist,
@@ -567,7 +565,7 @@ impl Engine {
                     format_args!("Secret {} has {max_versions} versions that all carry stages.", s.name),
                 ));
             }
-            let mut s2 = s.clone();
+            let mut s2 = s.secret.clone();
             s2.updated_at = now;
             changes.push(Change::PutSecret(s2));
             let new_stages =
@@ -597,7 +595,7 @@ impl Engine {
         let stage = req.version_stage.as_str();
         self.mutate(|st, now| {
             let s = self.live_secret(st, Access::Check(caller, "kms:UpdateSecretVersionStage"), &req.secret_name)?;
-            let before = st.secret_versions.get(&s.name).cloned().unwrap_or_default();
+            let before = s.versions.clone();
             let exists = |id: &str| before.iter().any(|v| v.version_id == id);
             for id in [remove, move_to].into_iter().flatten() {
                 if !exists(id) {
@@ -640,7 +638,7 @@ impl Engine {
                 }
             }
             let mut changes = stage_changes(&before, &after);
-            let mut s2 = s.clone();
+            let mut s2 = s.secret.clone();
             s2.updated_at = now;
             changes.push(Change::PutSecret(s2));
             Ok((changes, SecretNameResponse { secret_name: s.name.clone() }))
@@ -655,11 +653,8 @@ impl Engine {
         let page = PageRequest { page_number: req.page_number, page_size: req.page_size.or(Some(20)) }.validate()?;
         let st = self.view()?;
         let s = self.find_secret_for(&st, Access::Check(caller, "kms:ListSecretVersionIds"), &req.secret_name)?;
-        let all: Vec<&SecretVersionRecord> = st
-            .secret_versions
-            .get(&s.name)
-            .map(|vs| vs.iter().filter(|v| req.include_deprecated.unwrap_or(false) || !v.stages.is_empty()).collect())
-            .unwrap_or_default();
+        let all: Vec<&SecretVersionRecord> =
+            s.versions.iter().filter(|v| req.include_deprecated.unwrap_or(false) || !v.stages.is_empty()).collect();
         let version_id = page
             .slice(&all)
             .iter()
@@ -697,7 +692,7 @@ impl Engine {
             extended_config: s.extended_config.clone(),
             owing_service: String::new(),
             dkms_instance_id: String::new(),
-            tags: req.fetch_tags.unwrap_or(false).then(|| self.tags_of(&st, ResourceType::Secret, &s.name)),
+            tags: req.fetch_tags.unwrap_or(false).then(|| self.tags_of(&s.tags)),
         })
     }
 
@@ -733,38 +728,43 @@ impl Engine {
             }
         }
         let st = self.view()?;
-        self.allow(&st, caller, "kms:ListSecrets", Resource::Container(ResourceKind::Secret))?;
-        let matches = |s: &SecretRecord| {
-            let tags = st.tags.get(&(ResourceType::Secret, s.name.clone()));
-            filters.iter().all(|f| {
-                f.values.iter().any(|v| match f.key.as_str() {
-                    "SecretName" => s.name.contains(v.as_str()),
-                    "Description" => s.description.contains(v.as_str()),
-                    "TagKey" => tags.is_some_and(|t| t.contains_key(v)),
-                    _ => tags.is_some_and(|t| t.values().any(|x| x == v)),
-                })
-            })
-        };
-        let all: Vec<&SecretRecord> = st.secrets.values().filter(|s| matches(s)).collect();
-        let fetch_tags = req.fetch_tags.unwrap_or(false);
-        let secret = page
-            .slice(&all)
+        self.allow(caller, "kms:ListSecrets", Resource::Container(ResourceKind::Secret))?;
+        let conds = filters
             .iter()
-            .map(|s| SecretListEntry {
+            .map(|f| {
+                let v = f.values.clone();
+                match f.key.as_str() {
+                    "SecretName" => SecretCond::NameContains(v),
+                    "Description" => SecretCond::DescriptionContains(v),
+                    "TagKey" => SecretCond::TagKey(v),
+                    _ => SecretCond::TagValue(v),
+                }
+            })
+            .collect();
+        let found = st.secrets(conds, page.offset(), page.size)?;
+        let fetch_tags = req.fetch_tags.unwrap_or(false);
+        let mut secret = Vec::with_capacity(found.items.len());
+        for s in &found.items {
+            let tags = match fetch_tags {
+                // A secret deleted since the page was read has no tags left to show.
+                true => Some(st.secret(&s.name)?.map(|e| self.tags_of(&e.tags)).unwrap_or_default()),
+                false => None,
+            };
+            secret.push(SecretListEntry {
                 secret_name: s.name.clone(),
                 secret_type: s.secret_type.clone(),
                 create_time: format_iso(s.created_at),
                 update_time: format_iso(s.updated_at),
                 planned_delete_time: s.planned_delete.map(format_iso).unwrap_or_default(),
                 owing_service: String::new(),
-                tags: fetch_tags.then(|| self.tags_of(&st, ResourceType::Secret, &s.name)),
-            })
-            .collect();
+                tags,
+            });
+        }
         Ok(ListSecretsResponse {
             secret_list: SecretList { secret },
             page_number: page.number,
             page_size: page.size,
-            total_count: all.len() as u32,
+            total_count: found.total.min(u32::MAX as u64) as u32,
         })
     }
 
@@ -778,7 +778,8 @@ impl Engine {
             None => None,
         };
         self.mutate(|st, now| {
-            let mut s = self.live_secret(st, Access::Check(caller, "kms:UpdateSecret"), &req.secret_name)?.clone();
+            let mut s =
+                self.live_secret(st, Access::Check(caller, "kms:UpdateSecret"), &req.secret_name)?.secret.clone();
             if let Some(d) = &req.description {
                 s.description = d.clone();
             }
@@ -822,7 +823,7 @@ impl Engine {
                     format_args!("Secret {name} is already scheduled for deletion."),
                 ));
             }
-            let mut s = s.clone();
+            let mut s = s.secret.clone();
             let when = now + days * DAY;
             s.planned_delete = Some(when);
             s.updated_at = now;
@@ -842,27 +843,22 @@ impl Engine {
             if s.planned_delete.is_none() {
                 return Ok((Vec::new(), SecretNameResponse { secret_name: name }));
             }
-            let mut s = s.clone();
+            let mut s = s.secret.clone();
             s.planned_delete = None;
             s.updated_at = now;
             Ok((vec![Change::PutSecret(s)], SecretNameResponse { secret_name: name }))
         })
     }
 
-    /// Deletes secrets whose recovery window has passed.
-    pub(crate) fn purge_secrets(&self, now: Timestamp) -> Vec<String> {
-        let due: Vec<String> = {
-            let st = self.state.read();
-            st.secrets.values().filter(|s| s.planned_delete.is_some_and(|t| now >= t)).map(|s| s.name.clone()).collect()
-        };
+    /// Deletes those of the `due` secrets whose recovery window has passed.
+    pub(crate) fn purge_secrets(&self, due: Vec<String>) -> Vec<String> {
         let mut purged = Vec::new();
         for name in due {
-            let r = self.mutate(|st, now| {
-                match st.secrets.get(&name).filter(|s| s.planned_delete.is_some_and(|t| now >= t)) {
+            let r =
+                self.mutate(|st, now| match st.secret(&name)?.filter(|s| s.planned_delete.is_some_and(|t| now >= t)) {
                     Some(_) => Ok((vec![Change::DeleteSecret(name.clone())], true)),
                     None => Ok((Vec::new(), false)),
-                }
-            });
+                });
             if let Ok(true) = r {
                 tracing::info!(secret = %name, "secret deleted after its recovery window");
                 purged.push(name);

@@ -4,32 +4,32 @@
 
 use super::authz::Access;
 use super::keys::NewKey;
-use super::state::State;
+use super::state::KeyEntry;
+use super::view::View;
 use super::Engine;
 use crate::error::{ErrorCode, Result};
 use crate::ids::{service_of_alias, KeyRef};
-use crate::model::{AliasRecord, KeyRecord, KeySpec, KeyUsage, Origin};
+use crate::model::{AliasRecord, KeySpec, KeyUsage, Origin};
 use crate::store::Change;
 
 impl Engine {
-    /// Runs `f` on the key a `KeyId` names, under the state read lock (so `f` must not take it
-    /// again). When the caller is a service
-    /// principal naming its own not-yet-existing `alias/acs/<service>`, the key is created first.
+    /// Runs `f` on the key a `KeyId` names. When the caller is a service principal naming its own
+    /// not-yet-existing `alias/acs/<service>`, the key is created first.
     ///
-    /// The key is authorised for `access` under the same read guard `f` runs in, so an alias
-    /// moved concurrently can never make `f` act on a key that was not checked.
+    /// `f` gets the very record that was authorised for `access`, so an alias moved concurrently
+    /// can never make `f` act on a key that was not checked.
     pub(crate) fn with_key<T>(
         &self,
         access: Access<'_>,
         param: &str,
         value: &str,
-        f: impl Fn(&State, &KeyRecord) -> Result<T>,
+        f: impl Fn(&View<'_>, &KeyEntry) -> Result<T>,
     ) -> Result<T> {
         let r = self.key_ref(param, value)?;
         let first = {
             let st = self.view()?;
             match self.find_key(&st, access, param, value) {
-                Ok(k) => return f(&st, k),
+                Ok(k) => return f(&st, &k),
                 Err(e) => e,
             }
         };
@@ -47,7 +47,8 @@ impl Engine {
         };
         self.ensure_service_key(service)?;
         let st = self.view()?;
-        f(&st, self.find_key(&st, access, param, value)?)
+        let k = self.find_key(&st, access, param, value)?;
+        f(&st, &k)
     }
 
     /// Creates the service key of `service` unless it exists; returns its id.
@@ -55,8 +56,8 @@ impl Engine {
         let service = service.to_ascii_lowercase();
         let alias = format!("alias/acs/{service}");
         self.mutate(|st, now| {
-            if let Some(a) = st.aliases.get(&alias) {
-                return Ok((Vec::new(), a.key_id.clone()));
+            if let Some(key_id) = st.alias(&alias)? {
+                return Ok((Vec::new(), key_id));
             }
             let new = NewKey {
                 spec: KeySpec::Aes256,

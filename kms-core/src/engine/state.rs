@@ -1,138 +1,379 @@
-//! The in-memory mirror of the store. It changes only by applying the same [`Change`]s the store
-//! has committed (this node's, or on a shared store other nodes' read from the change feed), so it
-//! never holds anything the store does not.
+//! The engine's cache of records: a bounded set of keys (each with its versions and tags),
+//! aliases and secrets (with versions and tags), filled on demand from the store and changed only
+//! by applying the same [`Change`]s the store committed (this node's, or on a shared store other
+//! nodes' read from the change feed). Listings, counts and everything else that spans many
+//! records are read from the store (`view.rs`), so memory does not grow with the store.
+//!
+//! **Filling without going stale.** A miss reads the store outside any lock. A change to the same
+//! record may be applied while that read is in flight, and the read may have seen the store
+//! before it: inserting the read would then undo the change in the cache until the record
+//! changes again. So a fill registers first ([`State::begin_fill`]); applying a change to a
+//! record marks its pending fills stale, and a stale fill's result is used for its own request
+//! but not cached ([`State::end_fill`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use crate::model::{
-    AliasRecord, ImportTokenRecord, KeyRecord, ResourceType, SecretRecord, SecretVersionRecord, VersionRecord,
-};
-use crate::store::{Change, Snapshot};
+use super::cache::CipherCache;
+use crate::model::{KeyRecord, ResourceType, SecretRecord, SecretVersionRecord, VersionRecord};
+use crate::store::reads::{KeyRows, SecretRows};
+use crate::store::Change;
 
-#[derive(Debug, Default)]
+/// A key with what every operation on it needs: its versions (oldest first) and tags (policy
+/// conditions read them).
+#[derive(Debug, Clone)]
+pub(crate) struct KeyEntry {
+    pub key: KeyRecord,
+    pub versions: Vec<VersionRecord>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Deref for KeyEntry {
+    type Target = KeyRecord;
+    fn deref(&self) -> &KeyRecord {
+        &self.key
+    }
+}
+
+impl KeyEntry {
+    pub fn from_rows(r: KeyRows) -> KeyEntry {
+        KeyEntry { key: r.key, versions: r.versions, tags: r.tags.into_iter().collect() }
+    }
+
+    pub fn version(&self, id: &str) -> Option<&VersionRecord> {
+        self.versions.iter().find(|v| v.version_id == id)
+    }
+}
+
+/// A secret with its versions (oldest first) and tags.
+#[derive(Debug, Clone)]
+pub(crate) struct SecretEntry {
+    pub secret: SecretRecord,
+    pub versions: Vec<SecretVersionRecord>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Deref for SecretEntry {
+    type Target = SecretRecord;
+    fn deref(&self) -> &SecretRecord {
+        &self.secret
+    }
+}
+
+impl SecretEntry {
+    pub fn from_rows(r: SecretRows) -> SecretEntry {
+        SecretEntry { secret: r.secret, versions: r.versions, tags: r.tags.into_iter().collect() }
+    }
+}
+
+/// What a cached entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Key,
+    Alias,
+    Secret,
+}
+
+struct Slot<T> {
+    value: T,
+    /// Set on every hit; the clock hand gives a used entry a second chance.
+    used: AtomicBool,
+}
+
+/// A map of at most `capacity` entries, evicting by the clock algorithm (an approximation of
+/// least-recently-used whose hits need only a shared lock).
+pub(crate) struct Bounded<T> {
+    map: HashMap<String, Slot<T>>,
+    /// The clock: names in insertion order; a name whose entry is gone is skipped.
+    ring: VecDeque<String>,
+    capacity: usize,
+}
+
+impl<T: Clone> Bounded<T> {
+    fn new(capacity: usize) -> Self {
+        Bounded { map: HashMap::new(), ring: VecDeque::new(), capacity: capacity.max(1) }
+    }
+
+    fn get(&self, name: &str) -> Option<T> {
+        let slot = self.map.get(name)?;
+        slot.used.store(true, Ordering::Relaxed);
+        Some(slot.value.clone())
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut T> {
+        self.map.get_mut(name).map(|s| &mut s.value)
+    }
+
+    fn insert(&mut self, name: String, value: T) {
+        if let Some(slot) = self.map.get_mut(&name) {
+            slot.value = value;
+            return;
+        }
+        while self.map.len() >= self.capacity {
+            self.evict_one();
+        }
+        self.ring.push_back(name.clone());
+        self.map.insert(name, Slot { value, used: AtomicBool::new(false) });
+        if self.ring.len() > 2 * self.capacity {
+            // Names of removed entries pile up in the ring: start it again from the live ones.
+            self.ring = self.map.keys().cloned().collect();
+        }
+    }
+
+    fn evict_one(&mut self) {
+        while let Some(name) = self.ring.pop_front() {
+            match self.map.get(&name) {
+                None => continue,
+                Some(s) if s.used.swap(false, Ordering::Relaxed) => self.ring.push_back(name),
+                Some(_) => {
+                    self.map.remove(&name);
+                    return;
+                }
+            }
+        }
+        // The ring lost track (cannot happen): any entry will do.
+        if let Some(name) = self.map.keys().next().cloned() {
+            self.map.remove(&name);
+        }
+    }
+
+    fn remove(&mut self, name: &str) -> Option<T> {
+        self.map.remove(name).map(|s| s.value)
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        self.map.retain(|_, s| keep(&s.value));
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.ring.clear();
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+struct Fill {
+    ticket: u64,
+    kind: Kind,
+    name: String,
+    stale: bool,
+}
+
 pub(crate) struct State {
-    pub keys: HashMap<String, KeyRecord>,
-    pub versions: HashMap<String, VersionRecord>,
-    /// Version ids of each key, oldest first.
-    pub key_versions: HashMap<String, Vec<String>>,
-    /// Sorted by name.
-    pub aliases: BTreeMap<String, AliasRecord>,
-    pub import_tokens: HashMap<String, ImportTokenRecord>,
-    /// Sorted by name.
-    pub secrets: BTreeMap<String, SecretRecord>,
-    /// Each secret's versions, oldest first.
-    pub secret_versions: HashMap<String, Vec<SecretVersionRecord>>,
-    /// Tags by resource, sorted by tag key.
-    pub tags: BTreeMap<(ResourceType, String), BTreeMap<String, String>>,
-    /// On a shared store: the sequence number of the last change list this mirror includes.
+    keys: Bounded<Arc<KeyEntry>>,
+    /// Alias name → key id.
+    aliases: Bounded<String>,
+    secrets: Bounded<Arc<SecretEntry>>,
+    fills: Vec<Fill>,
+    next_ticket: u64,
+    /// On a shared store: the sequence number of the last change list applied.
     pub applied_seq: u64,
 }
 
 impl State {
-    pub fn from_snapshot(s: Snapshot, applied_seq: u64) -> State {
-        let mut st = State { applied_seq, ..State::default() };
-        for k in s.keys {
-            st.keys.insert(k.key_id.clone(), k);
+    /// An empty cache holding at most `capacity` keys, as many aliases and as many secrets.
+    pub fn new(capacity: usize, applied_seq: u64) -> State {
+        State {
+            keys: Bounded::new(capacity),
+            aliases: Bounded::new(capacity),
+            secrets: Bounded::new(capacity),
+            fills: Vec::new(),
+            next_ticket: 0,
+            applied_seq,
         }
-        for v in s.versions {
-            st.apply(&Change::PutVersion(v));
-        }
-        for a in s.aliases {
-            st.aliases.insert(a.name.clone(), a);
-        }
-        for t in s.import_tokens {
-            st.import_tokens.insert(t.token_id.clone(), t);
-        }
-        for x in s.secrets {
-            st.secrets.insert(x.name.clone(), x);
-        }
-        for v in s.secret_versions {
-            st.apply(&Change::PutSecretVersion(v));
-        }
-        for (rt, id, k, v) in s.tags {
-            st.tags.entry((rt, id)).or_default().insert(k, v);
-        }
-        st
     }
 
-    pub fn apply(&mut self, c: &Change) {
+    pub fn key(&self, id: &str) -> Option<Arc<KeyEntry>> {
+        self.keys.get(id)
+    }
+
+    pub fn alias(&self, name: &str) -> Option<String> {
+        self.aliases.get(name)
+    }
+
+    pub fn secret(&self, name: &str) -> Option<Arc<SecretEntry>> {
+        self.secrets.get(name)
+    }
+
+    /// Registers a read of `name` from the store about to start.
+    pub fn begin_fill(&mut self, kind: Kind, name: &str) -> u64 {
+        self.next_ticket += 1;
+        self.fills.push(Fill { ticket: self.next_ticket, kind, name: name.to_string(), stale: false });
+        self.next_ticket
+    }
+
+    /// Ends a read; `true` if no change to its record was applied meanwhile (it may be cached).
+    pub fn end_fill(&mut self, ticket: u64) -> bool {
+        match self.fills.iter().position(|f| f.ticket == ticket) {
+            Some(i) => !self.fills.swap_remove(i).stale,
+            None => false,
+        }
+    }
+
+    pub fn put_key(&mut self, e: Arc<KeyEntry>) {
+        self.keys.insert(e.key.key_id.clone(), e);
+    }
+
+    pub fn put_alias(&mut self, name: &str, key_id: &str) {
+        self.aliases.insert(name.to_string(), key_id.to_string());
+    }
+
+    pub fn put_secret(&mut self, e: Arc<SecretEntry>) {
+        self.secrets.insert(e.secret.name.clone(), e);
+    }
+
+    fn touched(&mut self, kind: Kind, name: &str) {
+        for f in self.fills.iter_mut().filter(|f| f.kind == kind && f.name == name) {
+            f.stale = true;
+        }
+    }
+
+    /// Forgets everything (the feed lost its place): what is needed is read again.
+    pub fn reset(&mut self, seq: u64, ciphers: &CipherCache) {
+        self.keys.clear();
+        self.aliases.clear();
+        self.secrets.clear();
+        for f in &mut self.fills {
+            f.stale = true;
+        }
+        ciphers.clear();
+        self.applied_seq = seq;
+    }
+
+    /// Applies one committed change to whatever of it is cached, dropping unsealed material it
+    /// replaces or deletes (the cipher cache's `Arc` zeroizes it when the last user lets go).
+    pub fn apply(&mut self, c: &Change, ciphers: &CipherCache) {
         match c {
             Change::PutKey(k) => {
-                self.keys.insert(k.key_id.clone(), k.clone());
+                self.touched(Kind::Key, &k.key_id);
+                if let Some(e) = self.keys.get_mut(&k.key_id) {
+                    Arc::make_mut(e).key = k.clone();
+                }
             }
             Change::PutVersion(v) => {
-                if self.versions.insert(v.version_id.clone(), v.clone()).is_none() {
-                    self.key_versions.entry(v.key_id.clone()).or_default().push(v.version_id.clone());
-                }
-            }
-            Change::DeleteKey(id) => {
-                self.keys.remove(id);
-                for v in self.key_versions.remove(id).unwrap_or_default() {
-                    self.versions.remove(&v);
-                }
-                self.aliases.retain(|_, a| &a.key_id != id);
-                self.import_tokens.retain(|_, t| &t.key_id != id);
-                self.tags.remove(&(ResourceType::Key, id.clone()));
-            }
-            Change::PutAlias(a) => {
-                self.aliases.insert(a.name.clone(), a.clone());
-            }
-            Change::DeleteAlias(name) => {
-                self.aliases.remove(name);
-            }
-            Change::PutImportToken(t) => {
-                self.import_tokens.insert(t.token_id.clone(), t.clone());
-            }
-            Change::DeleteImportToken(id) => {
-                self.import_tokens.remove(id);
-            }
-            Change::PutSecret(x) => {
-                self.secrets.insert(x.name.clone(), x.clone());
-            }
-            Change::DeleteSecret(name) => {
-                self.secrets.remove(name);
-                self.secret_versions.remove(name);
-                self.tags.remove(&(ResourceType::Secret, name.clone()));
-            }
-            Change::PutSecretVersion(v) => {
-                let list = self.secret_versions.entry(v.secret_name.clone()).or_default();
-                match list.iter_mut().find(|x| x.version_id == v.version_id) {
-                    Some(existing) => existing.stages = v.stages.clone(),
-                    None => list.push(v.clone()),
-                }
-            }
-            Change::DeleteSecretVersion { secret_name, version_id } => {
-                if let Some(list) = self.secret_versions.get_mut(secret_name) {
-                    list.retain(|v| &v.version_id != version_id);
-                }
-            }
-            Change::PutTag { resource_type, resource_id, key, value } => {
-                self.tags.entry((*resource_type, resource_id.clone())).or_default().insert(key.clone(), value.clone());
-            }
-            Change::DeleteTag { resource_type, resource_id, key } => {
-                let r = (*resource_type, resource_id.clone());
-                if let Some(m) = self.tags.get_mut(&r) {
-                    m.remove(key);
-                    if m.is_empty() {
-                        self.tags.remove(&r);
+                self.touched(Kind::Key, &v.key_id);
+                ciphers.remove(&v.version_id);
+                if let Some(e) = self.keys.get_mut(&v.key_id) {
+                    let e = Arc::make_mut(e);
+                    match e.versions.iter_mut().find(|x| x.version_id == v.version_id) {
+                        Some(x) => x.sealed = v.sealed.clone(),
+                        None => e.versions.push(v.clone()),
                     }
                 }
             }
+            Change::DeleteKey(id) => {
+                self.touched(Kind::Key, id);
+                self.keys.remove(id);
+                ciphers.remove_key(id);
+                // Its aliases went with it; which names pointed at it is known only for cached
+                // ones, so reads of any alias in flight are not cached.
+                self.aliases.retain(|k| k != id);
+                for f in self.fills.iter_mut().filter(|f| f.kind == Kind::Alias) {
+                    f.stale = true;
+                }
+            }
+            Change::PutAlias(a) => {
+                self.touched(Kind::Alias, &a.name);
+                self.aliases.insert(a.name.clone(), a.key_id.clone());
+            }
+            Change::DeleteAlias(name) => {
+                self.touched(Kind::Alias, name);
+                self.aliases.remove(name);
+            }
+            Change::PutImportToken(_) | Change::DeleteImportToken(_) => {}
+            Change::PutSecret(x) => {
+                self.touched(Kind::Secret, &x.name);
+                if let Some(e) = self.secrets.get_mut(&x.name) {
+                    Arc::make_mut(e).secret = x.clone();
+                }
+            }
+            Change::DeleteSecret(name) => {
+                self.touched(Kind::Secret, name);
+                self.secrets.remove(name);
+            }
+            Change::PutSecretVersion(v) => {
+                self.touched(Kind::Secret, &v.secret_name);
+                if let Some(e) = self.secrets.get_mut(&v.secret_name) {
+                    let e = Arc::make_mut(e);
+                    match e.versions.iter_mut().find(|x| x.version_id == v.version_id) {
+                        Some(existing) => existing.stages = v.stages.clone(),
+                        None => e.versions.push(v.clone()),
+                    }
+                }
+            }
+            Change::DeleteSecretVersion { secret_name, version_id } => {
+                self.touched(Kind::Secret, secret_name);
+                if let Some(e) = self.secrets.get_mut(secret_name) {
+                    Arc::make_mut(e).versions.retain(|v| &v.version_id != version_id);
+                }
+            }
+            Change::PutTag { resource_type, resource_id, key, value } => {
+                if let Some(tags) = self.tags_mut(*resource_type, resource_id) {
+                    tags.insert(key.clone(), value.clone());
+                }
+            }
+            Change::DeleteTag { resource_type, resource_id, key } => {
+                if let Some(tags) = self.tags_mut(*resource_type, resource_id) {
+                    tags.remove(key);
+                }
+            }
         }
     }
 
-    pub fn versions_of(&self, key_id: &str) -> &[String] {
-        self.key_versions.get(key_id).map(Vec::as_slice).unwrap_or(&[])
+    fn tags_mut(&mut self, rt: ResourceType, id: &str) -> Option<&mut BTreeMap<String, String>> {
+        match rt {
+            ResourceType::Key => {
+                self.touched(Kind::Key, id);
+                self.keys.get_mut(id).map(|e| &mut Arc::make_mut(e).tags)
+            }
+            ResourceType::Secret => {
+                self.touched(Kind::Secret, id);
+                self.secrets.get_mut(id).map(|e| &mut Arc::make_mut(e).tags)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_keeps_what_is_used_and_stays_bounded() {
+        let mut b: Bounded<u32> = Bounded::new(3);
+        for (i, n) in ["a", "b", "c"].iter().enumerate() {
+            b.insert(n.to_string(), i as u32);
+        }
+        assert_eq!(b.get("a"), Some(0));
+        b.insert("d".into(), 3);
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.get("a"), Some(0), "a was used: it got a second chance");
+        assert_eq!(b.get("b"), None, "b was the oldest unused");
+        for i in 0..100 {
+            b.insert(format!("x{i}"), i);
+            assert!(b.len() <= 3 && b.ring.len() <= 6);
+        }
     }
 
-    pub fn aliases_of<'a>(&'a self, key_id: &'a str) -> impl Iterator<Item = &'a AliasRecord> + 'a {
-        self.aliases.values().filter(move |a| a.key_id == key_id)
-    }
-
-    /// Keys in listing order: oldest first, ties by id.
-    pub fn keys_in_order(&self) -> Vec<&KeyRecord> {
-        let mut v: Vec<&KeyRecord> = self.keys.values().collect();
-        v.sort_by(|a, b| (a.created_at, &a.key_id).cmp(&(b.created_at, &b.key_id)));
-        v
+    #[test]
+    fn a_change_during_a_fill_keeps_the_fill_out_of_the_cache() {
+        let ciphers = CipherCache::new(4);
+        let mut st = State::new(10, 0);
+        let t = st.begin_fill(Kind::Alias, "alias/a");
+        st.apply(&Change::DeleteAlias("alias/a".into()), &ciphers);
+        assert!(!st.end_fill(t), "the read may predate the delete");
+        let t = st.begin_fill(Kind::Alias, "alias/b");
+        st.apply(&Change::DeleteAlias("alias/a".into()), &ciphers);
+        assert!(st.end_fill(t), "another record's change does not matter");
+        let t = st.begin_fill(Kind::Secret, "s");
+        st.reset(5, &ciphers);
+        assert!(!st.end_fill(t), "a reset makes every read in flight stale");
+        assert_eq!(st.applied_seq, 5);
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::authz::{Access, Resource, ResourceKind};
-use super::state::State;
+use super::view::View;
 use super::{Caller, Engine};
 use crate::api::*;
 use crate::error::{ErrorCode, KmsError, Result};
@@ -55,30 +55,39 @@ fn validate_tag(param: &str, key: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-impl Engine {
-    /// The changes that set `tags` on a resource, refused if it would exceed the limit.
+/// A resource a tag call resolved, with its tags now.
+struct Tagged {
+    rt: ResourceType,
+    id: String,
+    tags: BTreeMap<String, String>,
+    /// The service whose key this is, if it is one.
+    service_key: Option<crate::model::KeyRecord>,
+}
+
+impl Tagged {
     /// A service key's tags are its service's: tags feed `kms:tag/…` policy conditions, so a
     /// tag set by hand could grant others the use of it.
-    fn check_taggable(&self, st: &State, rt: ResourceType, id: &str) -> Result<()> {
-        match (rt, st.keys.get(id)) {
-            (ResourceType::Key, Some(k)) => super::forbid_service_key(k, "tagging"),
-            _ => Ok(()),
+    fn check_taggable(&self) -> Result<()> {
+        match &self.service_key {
+            Some(k) => super::forbid_service_key(k, "tagging"),
+            None => Ok(()),
         }
     }
+}
 
+impl Engine {
+    /// The changes that set `tags` on a resource that has `current` tags, refused if it would
+    /// exceed the limit.
     pub(crate) fn tag_changes(
         &self,
-        st: &State,
+        current: Option<&BTreeMap<String, String>>,
         rt: ResourceType,
         id: &str,
         tags: &[(String, String)],
     ) -> Result<Vec<Change>> {
         let max = self.config.limits.max_tags_per_resource;
-        let mut after: BTreeMap<&str, &str> = st
-            .tags
-            .get(&(rt, id.to_string()))
-            .map(|m| m.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
-            .unwrap_or_default();
+        let mut after: BTreeMap<&str, &str> =
+            current.map(|m| m.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()).unwrap_or_default();
         for (k, v) in tags {
             after.insert(k, v);
         }
@@ -99,47 +108,55 @@ impl Engine {
             .collect())
     }
 
-    pub(crate) fn tags_of(&self, st: &State, rt: ResourceType, id: &str) -> TagList {
-        let tag = st
-            .tags
-            .get(&(rt, id.to_string()))
-            .map(|m| m.iter().map(|(k, v)| Tag { tag_key: k.clone(), tag_value: v.clone() }).collect())
-            .unwrap_or_default();
-        TagList { tag }
+    pub(crate) fn tags_of(&self, tags: &BTreeMap<String, String>) -> TagList {
+        TagList { tag: tags.iter().map(|(k, v)| Tag { tag_key: k.clone(), tag_value: v.clone() }).collect() }
     }
 
     /// The canonical id of a resource named by the caller (key id/alias/ARN, secret name/ARN),
     /// authorised for `access` on what it resolves to.
-    fn resource(&self, st: &State, access: Access<'_>, rt: ResourceType, param: &str, id: &str) -> Result<String> {
-        match rt {
-            ResourceType::Key => Ok(self.find_key(st, access, param, id)?.key_id.clone()),
-            ResourceType::Secret => Ok(self.find_secret_for(st, access, id)?.name.clone()),
-        }
+    fn resource(&self, st: &View<'_>, access: Access<'_>, rt: ResourceType, param: &str, id: &str) -> Result<Tagged> {
+        Ok(match rt {
+            ResourceType::Key => {
+                let k = self.find_key(st, access, param, id)?;
+                Tagged {
+                    rt,
+                    id: k.key_id.clone(),
+                    tags: k.tags.clone(),
+                    service_key: k.service.is_some().then(|| k.key.clone()),
+                }
+            }
+            ResourceType::Secret => {
+                let s = self.find_secret_for(st, access, id)?;
+                Tagged { rt, id: s.name.clone(), tags: s.tags.clone(), service_key: None }
+            }
+        })
     }
 
     /// The one resource a single-resource tag call names, authorised for `access`. Which kind
     /// it is is decided here, once, from the same values the call then uses.
     fn single_resource(
         &self,
-        st: &State,
+        st: &View<'_>,
         access: Access<'_>,
         key_id: &Option<String>,
         secret_name: &Option<String>,
         certificate_id: &Option<String>,
-    ) -> Result<(ResourceType, String)> {
+    ) -> Result<Tagged> {
         let given = |o: &Option<String>| o.as_deref().is_some_and(|s| !s.trim().is_empty());
         if given(certificate_id) {
             return Err(KmsError::unsupported("certificates are not managed by this service"));
         }
         match (given(key_id), given(secret_name)) {
-            (true, false) => Ok((
-                ResourceType::Key,
-                self.resource(st, access, ResourceType::Key, "KeyId", key_id.as_deref().unwrap())?,
-            )),
-            (false, true) => Ok((
+            (true, false) => {
+                self.resource(st, access, ResourceType::Key, "KeyId", key_id.as_deref().unwrap_or_default())
+            }
+            (false, true) => self.resource(
+                st,
+                access,
                 ResourceType::Secret,
-                self.resource(st, access, ResourceType::Secret, "SecretName", secret_name.as_deref().unwrap())?,
-            )),
+                "SecretName",
+                secret_name.as_deref().unwrap_or_default(),
+            ),
             (false, false) => Err(KmsError::missing("KeyId")),
             (true, true) => Err(KmsError::invalid("KeyId", "name either KeyId or SecretName, not both")),
         }
@@ -149,9 +166,9 @@ impl Engine {
         let tags = parse_tags_json("Tags", &req.tags)?;
         self.mutate(|st, _| {
             let access = Access::Check(caller, "kms:TagResource");
-            let (rt, id) = self.single_resource(st, access, &req.key_id, &req.secret_name, &req.certificate_id)?;
-            self.check_taggable(st, rt, &id)?;
-            Ok((self.tag_changes(st, rt, &id, &tags)?, ()))
+            let r = self.single_resource(st, access, &req.key_id, &req.secret_name, &req.certificate_id)?;
+            r.check_taggable()?;
+            Ok((self.tag_changes(Some(&r.tags), r.rt, &r.id, &tags)?, ()))
         })
     }
 
@@ -168,11 +185,11 @@ impl Engine {
         }
         self.mutate(|st, _| {
             let access = Access::Check(caller, "kms:UntagResource");
-            let (rt, id) = self.single_resource(st, access, &req.key_id, &req.secret_name, &req.certificate_id)?;
-            self.check_taggable(st, rt, &id)?;
+            let r = self.single_resource(st, access, &req.key_id, &req.secret_name, &req.certificate_id)?;
+            r.check_taggable()?;
             let changes = keys
                 .iter()
-                .map(|k| Change::DeleteTag { resource_type: rt, resource_id: id.clone(), key: k.clone() })
+                .map(|k| Change::DeleteTag { resource_type: r.rt, resource_id: r.id.clone(), key: k.clone() })
                 .collect();
             Ok((changes, ()))
         })
@@ -182,7 +199,7 @@ impl Engine {
         let st = self.view()?;
         let k = self.find_key(&st, Access::Check(caller, "kms:ListResourceTags"), "KeyId", key_id)?;
         let tag = self
-            .tags_of(&st, ResourceType::Key, &k.key_id)
+            .tags_of(&k.tags)
             .tag
             .into_iter()
             .map(|t| KeyTag { key_id: k.key_id.clone(), tag_key: t.tag_key, tag_value: t.tag_value })
@@ -221,9 +238,9 @@ impl Engine {
         self.mutate(|st, _| {
             let mut changes = Vec::new();
             for id in &req.resource_id {
-                let id = self.resource(st, Access::Check(caller, "kms:TagResources"), rt, "ResourceId", id)?;
-                self.check_taggable(st, rt, &id)?;
-                changes.extend(self.tag_changes(st, rt, &id, &tags)?);
+                let r = self.resource(st, Access::Check(caller, "kms:TagResources"), rt, "ResourceId", id)?;
+                r.check_taggable()?;
+                changes.extend(self.tag_changes(Some(&r.tags), rt, &r.id, &tags)?);
             }
             Ok((changes, ()))
         })
@@ -241,13 +258,10 @@ impl Engine {
         self.mutate(|st, _| {
             let mut changes = Vec::new();
             for id in &req.resource_id {
-                let id = self.resource(st, Access::Check(caller, "kms:UntagResources"), rt, "ResourceId", id)?;
-                self.check_taggable(st, rt, &id)?;
-                let keys: Vec<String> = if all {
-                    st.tags.get(&(rt, id.clone())).map(|m| m.keys().cloned().collect()).unwrap_or_default()
-                } else {
-                    req.tag_key.clone()
-                };
+                let r = self.resource(st, Access::Check(caller, "kms:UntagResources"), rt, "ResourceId", id)?;
+                r.check_taggable()?;
+                let id = r.id;
+                let keys: Vec<String> = if all { r.tags.keys().cloned().collect() } else { req.tag_key.clone() };
                 changes.extend(keys.into_iter().map(|k| Change::DeleteTag {
                     resource_type: rt,
                     resource_id: id.clone(),
@@ -276,38 +290,32 @@ impl Engine {
                 ResourceType::Key => ResourceKind::Key,
                 ResourceType::Secret => ResourceKind::Secret,
             };
-            self.allow(&st, caller, "kms:ListTagResources", Resource::Container(kind))?;
+            self.allow(caller, "kms:ListTagResources", Resource::Container(kind))?;
             None
         } else {
-            Some(
-                req.resource_id
-                    .iter()
-                    .map(|id| self.resource(&st, access, rt, "ResourceId", id))
-                    .collect::<Result<_>>()?,
-            )
+            let mut ids = Vec::new();
+            for id in &req.resource_id {
+                let id = self.resource(&st, access, rt, "ResourceId", id)?.id;
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+            Some(ids)
         };
-        let mut rows = Vec::new();
-        for ((t, id), tags) in &st.tags {
-            if *t != rt || wanted.as_ref().is_some_and(|w| !w.contains(id)) {
-                continue;
-            }
-            let matches =
-                req.tag.iter().all(|f| tags.get(&f.key).is_some_and(|v| f.value.as_ref().is_none_or(|want| want == v)));
-            if !matches {
-                continue;
-            }
-            for (k, v) in tags {
-                rows.push(TagResource {
-                    resource_id: id.clone(),
-                    resource_type: rt.as_str().into(),
-                    tag_key: k.clone(),
-                    tag_value: v.clone(),
-                });
-            }
-        }
-        let end = (start + LIST_PAGE).min(rows.len());
-        let next_token = if end < rows.len() { end.to_string() } else { String::new() };
-        let page = rows.get(start.min(rows.len())..end).unwrap_or_default().to_vec();
+        let filters: Vec<(String, Option<String>)> = req.tag.iter().map(|f| (f.key.clone(), f.value.clone())).collect();
+        // One row more than a page tells whether another page follows.
+        let mut rows = st.tag_rows(rt, wanted, filters, start as u64, LIST_PAGE as u32 + 1)?;
+        let next_token = if rows.len() > LIST_PAGE { (start + LIST_PAGE).to_string() } else { String::new() };
+        rows.truncate(LIST_PAGE);
+        let page = rows
+            .into_iter()
+            .map(|(resource_id, tag_key, tag_value)| TagResource {
+                resource_id,
+                resource_type: rt.as_str().into(),
+                tag_key,
+                tag_value,
+            })
+            .collect();
         Ok(ListTagResourcesResponse { tag_resources: TagResourceList { tag_resource: page }, next_token })
     }
 }

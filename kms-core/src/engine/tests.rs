@@ -153,7 +153,7 @@ impl Fixture {
     }
 
     fn key_count(&self) -> usize {
-        self.engine.state.read().keys.len()
+        self.engine.stored_key_count()
     }
 }
 
@@ -767,7 +767,7 @@ fn deletion_window_then_reaper() {
     assert_eq!(code(f.engine.describe_key(&owner(), &k)), E::KeyNotFound);
     assert_eq!(code(f.decrypt(&ct, None)), E::KeyNotFound);
     assert_eq!(code(f.engine.describe_key(&owner(), "alias/doomed")), E::AliasNotFound);
-    assert!(f.engine.state.read().versions.values().all(|v| v.key_id != k), "material is gone");
+    assert!(f.engine.stored_versions().iter().all(|v| v.key_id != k), "material is gone");
 }
 
 #[test]
@@ -979,9 +979,9 @@ fn the_store_files_hold_no_key_material() {
     f.engine.ensure_service_key("oss").unwrap();
     // Read back each version's material through the protector, as only the engine can.
     let materials: Vec<Vec<u8>> = {
-        let st = f.engine.state.read();
-        st.versions
-            .values()
+        f.engine
+            .stored_versions()
+            .iter()
             .map(|v| f.engine.protector.unseal(&material_aad(&v.key_id, &v.version_id), &v.sealed).unwrap().to_vec())
             .collect()
     };

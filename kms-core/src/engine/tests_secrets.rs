@@ -521,7 +521,7 @@ fn tags_on_keys_and_secrets() {
         .unwrap();
     clock.advance(7 * DAY);
     e.run_maintenance();
-    assert!(e.state.read().tags.keys().all(|(_, id)| id != &key));
+    assert!(e.stored_tags(crate::model::ResourceType::Key).iter().all(|(id, _, _)| id != &key));
 }
 
 #[test]

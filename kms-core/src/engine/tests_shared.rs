@@ -123,6 +123,14 @@ fn writers_on_three_nodes_keep_versions_and_stages_consistent() {
     let c = cluster(3);
     let key = create_key(&c.nodes[0]);
     crate::engine::tests_shared::create_secret(&c.nodes[0], "db-pass");
+    // Every node caches both, so the check below compares caches kept by the feed.
+    for n in &c.nodes {
+        within(SETTLE, || encrypt(n, &key).is_ok());
+        within(SETTLE, || {
+            n.describe_secret(&owner(), DescribeSecretRequest { secret_name: "db-pass".into(), ..Default::default() })
+                .is_ok()
+        });
+    }
     let start = Arc::new(Barrier::new(3));
     std::thread::scope(|s| {
         for (i, n) in c.nodes.iter().enumerate() {
@@ -139,25 +147,30 @@ fn writers_on_three_nodes_keep_versions_and_stages_consistent() {
     let last = c.nodes.iter().map(|n| n.state.read().applied_seq).max().unwrap();
     for n in &c.nodes {
         within(SETTLE, || n.state.read().applied_seq == last);
-        let st = n.state.read();
-        let versions = st.versions_of(&key);
+        let k = n.cached_key(&key).expect("kept in the cache");
+        let versions: Vec<&str> = k.versions.iter().map(|v| v.version_id.as_str()).collect();
         assert_eq!(versions.len(), 1 + 3 * 8, "every version, once");
         let unique: std::collections::HashSet<_> = versions.iter().collect();
         assert_eq!(unique.len(), versions.len());
-        let k = &st.keys[&key];
-        assert_eq!(k.primary_version.as_deref(), versions.last().map(String::as_str), "the newest is primary");
-        let sv = &st.secret_versions["db-pass"];
+        assert_eq!(k.primary_version.as_deref(), versions.last().copied(), "the newest is primary");
+        let secret = n.cached_secret("db-pass").expect("kept in the cache");
+        let sv = &secret.versions;
         assert_eq!(sv.len(), 1 + 3 * 8);
         let current: Vec<_> = sv.iter().filter(|v| v.stages.iter().any(|s| s == "ACSCurrent")).collect();
         let previous: Vec<_> = sv.iter().filter(|v| v.stages.iter().any(|s| s == "ACSPrevious")).collect();
         assert_eq!((current.len(), previous.len()), (1, 1), "exactly one ACSCurrent and one ACSPrevious");
         assert_eq!(current[0].version_id, sv.last().unwrap().version_id);
     }
-    // Every node's mirror equals a fresh load of the database.
-    let fresh = node_on(&c.url, c._dir.path(), c.clock.clone(), "check");
-    let want = format!("{:?}", fresh.state.read().versions_of(&key));
+    // Every node's cache equals what the database holds.
+    let stored = c.nodes[0].stored_key(&key).unwrap();
+    let stored_secret = c.nodes[0].stored_secret("db-pass").unwrap();
     for n in &c.nodes {
-        assert_eq!(format!("{:?}", n.state.read().versions_of(&key)), want);
+        let k = n.cached_key(&key).unwrap();
+        assert_eq!(format!("{:?}", k.versions), format!("{:?}", stored.versions));
+        assert_eq!(k.key, stored.key);
+        let s = n.cached_secret("db-pass").unwrap();
+        assert_eq!(format!("{:?}", s.versions), format!("{:?}", stored_secret.versions));
+        assert_eq!(s.secret, stored_secret.secret);
     }
 }
 
@@ -212,9 +225,13 @@ fn each_due_rotation_runs_once_across_nodes() {
             .nodes
             .iter()
             .map(|n| {
-                let start = start.clone();
+                let (start, keys) = (start.clone(), &keys);
                 s.spawn(move || {
-                    within(SETTLE, || n.state.read().keys.values().filter(|k| k.rotation_enabled).count() == 6);
+                    within(SETTLE, || {
+                        keys.iter().all(|k| {
+                            n.describe_key(&owner(), k).is_ok_and(|d| d.key_metadata.automatic_rotation == "Enabled")
+                        })
+                    });
                     start.wait();
                     n.run_maintenance()
                 })
@@ -227,8 +244,7 @@ fn each_due_rotation_runs_once_across_nodes() {
     let mut want = keys.clone();
     want.sort();
     assert_eq!(rotated, want, "each key rotated exactly once: {reports:?}");
-    let st = c.nodes[1].state.read();
-    assert!(keys.iter().all(|k| st.versions_of(k).len() == 2));
+    assert!(keys.iter().all(|k| c.nodes[1].stored_key(k).unwrap().versions.len() == 2));
 }
 
 #[test]

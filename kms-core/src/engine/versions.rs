@@ -16,6 +16,7 @@ impl Engine {
         let min_gap = self.config.limits.min_manual_version_interval_secs;
         let v = self.mutate(|st, now| {
             let k = self.find_key(st, Access::Check(caller, "kms:CreateKeyVersion"), "KeyId", key_id)?;
+            let k = &k.key;
             forbid_service_key(k, "CreateKeyVersion")?;
             if k.origin == Origin::External {
                 return Err(external_no_versions(k));
@@ -35,7 +36,6 @@ impl Engine {
         Ok(KeyVersionResponse { key_version: version_view(&v) })
     }
 
-    /// The changes that make a new primary version of `k`.
     /// The changes that make a new version of `k` (the primary one for a symmetric key).
     pub(crate) fn rotation_changes(&self, k: &KeyRecord, now: Timestamp) -> Result<(Vec<Change>, VersionRecord)> {
         let v = self.new_version(k, now)?;
@@ -53,11 +53,7 @@ impl Engine {
         }
         let st = self.view()?;
         let k = self.find_key(&st, Access::Check(caller, "kms:DescribeKeyVersion"), "KeyId", key_id)?;
-        let v = st
-            .versions
-            .get(version_id)
-            .filter(|v| v.key_id == k.key_id)
-            .ok_or_else(|| KmsError::version_not_found(&k.key_id, version_id))?;
+        let v = k.version(version_id).ok_or_else(|| KmsError::version_not_found(&k.key_id, version_id))?;
         Ok(KeyVersionResponse { key_version: version_view(v) })
     }
 
@@ -70,19 +66,19 @@ impl Engine {
         let page = page.validate()?;
         let st = self.view()?;
         let k = self.find_key(&st, Access::Check(caller, "kms:ListKeyVersions"), "KeyId", key_id)?;
-        let ids = st.versions_of(&k.key_id);
-        let key_version = page.slice(ids).iter().map(|id| version_view(&st.versions[id])).collect();
+        let key_version = page.slice(&k.versions).iter().map(version_view).collect();
         Ok(ListKeyVersionsResponse {
             key_versions: KeyVersionList { key_version },
             page_number: page.number,
             page_size: page.size,
-            total_count: ids.len() as u32,
+            total_count: k.versions.len() as u32,
         })
     }
 
     pub fn update_rotation_policy(&self, caller: &Caller, req: UpdateRotationPolicyRequest) -> Result<()> {
         self.mutate(|st, _| {
             let k = self.find_key(st, Access::Check(caller, "kms:UpdateRotationPolicy"), "KeyId", &req.key_id)?;
+            let k = &k.key;
             forbid_service_key(k, "UpdateRotationPolicy")?;
             if req.enable_automatic_rotation || k.origin == Origin::External {
                 check_rotatable(k)?;

@@ -12,12 +12,16 @@ pub mod codec;
 mod location;
 mod pg_schema;
 pub mod postgres;
+pub mod reader;
+pub mod reads;
+pub mod rows;
 pub mod sqlite;
 mod sqlite_schema;
 mod statements;
 
 pub use location::{redact as redact_url, StoreLocation};
 pub use postgres::{PgFeed, PgStore};
+pub use reader::Reader;
 pub use sqlite::SqliteStore;
 
 use crate::model::{
@@ -60,20 +64,6 @@ pub enum Change {
     },
 }
 
-/// Everything read back at open.
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    pub keys: Vec<KeyRecord>,
-    /// In creation order.
-    pub versions: Vec<VersionRecord>,
-    pub aliases: Vec<AliasRecord>,
-    pub import_tokens: Vec<ImportTokenRecord>,
-    pub secrets: Vec<SecretRecord>,
-    /// In creation order.
-    pub secret_versions: Vec<SecretVersionRecord>,
-    pub tags: Vec<(ResourceType, String, String, String)>,
-}
-
 /// One committed change list and its place in the shared store's order.
 #[derive(Debug, Clone)]
 pub struct ChangeSet {
@@ -86,8 +76,9 @@ pub struct ChangeSet {
 pub enum CatchUp {
     /// Every list after the caller's position, in order (empty on an unshared store).
     Sets(Vec<ChangeSet>),
-    /// The caller was behind the oldest list still kept: here is everything, as of `seq`.
-    Reload(Snapshot, u64),
+    /// The caller was behind the oldest list still kept: it must forget what it holds and resume
+    /// at this sequence number (reading afresh what it needs).
+    Reset(u64),
 }
 
 /// What a write committed: its sequence number (0 on an unshared store) and changes; `None` when
@@ -181,11 +172,11 @@ impl Store {
         }
     }
 
-    /// Everything, with the sequence number of the last change list it includes.
-    pub fn load(&mut self) -> Result<(Snapshot, u64), StoreError> {
+    /// The sequence number of the last committed change list (0 on an unshared store).
+    pub fn position(&mut self) -> Result<u64, StoreError> {
         match self {
-            Store::Sqlite(s) => Ok((s.load()?, 0)),
-            Store::Postgres(s) => s.load(),
+            Store::Sqlite(_) => Ok(0),
+            Store::Postgres(s) => s.position(),
         }
     }
 

@@ -113,6 +113,50 @@ pub const MIGRATIONS: &[&str] = &[
         expires_at TIMESTAMPTZ NOT NULL
     );
     "#,
+    // 2: the engine reads on demand instead of loading everything: indexes for list pages in
+    // listing order (byte order, `COLLATE "C"`, whatever the database's locale), for counting
+    // user keys, and for what maintenance finds due.
+    r#"
+    DROP INDEX keys_by_creation;
+    CREATE INDEX keys_by_creation ON keys(created_at, key_id COLLATE "C");
+    CREATE INDEX keys_by_state ON keys(state, created_at, key_id COLLATE "C");
+    CREATE INDEX keys_of_users ON keys(key_id) WHERE service IS NULL;
+    CREATE INDEX keys_by_delete_date ON keys(delete_date);
+    CREATE INDEX keys_by_material_expiry ON keys(material_expire);
+    CREATE INDEX keys_rotating ON keys(key_id) WHERE rotation_enabled;
+    CREATE INDEX aliases_by_name ON aliases(name COLLATE "C");
+    CREATE INDEX secrets_by_name ON secrets(name COLLATE "C");
+    CREATE INDEX secrets_by_purge ON secrets(planned_delete);
+    CREATE INDEX secret_versions_by_secret ON secret_versions(secret_name, ord);
+    CREATE INDEX import_tokens_by_expiry ON import_tokens(expires_at);
+    CREATE INDEX tags_in_order ON tags(resource_type, resource_id COLLATE "C", tag_key COLLATE "C");
+    CREATE INDEX tags_by_value ON tags(resource_type, tag_value);
+    -- What counts against the limits, kept by triggers in the writing transaction: a count(*)
+    -- over every key on each CreateKey would grow with the store (and writes are serialised).
+    CREATE TABLE resource_counts (
+        kind TEXT PRIMARY KEY,
+        n    BIGINT NOT NULL
+    );
+    INSERT INTO resource_counts VALUES
+        ('user_keys', (SELECT count(*) FROM keys WHERE service IS NULL)),
+        ('aliases', (SELECT count(*) FROM aliases)),
+        ('secrets', (SELECT count(*) FROM secrets));
+    CREATE FUNCTION kms_count() RETURNS trigger LANGUAGE plpgsql AS $fn$
+    BEGIN
+        UPDATE resource_counts SET n = n + CASE WHEN TG_OP = 'INSERT' THEN 1 ELSE -1 END
+            WHERE kind = TG_ARGV[0];
+        RETURN NULL;
+    END
+    $fn$;
+    CREATE TRIGGER count_user_keys_in AFTER INSERT ON keys FOR EACH ROW WHEN (NEW.service IS NULL)
+        EXECUTE FUNCTION kms_count('user_keys');
+    CREATE TRIGGER count_user_keys_out AFTER DELETE ON keys FOR EACH ROW WHEN (OLD.service IS NULL)
+        EXECUTE FUNCTION kms_count('user_keys');
+    CREATE TRIGGER count_aliases AFTER INSERT OR DELETE ON aliases FOR EACH ROW
+        EXECUTE FUNCTION kms_count('aliases');
+    CREATE TRIGGER count_secrets AFTER INSERT OR DELETE ON secrets FOR EACH ROW
+        EXECUTE FUNCTION kms_count('secrets');
+    "#,
 ];
 
 /// Brings the schema up to date. A database written by a newer build is refused, not downgraded.

@@ -11,25 +11,18 @@
 //! - **Leases** ([`PgStore::lead`]) are rows timed by the database's clock, so node clocks never
 //!   decide who leads.
 
-use std::collections::HashMap;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, Config, GenericClient, IsolationLevel, NoTls, Row, Statement};
+use postgres::{Client, Config, NoTls, Row};
 
 use super::codec::{decode_changes, encode_changes};
 use super::location::redact;
-use super::statements::{
-    self, CLAIM_NONCE, META_GET, META_PUT, PURGE_NONCES, SELECT_ALIASES, SELECT_IMPORT_TOKENS, SELECT_KEYS,
-    SELECT_SECRETS, SELECT_TAGS,
-};
-use super::{pg_schema, CatchUp, Change, ChangeSet, Snapshot, StoreError, Written};
-use crate::model::{
-    AliasRecord, ImportTokenRecord, KeyRecord, KeySpec, KeyState, KeyUsage, Origin, ProtectionLevel, ResourceType,
-    SecretRecord, SecretVersionRecord, VersionRecord,
-};
+use super::rows::Prepared;
+use super::statements::{self, CLAIM_NONCE, META_GET, META_PUT, PURGE_NONCES};
+use super::{pg_schema, CatchUp, Change, ChangeSet, StoreError, Written};
 
 /// Transaction advisory lock every writer holds from its catch-up to its commit.
 const WRITE_LOCK: i64 = 0x6b6d_735f_7772_6974; // "kms_writ"
@@ -72,23 +65,8 @@ fn connect(cfg: &Config, url: &str) -> Result<Client, StoreError> {
     Ok(c)
 }
 
-/// Prepared statements of one connection, by their text.
-#[derive(Default)]
-struct Prepared(HashMap<&'static str, Statement>);
-
-impl Prepared {
-    fn get(&mut self, c: &mut impl GenericClient, sql: &'static str) -> Result<Statement, postgres::Error> {
-        if let Some(s) = self.0.get(sql) {
-            return Ok(s.clone());
-        }
-        let s = c.prepare(sql)?;
-        self.0.insert(sql, s.clone());
-        Ok(s)
-    }
-}
-
 /// A connection that reconnects on its next use after it broke.
-struct Conn {
+pub(crate) struct Conn {
     url: String,
     config: Config,
     client: Option<Client>,
@@ -96,12 +74,17 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(url: &str) -> Result<Conn, StoreError> {
+    pub(crate) fn new(url: &str) -> Result<Conn, StoreError> {
         Ok(Conn { url: url.to_string(), config: config(url)?, client: None, prepared: Prepared::default() })
     }
 
+    /// Whether the connection is gone (the next [`Conn::get`] reconnects).
+    pub(crate) fn is_broken(&self) -> bool {
+        self.client.as_ref().is_none_or(|c| c.is_closed())
+    }
+
     /// The live client, reconnecting first if the last one broke.
-    fn get(&mut self) -> Result<(&mut Client, &mut Prepared), StoreError> {
+    pub(crate) fn get(&mut self) -> Result<(&mut Client, &mut Prepared), StoreError> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
             self.client = None;
             self.prepared = Prepared::default();
@@ -228,8 +211,9 @@ impl PgStore {
         })?
     }
 
-    pub fn load(&mut self) -> Result<(Snapshot, u64), StoreError> {
-        self.call(|conn| load_consistent(conn.get()?.0))?
+    /// The sequence number of the last committed change list.
+    pub fn position(&mut self) -> Result<u64, StoreError> {
+        self.call(|conn| head(conn.get()?.0))?
     }
 
     pub fn write<E>(
@@ -324,11 +308,8 @@ fn begin_write(conn: &mut Conn, applied: u64) -> Result<CatchUp, StoreError> {
     let rows = c.query(&since, &[&(applied as i64), &(MAX_CATCH_UP + 1)])?;
     Ok(match sets_after(applied, &rows)? {
         Some(sets) => CatchUp::Sets(sets),
-        None => {
-            // Under the write lock nothing else commits, so plain reads are consistent.
-            let seq: i64 = c.query_one("SELECT last_seq FROM kms_feed WHERE id = 1", &[])?.try_get(0)?;
-            CatchUp::Reload(load_all(c)?, seq as u64)
-        }
+        // Under the write lock nothing else commits: the head is where the caller resumes.
+        None => CatchUp::Reset(head(c)?),
     })
 }
 
@@ -369,99 +350,10 @@ fn sets_after(applied: u64, rows: &[Row]) -> Result<Option<Vec<ChangeSet>>, Stor
     Ok(Some(sets))
 }
 
-/// A snapshot and its sequence number from one REPEATABLE READ transaction.
-fn load_consistent(c: &mut Client) -> Result<(Snapshot, u64), StoreError> {
-    let mut tx = c.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start()?;
-    let seq: i64 = tx.query_one("SELECT last_seq FROM kms_feed WHERE id = 1", &[])?.try_get(0)?;
-    let snap = load_all(&mut tx)?;
-    tx.commit()?;
-    Ok((snap, seq as u64))
-}
-
-fn parsed<T>(r: &Row, col: &str, f: fn(&str) -> Option<T>) -> Result<T, StoreError> {
-    let s: &str = r.try_get(col)?;
-    f(s).ok_or_else(|| StoreError(format!("column {col}: unknown value {s:?}")))
-}
-
-fn load_all(c: &mut impl GenericClient) -> Result<Snapshot, StoreError> {
-    let mut snap = Snapshot::default();
-    for r in c.query(SELECT_KEYS, &[])? {
-        let before: Option<&str> = r.try_get("state_before_deletion")?;
-        snap.keys.push(KeyRecord {
-            key_id: r.try_get("key_id")?,
-            spec: parsed(&r, "spec", KeySpec::parse)?,
-            usage: parsed(&r, "usage", KeyUsage::parse)?,
-            origin: parsed(&r, "origin", Origin::parse)?,
-            protection: parsed(&r, "protection", ProtectionLevel::parse)?,
-            creator: r.try_get("creator")?,
-            description: r.try_get("description")?,
-            state: parsed(&r, "state", KeyState::parse)?,
-            state_before_deletion: before.and_then(KeyState::parse),
-            created_at: r.try_get("created_at")?,
-            primary_version: r.try_get("primary_version")?,
-            last_rotation: r.try_get("last_rotation")?,
-            rotation_enabled: r.try_get("rotation_enabled")?,
-            rotation_interval: r.try_get("rotation_interval")?,
-            delete_date: r.try_get("delete_date")?,
-            deletion_protection: r.try_get("deletion_protection")?,
-            deletion_protection_description: r.try_get("deletion_protection_description")?,
-            material_expire: r.try_get("material_expire")?,
-            service: r.try_get("service")?,
-            material_fingerprint: r.try_get("material_fingerprint")?,
-        });
-    }
-    for r in c.query("SELECT version_id, key_id, created_at, sealed FROM key_versions ORDER BY ord", &[])? {
-        snap.versions.push(VersionRecord {
-            version_id: r.try_get(0)?,
-            key_id: r.try_get(1)?,
-            created_at: r.try_get(2)?,
-            sealed: r.try_get(3)?,
-        });
-    }
-    for r in c.query(SELECT_ALIASES, &[])? {
-        snap.aliases.push(AliasRecord { name: r.try_get(0)?, key_id: r.try_get(1)?, created_at: r.try_get(2)? });
-    }
-    for r in c.query(SELECT_IMPORT_TOKENS, &[])? {
-        snap.import_tokens.push(ImportTokenRecord {
-            token_id: r.try_get(0)?,
-            key_id: r.try_get(1)?,
-            wrapping_spec: parsed(&r, "wrapping_spec", KeySpec::parse)?,
-            wrapping_algorithm: r.try_get(3)?,
-            expires_at: r.try_get(4)?,
-            sealed: r.try_get(5)?,
-        });
-    }
-    for r in c.query(SELECT_SECRETS, &[])? {
-        snap.secrets.push(SecretRecord {
-            name: r.try_get(0)?,
-            secret_type: r.try_get(1)?,
-            description: r.try_get(2)?,
-            encryption_key_id: r.try_get(3)?,
-            created_at: r.try_get(4)?,
-            updated_at: r.try_get(5)?,
-            planned_delete: r.try_get(6)?,
-            extended_config: r.try_get(7)?,
-        });
-    }
-    for r in c.query(
-        "SELECT secret_name, version_id, created_at, data_type, stages, sealed FROM secret_versions ORDER BY ord",
-        &[],
-    )? {
-        let stages: &str = r.try_get(4)?;
-        snap.secret_versions.push(SecretVersionRecord {
-            secret_name: r.try_get(0)?,
-            version_id: r.try_get(1)?,
-            created_at: r.try_get(2)?,
-            data_type: r.try_get(3)?,
-            stages: serde_json::from_str(stages).map_err(|e| StoreError(format!("secret version stages: {e}")))?,
-            sealed: r.try_get(5)?,
-        });
-    }
-    for r in c.query(SELECT_TAGS, &[])? {
-        let rt = parsed(&r, "resource_type", ResourceType::parse)?;
-        snap.tags.push((rt, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?));
-    }
-    Ok(snap)
+/// The sequence number of the last committed change list.
+fn head(c: &mut Client) -> Result<u64, StoreError> {
+    let seq: i64 = c.query_one("SELECT last_seq FROM kms_feed WHERE id = 1", &[])?.try_get(0)?;
+    Ok(seq as u64)
 }
 
 fn apply_change(c: &mut Client, p: &mut Prepared, change: &Change) -> Result<(), StoreError> {
@@ -522,8 +414,9 @@ impl PgFeed {
         })
     }
 
-    pub fn load(&mut self) -> Result<(Snapshot, u64), StoreError> {
-        load_consistent(self.client()?.0)
+    /// The sequence number of the last committed change list.
+    pub fn head(&mut self) -> Result<u64, StoreError> {
+        head(self.client()?.0)
     }
 
     /// Waits up to `timeout` for a notification; `true` if one (or more) arrived.

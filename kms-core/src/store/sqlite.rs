@@ -1,21 +1,13 @@
 //! The embedded backend: one SQLite file in WAL mode with `synchronous=FULL`, so a committed
 //! change survives power loss; one process owns the file (an flock on `<file>.lock`).
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::statements::{
-    self, CLAIM_NONCE, META_GET, META_PUT, PURGE_NONCES, SELECT_ALIASES, SELECT_IMPORT_TOKENS, SELECT_KEYS,
-    SELECT_SECRETS, SELECT_TAGS,
-};
-use super::{sqlite_schema, Change, Snapshot};
-use crate::model::{
-    AliasRecord, ImportTokenRecord, KeyRecord, KeySpec, KeyState, KeyUsage, Origin, ProtectionLevel, ResourceType,
-    SecretRecord, SecretVersionRecord, VersionRecord,
-};
+use super::statements::{self, CLAIM_NONCE, META_GET, META_PUT, PURGE_NONCES};
+use super::{sqlite_schema, Change};
 
 pub struct SqliteStore {
     conn: Connection,
@@ -104,85 +96,6 @@ impl SqliteStore {
             .collect()
     }
 
-    /// Reads every key, version and alias.
-    pub fn load(&self) -> rusqlite::Result<Snapshot> {
-        let mut snap = Snapshot::default();
-        let mut stmt = self.conn.prepare(SELECT_KEYS)?;
-        let cols = column_index(&stmt);
-        snap.keys = stmt.query_map([], |r| key_from_row(r, &cols))?.collect::<rusqlite::Result<_>>()?;
-        let mut stmt =
-            self.conn.prepare("SELECT version_id, key_id, created_at, sealed FROM key_versions ORDER BY rowid")?;
-        snap.versions = stmt
-            .query_map([], |r| {
-                Ok(VersionRecord { version_id: r.get(0)?, key_id: r.get(1)?, created_at: r.get(2)?, sealed: r.get(3)? })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut stmt = self.conn.prepare(SELECT_ALIASES)?;
-        snap.aliases = stmt
-            .query_map([], |r| Ok(AliasRecord { name: r.get(0)?, key_id: r.get(1)?, created_at: r.get(2)? }))?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut stmt = self.conn.prepare(SELECT_IMPORT_TOKENS)?;
-        snap.import_tokens = stmt
-            .query_map([], |r| {
-                let spec: String = r.get(2)?;
-                Ok(ImportTokenRecord {
-                    token_id: r.get(0)?,
-                    key_id: r.get(1)?,
-                    wrapping_spec: KeySpec::parse(&spec).ok_or_else(|| {
-                        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, spec.clone().into())
-                    })?,
-                    wrapping_algorithm: r.get(3)?,
-                    expires_at: r.get(4)?,
-                    sealed: r.get(5)?,
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut stmt = self.conn.prepare(SELECT_SECRETS)?;
-        snap.secrets = stmt
-            .query_map([], |r| {
-                Ok(SecretRecord {
-                    name: r.get(0)?,
-                    secret_type: r.get(1)?,
-                    description: r.get(2)?,
-                    encryption_key_id: r.get(3)?,
-                    created_at: r.get(4)?,
-                    updated_at: r.get(5)?,
-                    planned_delete: r.get(6)?,
-                    extended_config: r.get(7)?,
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut stmt = self.conn.prepare(
-            "SELECT secret_name, version_id, created_at, data_type, stages, sealed FROM secret_versions ORDER BY rowid",
-        )?;
-        snap.secret_versions = stmt
-            .query_map([], |r| {
-                let stages: String = r.get(4)?;
-                Ok(SecretVersionRecord {
-                    secret_name: r.get(0)?,
-                    version_id: r.get(1)?,
-                    created_at: r.get(2)?,
-                    data_type: r.get(3)?,
-                    stages: serde_json::from_str(&stages).map_err(|e| {
-                        rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
-                    })?,
-                    sealed: r.get(5)?,
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut stmt = self.conn.prepare(SELECT_TAGS)?;
-        snap.tags = stmt
-            .query_map([], |r| {
-                let t: String = r.get(0)?;
-                let rt = ResourceType::parse(&t).ok_or_else(|| {
-                    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, t.clone().into())
-                })?;
-                Ok((rt, r.get(1)?, r.get(2)?, r.get(3)?))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(snap)
-    }
-
     /// Applies `changes` atomically and durably.
     pub fn apply(&mut self, changes: &[Change]) -> rusqlite::Result<()> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -201,50 +114,11 @@ fn lock_path(db: &Path) -> PathBuf {
     db.with_file_name(name)
 }
 
-fn column_index(stmt: &rusqlite::Statement<'_>) -> HashMap<String, usize> {
-    stmt.column_names().iter().enumerate().map(|(i, n)| (n.to_string(), i)).collect()
-}
-
-fn key_from_row(r: &Row<'_>, cols: &HashMap<String, usize>) -> rusqlite::Result<KeyRecord> {
-    let col = |name: &str| cols[name];
-    fn parsed<T>(r: &Row<'_>, i: usize, f: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
-        let s: String = r.get(i)?;
-        f(&s).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                i,
-                rusqlite::types::Type::Text,
-                format!("unknown value {s:?}").into(),
-            )
-        })
-    }
-    let before: Option<String> = r.get(col("state_before_deletion"))?;
-    Ok(KeyRecord {
-        key_id: r.get(col("key_id"))?,
-        spec: parsed(r, col("spec"), KeySpec::parse)?,
-        usage: parsed(r, col("usage"), KeyUsage::parse)?,
-        origin: parsed(r, col("origin"), Origin::parse)?,
-        protection: parsed(r, col("protection"), ProtectionLevel::parse)?,
-        creator: r.get(col("creator"))?,
-        description: r.get(col("description"))?,
-        state: parsed(r, col("state"), KeyState::parse)?,
-        state_before_deletion: before.as_deref().and_then(KeyState::parse),
-        created_at: r.get(col("created_at"))?,
-        primary_version: r.get(col("primary_version"))?,
-        last_rotation: r.get(col("last_rotation"))?,
-        rotation_enabled: r.get(col("rotation_enabled"))?,
-        rotation_interval: r.get(col("rotation_interval"))?,
-        delete_date: r.get(col("delete_date"))?,
-        deletion_protection: r.get(col("deletion_protection"))?,
-        deletion_protection_description: r.get(col("deletion_protection_description"))?,
-        material_expire: r.get(col("material_expire"))?,
-        service: r.get(col("service"))?,
-        material_fingerprint: r.get(col("material_fingerprint"))?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{AliasRecord, KeyRecord, KeySpec, KeyState, KeyUsage, Origin, ProtectionLevel, VersionRecord};
+    use crate::store::reads;
 
     fn key(id: &str) -> KeyRecord {
         KeyRecord {
@@ -286,14 +160,15 @@ mod tests {
             s.apply(&[Change::PutKey(k)]).unwrap();
         }
         let mut s = SqliteStore::open(&path).unwrap();
-        let snap = s.load().unwrap();
-        assert_eq!(snap.keys.len(), 1);
-        assert_eq!(snap.keys[0].state, KeyState::Disabled);
-        assert_eq!(snap.versions.len(), 1, "updating a key keeps its versions");
-        assert_eq!(snap.aliases.len(), 1);
+        let k = reads::key(&mut s.conn, "key-a").unwrap().unwrap();
+        assert_eq!(k.key.state, KeyState::Disabled);
+        assert_eq!(k.versions.len(), 1, "updating a key keeps its versions");
+        assert_eq!(reads::aliases(&mut s.conn, Some("key-a"), 0, 10).unwrap().total, 1);
         s.apply(&[Change::DeleteKey("key-a".into())]).unwrap();
-        let snap = s.load().unwrap();
-        assert!(snap.keys.is_empty() && snap.versions.is_empty() && snap.aliases.is_empty());
+        assert!(reads::key(&mut s.conn, "key-a").unwrap().is_none());
+        assert_eq!(reads::aliases(&mut s.conn, None, 0, 10).unwrap().total, 0);
+        let versions: i64 = s.conn.query_row("SELECT count(*) FROM key_versions", [], |r| r.get(0)).unwrap();
+        assert_eq!(versions, 0, "the versions went with the key");
     }
 
     #[test]
@@ -305,7 +180,7 @@ mod tests {
         let orphan =
             VersionRecord { version_id: "v".into(), key_id: "key-missing".into(), created_at: 1, sealed: vec![] };
         assert!(s.apply(&[Change::PutKey(key("key-a")), Change::PutVersion(orphan)]).is_err());
-        assert!(s.load().unwrap().keys.is_empty());
+        assert!(reads::key(&mut s.conn, "key-a").unwrap().is_none());
     }
 
     #[test]

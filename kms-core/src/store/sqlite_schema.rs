@@ -96,6 +96,41 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX request_nonces_by_expiry ON request_nonces(expires_at);
     "#,
+    // 5: the engine reads on demand instead of loading everything: indexes for list pages in
+    // listing order, for counting user keys, and for what maintenance finds due.
+    r#"
+    CREATE INDEX keys_by_creation ON keys(created_at, key_id);
+    CREATE INDEX keys_by_state ON keys(state, created_at, key_id);
+    CREATE INDEX keys_of_users ON keys(key_id) WHERE service IS NULL;
+    CREATE INDEX keys_by_delete_date ON keys(delete_date);
+    CREATE INDEX keys_by_material_expiry ON keys(material_expire);
+    CREATE INDEX keys_rotating ON keys(key_id) WHERE rotation_enabled = 1;
+    CREATE INDEX secrets_by_purge ON secrets(planned_delete);
+    CREATE INDEX import_tokens_by_expiry ON import_tokens(expires_at);
+    CREATE INDEX tags_by_value ON tags(resource_type, tag_value);
+    -- What counts against the limits, kept by triggers in the writing transaction: a count(*)
+    -- over every key on each CreateKey would grow with the store.
+    CREATE TABLE resource_counts (
+        kind TEXT PRIMARY KEY,
+        n    INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO resource_counts VALUES
+        ('user_keys', (SELECT count(*) FROM keys WHERE service IS NULL)),
+        ('aliases', (SELECT count(*) FROM aliases)),
+        ('secrets', (SELECT count(*) FROM secrets));
+    CREATE TRIGGER count_user_keys_in AFTER INSERT ON keys WHEN NEW.service IS NULL
+        BEGIN UPDATE resource_counts SET n = n + 1 WHERE kind = 'user_keys'; END;
+    CREATE TRIGGER count_user_keys_out AFTER DELETE ON keys WHEN OLD.service IS NULL
+        BEGIN UPDATE resource_counts SET n = n - 1 WHERE kind = 'user_keys'; END;
+    CREATE TRIGGER count_aliases_in AFTER INSERT ON aliases
+        BEGIN UPDATE resource_counts SET n = n + 1 WHERE kind = 'aliases'; END;
+    CREATE TRIGGER count_aliases_out AFTER DELETE ON aliases
+        BEGIN UPDATE resource_counts SET n = n - 1 WHERE kind = 'aliases'; END;
+    CREATE TRIGGER count_secrets_in AFTER INSERT ON secrets
+        BEGIN UPDATE resource_counts SET n = n + 1 WHERE kind = 'secrets'; END;
+    CREATE TRIGGER count_secrets_out AFTER DELETE ON secrets
+        BEGIN UPDATE resource_counts SET n = n - 1 WHERE kind = 'secrets'; END;
+    "#,
 ];
 
 /// Brings the schema up to date. A store written by a newer build is refused, not downgraded.

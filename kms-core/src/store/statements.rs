@@ -150,17 +150,10 @@ pub fn for_change(c: &Change) -> Vec<Statement<'_>> {
     }
 }
 
-// Reads both backends run as they are (version order differs: SQLite rowid, PostgreSQL `ord`).
+// Statements both backends run as they are.
 pub const META_GET: &str = "SELECT value FROM meta WHERE name = $1";
 pub const META_PUT: &str =
     "INSERT INTO meta(name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value";
-pub const SELECT_KEYS: &str = "SELECT * FROM keys ORDER BY created_at, key_id";
-pub const SELECT_ALIASES: &str = "SELECT name, key_id, created_at FROM aliases ORDER BY created_at, name";
-pub const SELECT_IMPORT_TOKENS: &str =
-    "SELECT token_id, key_id, wrapping_spec, wrapping_algorithm, expires_at, sealed FROM import_tokens";
-pub const SELECT_SECRETS: &str = "SELECT name, secret_type, description, encryption_key_id, created_at, updated_at,
-     planned_delete, extended_config FROM secrets";
-pub const SELECT_TAGS: &str = "SELECT resource_type, resource_id, tag_key, tag_value FROM tags";
 /// `ON CONFLICT DO NOTHING`: one row changed for a fresh nonce, none for a replay.
 pub const CLAIM_NONCE: &str = "INSERT INTO request_nonces (id, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING";
 pub const PURGE_NONCES: &str = "DELETE FROM request_nonces WHERE expires_at < $1";

@@ -1,0 +1,188 @@
+//! What a request reads: records from the cache (`state.rs`), filled from the store on a miss;
+//! listings, counts and due work straight from the store (paged and counted in SQL).
+//!
+//! A [`View`] is handed out only while the node may serve ([`Engine::view`] checks the feed's
+//! freshness on a shared store), and to a write's decision, which runs under the store's write
+//! lock on a caught-up cache: there every read – cached or not – is current.
+
+use std::sync::Arc;
+
+use super::state::{KeyEntry, Kind, SecretEntry, State};
+use super::Engine;
+use crate::error::{KmsError, Result};
+use crate::ids::KeyRef;
+use crate::model::{AliasRecord, ImportTokenRecord, ResourceType, SecretRecord};
+use crate::store::reads::{self, Count, Due, KeyCond, Page, SecretCond};
+use crate::store::rows::Db;
+use crate::store::StoreError;
+
+pub(crate) struct View<'e> {
+    pub(super) engine: &'e Engine,
+}
+
+impl View<'_> {
+    /// Reads `f` from the store, a store failure phrased for the client.
+    fn read<R: Send + 'static>(
+        &self,
+        f: impl Fn(&mut dyn Db) -> std::result::Result<R, StoreError> + Send + 'static,
+    ) -> Result<R> {
+        self.engine.reader.run(f).map_err(|e| self.engine.store_failure(e))
+    }
+
+    /// `name` from the cache, or read by `load` and cached unless a change to it was applied
+    /// while it was being read.
+    fn through<T: Clone, R: Send + 'static>(
+        &self,
+        kind: Kind,
+        name: &str,
+        cached: impl Fn(&State) -> Option<T>,
+        load: fn(&mut dyn Db, &str) -> std::result::Result<Option<R>, StoreError>,
+        make: impl FnOnce(R) -> T,
+        put: impl FnOnce(&mut State, T),
+    ) -> Result<Option<T>> {
+        if let Some(v) = cached(&self.engine.state.read()) {
+            return Ok(Some(v));
+        }
+        let ticket = self.engine.state.write().begin_fill(kind, name);
+        let owned = name.to_string();
+        let r = self.engine.reader.run(move |db| load(db, &owned));
+        let mut st = self.engine.state.write();
+        let cacheable = st.end_fill(ticket);
+        let v = r.map_err(|e| self.engine.store_failure(e))?.map(make);
+        if let (true, Some(v)) = (cacheable, &v) {
+            put(&mut st, v.clone());
+        }
+        Ok(v)
+    }
+
+    pub fn key(&self, id: &str) -> Result<Option<Arc<KeyEntry>>> {
+        self.through(
+            Kind::Key,
+            id,
+            |st| st.key(id),
+            reads::key,
+            |r| Arc::new(KeyEntry::from_rows(r)),
+            |st, e| st.put_key(e),
+        )
+    }
+
+    /// The key id an alias points at.
+    pub fn alias(&self, name: &str) -> Result<Option<String>> {
+        self.through(
+            Kind::Alias,
+            name,
+            |st| st.alias(name),
+            reads::alias,
+            |a: AliasRecord| a.key_id,
+            |st, k| st.put_alias(name, &k),
+        )
+    }
+
+    /// An alias's whole record, read from the store (writes need its creation time).
+    pub fn alias_record(&self, name: &str) -> Result<Option<AliasRecord>> {
+        let name = name.to_string();
+        self.read(move |db| reads::alias(db, &name))
+    }
+
+    pub fn secret(&self, name: &str) -> Result<Option<Arc<SecretEntry>>> {
+        self.through(
+            Kind::Secret,
+            name,
+            |st| st.secret(name),
+            reads::secret,
+            |r| Arc::new(SecretEntry::from_rows(r)),
+            |st, e| st.put_secret(e),
+        )
+    }
+
+    /// The key a parsed `KeyId` names.
+    pub fn lookup(&self, r: &KeyRef) -> Result<Arc<KeyEntry>> {
+        match r {
+            KeyRef::Id(id) => self.key(id)?.ok_or_else(|| KmsError::key_not_found(id)),
+            KeyRef::Alias(name) => {
+                let id = self.alias(name)?.ok_or_else(|| KmsError::alias_not_found(name))?;
+                self.key(&id)?.ok_or_else(|| KmsError::key_not_found(&id))
+            }
+        }
+    }
+
+    pub fn import_token(&self, id: &str) -> Result<Option<ImportTokenRecord>> {
+        let id = id.to_string();
+        self.read(move |db| reads::import_token(db, &id))
+    }
+
+    pub fn count(&self, what: Count) -> Result<u64> {
+        self.read(move |db| reads::count(db, what))
+    }
+
+    pub fn key_ids(&self, conds: Vec<KeyCond>, offset: u64, limit: u32) -> Result<Page<String>> {
+        self.read(move |db| reads::key_ids(db, &conds, offset, limit))
+    }
+
+    pub fn aliases(&self, key_id: Option<String>, offset: u64, limit: u32) -> Result<Page<AliasRecord>> {
+        self.read(move |db| reads::aliases(db, key_id.as_deref(), offset, limit))
+    }
+
+    pub fn secrets(&self, conds: Vec<SecretCond>, offset: u64, limit: u32) -> Result<Page<SecretRecord>> {
+        self.read(move |db| reads::secrets(db, &conds, offset, limit))
+    }
+
+    pub fn tag_rows(
+        &self,
+        rt: ResourceType,
+        ids: Option<Vec<String>>,
+        wanted: Vec<(String, Option<String>)>,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Vec<(String, String, String)>> {
+        self.read(move |db| reads::tag_rows(db, rt, ids.as_deref(), &wanted, offset, limit))
+    }
+
+    pub fn due(&self, now: i64) -> Result<Due> {
+        self.read(move |db| reads::due(db, now))
+    }
+}
+
+/// What tests look at besides the API: the store's rows and the cache's entries.
+#[cfg(test)]
+impl Engine {
+    pub(super) fn stored_key(&self, id: &str) -> Option<reads::KeyRows> {
+        let id = id.to_string();
+        self.reader.run(move |db| reads::key(db, &id)).unwrap()
+    }
+
+    pub(super) fn stored_secret(&self, name: &str) -> Option<reads::SecretRows> {
+        let name = name.to_string();
+        self.reader.run(move |db| reads::secret(db, &name)).unwrap()
+    }
+
+    /// Every version row of every key.
+    pub(super) fn stored_versions(&self) -> Vec<crate::model::VersionRecord> {
+        self.reader
+            .run(|db| {
+                let sql = format!("SELECT {} FROM key_versions", crate::store::rows::VERSION_COLUMNS);
+                crate::store::rows::all(db, &sql, &[], crate::store::rows::version)
+            })
+            .unwrap()
+    }
+
+    pub(super) fn stored_key_count(&self) -> usize {
+        self.reader
+            .run(|db| crate::store::rows::first(db, "SELECT count(*) FROM keys", &[], |r| r.int(0)))
+            .unwrap()
+            .unwrap() as usize
+    }
+
+    /// Every tag row of a resource type.
+    pub(super) fn stored_tags(&self, rt: ResourceType) -> Vec<(String, String, String)> {
+        self.reader.run(move |db| reads::tag_rows(db, rt, None, &[], 0, u32::MAX)).unwrap()
+    }
+
+    pub(super) fn cached_key(&self, id: &str) -> Option<Arc<KeyEntry>> {
+        self.state.read().key(id)
+    }
+
+    pub(super) fn cached_secret(&self, name: &str) -> Option<Arc<SecretEntry>> {
+        self.state.read().secret(name)
+    }
+}

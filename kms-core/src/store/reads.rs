@@ -1,0 +1,333 @@
+//! What the engine reads from the store on demand, written once for both backends: one
+//! resource with everything that belongs to it (read in one snapshot), list pages (ordered and
+//! cut in SQL), counts for limits, and what maintenance finds due.
+
+use super::rows::{self, all, first, in_snapshot, Db, Dialect};
+use super::statements::Value;
+use super::StoreError;
+use crate::model::{
+    AliasRecord, ImportTokenRecord, KeyRecord, ResourceType, SecretRecord, SecretVersionRecord, VersionRecord,
+};
+
+/// A key with its versions (oldest first) and tags (by tag key).
+#[derive(Debug)]
+pub struct KeyRows {
+    pub key: KeyRecord,
+    pub versions: Vec<VersionRecord>,
+    pub tags: Vec<(String, String)>,
+}
+
+/// A secret with its versions (oldest first) and tags (by tag key).
+#[derive(Debug)]
+pub struct SecretRows {
+    pub secret: SecretRecord,
+    pub versions: Vec<SecretVersionRecord>,
+    pub tags: Vec<(String, String)>,
+}
+
+/// One page of a listing and how many items the whole listing has.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: u64,
+}
+
+/// A condition of ListKeys (every one must hold; one of its values must match).
+#[derive(Debug, Clone)]
+pub enum KeyCond {
+    State(Vec<String>),
+    Spec(Vec<String>),
+    Usage(Vec<String>),
+    Protection(Vec<String>),
+    /// Created by a user (no service), by a service, or either.
+    Creator {
+        user: bool,
+        service: bool,
+    },
+}
+
+/// A condition of ListSecrets.
+#[derive(Debug, Clone)]
+pub enum SecretCond {
+    NameContains(Vec<String>),
+    DescriptionContains(Vec<String>),
+    TagKey(Vec<String>),
+    TagValue(Vec<String>),
+}
+
+/// What counts against a limit.
+#[derive(Debug, Clone, Copy)]
+pub enum Count {
+    UserKeys,
+    Aliases,
+    Secrets,
+}
+
+/// What a maintenance pass should look at (each is re-checked before it is acted on).
+#[derive(Debug, Default)]
+pub struct Due {
+    pub rotation: Vec<String>,
+    pub deletion: Vec<String>,
+    pub material_expiry: Vec<String>,
+    pub secret_purge: Vec<String>,
+    pub import_tokens: Vec<String>,
+}
+
+/// Bound values in order of their `$n`.
+#[derive(Default)]
+struct Params(Vec<Value<'static>>);
+
+impl Params {
+    fn text(&mut self, s: &str) -> String {
+        self.0.push(Value::Owned(s.to_string()));
+        format!("${}", self.0.len())
+    }
+
+    fn int(&mut self, i: i64) -> String {
+        self.0.push(Value::Int(i));
+        format!("${}", self.0.len())
+    }
+
+    fn list(&mut self, values: &[String]) -> String {
+        values.iter().map(|v| self.text(v)).collect::<Vec<_>>().join(", ")
+    }
+}
+
+pub fn key(db: &mut dyn Db, id: &str) -> Result<Option<KeyRows>, StoreError> {
+    let order = db.dialect().insertion_order();
+    in_snapshot(db, |db| {
+        let sql = format!("SELECT {} FROM keys WHERE key_id = $1", rows::KEY_COLUMNS);
+        let Some(key) = first(db, &sql, &[Value::Text(id)], rows::key)? else { return Ok(None) };
+        let sql = format!("SELECT {} FROM key_versions WHERE key_id = $1 ORDER BY {order}", rows::VERSION_COLUMNS);
+        let versions = all(db, &sql, &[Value::Text(id)], rows::version)?;
+        let tags = tags(db, ResourceType::Key, id)?;
+        Ok(Some(KeyRows { key, versions, tags }))
+    })
+}
+
+pub fn secret(db: &mut dyn Db, name: &str) -> Result<Option<SecretRows>, StoreError> {
+    let order = db.dialect().insertion_order();
+    in_snapshot(db, |db| {
+        let sql = format!("SELECT {} FROM secrets WHERE name = $1", rows::SECRET_COLUMNS);
+        let Some(secret) = first(db, &sql, &[Value::Text(name)], rows::secret)? else { return Ok(None) };
+        let sql = format!(
+            "SELECT {} FROM secret_versions WHERE secret_name = $1 ORDER BY {order}",
+            rows::SECRET_VERSION_COLUMNS
+        );
+        let versions = all(db, &sql, &[Value::Text(name)], rows::secret_version)?;
+        let tags = tags(db, ResourceType::Secret, name)?;
+        Ok(Some(SecretRows { secret, versions, tags }))
+    })
+}
+
+fn tags(db: &mut dyn Db, rt: ResourceType, id: &str) -> Result<Vec<(String, String)>, StoreError> {
+    let sql = format!(
+        "SELECT tag_key, tag_value FROM tags WHERE resource_type = $1 AND resource_id = $2 ORDER BY tag_key{}",
+        db.dialect().bytewise()
+    );
+    all(db, &sql, &[Value::Text(rt.as_str()), Value::Text(id)], rows::pair)
+}
+
+pub fn alias(db: &mut dyn Db, name: &str) -> Result<Option<AliasRecord>, StoreError> {
+    let sql = format!("SELECT {} FROM aliases WHERE name = $1", rows::ALIAS_COLUMNS);
+    first(db, &sql, &[Value::Text(name)], rows::alias)
+}
+
+pub fn import_token(db: &mut dyn Db, id: &str) -> Result<Option<ImportTokenRecord>, StoreError> {
+    let sql = format!("SELECT {} FROM import_tokens WHERE token_id = $1", rows::IMPORT_TOKEN_COLUMNS);
+    first(db, &sql, &[Value::Text(id)], rows::import_token)
+}
+
+/// The number of rows `sql` (a `SELECT count(*) …`) counts.
+fn count_of(db: &mut dyn Db, sql: &str, params: &[Value<'_>]) -> Result<u64, StoreError> {
+    Ok(first(db, sql, params, |r| r.int(0))?.unwrap_or(0).max(0) as u64)
+}
+
+/// Read from the counters the schema's triggers keep.
+pub fn count(db: &mut dyn Db, what: Count) -> Result<u64, StoreError> {
+    let kind = match what {
+        Count::UserKeys => "user_keys",
+        Count::Aliases => "aliases",
+        Count::Secrets => "secrets",
+    };
+    count_of(db, "SELECT n FROM resource_counts WHERE kind = $1", &[Value::Text(kind)])
+}
+
+/// A page of a listing: `select` and `from_where` share the bound values of the conditions.
+fn page<T>(
+    db: &mut dyn Db,
+    mut params: Params,
+    select: &str,
+    from_where: &str,
+    order: &str,
+    offset: u64,
+    limit: u32,
+    decode: impl Fn(&dyn rows::Fields) -> Result<T, StoreError>,
+) -> Result<Page<T>, StoreError> {
+    let n = params.0.len();
+    let lim = params.int(limit as i64);
+    let off = params.int(offset.min(i64::MAX as u64) as i64);
+    let sql = format!("SELECT {select} {from_where} ORDER BY {order} LIMIT {lim} OFFSET {off}");
+    let count_sql = format!("SELECT count(*) {from_where}");
+    in_snapshot(db, |db| {
+        let items = all(db, &sql, &params.0, decode)?;
+        // The count only when the page does not tell it: a short first page is the whole list.
+        let total = if offset == 0 && (items.len() as u64) < limit as u64 {
+            items.len() as u64
+        } else {
+            count_of(db, &count_sql, &params.0[..n])?
+        };
+        Ok(Page { items, total })
+    })
+}
+
+/// Key ids in listing order (oldest first, ties by id) matching every condition.
+pub fn key_ids(db: &mut dyn Db, conds: &[KeyCond], offset: u64, limit: u32) -> Result<Page<String>, StoreError> {
+    let mut p = Params::default();
+    let mut clauses = Vec::new();
+    for c in conds {
+        let (col, values) = match c {
+            KeyCond::State(v) => ("state", v),
+            KeyCond::Spec(v) => ("spec", v),
+            KeyCond::Usage(v) => ("usage", v),
+            KeyCond::Protection(v) => ("protection", v),
+            KeyCond::Creator { user, service } => {
+                match (user, service) {
+                    (true, true) => {}
+                    (true, false) => clauses.push("service IS NULL".to_string()),
+                    (false, true) => clauses.push("service IS NOT NULL".to_string()),
+                    (false, false) => clauses.push("FALSE".to_string()),
+                }
+                continue;
+            }
+        };
+        clauses.push(format!("{col} IN ({})", p.list(values)));
+    }
+    let from_where = format!("FROM keys{}", where_clause(&clauses));
+    let order = format!("created_at, key_id{}", db.dialect().bytewise());
+    page(db, p, "key_id", &from_where, &order, offset, limit, |r| r.text(0))
+}
+
+/// Aliases by name, all of them or those of one key.
+pub fn aliases(
+    db: &mut dyn Db,
+    key_id: Option<&str>,
+    offset: u64,
+    limit: u32,
+) -> Result<Page<AliasRecord>, StoreError> {
+    let mut p = Params::default();
+    let from_where = match key_id {
+        Some(id) => format!("FROM aliases WHERE key_id = {}", p.text(id)),
+        None => "FROM aliases".to_string(),
+    };
+    let order = format!("name{}", db.dialect().bytewise());
+    page(db, p, rows::ALIAS_COLUMNS, &from_where, &order, offset, limit, rows::alias)
+}
+
+/// Secrets by name matching every condition.
+pub fn secrets(
+    db: &mut dyn Db,
+    conds: &[SecretCond],
+    offset: u64,
+    limit: u32,
+) -> Result<Page<SecretRecord>, StoreError> {
+    let d = db.dialect();
+    let mut p = Params::default();
+    let mut clauses = Vec::new();
+    for c in conds {
+        let clause = match c {
+            SecretCond::NameContains(v) => any_of(v.iter().map(|x| d.contains("name", &p.text(x))).collect()),
+            SecretCond::DescriptionContains(v) => {
+                any_of(v.iter().map(|x| d.contains("description", &p.text(x))).collect())
+            }
+            SecretCond::TagKey(v) => format!(
+                "EXISTS (SELECT 1 FROM tags t WHERE t.resource_type = 'secret' AND t.resource_id = secrets.name \
+                 AND t.tag_key IN ({}))",
+                p.list(v)
+            ),
+            SecretCond::TagValue(v) => format!(
+                "EXISTS (SELECT 1 FROM tags t WHERE t.resource_type = 'secret' AND t.resource_id = secrets.name \
+                 AND t.tag_value IN ({}))",
+                p.list(v)
+            ),
+        };
+        clauses.push(clause);
+    }
+    let from_where = format!("FROM secrets{}", where_clause(&clauses));
+    let order = format!("name{}", d.bytewise());
+    page(db, p, rows::SECRET_COLUMNS, &from_where, &order, offset, limit, rows::secret)
+}
+
+/// `(resource id, tag key, tag value)` of every resource of type `rt` (or of those in `ids`)
+/// whose tags include each `(key, value)` asked for (any value when `None`), by resource and key.
+pub fn tag_rows(
+    db: &mut dyn Db,
+    rt: ResourceType,
+    ids: Option<&[String]>,
+    wanted: &[(String, Option<String>)],
+    offset: u64,
+    limit: u32,
+) -> Result<Vec<(String, String, String)>, StoreError> {
+    let mut p = Params::default();
+    let mut clauses = vec![format!("resource_type = {}", p.text(rt.as_str()))];
+    if let Some(ids) = ids {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        clauses.push(format!("resource_id IN ({})", p.list(ids)));
+    }
+    for (k, v) in wanted {
+        let mut c = format!(
+            "EXISTS (SELECT 1 FROM tags w WHERE w.resource_type = tags.resource_type \
+             AND w.resource_id = tags.resource_id AND w.tag_key = {}",
+            p.text(k)
+        );
+        if let Some(v) = v {
+            c.push_str(&format!(" AND w.tag_value = {}", p.text(v)));
+        }
+        c.push(')');
+        clauses.push(c);
+    }
+    let b = db.dialect().bytewise();
+    let lim = p.int(limit as i64);
+    let off = p.int(offset.min(i64::MAX as u64) as i64);
+    let sql = format!(
+        "SELECT resource_id, tag_key, tag_value FROM tags{} ORDER BY resource_id{b}, tag_key{b} LIMIT {lim} OFFSET {off}",
+        where_clause(&clauses)
+    );
+    all(db, &sql, &p.0, |r| Ok((r.text(0)?, r.text(1)?, r.text(2)?)))
+}
+
+/// Candidates for each maintenance job at `now` (a superset: each is re-checked).
+pub fn due(db: &mut dyn Db, now: i64) -> Result<Due, StoreError> {
+    let ids = |db: &mut dyn Db, sql: &str| all(db, sql, &[Value::Int(now)], |r| r.text(0));
+    let rotating = match db.dialect() {
+        Dialect::Sqlite => "rotation_enabled = 1",
+        Dialect::Postgres => "rotation_enabled",
+    };
+    Ok(Due {
+        rotation: ids(
+            db,
+            &format!(
+                "SELECT key_id FROM keys WHERE {rotating} AND state = 'Enabled' AND rotation_interval IS NOT NULL \
+                 AND last_rotation + rotation_interval <= $1"
+            ),
+        )?,
+        deletion: ids(db, "SELECT key_id FROM keys WHERE state = 'PendingDeletion' AND delete_date <= $1")?,
+        material_expiry: ids(db, "SELECT key_id FROM keys WHERE material_expire <= $1")?,
+        secret_purge: ids(db, "SELECT name FROM secrets WHERE planned_delete <= $1")?,
+        import_tokens: ids(db, "SELECT token_id FROM import_tokens WHERE expires_at <= $1")?,
+    })
+}
+
+fn where_clause(clauses: &[String]) -> String {
+    if clauses.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", clauses.join(" AND "))
+    }
+}
+
+fn any_of(parts: Vec<String>) -> String {
+    format!("({})", parts.join(" OR "))
+}
