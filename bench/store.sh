@@ -8,23 +8,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p sidecar -p kms-bench
-pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 dir=$(mktemp -d)
 chmod 755 "$dir"
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+. bench/pg.sh
 cleanup() {
   kill $(jobs -p) 2>/dev/null || true
-  as_pg "$pgbin/pg_ctl" -D "$dir/pg/data" -m immediate stop >/dev/null 2>&1 || true
+  pg_cleanup
   rm -rf "$dir"
 }
 trap cleanup EXIT
-mkdir -p "$dir/pg"
-[ "$(id -u)" = 0 ] && chown postgres: "$dir/pg"
-as_pg "$pgbin/initdb" -D "$dir/pg/data" -U postgres --auth=trust >/dev/null
-port=18250
-as_pg "$pgbin/pg_ctl" -D "$dir/pg/data" -l "$dir/pg/log" -o "-p $port -k $dir/pg -c listen_addresses=127.0.0.1 -c max_connections=200" -w start >/dev/null
-as_pg "$pgbin/createdb" -h 127.0.0.1 -p $port -U postgres kms
-url="postgres://postgres@127.0.0.1:$port/kms"
+pg_start 18250
 # Room for the write cells: a region's default limits (200 keys) would refuse most CreateKeys.
 cat >"$dir/bench.toml" <<TOML
 [engine.limits]

@@ -67,7 +67,7 @@ impl CipherCache {
         self.map.write().retain(|_, (k, _)| k != key_id);
     }
 
-    /// Drops everything (after the mirror was reloaded whole).
+    /// Drops everything (after the cache was emptied).
     pub fn clear(&self) {
         self.map.write().clear();
     }

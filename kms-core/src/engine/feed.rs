@@ -1,14 +1,14 @@
-//! Keeping a node's mirror coherent with a shared store, and refusing to serve from it when it
+//! Keeping a node's cache coherent with a shared store, and refusing to serve from it when it
 //! may be stale.
 //!
 //! A follower thread holds its own connection, `LISTEN`s for new change lists and fetches what
 //! follows its position on each notification and at least every `lease / 4`; it applies each list
-//! to the mirror (dropping replaced or deleted material from the cipher cache) in sequence order.
+//! to the cache (dropping replaced or deleted material from the cipher cache) in sequence order.
 //!
 //! **The bound.** Before each fetch the follower reads the monotonic clock (`t0`); when the fetch
-//! returns everything after the mirror's position, the mirror is known to include every list
-//! committed before `t0` (the fetch's snapshot starts after `t0`), and `t0` becomes the mirror's
-//! *fresh-at*. A request is served from the mirror only while `now − fresh-at ≤ lease`. So a key
+//! returns everything after the cache's position, the cache is known to include every list
+//! committed before `t0` (the fetch's snapshot starts after `t0`), and `t0` becomes the cache's
+//! *fresh-at*. A request is served from the cache only while `now − fresh-at ≤ lease`. So a key
 //! disabled by a commit at time `c` on any node is refused by this node for every request decided
 //! after `c + lease`: serving it stale would need a fresh-at before `c`, hence a decision before
 //! `c + lease`. A node that cannot reach the store stops serving after `lease`, with
@@ -30,7 +30,7 @@ use crate::store::{CatchUp, Change, ChangeSet, PgFeed};
 /// How many lists one fetch takes at most.
 const PAGE: i64 = 1000;
 
-/// When the mirror was last known to be current.
+/// When the cache was last known to be current.
 pub(crate) struct Freshness {
     base: Instant,
     /// Nanoseconds after `base`; only moves forward.
@@ -40,23 +40,23 @@ pub(crate) struct Freshness {
 }
 
 impl Freshness {
-    /// An unshared store: the mirror is the only writer's, always current.
+    /// An unshared store: the cache is the only writer's, always current.
     pub fn unshared() -> Freshness {
         Freshness { base: Instant::now(), fresh_at: AtomicU64::new(0), lease: Duration::MAX, shared: false }
     }
 
-    /// A shared store whose mirror was loaded by a read that started at `t0`.
+    /// A shared store whose cache is current as of `t0`.
     pub fn shared(lease: Duration, t0: Instant) -> Freshness {
         Freshness { base: t0, fresh_at: AtomicU64::new(0), lease, shared: true }
     }
 
-    /// The mirror includes everything committed before `t0`.
+    /// The cache includes everything committed before `t0`.
     pub fn mark(&self, t0: Instant) {
         let n = t0.saturating_duration_since(self.base).as_nanos() as u64;
         self.fresh_at.fetch_max(n, Ordering::AcqRel);
     }
 
-    /// How old the mirror may be: `None` on an unshared store.
+    /// How old the cache may be: `None` on an unshared store.
     pub fn age(&self) -> Option<Duration> {
         if !self.shared {
             return None;
@@ -65,7 +65,7 @@ impl Freshness {
         Some(Instant::now().saturating_duration_since(at))
     }
 
-    /// Refuses when the mirror may be older than the lease.
+    /// Refuses when the cache may be older than the lease.
     pub fn check(&self) -> Result<()> {
         match self.age() {
             Some(age) if age > self.lease => Err(KmsError::with_detail(
@@ -92,7 +92,7 @@ pub(crate) fn apply_changes(st: &mut State, ciphers: &CipherCache, changes: &[Ch
     }
 }
 
-/// Applies the lists that follow the mirror's position, in order; skips those it already has.
+/// Applies the lists that follow the cache's position, in order; skips those it already has.
 pub(crate) fn apply_sets(st: &mut State, ciphers: &CipherCache, sets: &[ChangeSet]) {
     for set in sets {
         if set.seq <= st.applied_seq {

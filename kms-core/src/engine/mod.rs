@@ -67,7 +67,7 @@ pub struct EngineOptions {
     pub store: StoreLocation,
     /// This process among the nodes of a shared store: names its lease and its audit anchor.
     pub node_id: String,
-    /// On a shared store, how old this node's mirror may be before it refuses requests.
+    /// On a shared store, how old this node's cache may be before it refuses requests.
     pub store_lease: Duration,
     pub protector: Arc<dyn Protector>,
     pub clock: Arc<dyn Clock>,
@@ -111,7 +111,7 @@ pub struct Engine {
     node_id: String,
     state: Arc<RwLock<State>>,
     ciphers: Arc<CipherCache>,
-    /// When the mirror was last known current (always, on an unshared store).
+    /// When the cache was last known current (always, on an unshared store).
     freshness: Arc<feed::Freshness>,
     /// Follows a shared store's change feed; stopped when the engine drops.
     _follower: Option<feed::Follower>,
@@ -178,6 +178,15 @@ impl Engine {
         let t0 = Instant::now();
         let seq = store.position().map_err(at)?;
         let reader = Reader::open(&opts.store).map_err(at)?;
+        if opts.token.is_none() {
+            // Found at start, not at the first request: keys this process could never use.
+            if let Some(id) = reader.run(crate::store::reads::any_hsm_key).map_err(at)? {
+                return Err(OpenError(format!(
+                    "{}: key {id} has ProtectionLevel HSM, but no PKCS#11 token is configured",
+                    opts.store
+                )));
+            }
+        }
         let state = Arc::new(RwLock::new(State::new(opts.config.cache_capacity, seq)));
         let ciphers = Arc::new(CipherCache::new(opts.config.cache_capacity));
         let (freshness, follower) = match &opts.store {

@@ -279,11 +279,11 @@ fn a_node_that_loses_the_database_refuses_then_recovers() {
     let key = create_key(&a);
     assert!(encrypt(&a, &key).is_ok());
     pg.kill9();
-    // Crypto keeps working from the mirror for at most the lease, then is refused retriably.
+    // Crypto keeps working from the cache for at most the lease, then is refused retriably.
     let refused = within(LEASE + Duration::from_millis(300), || {
         encrypt(&a, &key).is_err_and(|e| e.code() == E::ServiceUnavailableTemporary)
     });
-    assert!(refused >= LEASE / 2, "served from the mirror until it was stale: {refused:?}");
+    assert!(refused >= LEASE / 2, "served from the cache until it was stale: {refused:?}");
     let e = a.create_key(&owner(), CreateKeyRequest::default()).unwrap_err();
     assert_eq!(e.code(), E::ServiceUnavailableTemporary, "{e}");
     pg.restart().unwrap();

@@ -138,6 +138,11 @@ pub fn import_token(db: &mut dyn Db, id: &str) -> Result<Option<ImportTokenRecor
     first(db, &sql, &[Value::Text(id)], rows::import_token)
 }
 
+/// Some key kept in the HSM, if the store has any (an engine without the token refuses to open).
+pub fn any_hsm_key(db: &mut dyn Db) -> Result<Option<String>, StoreError> {
+    first(db, "SELECT key_id FROM keys WHERE protection = 'HSM' LIMIT 1", &[], |r| r.text(0))
+}
+
 /// The number of rows `sql` (a `SELECT count(*) …`) counts.
 fn count_of(db: &mut dyn Db, sql: &str, params: &[Value<'_>]) -> Result<u64, StoreError> {
     Ok(first(db, sql, params, |r| r.int(0))?.unwrap_or(0).max(0) as u64)
@@ -153,17 +158,24 @@ pub fn count(db: &mut dyn Db, what: Count) -> Result<u64, StoreError> {
     count_of(db, "SELECT n FROM resource_counts WHERE kind = $1", &[Value::Text(kind)])
 }
 
-/// A page of a listing: `select` and `from_where` share the bound values of the conditions.
+/// A listing's query: what to select, from where (with the conditions, whose bound values are
+/// `params`), in which order.
+struct Listing<'a> {
+    params: Params,
+    select: &'a str,
+    from_where: String,
+    order: String,
+}
+
+/// A page of a listing, with the listing's total.
 fn page<T>(
     db: &mut dyn Db,
-    mut params: Params,
-    select: &str,
-    from_where: &str,
-    order: &str,
+    listing: Listing<'_>,
     offset: u64,
     limit: u32,
     decode: impl Fn(&dyn rows::Fields) -> Result<T, StoreError>,
 ) -> Result<Page<T>, StoreError> {
+    let Listing { mut params, select, from_where, order } = listing;
     let n = params.0.len();
     let lim = params.int(limit as i64);
     let off = params.int(offset.min(i64::MAX as u64) as i64);
@@ -205,7 +217,7 @@ pub fn key_ids(db: &mut dyn Db, conds: &[KeyCond], offset: u64, limit: u32) -> R
     }
     let from_where = format!("FROM keys{}", where_clause(&clauses));
     let order = format!("created_at, key_id{}", db.dialect().bytewise());
-    page(db, p, "key_id", &from_where, &order, offset, limit, |r| r.text(0))
+    page(db, Listing { params: p, select: "key_id", from_where, order }, offset, limit, |r| r.text(0))
 }
 
 /// Aliases by name, all of them or those of one key.
@@ -221,7 +233,7 @@ pub fn aliases(
         None => "FROM aliases".to_string(),
     };
     let order = format!("name{}", db.dialect().bytewise());
-    page(db, p, rows::ALIAS_COLUMNS, &from_where, &order, offset, limit, rows::alias)
+    page(db, Listing { params: p, select: rows::ALIAS_COLUMNS, from_where, order }, offset, limit, rows::alias)
 }
 
 /// Secrets by name matching every condition.
@@ -255,7 +267,7 @@ pub fn secrets(
     }
     let from_where = format!("FROM secrets{}", where_clause(&clauses));
     let order = format!("name{}", d.bytewise());
-    page(db, p, rows::SECRET_COLUMNS, &from_where, &order, offset, limit, rows::secret)
+    page(db, Listing { params: p, select: rows::SECRET_COLUMNS, from_where, order }, offset, limit, rows::secret)
 }
 
 /// `(resource id, tag key, tag value)` of every resource of type `rt` (or of those in `ids`)
