@@ -152,9 +152,23 @@ fn probe(dir: &Path, store: Option<&str>, touch: usize) {
     let total_secrets = list_secrets(1, 1).total_count as i64;
     let keys_first = median_ms(21, || drop(list_keys(1, 10)));
     let keys_last = median_ms(21, || drop(list_keys((total_keys + 9) / 10, 10)));
+    let keys_middle = median_ms(21, || drop(list_keys(total_keys / 20, 10)));
     let keys_last_100 = median_ms(21, || drop(list_keys((total_keys + 99) / 100, 100)));
     let secrets_first = median_ms(21, || drop(list_secrets(1, 10)));
     let secrets_last = median_ms(21, || drop(list_secrets((total_secrets + 9) / 10, 10)));
+    let secrets_middle = median_ms(21, || drop(list_secrets(total_secrets / 20, 10)));
+    let filtered = |page: i64| {
+        e.list_keys(
+            &owner,
+            ListKeysRequest {
+                filters: Some(r#"[{"Key":"KeyState","Values":["Enabled"]}]"#.into()),
+                page_number: Some(page),
+                page_size: Some(10),
+            },
+        )
+        .unwrap()
+    };
+    let keys_filtered = median_ms(21, || drop(filtered(total_keys / 20)));
     let key = std::fs::read_to_string(dir.join("first-key")).unwrap();
     let encrypt = |k: &str| {
         e.encrypt(
@@ -185,8 +199,13 @@ fn probe(dir: &Path, store: Option<&str>, touch: usize) {
     println!("contents         {total_keys} keys, {total_secrets} secrets");
     println!("open             {:.1} ms", opened.as_secs_f64() * 1e3);
     println!("RSS after open   {rss_open:.1} MiB");
-    println!("ListKeys         first page {keys_first:.2} ms, last page {keys_last:.2} ms (size 10), last page {keys_last_100:.2} ms (size 100)");
-    println!("ListSecrets      first page {secrets_first:.2} ms, last page {secrets_last:.2} ms (size 10)");
+    println!(
+        "ListKeys         first page {keys_first:.2} ms, middle {keys_middle:.2} ms, last {keys_last:.2} ms (size 10); last {keys_last_100:.2} ms (size 100)"
+    );
+    println!("ListKeys filter  middle page {keys_filtered:.2} ms (KeyState=Enabled, counted in SQL)");
+    println!(
+        "ListSecrets      first page {secrets_first:.2} ms, middle {secrets_middle:.2} ms, last {secrets_last:.2} ms (size 10)"
+    );
     println!("Encrypt          first {encrypt_cold:.2} ms (miss + unseal), warm {encrypt_warm_us:.1} µs");
     println!("DescribeKey miss {describe_miss:.2} ms");
     println!("touch {} keys     {touched_rate:.0} Encrypt/s (each a miss the first time)", ids.len());

@@ -131,13 +131,14 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX import_tokens_by_expiry ON import_tokens(expires_at);
     CREATE INDEX tags_in_order ON tags(resource_type, resource_id COLLATE "C", tag_key COLLATE "C");
     CREATE INDEX tags_by_value ON tags(resource_type, tag_value);
-    -- What counts against the limits, kept by triggers in the writing transaction: a count(*)
+    -- What counts against the limits (and the totals of whole listings), kept by triggers in the writing transaction: a count(*)
     -- over every key on each CreateKey would grow with the store (and writes are serialised).
     CREATE TABLE resource_counts (
         kind TEXT PRIMARY KEY,
         n    BIGINT NOT NULL
     );
     INSERT INTO resource_counts VALUES
+        ('keys', (SELECT count(*) FROM keys)),
         ('user_keys', (SELECT count(*) FROM keys WHERE service IS NULL)),
         ('aliases', (SELECT count(*) FROM aliases)),
         ('secrets', (SELECT count(*) FROM secrets));
@@ -148,6 +149,8 @@ pub const MIGRATIONS: &[&str] = &[
         RETURN NULL;
     END
     $fn$;
+    CREATE TRIGGER count_keys AFTER INSERT OR DELETE ON keys FOR EACH ROW
+        EXECUTE FUNCTION kms_count('keys');
     CREATE TRIGGER count_user_keys_in AFTER INSERT ON keys FOR EACH ROW WHEN (NEW.service IS NULL)
         EXECUTE FUNCTION kms_count('user_keys');
     CREATE TRIGGER count_user_keys_out AFTER DELETE ON keys FOR EACH ROW WHEN (OLD.service IS NULL)

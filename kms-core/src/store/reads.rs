@@ -155,19 +155,29 @@ pub fn count(db: &mut dyn Db, what: Count) -> Result<u64, StoreError> {
         Count::Aliases => "aliases",
         Count::Secrets => "secrets",
     };
-    count_of(db, "SELECT n FROM resource_counts WHERE kind = $1", &[Value::Text(kind)])
+    counter_value(db, kind)
+}
+
+fn counter_value(db: &mut dyn Db, kind: &str) -> Result<u64, StoreError> {
+    let n = first(db, "SELECT n FROM resource_counts WHERE kind = $1", &[Value::Text(kind)], |r| r.int(0))?;
+    // A missing row is a damaged schema, not an empty store.
+    n.map(|n| n.max(0) as u64).ok_or_else(|| StoreError(format!("resource_counts has no row {kind:?}")))
 }
 
 /// A listing's query: what to select, from where (with the conditions, whose bound values are
-/// `params`), in which order.
+/// `params`), in which order (columns, ascending).
 struct Listing<'a> {
     params: Params,
     select: &'a str,
     from_where: String,
-    order: String,
+    order: Vec<String>,
+    /// The `resource_counts` row that holds the listing's total, when it lists everything.
+    counter: Option<&'static str>,
 }
 
-/// A page of a listing, with the listing's total.
+/// A page of a listing, with the listing's total. A page in the second half is read from the
+/// end (descending, then reversed), so that no page skips more than half the listing: the last
+/// page costs what the first does.
 fn page<T>(
     db: &mut dyn Db,
     listing: Listing<'_>,
@@ -175,20 +185,28 @@ fn page<T>(
     limit: u32,
     decode: impl Fn(&dyn rows::Fields) -> Result<T, StoreError>,
 ) -> Result<Page<T>, StoreError> {
-    let Listing { mut params, select, from_where, order } = listing;
+    let Listing { mut params, select, from_where, order, counter } = listing;
     let n = params.0.len();
-    let lim = params.int(limit as i64);
-    let off = params.int(offset.min(i64::MAX as u64) as i64);
-    let sql = format!("SELECT {select} {from_where} ORDER BY {order} LIMIT {lim} OFFSET {off}");
-    let count_sql = format!("SELECT count(*) {from_where}");
     in_snapshot(db, |db| {
-        let items = all(db, &sql, &params.0, decode)?;
-        // The count only when the page does not tell it: a short first page is the whole list.
-        let total = if offset == 0 && (items.len() as u64) < limit as u64 {
-            items.len() as u64
-        } else {
-            count_of(db, &count_sql, &params.0[..n])?
+        let total = match counter {
+            Some(kind) => counter_value(db, kind)?,
+            None => count_of(db, &format!("SELECT count(*) {from_where}"), &params.0)?,
         };
+        if offset >= total {
+            return Ok(Page { items: Vec::new(), total });
+        }
+        let take = (limit as u64).min(total - offset);
+        let from_end = offset > total / 2;
+        let (skip, dir) = if from_end { (total - offset - take, " DESC") } else { (offset, "") };
+        let order: Vec<String> = order.iter().map(|c| format!("{c}{dir}")).collect();
+        params.0.truncate(n);
+        let lim = params.int(take as i64);
+        let off = params.int(skip as i64);
+        let sql = format!("SELECT {select} {from_where} ORDER BY {} LIMIT {lim} OFFSET {off}", order.join(", "));
+        let mut items = all(db, &sql, &params.0, &decode)?;
+        if from_end {
+            items.reverse();
+        }
         Ok(Page { items, total })
     })
 }
@@ -215,9 +233,10 @@ pub fn key_ids(db: &mut dyn Db, conds: &[KeyCond], offset: u64, limit: u32) -> R
         };
         clauses.push(format!("{col} IN ({})", p.list(values)));
     }
+    let counter = clauses.is_empty().then_some("keys");
     let from_where = format!("FROM keys{}", where_clause(&clauses));
-    let order = format!("created_at, key_id{}", db.dialect().bytewise());
-    page(db, Listing { params: p, select: "key_id", from_where, order }, offset, limit, |r| r.text(0))
+    let order = vec!["created_at".into(), format!("key_id{}", db.dialect().bytewise())];
+    page(db, Listing { params: p, select: "key_id", from_where, order, counter }, offset, limit, |r| r.text(0))
 }
 
 /// Aliases by name, all of them or those of one key.
@@ -232,8 +251,10 @@ pub fn aliases(
         Some(id) => format!("FROM aliases WHERE key_id = {}", p.text(id)),
         None => "FROM aliases".to_string(),
     };
-    let order = format!("name{}", db.dialect().bytewise());
-    page(db, Listing { params: p, select: rows::ALIAS_COLUMNS, from_where, order }, offset, limit, rows::alias)
+    let counter = key_id.is_none().then_some("aliases");
+    let order = vec![format!("name{}", db.dialect().bytewise())];
+    let listing = Listing { params: p, select: rows::ALIAS_COLUMNS, from_where, order, counter };
+    page(db, listing, offset, limit, rows::alias)
 }
 
 /// Secrets by name matching every condition.
@@ -265,9 +286,11 @@ pub fn secrets(
         };
         clauses.push(clause);
     }
+    let counter = clauses.is_empty().then_some("secrets");
     let from_where = format!("FROM secrets{}", where_clause(&clauses));
-    let order = format!("name{}", d.bytewise());
-    page(db, Listing { params: p, select: rows::SECRET_COLUMNS, from_where, order }, offset, limit, rows::secret)
+    let order = vec![format!("name{}", d.bytewise())];
+    let listing = Listing { params: p, select: rows::SECRET_COLUMNS, from_where, order, counter };
+    page(db, listing, offset, limit, rows::secret)
 }
 
 /// `(resource id, tag key, tag value)` of every resource of type `rt` (or of those in `ids`)

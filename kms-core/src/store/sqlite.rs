@@ -172,6 +172,35 @@ mod tests {
     }
 
     #[test]
+    fn pages_from_either_end_list_the_same_order() {
+        use crate::store::reads::KeyCond;
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SqliteStore::open(&dir.path().join("kms.db")).unwrap();
+        let mut want = Vec::new();
+        for i in 0..25 {
+            let mut k = key(&format!("key-{:02}", 24 - i));
+            // Ties on the time are broken by id.
+            k.created_at = 100 + i / 2;
+            k.state = if i % 3 == 0 { KeyState::Disabled } else { KeyState::Enabled };
+            want.push((k.created_at, k.key_id.clone(), k.state));
+            s.apply(&[Change::PutKey(k)]).unwrap();
+        }
+        want.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        for (conds, keep) in [(vec![], None), (vec![KeyCond::State(vec!["Enabled".into()])], Some(KeyState::Enabled))] {
+            let expect: Vec<String> =
+                want.iter().filter(|w| keep.is_none_or(|k| k == w.2)).map(|w| w.1.clone()).collect();
+            let mut got = Vec::new();
+            for page in 0..4 {
+                let p = reads::key_ids(&mut s.conn, &conds, page * 7, 7).unwrap();
+                assert_eq!(p.total, expect.len() as u64);
+                got.extend(p.items);
+            }
+            assert_eq!(got, expect);
+            assert!(reads::key_ids(&mut s.conn, &conds, 100, 7).unwrap().items.is_empty());
+        }
+    }
+
+    #[test]
     fn a_failed_change_list_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteStore::open(&dir.path().join("kms.db")).unwrap();

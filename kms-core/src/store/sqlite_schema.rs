@@ -108,16 +108,21 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX secrets_by_purge ON secrets(planned_delete);
     CREATE INDEX import_tokens_by_expiry ON import_tokens(expires_at);
     CREATE INDEX tags_by_value ON tags(resource_type, tag_value);
-    -- What counts against the limits, kept by triggers in the writing transaction: a count(*)
+    -- What counts against the limits (and the totals of whole listings), kept by triggers in the writing transaction: a count(*)
     -- over every key on each CreateKey would grow with the store.
     CREATE TABLE resource_counts (
         kind TEXT PRIMARY KEY,
         n    INTEGER NOT NULL
     ) STRICT;
     INSERT INTO resource_counts VALUES
+        ('keys', (SELECT count(*) FROM keys)),
         ('user_keys', (SELECT count(*) FROM keys WHERE service IS NULL)),
         ('aliases', (SELECT count(*) FROM aliases)),
         ('secrets', (SELECT count(*) FROM secrets));
+    CREATE TRIGGER count_keys_in AFTER INSERT ON keys
+        BEGIN UPDATE resource_counts SET n = n + 1 WHERE kind = 'keys'; END;
+    CREATE TRIGGER count_keys_out AFTER DELETE ON keys
+        BEGIN UPDATE resource_counts SET n = n - 1 WHERE kind = 'keys'; END;
     CREATE TRIGGER count_user_keys_in AFTER INSERT ON keys WHEN NEW.service IS NULL
         BEGIN UPDATE resource_counts SET n = n + 1 WHERE kind = 'user_keys'; END;
     CREATE TRIGGER count_user_keys_out AFTER DELETE ON keys WHEN OLD.service IS NULL
