@@ -182,7 +182,7 @@ impl Engine {
             // Found at start, not at the first request: keys this process could never use.
             if let Some(id) = reader.run(crate::store::reads::any_hsm_key).map_err(at)? {
                 return Err(OpenError(format!(
-                    "{}: key {id} has ProtectionLevel HSM, but no PKCS#11 token is configured",
+                    "{}: key {id} is HSM-protected and no PKCS#11 token is configured",
                     opts.store
                 )));
             }

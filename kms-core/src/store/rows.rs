@@ -210,29 +210,37 @@ pub fn pair(r: &dyn Fields) -> Result<(String, String), StoreError> {
     Ok((r.text(0)?, r.text(1)?))
 }
 
-impl Fields for rusqlite::Row<'_> {
-    fn text(&self, i: usize) -> Result<String, StoreError> {
-        Ok(self.get(i)?)
-    }
-    fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
-        Ok(self.get(i)?)
-    }
-    fn int(&self, i: usize) -> Result<i64, StoreError> {
-        Ok(self.get(i)?)
-    }
-    fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
-        Ok(self.get(i)?)
-    }
-    fn flag(&self, i: usize) -> Result<bool, StoreError> {
-        Ok(self.get(i)?)
-    }
-    fn bytes(&self, i: usize) -> Result<Vec<u8>, StoreError> {
-        Ok(self.get(i)?)
-    }
-    fn opt_bytes(&self, i: usize) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.get(i)?)
-    }
+/// `Fields` for a driver's row type whose typed getter is `$get` (both return their own error).
+macro_rules! fields_by {
+    ($row:ty, $get:ident) => {
+        impl Fields for $row {
+            fn text(&self, i: usize) -> Result<String, StoreError> {
+                Ok(self.$get(i)?)
+            }
+            fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
+                Ok(self.$get(i)?)
+            }
+            fn int(&self, i: usize) -> Result<i64, StoreError> {
+                Ok(self.$get(i)?)
+            }
+            fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
+                Ok(self.$get(i)?)
+            }
+            fn flag(&self, i: usize) -> Result<bool, StoreError> {
+                Ok(self.$get(i)?)
+            }
+            fn bytes(&self, i: usize) -> Result<Vec<u8>, StoreError> {
+                Ok(self.$get(i)?)
+            }
+            fn opt_bytes(&self, i: usize) -> Result<Option<Vec<u8>>, StoreError> {
+                Ok(self.$get(i)?)
+            }
+        }
+    };
 }
+
+fields_by!(rusqlite::Row<'_>, get);
+fields_by!(postgres::Row, try_get);
 
 impl Db for rusqlite::Connection {
     fn dialect(&self) -> Dialect {
@@ -255,30 +263,6 @@ impl Db for rusqlite::Connection {
 
     fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
         Ok(self.execute_batch(sql)?)
-    }
-}
-
-impl Fields for postgres::Row {
-    fn text(&self, i: usize) -> Result<String, StoreError> {
-        Ok(self.try_get(i)?)
-    }
-    fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
-        Ok(self.try_get(i)?)
-    }
-    fn int(&self, i: usize) -> Result<i64, StoreError> {
-        Ok(self.try_get(i)?)
-    }
-    fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
-        Ok(self.try_get(i)?)
-    }
-    fn flag(&self, i: usize) -> Result<bool, StoreError> {
-        Ok(self.try_get(i)?)
-    }
-    fn bytes(&self, i: usize) -> Result<Vec<u8>, StoreError> {
-        Ok(self.try_get(i)?)
-    }
-    fn opt_bytes(&self, i: usize) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.try_get(i)?)
     }
 }
 
