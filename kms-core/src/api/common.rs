@@ -143,7 +143,7 @@ impl Page {
     }
 
     pub fn slice<'a, T>(&self, items: &'a [T]) -> &'a [T] {
-        let start = (self.number as usize - 1).saturating_mul(self.size as usize).min(items.len());
+        let start = usize::try_from(self.offset()).unwrap_or(usize::MAX).min(items.len());
         let end = start.saturating_add(self.size as usize).min(items.len());
         &items[start..end]
     }

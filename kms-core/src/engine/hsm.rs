@@ -146,9 +146,7 @@ impl Engine {
 
     /// The token object a reference record names.
     pub(super) fn token_material(&self, key: &KeyRecord, version_id: &str, record: &[u8]) -> Result<Material> {
-        let token = self.token.clone().ok_or_else(|| {
-            unsupported(format!("Key {} is HSM-protected and no PKCS#11 token is configured.", key.key_id))
-        })?;
+        let token = self.token.clone().ok_or_else(|| unsupported(format!("{}.", no_token(&key.key_id))))?;
         let bad = || KmsError::internal(format_args!("key {} version {version_id}: not a token reference", key.key_id));
         let missing = |label: &str| {
             KmsError::internal(format_args!(
@@ -204,4 +202,9 @@ pub(super) fn record_label(record: &[u8]) -> Option<String> {
         Some((&TOKEN_PAIR_V1, _)) => parse_pair(record).map(|(l, _)| l),
         _ => None,
     }
+}
+
+/// Why a key cannot be used (or a store not opened) without the token.
+pub(super) fn no_token(key_id: &str) -> String {
+    format!("Key {key_id} is HSM-protected and no PKCS#11 token is configured")
 }

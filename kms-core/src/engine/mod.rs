@@ -181,10 +181,7 @@ impl Engine {
         if opts.token.is_none() {
             // Found at start, not at the first request: keys this process could never use.
             if let Some(id) = reader.run(crate::store::reads::any_hsm_key).map_err(at)? {
-                return Err(OpenError(format!(
-                    "{}: key {id} is HSM-protected and no PKCS#11 token is configured",
-                    opts.store
-                )));
+                return Err(OpenError(format!("{}: {}", opts.store, hsm::no_token(&id))));
             }
         }
         let state = Arc::new(RwLock::new(State::new(opts.config.cache_capacity, seq)));

@@ -3,10 +3,12 @@
 //! `max_tags_per_resource` tags.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
 use super::authz::{Access, Resource, ResourceKind};
+use super::state::KeyEntry;
 use super::view::View;
 use super::{Caller, Engine};
 use crate::api::*;
@@ -60,8 +62,8 @@ struct Tagged {
     rt: ResourceType,
     id: String,
     tags: BTreeMap<String, String>,
-    /// The service whose key this is, if it is one.
-    service_key: Option<crate::model::KeyRecord>,
+    /// The key, if the resource is a service's key.
+    service_key: Option<Arc<KeyEntry>>,
 }
 
 impl Tagged {
@@ -122,7 +124,7 @@ impl Engine {
                     rt,
                     id: k.key_id.clone(),
                     tags: k.tags.clone(),
-                    service_key: k.service.is_some().then(|| k.key.clone()),
+                    service_key: k.service.is_some().then(|| k.clone()),
                 }
             }
             ResourceType::Secret => {

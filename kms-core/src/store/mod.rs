@@ -17,7 +17,7 @@ pub mod reads;
 pub mod rows;
 pub mod sqlite;
 mod sqlite_schema;
-mod statements;
+pub(crate) mod statements;
 
 pub use location::{redact as redact_url, StoreLocation};
 pub use postgres::{PgFeed, PgStore};
@@ -229,9 +229,19 @@ impl Store {
     /// Reads `names` from the `meta` table without taking the store's lock or writing: for tools
     /// that run beside the process (or processes) that own the store.
     pub fn read_meta(location: &StoreLocation, names: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        match location {
-            StoreLocation::Sqlite(path) => SqliteStore::read_meta(path, names).map_err(StoreError),
-            StoreLocation::Postgres(url) => PgStore::read_meta(url, names),
+        if let StoreLocation::Sqlite(path) = location {
+            if !path.is_file() {
+                return Err(StoreError(format!("{}: no such store", path.display())));
+            }
         }
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        // A reader takes no lock and writes nothing (SQLite: a read-only connection, a consistent
+        // snapshot under WAL while the owner writes).
+        Reader::open(location)?.run(move |db| {
+            names
+                .iter()
+                .map(|n| rows::first(db, statements::META_GET, &[statements::Value::Text(n)], |r| r.bytes(0)))
+                .collect()
+        })
     }
 }

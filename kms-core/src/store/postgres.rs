@@ -283,20 +283,6 @@ impl PgStore {
             )?)
         })?
     }
-
-    /// Reads `names` from `meta` on a connection of its own (on a thread of its own, so any
-    /// caller may use it).
-    pub fn read_meta(url: &str, names: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        let url = url.to_string();
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        std::thread::spawn(move || {
-            let cfg = config(&url)?;
-            let mut c = connect(&cfg, &url)?;
-            names.iter().map(|n| Ok(c.query_opt(META_GET, &[n])?.map(|r| r.get(0)))).collect()
-        })
-        .join()
-        .map_err(|_| StoreError("reading the store failed".into()))?
-    }
 }
 
 /// Opens a write transaction holding the write lock; returns what the caller must catch up on.

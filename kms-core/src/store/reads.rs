@@ -55,12 +55,26 @@ pub enum SecretCond {
     TagValue(Vec<String>),
 }
 
-/// What counts against a limit.
+/// A counter the schema's triggers keep: totals of whole listings, and what counts against a
+/// limit.
 #[derive(Debug, Clone, Copy)]
 pub enum Count {
+    Keys,
     UserKeys,
     Aliases,
     Secrets,
+}
+
+impl Count {
+    /// Its row in `resource_counts`.
+    fn row(self) -> &'static str {
+        match self {
+            Count::Keys => "keys",
+            Count::UserKeys => "user_keys",
+            Count::Aliases => "aliases",
+            Count::Secrets => "secrets",
+        }
+    }
 }
 
 /// What a maintenance pass should look at (each is re-checked before it is acted on).
@@ -148,17 +162,8 @@ fn count_of(db: &mut dyn Db, sql: &str, params: &[Value<'_>]) -> Result<u64, Sto
     Ok(first(db, sql, params, |r| r.int(0))?.unwrap_or(0).max(0) as u64)
 }
 
-/// Read from the counters the schema's triggers keep.
 pub fn count(db: &mut dyn Db, what: Count) -> Result<u64, StoreError> {
-    let kind = match what {
-        Count::UserKeys => "user_keys",
-        Count::Aliases => "aliases",
-        Count::Secrets => "secrets",
-    };
-    counter_value(db, kind)
-}
-
-fn counter_value(db: &mut dyn Db, kind: &str) -> Result<u64, StoreError> {
+    let kind = what.row();
     let n = first(db, "SELECT n FROM resource_counts WHERE kind = $1", &[Value::Text(kind)], |r| r.int(0))?;
     // A missing row is a damaged schema, not an empty store.
     n.map(|n| n.max(0) as u64).ok_or_else(|| StoreError(format!("resource_counts has no row {kind:?}")))
@@ -171,8 +176,8 @@ struct Listing<'a> {
     select: &'a str,
     from_where: String,
     order: Vec<String>,
-    /// The `resource_counts` row that holds the listing's total, when it lists everything.
-    counter: Option<&'static str>,
+    /// The counter that holds the listing's total, when it lists everything.
+    counter: Option<Count>,
 }
 
 /// A page of a listing, with the listing's total. A page in the second half is read from the
@@ -189,7 +194,7 @@ fn page<T>(
     let n = params.0.len();
     in_snapshot(db, |db| {
         let total = match counter {
-            Some(kind) => counter_value(db, kind)?,
+            Some(c) => count(db, c)?,
             None => count_of(db, &format!("SELECT count(*) {from_where}"), &params.0)?,
         };
         if offset >= total {
@@ -233,7 +238,7 @@ pub fn key_ids(db: &mut dyn Db, conds: &[KeyCond], offset: u64, limit: u32) -> R
         };
         clauses.push(format!("{col} IN ({})", p.list(values)));
     }
-    let counter = clauses.is_empty().then_some("keys");
+    let counter = clauses.is_empty().then_some(Count::Keys);
     let from_where = format!("FROM keys{}", where_clause(&clauses));
     let order = vec!["created_at".into(), format!("key_id{}", db.dialect().bytewise())];
     page(db, Listing { params: p, select: "key_id", from_where, order, counter }, offset, limit, |r| r.text(0))
@@ -251,7 +256,7 @@ pub fn aliases(
         Some(id) => format!("FROM aliases WHERE key_id = {}", p.text(id)),
         None => "FROM aliases".to_string(),
     };
-    let counter = key_id.is_none().then_some("aliases");
+    let counter = key_id.is_none().then_some(Count::Aliases);
     let order = vec![format!("name{}", db.dialect().bytewise())];
     let listing = Listing { params: p, select: rows::ALIAS_COLUMNS, from_where, order, counter };
     page(db, listing, offset, limit, rows::alias)
@@ -286,7 +291,7 @@ pub fn secrets(
         };
         clauses.push(clause);
     }
-    let counter = clauses.is_empty().then_some("secrets");
+    let counter = clauses.is_empty().then_some(Count::Secrets);
     let from_where = format!("FROM secrets{}", where_clause(&clauses));
     let order = vec![format!("name{}", d.bytewise())];
     let listing = Listing { params: p, select: rows::SECRET_COLUMNS, from_where, order, counter };

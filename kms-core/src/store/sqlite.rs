@@ -78,24 +78,6 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Reads `names` from the `meta` table of the store at `path` without taking its lock and
-    /// without writing: for tools that run beside the process that owns the store. WAL mode lets
-    /// this read a consistent snapshot while the owner writes.
-    pub fn read_meta(path: &Path, names: &[&str]) -> Result<Vec<Option<Vec<u8>>>, String> {
-        if !path.is_file() {
-            return Err(format!("{}: no such store", path.display()));
-        }
-        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| e.to_string())?;
-        names
-            .iter()
-            .map(|n| {
-                conn.query_row(META_GET, [n], |r| r.get(0)).optional().map_err(|e| format!("{}: {e}", path.display()))
-            })
-            .collect()
-    }
-
     /// Applies `changes` atomically and durably.
     pub fn apply(&mut self, changes: &[Change]) -> rusqlite::Result<()> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
