@@ -124,12 +124,12 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
     let audit = if cfg.audit.enabled {
         let adir = cfg.audit.dir.clone().unwrap_or_else(|| dir.join("audit"));
         let anchors: Arc<dyn crate::audit::AnchorStore> = Arc::new(Arc::downgrade(&engine));
-        Some(Arc::new(crate::audit::AuditLog::open(
-            &adir,
-            cfg.audit.max_file_bytes,
-            engine.audit_chain_key(),
-            anchors,
-        )?))
+        let (max_bytes, key) = (cfg.audit.max_file_bytes, engine.audit_chain_key());
+        // Reads the anchor from the store: blocking work, off the async workers.
+        let log = tokio::task::spawn_blocking(move || crate::audit::AuditLog::open(&adir, max_bytes, key, anchors))
+            .await
+            .map_err(|e| e.to_string())??;
+        Some(Arc::new(log))
     } else {
         None
     };

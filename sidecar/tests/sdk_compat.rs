@@ -2,6 +2,10 @@
 //! (py-core V1, py-tea V3/V1) with pytest and the Node suites (Tea 1.x, pop-core GET/POST) with
 //! `node --test`, over HTTP and HTTPS with the generated CA.
 //!
+//! And one KMS behind three sidecars on a shared PostgreSQL: the Python suites run on all three
+//! nodes at once, and what the SDKs make on one node is used through the others
+//! (`test_cross_node.py`).
+//!
 //! The SDKs are installed by `.ci/setup` into `.ci-cache/venv` and `sidecar/tests/sdk/node`.
 //! Set `KMS_SKIP_SDK_TESTS=1` to skip these tests on a machine without them.
 
@@ -9,7 +13,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{workspace, Sidecar};
+use common::{start_nodes, workspace, Sidecar};
 
 fn skip() -> bool {
     std::env::var("KMS_SKIP_SDK_TESTS").is_ok_and(|v| v == "1")
@@ -21,14 +25,25 @@ fn run_suite(name: &str, mut cmd: Command, sidecar: &Sidecar) {
     assert!(status.success(), "{name} failed ({status})");
 }
 
+fn pytest(python: &std::path::Path, suite: &str) -> Command {
+    let mut cmd = Command::new(python);
+    cmd.args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning", suite]);
+    cmd
+}
+
+fn venv_python() -> std::path::PathBuf {
+    let python = workspace().join(".ci-cache/venv/bin/python");
+    assert!(python.exists(), "{} is missing: run `bash .ci/setup` (or set KMS_SKIP_SDK_TESTS=1)", python.display());
+    python
+}
+
 #[test]
 fn python_sdks() {
     if skip() {
         eprintln!("KMS_SKIP_SDK_TESTS=1: skipped");
         return;
     }
-    let python = workspace().join(".ci-cache/venv/bin/python");
-    assert!(python.exists(), "{} is missing: run `bash .ci/setup` (or set KMS_SKIP_SDK_TESTS=1)", python.display());
+    let python = venv_python();
     // With a SoftHSM2 token behind `[hsm] enabled`, so the SDKs also drive ProtectionLevel HSM keys.
     let hsm_dir = tempfile::tempdir().unwrap();
     let with_hsm = !std::env::var("KMS_SKIP_HSM_TESTS").is_ok_and(|v| v == "1");
@@ -45,19 +60,41 @@ fn python_sdks() {
     } else {
         Sidecar::start()
     };
-    let mut cmd = Command::new(python);
+    let mut cmd = pytest(&python, "sidecar/tests/sdk/python");
     cmd.env("KMS_HSM", if with_hsm { "1" } else { "0" });
-    cmd.args([
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "-W",
-        "ignore::DeprecationWarning",
-        "sidecar/tests/sdk/python",
-    ]);
     run_suite("pytest", cmd, &sidecar);
+}
+
+#[test]
+fn python_sdks_on_three_nodes_of_one_store() {
+    if skip() {
+        eprintln!("KMS_SKIP_SDK_TESTS=1: skipped");
+        return;
+    }
+    assert!(pg_harness::available(), "PostgreSQL server binaries are needed (bash .ci/setup installs postgresql)");
+    let python = venv_python();
+    let url = pg_harness::fresh_database("sdk_nodes");
+    let n = start_nodes(&url, 3);
+    // Every node runs the whole suite at the same time; node 0 also uses its keys and secrets
+    // through the other two.
+    let runs: Vec<_> = n
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let mut cmd = pytest(&python, "sidecar/tests/sdk/python");
+            cmd.current_dir(workspace()).envs(node.env()).env("KMS_HSM", "0");
+            if i == 0 {
+                let peers: Vec<&str> = n.nodes[1..].iter().map(|p| p.http.as_str()).collect();
+                cmd.env("KMS_PEERS", peers.join(","));
+            }
+            (i, cmd.spawn().unwrap_or_else(|e| panic!("pytest: cannot run: {e}")))
+        })
+        .collect();
+    for (i, mut child) in runs {
+        let status = child.wait().unwrap();
+        assert!(status.success(), "pytest on node {i} failed ({status})");
+    }
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use pg_harness::within;
 
-use common::{Sidecar, OWNER_ID, OWNER_SECRET};
+use common::{start_nodes, Sidecar, OWNER_ID, OWNER_SECRET};
 use kms_sidecar::client::{Client, ClientConfig, ClientError};
 use serde_json::Value;
 
@@ -22,31 +22,6 @@ use serde_json::Value;
 const LEASE: Duration = Duration::from_millis(2000);
 /// How long to wait for what only has to happen eventually (a loaded CI machine).
 const SETTLE: Duration = Duration::from_secs(15);
-
-struct Nodes {
-    nodes: Vec<Sidecar>,
-}
-
-/// Starts `n` sidecars on `url`; the first makes the root key, the others get a copy of it (as
-/// an operator would install it, or use an HSM).
-fn start_nodes(url: &str, n: usize) -> Nodes {
-    let first = Sidecar::start_in(tempfile::tempdir().unwrap(), &["--store", url, "--node-id", "node-0"]);
-    let root = std::fs::read(first.dir.path().join("root.key")).unwrap();
-    let mut nodes = vec![first];
-    for i in 1..n {
-        nodes.push(start_node(url, &root, &format!("node-{i}")));
-    }
-    Nodes { nodes }
-}
-
-fn start_node(url: &str, root: &[u8], name: &str) -> Sidecar {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let mut f =
-        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(dir.path().join("root.key")).unwrap();
-    std::io::Write::write_all(&mut f, root).unwrap();
-    Sidecar::start_in(dir, &["--store", url, "--node-id", name])
-}
 
 fn client(n: &Sidecar) -> Client {
     let mut cfg = ClientConfig::with_key(&format!("http://{}", n.http), OWNER_ID, OWNER_SECRET);
@@ -269,4 +244,98 @@ fn a_promoted_replica_takes_over_with_every_acknowledged_write() {
         encrypt(&a, id).unwrap();
     }
     call(&a, "GetSecretValue", &[("SecretName", "s")]).unwrap();
+}
+
+/// One call in the request log: which node, when it was sent and answered (since the test's
+/// start), and how it ended.
+#[derive(Debug, Clone)]
+struct Logged {
+    node: usize,
+    key: usize,
+    sent: Duration,
+    answered: Duration,
+    ok: bool,
+}
+
+#[test]
+fn history_no_crypto_call_succeeds_after_disable_plus_lease() {
+    // Keys are disabled one after another, through every node in turn, while six clients (two
+    // per node) encrypt under all of them. The checker then reads the log: an Encrypt sent more
+    // than the lease after a DisableKey was acknowledged must have failed, whichever node
+    // served it. It also reports how stale the latest success after a disable was.
+    const KEYS: usize = 24;
+    let url = pg_harness::fresh_database("history");
+    let n = start_nodes(&url, 3);
+    let a = client(&n.nodes[0]);
+    let keys: Vec<String> = (0..KEYS).map(|_| create_key(&a).unwrap()).collect();
+    for s in &n.nodes {
+        let c = client(s);
+        within(SETTLE, || keys.iter().all(|k| encrypt(&c, k).is_ok()));
+    }
+    let t0 = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let log = Arc::new(Mutex::new(Vec::<Logged>::new()));
+    let workers: Vec<_> = (0..6)
+        .map(|w| {
+            let node = w % 3;
+            let (c, keys, stop, log) = (client(&n.nodes[node]), keys.clone(), stop.clone(), log.clone());
+            std::thread::spawn(move || {
+                let mut i = w;
+                while !stop.load(Ordering::Relaxed) {
+                    i = (i * 7 + 3) % KEYS;
+                    let sent = t0.elapsed();
+                    let r = encrypt(&c, &keys[i]);
+                    if let Err(e) = &r {
+                        let code = e.code().unwrap_or("transport");
+                        assert!(
+                            matches!(code, "Rejected.Disabled" | "ServiceUnavailableTemporary"),
+                            "unexpected refusal {e}"
+                        );
+                    }
+                    let answered = t0.elapsed();
+                    log.lock().unwrap().push(Logged { node, key: i, sent, answered, ok: r.is_ok() });
+                }
+            })
+        })
+        .collect();
+    let mut disabled = vec![None; KEYS];
+    for (i, key) in keys.iter().enumerate() {
+        std::thread::sleep(Duration::from_millis(60));
+        call(&client(&n.nodes[i % 3]), "DisableKey", &[("KeyId", key)]).unwrap();
+        disabled[i] = Some(t0.elapsed());
+    }
+    std::thread::sleep(LEASE + Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+
+    let log = log.lock().unwrap();
+    let mut stalest = Duration::ZERO;
+    let (mut after, mut refused) = (0, 0);
+    for e in log.iter() {
+        let acked = disabled[e.key].expect("every key was disabled");
+        if e.sent <= acked {
+            continue;
+        }
+        after += 1;
+        if e.ok {
+            stalest = stalest.max(e.answered - acked);
+            assert!(
+                e.sent <= acked + LEASE,
+                "node {} encrypted under disabled key {} {:?} after the disable was acknowledged (lease {LEASE:?})",
+                e.node,
+                e.key,
+                e.sent - acked
+            );
+        } else {
+            refused += 1;
+        }
+    }
+    eprintln!(
+        "history: {} calls logged, {after} sent after their key's disable ({refused} refused); \
+         latest success after a disable answered {stalest:?} after it (lease {LEASE:?})",
+        log.len()
+    );
+    assert!(after > 100, "the log must cover calls after the disables");
 }

@@ -40,7 +40,7 @@ impl Engine {
         let mut report = MaintenanceReport::default();
         let now = self.now();
         // What is due is read from the store (each job is re-checked under the write lock).
-        let due = match (View { engine: self }).due(now) {
+        let due = match (View { engine: self, counts: Default::default() }).due(now) {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "maintenance could not read what is due");

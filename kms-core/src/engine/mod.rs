@@ -226,7 +226,7 @@ impl Engine {
     /// have missed changes for longer than the lease.
     fn view(&self) -> Result<View<'_>> {
         self.freshness.check()?;
-        Ok(View { engine: self })
+        Ok(View { engine: self, counts: Default::default() })
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -248,9 +248,9 @@ impl Engine {
         let mut f = Some(f);
         let mut out = None;
         let written = store
-            .write::<KmsError>(applied, &mut |cu| feed::catch_up(&self.state, &self.ciphers, cu), &mut || {
+            .write::<KmsError>(applied, &mut |cu| feed::catch_up(&self.state, &self.ciphers, cu), &mut |counts| {
                 let f = f.take().expect("decide runs once");
-                let (changes, o) = f(&View { engine: self }, self.clock.now())?;
+                let (changes, o) = f(&View { engine: self, counts: *counts }, self.clock.now())?;
                 out = Some(o);
                 Ok(changes)
             })

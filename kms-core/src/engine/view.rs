@@ -12,12 +12,14 @@ use super::Engine;
 use crate::error::{KmsError, Result};
 use crate::ids::KeyRef;
 use crate::model::{AliasRecord, ImportTokenRecord, ResourceType, SecretRecord};
-use crate::store::reads::{self, Count, Due, KeyCond, Page, SecretCond};
+use crate::store::reads::{self, Count, Counts, Due, KeyCond, Page, SecretCond};
 use crate::store::rows::Db;
 use crate::store::StoreError;
 
 pub(crate) struct View<'e> {
     pub(super) engine: &'e Engine,
+    /// Counters a write's transaction read (exact under its lock); a count not here is read.
+    pub(super) counts: Counts,
 }
 
 impl View<'_> {
@@ -112,6 +114,9 @@ impl View<'_> {
     }
 
     pub fn count(&self, what: Count) -> Result<u64> {
+        if let Some(n) = self.counts.get(what) {
+            return Ok(n);
+        }
         self.read(move |db| reads::count(db, what))
     }
 

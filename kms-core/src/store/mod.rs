@@ -4,13 +4,14 @@
 //!
 //! Two backends (spec: `STORE.md`):
 //! - [`sqlite`], the embedded default: one file, one owning process.
-//! - [`postgres`], shared by many nodes. Writes are serialised by one advisory lock; each commits
+//! - PostgreSQL ([`PgStore`] writes, [`postgres`] follows), shared by many nodes. Writes are serialised by one advisory lock; each commits
 //!   its change list as a sequence-numbered row of `kms_changes` in the same transaction, which
 //!   the other nodes follow ([`PgFeed`]) to keep their mirrors coherent.
 
 pub mod codec;
 mod location;
 mod pg_schema;
+mod pg_store;
 pub mod postgres;
 pub mod reader;
 pub mod reads;
@@ -20,9 +21,12 @@ mod sqlite_schema;
 pub(crate) mod statements;
 
 pub use location::{redact as redact_url, StoreLocation};
-pub use postgres::{PgFeed, PgStore};
+pub use pg_store::PgStore;
+pub use postgres::PgFeed;
 pub use reader::Reader;
 pub use sqlite::SqliteStore;
+
+use reads::Counts;
 
 use crate::model::{
     AliasRecord, ImportTokenRecord, KeyRecord, ResourceType, SecretRecord, SecretVersionRecord, VersionRecord,
@@ -182,7 +186,7 @@ impl Store {
 
     /// One write. `catch_up` first receives what others committed since `applied` (on a shared
     /// store, under the write lock, so nothing can be committed in between); then `decide` looks at
-    /// the caught-up state and returns the changes, which commit atomically and durably as the next
+    /// the caught-up state (and the counters, when the transaction read them) and returns the changes, which commit atomically and durably as the next
     /// change list. Returns its sequence number (0 on an unshared store) with the changes, or
     /// `None` when `decide` returned no change.
     /// An error from `decide` rolls everything back and is returned as `Ok(Err(..))`.
@@ -190,12 +194,13 @@ impl Store {
         &mut self,
         applied: u64,
         catch_up: &mut dyn FnMut(CatchUp),
-        decide: &mut dyn FnMut() -> Result<Vec<Change>, E>,
+        decide: &mut dyn FnMut(&Counts) -> Result<Vec<Change>, E>,
     ) -> Result<Result<Written, E>, StoreError> {
         match self {
             Store::Sqlite(s) => {
                 catch_up(CatchUp::Sets(Vec::new()));
-                let changes = match decide() {
+                // The embedded store counts in-process, as cheaply as any read.
+                let changes = match decide(&Counts::default()) {
                     Ok(c) => c,
                     Err(e) => return Ok(Err(e)),
                 };

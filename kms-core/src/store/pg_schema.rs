@@ -2,7 +2,7 @@
 //! ran. A migration is appended, never edited, once released. Nodes that start together run them
 //! once: the runner holds a session advisory lock.
 
-use postgres::Client;
+use tokio_postgres::Client;
 
 use super::StoreError;
 
@@ -163,21 +163,21 @@ pub const MIGRATIONS: &[&str] = &[
 ];
 
 /// Brings the schema up to date. A database written by a newer build is refused, not downgraded.
-pub fn migrate(client: &mut Client) -> Result<(), StoreError> {
-    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK])?;
-    let r = run(client);
-    let unlock = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATE_LOCK]);
+pub async fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK]).await?;
+    let r = run(client).await;
+    let unlock = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATE_LOCK]).await;
     r?;
     unlock?;
     Ok(())
 }
 
-fn run(client: &mut Client) -> Result<(), StoreError> {
-    client.batch_execute("CREATE TABLE IF NOT EXISTS kms_schema (version INTEGER NOT NULL)")?;
-    let current: i32 = match client.query_opt("SELECT version FROM kms_schema", &[])? {
+async fn run(client: &mut Client) -> Result<(), StoreError> {
+    client.batch_execute("CREATE TABLE IF NOT EXISTS kms_schema (version INTEGER NOT NULL)").await?;
+    let current: i32 = match client.query_opt("SELECT version FROM kms_schema", &[]).await? {
         Some(r) => r.try_get(0)?,
         None => {
-            client.execute("INSERT INTO kms_schema VALUES (0)", &[])?;
+            client.execute("INSERT INTO kms_schema VALUES (0)", &[]).await?;
             0
         }
     };
@@ -189,11 +189,12 @@ fn run(client: &mut Client) -> Result<(), StoreError> {
         )));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-        let mut tx = client.transaction()?;
+        let tx = client.transaction().await?;
         tx.batch_execute(sql)
+            .await
             .map_err(|e| StoreError(format!("migration {}: {}", i + 1, super::postgres::describe(&e))))?;
-        tx.execute("UPDATE kms_schema SET version = $1", &[&((i + 1) as i32)])?;
-        tx.commit()?;
+        tx.execute("UPDATE kms_schema SET version = $1", &[&((i + 1) as i32)]).await?;
+        tx.commit().await?;
     }
     Ok(())
 }

@@ -66,6 +66,8 @@ pub enum Count {
 }
 
 impl Count {
+    const ALL: [Count; 4] = [Count::Keys, Count::UserKeys, Count::Aliases, Count::Secrets];
+
     /// Its row in `resource_counts`.
     fn row(self) -> &'static str {
         match self {
@@ -74,6 +76,24 @@ impl Count {
             Count::Aliases => "aliases",
             Count::Secrets => "secrets",
         }
+    }
+}
+
+/// Counters read in a write's own transaction under the write lock: exact for its decision, and
+/// no extra read while every other writer waits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts([Option<u64>; 4]);
+
+impl Counts {
+    /// Records the `resource_counts` row `kind` (rows this build does not know are ignored).
+    pub fn set(&mut self, kind: &str, n: i64) {
+        if let Some(i) = Count::ALL.iter().position(|c| c.row() == kind) {
+            self.0[i] = Some(n.max(0) as u64);
+        }
+    }
+
+    pub fn get(&self, what: Count) -> Option<u64> {
+        self.0[what as usize]
     }
 }
 

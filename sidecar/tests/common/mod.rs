@@ -194,3 +194,30 @@ impl Sidecar {
         std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 }
+
+/// Sidecars sharing one store.
+pub struct Nodes {
+    pub nodes: Vec<Sidecar>,
+}
+
+/// Starts `n` sidecars on the store `url`; the first makes the root key, the others get a copy of
+/// it (as an operator would install it, or use an HSM).
+pub fn start_nodes(url: &str, n: usize) -> Nodes {
+    let first = Sidecar::start_in(tempfile::tempdir().unwrap(), &["--store", url, "--node-id", "node-0"]);
+    let root = std::fs::read(first.dir.path().join("root.key")).unwrap();
+    let mut nodes = vec![first];
+    for i in 1..n {
+        nodes.push(start_node(url, &root, &format!("node-{i}")));
+    }
+    Nodes { nodes }
+}
+
+/// One more sidecar on the store `url`, with a copy of its root key.
+pub fn start_node(url: &str, root: &[u8], name: &str) -> Sidecar {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(dir.path().join("root.key")).unwrap();
+    std::io::Write::write_all(&mut f, root).unwrap();
+    Sidecar::start_in(dir, &["--store", url, "--node-id", name])
+}

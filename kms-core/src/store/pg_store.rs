@@ -1,0 +1,435 @@
+//! The shared backend's writing side: one PostgreSQL connection per node for writes, nonces,
+//! meta rows and leases.
+//!
+//! - **Writes** ([`PgStore::write`]) take one transaction-scoped advisory lock, read the change
+//!   lists committed since the writer's mirror position (so the engine decides on current state),
+//!   apply the new changes and append them to `kms_changes` with the next sequence number, then
+//!   `NOTIFY kms_changes`. The lock makes sequence order commit order, with no gaps, so a follower
+//!   that has seen seq *n* has seen everything up to *n*.
+//! - Every writer in the cluster waits for that one lock, so what a write does while holding it
+//!   bounds the cluster's write rate. It holds it for two round trips: the first opens the
+//!   transaction, takes the lock and reads the catch-up in one simple query; the second sends the
+//!   change statements, the append and `COMMIT` as one pipeline (see [`in_order`]).
+//! - **Leases** ([`PgStore::lead`]) are rows timed by the database's clock, so node clocks never
+//!   decide who leads.
+//!
+//! The connection is driven by a single-threaded tokio runtime on the store's own thread: the
+//! engine is also called from the sidecar's async workers, which must never block on a runtime.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::mpsc;
+use std::task::Poll;
+use std::thread::JoinHandle;
+
+use tokio::runtime::Runtime;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Statement};
+
+use super::codec::encode_changes;
+use super::location::redact;
+use super::postgres::{config, describe, sets_after, CHANNEL, MAX_CATCH_UP, SESSION_LIMITS};
+use super::reads::Counts;
+use super::statements::{self, Value, CLAIM_NONCE, META_GET, META_PUT, PURGE_NONCES};
+use super::{pg_schema, CatchUp, Change, StoreError, Written};
+
+/// Transaction advisory lock every writer holds from its catch-up to its commit.
+const WRITE_LOCK: i64 = 0x6b6d_735f_7772_6974; // "kms_writ"
+/// Numbers, appends and announces a change list in one statement.
+const APPEND: &str = "WITH n AS (UPDATE kms_feed SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq),
+          i AS (INSERT INTO kms_changes (seq, payload) SELECT last_seq, $1 FROM n RETURNING seq)
+     SELECT seq, pg_notify($2, seq::text) FROM i";
+const HEAD: &str = "SELECT last_seq FROM kms_feed WHERE id = 1";
+
+/// The store's connection with its runtime and prepared statements.
+struct Session {
+    url: String,
+    config: tokio_postgres::Config,
+    rt: Rt,
+    client: Option<Client>,
+    /// Keyed by the statement text; every text is a constant of this crate, so the map is bounded.
+    prepared: HashMap<&'static str, Statement>,
+}
+
+impl Session {
+    fn new(url: &str) -> Result<Session, StoreError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError(format!("store runtime: {e}")))?;
+        Ok(Session {
+            url: url.to_string(),
+            config: config(url)?,
+            rt: Rt(Some(rt)),
+            client: None,
+            prepared: HashMap::new(),
+        })
+    }
+
+    /// The live client, reconnecting first if the last one broke.
+    fn client(&mut self) -> Result<&Client, StoreError> {
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.client = None;
+            self.prepared.clear();
+            let at = |e: tokio_postgres::Error| StoreError(format!("{}: {}", redact(&self.url), describe(&e)));
+            let (client, connection) = self.rt.block_on(self.config.connect(NoTls)).map_err(at)?;
+            // Driven whenever this thread waits in `block_on`, which is whenever it uses the client.
+            self.rt.spawn(async move {
+                let _ = connection.await;
+            });
+            self.rt.block_on(client.batch_execute(SESSION_LIMITS)).map_err(at)?;
+            self.client = Some(client);
+        }
+        Ok(self.client.as_ref().expect("just connected"))
+    }
+
+    /// Runs `f` with the client and the prepared forms of `sqls` (preparing what is new first).
+    fn run<R>(
+        &mut self,
+        sqls: &[&'static str],
+        f: impl AsyncFnOnce(&Client, &[Statement]) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        self.client()?;
+        let Session { rt, client, prepared, .. } = self;
+        let client = client.as_ref().expect("connected above");
+        rt.block_on(async {
+            let mut stmts = Vec::with_capacity(sqls.len());
+            for sql in sqls {
+                let s = match prepared.get(sql) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s = client.prepare(sql).await?;
+                        prepared.insert(sql, s.clone());
+                        s
+                    }
+                };
+                stmts.push(s);
+            }
+            f(client, &stmts).await
+        })
+    }
+
+    /// Ends an abandoned transaction (a failed write), dropping the connection if even that fails.
+    fn rollback(&mut self) {
+        if let Some(c) = self.client.as_ref().filter(|c| !c.is_closed()) {
+            if self.rt.block_on(c.batch_execute("ROLLBACK")).is_err() {
+                self.client = None;
+            }
+        }
+    }
+}
+
+/// The session's runtime. Dropped without waiting for anything (a runtime may not block to shut
+/// down where the last owner of an engine might drop it).
+struct Rt(Option<Runtime>);
+
+impl std::ops::Deref for Rt {
+    type Target = Runtime;
+
+    fn deref(&self) -> &Runtime {
+        self.0.as_ref().expect("taken only on drop")
+    }
+}
+
+impl Drop for Rt {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// One request of a pipeline.
+type Step<'a> = Pin<Box<dyn Future<Output = Result<Option<i64>, tokio_postgres::Error>> + 'a>>;
+
+/// Runs `steps` as one pipeline and returns their results in order.
+///
+/// tokio-postgres writes a request to the connection when its future is first polled – for a
+/// prepared statement or a simple query nothing is awaited before that – and this polls every
+/// step for the first time in order, so the server receives, and runs, the requests in order while
+/// the client waits for the replies only once. (A general-purpose join gives no such promise.)
+async fn in_order(mut steps: Vec<Step<'_>>) -> Vec<Result<Option<i64>, tokio_postgres::Error>> {
+    let mut out: Vec<Option<Result<Option<i64>, tokio_postgres::Error>>> = steps.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (step, slot) in steps.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match step.as_mut().poll(cx) {
+                    Poll::Ready(r) => *slot = Some(r),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(|r| r.expect("every step finished")).collect()
+}
+
+/// An execute of a prepared statement as a pipeline step.
+fn execute<'a>(client: &'a Client, stmt: &'a Statement, values: &'a [Value<'a>]) -> Step<'a> {
+    Box::pin(async move {
+        let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as _).collect();
+        client.execute(stmt, &params).await.map(|_| None)
+    })
+}
+
+/// The store's connection lives on its own thread and every operation runs there; the caller
+/// waits on a channel, as it would on a SQLite fsync. (Driving it on the calling thread saves two
+/// wake-ups per call – no measurable difference in the store benchmark – but would make every
+/// store call a `block_on`, which panics where the engine is called from an async task: a
+/// service key made on first use by an inline GenerateDataKey, say.)
+pub struct PgStore {
+    jobs: Option<mpsc::Sender<Job>>,
+    worker: Option<JoinHandle<()>>,
+}
+
+type Job = Box<dyn FnOnce(&mut Session) + Send>;
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// Rolls back a write transaction the caller abandoned (an error or a panic in its decision), so
+/// the write lock is never left held.
+struct OpenWrite<'a> {
+    store: &'a PgStore,
+    open: bool,
+}
+
+impl Drop for OpenWrite<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.store.call(Session::rollback);
+        }
+    }
+}
+
+impl PgStore {
+    /// Connects and migrates.
+    pub fn open(url: &str) -> Result<PgStore, StoreError> {
+        let mut session = Session::new(url)?;
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let worker = std::thread::Builder::new()
+            .name("kms-store".into())
+            .spawn(move || {
+                for job in queue {
+                    job(&mut session);
+                }
+            })
+            .map_err(|e| StoreError(format!("store thread: {e}")))?;
+        let store = PgStore { jobs: Some(jobs), worker: Some(worker) };
+        store.call(|s| {
+            s.client()?;
+            let Session { rt, client, .. } = s;
+            rt.block_on(pg_schema::migrate(client.as_mut().expect("connected above")))
+        })??;
+        Ok(store)
+    }
+
+    /// Runs `f` on the connection's thread and waits for its result.
+    fn call<R: Send + 'static>(&self, f: impl FnOnce(&mut Session) -> R + Send + 'static) -> Result<R, StoreError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let gone = || StoreError("the store's connection thread has stopped".into());
+        self.jobs
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(Box::new(move |s| {
+                let _ = tx.send(f(s));
+            }))
+            .map_err(|_| gone())?;
+        rx.recv().map_err(|_| gone())
+    }
+
+    pub fn get_meta(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let name = name.to_string();
+        self.call(move |s| {
+            s.run(&[META_GET], async |c, st| Ok(c.query_opt(&st[0], &[&name]).await?.map(|r| r.get(0))))
+        })?
+    }
+
+    pub fn put_meta(&mut self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        let (name, value) = (name.to_string(), value.to_vec());
+        self.call(move |s| {
+            s.run(&[META_PUT], async |c, st| {
+                c.execute(&st[0], &[&name, &value]).await?;
+                Ok(())
+            })
+        })?
+    }
+
+    pub fn put_meta_if_absent(&mut self, name: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let (name, value) = (name.to_string(), value.to_vec());
+        self.call(move |s| {
+            s.run(
+                &["INSERT INTO meta(name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", META_GET],
+                async |c, st| {
+                    c.execute(&st[0], &[&name, &value]).await?;
+                    Ok(c.query_one(&st[1], &[&name]).await?.get(0))
+                },
+            )
+        })?
+    }
+
+    pub fn claim_nonce(&mut self, id: &[u8], expires_at: i64) -> Result<bool, StoreError> {
+        let id = id.to_vec();
+        self.call(move |s| s.run(&[CLAIM_NONCE], async |c, st| Ok(c.execute(&st[0], &[&id, &expires_at]).await? == 1)))?
+    }
+
+    pub fn purge_nonces(&mut self, now: i64) -> Result<usize, StoreError> {
+        self.call(move |s| s.run(&[PURGE_NONCES], async |c, st| Ok(c.execute(&st[0], &[&now]).await? as usize)))?
+    }
+
+    /// The sequence number of the last committed change list.
+    pub fn position(&mut self) -> Result<u64, StoreError> {
+        self.call(|s| s.run(&[HEAD], async |c, st| head(c, &st[0]).await))?
+    }
+
+    pub fn write<E>(
+        &mut self,
+        applied: u64,
+        catch_up: &mut dyn FnMut(CatchUp),
+        decide: &mut dyn FnMut(&Counts) -> Result<Vec<Change>, E>,
+    ) -> Result<Result<Written, E>, StoreError> {
+        let mut open = OpenWrite { store: self, open: true };
+        let began = self.call(move |s| {
+            let r = s.run(&[HEAD], async |c, st| begin_write(c, &st[0], applied).await);
+            if r.is_err() {
+                s.rollback();
+            }
+            r
+        })?;
+        let (cu, counts) = match began {
+            Ok(began) => began,
+            Err(e) => {
+                open.open = false;
+                return Err(e);
+            }
+        };
+        catch_up(cu);
+        let changes = match decide(&counts) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        if changes.is_empty() {
+            return Ok(Ok(None));
+        }
+        open.open = false;
+        let seq = self.call(move |s| {
+            let r = finish_write(s, &changes);
+            if r.is_err() {
+                s.rollback();
+            }
+            r.map(|seq| (seq, changes))
+        })??;
+        Ok(Ok(Some(seq)))
+    }
+
+    pub fn lead(&mut self, name: &str, holder: &str, secs: u32) -> Result<bool, StoreError> {
+        let (name, holder, secs) = (name.to_string(), holder.to_string(), secs as f64);
+        const LEAD: &str =
+            "INSERT INTO kms_leases (name, holder, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+             WHERE kms_leases.holder = excluded.holder OR kms_leases.expires_at < now()
+             RETURNING holder";
+        self.call(move |s| {
+            s.run(&[LEAD], async |c, st| Ok(c.query_opt(&st[0], &[&name, &holder, &secs]).await?.is_some()))
+        })?
+    }
+
+    /// Keeps the last thousand lists and everything younger than an hour: a node further behind
+    /// than that reloads (see [`CatchUp::Reset`]).
+    pub fn prune_changes(&mut self) -> Result<u64, StoreError> {
+        const PRUNE: &str = "DELETE FROM kms_changes WHERE committed_at < now() - interval '1 hour'
+               AND seq <= (SELECT last_seq FROM kms_feed WHERE id = 1) - 1000";
+        self.call(|s| s.run(&[PRUNE], async |c, st| Ok(c.execute(&st[0], &[]).await?)))?
+    }
+}
+
+async fn head(c: &Client, stmt: &Statement) -> Result<u64, StoreError> {
+    let seq: i64 = c.query_one(stmt, &[]).await?.try_get(0)?;
+    Ok(seq as u64)
+}
+
+/// Opens a write transaction holding the write lock; returns what the caller must catch up on,
+/// and the counters. One simple query, so one round trip: in READ COMMITTED each of its
+/// statements reads a snapshot taken when that statement starts, so the reads, starting after the
+/// lock is granted, see every list committed before. (The two numbers are formatted integers,
+/// never caller text.)
+async fn begin_write(c: &Client, head_stmt: &Statement, applied: u64) -> Result<(CatchUp, Counts), StoreError> {
+    let sql = format!(
+        "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}); \
+         SELECT seq, payload FROM kms_changes WHERE seq > {applied} ORDER BY seq LIMIT {}; \
+         SELECT kind, n FROM resource_counts",
+        MAX_CATCH_UP + 1
+    );
+    let malformed = |what: &str| StoreError(format!("{what}: a row with a missing or malformed column"));
+    let mut done = 0;
+    let mut rows = Vec::new();
+    let mut counts = Counts::default();
+    for m in c.simple_query(&sql).await? {
+        let SimpleQueryMessage::Row(r) = m else {
+            if let SimpleQueryMessage::CommandComplete(_) = m {
+                done += 1;
+            }
+            continue;
+        };
+        // BEGIN and the lock's SELECT complete first; then come the catch-up and the counters.
+        let number = |i: usize| r.get(i).and_then(|s| s.parse::<i64>().ok());
+        match done {
+            2 => match (number(0), r.get(1)) {
+                (Some(seq), Some(payload)) => rows.push((seq, payload.to_string())),
+                _ => return Err(malformed("kms_changes")),
+            },
+            3 => match (r.get(0), number(1)) {
+                (Some(kind), Some(n)) => counts.set(kind, n),
+                _ => return Err(malformed("resource_counts")),
+            },
+            _ => {}
+        }
+    }
+    let cu = match sets_after(applied, &rows)? {
+        Some(sets) => CatchUp::Sets(sets),
+        // Under the write lock nothing else commits: the head is where the caller resumes.
+        None => CatchUp::Reset(head(c, head_stmt).await?),
+    };
+    Ok((cu, counts))
+}
+
+/// Writes `changes` as the next change list and commits, in one round trip.
+fn finish_write(s: &mut Session, changes: &[Change]) -> Result<u64, StoreError> {
+    let planned: Vec<statements::Statement<'_>> = changes.iter().flat_map(statements::for_change).collect();
+    let mut sqls: Vec<&'static str> = planned.iter().map(|(sql, _)| *sql).collect();
+    sqls.push(APPEND);
+    let payload = encode_changes(changes);
+    s.run(&sqls, async |c, st| {
+        let (append, writes) = st.split_last().expect("APPEND is last");
+        let mut steps: Vec<Step<'_>> =
+            writes.iter().zip(&planned).map(|(stmt, (_, values))| execute(c, stmt, values)).collect();
+        steps.push(Box::pin(async {
+            let row = c.query_one(append, &[&payload, &CHANNEL]).await?;
+            row.try_get::<_, i64>(0).map(Some)
+        }));
+        // After a failed statement the server refuses the rest and turns COMMIT into a rollback
+        // (reporting no error for it): the write succeeded only if every step did.
+        steps.push(Box::pin(async { c.batch_execute("COMMIT").await.map(|_| None) }));
+        let mut seq = None;
+        for r in in_order(steps).await {
+            if let Some(n) = r? {
+                seq = Some(n);
+            }
+        }
+        let seq = seq.ok_or_else(|| StoreError("the change list was not numbered".into()))?;
+        Ok(seq as u64)
+    })
+}
