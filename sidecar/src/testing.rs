@@ -39,11 +39,15 @@ pub struct Sidecar {
 /// Lets `service` (`oss`, `ecs`) use the owner's CMKs tagged `tag`=`yes`, as a user grants a
 /// cloud service its key; key versions may be made without the 7-day wait.
 pub fn config_for_service(service: &str, tag: &str) -> String {
-    format!(
-        r#"
-[engine.limits]
-min_manual_version_interval_secs = 0
+    config_for_services(&[(service, tag)])
+}
 
+/// [`config_for_service`] for several services at once.
+pub fn config_for_services(grants: &[(&str, &str)]) -> String {
+    let mut config = "[engine.limits]\nmin_manual_version_interval_secs = 0\n".to_string();
+    for (service, tag) in grants {
+        config.push_str(&format!(
+            r#"
 [[policies]]
 principal = "service:{service}"
 name = "{service}-uses-tagged-cmks"
@@ -51,20 +55,45 @@ document = '''{{"Version":"1","Statement":[{{"Effect":"Allow",
   "Action":["kms:GenerateDataKey","kms:Decrypt","kms:ReEncryptFrom","kms:ReEncryptTo"],
   "Resource":"*","Condition":{{"StringEqualsIgnoreCase":{{"kms:tag/{tag}":"yes"}}}}}}]}}'''
 "#
-    )
+        ));
+    }
+    config
 }
 
 impl Sidecar {
     pub fn start(config: &str) -> Sidecar {
+        Self::start_with(config, &[], None)
+    }
+
+    /// One node of a shared store: `--store url --node-id node`, sealed under `root_key` (a copy
+    /// of the first node's, as an operator installs it) or under a new one.
+    pub fn start_node(config: &str, url: &str, node: &str, root_key: Option<&[u8]>) -> Sidecar {
+        Self::start_with(config, &["--store", url, "--node-id", node], root_key)
+    }
+
+    fn start_with(config: &str, extra: &[&str], root_key: Option<&[u8]>) -> Sidecar {
+        use std::os::unix::fs::OpenOptionsExt;
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("sidecar.toml");
         std::fs::write(&config_path, config).unwrap();
+        let data = dir.path().join("data");
+        if let Some(key) = root_key {
+            std::fs::create_dir_all(&data).unwrap();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(data.join("root.key"))
+                .unwrap();
+            std::io::Write::write_all(&mut f, key).unwrap();
+        }
         let mut child = Command::new(sidecar_bin())
             .arg("--config")
             .arg(&config_path)
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
+            .arg(&data)
             .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
             .env("KMS_ACCESS_KEY_ID", OWNER_ID)
             .env("KMS_ACCESS_KEY_SECRET", OWNER_SECRET)
             .env("KMS_LOG", "warn")
@@ -83,6 +112,11 @@ impl Sidecar {
         }
         std::thread::spawn(move || for _ in lines {});
         Sidecar { child, dir, endpoint }
+    }
+
+    /// The software root key the store is sealed under.
+    pub fn root_key(&self) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("data/root.key")).unwrap()
     }
 
     /// The client profile (endpoint and the service principals' keys).

@@ -1,0 +1,135 @@
+//! Helpers for the end-to-end tests in `tests/`: the workspace's programs as real processes.
+//! `cargo test --workspace` builds every binary into the target directory these tests run from;
+//! the tests run them from there, as a user runs the installed programs.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A workspace binary beside the running test binary (`target/<profile>/deps/…` →
+/// `target/<profile>/`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let p = exe.parent().and_then(|d| d.parent()).expect("target dir").join(name);
+    assert!(p.exists(), "{} missing: run the workspace tests (cargo test --workspace)", p.display());
+    p
+}
+
+/// Runs `program` with `args`; its output.
+pub fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(bin(program)).args(args).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{program}: {e}"))
+}
+
+/// Stdout of a successful run, or a panic with its stderr.
+pub fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "{}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a system tool (`qemu-io`, …) and returns its stdout, panicking with stderr on failure.
+pub fn tool(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    ok(&out)
+}
+
+/// `kmsfs mount -f` as a child, ready once it printed `ready`; unmounted when dropped.
+pub struct KmsfsMount {
+    child: Option<Child>,
+    pub mnt: PathBuf,
+}
+
+impl KmsfsMount {
+    pub fn start(kms: &[&str], cipher: &Path, mnt: &Path) -> KmsfsMount {
+        let mut child = Command::new(bin("kmsfs"))
+            .args(kms)
+            .args(["mount", "-f"])
+            .arg(cipher)
+            .arg(mnt)
+            .env_remove("KMSFS_DAEMON")
+            .env("KMSFS_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start kmsfs");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        match lines.next() {
+            Some(Ok(l)) if l == "ready" => {}
+            other => panic!("kmsfs mount not ready: {other:?}"),
+        }
+        KmsfsMount { child: Some(child), mnt: mnt.to_path_buf() }
+    }
+
+    /// Unmounts as `umount` would and waits for the daemon to exit cleanly.
+    pub fn unmount(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("fusermount3").arg("-u").arg(&self.mnt).status();
+            let status = c.wait().unwrap();
+            assert!(status.success(), "kmsfs exited with {status}");
+        }
+    }
+}
+
+impl Drop for KmsfsMount {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = Command::new("fusermount3").args(["-u", "-z"]).arg(&self.mnt).status();
+            if let Some(mut c) = self.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// `blockcrypt serve` on a Unix socket; stopped when dropped.
+pub struct NbdServer {
+    child: Option<Child>,
+    pub socket: PathBuf,
+}
+
+impl NbdServer {
+    pub fn start(kms: &[&str], socket: &Path, exports: &[&str]) -> NbdServer {
+        let mut child = Command::new(bin("blockcrypt"))
+            .args(kms)
+            .args(["--log", "warn"])
+            .arg("serve")
+            .arg("--socket")
+            .arg(socket)
+            .args(exports)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start blockcrypt serve");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while UnixStream::connect(socket).is_err() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("blockcrypt serve exited ({status})");
+            }
+            assert!(Instant::now() < deadline, "blockcrypt serve did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        NbdServer { child: Some(child), socket: socket.to_path_buf() }
+    }
+
+    pub fn uri(&self, export: &str) -> String {
+        format!("nbd+unix:///{export}?socket={}", self.socket.display())
+    }
+
+    /// SIGTERM (a clean stop that flushes) and waits for the exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NbdServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
