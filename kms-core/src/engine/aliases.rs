@@ -48,7 +48,7 @@ impl Engine {
                     format_args!("AliasName: {alias_name}"),
                 ));
             }
-            if st.count(Count::Aliases)? >= max as u64 {
+            if !st.within_limit(Count::Aliases, max)? {
                 return Err(KmsError::with_detail(
                     ErrorCode::LimitExceeded,
                     format_args!("At most {max} aliases may exist in a region."),

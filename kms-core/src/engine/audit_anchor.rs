@@ -105,7 +105,7 @@ impl Engine {
 
     /// The audit chain's head as last anchored, if ever.
     pub fn audit_anchor(&self) -> Result<Option<Anchor>> {
-        let mut store = self.store.lock();
+        let mut store = self.store();
         read_anchor(&mut store, &anchor_name(&self.location, &self.node_id))
             .map_err(|e| KmsError::internal(format_args!("audit anchor: {e}")))
     }
@@ -114,7 +114,7 @@ impl Engine {
     /// seq is ignored, so a late writer cannot hide lines already anchored.
     pub fn anchor_audit(&self, anchor: Anchor) -> Result<()> {
         let name = anchor_name(&self.location, &self.node_id);
-        let mut store = self.store.lock();
+        let mut store = self.store();
         let current =
             read_anchor(&mut store, &name).map_err(|e| KmsError::internal(format_args!("audit anchor: {e}")))?;
         if current.is_some_and(|c| c.seq >= anchor.seq) {

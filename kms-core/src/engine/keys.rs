@@ -33,6 +33,7 @@ pub(crate) fn parse_enum<T>(
 }
 
 /// What a new key is made of, once the request is validated.
+#[derive(Clone)]
 pub(crate) struct NewKey {
     pub spec: KeySpec,
     pub usage: KeyUsage,
@@ -114,13 +115,13 @@ impl Engine {
         };
         let key = self.mutate(|st, now| {
             self.allow(caller, "kms:CreateKey", Resource::Container(ResourceKind::Key))?;
-            if st.count(Count::UserKeys)? >= limits.max_keys as u64 {
+            if !st.within_limit(Count::UserKeys, limits.max_keys)? {
                 return Err(KmsError::with_detail(
                     ErrorCode::LimitExceeded,
                     format_args!("At most {} keys may exist in a region.", limits.max_keys),
                 ));
             }
-            let (key, version) = self.build_key(new, now)?;
+            let (key, version) = self.build_key(new.clone(), now)?;
             let mut changes = vec![Change::PutKey(key.clone())];
             changes.extend(version.map(Change::PutVersion));
             changes.extend(self.tag_changes(None, crate::model::ResourceType::Key, &key.key_id, &tags)?);

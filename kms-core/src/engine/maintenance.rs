@@ -40,7 +40,7 @@ impl Engine {
         let mut report = MaintenanceReport::default();
         let now = self.now();
         // What is due is read from the store (each job is re-checked under the write lock).
-        let due = match (View { engine: self, counts: Default::default() }).due(now) {
+        let due = match View::new(self, Default::default()).due(now) {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "maintenance could not read what is due");
@@ -100,11 +100,11 @@ impl Engine {
         report.material_expired = expired;
         report.tokens_purged = purged;
         report.secrets_purged = self.purge_secrets(due_secrets);
-        if let Err(e) = self.store.lock().purge_nonces(now) {
+        if let Err(e) = self.store().purge_nonces(now) {
             tracing::warn!(error = %e, "purging expired request nonces failed");
             report.failures += 1;
         }
-        if let Err(e) = self.store.lock().prune_changes() {
+        if let Err(e) = self.store().prune_changes() {
             tracing::warn!(error = %e, "pruning the change feed failed");
             report.failures += 1;
         }
@@ -114,7 +114,7 @@ impl Engine {
     /// Takes or renews the maintenance lease; `true` while this node holds it (always on an
     /// unshared store).
     pub fn lead_maintenance(&self) -> bool {
-        match self.store.lock().lead("maintenance", &self.node_id, LEASE_SECS) {
+        match self.store().lead("maintenance", &self.node_id, LEASE_SECS) {
             Ok(leader) => leader,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot renew the maintenance lease");

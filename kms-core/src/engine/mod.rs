@@ -51,7 +51,7 @@ use crate::crypto::{Algorithm, SymCipher};
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::ids::KeyRef;
 use crate::model::{KeyRecord, KeyState, ProtectionLevel};
-use crate::store::{Change, PgFeed, Reader, Store, StoreError, StoreLocation};
+use crate::store::{Change, Decided, PgFeed, Reader, Store, StoreError, StoreLocation};
 use cache::{CipherCache, Material};
 use state::State;
 use view::View;
@@ -97,6 +97,12 @@ pub const DEFAULT_STORE_LEASE: Duration = Duration::from_secs(2);
 const ROOT_CHECK_NAME: &str = "root_key_check";
 const ROOT_CHECK_AAD: &[u8] = b"kms-core root key check v1";
 const ROOT_CHECK_PLAINTEXT: &[u8] = b"this store is sealed under this root key";
+/// How long after a refused early decision writes go straight to the lock.
+const CONFLICT_BACKOFF_MS: u64 = 250;
+
+/// Writing connections per node on a shared store.
+pub const WRITE_CONNECTIONS: usize = 3;
+
 const FINGERPRINT_KEY_NAME: &str = "material_fingerprint_key";
 const FINGERPRINT_KEY_AAD: &[u8] = b"kms-core material fingerprint key v1";
 
@@ -104,7 +110,17 @@ pub struct Engine {
     config: EngineConfig,
     clock: Arc<dyn Clock>,
     protector: Arc<dyn Protector>,
-    store: Mutex<Store>,
+    /// The store's writing connections: one for SQLite (one file, one writer); on PostgreSQL
+    /// [`WRITE_CONNECTIONS`], so a node's writes overlap (each is a round trip or two to the
+    /// database; the cluster's write lock is held only while the server runs a write).
+    stores: Vec<Mutex<Store>>,
+    /// Where [`Engine::store`] starts looking when every connection is busy.
+    next_store: std::sync::atomic::AtomicUsize,
+    /// When (ms after `opened`) a write decided before the lock was last refused: for a while
+    /// after, writes are decided under the lock at once (writers contending for one record would
+    /// otherwise each decide twice).
+    last_conflict_ms: std::sync::atomic::AtomicU64,
+    opened: Instant,
     /// Connections for reads on demand (cache misses, listings), apart from the writer's.
     reader: Reader,
     location: StoreLocation,
@@ -177,6 +193,12 @@ impl Engine {
                 .map_err(|e| OpenError(format!("{}: audit chain key: {e}", opts.store)))?;
         let t0 = Instant::now();
         let seq = store.position().map_err(at)?;
+        let mut stores = vec![Mutex::new(store)];
+        if opts.store.is_shared() {
+            for _ in 1..WRITE_CONNECTIONS {
+                stores.push(Mutex::new(Store::open(&opts.store).map_err(at)?));
+            }
+        }
         let reader = Reader::open(&opts.store).map_err(at)?;
         if opts.token.is_none() {
             // Found at start, not at the first request: keys this process could never use.
@@ -205,7 +227,10 @@ impl Engine {
             config: opts.config,
             clock: opts.clock,
             protector: opts.protector,
-            store: Mutex::new(store),
+            stores,
+            next_store: Default::default(),
+            last_conflict_ms: std::sync::atomic::AtomicU64::new(0),
+            opened: Instant::now(),
             reader,
             location: opts.store,
             node_id: opts.node_id,
@@ -226,7 +251,7 @@ impl Engine {
     /// have missed changes for longer than the lease.
     fn view(&self) -> Result<View<'_>> {
         self.freshness.check()?;
-        Ok(View { engine: self, counts: Default::default() })
+        Ok(View::new(self, Default::default()))
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -241,16 +266,24 @@ impl Engine {
     /// then applies them to memory. On a shared store the state is first brought up to date with
     /// what other nodes committed, under the store's write lock, so `f` always decides on current
     /// state.
-    fn mutate<T>(&self, f: impl FnOnce(&View<'_>, Timestamp) -> Result<(Vec<Change>, T)>) -> Result<T> {
-        let mut store = self.store.lock();
+    ///
+    /// On a shared store a write is first decided on this node's cache, before the lock, and
+    /// committed in one round trip if nothing it read changed since ([`Engine::mutate_decided`]);
+    /// otherwise – or when that decision changes nothing or fails – `f` runs again as above, so
+    /// every refusal and every no-op is decided on current state. `f` may so run twice.
+    fn mutate<T>(&self, mut f: impl FnMut(&View<'_>, Timestamp) -> Result<(Vec<Change>, T)>) -> Result<T> {
+        if self.location.is_shared() {
+            if let Some(out) = self.mutate_decided(&mut f)? {
+                return Ok(out);
+            }
+        }
+        let mut store = self.store();
         let t0 = Instant::now();
         let applied = self.state.read().applied_seq;
-        let mut f = Some(f);
         let mut out = None;
         let written = store
             .write::<KmsError>(applied, &mut |cu| feed::catch_up(&self.state, &self.ciphers, cu), &mut |counts| {
-                let f = f.take().expect("decide runs once");
-                let (changes, o) = f(&View { engine: self, counts: *counts }, self.clock.now())?;
+                let (changes, o) = f(&View::new(self, *counts), self.clock.now())?;
                 out = Some(o);
                 Ok(changes)
             })
@@ -268,6 +301,78 @@ impl Engine {
             self.freshness.mark(t0);
         }
         Ok(out.expect("decide ran"))
+    }
+
+    /// A write decided on this node's cache as of its position, with every read named, then
+    /// committed by the store only if no change list committed since touched what it read
+    /// (`STORE.md`). `None`: decide again under the lock.
+    fn mutate_decided<T>(
+        &self,
+        f: &mut impl FnMut(&View<'_>, Timestamp) -> Result<(Vec<Change>, T)>,
+    ) -> Result<Option<T>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.freshness.check().is_err() {
+            // A cache that may be stale decides nothing early; under the lock it is caught up.
+            return Ok(None);
+        }
+        let now_ms = self.opened.elapsed().as_millis() as u64 + CONFLICT_BACKOFF_MS;
+        let last = self.last_conflict_ms.load(Relaxed);
+        if last != 0 && now_ms < last + CONFLICT_BACKOFF_MS {
+            return Ok(None);
+        }
+        let after = self.state.read().applied_seq;
+        let view = View::recording(self);
+        let (changes, out) = match f(&view, self.clock.now()) {
+            Ok((changes, out)) if !changes.is_empty() => (changes, out),
+            _ => return Ok(None),
+        };
+        let reads = view.into_reads();
+        // The decision may have made token objects for new versions: dropped if it is refused.
+        let objects: Vec<(String, String)> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::PutVersion(v) => hsm::record_label(&v.sealed)
+                    .filter(|l| *l == hsm::token_label(&v.version_id))
+                    .map(|l| (v.key_id.clone(), l)),
+                _ => None,
+            })
+            .collect();
+        let mut store = self.store();
+        let t0 = Instant::now();
+        let decided = store.write_decided(after, changes, reads);
+        drop(store);
+        // Only a refused decision is certainly not in the store: after a failure the commit's
+        // outcome is unknown, and a committed version's object must stay.
+        if matches!(decided, Ok(Decided::Conflict)) {
+            for (key_id, label) in &objects {
+                self.destroy_token_objects(key_id, std::slice::from_ref(label));
+            }
+        }
+        match decided.map_err(|e| self.store_failure(e))? {
+            Decided::Committed { between, .. } => {
+                // Under the lock the store read every list before this one: the cache, brought
+                // up to this one, is current as of `t0`.
+                feed::apply_sets(&mut self.state.write(), &self.ciphers, &between);
+                self.freshness.mark(t0);
+                Ok(Some(out))
+            }
+            Decided::Conflict => {
+                let now_ms = self.opened.elapsed().as_millis() as u64 + CONFLICT_BACKOFF_MS;
+                self.last_conflict_ms.store(now_ms, Relaxed);
+                Ok(None)
+            }
+        }
+    }
+
+    /// A free writing connection, or – all busy – the next in turn, once it is free.
+    pub(super) fn store(&self) -> parking_lot::MutexGuard<'_, Store> {
+        for s in &self.stores {
+            if let Some(g) = s.try_lock() {
+                return g;
+            }
+        }
+        let i = self.next_store.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.stores.len();
+        self.stores[i].lock()
     }
 
     /// A store failure as the client sees it: a shared store that cannot be reached is a
@@ -296,7 +401,7 @@ impl Engine {
         h.update([0]);
         h.update(nonce.as_bytes());
         let id = &h.finalize()[..16];
-        let fresh = self.store.lock().claim_nonce(id, expires_at).map_err(|e| self.store_failure(e))?;
+        let fresh = self.store().claim_nonce(id, expires_at).map_err(|e| self.store_failure(e))?;
         if fresh {
             Ok(())
         } else {

@@ -288,7 +288,7 @@ impl Engine {
         self.mutate(|st, now| {
             self.allow(caller, "kms:CreateSecret", Resource::Container(ResourceKind::Secret))?;
             self.check_new_secret(st, &req.secret_name)?;
-            if st.count(Count::Secrets)? >= l.max_secrets as u64 {
+            if !st.within_limit(Count::Secrets, l.max_secrets)? {
                 return Err(KmsError::with_detail(
                     ErrorCode::LimitExceeded,
                     format_args!("At most {} secrets.", l.max_secrets),

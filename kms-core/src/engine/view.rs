@@ -5,6 +5,7 @@
 //! freshness on a shared store), and to a write's decision, which runs under the store's write
 //! lock on a caught-up cache: there every read – cached or not – is current.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use super::state::{KeyEntry, Kind, SecretEntry, State};
@@ -12,6 +13,7 @@ use super::Engine;
 use crate::error::{KmsError, Result};
 use crate::ids::KeyRef;
 use crate::model::{AliasRecord, ImportTokenRecord, ResourceType, SecretRecord};
+use crate::store::footprint::{self, ReadSet};
 use crate::store::reads::{self, Count, Counts, Due, KeyCond, Page, SecretCond};
 use crate::store::rows::Db;
 use crate::store::StoreError;
@@ -20,9 +22,33 @@ pub(crate) struct View<'e> {
     pub(super) engine: &'e Engine,
     /// Counters a write's transaction read (exact under its lock); a count not here is read.
     pub(super) counts: Counts,
+    /// Set while a write is decided before the write lock: what the decision reads, named for
+    /// the commit's guard (`store/footprint.rs`).
+    pub(super) reads: Option<RefCell<ReadSet>>,
 }
 
-impl View<'_> {
+impl<'e> View<'e> {
+    /// A view for reading (or for a decision under the write lock).
+    pub(super) fn new(engine: &'e Engine, counts: Counts) -> View<'e> {
+        View { engine, counts, reads: None }
+    }
+
+    /// A view that names everything a decision reads.
+    pub(super) fn recording(engine: &'e Engine) -> View<'e> {
+        View { engine, counts: Counts::default(), reads: Some(RefCell::new(ReadSet::default())) }
+    }
+
+    /// What a recording view's decision read.
+    pub(super) fn into_reads(self) -> ReadSet {
+        self.reads.map(RefCell::into_inner).unwrap_or_default()
+    }
+
+    fn note(&self, name: impl FnOnce() -> String) {
+        if let Some(r) = &self.reads {
+            r.borrow_mut().names.insert(name());
+        }
+    }
+
     /// Reads `f` from the store, a store failure phrased for the client.
     fn read<R: Send + 'static>(
         &self,
@@ -58,6 +84,7 @@ impl View<'_> {
     }
 
     pub fn key(&self, id: &str) -> Result<Option<Arc<KeyEntry>>> {
+        self.note(|| footprint::key(id));
         self.through(
             Kind::Key,
             id,
@@ -70,23 +97,35 @@ impl View<'_> {
 
     /// The key id an alias points at.
     pub fn alias(&self, name: &str) -> Result<Option<String>> {
-        self.through(
+        self.note(|| footprint::alias(name));
+        let id = self.through(
             Kind::Alias,
             name,
             |st| st.alias(name),
             reads::alias,
             |a: AliasRecord| a.key_id,
             |st, k| st.put_alias(name, &k),
-        )
+        )?;
+        // The key it names too: deleting that key deletes the alias.
+        if let Some(id) = &id {
+            self.note(|| footprint::key(id));
+        }
+        Ok(id)
     }
 
     /// An alias's whole record, read from the store (writes need its creation time).
     pub fn alias_record(&self, name: &str) -> Result<Option<AliasRecord>> {
-        let name = name.to_string();
-        self.read(move |db| reads::alias(db, &name))
+        self.note(|| footprint::alias(name));
+        let owned = name.to_string();
+        let a = self.read(move |db| reads::alias(db, &owned))?;
+        if let Some(a) = &a {
+            self.note(|| footprint::key(&a.key_id));
+        }
+        Ok(a)
     }
 
     pub fn secret(&self, name: &str) -> Result<Option<Arc<SecretEntry>>> {
+        self.note(|| footprint::secret(name));
         self.through(
             Kind::Secret,
             name,
@@ -109,26 +148,42 @@ impl View<'_> {
     }
 
     pub fn import_token(&self, id: &str) -> Result<Option<ImportTokenRecord>> {
+        self.note(|| footprint::token(id));
         let id = id.to_string();
         self.read(move |db| reads::import_token(db, &id))
     }
 
     pub fn count(&self, what: Count) -> Result<u64> {
+        self.note(|| what.listing().into());
         if let Some(n) = self.counts.get(what) {
             return Ok(n);
         }
         self.read(move |db| reads::count(db, what))
     }
 
+    /// Whether one more `what` stays within `max`. A decision made before the write lock leaves
+    /// the check to the commit (`kms_within`: the counter after the write must not exceed `max`),
+    /// so writes that each add one record do not conflict over the counter.
+    pub fn within_limit(&self, what: Count, max: usize) -> Result<bool> {
+        if let Some(r) = &self.reads {
+            r.borrow_mut().limits.push((what.row(), max as i64));
+            return Ok(true);
+        }
+        Ok(self.count(what)? < max as u64)
+    }
+
     pub fn key_ids(&self, conds: Vec<KeyCond>, offset: u64, limit: u32) -> Result<Page<String>> {
+        self.note(|| footprint::KEYS.into());
         self.read(move |db| reads::key_ids(db, &conds, offset, limit))
     }
 
     pub fn aliases(&self, key_id: Option<String>, offset: u64, limit: u32) -> Result<Page<AliasRecord>> {
+        self.note(|| footprint::ALIASES.into());
         self.read(move |db| reads::aliases(db, key_id.as_deref(), offset, limit))
     }
 
     pub fn secrets(&self, conds: Vec<SecretCond>, offset: u64, limit: u32) -> Result<Page<SecretRecord>> {
+        self.note(|| footprint::SECRETS.into());
         self.read(move |db| reads::secrets(db, &conds, offset, limit))
     }
 
@@ -140,10 +195,13 @@ impl View<'_> {
         offset: u64,
         limit: u32,
     ) -> Result<Vec<(String, String, String)>> {
+        self.note(|| footprint::TAGS.into());
         self.read(move |db| reads::tag_rows(db, rt, ids.as_deref(), &wanted, offset, limit))
     }
 
     pub fn due(&self, now: i64) -> Result<Due> {
+        self.note(|| footprint::KEYS.into());
+        self.note(|| footprint::SECRETS.into());
         self.read(move |db| reads::due(db, now))
     }
 }

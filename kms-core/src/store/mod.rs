@@ -9,6 +9,7 @@
 //!   the other nodes follow ([`PgFeed`]) to keep their mirrors coherent.
 
 pub mod codec;
+pub mod footprint;
 mod location;
 mod pg_schema;
 mod pg_store;
@@ -21,7 +22,7 @@ mod sqlite_schema;
 pub(crate) mod statements;
 
 pub use location::{redact as redact_url, StoreLocation};
-pub use pg_store::PgStore;
+pub use pg_store::{Decided, PgStore};
 pub use postgres::PgFeed;
 pub use reader::Reader;
 pub use sqlite::SqliteStore;
@@ -211,6 +212,21 @@ impl Store {
                 Ok(Ok(Some((0, changes))))
             }
             Store::Postgres(s) => s.write(applied, catch_up, decide),
+        }
+    }
+
+    /// Commits `changes` decided before the write lock on the state as of list `after`, unless a
+    /// list committed since touched what `reads` names (PostgreSQL only; see
+    /// [`PgStore::write_decided`]).
+    pub fn write_decided(
+        &mut self,
+        after: u64,
+        changes: Vec<Change>,
+        reads: footprint::ReadSet,
+    ) -> Result<Decided, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(Decided::Conflict),
+            Store::Postgres(s) => s.write_decided(after, changes, reads),
         }
     }
 

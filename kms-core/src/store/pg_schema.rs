@@ -160,6 +160,32 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER count_secrets AFTER INSERT OR DELETE ON secrets FOR EACH ROW
         EXECUTE FUNCTION kms_count('secrets');
     "#,
+    // 3: writes decided before the write lock (pg_store.rs): each change list names what it
+    // touched; at commit, `kms_guard` refuses a decision when a list committed since its position
+    // touched what it read (lists written before this migration, with no names, touch
+    // everything), and `kms_within` refuses a write that took a counter past its limit. Both
+    // raise `serialization_failure`: the writer then decides again under the lock.
+    r#"
+    ALTER TABLE kms_changes ADD COLUMN touched TEXT[] NOT NULL DEFAULT '{}';
+    CREATE FUNCTION kms_guard(after BIGINT, reads TEXT[]) RETURNS void LANGUAGE plpgsql AS $fn$
+    BEGIN
+        IF after < (SELECT coalesce(min(seq), after + 1) FROM kms_changes) - 1
+           OR EXISTS (SELECT 1 FROM kms_changes
+                      WHERE seq > after AND (touched && reads OR touched = '{}')) THEN
+            RAISE EXCEPTION 'kms: a change list committed since the decision touched what it read'
+                USING ERRCODE = 'serialization_failure';
+        END IF;
+    END
+    $fn$;
+    CREATE FUNCTION kms_within(counter TEXT, most BIGINT) RETURNS void LANGUAGE plpgsql AS $fn$
+    BEGIN
+        IF (SELECT n FROM resource_counts WHERE kind = counter) > most THEN
+            RAISE EXCEPTION 'kms: % would exceed %', counter, most
+                USING ERRCODE = 'serialization_failure';
+        END IF;
+    END
+    $fn$;
+    "#,
 ];
 
 /// Brings the schema up to date. A database written by a newer build is refused, not downgraded.

@@ -28,18 +28,24 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Statement};
 
 use super::codec::encode_changes;
+use super::footprint::{self, ReadSet};
 use super::location::redact;
 use super::postgres::{config, describe, sets_after, CHANNEL, MAX_CATCH_UP, SESSION_LIMITS};
 use super::reads::Counts;
 use super::statements::{self, Value, CLAIM_NONCE, META_GET, META_PUT, PURGE_NONCES};
-use super::{pg_schema, CatchUp, Change, StoreError, Written};
+use super::{pg_schema, CatchUp, Change, ChangeSet, StoreError, Written};
 
 /// Transaction advisory lock every writer holds from its catch-up to its commit.
 const WRITE_LOCK: i64 = 0x6b6d_735f_7772_6974; // "kms_writ"
 /// Numbers, appends and announces a change list in one statement.
 const APPEND: &str = "WITH n AS (UPDATE kms_feed SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq),
-          i AS (INSERT INTO kms_changes (seq, payload) SELECT last_seq, $1 FROM n RETURNING seq)
+          i AS (INSERT INTO kms_changes (seq, payload, touched) SELECT last_seq, $1, $3 FROM n RETURNING seq)
      SELECT seq, pg_notify($2, seq::text) FROM i";
+const LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
+const GUARD: &str = "SELECT kms_guard($1, $2)";
+const WITHIN: &str = "SELECT kms_within($1, $2)";
+/// The lists between a decision's position and the list being written (under the lock).
+const BETWEEN: &str = "SELECT seq, payload FROM kms_changes WHERE seq > $1 ORDER BY seq";
 const HEAD: &str = "SELECT last_seq FROM kms_feed WHERE id = 1";
 
 /// The store's connection with its runtime and prepared statements.
@@ -67,7 +73,9 @@ impl Session {
         })
     }
 
-    /// The live client, reconnecting first if the last one broke.
+    /// The live client, reconnecting first if the last one broke. (The connection is driven only
+    /// while this thread uses it: a server that went away while it was idle is noticed by the
+    /// next request, which fails; see [`recover`] for writes.)
     fn client(&mut self) -> Result<&Client, StoreError> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
             self.client = None;
@@ -140,8 +148,17 @@ impl Drop for Rt {
     }
 }
 
+/// What one request of a pipeline returned that the writer needs.
+enum Reply {
+    Done,
+    /// The sequence number the change list was given.
+    Seq(i64),
+    /// Change lists (`seq`, `payload`).
+    Lists(Vec<(i64, String)>),
+}
+
 /// One request of a pipeline.
-type Step<'a> = Pin<Box<dyn Future<Output = Result<Option<i64>, tokio_postgres::Error>> + 'a>>;
+type Step<'a> = Pin<Box<dyn Future<Output = Result<Reply, tokio_postgres::Error>> + 'a>>;
 
 /// Runs `steps` as one pipeline and returns their results in order.
 ///
@@ -149,8 +166,8 @@ type Step<'a> = Pin<Box<dyn Future<Output = Result<Option<i64>, tokio_postgres::
 /// prepared statement or a simple query nothing is awaited before that – and this polls every
 /// step for the first time in order, so the server receives, and runs, the requests in order while
 /// the client waits for the replies only once. (A general-purpose join gives no such promise.)
-async fn in_order(mut steps: Vec<Step<'_>>) -> Vec<Result<Option<i64>, tokio_postgres::Error>> {
-    let mut out: Vec<Option<Result<Option<i64>, tokio_postgres::Error>>> = steps.iter().map(|_| None).collect();
+async fn in_order(mut steps: Vec<Step<'_>>) -> Vec<Result<Reply, tokio_postgres::Error>> {
+    let mut out: Vec<Option<Result<Reply, tokio_postgres::Error>>> = steps.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
         let mut pending = false;
         for (step, slot) in steps.iter_mut().zip(out.iter_mut()) {
@@ -175,8 +192,13 @@ async fn in_order(mut steps: Vec<Step<'_>>) -> Vec<Result<Option<i64>, tokio_pos
 fn execute<'a>(client: &'a Client, stmt: &'a Statement, values: &'a [Value<'a>]) -> Step<'a> {
     Box::pin(async move {
         let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as _).collect();
-        client.execute(stmt, &params).await.map(|_| None)
+        client.execute(stmt, &params).await.map(|_| Reply::Done)
     })
+}
+
+/// `sql` run through the simple query protocol (transaction control) as a pipeline step.
+fn simple<'a>(client: &'a Client, sql: &'a str) -> Step<'a> {
+    Box::pin(async move { client.batch_execute(sql).await.map(|_| Reply::Done) })
 }
 
 /// The store's connection lives on its own thread and every operation runs there; the caller
@@ -303,7 +325,11 @@ impl PgStore {
     ) -> Result<Result<Written, E>, StoreError> {
         let mut open = OpenWrite { store: self, open: true };
         let began = self.call(move |s| {
-            let r = s.run(&[HEAD], async |c, st| begin_write(c, &st[0], applied).await);
+            let mut r = s.run(&[HEAD], async |c, st| begin_write(c, &st[0], applied).await);
+            if r.is_err() && s.client.as_ref().is_some_and(Client::is_closed) {
+                // A connection that died while idle: nothing was written, so once more on a new one.
+                r = s.run(&[HEAD], async |c, st| begin_write(c, &st[0], applied).await);
+            }
             if r.is_err() {
                 s.rollback();
             }
@@ -412,24 +438,151 @@ fn finish_write(s: &mut Session, changes: &[Change]) -> Result<u64, StoreError> 
     let mut sqls: Vec<&'static str> = planned.iter().map(|(sql, _)| *sql).collect();
     sqls.push(APPEND);
     let payload = encode_changes(changes);
+    let touched = footprint::touched(changes);
     s.run(&sqls, async |c, st| {
         let (append, writes) = st.split_last().expect("APPEND is last");
         let mut steps: Vec<Step<'_>> =
             writes.iter().zip(&planned).map(|(stmt, (_, values))| execute(c, stmt, values)).collect();
-        steps.push(Box::pin(async {
-            let row = c.query_one(append, &[&payload, &CHANNEL]).await?;
-            row.try_get::<_, i64>(0).map(Some)
-        }));
+        steps.push(append_step(c, append, &payload, &touched));
         // After a failed statement the server refuses the rest and turns COMMIT into a rollback
         // (reporting no error for it): the write succeeded only if every step did.
-        steps.push(Box::pin(async { c.batch_execute("COMMIT").await.map(|_| None) }));
+        steps.push(simple(c, "COMMIT"));
         let mut seq = None;
         for r in in_order(steps).await {
-            if let Some(n) = r? {
+            if let Reply::Seq(n) = r? {
                 seq = Some(n);
             }
         }
         let seq = seq.ok_or_else(|| StoreError("the change list was not numbered".into()))?;
         Ok(seq as u64)
+    })
+}
+
+/// The append (numbering, payload, touched names, notification) as a pipeline step.
+fn append_step<'a>(c: &'a Client, append: &'a Statement, payload: &'a str, touched: &'a [String]) -> Step<'a> {
+    Box::pin(async move {
+        let row = c.query_one(append, &[&payload, &CHANNEL, &touched]).await?;
+        row.try_get::<_, i64>(0).map(Reply::Seq)
+    })
+}
+
+/// Change lists as read (`seq`, `payload`).
+type Lists = Vec<(i64, String)>;
+/// A written list's sequence number, and the lists committed between its decision and it.
+type Landed = (u64, Lists);
+
+/// What [`PgStore::write_decided`] did.
+pub enum Decided {
+    /// Committed as list `seq`; `between` are the lists others committed after the decision's
+    /// position, which the caller applies before its own.
+    Committed { seq: u64, between: Vec<ChangeSet> },
+    /// Something the decision read changed since its position, or a counter would pass its
+    /// limit: nothing was written; decide again under the lock.
+    Conflict,
+}
+
+impl PgStore {
+    /// Commits `changes`, decided on the state as of list `after` having read `reads`, in one
+    /// round trip: `BEGIN`, the write lock, the guard, the change statements, the limit checks,
+    /// the lists committed in between, the append and `COMMIT`, pipelined. The lock is held only
+    /// while the server runs them, never across a round trip to this node.
+    pub fn write_decided(&mut self, after: u64, changes: Vec<Change>, reads: ReadSet) -> Result<Decided, StoreError> {
+        self.call(move |s| {
+            let mut r = write_decided(s, after, &changes, &reads);
+            if let Err(e) = &r {
+                s.rollback();
+                if s.client.is_none() || s.client.as_ref().is_some_and(Client::is_closed) {
+                    // The connection broke: the write may or may not have committed.
+                    r = recover(s, after, &changes).map_err(|_| e.clone());
+                }
+            }
+            r.map(|d| match d {
+                Some((seq, between)) => {
+                    let mut sets =
+                        crate::store::postgres::sets_after(after, &between).ok().flatten().unwrap_or_default();
+                    sets.push(ChangeSet { seq, changes });
+                    Decided::Committed { seq, between: sets }
+                }
+                None => Decided::Conflict,
+            })
+        })?
+    }
+}
+
+/// The pipeline of [`PgStore::write_decided`]: `Some((seq, lists in between))`, or `None` when
+/// the guard or a limit refused.
+fn write_decided(
+    s: &mut Session,
+    after: u64,
+    changes: &[Change],
+    reads: &ReadSet,
+) -> Result<Option<Landed>, StoreError> {
+    let planned: Vec<statements::Statement<'_>> = changes.iter().flat_map(statements::for_change).collect();
+    let mut sqls: Vec<&'static str> = vec![LOCK, GUARD, WITHIN, BETWEEN, APPEND];
+    sqls.extend(planned.iter().map(|(sql, _)| *sql));
+    let payload = encode_changes(changes);
+    let touched = footprint::touched(changes);
+    let names: Vec<&str> = reads.names.iter().map(String::as_str).collect();
+    let after = after as i64;
+    let outcome = s.run(&sqls, async |c, st| {
+        let [lock, guard, within, between, append, writes @ ..] = st else { unreachable!("five fixed statements") };
+        let mut steps: Vec<Step<'_>> = vec![
+            simple(c, "BEGIN"),
+            Box::pin(async { c.execute(lock, &[&WRITE_LOCK]).await.map(|_| Reply::Done) }),
+            // Runs after the lock is granted, so it sees every list committed before.
+            Box::pin(async { c.execute(guard, &[&after, &names]).await.map(|_| Reply::Done) }),
+        ];
+        steps.extend(writes.iter().zip(&planned).map(|(stmt, (_, values))| execute(c, stmt, values)));
+        for (counter, most) in &reads.limits {
+            steps.push(Box::pin(async move { c.execute(within, &[counter, most]).await.map(|_| Reply::Done) }));
+        }
+        steps.push(Box::pin(async {
+            let rows = c.query(between, &[&after]).await?;
+            let lists = rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_, _>>()?;
+            Ok(Reply::Lists(lists))
+        }));
+        steps.push(append_step(c, append, &payload, &touched));
+        steps.push(simple(c, "COMMIT"));
+        let (mut seq, mut lists) = (None, Vec::new());
+        for r in in_order(steps).await {
+            match r {
+                Ok(Reply::Seq(n)) => seq = Some(n),
+                Ok(Reply::Lists(l)) => lists = l,
+                Ok(Reply::Done) => {}
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE) => {
+                    return Ok(None)
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let seq = seq.ok_or_else(|| StoreError("the change list was not numbered".into()))?;
+        Ok(Some((seq as u64, lists)))
+    })?;
+    Ok(outcome)
+}
+
+/// After the connection broke during a write: whether the change list committed, asked on a new
+/// connection under the write lock – so a transaction still running on the old backend has
+/// ended first. The list is found by its payload (it holds the new records' fresh ids and
+/// times: two lists are never equal). Committed: `Some`, with the lists in between; not
+/// committed: `None`, and the caller decides again. A client told "unavailable" after a write
+/// that did commit would retry it and make it twice; this is what prevents that.
+fn recover(s: &mut Session, after: u64, changes: &[Change]) -> Result<Option<Landed>, StoreError> {
+    let payload = encode_changes(changes);
+    let after = after as i64;
+    s.run(&[LOCK, BETWEEN], async |c, st| {
+        c.batch_execute("BEGIN").await?;
+        c.execute(&st[0], &[&WRITE_LOCK]).await?;
+        let rows = c.query(&st[1], &[&after]).await?;
+        c.batch_execute("COMMIT").await?;
+        let mut lists = Vec::new();
+        for r in rows {
+            let (seq, p): (i64, String) = (r.try_get(0)?, r.try_get(1)?);
+            if p == payload {
+                return Ok(Some((seq as u64, lists)));
+            }
+            lists.push((seq, p));
+        }
+        Ok(None)
     })
 }

@@ -68,8 +68,17 @@ pub enum Count {
 impl Count {
     const ALL: [Count; 4] = [Count::Keys, Count::UserKeys, Count::Aliases, Count::Secrets];
 
+    /// The listing whose every change can change it (`footprint.rs`).
+    pub fn listing(self) -> &'static str {
+        match self {
+            Count::Keys | Count::UserKeys => super::footprint::KEYS,
+            Count::Aliases => super::footprint::ALIASES,
+            Count::Secrets => super::footprint::SECRETS,
+        }
+    }
+
     /// Its row in `resource_counts`.
-    fn row(self) -> &'static str {
+    pub fn row(self) -> &'static str {
         match self {
             Count::Keys => "keys",
             Count::UserKeys => "user_keys",
