@@ -18,6 +18,7 @@ mod cache;
 mod caller;
 mod crypto_ops;
 mod feed;
+mod group;
 mod hsm;
 mod import;
 mod keys;
@@ -51,7 +52,7 @@ use crate::crypto::{Algorithm, SymCipher};
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::ids::KeyRef;
 use crate::model::{KeyRecord, KeyState, ProtectionLevel};
-use crate::store::{Change, Decided, PgFeed, Reader, Store, StoreError, StoreLocation};
+use crate::store::{Change, Early, PgFeed, Reader, Store, StoreError, StoreLocation};
 use cache::{CipherCache, Material};
 use state::State;
 use view::View;
@@ -121,6 +122,8 @@ pub struct Engine {
     /// otherwise each decide twice).
     last_conflict_ms: std::sync::atomic::AtomicU64,
     opened: Instant,
+    /// Early decisions waiting to be committed together.
+    batcher: group::Batcher,
     /// Connections for reads on demand (cache misses, listings), apart from the writer's.
     reader: Reader,
     location: StoreLocation,
@@ -231,6 +234,7 @@ impl Engine {
             next_store: Default::default(),
             last_conflict_ms: std::sync::atomic::AtomicU64::new(0),
             opened: Instant::now(),
+            batcher: Default::default(),
             reader,
             location: opts.store,
             node_id: opts.node_id,
@@ -337,26 +341,15 @@ impl Engine {
                 _ => None,
             })
             .collect();
-        let mut store = self.store();
-        let t0 = Instant::now();
-        let decided = store.write_decided(after, changes, reads);
-        drop(store);
-        // Only a refused decision is certainly not in the store: after a failure the commit's
-        // outcome is unknown, and a committed version's object must stay.
-        if matches!(decided, Ok(Decided::Conflict)) {
-            for (key_id, label) in &objects {
-                self.destroy_token_objects(key_id, std::slice::from_ref(label));
-            }
-        }
-        match decided.map_err(|e| self.store_failure(e))? {
-            Decided::Committed { between, .. } => {
-                // Under the lock the store read every list before this one: the cache, brought
-                // up to this one, is current as of `t0`.
-                feed::apply_sets(&mut self.state.write(), &self.ciphers, &between);
-                self.freshness.mark(t0);
-                Ok(Some(out))
-            }
-            Decided::Conflict => {
+        match self.commit_early(Early { after, changes, reads }) {
+            group::Outcome::Committed => Ok(Some(out)),
+            group::Outcome::Failed(e) => Err(self.store_failure(e)),
+            group::Outcome::Conflict => {
+                // Only a refused decision is certainly not in the store: after a failure the
+                // commit's outcome is unknown, and a committed version's object must stay.
+                for (key_id, label) in &objects {
+                    self.destroy_token_objects(key_id, std::slice::from_ref(label));
+                }
                 let now_ms = self.opened.elapsed().as_millis() as u64 + CONFLICT_BACKOFF_MS;
                 self.last_conflict_ms.store(now_ms, Relaxed);
                 Ok(None)

@@ -174,6 +174,70 @@ fn writers_on_three_nodes_keep_versions_and_stages_consistent() {
     }
 }
 
+#[test]
+fn early_decisions_batched_on_every_node_keep_versions_stages_aliases_and_limits() {
+    // Four writers on each of three nodes: their early decisions are batched per node and raced
+    // across nodes; conflicting ones (one key's versions, one secret's stages, one alias) must be
+    // refused by the guard or the batch and decided again, and independent ones (new keys) must
+    // stop at the key limit exactly.
+    let c = cluster(3);
+    let key = create_key(&c.nodes[0]);
+    let targets: Vec<String> = (0..3).map(|_| create_key(&c.nodes[0])).collect();
+    c.nodes[0].create_alias(&owner(), "alias/moving", &targets[0]).unwrap();
+    create_secret(&c.nodes[0], "hot");
+    let start = Arc::new(Barrier::new(12));
+    let created = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for (i, n) in c.nodes.iter().enumerate() {
+            for w in 0..4 {
+                let (key, targets, start, created) = (key.clone(), targets.clone(), start.clone(), &created);
+                s.spawn(move || {
+                    start.wait();
+                    for j in 0..4 {
+                        n.create_key_version(&owner(), &key).unwrap();
+                        put_secret(n, "hot", &format!("n{i}-w{w}-v{j}"));
+                        n.update_alias(&owner(), "alias/moving", &targets[(i + w + j) % 3]).unwrap();
+                    }
+                    loop {
+                        match n.create_key(&owner(), CreateKeyRequest::default()) {
+                            Ok(_) => created.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                            Err(e) if e.code() == E::LimitExceeded => break,
+                            Err(e) => panic!("{e}"),
+                        };
+                    }
+                });
+            }
+        }
+    });
+    let last = c.nodes.iter().map(|n| n.state.read().applied_seq).max().unwrap();
+    let stored = c.nodes[0].stored_key(&key).unwrap();
+    let stored_secret = c.nodes[0].stored_secret("hot").unwrap();
+    assert_eq!(stored.versions.len(), 1 + 12 * 4, "every version, once");
+    let ids: std::collections::HashSet<_> = stored.versions.iter().map(|v| &v.version_id).collect();
+    assert_eq!(ids.len(), stored.versions.len());
+    assert_eq!(stored.key.primary_version.as_ref(), Some(&stored.versions.last().unwrap().version_id));
+    let sv = &stored_secret.versions;
+    assert_eq!(sv.len(), 1 + 12 * 4);
+    let current = sv.iter().filter(|v| v.stages.iter().any(|s| s == "ACSCurrent")).count();
+    let previous = sv.iter().filter(|v| v.stages.iter().any(|s| s == "ACSPrevious")).count();
+    assert_eq!((current, previous), (1, 1), "exactly one ACSCurrent and one ACSPrevious");
+    let max = Limits::default().max_keys;
+    let user_keys = c.nodes[0]
+        .reader
+        .run(|db| crate::store::rows::first(db, "SELECT count(*) FROM keys WHERE service IS NULL", &[], |r| r.int(0)))
+        .unwrap()
+        .unwrap() as usize;
+    assert_eq!(user_keys, max, "user keys stop at the limit, not past it");
+    assert_eq!(created.load(std::sync::atomic::Ordering::Relaxed), max - 1 - 3, "every acknowledged key is there");
+    for n in &c.nodes {
+        within(SETTLE, || n.state.read().applied_seq == last);
+        let k = n.cached_key(&key).expect("kept in the cache");
+        assert_eq!(format!("{:?}", k.versions), format!("{:?}", stored.versions), "the cache equals the store");
+        let target = n.describe_key(&owner(), "alias/moving").unwrap().key_metadata.key_id;
+        assert!(targets.contains(&target));
+    }
+}
+
 pub(super) fn create_secret(e: &Engine, name: &str) {
     e.create_secret(
         &owner(),

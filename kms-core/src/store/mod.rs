@@ -22,7 +22,7 @@ mod sqlite_schema;
 pub(crate) mod statements;
 
 pub use location::{redact as redact_url, StoreLocation};
-pub use pg_store::{Decided, PgStore};
+pub use pg_store::{Decided, Early, PgStore};
 pub use postgres::PgFeed;
 pub use reader::Reader;
 pub use sqlite::SqliteStore;
@@ -187,8 +187,8 @@ impl Store {
 
     /// One write. `catch_up` first receives what others committed since `applied` (on a shared
     /// store, under the write lock, so nothing can be committed in between); then `decide` looks at
-    /// the caught-up state (and the counters, when the transaction read them) and returns the changes, which commit atomically and durably as the next
-    /// change list. Returns its sequence number (0 on an unshared store) with the changes, or
+    /// the caught-up state (and the counters, when the transaction read them) and returns the
+    /// changes, which commit atomically and durably as the next change list. Returns its sequence number (0 on an unshared store) with the changes, or
     /// `None` when `decide` returned no change.
     /// An error from `decide` rolls everything back and is returned as `Ok(Err(..))`.
     pub fn write<E>(
@@ -215,18 +215,12 @@ impl Store {
         }
     }
 
-    /// Commits `changes` decided before the write lock on the state as of list `after`, unless a
-    /// list committed since touched what `reads` names (PostgreSQL only; see
-    /// [`PgStore::write_decided`]).
-    pub fn write_decided(
-        &mut self,
-        after: u64,
-        changes: Vec<Change>,
-        reads: footprint::ReadSet,
-    ) -> Result<Decided, StoreError> {
+    /// Commits writes decided before the write lock, unless a list committed since touched what
+    /// one of them read (PostgreSQL only; see [`PgStore::write_early`]).
+    pub fn write_early(&mut self, batch: Vec<Early>) -> Result<Decided, StoreError> {
         match self {
             Store::Sqlite(_) => Ok(Decided::Conflict),
-            Store::Postgres(s) => s.write_decided(after, changes, reads),
+            Store::Postgres(s) => s.write_early(batch),
         }
     }
 

@@ -471,37 +471,47 @@ type Lists = Vec<(i64, String)>;
 /// A written list's sequence number, and the lists committed between its decision and it.
 type Landed = (u64, Lists);
 
-/// What [`PgStore::write_decided`] did.
+/// One write decided before the lock: the changes, the position of the state they were decided
+/// on, and what the decision read.
+pub struct Early {
+    pub after: u64,
+    pub changes: Vec<Change>,
+    pub reads: ReadSet,
+}
+
+/// What [`PgStore::write_early`] did.
 pub enum Decided {
-    /// Committed as list `seq`; `between` are the lists others committed after the decision's
-    /// position, which the caller applies before its own.
-    Committed { seq: u64, between: Vec<ChangeSet> },
-    /// Something the decision read changed since its position, or a counter would pass its
-    /// limit: nothing was written; decide again under the lock.
+    /// Committed, each write as its own change list, in order. `sets` are the lists from the
+    /// earliest position on: others' lists in between, then these – for the caller to apply.
+    Committed { sets: Vec<ChangeSet> },
+    /// Something a decision read changed since its position, or a counter would pass its limit:
+    /// nothing was written; decide again under the lock.
     Conflict,
 }
 
 impl PgStore {
-    /// Commits `changes`, decided on the state as of list `after` having read `reads`, in one
-    /// round trip: `BEGIN`, the write lock, the guard, the change statements, the limit checks,
-    /// the lists committed in between, the append and `COMMIT`, pipelined. The lock is held only
-    /// while the server runs them, never across a round trip to this node.
-    pub fn write_decided(&mut self, after: u64, changes: Vec<Change>, reads: ReadSet) -> Result<Decided, StoreError> {
+    /// Commits a batch of early writes (their reads must not meet what an earlier one in the
+    /// batch touches: the caller checks) in one round trip and one WAL flush: `BEGIN`, the write
+    /// lock, each write's guard, the change statements, the limit checks, the lists committed in
+    /// between, one append per write and `COMMIT`, pipelined. The lock is held only while the
+    /// server runs them, never across a round trip to this node. All or nothing.
+    pub fn write_early(&mut self, batch: Vec<Early>) -> Result<Decided, StoreError> {
         self.call(move |s| {
-            let mut r = write_decided(s, after, &changes, &reads);
+            let mut r = write_early(s, &batch);
             if let Err(e) = &r {
                 s.rollback();
                 if s.client.is_none() || s.client.as_ref().is_some_and(Client::is_closed) {
-                    // The connection broke: the write may or may not have committed.
-                    r = recover(s, after, &changes).map_err(|_| e.clone());
+                    // The connection broke: the batch may or may not have committed.
+                    r = recover(s, &batch).map_err(|_| e.clone());
                 }
             }
+            let from = batch.iter().map(|e| e.after).min().unwrap_or(0);
             r.map(|d| match d {
-                Some((seq, between)) => {
+                Some((first, between)) => {
                     let mut sets =
-                        crate::store::postgres::sets_after(after, &between).ok().flatten().unwrap_or_default();
-                    sets.push(ChangeSet { seq, changes });
-                    Decided::Committed { seq, between: sets }
+                        crate::store::postgres::sets_after(from, &between).ok().flatten().unwrap_or_default();
+                    sets.extend(batch.into_iter().zip(first..).map(|(e, seq)| ChangeSet { seq, changes: e.changes }));
+                    Decided::Committed { sets }
                 }
                 None => Decided::Conflict,
             })
@@ -509,44 +519,47 @@ impl PgStore {
     }
 }
 
-/// The pipeline of [`PgStore::write_decided`]: `Some((seq, lists in between))`, or `None` when
-/// the guard or a limit refused.
-fn write_decided(
-    s: &mut Session,
-    after: u64,
-    changes: &[Change],
-    reads: &ReadSet,
-) -> Result<Option<Landed>, StoreError> {
-    let planned: Vec<statements::Statement<'_>> = changes.iter().flat_map(statements::for_change).collect();
+/// The pipeline of [`PgStore::write_early`]: `Some((the first write's seq, lists in between))`,
+/// or `None` when a guard or a limit refused.
+fn write_early(s: &mut Session, batch: &[Early]) -> Result<Option<Landed>, StoreError> {
+    let planned: Vec<statements::Statement<'_>> =
+        batch.iter().flat_map(|e| e.changes.iter().flat_map(statements::for_change)).collect();
     let mut sqls: Vec<&'static str> = vec![LOCK, GUARD, WITHIN, BETWEEN, APPEND];
     sqls.extend(planned.iter().map(|(sql, _)| *sql));
-    let payload = encode_changes(changes);
-    let touched = footprint::touched(changes);
-    let names: Vec<&str> = reads.names.iter().map(String::as_str).collect();
-    let after = after as i64;
+    let appended: Vec<(String, Vec<String>)> =
+        batch.iter().map(|e| (encode_changes(&e.changes), footprint::touched(&e.changes))).collect();
+    let guards: Vec<(i64, Vec<&str>)> =
+        batch.iter().map(|e| (e.after as i64, e.reads.names.iter().map(String::as_str).collect())).collect();
+    let limits: Vec<(&str, i64)> = batch.iter().flat_map(|e| e.reads.limits.iter().copied()).collect();
+    let from = batch.iter().map(|e| e.after).min().unwrap_or(0) as i64;
     let outcome = s.run(&sqls, async |c, st| {
         let [lock, guard, within, between, append, writes @ ..] = st else { unreachable!("five fixed statements") };
-        let mut steps: Vec<Step<'_>> = vec![
-            simple(c, "BEGIN"),
-            Box::pin(async { c.execute(lock, &[&WRITE_LOCK]).await.map(|_| Reply::Done) }),
-            // Runs after the lock is granted, so it sees every list committed before.
-            Box::pin(async { c.execute(guard, &[&after, &names]).await.map(|_| Reply::Done) }),
-        ];
+        let mut steps: Vec<Step<'_>> =
+            vec![simple(c, "BEGIN"), Box::pin(async { c.execute(lock, &[&WRITE_LOCK]).await.map(|_| Reply::Done) })];
+        // After the lock is granted, so they see every list committed before.
+        for (after, names) in &guards {
+            steps.push(Box::pin(async move { c.execute(guard, &[after, names]).await.map(|_| Reply::Done) }));
+        }
         steps.extend(writes.iter().zip(&planned).map(|(stmt, (_, values))| execute(c, stmt, values)));
-        for (counter, most) in &reads.limits {
+        // Against the counters once every write of the batch is in.
+        for (counter, most) in &limits {
             steps.push(Box::pin(async move { c.execute(within, &[counter, most]).await.map(|_| Reply::Done) }));
         }
         steps.push(Box::pin(async {
-            let rows = c.query(between, &[&after]).await?;
+            let rows = c.query(between, &[&from]).await?;
             let lists = rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_, _>>()?;
             Ok(Reply::Lists(lists))
         }));
-        steps.push(append_step(c, append, &payload, &touched));
+        for (payload, touched) in &appended {
+            steps.push(append_step(c, append, payload, touched));
+        }
         steps.push(simple(c, "COMMIT"));
-        let (mut seq, mut lists) = (None, Vec::new());
+        let (mut first, mut lists) = (None, Vec::new());
         for r in in_order(steps).await {
             match r {
-                Ok(Reply::Seq(n)) => seq = Some(n),
+                Ok(Reply::Seq(n)) => {
+                    first.get_or_insert(n);
+                }
                 Ok(Reply::Lists(l)) => lists = l,
                 Ok(Reply::Done) => {}
                 Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE) => {
@@ -555,25 +568,27 @@ fn write_decided(
                 Err(e) => return Err(e.into()),
             }
         }
-        let seq = seq.ok_or_else(|| StoreError("the change list was not numbered".into()))?;
-        Ok(Some((seq as u64, lists)))
+        let first = first.ok_or_else(|| StoreError("the change lists were not numbered".into()))?;
+        Ok(Some((first as u64, lists)))
     })?;
     Ok(outcome)
 }
 
-/// After the connection broke during a write: whether the change list committed, asked on a new
+/// After the connection broke during a write: whether the batch committed, asked on a new
 /// connection under the write lock – so a transaction still running on the old backend has
-/// ended first. The list is found by its payload (it holds the new records' fresh ids and
-/// times: two lists are never equal). Committed: `Some`, with the lists in between; not
-/// committed: `None`, and the caller decides again. A client told "unavailable" after a write
-/// that did commit would retry it and make it twice; this is what prevents that.
-fn recover(s: &mut Session, after: u64, changes: &[Change]) -> Result<Option<Landed>, StoreError> {
-    let payload = encode_changes(changes);
-    let after = after as i64;
+/// ended first. The batch is found by its first list's payload (it holds the new records' fresh
+/// ids and times: two lists are never equal; the batch commits whole or not at all). Committed:
+/// `Some`, with the lists in between; not committed: `None`, and the caller decides again. A
+/// client told "unavailable" after a write that did commit would retry it and make it twice;
+/// this is what prevents that.
+fn recover(s: &mut Session, batch: &[Early]) -> Result<Option<Landed>, StoreError> {
+    let Some(first) = batch.first() else { return Ok(None) };
+    let payload = encode_changes(&first.changes);
+    let from = batch.iter().map(|e| e.after).min().unwrap_or(0) as i64;
     s.run(&[LOCK, BETWEEN], async |c, st| {
         c.batch_execute("BEGIN").await?;
         c.execute(&st[0], &[&WRITE_LOCK]).await?;
-        let rows = c.query(&st[1], &[&after]).await?;
+        let rows = c.query(&st[1], &[&from]).await?;
         c.batch_execute("COMMIT").await?;
         let mut lists = Vec::new();
         for r in rows {
