@@ -5,6 +5,8 @@
 # PutSecretValue aggregate over the three nodes, and DisableKey propagation node 0 -> node 1.
 #   bench/store.sh                    3 s per cell
 #   SECONDS_PER_CELL=1 bench/store.sh
+#   PG_DELAY_US=250 bench/store.sh    the nodes reach PostgreSQL through a relay adding 250 µs each
+#                                     way (a network between them; kms-delay, bench/src/delay.rs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p sidecar -p kms-bench
@@ -18,6 +20,11 @@ cleanup() {
 }
 trap cleanup EXIT
 pg_start 18250
+node_url=$url
+if [ -n "${PG_DELAY_US:-}" ]; then
+  target/release/kms-delay 127.0.0.1:18251 127.0.0.1:18250 "$PG_DELAY_US" &
+  node_url=${url/:18250/:18251}
+fi
 # Room for the write cells: a region's default limits (200 keys) would refuse most CreateKeys.
 cat >"$dir/bench.toml" <<TOML
 [engine.limits]
@@ -34,9 +41,9 @@ start() { # name listen [store]
   echo "sidecar $1 did not start"; cat "$dir/$1.log"; exit 1
 }
 start sqlite 127.0.0.1:18260
-start n0 127.0.0.1:18261 "$url"
-start n1 127.0.0.1:18262 "$url"
-start n2 127.0.0.1:18263 "$url"
-echo "machine: $(nproc) cores; PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}'), fsync on; load generator and all four sidecars on the same machine"
+start n0 127.0.0.1:18261 "$node_url"
+start n1 127.0.0.1:18262 "$node_url"
+start n2 127.0.0.1:18263 "$node_url"
+echo "machine: $(nproc) cores; PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}')${PG_DELAY_US:+ reached through ${PG_DELAY_US} µs each way}, fsync on; load generator and all four sidecars on the same machine"
 target/release/kms-loadgen store --sqlite 127.0.0.1:18260 --nodes 127.0.0.1:18261,127.0.0.1:18262,127.0.0.1:18263 \
   --access-key-id $ak --access-key-secret $sk --seconds "${SECONDS_PER_CELL:-3}"
