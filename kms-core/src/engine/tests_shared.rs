@@ -380,3 +380,14 @@ fn a_killed_feed_connection_catches_up_or_refuses() {
         within(SETTLE, || encrypt(&c.nodes[1], &key).is_ok());
     }
 }
+
+#[test]
+fn a_url_that_requires_tls_is_refused_not_downgraded() {
+    let url = pg_harness::fresh_database("tls");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let e = match Store::open(&StoreLocation::Postgres(format!("{url}{sep}sslmode=require"))) {
+        Ok(_) => panic!("opened without TLS although the URL requires it"),
+        Err(e) => e,
+    };
+    assert!(e.0.contains("TLS"), "{e}");
+}
