@@ -391,3 +391,63 @@ fn a_url_that_requires_tls_is_refused_not_downgraded() {
     };
     assert!(e.0.contains("TLS"), "{e}");
 }
+
+#[test]
+fn writers_whose_connections_are_cut_mid_write_neither_lose_nor_double_a_key() {
+    // Three nodes create keys while another session keeps terminating whichever writer backend
+    // is committing (mid-COMMIT, mid-pipeline). A call that succeeded must have its key stored;
+    // a call that failed must not have one: a broken write is looked up before it is answered.
+    let c = cluster(3);
+    let db = c.url.rsplit('/').next().unwrap().to_string();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (acked, failed) = (Mutex::new(Vec::new()), std::sync::atomic::AtomicUsize::new(0));
+    let cut = std::thread::scope(|s| {
+        for n in &c.nodes {
+            let (stop, acked, failed) = (&stop, &acked, &failed);
+            s.spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match n.create_key(&owner(), CreateKeyRequest::default()) {
+                        Ok(r) => acked.lock().push(r.key_metadata.key_id),
+                        Err(e) if e.code() == E::LimitExceeded => break,
+                        Err(e) => {
+                            assert_eq!(e.code(), E::ServiceUnavailableTemporary, "{e}");
+                            failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+        let mut cut = 0;
+        for _ in 0..80 {
+            std::thread::sleep(Duration::from_millis(10));
+            cut += pg_harness::shared()
+                .sql(
+                    "postgres",
+                    &format!(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                          WHERE datname = '{db}' AND state = 'active' AND query LIKE '%COMMIT%'"
+                    ),
+                )
+                .unwrap()
+                .len();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        cut
+    });
+    let acked = acked.into_inner();
+    let stored = c.nodes[0]
+        .reader
+        .run(|db| crate::store::rows::first(db, "SELECT count(*) FROM keys WHERE service IS NULL", &[], |r| r.int(0)))
+        .unwrap()
+        .unwrap() as usize;
+    for id in &acked {
+        assert!(c.nodes[0].stored_key(id).is_some(), "acknowledged key {id} lost");
+    }
+    eprintln!(
+        "{cut} writer backends cut; {} keys acknowledged, {} calls failed, {stored} keys stored",
+        acked.len(),
+        failed.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert!(acked.len() > 20);
+    assert_eq!(stored, acked.len(), "a failed call left a key behind (or an acknowledged one is missing)");
+}

@@ -342,6 +342,11 @@ impl PgStore {
                 return Err(e);
             }
         };
+        // Where this write's list goes: after the head as it was under the lock.
+        let head = match &cu {
+            CatchUp::Sets(sets) => sets.last().map_or(applied, |set| set.seq),
+            CatchUp::Reset(seq) => *seq,
+        };
         catch_up(cu);
         let changes = match decide(&counts) {
             Ok(c) => c,
@@ -352,9 +357,17 @@ impl PgStore {
         }
         open.open = false;
         let seq = self.call(move |s| {
-            let r = finish_write(s, &changes);
-            if r.is_err() {
+            let mut r = finish_write(s, &changes);
+            if let Err(e) = &r {
                 s.rollback();
+                if s.client.is_none() || s.client.as_ref().is_some_and(Client::is_closed) {
+                    // The connection broke: committed or not? Not committed is still an error
+                    // (nothing was written; the client may safely retry).
+                    r = match recover(s, head, &changes) {
+                        Ok(Some((seq, _))) => Ok(seq),
+                        _ => Err(e.clone()),
+                    };
+                }
             }
             r.map(|seq| (seq, changes))
         })??;
@@ -502,7 +515,9 @@ impl PgStore {
                 s.rollback();
                 if s.client.is_none() || s.client.as_ref().is_some_and(Client::is_closed) {
                     // The connection broke: the batch may or may not have committed.
-                    r = recover(s, &batch).map_err(|_| e.clone());
+                    let from = batch.iter().map(|e| e.after).min().unwrap_or(0);
+                    let first = batch.first().map_or(&[][..], |e| &e.changes[..]);
+                    r = recover(s, from, first).map_err(|_| e.clone());
                 }
             }
             let from = batch.iter().map(|e| e.after).min().unwrap_or(0);
@@ -574,17 +589,19 @@ fn write_early(s: &mut Session, batch: &[Early]) -> Result<Option<Landed>, Store
     Ok(outcome)
 }
 
-/// After the connection broke during a write: whether the batch committed, asked on a new
-/// connection under the write lock – so a transaction still running on the old backend has
-/// ended first. The batch is found by its first list's payload (it holds the new records' fresh
-/// ids and times: two lists are never equal; the batch commits whole or not at all). Committed:
-/// `Some`, with the lists in between; not committed: `None`, and the caller decides again. A
+/// After the connection broke during a write: whether it committed, asked on a new connection
+/// under the write lock – so a transaction still running on the old backend has ended first. The
+/// write (for a batch, its first list: a batch commits whole or not at all) is found among the
+/// lists after `from` by its payload, which holds the new records' fresh ids and times: two lists
+/// are never equal. Committed: `Some`, with the lists in between; not committed: `None`. A
 /// client told "unavailable" after a write that did commit would retry it and make it twice;
 /// this is what prevents that.
-fn recover(s: &mut Session, batch: &[Early]) -> Result<Option<Landed>, StoreError> {
-    let Some(first) = batch.first() else { return Ok(None) };
-    let payload = encode_changes(&first.changes);
-    let from = batch.iter().map(|e| e.after).min().unwrap_or(0) as i64;
+fn recover(s: &mut Session, from: u64, first: &[Change]) -> Result<Option<Landed>, StoreError> {
+    if first.is_empty() {
+        return Ok(None);
+    }
+    let payload = encode_changes(first);
+    let from = from as i64;
     s.run(&[LOCK, BETWEEN], async |c, st| {
         c.batch_execute("BEGIN").await?;
         c.execute(&st[0], &[&WRITE_LOCK]).await?;
