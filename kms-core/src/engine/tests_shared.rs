@@ -451,3 +451,91 @@ fn writers_whose_connections_are_cut_mid_write_neither_lose_nor_double_a_key() {
     assert!(acked.len() > 20);
     assert_eq!(stored, acked.len(), "a failed call left a key behind (or an acknowledged one is missing)");
 }
+
+/// A CA and a server certificate for 127.0.0.1 made with the `openssl` CLI, readable by the
+/// server (owned by `postgres` when the tests run as root).
+fn server_certificates(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let p = |f: &str| dir.join(format!("{name}-{f}"));
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let s = |p: &std::path::PathBuf| p.to_str().unwrap().to_string();
+    let (ca_key, ca, key, csr, crt, ext) =
+        (p("ca.key"), p("ca.pem"), p("server.key"), p("server.csr"), p("server.crt"), p("ext"));
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &["-keyout", &s(&ca_key), "-out", &s(&ca), "-days", "1", "-subj", "/CN=kms test CA"],
+    ]
+    .concat());
+    run(&[&["req"][..], &ec, &["-keyout", &s(&key), "-out", &s(&csr), "-subj", "/CN=127.0.0.1"]].concat());
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &s(&csr),
+        "-CA",
+        &s(&ca),
+        "-CAkey",
+        &s(&ca_key),
+        "-CAcreateserial",
+        "-out",
+        &s(&crt),
+        "-days",
+        "1",
+        "-extfile",
+        &s(&ext),
+    ]);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if is_root() {
+        let _ = std::process::Command::new("chown").arg("postgres:").arg(&key).arg(&crt).status();
+    }
+    (ca, crt, key)
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+#[test]
+fn tls_to_postgres_verifies_the_server_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, crt, key) = server_certificates(certs.path(), "good");
+    let (other_ca, _, _) = server_certificates(certs.path(), "other");
+    let pg = pg_harness::Cluster::start(&[
+        "ssl = on",
+        &format!("ssl_cert_file = '{}'", crt.display()),
+        &format!("ssl_key_file = '{}'", key.display()),
+    ])
+    .unwrap();
+    let url = pg.create_database("kms").unwrap();
+    // The right CA: an engine works over TLS, and every one of its sessions is encrypted.
+    let tls_url = format!("{url}?sslmode=require&sslrootcert={}&application_name=kms-tls", ca.display());
+    let dir = tempfile::tempdir().unwrap();
+    let e = node_on(&tls_url, dir.path(), Arc::new(ManualClock::new(T0)), "tls");
+    let key_id = create_key(&e);
+    assert!(encrypt(&e, &key_id).is_ok());
+    let plain = pg
+        .sql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+              WHERE a.application_name = 'kms-tls' AND NOT s.ssl",
+        )
+        .unwrap();
+    let sessions =
+        pg.sql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'kms-tls'").unwrap();
+    assert_eq!(plain, ["0"], "every session over TLS");
+    assert_ne!(sessions, ["0"]);
+    // A server whose certificate another CA signed is refused.
+    let wrong = format!("{url}?sslmode=require&sslrootcert={}", other_ca.display());
+    let err = match Store::open(&StoreLocation::Postgres(wrong)) {
+        Ok(_) => panic!("connected to a server the CA did not vouch for"),
+        Err(e) => e,
+    };
+    assert!(err.0.contains("certificate"), "{err}");
+}

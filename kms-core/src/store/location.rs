@@ -19,7 +19,7 @@ impl StoreLocation {
         }
         let lower = t.to_ascii_lowercase();
         if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
-            t.parse::<::postgres::Config>().map_err(|e| format!("store URL {}: {e}", redact(t)))?;
+            super::postgres::config(t).map_err(|e| e.0)?;
             return Ok(StoreLocation::Postgres(t.to_string()));
         }
         if lower.contains("://") {

@@ -13,6 +13,7 @@ pub mod footprint;
 mod location;
 mod pg_schema;
 mod pg_store;
+mod pg_tls;
 pub mod postgres;
 pub mod reader;
 pub mod reads;

@@ -52,6 +52,7 @@ const HEAD: &str = "SELECT last_seq FROM kms_feed WHERE id = 1";
 struct Session {
     url: String,
     config: tokio_postgres::Config,
+    tls: Option<postgres_openssl::MakeTlsConnector>,
     rt: Rt,
     client: Option<Client>,
     /// Keyed by the statement text; every text is a constant of this crate, so the map is bounded.
@@ -64,13 +65,8 @@ impl Session {
             .enable_all()
             .build()
             .map_err(|e| StoreError(format!("store runtime: {e}")))?;
-        Ok(Session {
-            url: url.to_string(),
-            config: config(url)?,
-            rt: Rt(Some(rt)),
-            client: None,
-            prepared: HashMap::new(),
-        })
+        let (config, tls) = config(url)?;
+        Ok(Session { url: url.to_string(), config, tls, rt: Rt(Some(rt)), client: None, prepared: HashMap::new() })
     }
 
     /// The live client, reconnecting first if the last one broke. (The connection is driven only
@@ -81,11 +77,23 @@ impl Session {
             self.client = None;
             self.prepared.clear();
             let at = |e: tokio_postgres::Error| StoreError(format!("{}: {}", redact(&self.url), describe(&e)));
-            let (client, connection) = self.rt.block_on(self.config.connect(NoTls)).map_err(at)?;
             // Driven whenever this thread waits in `block_on`, which is whenever it uses the client.
-            self.rt.spawn(async move {
-                let _ = connection.await;
-            });
+            let client = match &self.tls {
+                Some(tls) => {
+                    let (client, connection) = self.rt.block_on(self.config.connect(tls.clone())).map_err(at)?;
+                    self.rt.spawn(async move {
+                        let _ = connection.await;
+                    });
+                    client
+                }
+                None => {
+                    let (client, connection) = self.rt.block_on(self.config.connect(NoTls)).map_err(at)?;
+                    self.rt.spawn(async move {
+                        let _ = connection.await;
+                    });
+                    client
+                }
+            };
             self.rt.block_on(client.batch_execute(SESSION_LIMITS)).map_err(at)?;
             self.client = Some(client);
         }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
+use postgres_openssl::MakeTlsConnector;
 
 use super::codec::decode_changes;
 use super::location::redact;
@@ -31,14 +32,20 @@ pub fn describe(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("PostgreSQL: {} ({})", db.message(), db.code().code()),
         None if e.is_closed() => "PostgreSQL: the connection is closed".into(),
-        None => format!("PostgreSQL: {e}"),
+        // The cause too (a TLS handshake's: "certificate verify failed", …).
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("PostgreSQL: {e}: {cause}"),
+            None => format!("PostgreSQL: {e}"),
+        },
     }
 }
 
-/// Every connection's settings: the URL's, with timeouts and keepalives where it names none.
-pub(crate) fn config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
+/// Every connection's settings: the URL's, with timeouts and keepalives where it names none, and
+/// its TLS connector (`pg_tls.rs`).
+pub(crate) fn config(url: &str) -> Result<(tokio_postgres::Config, Option<MakeTlsConnector>), StoreError> {
+    let (rest, ca_file) = super::pg_tls::split_url(url);
     let mut c: tokio_postgres::Config =
-        url.parse().map_err(|e| StoreError(format!("store URL {}: {e}", redact(url))))?;
+        rest.parse().map_err(|e| StoreError(format!("store URL {}: {e}", redact(url))))?;
     if c.get_connect_timeout().is_none() {
         c.connect_timeout(Duration::from_secs(5));
     }
@@ -47,11 +54,16 @@ pub(crate) fn config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
     if c.get_application_name().is_none() {
         c.application_name("kms-core");
     }
-    Ok(c)
+    let tls = super::pg_tls::connector(c.get_ssl_mode(), ca_file.as_deref())?;
+    Ok((c, tls))
 }
 
-fn connect(cfg: &postgres::Config, url: &str) -> Result<Client, StoreError> {
-    let mut c = cfg.connect(NoTls).map_err(|e| StoreError(format!("{}: {}", redact(url), describe(&e))))?;
+fn connect(cfg: &postgres::Config, tls: &Option<MakeTlsConnector>, url: &str) -> Result<Client, StoreError> {
+    let at = |e: postgres::Error| StoreError(format!("{}: {}", redact(url), describe(&e)));
+    let mut c = match tls {
+        Some(t) => cfg.connect(t.clone()).map_err(at)?,
+        None => cfg.connect(NoTls).map_err(at)?,
+    };
     c.batch_execute(SESSION_LIMITS)?;
     Ok(c)
 }
@@ -60,13 +72,15 @@ fn connect(cfg: &postgres::Config, url: &str) -> Result<Client, StoreError> {
 pub(crate) struct Conn {
     url: String,
     config: postgres::Config,
+    tls: Option<MakeTlsConnector>,
     client: Option<Client>,
     prepared: Prepared,
 }
 
 impl Conn {
     pub(crate) fn new(url: &str) -> Result<Conn, StoreError> {
-        Ok(Conn { url: url.to_string(), config: config(url)?.into(), client: None, prepared: Prepared::default() })
+        let (config, tls) = config(url)?;
+        Ok(Conn { url: url.to_string(), config: config.into(), tls, client: None, prepared: Prepared::default() })
     }
 
     /// Whether the connection is gone (the next [`Conn::get`] reconnects).
@@ -79,7 +93,7 @@ impl Conn {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
             self.client = None;
             self.prepared = Prepared::default();
-            self.client = Some(connect(&self.config, &self.url)?);
+            self.client = Some(connect(&self.config, &self.tls, &self.url)?);
         }
         Ok((self.client.as_mut().expect("just connected"), &mut self.prepared))
     }
