@@ -14,7 +14,7 @@ use std::time::Instant;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::{feed, Engine};
-use crate::store::{footprint, Decided, Early, StoreError};
+use crate::store::{Decided, Early, StoreError};
 
 /// Decisions one batch takes at most.
 const MAX_BATCH: usize = 64;
@@ -79,7 +79,7 @@ impl Engine {
                 outcomes.push((ticket, Outcome::Conflict));
                 continue;
             }
-            touched.extend(footprint::touched(&e.changes));
+            touched.extend(e.touched.iter().cloned());
             tickets.push(ticket);
             kept.push(e);
         }

@@ -117,10 +117,10 @@ pub struct Engine {
     stores: Vec<Mutex<Store>>,
     /// Where [`Engine::store`] starts looking when every connection is busy.
     next_store: std::sync::atomic::AtomicUsize,
-    /// When (ms after `opened`) a write decided before the lock was last refused: for a while
-    /// after, writes are decided under the lock at once (writers contending for one record would
-    /// otherwise each decide twice).
-    last_conflict_ms: std::sync::atomic::AtomicU64,
+    /// Until when (ms after `opened`) writes are decided under the lock at once: set for a while
+    /// after an early decision was refused (writers contending for one record would otherwise
+    /// each decide twice).
+    early_off_until_ms: std::sync::atomic::AtomicU64,
     opened: Instant,
     /// Early decisions waiting to be committed together.
     batcher: group::Batcher,
@@ -232,7 +232,7 @@ impl Engine {
             protector: opts.protector,
             stores,
             next_store: Default::default(),
-            last_conflict_ms: std::sync::atomic::AtomicU64::new(0),
+            early_off_until_ms: std::sync::atomic::AtomicU64::new(0),
             opened: Instant::now(),
             batcher: Default::default(),
             reader,
@@ -319,9 +319,7 @@ impl Engine {
             // A cache that may be stale decides nothing early; under the lock it is caught up.
             return Ok(None);
         }
-        let now_ms = self.opened.elapsed().as_millis() as u64 + CONFLICT_BACKOFF_MS;
-        let last = self.last_conflict_ms.load(Relaxed);
-        if last != 0 && now_ms < last + CONFLICT_BACKOFF_MS {
+        if (self.opened.elapsed().as_millis() as u64) < self.early_off_until_ms.load(Relaxed) {
             return Ok(None);
         }
         let after = self.state.read().applied_seq;
@@ -341,7 +339,7 @@ impl Engine {
                 _ => None,
             })
             .collect();
-        match self.commit_early(Early { after, changes, reads }) {
+        match self.commit_early(Early::new(after, changes, reads)) {
             group::Outcome::Committed => Ok(Some(out)),
             group::Outcome::Failed(e) => Err(self.store_failure(e)),
             group::Outcome::Conflict => {
@@ -350,8 +348,8 @@ impl Engine {
                 for (key_id, label) in &objects {
                     self.destroy_token_objects(key_id, std::slice::from_ref(label));
                 }
-                let now_ms = self.opened.elapsed().as_millis() as u64 + CONFLICT_BACKOFF_MS;
-                self.last_conflict_ms.store(now_ms, Relaxed);
+                let until = self.opened.elapsed().as_millis() as u64 + CONFLICT_BACKOFF_MS;
+                self.early_off_until_ms.store(until, Relaxed);
                 Ok(None)
             }
         }

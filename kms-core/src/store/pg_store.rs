@@ -77,23 +77,11 @@ impl Session {
             self.client = None;
             self.prepared.clear();
             let at = |e: tokio_postgres::Error| StoreError(format!("{}: {}", redact(&self.url), describe(&e)));
-            // Driven whenever this thread waits in `block_on`, which is whenever it uses the client.
             let client = match &self.tls {
-                Some(tls) => {
-                    let (client, connection) = self.rt.block_on(self.config.connect(tls.clone())).map_err(at)?;
-                    self.rt.spawn(async move {
-                        let _ = connection.await;
-                    });
-                    client
-                }
-                None => {
-                    let (client, connection) = self.rt.block_on(self.config.connect(NoTls)).map_err(at)?;
-                    self.rt.spawn(async move {
-                        let _ = connection.await;
-                    });
-                    client
-                }
-            };
+                Some(tls) => connect(&self.rt, &self.config, tls.clone()),
+                None => connect(&self.rt, &self.config, NoTls),
+            }
+            .map_err(at)?;
             self.rt.block_on(client.batch_execute(SESSION_LIMITS)).map_err(at)?;
             self.client = Some(client);
         }
@@ -134,6 +122,20 @@ impl Session {
             }
         }
     }
+}
+
+/// A client whose connection task runs on `rt` – driven whenever the session's thread waits in
+/// `block_on`, which is whenever it uses the client.
+fn connect<T>(rt: &Runtime, config: &tokio_postgres::Config, tls: T) -> Result<Client, tokio_postgres::Error>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, connection) = rt.block_on(config.connect(tls))?;
+    rt.spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
 }
 
 /// The session's runtime. Dropped without waiting for anything (a runtime may not block to shut
@@ -453,30 +455,12 @@ async fn begin_write(c: &Client, head_stmt: &Statement, applied: u64) -> Result<
     Ok((cu, counts))
 }
 
-/// Writes `changes` as the next change list and commits, in one round trip.
+/// Writes `changes` as the next change list and commits, in one round trip (the transaction and
+/// the lock are open already).
 fn finish_write(s: &mut Session, changes: &[Change]) -> Result<u64, StoreError> {
-    let planned: Vec<statements::Statement<'_>> = changes.iter().flat_map(statements::for_change).collect();
-    let mut sqls: Vec<&'static str> = planned.iter().map(|(sql, _)| *sql).collect();
-    sqls.push(APPEND);
-    let payload = encode_changes(changes);
-    let touched = footprint::touched(changes);
-    s.run(&sqls, async |c, st| {
-        let (append, writes) = st.split_last().expect("APPEND is last");
-        let mut steps: Vec<Step<'_>> =
-            writes.iter().zip(&planned).map(|(stmt, (_, values))| execute(c, stmt, values)).collect();
-        steps.push(append_step(c, append, &payload, &touched));
-        // After a failed statement the server refuses the rest and turns COMMIT into a rollback
-        // (reporting no error for it): the write succeeded only if every step did.
-        steps.push(simple(c, "COMMIT"));
-        let mut seq = None;
-        for r in in_order(steps).await {
-            if let Reply::Seq(n) = r? {
-                seq = Some(n);
-            }
-        }
-        let seq = seq.ok_or_else(|| StoreError("the change list was not numbered".into()))?;
-        Ok(seq as u64)
-    })
+    let lists = [(changes, footprint::touched(changes))];
+    let (seq, _) = commit(s, &lists, None)?.ok_or_else(|| StoreError("the change list was refused".into()))?;
+    Ok(seq)
 }
 
 /// The append (numbering, payload, touched names, notification) as a pipeline step.
@@ -498,6 +482,16 @@ pub struct Early {
     pub after: u64,
     pub changes: Vec<Change>,
     pub reads: ReadSet,
+    /// What `changes` touch (`footprint::touched`), named once for the batch's filter and the
+    /// append.
+    pub touched: Vec<String>,
+}
+
+impl Early {
+    pub fn new(after: u64, changes: Vec<Change>, reads: ReadSet) -> Early {
+        let touched = footprint::touched(&changes);
+        Early { after, changes, reads, touched }
+    }
 }
 
 /// What [`PgStore::write_early`] did.
@@ -545,45 +539,73 @@ impl PgStore {
 /// The pipeline of [`PgStore::write_early`]: `Some((the first write's seq, lists in between))`,
 /// or `None` when a guard or a limit refused.
 fn write_early(s: &mut Session, batch: &[Early]) -> Result<Option<Landed>, StoreError> {
+    let lists: Vec<(&[Change], Vec<String>)> = batch.iter().map(|e| (&e.changes[..], e.touched.clone())).collect();
+    let guarded = Guarded {
+        guards: batch.iter().map(|e| (e.after as i64, e.reads.names.iter().map(String::as_str).collect())).collect(),
+        limits: batch.iter().flat_map(|e| e.reads.limits.iter().copied()).collect(),
+        from: batch.iter().map(|e| e.after).min().unwrap_or(0) as i64,
+    };
+    commit(s, &lists, Some(guarded))
+}
+
+/// What a write decided before the lock adds to its pipeline: its own transaction and lock, a
+/// guard per decision (`after`, names read), the limits, and the lists committed after `from`.
+struct Guarded<'a> {
+    guards: Vec<(i64, Vec<&'a str>)>,
+    limits: Vec<(&'a str, i64)>,
+    from: i64,
+}
+
+/// One pipeline that writes `lists` (each: its changes and the names they touch) as the next
+/// change lists and commits. With `guarded`, it first opens the transaction, takes the lock and
+/// runs the guards, and after the statements checks the limits and reads the lists in between.
+/// `Some((the first list's seq, lists in between))`, or `None` when a guard or a limit refused.
+fn commit(
+    s: &mut Session,
+    lists: &[(&[Change], Vec<String>)],
+    guarded: Option<Guarded<'_>>,
+) -> Result<Option<Landed>, StoreError> {
     let planned: Vec<statements::Statement<'_>> =
-        batch.iter().flat_map(|e| e.changes.iter().flat_map(statements::for_change)).collect();
+        lists.iter().flat_map(|(changes, _)| changes.iter().flat_map(statements::for_change)).collect();
     let mut sqls: Vec<&'static str> = vec![LOCK, GUARD, WITHIN, BETWEEN, APPEND];
     sqls.extend(planned.iter().map(|(sql, _)| *sql));
-    let appended: Vec<(String, Vec<String>)> =
-        batch.iter().map(|e| (encode_changes(&e.changes), footprint::touched(&e.changes))).collect();
-    let guards: Vec<(i64, Vec<&str>)> =
-        batch.iter().map(|e| (e.after as i64, e.reads.names.iter().map(String::as_str).collect())).collect();
-    let limits: Vec<(&str, i64)> = batch.iter().flat_map(|e| e.reads.limits.iter().copied()).collect();
-    let from = batch.iter().map(|e| e.after).min().unwrap_or(0) as i64;
-    let outcome = s.run(&sqls, async |c, st| {
+    let payloads: Vec<String> = lists.iter().map(|(changes, _)| encode_changes(changes)).collect();
+    s.run(&sqls, async |c, st| {
         let [lock, guard, within, between, append, writes @ ..] = st else { unreachable!("five fixed statements") };
-        let mut steps: Vec<Step<'_>> =
-            vec![simple(c, "BEGIN"), Box::pin(async { c.execute(lock, &[&WRITE_LOCK]).await.map(|_| Reply::Done) })];
-        // After the lock is granted, so they see every list committed before.
-        for (after, names) in &guards {
-            steps.push(Box::pin(async move { c.execute(guard, &[after, names]).await.map(|_| Reply::Done) }));
+        let mut steps: Vec<Step<'_>> = Vec::new();
+        if let Some(g) = &guarded {
+            steps.push(simple(c, "BEGIN"));
+            steps.push(Box::pin(async { c.execute(lock, &[&WRITE_LOCK]).await.map(|_| Reply::Done) }));
+            // After the lock is granted, so they see every list committed before.
+            for (after, names) in &g.guards {
+                steps.push(Box::pin(async move { c.execute(guard, &[after, names]).await.map(|_| Reply::Done) }));
+            }
         }
         steps.extend(writes.iter().zip(&planned).map(|(stmt, (_, values))| execute(c, stmt, values)));
-        // Against the counters once every write of the batch is in.
-        for (counter, most) in &limits {
-            steps.push(Box::pin(async move { c.execute(within, &[counter, most]).await.map(|_| Reply::Done) }));
+        if let Some(g) = &guarded {
+            // Against the counters once every write of the batch is in.
+            for (counter, most) in &g.limits {
+                steps.push(Box::pin(async move { c.execute(within, &[counter, most]).await.map(|_| Reply::Done) }));
+            }
+            steps.push(Box::pin(async {
+                let rows = c.query(between, &[&g.from]).await?;
+                let lists = rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_, _>>()?;
+                Ok(Reply::Lists(lists))
+            }));
         }
-        steps.push(Box::pin(async {
-            let rows = c.query(between, &[&from]).await?;
-            let lists = rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_, _>>()?;
-            Ok(Reply::Lists(lists))
-        }));
-        for (payload, touched) in &appended {
+        for (payload, (_, touched)) in payloads.iter().zip(lists) {
             steps.push(append_step(c, append, payload, touched));
         }
+        // After a failed statement the server refuses the rest and turns COMMIT into a rollback
+        // (reporting no error for it): the write succeeded only if every step did.
         steps.push(simple(c, "COMMIT"));
-        let (mut first, mut lists) = (None, Vec::new());
+        let (mut first, mut between_lists) = (None, Vec::new());
         for r in in_order(steps).await {
             match r {
                 Ok(Reply::Seq(n)) => {
                     first.get_or_insert(n);
                 }
-                Ok(Reply::Lists(l)) => lists = l,
+                Ok(Reply::Lists(l)) => between_lists = l,
                 Ok(Reply::Done) => {}
                 Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE) => {
                     return Ok(None)
@@ -592,9 +614,8 @@ fn write_early(s: &mut Session, batch: &[Early]) -> Result<Option<Landed>, Store
             }
         }
         let first = first.ok_or_else(|| StoreError("the change lists were not numbered".into()))?;
-        Ok(Some((first as u64, lists)))
-    })?;
-    Ok(outcome)
+        Ok(Some((first as u64, between_lists)))
+    })
 }
 
 /// After the connection broke during a write: whether it committed, asked on a new connection
