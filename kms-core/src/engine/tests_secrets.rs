@@ -403,7 +403,8 @@ fn list_and_update_secrets() {
         )
         .map(|r| r.secret_list.secret.into_iter().map(|s| s.secret_name).collect::<Vec<_>>())
     };
-    assert_eq!(list(r#"[{"Key":"SecretName","Values":["app/"]}]"#).unwrap(), ["app/api", "app/db"]);
+    // Insertion order, as ListSecrets pages always list.
+    assert_eq!(list(r#"[{"Key":"SecretName","Values":["app/"]}]"#).unwrap(), ["app/db", "app/api"]);
     assert_eq!(list(r#"[{"Key":"Description","Values":["bastion"]}]"#).unwrap(), ["ops/ssh"]);
     assert_eq!(list(r#"[{"Key":"TagValue","Values":["ops"]}]"#).unwrap(), ["ops/ssh"]);
     assert_eq!(list(r#"[{"Key":"Color","Values":["x"]}]"#).unwrap_err().code(), E::InvalidParameter);

@@ -21,6 +21,8 @@ pub mod rows;
 pub mod sqlite;
 mod sqlite_schema;
 pub(crate) mod statements;
+#[cfg(test)]
+mod tests_listing;
 
 pub use location::{redact as redact_url, StoreLocation};
 pub use pg_store::{Decided, Early, PgStore};

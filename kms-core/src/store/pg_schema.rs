@@ -186,6 +186,87 @@ pub const MIGRATIONS: &[&str] = &[
     END
     $fn$;
     "#,
+    // 4: keys and secrets list in insertion order (`list_pos`, given by the inserting statement
+    // under the write lock), and triggers count each bucket of 512 positions (keys per filterable
+    // group), so a page at any offset reads one count row per bucket and then at most a bucket of
+    // rows (reads.rs). Existing rows keep the order they listed in before.
+    r#"
+    ALTER TABLE keys ADD COLUMN list_pos BIGINT;
+    UPDATE keys SET list_pos = r.n
+        FROM (SELECT key_id, row_number() OVER (ORDER BY created_at, key_id COLLATE "C") AS n FROM keys) AS r
+        WHERE r.key_id = keys.key_id;
+    ALTER TABLE keys ALTER COLUMN list_pos SET NOT NULL;
+    CREATE UNIQUE INDEX keys_in_order ON keys(list_pos) INCLUDE (key_id);
+    CREATE TABLE key_buckets (
+        bucket     BIGINT NOT NULL,
+        state      TEXT NOT NULL,
+        spec       TEXT NOT NULL,
+        usage      TEXT NOT NULL,
+        protection TEXT NOT NULL,
+        by_service BOOLEAN NOT NULL,
+        n          BIGINT NOT NULL,
+        PRIMARY KEY (bucket, state, spec, usage, protection, by_service)
+    );
+    INSERT INTO key_buckets
+        SELECT list_pos >> 9, state, spec, usage, protection, service IS NOT NULL, count(*)
+        FROM keys GROUP BY 1, 2, 3, 4, 5, 6;
+    CREATE FUNCTION kms_key_buckets() RETURNS trigger LANGUAGE plpgsql AS $fn$
+    BEGIN
+        IF TG_OP <> 'INSERT' THEN
+            DELETE FROM key_buckets WHERE n = 1 AND bucket = OLD.list_pos >> 9 AND state = OLD.state
+                AND spec = OLD.spec AND usage = OLD.usage AND protection = OLD.protection
+                AND by_service = (OLD.service IS NOT NULL);
+            IF NOT FOUND THEN
+                UPDATE key_buckets SET n = n - 1 WHERE bucket = OLD.list_pos >> 9 AND state = OLD.state
+                    AND spec = OLD.spec AND usage = OLD.usage AND protection = OLD.protection
+                    AND by_service = (OLD.service IS NOT NULL);
+            END IF;
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            INSERT INTO key_buckets VALUES
+                (NEW.list_pos >> 9, NEW.state, NEW.spec, NEW.usage, NEW.protection, NEW.service IS NOT NULL, 1)
+                ON CONFLICT (bucket, state, spec, usage, protection, by_service)
+                DO UPDATE SET n = key_buckets.n + 1;
+        END IF;
+        RETURN NULL;
+    END
+    $fn$;
+    CREATE TRIGGER key_buckets AFTER INSERT OR DELETE ON keys FOR EACH ROW
+        EXECUTE FUNCTION kms_key_buckets();
+    CREATE TRIGGER key_buckets_moved AFTER UPDATE ON keys FOR EACH ROW
+        WHEN (OLD.list_pos IS DISTINCT FROM NEW.list_pos OR OLD.state IS DISTINCT FROM NEW.state
+            OR OLD.spec IS DISTINCT FROM NEW.spec OR OLD.usage IS DISTINCT FROM NEW.usage
+            OR OLD.protection IS DISTINCT FROM NEW.protection
+            OR (OLD.service IS NULL) IS DISTINCT FROM (NEW.service IS NULL))
+        EXECUTE FUNCTION kms_key_buckets();
+    ALTER TABLE secrets ADD COLUMN list_pos BIGINT;
+    UPDATE secrets SET list_pos = r.n
+        FROM (SELECT name, row_number() OVER (ORDER BY created_at, name COLLATE "C") AS n FROM secrets) AS r
+        WHERE r.name = secrets.name;
+    ALTER TABLE secrets ALTER COLUMN list_pos SET NOT NULL;
+    CREATE UNIQUE INDEX secrets_in_order ON secrets(list_pos);
+    CREATE TABLE secret_buckets (
+        bucket BIGINT PRIMARY KEY,
+        n      BIGINT NOT NULL
+    );
+    INSERT INTO secret_buckets SELECT list_pos >> 9, count(*) FROM secrets GROUP BY 1;
+    CREATE FUNCTION kms_secret_buckets() RETURNS trigger LANGUAGE plpgsql AS $fn$
+    BEGIN
+        IF TG_OP = 'DELETE' THEN
+            DELETE FROM secret_buckets WHERE n = 1 AND bucket = OLD.list_pos >> 9;
+            IF NOT FOUND THEN
+                UPDATE secret_buckets SET n = n - 1 WHERE bucket = OLD.list_pos >> 9;
+            END IF;
+        ELSE
+            INSERT INTO secret_buckets VALUES (NEW.list_pos >> 9, 1)
+                ON CONFLICT (bucket) DO UPDATE SET n = secret_buckets.n + 1;
+        END IF;
+        RETURN NULL;
+    END
+    $fn$;
+    CREATE TRIGGER secret_buckets AFTER INSERT OR DELETE ON secrets FOR EACH ROW
+        EXECUTE FUNCTION kms_secret_buckets();
+    "#,
 ];
 
 /// Brings the schema up to date. A database written by a newer build is refused, not downgraded.

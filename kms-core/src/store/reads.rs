@@ -245,10 +245,13 @@ fn page<T>(
     })
 }
 
-/// Key ids in listing order (oldest first, ties by id) matching every condition.
+/// Key ids in listing order (insertion order: oldest first) matching every condition.
 pub fn key_ids(db: &mut dyn Db, conds: &[KeyCond], offset: u64, limit: u32) -> Result<Page<String>, StoreError> {
     let mut p = Params::default();
+    // The same condition on a key row and on its bucket count's group (the same column names;
+    // the bucket records whether a service owns the key).
     let mut clauses = Vec::new();
+    let mut group = Vec::new();
     for c in conds {
         let (col, values) = match c {
             KeyCond::State(v) => ("state", v),
@@ -256,21 +259,116 @@ pub fn key_ids(db: &mut dyn Db, conds: &[KeyCond], offset: u64, limit: u32) -> R
             KeyCond::Usage(v) => ("usage", v),
             KeyCond::Protection(v) => ("protection", v),
             KeyCond::Creator { user, service } => {
-                match (user, service) {
-                    (true, true) => {}
-                    (true, false) => clauses.push("service IS NULL".to_string()),
-                    (false, true) => clauses.push("service IS NOT NULL".to_string()),
-                    (false, false) => clauses.push("FALSE".to_string()),
-                }
+                let (row, bucket) = match (user, service) {
+                    (true, true) => continue,
+                    (true, false) => ("service IS NULL", "NOT by_service"),
+                    (false, true) => ("service IS NOT NULL", "by_service"),
+                    (false, false) => ("FALSE", "FALSE"),
+                };
+                clauses.push(row.to_string());
+                group.push(bucket.to_string());
                 continue;
             }
         };
-        clauses.push(format!("{col} IN ({})", p.list(values)));
+        let clause = format!("{col} IN ({})", p.list(values));
+        clauses.push(clause.clone());
+        group.push(clause);
     }
-    let counter = clauses.is_empty().then_some(Count::Keys);
-    let from_where = format!("FROM keys{}", where_clause(&clauses));
-    let order = vec!["created_at".into(), format!("key_id{}", db.dialect().bytewise())];
-    page(db, Listing { params: p, select: "key_id", from_where, order, counter }, offset, limit, |r| r.text(0))
+    let counts = format!(
+        "SELECT bucket, CAST(sum(n) AS BIGINT) FROM key_buckets{} GROUP BY bucket ORDER BY bucket",
+        where_clause(&group)
+    );
+    let listing = Bucketed { params: p, counts, select: "key_id", table: "keys", clauses };
+    bucketed_page(db, listing, offset, limit, |r| r.text(0))
+}
+
+/// Listings in insertion order: each row's `list_pos` is one more than the largest when it was
+/// inserted, and the schema's triggers count the rows of each bucket of `1 << BUCKET_BITS`
+/// positions (per filterable group for keys). A page at any offset reads the counts (one row
+/// per bucket and group), finds the bucket its first row is in, and reads from there only the
+/// buckets that hold a matching row – no `OFFSET` walks past more than one bucket.
+const BUCKET_BITS: u32 = 9;
+
+struct Bucketed<'a> {
+    params: Params,
+    /// `SELECT bucket, count … ORDER BY bucket` over the buckets that hold matching rows.
+    counts: String,
+    select: &'a str,
+    table: &'a str,
+    /// Conditions on the listed rows (bound values in `params`).
+    clauses: Vec<String>,
+}
+
+/// Where a page lies in a bucketed listing.
+#[derive(Debug, PartialEq)]
+struct Located {
+    total: u64,
+    /// Rows to take, and matching rows to skip in the first range.
+    take: u64,
+    skip: u64,
+    /// Inclusive `list_pos` ranges that hold the page's rows (adjacent buckets merged).
+    ranges: Vec<(i64, i64)>,
+}
+
+/// Finds the page `[offset, offset + limit)` in `buckets` (`(bucket, matching rows)`, in order).
+fn locate(buckets: &[(i64, u64)], offset: u64, limit: u64) -> Located {
+    let total: u64 = buckets.iter().map(|b| b.1).sum();
+    let take = limit.min(total.saturating_sub(offset));
+    let mut located = Located { total, take, skip: 0, ranges: Vec::new() };
+    if take == 0 {
+        return located;
+    }
+    let mut before = 0u64;
+    for &(bucket, n) in buckets {
+        let after = before + n;
+        if after > offset && before < offset + take {
+            if located.ranges.is_empty() {
+                located.skip = offset - before;
+            }
+            let lo = bucket << BUCKET_BITS;
+            let hi = lo + (1 << BUCKET_BITS) - 1;
+            match located.ranges.last_mut() {
+                Some(last) if last.1 + 1 == lo => last.1 = hi,
+                _ => located.ranges.push((lo, hi)),
+            }
+        }
+        before = after;
+        if before >= offset + take {
+            break;
+        }
+    }
+    located
+}
+
+fn bucketed_page<T>(
+    db: &mut dyn Db,
+    listing: Bucketed<'_>,
+    offset: u64,
+    limit: u32,
+    decode: impl Fn(&dyn rows::Fields) -> Result<T, StoreError>,
+) -> Result<Page<T>, StoreError> {
+    let Bucketed { mut params, counts, select, table, mut clauses } = listing;
+    in_snapshot(db, |db| {
+        let buckets = all(db, &counts, &params.0, |r| Ok((r.int(0)?, r.int(1)?.max(0) as u64)))?;
+        let at = locate(&buckets, offset, limit as u64);
+        if at.take == 0 {
+            return Ok(Page { items: Vec::new(), total: at.total });
+        }
+        let mut ranges = Vec::with_capacity(at.ranges.len());
+        for (lo, hi) in &at.ranges {
+            let (lo, hi) = (params.int(*lo), params.int(*hi));
+            ranges.push(format!("list_pos BETWEEN {lo} AND {hi}"));
+        }
+        clauses.push(any_of(ranges));
+        let lim = params.int(at.take as i64);
+        let off = params.int(at.skip as i64);
+        let sql = format!(
+            "SELECT {select} FROM {table}{} ORDER BY list_pos LIMIT {lim} OFFSET {off}",
+            where_clause(&clauses)
+        );
+        let items = all(db, &sql, &params.0, &decode)?;
+        Ok(Page { items, total: at.total })
+    })
 }
 
 /// Aliases by name, all of them or those of one key.
@@ -291,7 +389,9 @@ pub fn aliases(
     page(db, listing, offset, limit, rows::alias)
 }
 
-/// Secrets by name matching every condition.
+/// Secrets in listing order (insertion order: oldest first) matching every condition. Without
+/// conditions a page is found by the bucket counts; substring and tag conditions are not
+/// counted, so those are counted and cut by a scan.
 pub fn secrets(
     db: &mut dyn Db,
     conds: &[SecretCond],
@@ -320,10 +420,14 @@ pub fn secrets(
         };
         clauses.push(clause);
     }
-    let counter = clauses.is_empty().then_some(Count::Secrets);
+    if clauses.is_empty() {
+        let counts = "SELECT bucket, n FROM secret_buckets ORDER BY bucket".to_string();
+        let listing = Bucketed { params: p, counts, select: rows::SECRET_COLUMNS, table: "secrets", clauses };
+        return bucketed_page(db, listing, offset, limit, rows::secret);
+    }
     let from_where = format!("FROM secrets{}", where_clause(&clauses));
-    let order = vec![format!("name{}", d.bytewise())];
-    let listing = Listing { params: p, select: rows::SECRET_COLUMNS, from_where, order, counter };
+    let listing =
+        Listing { params: p, select: rows::SECRET_COLUMNS, from_where, order: vec!["list_pos".into()], counter: None };
     page(db, listing, offset, limit, rows::secret)
 }
 
@@ -399,4 +503,26 @@ fn where_clause(clauses: &[String]) -> String {
 
 fn any_of(parts: Vec<String>) -> String {
     format!("({})", parts.join(" OR "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{locate, Located, BUCKET_BITS};
+
+    const B: i64 = 1 << BUCKET_BITS;
+
+    #[test]
+    fn a_page_is_found_in_the_buckets_that_hold_it() {
+        // Buckets 0, 1 and 5 hold matching rows (3 + 4 + 2); 2–4 hold none.
+        let buckets = [(0, 3), (1, 4), (5, 2)];
+        let at = |offset, limit| locate(&buckets, offset, limit);
+        assert_eq!(at(0, 2), Located { total: 9, take: 2, skip: 0, ranges: vec![(0, B - 1)] });
+        // Rows 2..6 span buckets 0 and 1, merged into one range.
+        assert_eq!(at(2, 4), Located { total: 9, take: 4, skip: 2, ranges: vec![(0, 2 * B - 1)] });
+        // Rows 5..9: bucket 1 from its third row, then bucket 5; the empty ones are not read.
+        assert_eq!(at(5, 10), Located { total: 9, take: 4, skip: 2, ranges: vec![(B, 2 * B - 1), (5 * B, 6 * B - 1)] });
+        assert_eq!(at(7, 1), Located { total: 9, take: 1, skip: 0, ranges: vec![(5 * B, 6 * B - 1)] });
+        assert_eq!(at(9, 10), Located { total: 9, take: 0, skip: 0, ranges: vec![] });
+        assert_eq!(locate(&[], 0, 10), Located { total: 0, take: 0, skip: 0, ranges: vec![] });
+    }
 }

@@ -97,12 +97,13 @@ fn lock_path(db: &Path) -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::{AliasRecord, KeyRecord, KeySpec, KeyState, KeyUsage, Origin, ProtectionLevel, VersionRecord};
     use crate::store::reads;
 
-    fn key(id: &str) -> KeyRecord {
+    /// An enabled AES key created at time 10 (tests change what they need).
+    pub(crate) fn key(id: &str) -> KeyRecord {
         KeyRecord {
             key_id: id.into(),
             spec: KeySpec::Aes256,
@@ -154,32 +155,61 @@ mod tests {
     }
 
     #[test]
-    fn pages_from_either_end_list_the_same_order() {
+    fn pages_at_any_offset_list_insertion_order_whatever_the_filter() {
         use crate::store::reads::KeyCond;
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteStore::open(&dir.path().join("kms.db")).unwrap();
-        let mut want = Vec::new();
-        for i in 0..25 {
-            let mut k = key(&format!("key-{:02}", 24 - i));
-            // Ties on the time are broken by id.
-            k.created_at = 100 + i / 2;
+        // Enough keys for several buckets; ids and times out of order, so only insertion order
+        // lists them as the model does.
+        let mut model: Vec<KeyRecord> = Vec::new();
+        let mut puts = Vec::new();
+        for i in 0..1400u32 {
+            let mut k = key(&format!("key-{:04}", (i * 7919) % 1400));
+            k.created_at = 1000 - i64::from(i % 13);
             k.state = if i % 3 == 0 { KeyState::Disabled } else { KeyState::Enabled };
-            want.push((k.created_at, k.key_id.clone(), k.state));
-            s.apply(&[Change::PutKey(k)]).unwrap();
+            k.service = (i % 5 == 0).then(|| "oss".to_string());
+            model.push(k.clone());
+            puts.push(Change::PutKey(k));
         }
-        want.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        for (conds, keep) in [(vec![], None), (vec![KeyCond::State(vec!["Enabled".into()])], Some(KeyState::Enabled))] {
-            let expect: Vec<String> =
-                want.iter().filter(|w| keep.is_none_or(|k| k == w.2)).map(|w| w.1.clone()).collect();
-            let mut got = Vec::new();
-            for page in 0..4 {
-                let p = reads::key_ids(&mut s.conn, &conds, page * 7, 7).unwrap();
-                assert_eq!(p.total, expect.len() as u64);
-                got.extend(p.items);
+        s.apply(&puts).unwrap();
+        // Deleting and re-stating keys moves them between the counted groups, not in the order.
+        let mut changes = Vec::new();
+        for (i, k) in model.iter_mut().enumerate() {
+            if i % 11 == 4 {
+                changes.push(Change::DeleteKey(k.key_id.clone()));
+            } else if i % 17 == 2 {
+                k.state = KeyState::PendingDeletion;
+                changes.push(Change::PutKey(k.clone()));
             }
-            assert_eq!(got, expect);
-            assert!(reads::key_ids(&mut s.conn, &conds, 100, 7).unwrap().items.is_empty());
         }
+        s.apply(&changes).unwrap();
+        model.retain(|k| !changes.iter().any(|c| matches!(c, Change::DeleteKey(id) if *id == k.key_id)));
+        let filters: Vec<(Vec<KeyCond>, Box<dyn Fn(&KeyRecord) -> bool>)> = vec![
+            (vec![], Box::new(|_| true)),
+            (vec![KeyCond::State(vec!["Enabled".into()])], Box::new(|k| k.state == KeyState::Enabled)),
+            (vec![KeyCond::State(vec!["PendingDeletion".into()])], Box::new(|k| k.state == KeyState::PendingDeletion)),
+            (
+                vec![KeyCond::State(vec!["Disabled".into()]), KeyCond::Creator { user: false, service: true }],
+                Box::new(|k| k.state == KeyState::Disabled && k.service.is_some()),
+            ),
+            (vec![KeyCond::Spec(vec!["RSA_2048".into()])], Box::new(|_| false)),
+        ];
+        for (conds, keep) in &filters {
+            let expect: Vec<&str> = model.iter().filter(|k| keep(k)).map(|k| k.key_id.as_str()).collect();
+            for (offset, size) in [(0, 7), (3, 100), (511, 2), (expect.len().saturating_sub(5) as u64, 10), (600, 1)] {
+                let p = reads::key_ids(&mut s.conn, conds, offset, size).unwrap();
+                assert_eq!(p.total, expect.len() as u64, "{conds:?}");
+                let want: Vec<&str> = expect.iter().skip(offset as usize).take(size as usize).copied().collect();
+                assert_eq!(p.items, want, "{conds:?} at {offset}+{size}");
+            }
+            assert!(reads::key_ids(&mut s.conn, conds, 5000, 7).unwrap().items.is_empty());
+        }
+        // The counts equal what a scan counts.
+        let scanned: i64 = s.conn.query_row("SELECT count(*) FROM keys", [], |r| r.get(0)).unwrap();
+        let counted: i64 = s.conn.query_row("SELECT sum(n) FROM key_buckets", [], |r| r.get(0)).unwrap();
+        assert_eq!((scanned, counted), (model.len() as i64, model.len() as i64));
+        let empty: i64 = s.conn.query_row("SELECT count(*) FROM key_buckets WHERE n <= 0", [], |r| r.get(0)).unwrap();
+        assert_eq!(empty, 0, "a group that empties loses its row");
     }
 
     #[test]

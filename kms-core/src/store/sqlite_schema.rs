@@ -136,6 +136,75 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER count_secrets_out AFTER DELETE ON secrets
         BEGIN UPDATE resource_counts SET n = n - 1 WHERE kind = 'secrets'; END;
     "#,
+    // 6: keys and secrets list in insertion order (`list_pos`, given by the inserting statement),
+    // and triggers count each bucket of 512 positions (keys per filterable group), so a page at
+    // any offset reads one count row per bucket and then at most a bucket of rows (reads.rs).
+    // Existing rows keep the order they listed in before.
+    r#"
+    ALTER TABLE keys ADD COLUMN list_pos INTEGER;
+    UPDATE keys SET list_pos = r.n
+        FROM (SELECT key_id, row_number() OVER (ORDER BY created_at, key_id) AS n FROM keys) AS r
+        WHERE r.key_id = keys.key_id;
+    CREATE UNIQUE INDEX keys_in_order ON keys(list_pos);
+    CREATE TABLE key_buckets (
+        bucket     INTEGER NOT NULL,
+        state      TEXT NOT NULL,
+        spec       TEXT NOT NULL,
+        usage      TEXT NOT NULL,
+        protection TEXT NOT NULL,
+        by_service INTEGER NOT NULL,
+        n          INTEGER NOT NULL,
+        PRIMARY KEY (bucket, state, spec, usage, protection, by_service)
+    ) STRICT, WITHOUT ROWID;
+    INSERT INTO key_buckets
+        SELECT list_pos >> 9, state, spec, usage, protection, service IS NOT NULL, count(*)
+        FROM keys GROUP BY 1, 2, 3, 4, 5, 6;
+    CREATE TRIGGER key_buckets_in AFTER INSERT ON keys BEGIN
+        INSERT INTO key_buckets VALUES
+            (NEW.list_pos >> 9, NEW.state, NEW.spec, NEW.usage, NEW.protection, NEW.service IS NOT NULL, 1)
+            ON CONFLICT DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER key_buckets_out AFTER DELETE ON keys BEGIN
+        DELETE FROM key_buckets WHERE n = 1 AND bucket = OLD.list_pos >> 9 AND state = OLD.state
+            AND spec = OLD.spec AND usage = OLD.usage AND protection = OLD.protection
+            AND by_service = (OLD.service IS NOT NULL);
+        UPDATE key_buckets SET n = n - 1 WHERE bucket = OLD.list_pos >> 9 AND state = OLD.state
+            AND spec = OLD.spec AND usage = OLD.usage AND protection = OLD.protection
+            AND by_service = (OLD.service IS NOT NULL);
+    END;
+    CREATE TRIGGER key_buckets_moved AFTER UPDATE OF list_pos, state, spec, usage, protection, service ON keys
+        WHEN OLD.list_pos IS NOT NEW.list_pos OR OLD.state IS NOT NEW.state OR OLD.spec IS NOT NEW.spec
+            OR OLD.usage IS NOT NEW.usage OR OLD.protection IS NOT NEW.protection
+            OR (OLD.service IS NULL) IS NOT (NEW.service IS NULL)
+    BEGIN
+        DELETE FROM key_buckets WHERE n = 1 AND bucket = OLD.list_pos >> 9 AND state = OLD.state
+            AND spec = OLD.spec AND usage = OLD.usage AND protection = OLD.protection
+            AND by_service = (OLD.service IS NOT NULL);
+        UPDATE key_buckets SET n = n - 1 WHERE bucket = OLD.list_pos >> 9 AND state = OLD.state
+            AND spec = OLD.spec AND usage = OLD.usage AND protection = OLD.protection
+            AND by_service = (OLD.service IS NOT NULL);
+        INSERT INTO key_buckets VALUES
+            (NEW.list_pos >> 9, NEW.state, NEW.spec, NEW.usage, NEW.protection, NEW.service IS NOT NULL, 1)
+            ON CONFLICT DO UPDATE SET n = n + 1;
+    END;
+    ALTER TABLE secrets ADD COLUMN list_pos INTEGER;
+    UPDATE secrets SET list_pos = r.n
+        FROM (SELECT name, row_number() OVER (ORDER BY created_at, name) AS n FROM secrets) AS r
+        WHERE r.name = secrets.name;
+    CREATE UNIQUE INDEX secrets_in_order ON secrets(list_pos);
+    CREATE TABLE secret_buckets (
+        bucket INTEGER NOT NULL PRIMARY KEY,
+        n      INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    INSERT INTO secret_buckets SELECT list_pos >> 9, count(*) FROM secrets GROUP BY 1;
+    CREATE TRIGGER secret_buckets_in AFTER INSERT ON secrets BEGIN
+        INSERT INTO secret_buckets VALUES (NEW.list_pos >> 9, 1) ON CONFLICT DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER secret_buckets_out AFTER DELETE ON secrets BEGIN
+        DELETE FROM secret_buckets WHERE n = 1 AND bucket = OLD.list_pos >> 9;
+        UPDATE secret_buckets SET n = n - 1 WHERE bucket = OLD.list_pos >> 9;
+    END;
+    "#,
 ];
 
 /// Brings the schema up to date. A store written by a newer build is refused, not downgraded.

@@ -24,8 +24,9 @@ pub type Statement<'a> = (&'static str, Vec<Value<'a>>);
 const PUT_KEY: &str = "INSERT INTO keys(key_id, spec, usage, origin, protection, creator, description, state,
          state_before_deletion, created_at, primary_version, last_rotation, rotation_enabled,
          rotation_interval, delete_date, deletion_protection, deletion_protection_description,
-         material_expire, service, material_fingerprint)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+         material_expire, service, material_fingerprint, list_pos)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
+         (SELECT coalesce(max(list_pos), 0) + 1 FROM keys))
      ON CONFLICT (key_id) DO UPDATE SET
          spec = excluded.spec, usage = excluded.usage, origin = excluded.origin,
          protection = excluded.protection, creator = excluded.creator,
@@ -50,7 +51,8 @@ const PUT_IMPORT_TOKEN: &str =
 const DELETE_IMPORT_TOKEN: &str = "DELETE FROM import_tokens WHERE token_id = $1";
 const PUT_SECRET: &str =
     "INSERT INTO secrets(name, secret_type, description, encryption_key_id, created_at, updated_at,
-         planned_delete, extended_config) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         planned_delete, extended_config, list_pos) VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
+         (SELECT coalesce(max(list_pos), 0) + 1 FROM secrets))
      ON CONFLICT (name) DO UPDATE SET secret_type = excluded.secret_type,
          description = excluded.description, encryption_key_id = excluded.encryption_key_id,
          updated_at = excluded.updated_at, planned_delete = excluded.planned_delete,
