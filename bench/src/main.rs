@@ -544,7 +544,9 @@ async fn store_bench(
     }
     println!("aggregate writes, total concurrency {} (split over the PostgreSQL nodes)", c * nodes.len());
     for (name, op) in [("CreateKey", Op::CreateKey), ("PutSecretValue", Op::PutSecretValue)] {
+        let cpu = MachineCpu::now();
         let a = load(&sqlite, op, "", "", creds.clone(), "", c * nodes.len(), dur).await;
+        let (a_cpu, a_idle) = cpu.since();
         let per = (c * nodes.len()).div_ceil(nodes.len());
         let runs: Vec<_> = nodes
             .iter()
@@ -553,11 +555,22 @@ async fn store_bench(
                 async move { load(&n, op, "", "", creds, "", per, dur).await }
             })
             .collect();
+        let cpu = MachineCpu::now();
         let cells = futures_join_all(runs).await;
+        let (b_cpu, b_idle) = cpu.since();
         let rps: f64 = cells.iter().map(|x| x.rps).sum();
         let errors: u64 = cells.iter().map(|x| x.errors).sum::<u64>() + a.errors;
         let p99 = cells.iter().map(|x| x.p99_us).max().unwrap_or(0);
         println!("{name:<16} | sqlite {:>8.0}/s p99 {:>6} us | {} pg nodes {:>8.0}/s p99 {:>6} us | {:>5.2}x | errors {errors}", a.rps, a.p99_us, nodes.len(), rps, p99, rps / a.rps);
+        let per_op = |cpu_s: f64, rps: f64| cpu_s / (rps * dur.as_secs_f64()).max(1.0) * 1e3;
+        println!(
+            "{:<16} | machine CPU per write: sqlite {:.2} ms ({:.0}% idle) | pg nodes {:.2} ms ({:.0}% idle)",
+            "",
+            per_op(a_cpu, a.rps),
+            a_idle * 100.0,
+            per_op(b_cpu, rps),
+            b_idle * 100.0
+        );
     }
     // Propagation: DisableKey on node 0, then Encrypt on node 1 until it is refused.
     let mut took = Vec::with_capacity(samples);
@@ -590,6 +603,40 @@ async fn store_bench(
         pct(0.99),
         took.last().unwrap()
     );
+}
+
+/// The whole machine's CPU time from `/proc/stat` (every process: load generator, sidecars,
+/// database), so that a cell's cost per operation does not depend on how the scheduler split the
+/// cores between them.
+struct MachineCpu {
+    busy: u64,
+    total: u64,
+}
+
+impl MachineCpu {
+    fn now() -> MachineCpu {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<u64> =
+            stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
+        // user nice system idle iowait irq softirq steal …: idle and iowait are not busy.
+        let total: u64 = ticks.iter().take(8).sum();
+        let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+        MachineCpu { busy: total - idle, total }
+    }
+
+    /// Busy CPU-seconds since `self` and the idle share of all CPU time.
+    fn since(&self) -> (f64, f64) {
+        let now = MachineCpu::now();
+        let hz = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
+            .unwrap_or(100.0);
+        let busy = now.busy.saturating_sub(self.busy) as f64;
+        let total = now.total.saturating_sub(self.total).max(1) as f64;
+        (busy / hz, 1.0 - busy / total)
+    }
 }
 
 async fn futures_join_all<F: std::future::Future<Output = Cell> + Send + 'static>(fs: Vec<F>) -> Vec<Cell> {

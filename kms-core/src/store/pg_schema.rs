@@ -197,6 +197,8 @@ pub const MIGRATIONS: &[&str] = &[
         WHERE r.key_id = keys.key_id;
     ALTER TABLE keys ALTER COLUMN list_pos SET NOT NULL;
     CREATE UNIQUE INDEX keys_in_order ON keys(list_pos) INCLUDE (key_id);
+    DROP INDEX keys_by_creation;
+    DROP INDEX keys_by_state;
     CREATE TABLE key_buckets (
         bucket     BIGINT NOT NULL,
         state      TEXT NOT NULL,

@@ -146,6 +146,8 @@ pub const MIGRATIONS: &[&str] = &[
         FROM (SELECT key_id, row_number() OVER (ORDER BY created_at, key_id) AS n FROM keys) AS r
         WHERE r.key_id = keys.key_id;
     CREATE UNIQUE INDEX keys_in_order ON keys(list_pos);
+    DROP INDEX keys_by_creation;
+    DROP INDEX keys_by_state;
     CREATE TABLE key_buckets (
         bucket     INTEGER NOT NULL,
         state      TEXT NOT NULL,
