@@ -2,7 +2,8 @@
 //! may be stale.
 //!
 //! A follower thread holds its own connection, `LISTEN`s for new change lists and fetches what
-//! follows its position on each notification and at least every `lease / 4`; it applies each list
+//! follows its position on each notification of a list it has not applied (a node's own writes
+//! apply theirs as they commit) and at least every `lease / 4`; it applies each list
 //! to the cache (dropping replaced or deleted material from the cipher cache) in sequence order.
 //!
 //! **The bound.** Before each fetch the follower reads the monotonic clock (`t0`); when the fetch
@@ -181,9 +182,24 @@ pub(crate) fn spawn(
                         if let Some(since) = failing_since.take() {
                             tracing::info!(after_ms = since.elapsed().as_millis() as u64, "change feed restored");
                         }
-                        if let Err(e) = feed.wait(poll) {
-                            tracing::debug!(error = %e, "change feed wait failed");
-                            feed.reset();
+                        // Until a list this node has not applied is announced – its own writes
+                        // apply theirs as they commit – or the poll is due (counted from this
+                        // fetch, so the lease is renewed however many lists are announced).
+                        let due = t0 + poll;
+                        loop {
+                            let left = due.saturating_duration_since(Instant::now());
+                            if left.is_zero() {
+                                break;
+                            }
+                            match feed.wait(left) {
+                                Ok(Some(seq)) if seq <= state.read().applied_seq => continue,
+                                Ok(_) => break,
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "change feed wait failed");
+                                    feed.reset();
+                                    break;
+                                }
+                            }
                         }
                     }
                     Err(e) => {

@@ -1009,3 +1009,19 @@ fn describe_regions_lists_the_configured_ones() {
     assert_eq!(ids, ["cn-hangzhou", "cn-shanghai"]);
     assert_eq!(serde_json::to_value(&r).unwrap()["Regions"]["Region"][0]["RegionId"], "cn-hangzhou");
 }
+
+#[test]
+fn the_audit_anchor_never_moves_backwards() {
+    use crate::engine::Anchor;
+    let f = fixture();
+    let e = &f.engine;
+    assert_eq!(e.audit_anchor().unwrap(), None);
+    let at = |seq: u64, b: u8| Anchor { seq, mac: [b; 32] };
+    e.anchor_audit(at(5, 1)).unwrap();
+    e.anchor_audit(at(3, 2)).unwrap();
+    e.anchor_audit(at(5, 3)).unwrap();
+    assert_eq!(e.audit_anchor().unwrap(), Some(at(5, 1)), "a lower or equal seq is ignored");
+    // 256 > 255 in the first bytes that differ, not only in the last one.
+    e.anchor_audit(at(256, 4)).unwrap();
+    assert_eq!(e.audit_anchor().unwrap(), Some(at(256, 4)));
+}

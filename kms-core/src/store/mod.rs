@@ -142,10 +142,12 @@ impl Store {
         }
     }
 
-    pub fn put_meta(&mut self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+    /// Stores `value` (its first 8 bytes a big-endian counter) under `name` unless the stored
+    /// value's counter is as large already (`statements::META_ADVANCE`).
+    pub fn advance_meta(&mut self, name: &str, value: &[u8]) -> Result<(), StoreError> {
         match self {
-            Store::Sqlite(s) => Ok(s.put_meta(name, value)?),
-            Store::Postgres(s) => s.put_meta(name, value),
+            Store::Sqlite(s) => Ok(s.advance_meta(name, value)?),
+            Store::Postgres(s) => s.advance_meta(name, value),
         }
     }
 

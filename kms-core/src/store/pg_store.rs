@@ -32,7 +32,7 @@ use super::footprint::{self, ReadSet};
 use super::location::redact;
 use super::postgres::{config, describe, sets_after, CHANNEL, MAX_CATCH_UP, SESSION_LIMITS};
 use super::reads::Counts;
-use super::statements::{self, Value, CLAIM_NONCE, META_GET, META_PUT, PURGE_NONCES};
+use super::statements::{self, Value, CLAIM_NONCE, META_ADVANCE, META_GET, PURGE_NONCES};
 use super::{pg_schema, CatchUp, Change, ChangeSet, StoreError, Written};
 
 /// Transaction advisory lock every writer holds from its catch-up to its commit.
@@ -290,10 +290,10 @@ impl PgStore {
         })?
     }
 
-    pub fn put_meta(&mut self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+    pub fn advance_meta(&mut self, name: &str, value: &[u8]) -> Result<(), StoreError> {
         let (name, value) = (name.to_string(), value.to_vec());
         self.call(move |s| {
-            s.run(&[META_PUT], async |c, st| {
+            s.run(&[META_ADVANCE], async |c, st| {
                 c.execute(&st[0], &[&name, &value]).await?;
                 Ok(())
             })

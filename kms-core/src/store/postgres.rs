@@ -182,15 +182,18 @@ impl PgFeed {
         head(self.client()?.0)
     }
 
-    /// Waits up to `timeout` for a notification; `true` if one (or more) arrived.
-    pub fn wait(&mut self, timeout: Duration) -> Result<bool, StoreError> {
+    /// Waits up to `timeout` for notifications; the highest sequence number they announce
+    /// (`u64::MAX` when one cannot be read), or `None` if none arrived.
+    pub fn wait(&mut self, timeout: Duration) -> Result<Option<u64>, StoreError> {
         let (c, _) = self.client()?;
         let mut n = c.notifications();
-        let got = n.timeout_iter(timeout).next()?.is_some();
-        if got {
-            // Drain what else queued up: one fetch covers them all.
-            while n.iter().next()?.is_some() {}
+        let seq = |m: postgres::Notification| m.payload().parse::<u64>().unwrap_or(u64::MAX);
+        let Some(first) = n.timeout_iter(timeout).next()? else { return Ok(None) };
+        let mut top = seq(first);
+        // Drain what else queued up: one fetch covers them all.
+        while let Some(m) = n.iter().next()? {
+            top = top.max(seq(m));
         }
-        Ok(got)
+        Ok(Some(top))
     }
 }

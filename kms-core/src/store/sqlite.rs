@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::statements::{self, CLAIM_NONCE, META_GET, META_PUT, PURGE_NONCES};
+use super::statements::{self, CLAIM_NONCE, META_ADVANCE, META_GET, META_PUT, PURGE_NONCES};
 use super::{sqlite_schema, Change};
 
 pub struct SqliteStore {
@@ -75,6 +75,11 @@ impl SqliteStore {
 
     pub fn put_meta(&mut self, name: &str, value: &[u8]) -> rusqlite::Result<()> {
         self.conn.execute(META_PUT, params![name, value])?;
+        Ok(())
+    }
+
+    pub fn advance_meta(&mut self, name: &str, value: &[u8]) -> rusqlite::Result<()> {
+        self.conn.execute(META_ADVANCE, params![name, value])?;
         Ok(())
     }
 
@@ -184,7 +189,8 @@ pub(crate) mod tests {
         }
         s.apply(&changes).unwrap();
         model.retain(|k| !changes.iter().any(|c| matches!(c, Change::DeleteKey(id) if *id == k.key_id)));
-        let filters: Vec<(Vec<KeyCond>, Box<dyn Fn(&KeyRecord) -> bool>)> = vec![
+        type Keeps = Box<dyn Fn(&KeyRecord) -> bool>;
+        let filters: Vec<(Vec<KeyCond>, Keeps)> = vec![
             (vec![], Box::new(|_| true)),
             (vec![KeyCond::State(vec!["Enabled".into()])], Box::new(|k| k.state == KeyState::Enabled)),
             (vec![KeyCond::State(vec!["PendingDeletion".into()])], Box::new(|k| k.state == KeyState::PendingDeletion)),

@@ -156,6 +156,10 @@ pub fn for_change(c: &Change) -> Vec<Statement<'_>> {
 pub const META_GET: &str = "SELECT value FROM meta WHERE name = $1";
 pub const META_PUT: &str =
     "INSERT INTO meta(name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value";
+/// Stores a value whose first 8 bytes are a big-endian counter, unless the stored one's counter
+/// is not smaller: one statement, so a value never moves backwards and needs no read first.
+pub const META_ADVANCE: &str = "INSERT INTO meta(name, value) VALUES ($1, $2) ON CONFLICT (name)
+     DO UPDATE SET value = excluded.value WHERE substr(meta.value, 1, 8) < substr(excluded.value, 1, 8)";
 /// `ON CONFLICT DO NOTHING`: one row changed for a fresh nonce, none for a replay.
 pub const CLAIM_NONCE: &str = "INSERT INTO request_nonces (id, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING";
 pub const PURGE_NONCES: &str = "DELETE FROM request_nonces WHERE expires_at < $1";
