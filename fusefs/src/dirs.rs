@@ -101,11 +101,36 @@ pub fn entry_name(names: &NameCipher, iv: &[u8; DIR_IV_LEN], name: &[u8]) -> Ent
 
 /// Records the full encrypted name of a long-named entry (before the entry itself is created, so
 /// a crash in between leaves an orphan `.name` file, never a nameless entry).
+///
+/// A `.name` file that is there already – an existing entry of the same name that a rename is
+/// about to replace, or a crash leftover – is never truncated in place (a crash then would leave
+/// that entry nameless): kept when it says the same, else replaced whole by a rename.
 pub fn write_long_name_at(dir: impl AsFd, file: &str, encrypted: &str) -> io::Result<()> {
-    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC;
-    let mut f = std::fs::File::from(openat(dir, file, flags, Mode::from_raw_mode(0o600))?);
-    f.write_all(encrypted.as_bytes())?;
-    f.sync_all()
+    let dir = dir.as_fd();
+    let create = |name: &str| {
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+        let mut f = std::fs::File::from(openat(dir, name, flags, Mode::from_raw_mode(0o600))?);
+        f.write_all(encrypted.as_bytes())?;
+        f.sync_all()
+    };
+    match create(file) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        other => return other,
+    }
+    let mut have = Vec::new();
+    let existing = openat(dir, file, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+    std::fs::File::from(existing).take(encrypted.len() as u64 + 1).read_to_end(&mut have)?;
+    if have == encrypted.as_bytes() {
+        return Ok(());
+    }
+    // Named like an orphan `.name` file (its base does not exist), so a leftover of a crash
+    // here is cleaned up as one.
+    let temp = format!("{}.tmp{LONG_NAME_SUFFIX}", file.trim_end_matches(LONG_NAME_SUFFIX));
+    let _ = rustix::fs::unlinkat(dir, temp.as_str(), rustix::fs::AtFlags::empty());
+    create(&temp)?;
+    rustix::fs::renameat(dir, temp.as_str(), dir, file)?;
+    rustix::fs::fsync(dir)?;
+    Ok(())
 }
 
 /// Whether a backing name is one of the volume's own files rather than an entry.
@@ -217,5 +242,25 @@ mod tests {
         want.sort();
         assert_eq!(good, want);
         assert_eq!(listed.iter().filter(|l| l.name.is_err()).count(), 1);
+    }
+
+    #[test]
+    fn a_name_file_that_is_there_is_kept_or_replaced_whole() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let dir = std::fs::File::open(d.path()).unwrap();
+        let file = d.path().join("X.name");
+        write_long_name_at(&dir, "X.name", "encrypted").unwrap();
+        let ino = std::fs::metadata(&file).unwrap().ino();
+        // The same name again (a rename over an entry of that name): the file is left alone.
+        write_long_name_at(&dir, "X.name", "encrypted").unwrap();
+        assert_eq!(std::fs::metadata(&file).unwrap().ino(), ino);
+        // A torn leftover is replaced by a new file, never truncated in place.
+        std::fs::write(&file, "encr").unwrap();
+        write_long_name_at(&dir, "X.name", "encrypted").unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "encrypted");
+        assert_ne!(std::fs::metadata(&file).unwrap().ino(), ino);
+        let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["X.name"], "no temporary file is left");
     }
 }

@@ -34,9 +34,12 @@ fn drop_long(dir: &Inode, e: &EntryName) {
 /// Runs `create` for entry `e` of `dir` with its `.name` file around it.
 fn with_long<T>(dir: &Inode, e: &EntryName, create: impl FnOnce() -> Result<T, Errno>) -> Result<T, Errno> {
     write_long(dir, e)?;
-    create().inspect_err(|err| {
-        // EEXIST: the entry that is there has the same name, so its `.name` file stays.
-        if *err != Errno::EEXIST {
+    create().inspect_err(|_| {
+        // The `.name` file stays exactly while an entry of that name exists: one may have been
+        // there before (EEXIST; a rename over a non-empty directory, ENOTEMPTY; …).
+        let there =
+            dir.fd().is_ok_and(|fd| rustix::fs::statat(fd, e.backing.as_str(), AtFlags::SYMLINK_NOFOLLOW).is_ok());
+        if !there {
             drop_long(dir, e);
         }
     })
@@ -302,7 +305,9 @@ impl KmsFs {
         if let (Some(other), true) = (&replaced, exchange) {
             other.add_location(&from_dir, &from.backing);
         }
-        if !exchange {
+        // After an exchange both names still exist; after a whiteout rename the old name holds
+        // the whiteout (a character device an overlay filesystem reads), which keeps its name.
+        if !exchange && !flags.contains(RenameFlags::RENAME_WHITEOUT) {
             drop_long(&from_dir, &from);
         }
         Ok(())
