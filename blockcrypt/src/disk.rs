@@ -187,6 +187,21 @@ impl Disk {
         rustix::fs::fdatasync(&self.file)?;
         Ok(())
     }
+
+    /// The disk ranges `(offset, len)` its file holds data for, in whole sectors; the rest are
+    /// holes: sectors never written.
+    pub fn allocated(&self) -> io::Result<Vec<(u64, u64)>> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for (at, n) in crate::sparse::data_extents(&self.file, self.base, self.base + self.size)? {
+            let start = (at - self.base) / S * S;
+            let end = (at - self.base + n).next_multiple_of(S).min(self.size);
+            match out.last_mut() {
+                Some(last) if last.0 + last.1 >= start => last.1 = last.1.max(end - last.0),
+                _ => out.push((start, end - start)),
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

@@ -13,4 +13,5 @@ pub mod disk;
 pub mod lifecycle;
 pub mod nbd;
 pub mod record;
+pub mod sparse;
 pub mod volume;

@@ -152,18 +152,33 @@ pub fn create(kms: &dyn KeyService, v: &NewVolume) -> Result<Arc<Disk>, VolumeEr
 fn fill(
     disk: &Disk,
     len: u64,
+    read: impl FnMut(u64, &mut [u8]) -> io::Result<()>,
+    progress: Progress,
+) -> io::Result<()> {
+    fill_ranges(disk, &[(0, len)], read, progress)
+}
+
+/// Writes the disk ranges `(offset, len)` (in order) with what `read` gives for them.
+fn fill_ranges(
+    disk: &Disk,
+    ranges: &[(u64, u64)],
     mut read: impl FnMut(u64, &mut [u8]) -> io::Result<()>,
     progress: Progress,
 ) -> io::Result<()> {
     const CHUNK: u64 = 4 << 20;
     let mut buf = vec![0u8; CHUNK as usize];
+    let total: u64 = ranges.iter().map(|r| r.1).sum();
     let mut done = 0;
-    while done < len {
-        let n = (len - done).min(CHUNK) as usize;
-        read(done, &mut buf[..n])?;
-        disk.write_at(done, &mut buf[..n])?;
-        done += n as u64;
-        progress(done, len);
+    for &(start, len) in ranges {
+        let mut at = 0;
+        while at < len {
+            let n = (len - at).min(CHUNK) as usize;
+            read(start + at, &mut buf[..n])?;
+            disk.write_at(start + at, &mut buf[..n])?;
+            at += n as u64;
+            done += n as u64;
+            progress(done, total);
+        }
     }
     disk.flush()
 }
@@ -254,14 +269,14 @@ fn store_record(loc: &Location, area: &HeaderArea, record: &Record) -> Result<()
     file.sync_data().map_err(io_err(path))
 }
 
-/// Copies a file, sharing its extents (reflink) where the filesystem can, else byte by byte
-/// (`copy_file_range`, which keeps holes on most filesystems).
+/// Copies a file, sharing its extents (reflink) where the filesystem can, else its data extents
+/// only, so the copy keeps the source's holes (`sparse.rs`).
 pub fn copy_file(src: &Path, dst: &Path) -> Result<(), VolumeError> {
     let from = File::open(src).map_err(io_err(src))?;
     let to = create_file(dst)?;
     let result = (|| {
         if rustix::fs::ioctl_ficlone(&to, &from).is_err() {
-            io::copy(&mut &from, &mut &to)?;
+            crate::sparse::copy_sparse(&from, &to)?;
         }
         to.sync_all()
     })();
@@ -302,7 +317,9 @@ pub fn clone_rekeyed(
 ) -> Result<(), VolumeError> {
     let size = src.disk.size();
     let disk = create(kms, &NewVolume { location: dst, size, alg, key_id })?;
-    fill(&disk, size, |at, buf| src.disk.read_at(at, buf), progress).map_err(|e| {
+    // Sectors never written (holes in the source's file) stay unwritten in the clone.
+    let written = src.disk.allocated().map_err(io_err(&src.location.data))?;
+    fill_ranges(&disk, &written, |at, buf| src.disk.read_at(at, buf), progress).map_err(|e| {
         remove_volume(dst);
         io_err(&dst.data)(e)
     })
