@@ -446,3 +446,24 @@ fn unprivileged_writes_clear_setuid_bits() {
         modes
     });
 }
+
+#[test]
+fn the_mount_names_its_type_and_unsupported_calls_stay_out_of_the_log() {
+    let mut m = Mount::new();
+    let mounts = fs::read_to_string("/proc/mounts").unwrap();
+    let line = mounts.lines().find(|l| l.split(' ').nth(1) == Some(m.mnt.to_str().unwrap())).unwrap();
+    assert_eq!(line.split(' ').nth(2), Some("fuse.kmsfs"), "{line}");
+    // An ioctl kmsfs does not implement (answered ENOTTY) and a copy between two files (the
+    // kernel falls back to reading and writing): many of them, and not one line in the log.
+    fs::write(m.mnt.join("a"), vec![7u8; 100_000]).unwrap();
+    for _ in 0..50 {
+        let f = File::open(m.mnt.join("a")).unwrap();
+        assert!(rustix::fs::ioctl_getflags(&f).is_err());
+        let mut to = File::create(m.mnt.join("b")).unwrap();
+        std::io::copy(&mut File::open(m.mnt.join("a")).unwrap(), &mut to).unwrap();
+    }
+    assert_eq!(fs::read(m.mnt.join("b")).unwrap(), vec![7u8; 100_000]);
+    m.unmount();
+    let log = m.log_text();
+    assert!(!log.contains("Not Implemented") && !log.contains("WARN"), "{log}");
+}

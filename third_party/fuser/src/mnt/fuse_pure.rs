@@ -95,6 +95,10 @@ impl MountImpl {
                 // library go through the setuid-root "fusermount -u" to unmount.
                 fuse_unmount_pure(&self.mountpoint);
                 return Ok(());
+            } else if err == nix::errno::Errno::EINVAL {
+                // Not a mount point (any more): someone unmounted it – the usual way a mount
+                // ends – before the device said so (over io_uring it can lag). Nothing to do.
+                return Ok(());
             } else {
                 return Err(err.into());
             }
@@ -464,11 +468,15 @@ fn fuse_mount_sys(
 
     // Default name is "/dev/fuse", then use the subtype, and lastly prefer the name
     let mut source = DevFuse::PATH;
+    // The type as libfuse gives it, so /proc/mounts says `fuse.<subtype>` (the kernel matches
+    // the part before the dot and keeps the rest as the subtype).
+    let mut fstype = "fuse".to_string();
     if let Some(MountOption::Subtype(subtype)) = options
         .iter()
         .find(|x| matches!(**x, MountOption::Subtype(_)))
     {
         source = subtype;
+        fstype = format!("fuse.{subtype}");
     }
     if let Some(MountOption::FSName(name)) = options
         .iter()
@@ -481,7 +489,7 @@ fn fuse_mount_sys(
     let result = nix::mount::mount(
         Some(source),
         mountpoint,
-        Some("fuse"),
+        Some(fstype.as_str()),
         flags,
         Some(mount_options.as_str()),
     );
