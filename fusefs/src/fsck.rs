@@ -72,8 +72,8 @@ pub fn check(root: &Path, keys: &Arc<VolumeKeys>, layout: Layout) -> Report {
             }
             if meta.is_symlink() {
                 let target = std::fs::read_link(&path).map(|t| t.into_os_string().into_encoded_bytes());
-                if !target.is_ok_and(|t| crate::records::open_symlink(keys, &t).is_some()) {
-                    report.problems.push(Problem { path, what: "symlink target does not authenticate".into() });
+                if let Err(what) = target.map_err(|e| e.to_string()).and_then(|t| verify_symlink(root, keys, &t)) {
+                    report.problems.push(Problem { path, what });
                 }
             } else if meta.is_dir() {
                 todo.push(path);
@@ -87,6 +87,24 @@ pub fn check(root: &Path, keys: &Arc<VolumeKeys>, layout: Layout) -> Report {
         }
     }
     report
+}
+
+/// A symlink's sealed target opens: inline, or in the file its pointer names (FORMAT.md §6).
+fn verify_symlink(root: &Path, keys: &VolumeKeys, stored: &[u8]) -> Result<(), String> {
+    let Some((file, len)) = crate::records::long_pointer(stored) else {
+        return match crate::records::open_symlink(keys, stored) {
+            Some(_) => Ok(()),
+            None => Err("symlink target does not authenticate".into()),
+        };
+    };
+    let links = root.join(crate::links::LINKS_DIR);
+    let dir = std::fs::File::open(&links).map_err(|e| format!("{}: {e}", links.display()))?;
+    let record = crate::links::read_record(std::os::fd::AsFd::as_fd(&dir), file)
+        .map_err(|e| format!("long symlink target {}: {e}", links.join(file).display()))?;
+    match crate::records::open_long_target(keys, file, len, &record) {
+        Some(_) => Ok(()),
+        None => Err(format!("long symlink target {} does not authenticate", links.join(file).display())),
+    }
 }
 
 /// Every extended attribute of ours: its name decrypts and its value opens under that name.

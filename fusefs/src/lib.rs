@@ -12,6 +12,7 @@ pub mod fsck;
 pub mod keys;
 pub use kms_sidecar::envelope as kms;
 pub mod lifecycle;
+pub mod links;
 pub mod mount;
 pub mod names;
 pub mod records;

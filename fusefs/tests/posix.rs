@@ -204,7 +204,7 @@ fn directories_renames_links_symlinks() {
             all.push(e.file_name().to_string_lossy().into_owned());
         }
     }
-    all.retain(|n| !n.starts_with("kmsfs."));
+    all.retain(|n| !n.starts_with("kmsfs.") && !n.starts_with(".kmsfs-"));
     assert!(all.iter().all(|n| !n.contains("same") && !n.contains("full") && !n.contains("link")), "{all:?}");
     let unique: std::collections::HashSet<&String> = all.iter().collect();
     assert_eq!(unique.len(), all.len(), "equal names in different directories differ: {all:?}");
@@ -466,4 +466,61 @@ fn the_mount_names_its_type_and_unsupported_calls_stay_out_of_the_log() {
     m.unmount();
     let log = m.log_text();
     assert!(!log.contains("Not Implemented") && !log.contains("WARN"), "{log}");
+}
+
+#[test]
+fn symlink_targets_up_to_path_max_minus_one() {
+    let mut m = Mount::new();
+    // Targets as pjdfstest's symlink/03.t builds them: 255-byte components up to 4,095 bytes.
+    let target = |len: usize| {
+        let mut t = String::new();
+        while t.len() < len {
+            let room = len - t.len();
+            t.push_str(&"x".repeat(room.min(255)));
+            if t.len() < len {
+                t.push('/');
+            }
+        }
+        t
+    };
+    let longest = target(4095);
+    same(&m, "targets of 3,028 to 4,095 bytes: made, read, renamed, linked", |d| {
+        let mut out = Vec::new();
+        for len in [3027, 3028, 4000, 4095] {
+            let link = d.join(format!("l{len}"));
+            std::os::unix::fs::symlink(target(len), &link).unwrap();
+            out.push((fs::read_link(&link).unwrap().as_os_str().len(), fs::symlink_metadata(&link).unwrap().len()));
+        }
+        fs::rename(d.join("l4095"), d.join("moved")).unwrap();
+        fs::hard_link(d.join("moved"), d.join("second")).unwrap();
+        fs::remove_file(d.join("moved")).unwrap();
+        let after_link = fs::read_link(d.join("second")).unwrap();
+        // Replaced by a rename, and removed: the targets' files go with their last names.
+        fs::rename(d.join("l4000"), d.join("l3028")).unwrap();
+        fs::remove_file(d.join("l4000")).unwrap_err();
+        let too_long = err_kind(std::os::unix::fs::symlink(target(4096), d.join("l4096")));
+        (out, after_link.as_os_str().len(), fs::read_link(d.join("l3028")).unwrap().as_os_str().len(), too_long)
+    });
+    assert_eq!(fs::read_link(m.mnt.join("second")).unwrap().to_str(), Some(longest.as_str()));
+    let files = |m: &Mount| fs::read_dir(m.cipher.join(".kmsfs-links")).unwrap().count();
+    assert_eq!(files(&m), 2, "one file per long target still named (second, l3028)");
+    m.remount();
+    assert_eq!(fs::read_link(m.mnt.join("second")).unwrap().to_str(), Some(longest.as_str()));
+    m.unmount();
+    m.assert_fsck_clean();
+    // A changed target file: readlink refuses it (EIO) and fsck names it.
+    let file = fs::read_dir(m.cipher.join(".kmsfs-links")).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = fs::read(&file).unwrap();
+    bytes[100] ^= 1;
+    fs::write(&file, bytes).unwrap();
+    assert!(!m.fsck().status.success());
+    m.mount();
+    let broken =
+        ["second", "l3028"].iter().filter(|n| fs::read_link(m.mnt.join(n)).is_err_and(|e| e.raw_os_error() == Some(5)));
+    assert_eq!(broken.count(), 1);
+    fs::remove_file(m.mnt.join("second")).unwrap();
+    fs::remove_file(m.mnt.join("l3028")).unwrap();
+    assert_eq!(files(&m), 0, "no target file outlives its symlink");
+    m.unmount();
+    m.assert_fsck_clean();
 }

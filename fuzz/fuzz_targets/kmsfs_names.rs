@@ -34,6 +34,12 @@ fuzz_target!(|data: &[u8]| {
         }
         2 => {
             let _ = records::open_symlink(&keys, data);
+            // A backing target that may be a pointer to a long target, and a file's record.
+            let (pointer, record) = kms_fuzz::split(data, b'\n');
+            if let Some((file, len)) = records::long_pointer(pointer) {
+                assert!(len as usize <= records::MAX_TARGET_LEN && !file.contains('/'));
+                let _ = records::open_long_target(&keys, file, len, record);
+            }
         }
         _ => {
             let _ = records::open(&keys, records::XATTR_DOMAIN, b"bind", data);

@@ -46,11 +46,15 @@ pub fn plain_file_size(layout: Layout, stored: u64) -> u64 {
     })
 }
 
+/// The size [`attr`] gives a symlink whose target is kept in a file (FORMAT.md §6): only the
+/// backing symlink's own target holds its length, which the caller then reads.
+pub const LONG_TARGET: u64 = u64::MAX;
+
 pub fn attr(nodeid: u64, st: &Stat, layout: Layout) -> FileAttr {
     let stored = st.st_size as u64;
     let size = match Kind::of(st) {
         Kind::File => plain_file_size(layout, stored),
-        Kind::Symlink => symlink_len(stored),
+        Kind::Symlink => symlink_len(stored).unwrap_or(LONG_TARGET),
         _ => stored,
     };
     FileAttr {

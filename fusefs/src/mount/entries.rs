@@ -12,7 +12,8 @@ use super::{errno, io_errno, KmsFs};
 use crate::dirs::{
     create_dir_iv_at, is_internal, open_dir, read_dir_iv_at, write_long_name_at, EntryName, DIR_IV_NAME,
 };
-use crate::records;
+use crate::records::{self, SealedTarget};
+use std::os::fd::OwnedFd;
 
 /// The `.name` file of a long entry, written first.
 fn write_long(dir: &Inode, e: &EntryName) -> Result<(), Errno> {
@@ -123,20 +124,62 @@ impl KmsFs {
         name: &OsStr,
         target: &[u8],
     ) -> Result<FileAttr, Errno> {
-        let stored = records::seal_symlink(&self.keys, target).ok_or(Errno::ENAMETOOLONG)?;
-        self.create_entry(req, parent, name, |dir, backing| {
-            rustix::fs::symlinkat(stored.as_str(), dir.fd()?, backing).map_err(errno)
-        })
+        match records::seal_symlink(&self.keys, target).ok_or(Errno::ENAMETOOLONG)? {
+            SealedTarget::Inline(stored) => self.create_entry(req, parent, name, |dir, backing| {
+                rustix::fs::symlinkat(stored.as_str(), dir.fd()?, backing).map_err(errno)
+            }),
+            SealedTarget::Long(t) => {
+                // The target's file first, so no symlink ever points at nothing.
+                self.writable()?;
+                let links = self.links.as_ref().ok_or(Errno::EROFS)?;
+                links.write(&t).map_err(io_errno)?;
+                self.create_entry(req, parent, name, |dir, backing| {
+                    rustix::fs::symlinkat(t.pointer.as_str(), dir.fd()?, backing).map_err(errno)
+                })
+                .inspect_err(|_| links.remove(&t.file))
+            }
+        }
     }
 
     pub(super) fn read_link(&self, ino: INodeNo) -> Result<Vec<u8>, Errno> {
         let inode = self.inode(ino)?;
         let stored = rustix::fs::readlinkat(inode.pin()?.fd(), "", Vec::new()).map_err(errno)?;
-        match records::open_symlink(&self.keys, stored.as_bytes()) {
+        let opened = match records::long_pointer(stored.as_bytes()) {
+            Some((file, len)) => match self.links.as_ref().map(|l| l.read(file)) {
+                Some(Ok(record)) => records::open_long_target(&self.keys, file, len, &record),
+                _ => None,
+            },
+            None => records::open_symlink(&self.keys, stored.as_bytes()),
+        };
+        match opened {
             Some(t) => Ok(t.to_vec()),
             None => {
                 tracing::error!("symlink target does not authenticate: {}", self.backing_path(&inode));
                 Err(Errno::EIO)
+            }
+        }
+    }
+
+    /// For entry `backing` of `dir` that is a symlink to a long target: the symlink (an `O_PATH`
+    /// descriptor, to see its link count after an unlink or a rename over it) and its target's
+    /// file.
+    fn long_target_of(&self, dir: &Inode, backing: &str, st: &rustix::fs::Stat) -> Option<(OwnedFd, String)> {
+        if Kind::of(st) != Kind::Symlink || records::symlink_len(st.st_size as u64).is_some() {
+            return None;
+        }
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(dir.fd().ok()?, backing, flags, Mode::empty()).ok()?;
+        let stored = rustix::fs::readlinkat(&fd, "", Vec::new()).ok()?;
+        let file = records::long_pointer(stored.as_bytes())?.0.to_string();
+        Some((fd, file))
+    }
+
+    /// Removes a long target's file once its symlink has no name left. Decided on the symlink
+    /// itself after the unlink or rename, so a hard link made meanwhile keeps the file.
+    fn release_long_target(&self, held: Option<(OwnedFd, String)>) {
+        if let (Some((fd, file)), Some(links)) = (held, &self.links) {
+            if rustix::fs::fstat(&fd).is_ok_and(|st| st.st_nlink == 0) {
+                links.remove(&file);
             }
         }
     }
@@ -179,12 +222,16 @@ impl KmsFs {
                 return Err(Errno::EISDIR);
             }
             let gone = self.inodes.find(&st);
-            // Into the trash only what nothing can observe any more: a last name, not open.
-            let unseen = st.st_nlink == 1 && gone.as_ref().is_none_or(|i| i.content.read().opens == 0);
+            let long_target = self.long_target_of(&dir, &e.backing, &st);
+            // Into the trash only what nothing can observe any more: a last name, not open (and
+            // not a symlink whose target's file goes with its last name).
+            let unseen =
+                st.st_nlink == 1 && long_target.is_none() && gone.as_ref().is_none_or(|i| i.content.read().opens == 0);
             match &self.trash {
                 Some(trash) if unseen => trash.remove(dir.fd()?, e.backing.as_str()).map_err(errno)?,
                 _ => rustix::fs::unlinkat(dir.fd()?, e.backing.as_str(), AtFlags::empty()).map_err(errno)?,
             }
+            self.release_long_target(long_target);
             if let Some(gone) = gone {
                 gone.clear_location(&dir, &e.backing);
             }
@@ -278,6 +325,11 @@ impl KmsFs {
                 (false, false) => {}
             }
         }
+        // A symlink to a long target that the rename replaces: its file goes with its last name.
+        let replaced_target = match (&dst, exchange) {
+            (Some(dst), false) => self.long_target_of(&to_dir, &to.backing, dst),
+            _ => None,
+        };
         let rename = || {
             rustix::fs::renameat_with(
                 from_dir.fd()?,
@@ -293,6 +345,7 @@ impl KmsFs {
             &to,
             || if over_dir { self.with_empty_dir(&to_dir, &to.backing, rename) } else { rename() },
         )?;
+        self.release_long_target(replaced_target);
         let moved = self.inodes.find(&src);
         let replaced = dst.as_ref().and_then(|d| self.inodes.find(d));
         if let Some(other) = &replaced {

@@ -55,6 +55,9 @@ pub struct KmsFs {
     io_uring: bool,
     /// Where unlinked files go to be deleted in the background (none on read-only mounts).
     trash: Option<trash::Trash>,
+    /// The files of symlink targets too long for a backing symlink (none on a read-only mount
+    /// of a volume that never had one).
+    links: Option<crate::links::Links>,
     /// Running as root: new objects are given to the caller (for `allow_other` mounts).
     as_root: bool,
 }
@@ -67,6 +70,15 @@ fn io_errno(e: std::io::Error) -> Errno {
     Errno::from(e)
 }
 
+/// The length a pointer to a long symlink target claims (`stat` shows it; readlink checks it),
+/// read from the symlink `name` of `dir` (`""`: `dir` is the symlink). 0 if it is no pointer.
+fn long_target_len(dir: impl std::os::fd::AsFd, name: &str) -> u64 {
+    rustix::fs::readlinkat(dir, name, Vec::new())
+        .ok()
+        .and_then(|t| crate::records::long_pointer(t.as_bytes()).map(|p| p.1))
+        .unwrap_or(0)
+}
+
 impl KmsFs {
     /// A filesystem over the cipher directory open as `root` (an `O_PATH` descriptor).
     pub fn new(root: OwnedFd, keys: Arc<VolumeKeys>, layout: Layout, options: &MountOptions) -> std::io::Result<KmsFs> {
@@ -76,7 +88,9 @@ impl KmsFs {
                 .inspect_err(|e| tracing::warn!("no trash directory ({e}): files are deleted in place"))
                 .ok(),
         };
+        let links = crate::links::Links::open(std::os::fd::AsFd::as_fd(&root), !options.read_only)?;
         Ok(KmsFs {
+            links,
             names: NameCipher::new(&keys),
             keys,
             layout,
@@ -117,12 +131,19 @@ impl KmsFs {
     /// Counts `backing` in `dir` as a new kernel reference and returns its inode and attributes.
     fn remember(&self, dir: &Arc<Inode>, backing: &str) -> Result<(Arc<Inode>, FileAttr), Errno> {
         let (inode, st) = self.inodes.remember(dir, backing)?;
-        let attr = attr::attr(inode.nodeid, &st, self.layout);
+        let mut attr = attr::attr(inode.nodeid, &st, self.layout);
+        if attr.size == attr::LONG_TARGET {
+            attr.size = long_target_len(dir.fd()?, backing);
+        }
         Ok((inode, attr))
     }
 
     fn attr_of(&self, inode: &Inode) -> Result<FileAttr, Errno> {
-        Ok(attr::attr(inode.nodeid, &inode.stat()?, self.layout))
+        let mut attr = attr::attr(inode.nodeid, &inode.stat()?, self.layout);
+        if attr.size == attr::LONG_TARGET {
+            attr.size = long_target_len(inode.pin()?.fd(), "");
+        }
+        Ok(attr)
     }
 
     /// Gives a new object to the caller when the daemon runs as root (otherwise it is the
