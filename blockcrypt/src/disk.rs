@@ -34,6 +34,12 @@ fn einval(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg.to_string())
 }
 
+/// An unwritten sector: its ciphertext is all zeroes (a hole of the file). Written ciphertext
+/// starts with eight zero bytes once in 2^64 sectors, so the first word nearly always decides.
+fn unwritten(sector: &[u8]) -> bool {
+    sector[..8] == [0u8; 8] && sector.iter().all(|&b| b == 0)
+}
+
 impl Disk {
     pub fn new(file: File, cipher: Arc<SectorCipher>, base: u64, size: u64, read_only: bool) -> Disk {
         Disk { file, cipher, base, size, read_only, stripes: (0..STRIPES).map(|_| Mutex::new(())).collect() }
@@ -65,8 +71,27 @@ impl Disk {
     /// Reads and decrypts whole sectors starting at sector `first` into `buf`.
     fn read_sectors(&self, first: u64, buf: &mut [u8]) -> io::Result<()> {
         self.file.read_exact_at(buf, self.base + first * S)?;
-        self.cipher.decrypt(first, buf);
+        self.decrypt(first, buf);
         Ok(())
+    }
+
+    /// Decrypts whole sectors in place, but for unwritten ones (FORMAT.md: a sector whose
+    /// ciphertext is all zeroes – a hole of the file – reads as zeroes, as on a new cloud disk).
+    fn decrypt(&self, first: u64, buf: &mut [u8]) {
+        let mut run_start = None;
+        for i in 0..buf.len() / SECTOR {
+            match (unwritten(&buf[i * SECTOR..(i + 1) * SECTOR]), run_start) {
+                (false, None) => run_start = Some(i),
+                (true, Some(start)) => {
+                    self.cipher.decrypt(first + start as u64, &mut buf[start * SECTOR..i * SECTOR]);
+                    run_start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(start) = run_start {
+            self.cipher.decrypt(first + start as u64, &mut buf[start * SECTOR..]);
+        }
     }
 
     /// Encrypts `buf` (whole sectors) in place and writes it at sector `first`.
@@ -96,7 +121,7 @@ impl Disk {
         }
         // The spare capacity may have been larger than asked: drop what was read beyond.
         out.truncate(start + len);
-        self.cipher.decrypt(offset / S, &mut out[start..]);
+        self.decrypt(offset / S, &mut out[start..]);
         Ok(())
     }
 
@@ -151,9 +176,24 @@ impl Disk {
         self.write_sectors(first, &mut covering)
     }
 
-    /// Writes encrypted zeroes (never holes: a hole would read back as garbage, not zeroes).
-    pub fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+    /// Zeroes the range: whole sectors become unwritten again (a hole, which reads as zeroes)
+    /// unless `allocate` asks for them to keep their space (or the filesystem cannot punch
+    /// holes); then, like the partial sectors at the edges, they get encrypted zeroes.
+    pub fn write_zeroes(&self, offset: u64, len: u64, allocate: bool) -> io::Result<()> {
+        if self.read_only {
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
         self.check(offset, len)?;
+        let (start, end) = (offset.div_ceil(S) * S, (offset + len) / S * S);
+        if !allocate && end > start && self.punch(start, end - start).is_ok() {
+            // The partial sectors at either edge keep the rest of their contents.
+            self.encrypted_zeroes(offset, start - offset)?;
+            return self.encrypted_zeroes(end, offset + len - end);
+        }
+        self.encrypted_zeroes(offset, len)
+    }
+
+    fn encrypted_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
         let mut done = 0u64;
         while done < len {
             let n = (len - done).min(ZERO_CHUNK as u64);
@@ -164,7 +204,7 @@ impl Disk {
         Ok(())
     }
 
-    /// Gives back the space of the whole sectors in the range (their contents become undefined).
+    /// Gives back the space of the whole sectors in the range; they read as zeroes afterwards.
     pub fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
         if self.read_only {
             return Err(io::Error::from_raw_os_error(libc::EPERM));
@@ -173,14 +213,41 @@ impl Disk {
         let start = offset.div_ceil(S) * S;
         let end = (offset + len) / S * S;
         if end > start {
-            rustix::fs::fallocate(
-                &self.file,
-                rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
-                self.base + start,
-                end - start,
-            )?;
+            self.punch(start, end - start)?;
         }
         Ok(())
+    }
+
+    /// Punches whole sectors out of the file (a filesystem block only partly covered gets
+    /// zeroes written, which read as unwritten sectors just the same).
+    fn punch(&self, start: u64, len: u64) -> io::Result<()> {
+        rustix::fs::fallocate(
+            &self.file,
+            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+            self.base + start,
+            len,
+        )?;
+        Ok(())
+    }
+
+    /// Whether the disk range `(offset, len)` is unwritten (a hole), as runs `(len, hole)`
+    /// covering it in order – what NBD's `base:allocation` reports.
+    pub fn map(&self, offset: u64, len: u64) -> io::Result<Vec<(u64, bool)>> {
+        self.check(offset, len)?;
+        let mut out = Vec::new();
+        let mut at = offset;
+        for (start, n) in crate::sparse::data_extents(&self.file, self.base + offset, self.base + offset + len)? {
+            let start = start - self.base;
+            if start > at {
+                out.push((start - at, true));
+            }
+            out.push((n, false));
+            at = start + n;
+        }
+        if at < offset + len {
+            out.push((offset + len - at, true));
+        }
+        Ok(out)
     }
 
     pub fn flush(&self) -> io::Result<()> {
@@ -218,9 +285,35 @@ mod tests {
     }
 
     #[test]
+    fn unwritten_sectors_read_zeroes_and_map_as_holes() {
+        let (d, _f) = disk(1 << 20);
+        let mut back = vec![1u8; 1 << 20];
+        d.read_at(0, &mut back).unwrap();
+        assert!(back.iter().all(|&b| b == 0), "a new disk reads zeroes");
+        assert_eq!(d.map(0, 1 << 20).unwrap(), [(1 << 20, true)]);
+        d.write_at(65536, &mut vec![7u8; 4096]).unwrap();
+        assert_eq!(d.map(0, 1 << 20).unwrap(), [(65536, true), (4096, false), ((1 << 20) - 69632, true)]);
+        // Zeroing whole blocks punches them out again; keeping them allocated does not.
+        d.write_zeroes(65536, 4096, true).unwrap();
+        assert_eq!(d.map(65536, 4096).unwrap(), [(4096, false)]);
+        d.write_zeroes(65536, 4096, false).unwrap();
+        assert_eq!(d.map(0, 1 << 20).unwrap(), [(1 << 20, true)]);
+        d.read_at(0, &mut back).unwrap();
+        assert!(back.iter().all(|&b| b == 0));
+        // A write that ends mid-sector next to unwritten sectors keeps them zero.
+        d.write_at(1000, &mut vec![9u8; 100]).unwrap();
+        let mut s = vec![1u8; 2048];
+        d.read_at(0, &mut s).unwrap();
+        assert!(
+            s[..1000].iter().all(|&b| b == 0)
+                && s[1000..1100].iter().all(|&b| b == 9)
+                && s[1100..].iter().all(|&b| b == 0)
+        );
+    }
+
+    #[test]
     fn unaligned_writes_patch_their_sectors() {
         let (d, _f) = disk(8192);
-        d.write_zeroes(0, 8192).unwrap();
         let mut model = vec![0u8; 8192];
         for (off, len, byte) in [(3u64, 10usize, 1u8), (500, 30, 2), (1024, 512, 3), (1500, 3000, 4), (8191, 1, 5)] {
             let mut data = vec![byte; len];
@@ -255,7 +348,6 @@ mod tests {
     #[test]
     fn concurrent_unaligned_writes_to_shared_sectors_all_land() {
         let (d, _f) = disk(4096);
-        d.write_zeroes(0, 4096).unwrap();
         let d = Arc::new(d);
         let threads: Vec<_> = (0..4u64)
             .map(|t| {
@@ -302,7 +394,6 @@ mod tests {
         fn behaves_like_a_byte_array(ops in proptest::collection::vec((0u8..3, 0u64..6000, 1usize..3000, proptest::prelude::any::<u8>()), 1..40)) {
             const SIZE: u64 = 6144;
             let (d, _f) = disk(SIZE);
-            d.write_zeroes(0, SIZE).unwrap();
             let mut model = vec![0u8; SIZE as usize];
             for (op, off, len, byte) in ops {
                 let len = len.min((SIZE - off) as usize);
@@ -313,7 +404,8 @@ mod tests {
                         model[range].fill(byte);
                     }
                     1 => {
-                        d.write_zeroes(off, len as u64).unwrap();
+                        // Holes punched, or encrypted zeroes kept allocated: zeroes either way.
+                        d.write_zeroes(off, len as u64, byte % 2 == 0).unwrap();
                         model[range].fill(0);
                     }
                     _ => {

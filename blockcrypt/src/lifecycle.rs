@@ -220,16 +220,23 @@ pub fn export(vol: &OpenVolume, raw: &Path, progress: Progress) -> Result<(), Vo
         out.set_len(size)?;
         const CHUNK: u64 = 4 << 20;
         let mut buf = vec![0u8; CHUNK as usize];
+        // Unwritten sectors are not read at all; written runs of zeroes are left as holes too:
+        // an exported disk stays as sparse as its contents.
+        let written = vol.disk.allocated()?;
+        let total: u64 = written.iter().map(|r| r.1).sum();
         let mut done = 0;
-        while done < size {
-            let n = (size - done).min(CHUNK) as usize;
-            vol.disk.read_at(done, &mut buf[..n])?;
-            // Leave runs of zeroes as holes: an exported disk stays as sparse as its contents.
-            if buf[..n].iter().any(|&b| b != 0) {
-                out.write_all_at(&buf[..n], done)?;
+        for (start, len) in written {
+            let mut at = 0;
+            while at < len {
+                let n = (len - at).min(CHUNK) as usize;
+                vol.disk.read_at(start + at, &mut buf[..n])?;
+                if buf[..n].iter().any(|&b| b != 0) {
+                    out.write_all_at(&buf[..n], start + at)?;
+                }
+                at += n as u64;
+                done += n as u64;
+                progress(done, total);
             }
-            done += n as u64;
-            progress(done, size);
         }
         out.sync_all()
     })();

@@ -37,9 +37,54 @@ fn nbdinfo_sees_what_we_advertise() {
     assert!(tool("nbdinfo", &["--size", &srv.uri("")]).trim() == "4194304");
     let err = tool_fails("nbdinfo", &[&srv.uri("nope")]);
     assert!(err.contains("nope"), "{err}");
-    // base:allocation: all data (an encrypted disk has no holes that read as zeroes).
+    // base:allocation: a new disk is all unwritten sectors – a hole that reads as zeroes.
     let map = tool("nbdinfo", &["--map", &srv.uri("a.img")]);
-    assert_eq!(map.split_whitespace().collect::<Vec<_>>(), ["0", "4194304", "0", "data"], "{map}");
+    assert_eq!(map.split_whitespace().collect::<Vec<_>>(), ["0", "4194304", "3", "hole,zero"], "{map}");
+}
+
+#[test]
+fn unwritten_sectors_read_zeroes_map_as_holes_and_export_sparse() {
+    let w = Workdir::new();
+    let img = w.create("d.img", &["--size", "1G"]);
+    let mut srv = w.serve(&[&img], &[]);
+    let uri = srv.uri("d.img");
+    let mut c = Client::connect(&srv.socket, "d.img");
+    assert!(c.read(0, 1 << 20).unwrap().iter().all(|&b| b == 0), "a new disk reads zeroes");
+    assert_eq!(c.write(512 << 20, &pattern(1 << 20, 8)), 0);
+    assert_eq!(c.flush(), 0);
+    drop(c);
+    let map = tool("nbdinfo", &["--map", &uri]);
+    let rows: Vec<Vec<&str>> = map.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["0", "536870912", "3", "hole,zero"],
+            vec!["536870912", "1048576", "0", "data"],
+            vec!["537919488", "535822336", "3", "hole,zero"]
+        ],
+        "{map}"
+    );
+    // nbdcopy skips what the map says is zero: the copy is as sparse as the disk.
+    let copy = w.p("copy.raw");
+    tool("nbdcopy", &[&uri, &copy]);
+    let allocated = |p: &str| std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(p).unwrap()) * 512;
+    assert!(allocated(&copy) <= 2 << 20, "nbdcopy wrote {} bytes", allocated(&copy));
+    srv.stop();
+    // export reads only the written sectors and leaves the rest a hole.
+    let t = std::time::Instant::now();
+    let raw = w.p("out.raw");
+    ok(&w.run(&["export", &img, &raw]));
+    assert!(allocated(&raw) <= 2 << 20, "export wrote {} bytes", allocated(&raw));
+    assert!(t.elapsed() < std::time::Duration::from_secs(5), "export of a 1 GiB disk took {:?}", t.elapsed());
+    let out = std::fs::read(&raw).unwrap();
+    assert!(out[(512 << 20)..(513 << 20)] == pattern(1 << 20, 8)[..] && out[..512 << 20].iter().all(|&b| b == 0));
+    // qemu writing into a hole through its own LUKS driver: read back through serve.
+    let pass = w.passphrase_file(&img, None);
+    qemu_ok(&qemu_io_luks(&img, &pass, None, &["write -P 0x77 65536 4096"]));
+    let srv = w.serve(&[&img], &[]);
+    let mut c = Client::connect(&srv.socket, "d.img");
+    assert_eq!(c.read(65536, 4096).unwrap(), vec![0x77; 4096]);
+    assert!(c.read(0, 65536).unwrap().iter().all(|&b| b == 0), "the hole before it still reads zeroes");
 }
 
 #[test]

@@ -40,7 +40,9 @@ fn requests_out_of_bounds_or_unsupported_get_errors() {
     assert_eq!(c.write(size - 4, &[1; 8]), ENOSPC, "write past the end");
     assert_eq!(c.call(CMD_WRITE_ZEROES, 0, u64::MAX - 10, 100, &[]), ENOSPC, "offset overflow");
     assert_eq!(c.call(CMD_TRIM, 0, 0, 4096, &[]), EINVAL, "TRIM was not advertised");
-    assert_eq!(c.call(CMD_WRITE_ZEROES, 1 << 4, 0, 4096, &[]), ENOTSUP, "FAST_ZERO cannot be fast");
+    // FAST_ZERO: fast as a hole; not when the zeroes must stay allocated (NO_HOLE).
+    assert_eq!(c.call(CMD_WRITE_ZEROES, 1 << 4, 0, 4096, &[]), 0, "FAST_ZERO punches a hole");
+    assert_eq!(c.call(CMD_WRITE_ZEROES, 1 << 4 | 1 << 1, 0, 4096, &[]), ENOTSUP, "FAST_ZERO + NO_HOLE is slow");
     assert_eq!(c.call(99, 0, 0, 0, &[]), EINVAL, "unknown command");
     assert_eq!(c.call(CMD_FLUSH, 1 << 9, 0, 0, &[]), EINVAL, "unknown flag");
     assert_eq!(c.call(7, 0, 0, 512, &[]), EINVAL, "block status without a meta context");

@@ -65,7 +65,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                     let mut at = 0;
                     while at < size {
                         let n = step.min(size - at);
-                        disk.write_zeroes(at, n)?;
+                        disk.write_zeroes(at, n, true)?;
                         at += n;
                         bar.update(at, size);
                     }

@@ -65,6 +65,9 @@ pub const CMD_FLAG_FUA: u16 = 1 << 0;
 pub const CMD_FLAG_NO_HOLE: u16 = 1 << 1;
 pub const CMD_FLAG_DF: u16 = 1 << 2;
 pub const CMD_FLAG_REQ_ONE: u16 = 1 << 3;
+/// `base:allocation` extent flags.
+pub const STATE_HOLE: u32 = 1;
+pub const STATE_ZERO: u32 = 2;
 pub const CMD_FLAG_FAST_ZERO: u16 = 1 << 4;
 
 // Structured reply chunks.

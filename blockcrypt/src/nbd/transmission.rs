@@ -18,6 +18,8 @@ const BUDGET_KIB: u32 = 64 << 10;
 /// Requests up to this size run on the async workers; larger ones, FLUSH and FUA writes
 /// (fdatasync can take milliseconds) go to the blocking pool.
 const INLINE_MAX: u32 = 128 << 10;
+/// Extents one BLOCK_STATUS reply holds at most.
+const MAX_EXTENTS: usize = 1024;
 
 struct Request {
     flags: u16,
@@ -122,11 +124,12 @@ fn execute(req: &Request, payload: Vec<u8>, export: &Export, structured: bool) -
             }
         }
         CMD_WRITE_ZEROES => {
-            if req.flags & CMD_FLAG_FAST_ZERO != 0 {
+            let allocate = req.flags & CMD_FLAG_NO_HOLE != 0;
+            if allocate && req.flags & CMD_FLAG_FAST_ZERO != 0 {
                 // Encrypted zeroes cost a full write: tell the client to do it its own way.
                 return simple_reply(req.cookie, ENOTSUP);
             }
-            match fua(disk.write_zeroes(req.offset, req.length as u64)) {
+            match fua(disk.write_zeroes(req.offset, req.length as u64, allocate)) {
                 Ok(()) => simple_reply(req.cookie, 0),
                 Err(e) => fail(e),
             }
@@ -140,12 +143,21 @@ fn execute(req: &Request, payload: Vec<u8>, export: &Export, structured: bool) -
             Err(e) => fail(e),
         },
         CMD_BLOCK_STATUS => {
-            // Every sector of an encrypted disk holds data: holes would read as noise, not zeroes.
-            let mut b = Vec::with_capacity(40);
-            chunk_header(&mut b, req.cookie, REPLY_TYPE_BLOCK_STATUS, 12);
+            // Unwritten sectors are holes of the file and read as zeroes.
+            let mut runs = match disk.map(req.offset, req.length as u64) {
+                Ok(r) => r,
+                Err(e) => return fail(e),
+            };
+            // One extent if asked; and a bounded reply however fragmented the file is (the
+            // client asks again from where the reply ends).
+            runs.truncate(if req.flags & CMD_FLAG_REQ_ONE != 0 { 1 } else { MAX_EXTENTS });
+            let mut b = Vec::with_capacity(20 + 8 * runs.len());
+            chunk_header(&mut b, req.cookie, REPLY_TYPE_BLOCK_STATUS, 4 + 8 * runs.len() as u32);
             b.extend_from_slice(&BASE_ALLOCATION_ID.to_be_bytes());
-            b.extend_from_slice(&req.length.to_be_bytes());
-            b.extend_from_slice(&0u32.to_be_bytes());
+            for (len, hole) in runs {
+                b.extend_from_slice(&(len as u32).to_be_bytes());
+                b.extend_from_slice(&(if hole { STATE_HOLE | STATE_ZERO } else { 0u32 }).to_be_bytes());
+            }
             b
         }
         _ => unreachable!("validated"),
