@@ -291,7 +291,7 @@ mod tests {
         d.read_at(0, &mut back).unwrap();
         assert!(back.iter().all(|&b| b == 0), "a new disk reads zeroes");
         assert_eq!(d.map(0, 1 << 20).unwrap(), [(1 << 20, true)]);
-        d.write_at(65536, &mut vec![7u8; 4096]).unwrap();
+        d.write_at(65536, &mut [7u8; 4096]).unwrap();
         assert_eq!(d.map(0, 1 << 20).unwrap(), [(65536, true), (4096, false), ((1 << 20) - 69632, true)]);
         // Zeroing whole blocks punches them out again; keeping them allocated does not.
         d.write_zeroes(65536, 4096, true).unwrap();
@@ -301,7 +301,7 @@ mod tests {
         d.read_at(0, &mut back).unwrap();
         assert!(back.iter().all(|&b| b == 0));
         // A write that ends mid-sector next to unwritten sectors keeps them zero.
-        d.write_at(1000, &mut vec![9u8; 100]).unwrap();
+        d.write_at(1000, &mut [9u8; 100]).unwrap();
         let mut s = vec![1u8; 2048];
         d.read_at(0, &mut s).unwrap();
         assert!(
