@@ -10,6 +10,7 @@ pub mod xts;
 
 pub use kms_sidecar::envelope as kms;
 pub mod disk;
+pub mod image_lock;
 pub mod lifecycle;
 pub mod nbd;
 pub mod record;

@@ -162,3 +162,48 @@ fn foreign_luks_images_are_refused() {
     assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("no blockcrypt record"), "{err}");
 }
+
+/// qemu's image locks: qemu refuses a disk `serve` has open, read-write or read-only, and `serve`
+/// refuses one qemu has open – so the two never write one disk at once.
+#[test]
+fn qemu_and_serve_refuse_each_others_disk() {
+    let w = Workdir::new();
+    let img = w.create("disk.img", &["--size", "8M"]);
+    let pass = w.passphrase_file(&img, None);
+    let mut srv = w.serve(&[&img], &[]);
+    for cmds in [&["write -P 0x11 0 512"][..], &["read 0 512"][..]] {
+        let out = qemu_io_luks(&img, &pass, None, cmds);
+        let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Failed to get") && text.contains("lock"), "qemu-io {cmds:?} was let in: {text}");
+    }
+    srv.stop();
+    // Once serve has stopped, qemu opens it; while qemu holds it, serve is refused.
+    let opts = format!("driver=luks,key-secret=s0,file.filename={img}");
+    let mut qemu = std::process::Command::new("qemu-io")
+        .args(["--object", &format!("secret,id=s0,file={pass}"), "--image-opts", &opts])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // qemu-io waits for commands with the image open (its locks show in /proc/locks).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&img).unwrap());
+    let held = || {
+        let locks = std::fs::read_to_string("/proc/locks").unwrap();
+        locks.lines().any(|l| {
+            l.contains("OFDLCK") && l.split_whitespace().nth(5).is_some_and(|f| f.ends_with(&format!(":{ino}")))
+        })
+    };
+    while !held() {
+        assert!(std::time::Instant::now() < deadline, "qemu-io never took its locks");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = w.run(&["serve", "--socket", w.p("b.sock").as_str(), &img]);
+    let (c, err) = code(&out);
+    assert_eq!(c, Some(6), "serve must refuse a disk qemu has open: {err}");
+    assert!(err.contains("write") && err.contains("qemu"), "{err}");
+    drop(qemu.stdin.take());
+    qemu.wait().unwrap();
+    let _srv = w.serve(&[&img], &[]);
+}

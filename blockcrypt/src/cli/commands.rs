@@ -44,6 +44,8 @@ pub fn lock_idle(loc: &Location) -> Result<File, Failure> {
     let f = File::open(&loc.data).map_err(|e| Failure::new(EXIT_OTHER, format!("{}: {e}", loc.data.display())))?;
     rustix::fs::flock(&f, FlockOperation::NonBlockingLockShared)
         .map_err(|_| Failure::new(EXIT_IN_USE, format!("{}: the volume is being served", loc.data.display())))?;
+    blockcrypt::image_lock::lock(&f, blockcrypt::image_lock::Access::ReadOnly)
+        .map_err(|e| Failure::new(EXIT_IN_USE, format!("{}: {e}", loc.data.display())))?;
     Ok(f)
 }
 

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use blockcrypt::image_lock;
 use blockcrypt::kms::KeyService;
 use blockcrypt::nbd::{Export, Limits, Server};
 use blockcrypt::volume::{self, Location};
@@ -63,6 +64,10 @@ pub fn serve(kms: &dyn KeyService, specs: &[String], opts: super::ServeArgs) -> 
         rustix::fs::flock(v.disk.file(), FlockOperation::NonBlockingLockExclusive).map_err(|_| {
             Failure::new(EXIT_IN_USE, format!("{}: the volume is being served already", loc.data.display()))
         })?;
+        // And the locks qemu looks for, so neither opens a disk the other is using.
+        let access = if read_only { image_lock::Access::ReadOnly } else { image_lock::Access::ReadWrite };
+        image_lock::lock(v.disk.file(), access)
+            .map_err(|e| Failure::new(EXIT_IN_USE, format!("{}: {e}", loc.data.display())))?;
         tracing::info!(export = %name, size = v.disk.size(), cipher = %v.area.record.cipher, key = %v.area.record.key_id, "unlocked");
         let description = format!("{} ({})", v.area.record.disk_id, v.area.record.cipher);
         exports.push(Export { name, description, disk: v.disk });
