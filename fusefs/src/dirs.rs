@@ -3,7 +3,6 @@
 //! entry plus a `.name` file with the full encrypted name. Everything works relative to a
 //! directory file descriptor, so the mount (which holds one per directory) never walks paths.
 
-use std::ffi::CStr;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -166,19 +165,23 @@ pub fn list_at(names: &NameCipher, dir: impl AsFd, iv: &[u8; DIR_IV_LEN]) -> io:
         if backing == "." || backing == ".." || is_internal(backing) {
             continue;
         }
-        let name = if backing.starts_with(LONG_NAME_PREFIX) {
-            read_long_name(&fd, e.file_name()).and_then(|full| names.decrypt(iv, &full))
-        } else {
-            names.decrypt(iv, backing)
-        };
+        let name = name_at(names, &fd, iv, backing);
         out.push(Listed { backing: backing.to_string(), name, ino: e.ino(), file_type: e.file_type() });
     }
     Ok(out)
 }
 
+/// The plaintext name of entry `backing` of the directory open as `dir` (whose IV is `iv`).
+pub fn name_at(names: &NameCipher, dir: &OwnedFd, iv: &[u8; DIR_IV_LEN], backing: &str) -> Result<Vec<u8>, NameError> {
+    if backing.starts_with(LONG_NAME_PREFIX) {
+        read_long_name(dir, backing).and_then(|full| names.decrypt(iv, &full))
+    } else {
+        names.decrypt(iv, backing)
+    }
+}
+
 /// The full encrypted name of a long-named entry, checked against the hash in its backing name.
-fn read_long_name(dir: &OwnedFd, backing: &CStr) -> Result<String, NameError> {
-    let backing = backing.to_str().map_err(|_| NameError::Encoding)?;
+fn read_long_name(dir: &OwnedFd, backing: &str) -> Result<String, NameError> {
     let file = format!("{backing}{LONG_NAME_SUFFIX}");
     let f = open_regular_at(dir, file.as_str(), MAX_LONG_NAME_FILE).map_err(|_| NameError::Corrupt)?;
     let mut content = Vec::new();

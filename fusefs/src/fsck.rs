@@ -1,6 +1,7 @@
 //! `kmsfs fsck`: verify every directory IV, name, file header and block of a volume and report
 //! each problem with its place – never repair anything silently.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,8 +13,10 @@ use crate::names::NameCipher;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    /// The backing path (plaintext names are not known for broken entries).
+    /// The backing path.
     pub path: PathBuf,
+    /// The path in the volume, where every name on the way decrypts.
+    pub plain: Option<PathBuf>,
     pub what: String,
 }
 
@@ -35,53 +38,60 @@ impl Report {
 pub fn check(root: &Path, keys: &Arc<VolumeKeys>, layout: Layout) -> Report {
     let names = NameCipher::new(keys);
     let mut report = Report::default();
-    let mut todo = vec![root.to_path_buf()];
-    while let Some(dir) = todo.pop() {
+    // Each directory with its path in the volume (none below a name that does not decrypt).
+    let mut todo = vec![(root.to_path_buf(), Some(PathBuf::from("/")))];
+    while let Some((dir, plain_dir)) = todo.pop() {
         report.dirs += 1;
-        let mut problem = |path: &Path, what: String| report.problems.push(Problem { path: path.to_path_buf(), what });
+        let mut problem = |path: &Path, plain: &Option<PathBuf>, what: String| {
+            report.problems.push(Problem { path: path.to_path_buf(), plain: plain.clone(), what })
+        };
         let iv = match read_dir_iv(&dir) {
             Ok(iv) => iv,
             Err(e) => {
-                problem(&dir, format!("directory IV: {e}"));
+                problem(&dir, &plain_dir, format!("directory IV: {e}"));
                 continue;
             }
         };
         let entries = match list(&names, &dir, &iv) {
             Ok(l) => l,
             Err(e) => {
-                problem(&dir, format!("cannot list: {e}"));
+                problem(&dir, &plain_dir, format!("cannot list: {e}"));
                 continue;
             }
         };
         for entry in entries {
             let path = dir.join(&entry.backing);
-            if let Err(e) = entry.name {
-                report.problems.push(Problem { path: path.clone(), what: format!("name: {e}") });
+            let plain = match (&plain_dir, &entry.name) {
+                (Some(d), Ok(n)) => Some(d.join(std::ffi::OsStr::from_bytes(n))),
+                _ => None,
+            };
+            if let Err(e) = &entry.name {
+                problem(&path, &plain, format!("name: {e}"));
             }
             let meta = match std::fs::symlink_metadata(&path) {
                 Ok(m) => m,
                 Err(e) => {
-                    report.problems.push(Problem { path, what: e.to_string() });
+                    problem(&path, &plain, e.to_string());
                     continue;
                 }
             };
             if !meta.is_symlink() {
                 if let Err(what) = verify_xattrs(&path, keys, &names) {
-                    report.problems.push(Problem { path: path.clone(), what });
+                    problem(&path, &plain, what);
                 }
             }
             if meta.is_symlink() {
                 let target = std::fs::read_link(&path).map(|t| t.into_os_string().into_encoded_bytes());
                 if let Err(what) = target.map_err(|e| e.to_string()).and_then(|t| verify_symlink(root, keys, &t)) {
-                    report.problems.push(Problem { path, what });
+                    problem(&path, &plain, what);
                 }
             } else if meta.is_dir() {
-                todo.push(path);
+                todo.push((path, plain));
             } else if meta.is_file() {
                 report.files += 1;
                 match verify_file(&path, keys, layout) {
                     Ok(n) => report.bytes += n,
-                    Err(what) => report.problems.push(Problem { path, what }),
+                    Err(what) => problem(&path, &plain, what),
                 }
             }
         }

@@ -78,7 +78,9 @@ fn tampering_is_detected_never_decrypted() {
         |m| {
             assert_eq!(read_err(&pa, BS + 10), eio);
             assert_eq!(read_at(&pa, 0, 10), vec![b'a'; 10], "other blocks stay readable");
-            assert!(m.log_text().contains(a.file_name().unwrap().to_str().unwrap()), "the log names the file");
+            let log = m.log_text();
+            assert!(log.contains(a.file_name().unwrap().to_str().unwrap()), "the log names the backing file");
+            assert!(log.contains("integrity error in /a (backing "), "and the file in the volume: {log}");
         },
     );
     case(

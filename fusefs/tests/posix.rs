@@ -513,7 +513,10 @@ fn symlink_targets_up_to_path_max_minus_one() {
     let mut bytes = fs::read(&file).unwrap();
     bytes[100] ^= 1;
     fs::write(&file, bytes).unwrap();
-    assert!(!m.fsck().status.success());
+    let fsck = m.fsck();
+    let out = String::from_utf8_lossy(&fsck.stdout);
+    assert!(!fsck.status.success());
+    assert!(out.contains("problem: /second (backing ") || out.contains("problem: /l3028 (backing "), "{out}");
     m.mount();
     let broken =
         ["second", "l3028"].iter().filter(|n| fs::read_link(m.mnt.join(n)).is_err_and(|e| e.raw_os_error() == Some(5)));

@@ -180,7 +180,10 @@ fn fsck(kms: &KmsArgs, dir: &Path) -> Result<(), Failure> {
     drop(service);
     let report = kmsfs::fsck::check(dir, &Arc::new(keys), Layout { block_size: config.block_size });
     for p in &report.problems {
-        println!("problem: {}: {}", p.path.display(), p.what);
+        match &p.plain {
+            Some(plain) => println!("problem: {} (backing {}): {}", plain.display(), p.path.display(), p.what),
+            None => println!("problem: {}: {}", p.path.display(), p.what),
+        }
     }
     println!(
         "kmsfs fsck: {} directories, {} files, {} bytes checked; {} problem(s)",

@@ -154,7 +154,7 @@ impl KmsFs {
         match opened {
             Some(t) => Ok(t.to_vec()),
             None => {
-                tracing::error!("symlink target does not authenticate: {}", self.backing_path(&inode));
+                tracing::error!("symlink target does not authenticate: {}", self.describe(&inode));
                 Err(Errno::EIO)
             }
         }

@@ -96,7 +96,7 @@ impl KmsFs {
             Err(e) => return Err(errno(e)),
         };
         let file = EncryptedFile::open(fd.into(), self.keys.clone(), self.layout).map_err(|e| {
-            tracing::error!("file header: {}: {e}", self.backing_path(inode));
+            tracing::error!("file header: {}: {e}", self.describe(inode));
             Errno::EIO
         })?;
         content.file = Some(file);
@@ -145,7 +145,7 @@ impl KmsFs {
                 let len = rustix::fs::fstat(&fd).map_err(errno)?.st_size as u64;
                 let file =
                     EncryptedFile::open_with_len(fd.into(), self.keys.clone(), self.layout, len).map_err(|e| {
-                        tracing::error!("file header: {}: {e}", self.backing_path(&inode));
+                        tracing::error!("file header: {}: {e}", self.describe(&inode));
                         Errno::EIO
                     })?;
                 content.file = Some(file);
@@ -174,7 +174,7 @@ impl KmsFs {
     fn content_result<T>(&self, inode: &Inode, r: std::io::Result<T>) -> Result<T, Errno> {
         r.map_err(|e| {
             if e.kind() == std::io::ErrorKind::InvalidData {
-                tracing::error!("integrity error in {}: {e}", self.backing_path(inode));
+                tracing::error!("integrity error in {}: {e}", self.describe(inode));
             }
             io_errno(e)
         })

@@ -36,7 +36,7 @@ impl KmsFs {
                     ino: self.inodes.nodeid_of(l.ino),
                     kind: dirent_type(l.file_type),
                 }),
-                Err(e) => tracing::warn!("{}: entry {} left out: {e}", self.backing_path(&dir), l.backing),
+                Err(e) => tracing::warn!("{}: entry {} left out: {e}", self.describe(&dir), l.backing),
             }
         }
         let fh = self.new_handle();

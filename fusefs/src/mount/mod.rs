@@ -172,6 +172,39 @@ impl KmsFs {
         };
         path.map_or_else(|| format!("node {}", inode.nodeid), |p| p.display().to_string())
     }
+
+    /// Where an object is, for a log line about it: its path in the volume where that can be
+    /// derived (each backing name decrypted under its directory's IV), and its backing path.
+    fn describe(&self, inode: &Inode) -> String {
+        let backing = self.backing_path(inode);
+        match self.plain_path(&backing) {
+            Some(plain) => format!("{plain} (backing {backing})"),
+            None => backing,
+        }
+    }
+
+    /// The path in the volume of the backing path `backing`, or `None` if a name on the way
+    /// does not decrypt (the damage being reported may be just that).
+    fn plain_path(&self, backing: &str) -> Option<String> {
+        let root = self.inodes.get(INodeNo::ROOT.0).ok()?;
+        let root_path = std::fs::read_link(crate::dirs::fd_path(root.fd().ok()?)).ok()?;
+        let rel = std::path::Path::new(backing).strip_prefix(&root_path).ok()?;
+        let flags = rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::NOFOLLOW;
+        let mut dir =
+            rustix::fs::openat(root.fd().ok()?, ".", flags | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())
+                .ok()?;
+        let mut plain = std::path::PathBuf::from("/");
+        let parts: Vec<&str> = rel.iter().map(|c| c.to_str()).collect::<Option<_>>()?;
+        for (i, part) in parts.iter().enumerate() {
+            let iv = crate::dirs::read_dir_iv_at(&dir).ok()?;
+            plain.push(OsStr::from_bytes(&crate::dirs::name_at(&self.names, &dir, &iv, part).ok()?));
+            if i + 1 < parts.len() {
+                dir = rustix::fs::openat(&dir, *part, flags | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())
+                    .ok()?;
+            }
+        }
+        Some(plain.display().to_string())
+    }
 }
 
 fn ids(uid: u32, gid: u32) -> (rustix::process::Uid, rustix::process::Gid) {

@@ -52,7 +52,7 @@ impl KmsFs {
         match xattrs::open_value(&self.keys, name.as_bytes(), &sealed) {
             Some(v) => Ok(v.to_vec()),
             None => {
-                tracing::error!("xattr value does not authenticate: {}", self.backing_path(&inode));
+                tracing::error!("xattr value does not authenticate: {}", self.describe(&inode));
                 Err(Errno::EIO)
             }
         }
