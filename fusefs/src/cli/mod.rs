@@ -3,6 +3,7 @@
 
 mod commands;
 mod daemon;
+mod daemon_log;
 mod kms_opts;
 
 use std::path::PathBuf;
@@ -59,7 +60,9 @@ pub enum Command {
         /// per CPU).
         #[arg(long)]
         threads: Option<usize>,
-        /// Where the background daemon logs (default: nowhere).
+        /// Where the background daemon logs (default: the system log at /dev/log, or
+        /// KMSFS_SYSLOG_SOCKET; without one, /var/log/kmsfs/<mountpoint>.log as root, else
+        /// $XDG_STATE_HOME/kmsfs/<mountpoint>.log).
         #[arg(long)]
         log_file: Option<PathBuf>,
     },
@@ -84,7 +87,14 @@ pub const EXIT_FSCK: i32 = 7;
 pub fn run() -> i32 {
     let cli = Cli::parse();
     let verbose = matches!(&cli.command, Command::Mount { foreground: true, .. }) || daemon::is_daemon();
-    init_logging(verbose);
+    // A background mount without --log-file logs to syslog or a file of its own (daemon_log.rs).
+    let own_log = match &cli.command {
+        Command::Mount { mountpoint, log_file: None, foreground: false, .. } if daemon::is_daemon() => {
+            Some(mountpoint.clone())
+        }
+        _ => None,
+    };
+    init_logging(verbose, own_log.as_deref());
     match commands::dispatch(cli) {
         Ok(()) => 0,
         Err(f) => {
@@ -95,14 +105,17 @@ pub fn run() -> i32 {
     }
 }
 
-fn init_logging(verbose: bool) {
+fn init_logging(verbose: bool, daemon_mountpoint: Option<&std::path::Path>) {
     let default = if verbose { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("KMSFS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+    let own = daemon_mountpoint.map(|mp| daemon_log::writer(&std::fs::canonicalize(mp).unwrap_or_else(|_| mp.into())));
+    let (writer, ansi) = match own {
+        Some(Ok(w)) => (w, false),
+        _ => (
+            tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ),
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi).with_target(false).init();
 }
