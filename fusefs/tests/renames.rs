@@ -155,3 +155,47 @@ fn random_renames_with_flags_and_long_names_match_a_plain_directory() {
     m.unmount();
     m.assert_fsck_clean();
 }
+
+/// overlayfs with its upper directory on a kmsfs mount: deleting lower files (a long name among
+/// them) leaves whiteouts in the upper directory, which must keep their names.
+#[test]
+fn overlayfs_on_top_keeps_its_whiteouts() {
+    let mut m = common::Mount::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (lower, merged) = (dir.path().join("lower"), dir.path().join("merged"));
+    fs::create_dir_all(&lower).unwrap();
+    fs::create_dir_all(&merged).unwrap();
+    fs::create_dir_all(m.mnt.join("upper")).unwrap();
+    fs::create_dir_all(m.mnt.join("work")).unwrap();
+    fs::write(lower.join("short"), b"s").unwrap();
+    fs::write(lower.join(long("lower")), b"l").unwrap();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        m.mnt.join("upper").display(),
+        m.mnt.join("work").display()
+    );
+    let ok = std::process::Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(&merged).status();
+    assert!(ok.unwrap().success(), "overlay mount");
+    fs::remove_file(merged.join("short")).unwrap();
+    fs::remove_file(merged.join(long("lower"))).unwrap();
+    fs::write(merged.join(long("new")), b"n").unwrap();
+    let listed: Vec<String> =
+        fs::read_dir(&merged).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(listed, [long("new")]);
+    assert!(std::process::Command::new("umount").arg(&merged).status().unwrap().success());
+    // Both whiteouts are in the upper directory under their names.
+    let mut upper: Vec<(String, bool)> = fs::read_dir(m.mnt.join("upper"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name().into_string().unwrap(), e.file_type().unwrap().is_char_device())
+        })
+        .collect();
+    upper.sort();
+    let mut want = vec![(long("lower"), true), (long("new"), false), ("short".to_string(), true)];
+    want.sort();
+    assert_eq!(upper, want);
+    m.unmount();
+    m.assert_fsck_clean();
+}
