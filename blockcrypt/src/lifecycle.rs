@@ -312,6 +312,43 @@ pub fn snapshot(src: &Location, dst: &Location) -> Result<(), VolumeError> {
     Ok(())
 }
 
+/// A point-in-time copy of a volume that is being written (served, or open in qemu), taken
+/// without stopping the writer: the data file is cloned in one FICLONE, which the filesystem
+/// makes atomic with respect to every write – it writes back what was written and holds the
+/// file's locks while it shares the extents – so each write is wholly in or wholly out and every
+/// write that completed (everything a client was told is written, flushed or not) is in: what a
+/// crash at that instant would leave. Only where the filesystem shares extents (XFS with reflink,
+/// btrfs), which also makes it incremental; a byte copy would mix moments.
+pub fn snapshot_online(src: &Location, dst: &Location) -> Result<(), VolumeError> {
+    HeaderArea::read(src)?;
+    if src.detached() != dst.detached() {
+        return Err(VolumeError::Usage(
+            "a snapshot keeps its source's layout: give --header for both or neither".into(),
+        ));
+    }
+    let from = File::open(&src.data).map_err(io_err(&src.data))?;
+    let to = create_file(&dst.data)?;
+    let cloned = rustix::fs::ioctl_ficlone(&to, &from).map_err(io::Error::from).and_then(|()| to.sync_all());
+    if let Err(e) = cloned {
+        drop(to);
+        let _ = std::fs::remove_file(&dst.data);
+        return Err(VolumeError::InUse(format!(
+            "{}: the disk is in use, and a snapshot of a disk in use must be one atomic clone, which \
+             this filesystem cannot make ({e}): use XFS (reflink) or btrfs, or stop the server first",
+            src.data.display()
+        )));
+    }
+    sync_parent(&dst.data)?;
+    // A detached header changes only by rewrap, which writes it whole and in order.
+    if let (Some(s), Some(d)) = (&src.header, &dst.header) {
+        if let Err(e) = copy_file(s, d) {
+            let _ = std::fs::remove_file(&dst.data);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 /// A new disk from a snapshot under a new data key from the KMS: every sector is decrypted
 /// under the old key and encrypted under the new one (EBS's copy with a different key).
 pub fn clone_rekeyed(

@@ -48,6 +48,9 @@ pub enum VolumeError {
     Exists(PathBuf),
     #[error("{0}")]
     Usage(String),
+    /// In use by a server, and the operation cannot be done under it.
+    #[error("{0}")]
+    InUse(String),
 }
 
 pub fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> VolumeError + '_ {

@@ -27,6 +27,7 @@ pub fn fail(e: VolumeError) -> Failure {
         | VolumeError::Record(..)
         | VolumeError::NoRecord(_)
         | VolumeError::Damaged(..) => EXIT_VOLUME,
+        VolumeError::InUse(_) => EXIT_IN_USE,
         VolumeError::Io { .. } | VolumeError::Exists(_) | VolumeError::Usage(_) => EXIT_OTHER,
     };
     Failure::new(code, e)
@@ -104,8 +105,13 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Snapshot { vol, snapshot, snapshot_header } => {
             let loc = vol.location();
-            let _lock = lock_idle(&loc)?;
-            lifecycle::snapshot(&loc, &Location::new(snapshot, snapshot_header)).map_err(fail)
+            let dst = Location::new(snapshot, snapshot_header);
+            match lock_idle(&loc) {
+                Ok(_lock) => lifecycle::snapshot(&loc, &dst).map_err(fail),
+                // Being written (served, or open in qemu): a copy in one atomic clone.
+                Err(f) if f.code == EXIT_IN_USE => lifecycle::snapshot_online(&loc, &dst).map_err(fail),
+                Err(f) => Err(f),
+            }
         }
         Command::Clone { vol, new, new_header, new_key, cipher, key_id } => {
             let src = vol.location();
