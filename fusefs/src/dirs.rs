@@ -117,8 +117,8 @@ pub fn write_long_name_at(dir: impl AsFd, file: &str, encrypted: &str) -> io::Re
         other => return other,
     }
     let mut have = Vec::new();
-    let existing = openat(dir, file, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
-    std::fs::File::from(existing).take(encrypted.len() as u64 + 1).read_to_end(&mut have)?;
+    // Only a regular file is read (a FIFO planted under the name would block the daemon).
+    open_regular_at(dir, file, MAX_LONG_NAME_FILE)?.take(encrypted.len() as u64 + 1).read_to_end(&mut have)?;
     if have == encrypted.as_bytes() {
         return Ok(());
     }

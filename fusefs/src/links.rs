@@ -67,13 +67,11 @@ impl Links {
     }
 }
 
-/// The record in file `file` of the links directory `dir`.
+/// The record in file `file` of the links directory `dir`: only a regular file, never followed
+/// or opened if it is anything else (a FIFO planted there would block the daemon).
 pub fn read_record(dir: BorrowedFd<'_>, file: &str) -> io::Result<Vec<u8>> {
-    let fd = rustix::fs::openat(dir, file, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
-    if rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) != rustix::fs::FileType::RegularFile {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
-    }
+    let longest = (MAX_TARGET_LEN + RECORD_OVERHEAD) as u64;
     let mut out = Vec::new();
-    std::fs::File::from(fd).take((MAX_TARGET_LEN + RECORD_OVERHEAD + 1) as u64).read_to_end(&mut out)?;
+    crate::dirs::open_regular_at(dir, file, longest)?.take(longest + 1).read_to_end(&mut out)?;
     Ok(out)
 }
