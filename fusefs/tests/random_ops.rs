@@ -62,26 +62,6 @@ fn random_op(rng: &mut impl Rng) -> Op {
     }
 }
 
-fn snapshot(root: &Path) -> Vec<(String, Vec<u8>, u64)> {
-    let mut out = Vec::new();
-    let mut todo = vec![root.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let rel = e.path().strip_prefix(root).unwrap().display().to_string();
-            if e.file_type().unwrap().is_dir() {
-                todo.push(e.path());
-                out.push((rel, Vec::new(), 0));
-            } else {
-                let nlink = std::os::unix::fs::MetadataExt::nlink(&e.metadata().unwrap());
-                out.push((rel, fs::read(e.path()).unwrap(), nlink));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn random_operation_sequences_match_a_plain_directory() {
     run(common::Mount::new(), 0x6b6d7366);
@@ -115,11 +95,11 @@ fn run(mut m: common::Mount, seed: u64) {
         assert_eq!(a, b, "step {step}: {op:?}");
         if step % 1000 == 999 {
             m.drop_caches();
-            assert!(snapshot(&m.mnt) == snapshot(&m.plain), "contents differ after step {step}");
+            assert!(common::snapshot(&m.mnt) == common::snapshot(&m.plain), "contents differ after step {step}");
         }
     }
     m.remount();
-    assert!(snapshot(&m.mnt) == snapshot(&m.plain), "contents differ after a remount");
+    assert!(common::snapshot(&m.mnt) == common::snapshot(&m.plain), "contents differ after a remount");
     m.unmount();
     m.assert_fsck_clean();
 }

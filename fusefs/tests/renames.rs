@@ -21,31 +21,6 @@ fn rename2(root: &Path, from: &str, to: &str, flags: RenameFlags) -> Result<(), 
     renameat_with(CWD, root.join(from), CWD, root.join(to), flags).map_err(|e| e.raw_os_error())
 }
 
-/// Every entry under `root`: path, kind, contents of files, device number of character devices
-/// (whiteouts), link count.
-fn snapshot(root: &Path) -> Vec<(String, &'static str, Vec<u8>, u64)> {
-    let mut out = Vec::new();
-    let mut todo = vec![root.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let rel = e.path().strip_prefix(root).unwrap().display().to_string();
-            let md = fs::symlink_metadata(e.path()).unwrap();
-            let ft = md.file_type();
-            if ft.is_dir() {
-                todo.push(e.path());
-                out.push((rel, "dir", Vec::new(), 0));
-            } else if ft.is_char_device() {
-                out.push((rel, "chr", Vec::new(), md.rdev()));
-            } else {
-                out.push((rel, "file", fs::read(e.path()).unwrap(), md.nlink()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn a_whiteout_rename_of_a_long_name_leaves_a_named_whiteout() {
     let mut m = common::Mount::new();
@@ -55,7 +30,7 @@ fn a_whiteout_rename_of_a_long_name_leaves_a_named_whiteout() {
         fs::write(root.join(&old), b"data").unwrap();
         rename2(&root, &old, "d/new", RenameFlags::WHITEOUT).unwrap();
     }
-    assert_eq!(snapshot(&m.mnt), snapshot(&m.plain));
+    assert_eq!(common::snapshot(&m.mnt), common::snapshot(&m.plain));
     let whiteout = fs::symlink_metadata(m.mnt.join(&old)).unwrap();
     assert!(whiteout.file_type().is_char_device() && whiteout.rdev() == 0, "the whiteout lists under its name");
     // Removable, so its directory is: nothing is left that no listing shows.
@@ -81,9 +56,9 @@ fn a_refused_rename_over_a_long_named_directory_keeps_its_name() {
         assert_eq!(rename2(&root, "file", &target, RenameFlags::empty()), Err(libc::EISDIR));
         assert_eq!(rename2(&root, "src", &target, RenameFlags::NOREPLACE), Err(libc::EEXIST));
     }
-    assert_eq!(snapshot(&m.mnt), snapshot(&m.plain), "the target still lists, with its contents");
+    assert_eq!(common::snapshot(&m.mnt), common::snapshot(&m.plain), "the target still lists, with its contents");
     m.remount();
-    assert_eq!(snapshot(&m.mnt), snapshot(&m.plain));
+    assert_eq!(common::snapshot(&m.mnt), common::snapshot(&m.plain));
     m.unmount();
     m.assert_fsck_clean();
 }
@@ -137,11 +112,11 @@ fn random_renames_with_flags_and_long_names_match_a_plain_directory() {
         let (a, b) = (apply(&m.mnt, &op), apply(&m.plain, &op));
         assert_eq!(a, b, "step {step}: {op:?}");
         if step % 250 == 249 {
-            assert_eq!(snapshot(&m.mnt), snapshot(&m.plain), "after step {step}");
+            assert_eq!(common::snapshot(&m.mnt), common::snapshot(&m.plain), "after step {step}");
         }
     }
     m.remount();
-    assert_eq!(snapshot(&m.mnt), snapshot(&m.plain), "after a remount");
+    assert_eq!(common::snapshot(&m.mnt), common::snapshot(&m.plain), "after a remount");
     // Everything goes, through the mount: a name no listing shows would stop a directory's rmdir.
     for e in fs::read_dir(&m.mnt).unwrap() {
         let p = e.unwrap().path();

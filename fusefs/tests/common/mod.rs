@@ -293,3 +293,28 @@ pub fn tree_state(dir: &Path) -> Vec<(PathBuf, u64, i64, i64)> {
     out.sort();
     out
 }
+
+/// Every entry under `root`: path, kind, contents of files, device number of character devices
+/// (whiteouts), link count.
+pub fn snapshot(root: &Path) -> Vec<(String, &'static str, Vec<u8>, u64)> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+            let md = std::fs::symlink_metadata(e.path()).unwrap();
+            let ft = md.file_type();
+            if ft.is_dir() {
+                todo.push(e.path());
+                out.push((rel, "dir", Vec::new(), 0));
+            } else if std::os::unix::fs::FileTypeExt::is_char_device(&ft) {
+                out.push((rel, "chr", Vec::new(), std::os::unix::fs::MetadataExt::rdev(&md)));
+            } else {
+                out.push((rel, "file", std::fs::read(e.path()).unwrap(), std::os::unix::fs::MetadataExt::nlink(&md)));
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -3,6 +3,32 @@
 
 use rusqlite::Connection;
 
+/// A key row's count leaving its bucket and group (`OLD`), in SQLite trigger SQL (migration 6):
+/// a group that empties loses its row.
+macro_rules! key_bucket_out {
+    () => {
+        "
+        DELETE FROM key_buckets WHERE n = 1 AND bucket = OLD.list_pos >> 9 AND state = OLD.state
+            AND spec = OLD.spec AND usage = OLD.usage AND protection = OLD.protection
+            AND by_service = (OLD.service IS NOT NULL);
+        UPDATE key_buckets SET n = n - 1 WHERE bucket = OLD.list_pos >> 9 AND state = OLD.state
+            AND spec = OLD.spec AND usage = OLD.usage AND protection = OLD.protection
+            AND by_service = (OLD.service IS NOT NULL);
+        "
+    };
+}
+
+/// A key row's count entering its bucket and group (`NEW`).
+macro_rules! key_bucket_in {
+    () => {
+        "
+        INSERT INTO key_buckets VALUES
+            (NEW.list_pos >> 9, NEW.state, NEW.spec, NEW.usage, NEW.protection, NEW.service IS NOT NULL, 1)
+            ON CONFLICT DO UPDATE SET n = n + 1;
+        "
+    };
+}
+
 pub const MIGRATIONS: &[&str] = &[
     // 1: keys, versions (sealed material), aliases, store metadata.
     r#"
@@ -140,7 +166,8 @@ pub const MIGRATIONS: &[&str] = &[
     // and triggers count each bucket of 512 positions (keys per filterable group), so a page at
     // any offset reads one count row per bucket and then at most a bucket of rows (reads.rs).
     // Existing rows keep the order they listed in before.
-    r#"
+    concat!(
+        r#"
     ALTER TABLE keys ADD COLUMN list_pos INTEGER;
     UPDATE keys SET list_pos = r.n
         FROM (SELECT key_id, row_number() OVER (ORDER BY created_at, key_id) AS n FROM keys) AS r
@@ -162,32 +189,24 @@ pub const MIGRATIONS: &[&str] = &[
         SELECT list_pos >> 9, state, spec, usage, protection, service IS NOT NULL, count(*)
         FROM keys GROUP BY 1, 2, 3, 4, 5, 6;
     CREATE TRIGGER key_buckets_in AFTER INSERT ON keys BEGIN
-        INSERT INTO key_buckets VALUES
-            (NEW.list_pos >> 9, NEW.state, NEW.spec, NEW.usage, NEW.protection, NEW.service IS NOT NULL, 1)
-            ON CONFLICT DO UPDATE SET n = n + 1;
+    "#,
+        key_bucket_in!(),
+        r#"
     END;
     CREATE TRIGGER key_buckets_out AFTER DELETE ON keys BEGIN
-        DELETE FROM key_buckets WHERE n = 1 AND bucket = OLD.list_pos >> 9 AND state = OLD.state
-            AND spec = OLD.spec AND usage = OLD.usage AND protection = OLD.protection
-            AND by_service = (OLD.service IS NOT NULL);
-        UPDATE key_buckets SET n = n - 1 WHERE bucket = OLD.list_pos >> 9 AND state = OLD.state
-            AND spec = OLD.spec AND usage = OLD.usage AND protection = OLD.protection
-            AND by_service = (OLD.service IS NOT NULL);
+    "#,
+        key_bucket_out!(),
+        r#"
     END;
     CREATE TRIGGER key_buckets_moved AFTER UPDATE OF list_pos, state, spec, usage, protection, service ON keys
         WHEN OLD.list_pos IS NOT NEW.list_pos OR OLD.state IS NOT NEW.state OR OLD.spec IS NOT NEW.spec
             OR OLD.usage IS NOT NEW.usage OR OLD.protection IS NOT NEW.protection
             OR (OLD.service IS NULL) IS NOT (NEW.service IS NULL)
     BEGIN
-        DELETE FROM key_buckets WHERE n = 1 AND bucket = OLD.list_pos >> 9 AND state = OLD.state
-            AND spec = OLD.spec AND usage = OLD.usage AND protection = OLD.protection
-            AND by_service = (OLD.service IS NOT NULL);
-        UPDATE key_buckets SET n = n - 1 WHERE bucket = OLD.list_pos >> 9 AND state = OLD.state
-            AND spec = OLD.spec AND usage = OLD.usage AND protection = OLD.protection
-            AND by_service = (OLD.service IS NOT NULL);
-        INSERT INTO key_buckets VALUES
-            (NEW.list_pos >> 9, NEW.state, NEW.spec, NEW.usage, NEW.protection, NEW.service IS NOT NULL, 1)
-            ON CONFLICT DO UPDATE SET n = n + 1;
+    "#,
+        key_bucket_out!(),
+        key_bucket_in!(),
+        r#"
     END;
     ALTER TABLE secrets ADD COLUMN list_pos INTEGER;
     UPDATE secrets SET list_pos = r.n
@@ -206,7 +225,8 @@ pub const MIGRATIONS: &[&str] = &[
         DELETE FROM secret_buckets WHERE n = 1 AND bucket = OLD.list_pos >> 9;
         UPDATE secret_buckets SET n = n - 1 WHERE bucket = OLD.list_pos >> 9;
     END;
-    "#,
+    "#
+    ),
 ];
 
 /// Brings the schema up to date. A store written by a newer build is refused, not downgraded.
