@@ -41,10 +41,13 @@ fn kill_9_mid_write_loses_nothing_fsynced() {
     m.unmount();
     let out = m.fsck();
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    // Each problem names the file in the volume, then its backing path.
     for line in report.lines().filter(|l| l.starts_with("problem: ")) {
-        let path = line.trim_start_matches("problem: ").split(": ").next().unwrap();
-        let ino = fs::metadata(path).map(|md| md.ino()).unwrap_or(0);
-        assert_eq!(ino, inflight_ino, "only the in-flight file may be damaged: {line}");
+        let rest = line.trim_start_matches("problem: ");
+        assert!(rest.starts_with("/inflight (backing "), "only the in-flight file may be damaged: {line}");
+        let backing = rest.trim_start_matches("/inflight (backing ").split("): ").next().unwrap();
+        let ino = fs::metadata(backing).map(|md| md.ino()).unwrap_or(0);
+        assert_eq!(ino, inflight_ino, "{line}");
     }
     assert!(report.contains("21 files"), "{report}");
 }
