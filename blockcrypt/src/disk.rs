@@ -255,17 +255,20 @@ impl Disk {
         Ok(())
     }
 
-    /// The disk ranges `(offset, len)` its file holds data for, in whole sectors; the rest are
-    /// holes: sectors never written.
+    /// The disk ranges `(offset, len)` its file holds data for (the runs [`Disk::map`] does not
+    /// call holes), in whole sectors: the sectors ever written.
     pub fn allocated(&self) -> io::Result<Vec<(u64, u64)>> {
         let mut out: Vec<(u64, u64)> = Vec::new();
-        for (at, n) in crate::sparse::data_extents(&self.file, self.base, self.base + self.size)? {
-            let start = (at - self.base) / S * S;
-            let end = (at - self.base + n).next_multiple_of(S).min(self.size);
-            match out.last_mut() {
-                Some(last) if last.0 + last.1 >= start => last.1 = last.1.max(end - last.0),
-                _ => out.push((start, end - start)),
+        let mut at = 0;
+        for (len, hole) in self.map(0, self.size)? {
+            if !hole {
+                let (start, end) = (at / S * S, (at + len).next_multiple_of(S).min(self.size));
+                match out.last_mut() {
+                    Some(last) if last.0 + last.1 >= start => last.1 = last.1.max(end - last.0),
+                    _ => out.push((start, end - start)),
+                }
             }
+            at += len;
         }
         Ok(out)
     }

@@ -296,20 +296,7 @@ pub fn copy_file(src: &Path, dst: &Path) -> Result<(), VolumeError> {
 
 /// A point-in-time copy of a volume that is not being served: same data key, same record.
 pub fn snapshot(src: &Location, dst: &Location) -> Result<(), VolumeError> {
-    HeaderArea::read(src)?;
-    if src.detached() != dst.detached() {
-        return Err(VolumeError::Usage(
-            "a snapshot keeps its source's layout: give --header for both or neither".into(),
-        ));
-    }
-    copy_file(&src.data, &dst.data)?;
-    if let (Some(s), Some(d)) = (&src.header, &dst.header) {
-        if let Err(e) = copy_file(s, d) {
-            let _ = std::fs::remove_file(&dst.data);
-            return Err(e);
-        }
-    }
-    Ok(())
+    copy_volume(src, dst, copy_file)
 }
 
 /// A point-in-time copy of a volume that is being written (served, or open in qemu), taken
@@ -320,26 +307,38 @@ pub fn snapshot(src: &Location, dst: &Location) -> Result<(), VolumeError> {
 /// crash at that instant would leave. Only where the filesystem shares extents (XFS with reflink,
 /// btrfs), which also makes it incremental; a byte copy would mix moments.
 pub fn snapshot_online(src: &Location, dst: &Location) -> Result<(), VolumeError> {
+    copy_volume(src, dst, |from, to| {
+        let src_file = File::open(from).map_err(io_err(from))?;
+        let dst_file = create_file(to)?;
+        let cloned =
+            rustix::fs::ioctl_ficlone(&dst_file, &src_file).map_err(io::Error::from).and_then(|()| dst_file.sync_all());
+        cloned.map_err(|e| {
+            let _ = std::fs::remove_file(to);
+            VolumeError::InUse(format!(
+                "{}: the disk is in use, and a snapshot of a disk in use must be one atomic clone, which \
+                 this filesystem cannot make ({e}): use XFS (reflink) or btrfs, or stop the server first",
+                from.display()
+            ))
+        })?;
+        sync_parent(to)
+    })
+}
+
+/// A snapshot's steps, whichever way its data file is copied: same layout as the source, the data
+/// file by `copy_data`, then a detached header (which changes only by rewrap, written whole and
+/// in order); a failure leaves no half snapshot.
+fn copy_volume(
+    src: &Location,
+    dst: &Location,
+    copy_data: impl FnOnce(&Path, &Path) -> Result<(), VolumeError>,
+) -> Result<(), VolumeError> {
     HeaderArea::read(src)?;
     if src.detached() != dst.detached() {
         return Err(VolumeError::Usage(
             "a snapshot keeps its source's layout: give --header for both or neither".into(),
         ));
     }
-    let from = File::open(&src.data).map_err(io_err(&src.data))?;
-    let to = create_file(&dst.data)?;
-    let cloned = rustix::fs::ioctl_ficlone(&to, &from).map_err(io::Error::from).and_then(|()| to.sync_all());
-    if let Err(e) = cloned {
-        drop(to);
-        let _ = std::fs::remove_file(&dst.data);
-        return Err(VolumeError::InUse(format!(
-            "{}: the disk is in use, and a snapshot of a disk in use must be one atomic clone, which \
-             this filesystem cannot make ({e}): use XFS (reflink) or btrfs, or stop the server first",
-            src.data.display()
-        )));
-    }
-    sync_parent(&dst.data)?;
-    // A detached header changes only by rewrap, which writes it whole and in order.
+    copy_data(&src.data, &dst.data)?;
     if let (Some(s), Some(d)) = (&src.header, &dst.header) {
         if let Err(e) = copy_file(s, d) {
             let _ = std::fs::remove_file(&dst.data);

@@ -38,6 +38,9 @@ impl Report {
 pub fn check(root: &Path, keys: &Arc<VolumeKeys>, layout: Layout) -> Report {
     let names = NameCipher::new(keys);
     let mut report = Report::default();
+    // Opened once; `None` when the volume never had a long symlink target.
+    let links_dir = root.join(crate::links::LINKS_DIR);
+    let links = std::fs::File::open(&links_dir).ok();
     // Each directory with its path in the volume (none below a name that does not decrypt).
     let mut todo = vec![(root.to_path_buf(), Some(PathBuf::from("/")))];
     while let Some((dir, plain_dir)) = todo.pop() {
@@ -82,7 +85,9 @@ pub fn check(root: &Path, keys: &Arc<VolumeKeys>, layout: Layout) -> Report {
             }
             if meta.is_symlink() {
                 let target = std::fs::read_link(&path).map(|t| t.into_os_string().into_encoded_bytes());
-                if let Err(what) = target.map_err(|e| e.to_string()).and_then(|t| verify_symlink(root, keys, &t)) {
+                if let Err(what) =
+                    target.map_err(|e| e.to_string()).and_then(|t| verify_symlink(&links_dir, links.as_ref(), keys, &t))
+                {
                     problem(&path, &plain, what);
                 }
             } else if meta.is_dir() {
@@ -100,16 +105,15 @@ pub fn check(root: &Path, keys: &Arc<VolumeKeys>, layout: Layout) -> Report {
 }
 
 /// A symlink's sealed target opens: inline, or in the file its pointer names (FORMAT.md §6).
-fn verify_symlink(root: &Path, keys: &VolumeKeys, stored: &[u8]) -> Result<(), String> {
+fn verify_symlink(links: &Path, dir: Option<&std::fs::File>, keys: &VolumeKeys, stored: &[u8]) -> Result<(), String> {
     let Some((file, len)) = crate::records::long_pointer(stored) else {
         return match crate::records::open_symlink(keys, stored) {
             Some(_) => Ok(()),
             None => Err("symlink target does not authenticate".into()),
         };
     };
-    let links = root.join(crate::links::LINKS_DIR);
-    let dir = std::fs::File::open(&links).map_err(|e| format!("{}: {e}", links.display()))?;
-    let record = crate::links::read_record(std::os::fd::AsFd::as_fd(&dir), file)
+    let dir = dir.ok_or_else(|| format!("{}: missing", links.display()))?;
+    let record = crate::links::read_record(std::os::fd::AsFd::as_fd(dir), file)
         .map_err(|e| format!("long symlink target {}: {e}", links.join(file).display()))?;
     match crate::records::open_long_target(keys, file, len, &record) {
         Some(_) => Ok(()),

@@ -46,15 +46,14 @@ pub fn plain_file_size(layout: Layout, stored: u64) -> u64 {
     })
 }
 
-/// The size [`attr`] gives a symlink whose target is kept in a file (FORMAT.md §6): only the
-/// backing symlink's own target holds its length, which the caller then reads.
-pub const LONG_TARGET: u64 = u64::MAX;
-
-pub fn attr(nodeid: u64, st: &Stat, layout: Layout) -> FileAttr {
+/// The attributes of the backing object `st`. `long_target_len` gives the length of a symlink
+/// whose target is kept in a file (FORMAT.md §6), which only the backing symlink's own target
+/// holds; it is asked only for such a symlink.
+pub fn attr(nodeid: u64, st: &Stat, layout: Layout, long_target_len: impl FnOnce() -> u64) -> FileAttr {
     let stored = st.st_size as u64;
     let size = match Kind::of(st) {
         Kind::File => plain_file_size(layout, stored),
-        Kind::Symlink => symlink_len(stored).unwrap_or(LONG_TARGET),
+        Kind::Symlink => symlink_len(stored).unwrap_or_else(long_target_len),
         _ => stored,
     };
     FileAttr {

@@ -32,18 +32,22 @@ fn drop_long(dir: &Inode, e: &EntryName) {
     }
 }
 
+/// Removes the `.name` file of a long entry unless an entry of that name exists: the file stays
+/// exactly while its entry does, whatever happened to it – a creation refused because one was
+/// there (EEXIST), a rename refused over a non-empty directory, an exchange (both names stay), a
+/// whiteout rename (the whiteout now holds the name).
+fn drop_long_unless_there(dir: &Inode, e: &EntryName) {
+    if e.long.is_some()
+        && !dir.fd().is_ok_and(|fd| rustix::fs::statat(fd, e.backing.as_str(), AtFlags::SYMLINK_NOFOLLOW).is_ok())
+    {
+        drop_long(dir, e);
+    }
+}
+
 /// Runs `create` for entry `e` of `dir` with its `.name` file around it.
 fn with_long<T>(dir: &Inode, e: &EntryName, create: impl FnOnce() -> Result<T, Errno>) -> Result<T, Errno> {
     write_long(dir, e)?;
-    create().inspect_err(|_| {
-        // The `.name` file stays exactly while an entry of that name exists: one may have been
-        // there before (EEXIST; a rename over a non-empty directory, ENOTEMPTY; …).
-        let there =
-            dir.fd().is_ok_and(|fd| rustix::fs::statat(fd, e.backing.as_str(), AtFlags::SYMLINK_NOFOLLOW).is_ok());
-        if !there {
-            drop_long(dir, e);
-        }
-    })
+    create().inspect_err(|_| drop_long_unless_there(dir, e))
 }
 
 impl KmsFs {
@@ -169,8 +173,7 @@ impl KmsFs {
         }
         let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(dir.fd().ok()?, backing, flags, Mode::empty()).ok()?;
-        let stored = rustix::fs::readlinkat(&fd, "", Vec::new()).ok()?;
-        let file = records::long_pointer(stored.as_bytes())?.0.to_string();
+        let (file, _) = super::long_pointer_at(&fd, "")?;
         Some((fd, file))
     }
 
@@ -358,11 +361,7 @@ impl KmsFs {
         if let (Some(other), true) = (&replaced, exchange) {
             other.add_location(&from_dir, &from.backing);
         }
-        // After an exchange both names still exist; after a whiteout rename the old name holds
-        // the whiteout (a character device an overlay filesystem reads), which keeps its name.
-        if !exchange && !flags.contains(RenameFlags::RENAME_WHITEOUT) {
-            drop_long(&from_dir, &from);
-        }
+        drop_long_unless_there(&from_dir, &from);
         Ok(())
     }
 }

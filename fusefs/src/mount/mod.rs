@@ -70,13 +70,12 @@ fn io_errno(e: std::io::Error) -> Errno {
     Errno::from(e)
 }
 
-/// The length a pointer to a long symlink target claims (`stat` shows it; readlink checks it),
-/// read from the symlink `name` of `dir` (`""`: `dir` is the symlink). 0 if it is no pointer.
-fn long_target_len(dir: impl std::os::fd::AsFd, name: &str) -> u64 {
-    rustix::fs::readlinkat(dir, name, Vec::new())
-        .ok()
-        .and_then(|t| crate::records::long_pointer(t.as_bytes()).map(|p| p.1))
-        .unwrap_or(0)
+/// The pointer to a long target (FORMAT.md §6) that the symlink `name` of `dir` holds (`""`:
+/// `dir` is the symlink): its target's file and the length it claims (`stat` shows it; readlink
+/// checks it). `None` if it holds no pointer.
+fn long_pointer_at(dir: impl std::os::fd::AsFd, name: &str) -> Option<(String, u64)> {
+    let stored = rustix::fs::readlinkat(dir, name, Vec::new()).ok()?;
+    crate::records::long_pointer(stored.as_bytes()).map(|(file, len)| (file.to_string(), len))
 }
 
 impl KmsFs {
@@ -131,19 +130,15 @@ impl KmsFs {
     /// Counts `backing` in `dir` as a new kernel reference and returns its inode and attributes.
     fn remember(&self, dir: &Arc<Inode>, backing: &str) -> Result<(Arc<Inode>, FileAttr), Errno> {
         let (inode, st) = self.inodes.remember(dir, backing)?;
-        let mut attr = attr::attr(inode.nodeid, &st, self.layout);
-        if attr.size == attr::LONG_TARGET {
-            attr.size = long_target_len(dir.fd()?, backing);
-        }
+        let fd = dir.fd()?;
+        let attr = attr::attr(inode.nodeid, &st, self.layout, || long_pointer_at(fd, backing).map_or(0, |p| p.1));
         Ok((inode, attr))
     }
 
     fn attr_of(&self, inode: &Inode) -> Result<FileAttr, Errno> {
-        let mut attr = attr::attr(inode.nodeid, &inode.stat()?, self.layout);
-        if attr.size == attr::LONG_TARGET {
-            attr.size = long_target_len(inode.pin()?.fd(), "");
-        }
-        Ok(attr)
+        let st = inode.stat()?;
+        let long_len = || inode.pin().ok().and_then(|p| long_pointer_at(p.fd(), "")).map_or(0, |p| p.1);
+        Ok(attr::attr(inode.nodeid, &st, self.layout, long_len))
     }
 
     /// Gives a new object to the caller when the daemon runs as root (otherwise it is the

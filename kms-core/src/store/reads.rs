@@ -362,16 +362,10 @@ fn bucketed_page<T>(
         clauses.push(any_of(ranges));
         let lim = params.int(at.take as i64);
         let off = params.int(at.skip as i64);
-        // SQLite would rather serve `state IN (…)` from an index and sort; the ranges are
-        // narrower, so it is told to walk the positions.
-        let hint = match db.dialect() {
-            Dialect::Sqlite => format!(" INDEXED BY {table}_in_order"),
-            Dialect::Postgres => String::new(),
-        };
-        let sql = format!(
-            "SELECT {select} FROM {table}{hint}{} ORDER BY list_pos LIMIT {lim} OFFSET {off}",
-            where_clause(&clauses)
-        );
+        // The position ranges are narrower than any filter: walk the positions.
+        let from = db.dialect().walk_index(table, &format!("{table}_in_order"));
+        let sql =
+            format!("SELECT {select} FROM {from}{} ORDER BY list_pos LIMIT {lim} OFFSET {off}", where_clause(&clauses));
         let items = all(db, &sql, &params.0, &decode)?;
         Ok(Page { items, total: at.total })
     })

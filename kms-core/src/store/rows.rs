@@ -37,6 +37,16 @@ impl Dialect {
         }
     }
 
+    /// Makes a query on `table` walk the index `index` (SQLite would rather serve an `IN (…)`
+    /// condition from another index and sort; PostgreSQL's planner picks the position index
+    /// itself).
+    pub fn walk_index(self, table: &str, index: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("{table} INDEXED BY {index}"),
+            Dialect::Postgres => table.to_string(),
+        }
+    }
+
     /// Byte order for text, as SQLite and Rust sort (PostgreSQL's default follows the locale).
     pub fn bytewise(self) -> &'static str {
         match self {
