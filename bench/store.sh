@@ -5,6 +5,8 @@
 # PutSecretValue aggregate over the three nodes, and DisableKey propagation node 0 -> node 1.
 #   bench/store.sh                    3 s per cell
 #   SECONDS_PER_CELL=1 bench/store.sh
+#   CELLS=writes bench/store.sh       only these cells (crypto, writes, propagation)
+#   KMS_SIDECAR=/other/kms-sidecar bench/store.sh   another build of the sidecar (an A/B run)
 #   PG_DELAY_US=250 bench/store.sh    the nodes reach PostgreSQL through a relay adding 250 µs each
 #                                     way (a network between them; kms-delay, bench/src/delay.rs)
 set -euo pipefail
@@ -35,7 +37,7 @@ sk=benchAccessKeySecret
 start() { # name listen [store]
   mkdir -p "$dir/$1"
   [ -n "${3:-}" ] && [ -f "$dir/n0/root.key" ] && install -m 600 "$dir/n0/root.key" "$dir/$1/root.key"
-  KMS_ACCESS_KEY_ID=$ak KMS_ACCESS_KEY_SECRET=$sk KMS_LOG=warn target/release/kms-sidecar --config "$dir/bench.toml" --data-dir "$dir/$1" \
+  KMS_ACCESS_KEY_ID=$ak KMS_ACCESS_KEY_SECRET=$sk KMS_LOG=warn "${KMS_SIDECAR:-target/release/kms-sidecar}" --config "$dir/bench.toml" --data-dir "$dir/$1" \
     --listen "$2" ${3:+--store "$3" --node-id "$1"} >"$dir/$1.log" 2>&1 &
   for _ in $(seq 100); do curl -sf "http://$2/ping" >/dev/null 2>&1 && return; sleep 0.1; done
   echo "sidecar $1 did not start"; cat "$dir/$1.log"; exit 1
@@ -46,4 +48,4 @@ start n1 127.0.0.1:18262 "$node_url"
 start n2 127.0.0.1:18263 "$node_url"
 echo "machine: $(nproc) cores; PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}')${PG_DELAY_US:+ reached through ${PG_DELAY_US} µs each way}, fsync on; load generator and all four sidecars on the same machine"
 target/release/kms-loadgen store --sqlite 127.0.0.1:18260 --nodes 127.0.0.1:18261,127.0.0.1:18262,127.0.0.1:18263 \
-  --access-key-id $ak --access-key-secret $sk --seconds "${SECONDS_PER_CELL:-3}"
+  --access-key-id $ak --access-key-secret $sk --seconds "${SECONDS_PER_CELL:-3}" --cells "${CELLS:-crypto,writes,propagation}"

@@ -112,6 +112,9 @@ enum Cmd {
         seconds: f64,
         #[arg(long, default_value_t = 200)]
         propagation_samples: usize,
+        /// Which cells to run: any of `crypto`, `writes`, `propagation` (comma-separated).
+        #[arg(long, default_value = "crypto,writes,propagation")]
+        cells: String,
     },
     /// Print the size of a GenerateDataKey answer (to size the bare body).
     Probe {
@@ -140,11 +143,13 @@ fn main() {
                 concurrency,
                 seconds,
                 propagation_samples,
+                cells,
             } => {
                 let creds = Arc::new((access_key_id, access_key_secret));
                 let nodes: Vec<String> = nodes.split(',').map(str::to_string).collect();
-                store_bench(sqlite, nodes, creds, concurrency, Duration::from_secs_f64(seconds), propagation_samples)
-                    .await
+                let cells: Vec<&str> = cells.split(',').map(str::trim).collect();
+                let dur = Duration::from_secs_f64(seconds);
+                store_bench(sqlite, nodes, creds, concurrency, dur, propagation_samples, &cells).await
             }
             Cmd::Policy { sidecar, owner_id, owner_secret, user_id, user_secret, concurrency, seconds } => {
                 let owner = Arc::new((owner_id, owner_secret));
@@ -350,8 +355,11 @@ enum Op {
     /// GET /v1/<name> on the agent, with the token.
     AgentGet,
     CreateKey,
-    /// A new version (fresh id) of the secret [`BENCH_SECRET`].
+    /// A new version (fresh id) of the secret [`BENCH_SECRET`], which every client writes.
     PutSecretValue,
+    /// A new version of a secret of the client's own (created before its first request): how
+    /// applications use secrets, each writing its own.
+    PutOwnSecret,
 }
 
 const BENCH_SECRET: &str = "bench/secret";
@@ -384,6 +392,13 @@ async fn load(
             let mut conn = Conn::open(&addr).await;
             let mut lat = Vec::with_capacity(100_000);
             let mut errors = 0u64;
+            let own = format!("bench/own-{}", uuid::Uuid::new_v4().simple());
+            if op == Op::PutOwnSecret {
+                let create =
+                    signed("CreateSecret", &[("SecretName", &own), ("SecretData", "v"), ("VersionId", "v1")], &creds);
+                let (st, body) = conn.send(&create).await;
+                assert_eq!(st, 200, "CreateSecret: {}", String::from_utf8_lossy(&body));
+            }
             while start.elapsed() < dur {
                 let body = match op {
                     Op::Encrypt => signed("Encrypt", &[("KeyId", &key), ("Plaintext", plaintext)], &creds),
@@ -392,11 +407,12 @@ async fn load(
                     Op::GetSecretValue => signed("GetSecretValue", &[("SecretName", BENCH_SECRET)], &creds),
                     Op::AgentGet => String::new(),
                     Op::CreateKey => signed("CreateKey", &[], &creds),
-                    Op::PutSecretValue => {
+                    Op::PutSecretValue | Op::PutOwnSecret => {
                         let v = uuid::Uuid::new_v4().simple().to_string();
+                        let name = if op == Op::PutOwnSecret { own.as_str() } else { BENCH_SECRET };
                         signed(
                             "PutSecretValue",
-                            &[("SecretName", BENCH_SECRET), ("SecretData", "s3cret"), ("VersionId", &v)],
+                            &[("SecretName", name), ("SecretData", "s3cret"), ("VersionId", &v)],
                             &creds,
                         )
                     }
@@ -498,6 +514,7 @@ async fn store_bench(
     c: usize,
     dur: Duration,
     samples: usize,
+    cells: &[&str],
 ) {
     let mut setups = Vec::new();
     for addr in std::iter::once(&sqlite).chain(nodes.iter().take(1)) {
@@ -523,7 +540,8 @@ async fn store_bench(
         "{:<16} | {:>10} {:>8} {:>8} | {:>12} {:>8} {:>8} | {:>6}",
         "op", "sqlite/s", "p50 us", "p99 us", "pg node/s", "p50 us", "p99 us", "ratio"
     );
-    for (name, op) in [("Encrypt", Op::Encrypt), ("Decrypt", Op::Decrypt), ("GenerateDataKey", Op::GenerateDataKey)] {
+    let crypto_ops = [("Encrypt", Op::Encrypt), ("Decrypt", Op::Decrypt), ("GenerateDataKey", Op::GenerateDataKey)];
+    for (name, op) in crypto_ops.into_iter().filter(|_| cells.contains(&"crypto")) {
         let a = load(&sqlite, op, &setups[0].0, &setups[0].1, creds.clone(), "", c, dur).await;
         for (i, node) in nodes.iter().enumerate() {
             let b = load(node, op, &setups[1].0, &setups[1].1, creds.clone(), "", c, dur).await;
@@ -542,8 +560,14 @@ async fn store_bench(
             );
         }
     }
-    println!("aggregate writes, total concurrency {} (split over the PostgreSQL nodes)", c * nodes.len());
-    for (name, op) in [("CreateKey", Op::CreateKey), ("PutSecretValue", Op::PutSecretValue)] {
+    println!(
+        "aggregate writes, total concurrency {} (split over the PostgreSQL nodes); PutSecretValue: each client its own \
+         secret; PSV, one secret: every client the same one",
+        c * nodes.len()
+    );
+    let write_ops =
+        [("CreateKey", Op::CreateKey), ("PutSecretValue", Op::PutOwnSecret), ("PSV, one secret", Op::PutSecretValue)];
+    for (name, op) in write_ops.into_iter().filter(|_| cells.contains(&"writes")) {
         let cpu = MachineCpu::now();
         let a = load(&sqlite, op, "", "", creds.clone(), "", c * nodes.len(), dur).await;
         let (a_cpu, a_idle) = cpu.since();
@@ -571,6 +595,9 @@ async fn store_bench(
             per_op(b_cpu, rps),
             b_idle * 100.0
         );
+    }
+    if !cells.contains(&"propagation") {
+        return;
     }
     // Propagation: DisableKey on node 0, then Encrypt on node 1 until it is refused.
     let mut took = Vec::with_capacity(samples);

@@ -115,7 +115,7 @@ impl Engine {
     /// a late writer cannot hide lines already anchored.
     pub fn anchor_audit(&self, anchor: Anchor) -> Result<()> {
         let name = anchor_name(&self.location, &self.node_id);
-        self.store().advance_meta(&name, &anchor.encode()).map_err(|e| self.store_failure(e))
+        self.ordered_store().advance_meta(&name, &anchor.encode()).map_err(|e| self.store_failure(e))
     }
 }
 

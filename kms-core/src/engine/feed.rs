@@ -30,6 +30,13 @@ use crate::store::{CatchUp, Change, ChangeSet, PgFeed};
 
 /// How many lists one fetch takes at most.
 const PAGE: i64 = 1000;
+/// The least time between the starts of two fetches prompted by notifications. Under a steady
+/// stream of writes from other nodes a fetch per notification would cost the database a round
+/// trip per list on every node (as much as the writes themselves); waiting this long takes every
+/// list announced meanwhile in one fetch. An idle follower fetches at once, so a lone change
+/// still arrives in a round trip; under load it arrives at most this much later – far inside any
+/// lease.
+const MIN_FETCH_GAP: Duration = Duration::from_millis(3);
 
 /// When the cache was last known to be current.
 pub(crate) struct Freshness {
@@ -193,7 +200,14 @@ pub(crate) fn spawn(
                             }
                             match feed.wait(left) {
                                 Ok(Some(seq)) if seq <= state.read().applied_seq => continue,
-                                Ok(_) => break,
+                                Ok(Some(_)) => {
+                                    let gap = (t0 + MIN_FETCH_GAP).saturating_duration_since(Instant::now());
+                                    if !gap.is_zero() {
+                                        std::thread::sleep(gap);
+                                    }
+                                    break;
+                                }
+                                Ok(None) => break,
                                 Err(e) => {
                                     tracing::debug!(error = %e, "change feed wait failed");
                                     feed.reset();

@@ -52,7 +52,7 @@ use crate::crypto::{Algorithm, SymCipher};
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::ids::KeyRef;
 use crate::model::{KeyRecord, KeyState, ProtectionLevel};
-use crate::store::{Change, Early, PgFeed, Reader, Store, StoreError, StoreLocation};
+use crate::store::{Change, Durability, Early, PgFeed, Reader, Store, StoreError, StoreLocation};
 use cache::{CipherCache, Material};
 use state::State;
 use view::View;
@@ -115,6 +115,9 @@ pub struct Engine {
     /// [`WRITE_CONNECTIONS`], so a node's writes overlap (each is a round trip or two to the
     /// database; the cluster's write lock is held only while the server runs a write).
     stores: Vec<Mutex<Store>>,
+    /// On a shared store, the connection for nonce claims and audit anchors, which commit
+    /// without waiting for a flush ([`Durability::Ordered`] says why that is safe for them).
+    ordered: Option<Mutex<Store>>,
     /// Where [`Engine::store`] starts looking when every connection is busy.
     next_store: std::sync::atomic::AtomicUsize,
     /// Until when (ms after `opened`) writes are decided under the lock at once: set for a while
@@ -197,10 +200,12 @@ impl Engine {
         let t0 = Instant::now();
         let seq = store.position().map_err(at)?;
         let mut stores = vec![Mutex::new(store)];
+        let mut ordered = None;
         if opts.store.is_shared() {
             for _ in 1..WRITE_CONNECTIONS {
                 stores.push(Mutex::new(Store::open(&opts.store).map_err(at)?));
             }
+            ordered = Some(Mutex::new(Store::open_with(&opts.store, Durability::Ordered).map_err(at)?));
         }
         let reader = Reader::open(&opts.store).map_err(at)?;
         if opts.token.is_none() {
@@ -231,6 +236,7 @@ impl Engine {
             clock: opts.clock,
             protector: opts.protector,
             stores,
+            ordered,
             next_store: Default::default(),
             early_off_until_ms: std::sync::atomic::AtomicU64::new(0),
             opened: Instant::now(),
@@ -366,6 +372,15 @@ impl Engine {
         self.stores[i].lock()
     }
 
+    /// The connection for records that only order what follows them (nonce claims, audit
+    /// anchors): [`Engine::ordered`] on a shared store, else a writing one.
+    pub(super) fn ordered_store(&self) -> parking_lot::MutexGuard<'_, Store> {
+        match &self.ordered {
+            Some(s) => s.lock(),
+            None => self.store(),
+        }
+    }
+
     /// A store failure as the client sees it: a shared store that cannot be reached is a
     /// retriable 503; anything else an internal failure. The message never holds key material.
     fn store_failure(&self, e: StoreError) -> KmsError {
@@ -392,7 +407,7 @@ impl Engine {
         h.update([0]);
         h.update(nonce.as_bytes());
         let id = &h.finalize()[..16];
-        let fresh = self.store().claim_nonce(id, expires_at).map_err(|e| self.store_failure(e))?;
+        let fresh = self.ordered_store().claim_nonce(id, expires_at).map_err(|e| self.store_failure(e))?;
         if fresh {
             Ok(())
         } else {

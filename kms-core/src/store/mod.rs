@@ -25,7 +25,7 @@ pub(crate) mod statements;
 mod tests_listing;
 
 pub use location::{redact as redact_url, StoreLocation};
-pub use pg_store::{Decided, Early, PgStore};
+pub use pg_store::{Decided, Durability, Early, PgStore};
 pub use postgres::PgFeed;
 pub use reader::Reader;
 pub use sqlite::SqliteStore;
@@ -124,9 +124,15 @@ pub enum Store {
 impl Store {
     /// Opens (creating and migrating as needed) the store at `location`.
     pub fn open(location: &StoreLocation) -> Result<Store, StoreError> {
+        Store::open_with(location, Durability::Synchronous)
+    }
+
+    /// [`Store::open`] with commits as durable as `durability` says (PostgreSQL; SQLite's are
+    /// always synchronous: one file, one writer, nothing to order against).
+    pub fn open_with(location: &StoreLocation, durability: Durability) -> Result<Store, StoreError> {
         match location {
             StoreLocation::Sqlite(path) => SqliteStore::open(path).map(Store::Sqlite).map_err(StoreError),
-            StoreLocation::Postgres(url) => PgStore::open(url).map(|s| Store::Postgres(Box::new(s))),
+            StoreLocation::Postgres(url) => PgStore::open(url, durability).map(|s| Store::Postgres(Box::new(s))),
         }
     }
 

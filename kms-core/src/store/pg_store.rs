@@ -1,5 +1,5 @@
-//! The shared backend's writing side: one PostgreSQL connection per node for writes, nonces,
-//! meta rows and leases.
+//! The shared backend's writing side: a PostgreSQL connection for writes, nonces, meta rows and
+//! leases (a node holds several, one of them committing without a flush: [`Durability`]).
 //!
 //! - **Writes** ([`PgStore::write`]) take one transaction-scoped advisory lock, read the change
 //!   lists committed since the writer's mirror position (so the engine decides on current state),
@@ -9,7 +9,9 @@
 //! - Every writer in the cluster waits for that one lock, so what a write does while holding it
 //!   bounds the cluster's write rate. It holds it for two round trips: the first opens the
 //!   transaction, takes the lock and reads the catch-up in one simple query; the second sends the
-//!   change statements, the append and `COMMIT` as one pipeline (see [`in_order`]).
+//!   change statements, the append and `COMMIT` as one pipeline (see [`in_order`]). Writes
+//!   decided before the lock ([`PgStore::write_early`]) hold it for none: one pipeline opens the
+//!   transaction, takes the lock, checks and commits them.
 //! - **Leases** ([`PgStore::lead`]) are rows timed by the database's clock, so node clocks never
 //!   decide who leads.
 //!
@@ -37,13 +39,15 @@ use super::{pg_schema, CatchUp, Change, ChangeSet, StoreError, Written};
 
 /// Transaction advisory lock every writer holds from its catch-up to its commit.
 const WRITE_LOCK: i64 = 0x6b6d_735f_7772_6974; // "kms_writ"
-/// Numbers, appends and announces a change list in one statement.
-const APPEND: &str = "WITH n AS (UPDATE kms_feed SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq),
-          i AS (INSERT INTO kms_changes (seq, payload, touched) SELECT last_seq, $1, $3 FROM n RETURNING seq)
-     SELECT seq, pg_notify($2, seq::text) FROM i";
+/// Numbers, appends and announces a batch's change lists (`kms_append`, schema migration 5);
+/// returns the first list's number.
+const APPEND: &str = "SELECT kms_append($1, $2, $3)";
 const LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
-const GUARD: &str = "SELECT kms_guard($1, $2)";
-const WITHIN: &str = "SELECT kms_within($1, $2)";
+/// Takes the write lock, checks a batch's early decisions and returns the lists committed after
+/// the earliest position (`kms_open_batch`, schema migration 5).
+const OPEN_BATCH: &str = "SELECT seq, payload FROM kms_open_batch($1, $2, $3, $4)";
+/// Every limit of a batch, checked once all its writes are in.
+const WITHIN: &str = "SELECT kms_within(l.counter, l.most) FROM unnest($1::text[], $2::bigint[]) AS l(counter, most)";
 /// The lists between a decision's position and the list being written (under the lock).
 const BETWEEN: &str = "SELECT seq, payload FROM kms_changes WHERE seq > $1 ORDER BY seq";
 const HEAD: &str = "SELECT last_seq FROM kms_feed WHERE id = 1";
@@ -51,6 +55,8 @@ const HEAD: &str = "SELECT last_seq FROM kms_feed WHERE id = 1";
 /// The store's connection with its runtime and prepared statements.
 struct Session {
     url: String,
+    /// Run at every (re)connect after [`SESSION_LIMITS`]: how this connection commits.
+    durability: &'static str,
     config: tokio_postgres::Config,
     tls: Option<postgres_openssl::MakeTlsConnector>,
     rt: Rt,
@@ -60,13 +66,25 @@ struct Session {
 }
 
 impl Session {
-    fn new(url: &str) -> Result<Session, StoreError> {
+    fn new(url: &str, durability: Durability) -> Result<Session, StoreError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| StoreError(format!("store runtime: {e}")))?;
         let (config, tls) = config(url)?;
-        Ok(Session { url: url.to_string(), config, tls, rt: Rt(Some(rt)), client: None, prepared: HashMap::new() })
+        let durability = match durability {
+            Durability::Synchronous => "",
+            Durability::Ordered => "SET synchronous_commit = off",
+        };
+        Ok(Session {
+            url: url.to_string(),
+            durability,
+            config,
+            tls,
+            rt: Rt(Some(rt)),
+            client: None,
+            prepared: HashMap::new(),
+        })
     }
 
     /// The live client, reconnecting first if the last one broke. (The connection is driven only
@@ -83,6 +101,9 @@ impl Session {
             }
             .map_err(at)?;
             self.rt.block_on(client.batch_execute(SESSION_LIMITS)).map_err(at)?;
+            if !self.durability.is_empty() {
+                self.rt.block_on(client.batch_execute(self.durability)).map_err(at)?;
+            }
             self.client = Some(client);
         }
         Ok(self.client.as_ref().expect("just connected"))
@@ -211,6 +232,24 @@ fn simple<'a>(client: &'a Client, sql: &'a str) -> Step<'a> {
     Box::pin(async move { client.batch_execute(sql).await.map(|_| Reply::Done) })
 }
 
+/// When a connection's commits are durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Flushed (and, where configured, replicated) before the commit returns: every write of a
+    /// key, secret or change list.
+    Synchronous,
+    /// Returned before the flush (`synchronous_commit = off`); made durable by the server within
+    /// a few hundred ms, or at once by any later synchronous commit on any connection, since the
+    /// log is one sequence and a flush covers all of it up to the flushed commit. For records
+    /// whose only use is to order what follows them: a request's nonce claim, which is always
+    /// followed by its write's synchronous commit (acknowledged only then, so an acknowledged
+    /// write's nonce is durable – a crash can forget only the nonce of a request that was never
+    /// acknowledged, whose replay is what the client's own retry would do), and the audit
+    /// anchor, a lower bound on the node's log that may lag by that window after a database
+    /// crash. It saves a WAL flush each – a third of the database's work per write.
+    Ordered,
+}
+
 /// The store's connection lives on its own thread and every operation runs there; the caller
 /// waits on a channel, as it would on a SQLite fsync. (Driving it on the calling thread saves two
 /// wake-ups per call – no measurable difference in the store benchmark – but would make every
@@ -249,8 +288,8 @@ impl Drop for OpenWrite<'_> {
 
 impl PgStore {
     /// Connects and migrates.
-    pub fn open(url: &str) -> Result<PgStore, StoreError> {
-        let mut session = Session::new(url)?;
+    pub fn open(url: &str, durability: Durability) -> Result<PgStore, StoreError> {
+        let mut session = Session::new(url, durability)?;
         let (jobs, queue) = mpsc::channel::<Job>();
         let worker = std::thread::Builder::new()
             .name("kms-store".into())
@@ -463,14 +502,6 @@ fn finish_write(s: &mut Session, changes: &[Change]) -> Result<u64, StoreError> 
     Ok(seq)
 }
 
-/// The append (numbering, payload, touched names, notification) as a pipeline step.
-fn append_step<'a>(c: &'a Client, append: &'a Statement, payload: &'a str, touched: &'a [String]) -> Step<'a> {
-    Box::pin(async move {
-        let row = c.query_one(append, &[&payload, &CHANNEL, &touched]).await?;
-        row.try_get::<_, i64>(0).map(Reply::Seq)
-    })
-}
-
 /// Change lists as read (`seq`, `payload`).
 type Lists = Vec<(i64, String)>;
 /// A written list's sequence number, and the lists committed between its decision and it.
@@ -540,26 +571,52 @@ impl PgStore {
 /// or `None` when a guard or a limit refused.
 fn write_early(s: &mut Session, batch: &[Early]) -> Result<Option<Landed>, StoreError> {
     let lists: Vec<(&[Change], Vec<String>)> = batch.iter().map(|e| (&e.changes[..], e.touched.clone())).collect();
-    let guarded = Guarded {
-        guards: batch.iter().map(|e| (e.after as i64, e.reads.names.iter().map(String::as_str).collect())).collect(),
-        limits: batch.iter().flat_map(|e| e.reads.limits.iter().copied()).collect(),
-        from: batch.iter().map(|e| e.after).min().unwrap_or(0) as i64,
-    };
-    commit(s, &lists, Some(guarded))
+    commit(s, &lists, Some(Guarded::new(batch)))
 }
 
-/// What a write decided before the lock adds to its pipeline: its own transaction and lock, a
-/// guard per decision (`after`, names read), the limits, and the lists committed after `from`.
+/// What a write decided before the lock adds to its pipeline: its own transaction and the lock,
+/// each decision's position with the names it read (one `(after, NULL)` pair per decision for
+/// its position alone, then one pair per name), the limits, and the earliest position – the
+/// lists after it are read back.
 struct Guarded<'a> {
-    guards: Vec<(i64, Vec<&'a str>)>,
-    limits: Vec<(&'a str, i64)>,
+    afters: Vec<i64>,
+    names: Vec<Option<&'a str>>,
+    counters: Vec<&'a str>,
+    mosts: Vec<i64>,
     from: i64,
 }
 
+impl<'a> Guarded<'a> {
+    fn new(batch: &'a [Early]) -> Guarded<'a> {
+        let (mut afters, mut names) = (Vec::new(), Vec::new());
+        for e in batch {
+            let after = e.after as i64;
+            afters.push(after);
+            names.push(None);
+            for n in &e.reads.names {
+                afters.push(after);
+                names.push(Some(n.as_str()));
+            }
+        }
+        // Each write of a kind checks the same limit: once is enough.
+        let mut limits: Vec<(&str, i64)> = batch.iter().flat_map(|e| e.reads.limits.iter().copied()).collect();
+        limits.sort_unstable();
+        limits.dedup();
+        Guarded {
+            afters,
+            names,
+            counters: limits.iter().map(|l| l.0).collect(),
+            mosts: limits.iter().map(|l| l.1).collect(),
+            from: batch.iter().map(|e| e.after).min().unwrap_or(0) as i64,
+        }
+    }
+}
+
 /// One pipeline that writes `lists` (each: its changes and the names they touch) as the next
-/// change lists and commits. With `guarded`, it first opens the transaction, takes the lock and
-/// runs the guards, and after the statements checks the limits and reads the lists in between.
-/// `Some((the first list's seq, lists in between))`, or `None` when a guard or a limit refused.
+/// change lists and commits. With `guarded`, it first opens the transaction, takes the lock,
+/// checks the decisions and reads the lists in between, and after the statements checks the
+/// limits. `Some((the first list's seq, lists in between))`, or `None` when a guard or a limit
+/// refused.
 fn commit(
     s: &mut Session,
     lists: &[(&[Change], Vec<String>)],
@@ -567,44 +624,37 @@ fn commit(
 ) -> Result<Option<Landed>, StoreError> {
     let planned: Vec<statements::Statement<'_>> =
         lists.iter().flat_map(|(changes, _)| changes.iter().flat_map(statements::for_change)).collect();
-    let mut sqls: Vec<&'static str> = vec![LOCK, GUARD, WITHIN, BETWEEN, APPEND];
+    let mut sqls: Vec<&'static str> = vec![OPEN_BATCH, WITHIN, APPEND];
     sqls.extend(planned.iter().map(|(sql, _)| *sql));
     let payloads: Vec<String> = lists.iter().map(|(changes, _)| encode_changes(changes)).collect();
+    let touched: Vec<String> = lists.iter().map(|(_, t)| serde_json::to_string(t).expect("names serialise")).collect();
     s.run(&sqls, async |c, st| {
-        let [lock, guard, within, between, append, writes @ ..] = st else { unreachable!("five fixed statements") };
+        let [open, within, append, writes @ ..] = st else { unreachable!("three fixed statements") };
         let mut steps: Vec<Step<'_>> = Vec::new();
         if let Some(g) = &guarded {
             steps.push(simple(c, "BEGIN"));
-            steps.push(Box::pin(async { c.execute(lock, &[&WRITE_LOCK]).await.map(|_| Reply::Done) }));
-            // After the lock is granted, so they see every list committed before.
-            for (after, names) in &g.guards {
-                steps.push(Box::pin(async move { c.execute(guard, &[after, names]).await.map(|_| Reply::Done) }));
-            }
-        }
-        steps.extend(writes.iter().zip(&planned).map(|(stmt, (_, values))| execute(c, stmt, values)));
-        if let Some(g) = &guarded {
-            // Against the counters once every write of the batch is in.
-            for (counter, most) in &g.limits {
-                steps.push(Box::pin(async move { c.execute(within, &[counter, most]).await.map(|_| Reply::Done) }));
-            }
             steps.push(Box::pin(async {
-                let rows = c.query(between, &[&g.from]).await?;
+                let rows = c.query(open, &[&WRITE_LOCK, &g.from, &g.afters, &g.names]).await?;
                 let lists = rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_, _>>()?;
                 Ok(Reply::Lists(lists))
             }));
         }
-        for (payload, (_, touched)) in payloads.iter().zip(lists) {
-            steps.push(append_step(c, append, payload, touched));
+        steps.extend(writes.iter().zip(&planned).map(|(stmt, (_, values))| execute(c, stmt, values)));
+        if let Some(g) = guarded.as_ref().filter(|g| !g.counters.is_empty()) {
+            // Against the counters once every write of the batch is in.
+            steps.push(Box::pin(async { c.execute(within, &[&g.counters, &g.mosts]).await.map(|_| Reply::Done) }));
         }
+        steps.push(Box::pin(async {
+            let row = c.query_one(append, &[&payloads, &touched, &CHANNEL]).await?;
+            row.try_get::<_, i64>(0).map(Reply::Seq)
+        }));
         // After a failed statement the server refuses the rest and turns COMMIT into a rollback
         // (reporting no error for it): the write succeeded only if every step did.
         steps.push(simple(c, "COMMIT"));
         let (mut first, mut between_lists) = (None, Vec::new());
         for r in in_order(steps).await {
             match r {
-                Ok(Reply::Seq(n)) => {
-                    first.get_or_insert(n);
-                }
+                Ok(Reply::Seq(n)) => first = Some(n),
                 Ok(Reply::Lists(l)) => between_lists = l,
                 Ok(Reply::Done) => {}
                 Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE) => {

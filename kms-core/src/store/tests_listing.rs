@@ -89,7 +89,7 @@ fn postgres_rows_written_before_the_buckets_keep_their_place() {
     }
     c.batch_execute(OLD_ROWS).unwrap();
     // Opening migrates.
-    drop(super::pg_store::PgStore::open(&url).unwrap());
+    drop(super::pg_store::PgStore::open(&url, super::Durability::Synchronous).unwrap());
     let mut prepared = Prepared::default();
     let mut db = PgDb { client: &mut c, prepared: &mut prepared };
     put_new(&mut db);
