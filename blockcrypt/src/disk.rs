@@ -11,7 +11,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 
 use crate::xts::{SectorCipher, SECTOR};
 
@@ -28,7 +28,18 @@ pub struct Disk {
     size: u64,
     read_only: bool,
     stripes: Vec<Mutex<()>>,
+    /// Held shared by every change to the file (write, zeroes, discard) for its whole duration,
+    /// and exclusively by [`Disk::copy_to`] while it starts tracking changes and while it
+    /// recopies what changed: what it copies then holds each write wholly or not at all.
+    gate: RwLock<()>,
+    /// While [`Disk::copy_to`] copies with writes going on: one bit per [`DIRTY_CHUNK`] of the
+    /// file, set by every change to it.
+    dirty: Mutex<Option<Vec<u64>>>,
+    tracking: std::sync::atomic::AtomicBool,
 }
+
+/// The unit in which changes made during an online copy are recopied.
+const DIRTY_CHUNK: u64 = 1 << 20;
 
 fn einval(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg.to_string())
@@ -42,7 +53,18 @@ fn unwritten(sector: &[u8]) -> bool {
 
 impl Disk {
     pub fn new(file: File, cipher: Arc<SectorCipher>, base: u64, size: u64, read_only: bool) -> Disk {
-        Disk { file, cipher, base, size, read_only, stripes: (0..STRIPES).map(|_| Mutex::new(())).collect() }
+        let stripes = (0..STRIPES).map(|_| Mutex::new(())).collect();
+        Disk {
+            file,
+            cipher,
+            base,
+            size,
+            read_only,
+            stripes,
+            gate: RwLock::new(()),
+            dirty: Mutex::new(None),
+            tracking: Default::default(),
+        }
     }
 
     pub fn size(&self) -> u64 {
@@ -97,6 +119,7 @@ impl Disk {
     /// Encrypts `buf` (whole sectors) in place and writes it at sector `first`.
     fn write_sectors(&self, first: u64, buf: &mut [u8]) -> io::Result<()> {
         self.cipher.encrypt(first, buf);
+        self.changed(self.base + first * S, buf.len() as u64);
         self.file.write_all_at(buf, self.base + first * S)
     }
 
@@ -142,8 +165,56 @@ impl Disk {
         Ok(())
     }
 
+    /// Copies the disk's file into the empty file `copy` as it is at one instant, without
+    /// stopping writes for longer than it takes to recopy what they change meanwhile: changes
+    /// are tracked from the start (set under the gate, so no change in flight is missed), the
+    /// data extents are copied with writes going on, then, with writes held back (the ones in
+    /// flight finish first), the chunks changed since are copied again – data, or holes punched
+    /// meanwhile. Returns how long writes were held back.
+    pub fn copy_to(&self, copy: &File) -> io::Result<std::time::Duration> {
+        use std::sync::atomic::Ordering;
+        let len = self.file.metadata()?.len();
+        {
+            let _gate = self.gate.write();
+            *self.dirty.lock() = Some(vec![0u64; len.div_ceil(DIRTY_CHUNK).div_ceil(64) as usize]);
+            self.tracking.store(true, Ordering::Release);
+        }
+        let first = crate::sparse::copy_sparse(&self.file, copy);
+        let t0 = std::time::Instant::now();
+        let _gate = self.gate.write();
+        self.tracking.store(false, Ordering::Release);
+        let dirty = self.dirty.lock().take().unwrap_or_default();
+        first?;
+        for (word, bits) in dirty.iter().enumerate().filter(|(_, b)| **b != 0) {
+            for bit in (0..64).filter(|b| bits & (1 << b) != 0) {
+                let start = (word as u64 * 64 + bit) * DIRTY_CHUNK;
+                crate::sparse::recopy(&self.file, copy, start, (start + DIRTY_CHUNK).min(len))?;
+            }
+        }
+        Ok(t0.elapsed())
+    }
+
+    /// Records a change to the file's bytes `[start, start + len)` for a copy in progress.
+    fn changed(&self, start: u64, len: u64) {
+        if len == 0 || !self.tracking.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        if let Some(bits) = self.dirty.lock().as_mut() {
+            for chunk in start / DIRTY_CHUNK..=(start + len - 1) / DIRTY_CHUNK {
+                if let Some(w) = bits.get_mut((chunk / 64) as usize) {
+                    *w |= 1 << (chunk % 64);
+                }
+            }
+        }
+    }
+
     /// Writes `data` at `offset`; `data` is encrypted in place (the caller's buffer is consumed).
     pub fn write_at(&self, offset: u64, data: &mut [u8]) -> io::Result<()> {
+        let _gate = self.gate.read();
+        self.write_ungated(offset, data)
+    }
+
+    fn write_ungated(&self, offset: u64, data: &mut [u8]) -> io::Result<()> {
         if self.read_only {
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
@@ -180,6 +251,7 @@ impl Disk {
     /// unless `allocate` asks for them to keep their space (or the filesystem cannot punch
     /// holes); then, like the partial sectors at the edges, they get encrypted zeroes.
     pub fn write_zeroes(&self, offset: u64, len: u64, allocate: bool) -> io::Result<()> {
+        let _gate = self.gate.read();
         if self.read_only {
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
@@ -198,7 +270,7 @@ impl Disk {
         while done < len {
             let n = (len - done).min(ZERO_CHUNK as u64);
             let mut zeroes = vec![0u8; n as usize];
-            self.write_at(offset + done, &mut zeroes)?;
+            self.write_ungated(offset + done, &mut zeroes)?;
             done += n;
         }
         Ok(())
@@ -206,6 +278,7 @@ impl Disk {
 
     /// Gives back the space of the whole sectors in the range; they read as zeroes afterwards.
     pub fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _gate = self.gate.read();
         if self.read_only {
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
@@ -221,6 +294,7 @@ impl Disk {
     /// Punches whole sectors out of the file (a filesystem block only partly covered gets
     /// zeroes written, which read as unwritten sectors just the same).
     fn punch(&self, start: u64, len: u64) -> io::Result<()> {
+        self.changed(self.base + start, len);
         rustix::fs::fallocate(
             &self.file,
             rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,

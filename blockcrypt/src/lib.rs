@@ -14,5 +14,6 @@ pub mod image_lock;
 pub mod lifecycle;
 pub mod nbd;
 pub mod record;
+pub mod snapshot_socket;
 pub mod sparse;
 pub mod volume;

@@ -15,6 +15,7 @@ use crate::kms::KeyService;
 use crate::luks1::{Header, PHDR_LEN};
 use crate::luksmeta::{self, Meta};
 use crate::record::{cipher_tag, data_key_len, disk_context, Record, RECORD_UUID, RECORD_VERSION};
+use crate::snapshot_socket;
 use crate::volume::{io_err, passphrase, HeaderArea, Location, OpenVolume, VolumeError, HEADER_AREA};
 use crate::xts::{Algorithm, SectorCipher, SECTOR};
 
@@ -300,25 +301,36 @@ pub fn snapshot(src: &Location, dst: &Location) -> Result<(), VolumeError> {
 }
 
 /// A point-in-time copy of a volume that is being written (served, or open in qemu), taken
-/// without stopping the writer: the data file is cloned in one FICLONE, which the filesystem
-/// makes atomic with respect to every write – it writes back what was written and holds the
-/// file's locks while it shares the extents – so each write is wholly in or wholly out and every
-/// write that completed (everything a client was told is written, flushed or not) is in: what a
-/// crash at that instant would leave. Only where the filesystem shares extents (XFS with reflink,
-/// btrfs), which also makes it incremental; a byte copy would mix moments.
+/// without stopping the writer, holding every write that completed before it (everything a
+/// client was told is written, flushed or not) and none after: what a crash at that instant would
+/// leave. Where the filesystem shares extents (XFS with reflink, btrfs) the data file is cloned in
+/// one FICLONE, which it makes atomic with respect to every write – incremental, and no write
+/// waits. Elsewhere the `blockcrypt serve` writing the disk makes the copy between two writes
+/// (`snapshot_socket.rs`; writes wait while it copies the written data). A disk in use by anything
+/// else (qemu) is refused there: a byte copy under a writer would mix moments.
 pub fn snapshot_online(src: &Location, dst: &Location) -> Result<(), VolumeError> {
     copy_volume(src, dst, |from, to| {
         let src_file = File::open(from).map_err(io_err(from))?;
         let dst_file = create_file(to)?;
-        let cloned =
-            rustix::fs::ioctl_ficlone(&dst_file, &src_file).map_err(io::Error::from).and_then(|()| dst_file.sync_all());
-        cloned.map_err(|e| {
+        let copied = match rustix::fs::ioctl_ficlone(&dst_file, &src_file) {
+            Ok(()) => dst_file.sync_all().map_err(io_err(to)),
+            Err(clone_err) => match snapshot_socket::ask(&src_file, &dst_file) {
+                Ok(()) => Ok(()),
+                Err(snapshot_socket::AskError::Failed(why)) => Err(VolumeError::InUse(format!(
+                    "{}: the server of this disk could not copy it: {why}",
+                    from.display()
+                ))),
+                Err(snapshot_socket::AskError::NotServed) => Err(VolumeError::InUse(format!(
+                    "{}: the disk is in use by another program than blockcrypt serve, and a snapshot of it \
+                     must be one atomic clone, which this filesystem cannot make ({}): use XFS (reflink) or \
+                     btrfs, or stop the program first",
+                    from.display(),
+                    io::Error::from(clone_err)
+                ))),
+            },
+        };
+        copied.inspect_err(|_| {
             let _ = std::fs::remove_file(to);
-            VolumeError::InUse(format!(
-                "{}: the disk is in use, and a snapshot of a disk in use must be one atomic clone, which \
-                 this filesystem cannot make ({e}): use XFS (reflink) or btrfs, or stop the server first",
-                from.display()
-            ))
         })?;
         sync_parent(to)
     })

@@ -52,6 +52,46 @@ pub fn copy_sparse(from: &File, to: &File) -> io::Result<()> {
     to.set_len(len)
 }
 
+/// Makes `[start, end)` of `to` what it is in `from`: the data extents copied, the rest punched
+/// out (or zeroed, where the filesystem cannot punch).
+pub fn recopy(from: &File, to: &File, start: u64, end: u64) -> io::Result<()> {
+    let mut at = start;
+    let mut extents = data_extents(from, start, end)?;
+    extents.push((end, 0));
+    for (data, n) in extents {
+        if data > at {
+            clear(to, at, data - at)?;
+        }
+        let (mut off_in, mut off_out, mut left) = (data, data, n);
+        while left > 0 {
+            let done = rustix::fs::copy_file_range(from, Some(&mut off_in), to, Some(&mut off_out), left as usize)?;
+            if done == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the source file shrank while it was copied"));
+            }
+            left -= done as u64;
+        }
+        at = data + n;
+    }
+    Ok(())
+}
+
+/// A hole at `[at, at + len)` of `f`: punched, or zeroes where the filesystem cannot punch.
+fn clear(f: &File, at: u64, len: u64) -> io::Result<()> {
+    let flags = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+    if rustix::fs::fallocate(f, flags, at, len).is_ok() {
+        return Ok(());
+    }
+    use std::os::unix::fs::FileExt;
+    let zeroes = vec![0u8; len.min(1 << 20) as usize];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(zeroes.len() as u64) as usize;
+        f.write_all_at(&zeroes[..n], at + done)?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::{FileExt, MetadataExt};
@@ -73,5 +113,22 @@ mod tests {
         let b = std::fs::read(d.path().join("b")).unwrap();
         assert_eq!(b, std::fs::read(d.path().join("a")).unwrap());
         assert!(dst.metadata().unwrap().blocks() * 512 <= 64 << 10, "the copy filled holes");
+    }
+
+    #[test]
+    fn a_recopy_brings_a_range_up_to_date_holes_included() {
+        let d = tempfile::tempdir().unwrap();
+        let src = File::options().read(true).write(true).create(true).truncate(true).open(d.path().join("a")).unwrap();
+        src.set_len(8 << 20).unwrap();
+        src.write_all_at(&[7u8; 1 << 20], 1 << 20).unwrap();
+        let dst = File::options().read(true).write(true).create(true).truncate(true).open(d.path().join("b")).unwrap();
+        copy_sparse(&src, &dst).unwrap();
+        // Then the source changes: new data in one place, a hole punched where data was.
+        src.write_all_at(&[9u8; 4096], 5 << 20).unwrap();
+        let punch = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+        rustix::fs::fallocate(&src, punch, 1 << 20, 1 << 19).unwrap();
+        recopy(&src, &dst, 1 << 20, 2 << 20).unwrap();
+        recopy(&src, &dst, 5 << 20, 6 << 20).unwrap();
+        assert_eq!(std::fs::read(d.path().join("b")).unwrap(), std::fs::read(d.path().join("a")).unwrap());
     }
 }

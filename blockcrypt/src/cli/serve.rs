@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use blockcrypt::image_lock;
 use blockcrypt::kms::KeyService;
 use blockcrypt::nbd::{Export, Limits, Server};
 use blockcrypt::volume::{self, Location};
+use blockcrypt::{image_lock, snapshot_socket};
 use rustix::fs::FlockOperation;
 
 use super::commands::fail;
@@ -68,6 +68,10 @@ pub fn serve(kms: &dyn KeyService, specs: &[String], opts: super::ServeArgs) -> 
         let access = if read_only { image_lock::Access::ReadOnly } else { image_lock::Access::ReadWrite };
         image_lock::lock(v.disk.file(), access)
             .map_err(|e| Failure::new(EXIT_IN_USE, format!("{}: {e}", loc.data.display())))?;
+        // Snapshots of the disk while it is served, on filesystems that cannot clone a file.
+        if let Err(e) = snapshot_socket::listen(v.disk.clone()) {
+            tracing::warn!(export = %name, error = %e, "online snapshots without reflink are unavailable for this disk");
+        }
         tracing::info!(export = %name, size = v.disk.size(), cipher = %v.area.record.cipher, key = %v.area.record.key_id, "unlocked");
         let description = format!("{} ({})", v.area.record.disk_id, v.area.record.cipher);
         exports.push(Export { name, description, disk: v.disk });
