@@ -82,14 +82,29 @@ fn answer(disk: &Disk, conn: &UnixStream) -> io::Result<()> {
     if (shown_meta.dev(), shown_meta.ino()) != (disk_meta.dev(), disk_meta.ino()) {
         return Err(invalid("the first descriptor is not the served disk's file"));
     }
+    // Open for reading: an O_PATH descriptor can be had without read permission, so it proves
+    // nothing.
+    let shown_flags = rustix::fs::fcntl_getfl(&shown)?;
+    if shown_flags.contains(rustix::fs::OFlags::PATH)
+        || shown_flags & rustix::fs::OFlags::RWMODE == rustix::fs::OFlags::WRONLY
+    {
+        return Err(invalid("the disk's file is not open for reading"));
+    }
     if !copy_meta.file_type().is_file()
         || copy_meta.len() != 0
         || (copy_meta.dev(), copy_meta.ino()) == (disk_meta.dev(), disk_meta.ino())
     {
         return Err(invalid("the copy must go to an empty regular file"));
     }
-    let mode = rustix::fs::fcntl_getfl(&copy)? & rustix::fs::OFlags::RWMODE;
-    if mode == rustix::fs::OFlags::RDONLY {
+    // Writes wait while the changed chunks are recopied: into a file on another filesystem (one
+    // its asker serves through FUSE, say) that wait would be the asker's to make endless.
+    if copy_meta.dev() != disk_meta.dev() {
+        return Err(invalid("the copy must be on the disk's filesystem"));
+    }
+    let copy_flags = rustix::fs::fcntl_getfl(&copy)?;
+    if copy_flags.contains(rustix::fs::OFlags::PATH)
+        || copy_flags & rustix::fs::OFlags::RWMODE == rustix::fs::OFlags::RDONLY
+    {
         return Err(invalid("the copy's file is not open for writing"));
     }
     let held = disk.copy_to(&copy)?;

@@ -180,6 +180,22 @@ fn the_snapshot_socket_checks_what_it_is_given() {
     assert!(why.contains("empty regular file"), "{why}");
     let why = refused(&std::fs::File::open(w.path("empty")).unwrap());
     assert!(why.contains("not open for writing"), "{why}");
+    // The disk's file as an O_PATH descriptor (had without read permission) proves nothing.
+    let path_only = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH).open(&img).unwrap()
+    };
+    let copy = std::fs::OpenOptions::new().write(true).open(w.path("empty")).unwrap();
+    let why = match ask(&path_only, &copy) {
+        Err(AskError::Failed(why)) => why,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert!(why.contains("not open for reading"), "{why}");
+    // A copy on another filesystem (tmpfs here), where writes could be made to wait for ever.
+    if let Ok(elsewhere) = tempfile::NamedTempFile::new_in("/dev/shm") {
+        let why = refused(elsewhere.as_file());
+        assert!(why.contains("the disk's filesystem"), "{why}");
+    }
     // A file nobody serves: no server to ask.
     let other = std::fs::File::open(w.path("full")).unwrap();
     let copy = std::fs::OpenOptions::new().write(true).open(w.path("empty")).unwrap();
