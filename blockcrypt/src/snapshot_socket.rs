@@ -84,10 +84,7 @@ fn answer(disk: &Disk, conn: &UnixStream) -> io::Result<()> {
     }
     // Open for reading: an O_PATH descriptor can be had without read permission, so it proves
     // nothing.
-    let shown_flags = rustix::fs::fcntl_getfl(&shown)?;
-    if shown_flags.contains(rustix::fs::OFlags::PATH)
-        || shown_flags & rustix::fs::OFlags::RWMODE == rustix::fs::OFlags::WRONLY
-    {
+    if !open_for(&shown, rustix::fs::OFlags::WRONLY)? {
         return Err(invalid("the disk's file is not open for reading"));
     }
     if !copy_meta.file_type().is_file()
@@ -101,15 +98,19 @@ fn answer(disk: &Disk, conn: &UnixStream) -> io::Result<()> {
     if copy_meta.dev() != disk_meta.dev() {
         return Err(invalid("the copy must be on the disk's filesystem"));
     }
-    let copy_flags = rustix::fs::fcntl_getfl(&copy)?;
-    if copy_flags.contains(rustix::fs::OFlags::PATH)
-        || copy_flags & rustix::fs::OFlags::RWMODE == rustix::fs::OFlags::RDONLY
-    {
+    if !open_for(&copy, rustix::fs::OFlags::RDONLY)? {
         return Err(invalid("the copy's file is not open for writing"));
     }
     let held = disk.copy_to(&copy)?;
     tracing::info!(writes_held_ms = held.as_millis() as u64, "online snapshot copied");
     copy.sync_all()
+}
+
+/// Whether `f` is a real open file description (not `O_PATH`) whose access mode is not `other`
+/// – the mode that excludes what is asked for (`WRONLY` to read, `RDONLY` to write).
+fn open_for(f: &File, other: rustix::fs::OFlags) -> io::Result<bool> {
+    let flags = rustix::fs::fcntl_getfl(f)?;
+    Ok(!flags.contains(rustix::fs::OFlags::PATH) && flags & rustix::fs::OFlags::RWMODE != other)
 }
 
 fn invalid(msg: &str) -> io::Error {

@@ -38,18 +38,23 @@ pub fn data_extents(file: &File, from: u64, to: u64) -> io::Result<Vec<(u64, u64
 pub fn copy_sparse(from: &File, to: &File) -> io::Result<()> {
     let len = from.metadata()?.len();
     for (start, n) in data_extents(from, 0, len)? {
-        let (mut off_in, mut off_out) = (start, start);
-        let mut left = n;
-        while left > 0 {
-            let chunk = left.min(1 << 30) as usize;
-            let done = rustix::fs::copy_file_range(from, Some(&mut off_in), to, Some(&mut off_out), chunk)?;
-            if done == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the source file shrank while it was copied"));
-            }
-            left -= done as u64;
-        }
+        copy_extent(from, to, start, n)?;
     }
     to.set_len(len)
+}
+
+/// Copies `[start, start + n)` of `from` to the same place in `to` (`copy_file_range`).
+fn copy_extent(from: &File, to: &File, start: u64, n: u64) -> io::Result<()> {
+    let (mut off_in, mut off_out, mut left) = (start, start, n);
+    while left > 0 {
+        let chunk = left.min(1 << 30) as usize;
+        let done = rustix::fs::copy_file_range(from, Some(&mut off_in), to, Some(&mut off_out), chunk)?;
+        if done == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the source file shrank while it was copied"));
+        }
+        left -= done as u64;
+    }
+    Ok(())
 }
 
 /// Makes `[start, end)` of `to` what it is in `from`: the data extents copied, the rest punched
@@ -62,14 +67,7 @@ pub fn recopy(from: &File, to: &File, start: u64, end: u64) -> io::Result<()> {
         if data > at {
             clear(to, at, data - at)?;
         }
-        let (mut off_in, mut off_out, mut left) = (data, data, n);
-        while left > 0 {
-            let done = rustix::fs::copy_file_range(from, Some(&mut off_in), to, Some(&mut off_out), left as usize)?;
-            if done == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the source file shrank while it was copied"));
-            }
-            left -= done as u64;
-        }
+        copy_extent(from, to, data, n)?;
         at = data + n;
     }
     Ok(())

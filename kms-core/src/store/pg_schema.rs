@@ -273,7 +273,7 @@ pub const MIGRATIONS: &[&str] = &[
     // per write bounds the cluster's write rate). `kms_open_batch` takes the lock, checks every
     // decision of a batch and returns the lists committed since the earliest position in one
     // statement; `kms_append` numbers, appends and announces all of a batch's lists in one; a
-    // key row's counters and bucket are kept by one trigger instead of three.
+    // key row's two counters are kept by one trigger instead of three.
     r#"
     CREATE FUNCTION kms_open_batch(lock_id BIGINT, since BIGINT, afters BIGINT[], names TEXT[])
         RETURNS TABLE (seq BIGINT, payload TEXT) LANGUAGE plpgsql AS $fn$
@@ -317,7 +317,7 @@ pub const MIGRATIONS: &[&str] = &[
         RETURN last - n + 1;
     END
     $fn$;
-    CREATE FUNCTION kms_key_rows() RETURNS trigger LANGUAGE plpgsql AS $fn$
+    CREATE FUNCTION kms_key_counts() RETURNS trigger LANGUAGE plpgsql AS $fn$
     DECLARE
         r keys;
         d INT;
@@ -325,29 +325,13 @@ pub const MIGRATIONS: &[&str] = &[
         IF TG_OP = 'INSERT' THEN r := NEW; d := 1; ELSE r := OLD; d := -1; END IF;
         UPDATE resource_counts SET n = n + d
             WHERE kind = 'keys' OR (kind = 'user_keys' AND r.service IS NULL);
-        IF d = 1 THEN
-            INSERT INTO key_buckets VALUES
-                (r.list_pos >> 9, r.state, r.spec, r.usage, r.protection, r.service IS NOT NULL, 1)
-                ON CONFLICT (bucket, state, spec, usage, protection, by_service)
-                DO UPDATE SET n = key_buckets.n + 1;
-        ELSE
-            DELETE FROM key_buckets WHERE n = 1 AND bucket = r.list_pos >> 9 AND state = r.state
-                AND spec = r.spec AND usage = r.usage AND protection = r.protection
-                AND by_service = (r.service IS NOT NULL);
-            IF NOT FOUND THEN
-                UPDATE key_buckets SET n = n - 1 WHERE bucket = r.list_pos >> 9 AND state = r.state
-                    AND spec = r.spec AND usage = r.usage AND protection = r.protection
-                    AND by_service = (r.service IS NOT NULL);
-            END IF;
-        END IF;
         RETURN NULL;
     END
     $fn$;
     DROP TRIGGER count_keys ON keys;
     DROP TRIGGER count_user_keys_in ON keys;
     DROP TRIGGER count_user_keys_out ON keys;
-    DROP TRIGGER key_buckets ON keys;
-    CREATE TRIGGER key_rows AFTER INSERT OR DELETE ON keys FOR EACH ROW EXECUTE FUNCTION kms_key_rows();
+    CREATE TRIGGER key_counts AFTER INSERT OR DELETE ON keys FOR EACH ROW EXECUTE FUNCTION kms_key_counts();
     "#,
 ];
 

@@ -497,7 +497,8 @@ async fn begin_write(c: &Client, head_stmt: &Statement, applied: u64) -> Result<
 /// Writes `changes` as the next change list and commits, in one round trip (the transaction and
 /// the lock are open already).
 fn finish_write(s: &mut Session, changes: &[Change]) -> Result<u64, StoreError> {
-    let lists = [(changes, footprint::touched(changes))];
+    let touched = footprint::touched(changes);
+    let lists = [(changes, &touched[..])];
     let (seq, _) = commit(s, &lists, None)?.ok_or_else(|| StoreError("the change list was refused".into()))?;
     Ok(seq)
 }
@@ -570,7 +571,7 @@ impl PgStore {
 /// The pipeline of [`PgStore::write_early`]: `Some((the first write's seq, lists in between))`,
 /// or `None` when a guard or a limit refused.
 fn write_early(s: &mut Session, batch: &[Early]) -> Result<Option<Landed>, StoreError> {
-    let lists: Vec<(&[Change], Vec<String>)> = batch.iter().map(|e| (&e.changes[..], e.touched.clone())).collect();
+    let lists: Vec<(&[Change], &[String])> = batch.iter().map(|e| (&e.changes[..], &e.touched[..])).collect();
     commit(s, &lists, Some(Guarded::new(batch)))
 }
 
@@ -619,7 +620,7 @@ impl<'a> Guarded<'a> {
 /// refused.
 fn commit(
     s: &mut Session,
-    lists: &[(&[Change], Vec<String>)],
+    lists: &[(&[Change], &[String])],
     guarded: Option<Guarded<'_>>,
 ) -> Result<Option<Landed>, StoreError> {
     let planned: Vec<statements::Statement<'_>> =
