@@ -93,11 +93,9 @@ impl Freshness {
     }
 }
 
-/// Applies one change list to the cache.
+/// Applies one change list of an unshared store to the cache.
 pub(crate) fn apply_changes(st: &mut State, ciphers: &CipherCache, changes: &[Change]) {
-    for c in changes {
-        st.apply(c, ciphers);
-    }
+    st.apply_list(None, changes, ciphers);
 }
 
 /// Applies the lists that follow the cache's position, in order; skips those it already has.
@@ -111,7 +109,7 @@ pub(crate) fn apply_sets(st: &mut State, ciphers: &CipherCache, sets: &[ChangeSe
             tracing::warn!(have = st.applied_seq, got = set.seq, "change feed out of order; refetching");
             return;
         }
-        apply_changes(st, ciphers, &set.changes);
+        st.apply_list(Some(set.seq), &set.changes, ciphers);
         st.applied_seq = set.seq;
     }
 }

@@ -17,6 +17,7 @@ mod authz;
 mod cache;
 mod caller;
 mod crypto_ops;
+mod directory;
 mod feed;
 mod group;
 mod hsm;
@@ -127,6 +128,8 @@ pub struct Engine {
     opened: Instant,
     /// Early decisions waiting to be committed together.
     batcher: group::Batcher,
+    /// Held while the secret directory is built, so concurrent filtered listings build it once.
+    directory_build: Mutex<()>,
     /// Connections for reads on demand (cache misses, listings), apart from the writer's.
     reader: Reader,
     location: StoreLocation,
@@ -241,6 +244,7 @@ impl Engine {
             early_off_until_ms: std::sync::atomic::AtomicU64::new(0),
             opened: Instant::now(),
             batcher: Default::default(),
+            directory_build: Mutex::new(()),
             reader,
             location: opts.store,
             node_id: opts.node_id,
@@ -547,3 +551,6 @@ mod tests_secrets;
 
 #[cfg(test)]
 mod tests_shared;
+
+#[cfg(test)]
+mod tests_directory;

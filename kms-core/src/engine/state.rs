@@ -2,7 +2,9 @@
 //! aliases and secrets (with versions and tags), filled on demand from the store and changed only
 //! by applying the same [`Change`]s the store committed (this node's, or on a shared store other
 //! nodes' read from the change feed). Listings, counts and everything else that spans many
-//! records are read from the store (`view.rs`), so memory does not grow with the store.
+//! records are read from the store (`view.rs`), so memory does not grow with the store – except
+//! the secret directory (`directory.rs`: ~70 bytes a secret, built by the first filtered
+//! ListSecrets), which the same changes keep.
 //!
 //! **Filling without going stale.** A miss reads the store outside any lock. A change to the same
 //! record may be applied while that read is in flight, and the read may have seen the store
@@ -17,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::cache::CipherCache;
+use super::directory::Directory;
 use crate::model::{KeyRecord, ResourceType, SecretRecord, SecretVersionRecord, VersionRecord};
 use crate::store::reads::{KeyRows, SecretRows};
 use crate::store::Change;
@@ -165,6 +168,19 @@ struct Fill {
     stale: bool,
 }
 
+/// The secret directory's state (`directory.rs`).
+enum Listing {
+    /// Not built (or forgotten with the cache): built by the next filtered listing.
+    Absent,
+    /// Being read from the store in a snapshot (build `ticket`); the lists applied meanwhile
+    /// that concern it wait here to be applied on top of the snapshot.
+    Building {
+        ticket: u64,
+        lists: Vec<(Option<u64>, Vec<Change>)>,
+    },
+    Ready(Directory),
+}
+
 pub(crate) struct State {
     keys: Bounded<Arc<KeyEntry>>,
     /// Alias name → key id.
@@ -172,6 +188,10 @@ pub(crate) struct State {
     secrets: Bounded<Arc<SecretEntry>>,
     fills: Vec<Fill>,
     next_ticket: u64,
+    listing: Listing,
+    /// How many change lists the last directory build applied on top of its snapshot (lists its
+    /// snapshot already had are not counted).
+    pub directory_catch_up: usize,
     /// On a shared store: the sequence number of the last change list applied.
     pub applied_seq: u64,
 }
@@ -185,6 +205,8 @@ impl State {
             secrets: Bounded::new(capacity),
             fills: Vec::new(),
             next_ticket: 0,
+            listing: Listing::Absent,
+            directory_catch_up: 0,
             applied_seq,
         }
     }
@@ -242,8 +264,65 @@ impl State {
         for f in &mut self.fills {
             f.stale = true;
         }
+        self.listing = Listing::Absent;
         ciphers.clear();
         self.applied_seq = seq;
+    }
+
+    /// The secret directory, if built.
+    pub fn directory(&self) -> Option<&Directory> {
+        match &self.listing {
+            Listing::Ready(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// Forgets the directory (as a reset would), so the next filtered listing builds it again.
+    #[cfg(test)]
+    pub fn forget_directory(&mut self) {
+        self.listing = Listing::Absent;
+    }
+
+    /// Registers a build of the directory about to read the store.
+    pub fn begin_directory(&mut self) -> u64 {
+        self.next_ticket += 1;
+        self.listing = Listing::Building { ticket: self.next_ticket, lists: Vec::new() };
+        self.next_ticket
+    }
+
+    /// Installs a directory read from the store (`None`: the read failed), bringing it up to the
+    /// cache's position with the lists applied while it was read (those its snapshot already has
+    /// are skipped by their sequence numbers). A build overtaken by a reset is dropped.
+    pub fn end_directory(&mut self, ticket: u64, built: Option<Directory>) {
+        match std::mem::replace(&mut self.listing, Listing::Absent) {
+            Listing::Building { ticket: t, lists } if t == ticket => {
+                if let Some(mut d) = built {
+                    self.directory_catch_up = lists.iter().filter(|(seq, changes)| d.apply_list(*seq, changes)).count();
+                    self.listing = Listing::Ready(d);
+                }
+            }
+            other => self.listing = other,
+        }
+    }
+
+    /// Applies one committed change list (at `seq` on a shared store) to the cache and the
+    /// secret directory.
+    pub fn apply_list(&mut self, seq: Option<u64>, changes: &[Change], ciphers: &CipherCache) {
+        for c in changes {
+            self.apply(c, ciphers);
+        }
+        match &mut self.listing {
+            Listing::Absent => {}
+            Listing::Ready(d) => {
+                d.apply_list(seq, changes);
+            }
+            Listing::Building { lists, .. } => {
+                let kept: Vec<Change> = changes.iter().filter(|c| Directory::concerns(c)).cloned().collect();
+                if !kept.is_empty() {
+                    lists.push((seq, kept));
+                }
+            }
+        }
     }
 
     /// Applies one committed change to whatever of it is cached, dropping unsealed material it

@@ -539,3 +539,85 @@ fn tls_to_postgres_verifies_the_server_certificate() {
     };
     assert!(err.0.contains("certificate"), "{err}");
 }
+
+#[test]
+fn a_secret_directory_built_while_another_node_writes_agrees_with_the_store() {
+    use crate::store::reads::SecretCond;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let c = cluster(2);
+    let create = |e: &Engine, name: String, team: &str| {
+        e.create_secret(
+            &owner(),
+            CreateSecretRequest {
+                secret_name: name,
+                secret_data: SecretString::new("v".into()),
+                version_id: "v1".into(),
+                tags: Some(format!(r#"[{{"TagKey":"team","TagValue":"{team}"}}]"#)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    };
+    // Enough that reading them all takes a while.
+    for i in 0..600 {
+        create(&c.nodes[0], format!("pre-{i}"), "a");
+    }
+    let stop = AtomicBool::new(false);
+    let filter = r#"[{"Key":"SecretName","Values":["-"]},{"Key":"TagValue","Values":["b"]}]"#;
+    let conds = [SecretCond::NameContains(vec!["-".into()]), SecretCond::TagValue(vec!["b".into()])];
+    let list = |e: &Engine| {
+        let r = e
+            .list_secrets(
+                &owner(),
+                ListSecretsRequest { filters: Some(filter.into()), page_size: Some(100), ..Default::default() },
+            )
+            .unwrap();
+        (r.secret_list.secret.into_iter().map(|s| s.secret_name).collect::<Vec<_>>(), r.total_count as u64)
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let e = &c.nodes[0];
+            let mut i = 0;
+            while !stop.load(Ordering::Acquire) {
+                create(e, format!("w-{i}"), if i % 2 == 0 { "b" } else { "a" });
+                if i % 3 == 0 {
+                    let req = DeleteSecretRequest {
+                        secret_name: format!("pre-{}", i % 600),
+                        force_delete_without_recovery: Some(true),
+                        ..Default::default()
+                    };
+                    e.delete_secret(&owner(), req).unwrap();
+                }
+                if i % 5 == 0 {
+                    let req = TagResourceRequest {
+                        secret_name: Some(format!("pre-{}", (i + 1) % 600)),
+                        tags: r#"[{"TagKey":"team","TagValue":"b"}]"#.into(),
+                        ..Default::default()
+                    };
+                    // The secret may be gone already.
+                    let _ = e.tag_resource(&owner(), req);
+                }
+                i += 1;
+            }
+        });
+        // Built again until a build had lists to apply on top of its snapshot (writes committed
+        // while it read); that one is kept and must end up current.
+        std::thread::sleep(Duration::from_millis(300));
+        let mut caught_up = 0;
+        for _ in 0..200 {
+            c.nodes[1].state.write().forget_directory();
+            list(&c.nodes[1]);
+            caught_up = c.nodes[1].state.read().directory_catch_up;
+            if caught_up > 0 {
+                break;
+            }
+        }
+        stop.store(true, Ordering::Release);
+        assert!(caught_up > 0, "no build overlapped a write");
+    });
+    let last = c.nodes[0].state.read().applied_seq;
+    within(SETTLE, || c.nodes[1].state.read().applied_seq >= last);
+    let (names, total) = c.nodes[1].stored_secret_page(&conds, 0, 100);
+    assert!(total > 5, "the writes made matches ({total})");
+    assert_eq!(list(&c.nodes[1]), (names, total));
+}

@@ -8,13 +8,14 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
+use super::directory::{Directory, EXTRAS_BUDGET};
 use super::state::{KeyEntry, Kind, SecretEntry, State};
 use super::Engine;
 use crate::error::{KmsError, Result};
 use crate::ids::KeyRef;
-use crate::model::{AliasRecord, ImportTokenRecord, ResourceType, SecretRecord};
+use crate::model::{AliasRecord, ImportTokenRecord, ResourceType};
 use crate::store::footprint::{self, ReadSet};
-use crate::store::reads::{self, Count, Counts, Due, KeyCond, Page, SecretCond};
+use crate::store::reads::{self, Count, Counts, DirectoryRow, Due, KeyCond, Page, SecretCond, SecretSummary};
 use crate::store::rows::Db;
 use crate::store::StoreError;
 
@@ -182,9 +183,57 @@ impl<'e> View<'e> {
         self.read(move |db| reads::aliases(db, key_id.as_deref(), offset, limit))
     }
 
-    pub fn secrets(&self, conds: Vec<SecretCond>, offset: u64, limit: u32) -> Result<Page<SecretRecord>> {
+    /// A ListSecrets page: without conditions from the store's bucket counts; with them from the
+    /// secret directory (`directory.rs`), or – when it has dropped descriptions and tags and a
+    /// condition needs them – by a scan of the store.
+    pub fn secrets(&self, conds: Vec<SecretCond>, offset: u64, limit: u32) -> Result<Page<SecretSummary>> {
         self.note(|| footprint::SECRETS.into());
+        if !conds.is_empty() {
+            if let Some(page) = self.directory_page(&conds, offset, limit)? {
+                return Ok(page);
+            }
+        }
         self.read(move |db| reads::secrets(db, &conds, offset, limit))
+    }
+
+    fn directory_page(&self, conds: &[SecretCond], offset: u64, limit: u32) -> Result<Option<Page<SecretSummary>>> {
+        let e = self.engine;
+        if let Some(d) = e.state.read().directory() {
+            return Ok(d.page(conds, offset, limit));
+        }
+        let _one = e.directory_build.lock();
+        if let Some(d) = e.state.read().directory() {
+            return Ok(d.page(conds, offset, limit));
+        }
+        // On an unshared store the writer is held while the snapshot is read: every commit
+        // before it has been applied to the cache, and none comes while it is read. On a shared
+        // store the lists applied meanwhile are kept and applied on top, by sequence number.
+        let shared = e.location.is_shared();
+        let _writer = (!shared).then(|| e.store());
+        let ticket = e.state.write().begin_directory();
+        let built = self.read(move |db| {
+            let mut d = Directory::new(None, EXTRAS_BUDGET);
+            let seq = reads::secret_directory(db, &mut |row| match row {
+                DirectoryRow::Secret(s) => d.put(&s),
+                DirectoryRow::Tag { name, key, value } => d.set_tag(name, key, Some(value)),
+            })?;
+            d.seq = shared.then_some(seq);
+            d.shrink();
+            Ok(d)
+        });
+        let page = built.as_ref().ok().and_then(|d| d.page(conds, offset, limit));
+        let mut st = e.state.write();
+        match built {
+            Ok(d) => {
+                tracing::debug!(secrets = d.len(), "secret directory built");
+                st.end_directory(ticket, Some(d));
+                Ok(page)
+            }
+            Err(err) => {
+                st.end_directory(ticket, None);
+                Err(err)
+            }
+        }
     }
 
     pub fn tag_rows(
@@ -239,6 +288,14 @@ impl Engine {
     /// Every tag row of a resource type.
     pub(super) fn stored_tags(&self, rt: ResourceType) -> Vec<(String, String, String)> {
         self.reader.run(move |db| reads::tag_rows(db, rt, None, &[], 0, u32::MAX)).unwrap()
+    }
+
+    /// A ListSecrets page as the store's scan finds it (what the secret directory must agree
+    /// with): `(names, total)`.
+    pub(super) fn stored_secret_page(&self, conds: &[SecretCond], offset: u64, limit: u32) -> (Vec<String>, u64) {
+        let conds = conds.to_vec();
+        let p = self.reader.run(move |db| reads::secrets(db, &conds, offset, limit)).unwrap();
+        (p.items.into_iter().map(|s| s.name).collect(), p.total)
     }
 
     pub(super) fn cached_key(&self, id: &str) -> Option<Arc<KeyEntry>> {

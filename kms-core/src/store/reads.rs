@@ -46,6 +46,75 @@ pub enum KeyCond {
     },
 }
 
+/// What ListSecrets shows of a secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretSummary {
+    pub name: String,
+    pub secret_type: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub planned_delete: Option<i64>,
+}
+
+const SUMMARY_COLUMNS: &str = "name, secret_type, created_at, updated_at, planned_delete";
+
+fn summary(r: &dyn rows::Fields) -> Result<SecretSummary, StoreError> {
+    Ok(SecretSummary {
+        name: r.text(0)?,
+        secret_type: r.text(1)?,
+        created_at: r.int(2)?,
+        updated_at: r.int(3)?,
+        planned_delete: r.opt_int(4)?,
+    })
+}
+
+/// One row of what the secret directory is built from.
+pub enum DirectoryRow<'a> {
+    /// A secret, in listing order (its key id and extended configuration left empty).
+    Secret(SecretRecord),
+    Tag {
+        name: &'a str,
+        key: &'a str,
+        value: &'a str,
+    },
+}
+
+/// Everything the secret directory holds (`engine/directory.rs`), read in one snapshot and
+/// handed over row by row (a whole store's rows at once would cost more memory than the
+/// directory): the secrets, then their tags. Returns the last change list the snapshot includes
+/// on a shared store (0 on SQLite).
+pub fn secret_directory(db: &mut dyn Db, sink: &mut dyn FnMut(DirectoryRow<'_>)) -> Result<u64, StoreError> {
+    in_snapshot(db, |db| {
+        let seq = match db.dialect() {
+            Dialect::Sqlite => 0,
+            Dialect::Postgres => {
+                first(db, "SELECT last_seq FROM kms_feed WHERE id = 1", &[], |r| r.int(0))?.unwrap_or(0).max(0) as u64
+            }
+        };
+        let sql = "SELECT name, secret_type, description, created_at, updated_at, planned_delete FROM secrets \
+                   ORDER BY list_pos";
+        db.each(sql, &[], &mut |r| {
+            sink(DirectoryRow::Secret(SecretRecord {
+                name: r.text(0)?,
+                secret_type: r.text(1)?,
+                description: r.text(2)?,
+                encryption_key_id: String::new(),
+                created_at: r.int(3)?,
+                updated_at: r.int(4)?,
+                planned_delete: r.opt_int(5)?,
+                extended_config: String::new(),
+            }));
+            Ok(())
+        })?;
+        let sql = "SELECT resource_id, tag_key, tag_value FROM tags WHERE resource_type = 'secret'";
+        db.each(sql, &[], &mut |r| {
+            sink(DirectoryRow::Tag { name: &r.text(0)?, key: &r.text(1)?, value: &r.text(2)? });
+            Ok(())
+        })?;
+        Ok(seq)
+    })
+}
+
 /// A condition of ListSecrets.
 #[derive(Debug, Clone)]
 pub enum SecretCond {
@@ -391,13 +460,14 @@ pub fn aliases(
 
 /// Secrets in listing order (insertion order: oldest first) matching every condition. Without
 /// conditions a page is found by the bucket counts; substring and tag conditions are not
-/// counted, so those are counted and cut by a scan.
+/// counted, so those are counted and cut by a scan (the engine answers them from its secret
+/// directory, and comes here only when that has dropped descriptions and tags).
 pub fn secrets(
     db: &mut dyn Db,
     conds: &[SecretCond],
     offset: u64,
     limit: u32,
-) -> Result<Page<SecretRecord>, StoreError> {
+) -> Result<Page<SecretSummary>, StoreError> {
     let d = db.dialect();
     let mut p = Params::default();
     let mut clauses = Vec::new();
@@ -422,13 +492,13 @@ pub fn secrets(
     }
     if clauses.is_empty() {
         let counts = "SELECT bucket, n FROM secret_buckets ORDER BY bucket".to_string();
-        let listing = Bucketed { params: p, counts, select: rows::SECRET_COLUMNS, table: "secrets", clauses };
-        return bucketed_page(db, listing, offset, limit, rows::secret);
+        let listing = Bucketed { params: p, counts, select: SUMMARY_COLUMNS, table: "secrets", clauses };
+        return bucketed_page(db, listing, offset, limit, summary);
     }
     let from_where = format!("FROM secrets{}", where_clause(&clauses));
     let listing =
-        Listing { params: p, select: rows::SECRET_COLUMNS, from_where, order: vec!["list_pos".into()], counter: None };
-    page(db, listing, offset, limit, rows::secret)
+        Listing { params: p, select: SUMMARY_COLUMNS, from_where, order: vec!["list_pos".into()], counter: None };
+    page(db, listing, offset, limit, summary)
 }
 
 /// `(resource id, tag key, tag value)` of every resource of type `rt` (or of those in `ids`)

@@ -315,8 +315,11 @@ impl Db for PgDb<'_> {
         row: &mut dyn FnMut(&dyn Fields) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let stmt = self.prepared.get(self.client, sql)?;
-        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = params.iter().map(|v| v as _).collect();
-        for r in self.client.query(&stmt, &params)? {
+        use postgres::fallible_iterator::FallibleIterator;
+        // Streamed: a listing or the secret directory's build never holds every row at once.
+        let mut rows =
+            self.client.query_raw(&stmt, params.iter().map(|v| v as &(dyn postgres::types::ToSql + Sync)))?;
+        while let Some(r) = rows.next()? {
             row(&r)?;
         }
         Ok(())
