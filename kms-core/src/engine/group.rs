@@ -8,11 +8,10 @@
 //! commits whole or not at all: a refused batch sends every decision back to be decided again
 //! under the lock.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::Instant;
 
-use parking_lot::{Condvar, Mutex, MutexGuard};
-
+use super::combine::Combiner;
 use super::{feed, Engine};
 use crate::store::{Decided, Early, StoreError};
 
@@ -29,45 +28,14 @@ pub(super) enum Outcome {
     Failed(StoreError),
 }
 
-#[derive(Default)]
-pub(super) struct Batcher {
-    queue: Mutex<Queue>,
-    turn: Condvar,
-}
-
-#[derive(Default)]
-struct Queue {
-    waiting: Vec<(u64, Early)>,
-    done: HashMap<u64, Outcome>,
-    leading: bool,
-    next: u64,
-}
+/// Early decisions waiting to be committed together.
+pub(super) type Batcher = Combiner<Early, Outcome>;
 
 impl Engine {
     /// Queues `early` for the next batch and waits for its outcome, leading a batch when no
     /// other thread is.
     pub(super) fn commit_early(&self, early: Early) -> Outcome {
-        let b = &self.batcher;
-        let mut q = b.queue.lock();
-        let ticket = q.next;
-        q.next += 1;
-        q.waiting.push((ticket, early));
-        loop {
-            if let Some(o) = q.done.remove(&ticket) {
-                return o;
-            }
-            if !q.leading {
-                q.leading = true;
-                let take = q.waiting.len().min(MAX_BATCH);
-                let batch: Vec<(u64, Early)> = q.waiting.drain(..take).collect();
-                let outcomes = MutexGuard::unlocked(&mut q, || self.run_batch(batch));
-                q.done.extend(outcomes);
-                q.leading = false;
-                b.turn.notify_all();
-                continue;
-            }
-            b.turn.wait(&mut q);
-        }
+        self.batcher.submit(early, MAX_BATCH, |batch| self.run_batch(batch))
     }
 
     fn run_batch(&self, batch: Vec<(u64, Early)>) -> Vec<(u64, Outcome)> {

@@ -16,6 +16,7 @@ mod audit_anchor;
 mod authz;
 mod cache;
 mod caller;
+mod combine;
 mod crypto_ops;
 mod directory;
 mod feed;
@@ -102,6 +103,9 @@ const ROOT_CHECK_PLAINTEXT: &[u8] = b"this store is sealed under this root key";
 /// How long after a refused early decision writes go straight to the lock.
 const CONFLICT_BACKOFF_MS: u64 = 250;
 
+/// Nonce claims one statement takes at most.
+const MAX_NONCE_BATCH: usize = 64;
+
 /// Writing connections per node on a shared store.
 pub const WRITE_CONNECTIONS: usize = 3;
 
@@ -128,6 +132,8 @@ pub struct Engine {
     opened: Instant,
     /// Early decisions waiting to be committed together.
     batcher: group::Batcher,
+    /// Nonce claims waiting to go to the store together.
+    nonce_claims: combine::Combiner<(Vec<u8>, i64), std::result::Result<bool, StoreError>>,
     /// Held while the secret directory is built, so concurrent filtered listings build it once.
     directory_build: Mutex<()>,
     /// Connections for reads on demand (cache misses, listings), apart from the writer's.
@@ -245,6 +251,7 @@ impl Engine {
             opened: Instant::now(),
             batcher: Default::default(),
             directory_build: Mutex::new(()),
+            nonce_claims: Default::default(),
             reader,
             location: opts.store,
             node_id: opts.node_id,
@@ -410,12 +417,18 @@ impl Engine {
         h.update(access_key_id.as_bytes());
         h.update([0]);
         h.update(nonce.as_bytes());
-        let id = &h.finalize()[..16];
-        let fresh = self.ordered_store().claim_nonce(id, expires_at).map_err(|e| self.store_failure(e))?;
-        if fresh {
-            Ok(())
-        } else {
-            Err(KmsError::new(ErrorCode::SignatureNonceUsed))
+        let id = h.finalize()[..16].to_vec();
+        // Claims made while another is in flight go to the store together, in one statement.
+        let fresh = self.nonce_claims.submit((id, expires_at), MAX_NONCE_BATCH, |batch| {
+            let (tickets, claims): (Vec<u64>, Vec<(Vec<u8>, i64)>) = batch.into_iter().unzip();
+            match self.ordered_store().claim_nonces(&claims) {
+                Ok(fresh) => tickets.into_iter().zip(fresh.into_iter().map(Ok)).collect(),
+                Err(e) => tickets.into_iter().map(|t| (t, Err(e.clone()))).collect(),
+            }
+        });
+        match fresh.map_err(|e| self.store_failure(e))? {
+            true => Ok(()),
+            false => Err(KmsError::new(ErrorCode::SignatureNonceUsed)),
         }
     }
 

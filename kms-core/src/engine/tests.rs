@@ -1025,3 +1025,33 @@ fn the_audit_anchor_never_moves_backwards() {
     e.anchor_audit(at(256, 4)).unwrap();
     assert_eq!(e.audit_anchor().unwrap(), Some(at(256, 4)));
 }
+
+#[test]
+fn claims_that_go_to_the_store_together_still_admit_each_nonce_once() {
+    let f = fixture();
+    let e = &f.engine;
+    // One batch with a replay inside it, then the same batch again.
+    let claims = [(vec![1u8; 16], T0 + 900), (vec![1u8; 16], T0 + 900), (vec![2u8; 16], T0 + 900)];
+    assert_eq!(e.ordered_store().claim_nonces(&claims).unwrap(), [true, false, true]);
+    assert_eq!(e.ordered_store().claim_nonces(&claims).unwrap(), [false, false, false]);
+    for round in 0..20 {
+        let shared = format!("shared-{round}");
+        let (wins, own): (Vec<bool>, Vec<bool>) = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let shared = shared.clone();
+                    s.spawn(move || {
+                        // A replay racing its original, and a request of its own, from each thread.
+                        let won = e.claim_nonce("AK", &shared, T0 + 900).is_ok();
+                        let own = e.claim_nonce("AK", &format!("own-{round}-{i}"), T0 + 900).is_ok();
+                        (won, own)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).unzip()
+        });
+        assert_eq!(wins.iter().filter(|w| **w).count(), 1, "round {round}: {wins:?}");
+        assert!(own.iter().all(|o| *o), "round {round}: {own:?}");
+        assert_eq!(code(e.claim_nonce("AK", &shared, T0 + 900)), E::SignatureNonceUsed);
+    }
+}

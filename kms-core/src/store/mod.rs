@@ -172,11 +172,12 @@ impl Store {
         }
     }
 
-    /// Records a request nonce durably; `false` if it was recorded before (a replay).
-    pub fn claim_nonce(&mut self, id: &[u8], expires_at: i64) -> Result<bool, StoreError> {
+    /// Records request nonces durably; for each, `false` if it was recorded before (a replay –
+    /// of an earlier request, or of one before it in `claims`).
+    pub fn claim_nonces(&mut self, claims: &[(Vec<u8>, i64)]) -> Result<Vec<bool>, StoreError> {
         match self {
-            Store::Sqlite(s) => Ok(s.claim_nonce(id, expires_at)?),
-            Store::Postgres(s) => s.claim_nonce(id, expires_at),
+            Store::Sqlite(s) => Ok(s.claim_nonces(claims)?),
+            Store::Postgres(s) => s.claim_nonces(claims),
         }
     }
 

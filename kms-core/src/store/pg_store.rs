@@ -34,7 +34,7 @@ use super::footprint::{self, ReadSet};
 use super::location::redact;
 use super::postgres::{config, describe, sets_after, CHANNEL, MAX_CATCH_UP, SESSION_LIMITS};
 use super::reads::Counts;
-use super::statements::{self, Value, CLAIM_NONCE, META_ADVANCE, META_GET, PURGE_NONCES};
+use super::statements::{self, Value, META_ADVANCE, META_GET, PURGE_NONCES};
 use super::{pg_schema, CatchUp, Change, ChangeSet, StoreError, Written};
 
 /// Transaction advisory lock every writer holds from its catch-up to its commit.
@@ -42,6 +42,10 @@ const WRITE_LOCK: i64 = 0x6b6d_735f_7772_6974; // "kms_writ"
 /// Numbers, appends and announces a batch's change lists (`kms_append`, schema migration 5);
 /// returns the first list's number.
 const APPEND: &str = "SELECT kms_append($1, $2, $3)";
+/// Several claims in one statement; the ids it returns were not claimed before (a duplicate
+/// within the batch is inserted once).
+const CLAIM_NONCES: &str = "INSERT INTO request_nonces (id, expires_at) \
+     SELECT * FROM unnest($1::bytea[], $2::bigint[]) ON CONFLICT DO NOTHING RETURNING id";
 const LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
 /// Takes the write lock, checks a batch's early decisions and returns the lists committed after
 /// the earliest position (`kms_open_batch`, schema migration 5).
@@ -352,9 +356,20 @@ impl PgStore {
         })?
     }
 
-    pub fn claim_nonce(&mut self, id: &[u8], expires_at: i64) -> Result<bool, StoreError> {
-        let id = id.to_vec();
-        self.call(move |s| s.run(&[CLAIM_NONCE], async |c, st| Ok(c.execute(&st[0], &[&id, &expires_at]).await? == 1)))?
+    /// Records request nonces in one statement; for each, `false` if it was recorded before (a
+    /// replay – of an earlier request, or of one before it in `claims`).
+    pub fn claim_nonces(&mut self, claims: &[(Vec<u8>, i64)]) -> Result<Vec<bool>, StoreError> {
+        let ids: Vec<Vec<u8>> = claims.iter().map(|c| c.0.clone()).collect();
+        let expiries: Vec<i64> = claims.iter().map(|c| c.1).collect();
+        let inserted: std::collections::HashSet<Vec<u8>> = self.call(move |s| {
+            s.run(&[CLAIM_NONCES], async |c, st| {
+                let rows = c.query(&st[0], &[&ids, &expiries]).await?;
+                rows.iter().map(|r| r.try_get::<_, Vec<u8>>(0)).collect::<Result<_, _>>().map_err(StoreError::from)
+            })
+        })??;
+        // A row inserted once answers only the first claim of its id.
+        let mut first = std::collections::HashSet::new();
+        Ok(claims.iter().map(|(id, _)| inserted.contains(id) && first.insert(id)).collect())
     }
 
     pub fn purge_nonces(&mut self, now: i64) -> Result<usize, StoreError> {

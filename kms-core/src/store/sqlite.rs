@@ -58,10 +58,19 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Records a request nonce durably; `false` if it was recorded before (a replay).
-    pub fn claim_nonce(&mut self, id: &[u8], expires_at: i64) -> rusqlite::Result<bool> {
-        let n = self.conn.prepare_cached(CLAIM_NONCE)?.execute(rusqlite::params![id, expires_at])?;
-        Ok(n == 1)
+    /// Records request nonces durably, in one transaction; for each, `false` if it was
+    /// recorded before (a replay – of an earlier request, or of one before it in `claims`).
+    pub fn claim_nonces(&mut self, claims: &[(Vec<u8>, i64)]) -> rusqlite::Result<Vec<bool>> {
+        let tx = self.conn.transaction()?;
+        let mut fresh = Vec::with_capacity(claims.len());
+        {
+            let mut claim = tx.prepare_cached(CLAIM_NONCE)?;
+            for (id, expires_at) in claims {
+                fresh.push(claim.execute(rusqlite::params![id, expires_at])? == 1);
+            }
+        }
+        tx.commit()?;
+        Ok(fresh)
     }
 
     /// Forgets nonces whose requests can no longer be accepted anyway; returns how many.
