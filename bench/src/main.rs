@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use kms_sidecar::auth::sign;
+use kms_client::sign;
 
 #[derive(Parser)]
 struct Args {

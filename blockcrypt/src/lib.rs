@@ -8,7 +8,7 @@ pub mod luks1;
 pub mod luksmeta;
 pub mod xts;
 
-pub use kms_sidecar::envelope as kms;
+pub use kms_client::envelope as kms;
 pub mod disk;
 pub mod image_lock;
 pub mod lifecycle;

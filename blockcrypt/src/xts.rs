@@ -7,7 +7,7 @@
 //! Linux kernel and cryptsetup use, not GB/T 17964) over OpenSSL's SM4 block cipher in ECB mode,
 //! one call per sector for all its 32 blocks.
 
-use kms_core::crypto::ctx_pool::ContextPool;
+use kms_client::ctx_pool::ContextPool;
 use openssl::cipher::Cipher;
 use openssl::cipher_ctx::CipherCtx;
 use zeroize::Zeroizing;

@@ -176,6 +176,12 @@ fn refusals_have_exit_codes_and_write_nothing() {
     let (c, err) = code(&serve(&nowhere, &img));
     assert_eq!(c, Some(5), "{err}");
     assert!(t.elapsed() < Duration::from_secs(15), "fails fast");
+    // A CA file that cannot be used is the caller's mistake (2), named – not "unreachable".
+    let mut args = kms_sidecar::testing::key_args("https://127.0.0.1:9", "a", "b");
+    args.extend(["--ca-file".to_string(), "/nonexistent/ca.pem".to_string()]);
+    let (c, err) = code(&serve(&Kms(args), &img));
+    assert_eq!(c, Some(2), "{err}");
+    assert!(err.contains("/nonexistent/ca.pem"), "{err}");
     let wrong = Kms(sc.unknown_key_args());
     let (c, err) = code(&serve(&wrong, &img));
     assert_eq!(c, Some(4), "{err}");

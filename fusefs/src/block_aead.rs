@@ -4,8 +4,8 @@
 //! place where cipher speed is the filesystem's speed. Contexts come keyed from a `ContextPool`
 //! (only the nonce changes per block).
 
+use kms_client::ctx_pool::ContextPool;
 use kms_core::crypto::aead::{NONCE_LEN, TAG_LEN};
-use kms_core::crypto::ctx_pool::ContextPool;
 use kms_core::crypto::{Algorithm, SymCipher};
 use openssl::cipher::Cipher;
 

@@ -10,7 +10,7 @@ pub mod dirs;
 pub mod file_io;
 pub mod fsck;
 pub mod keys;
-pub use kms_sidecar::envelope as kms;
+pub use kms_client::envelope as kms;
 pub mod lifecycle;
 pub mod links;
 pub mod mount;

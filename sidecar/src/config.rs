@@ -2,6 +2,7 @@
 //! zero-configuration start fills in: the SQLite store, the root key, the access keys
 //! (`credentials.toml`, 0600) and a client profile (`profile.json`, 0600).
 
+pub use kms_client::profile::{default_data_dir, Profile, ServiceKey};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -316,18 +317,6 @@ fn check_node_id(id: &str) -> Result<String, String> {
     }
 }
 
-/// `$KMS_DATA_DIR`, else `$XDG_DATA_HOME/kms-sidecar`, else `~/.local/share/kms-sidecar`.
-pub fn default_data_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("KMS_DATA_DIR") {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
-        return PathBuf::from(d).join("kms-sidecar");
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-    home.join(".local/share/kms-sidecar")
-}
-
 /// The access keys kept in the data dir.
 #[derive(Debug, Default, Deserialize, Serialize)]
 pub struct Credentials {
@@ -387,34 +376,6 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
     f.sync_all().map_err(err)?;
     fs::rename(&tmp, path).map_err(err)?;
     kms_core::crypto::seal::sync_dir(path).map_err(err)
-}
-
-/// What clients need to reach this sidecar, written to `profile.json` in the data dir.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-pub struct Profile {
-    pub endpoint: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_endpoint: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access_key_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access_key_secret: Option<String>,
-    /// The secrets agent, when it runs: its address and token file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent_endpoint: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent_token_file: Option<PathBuf>,
-    /// Service principals' keys by service name (`oss`, `ecs`).
-    #[serde(default)]
-    pub services: std::collections::BTreeMap<String, ServiceKey>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-pub struct ServiceKey {
-    pub access_key_id: String,
-    pub access_key_secret: String,
 }
 
 #[cfg(test)]

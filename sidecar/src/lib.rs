@@ -1,5 +1,6 @@
 //! The KMS sidecar: serves a `kms_core::Engine` over the Alibaba Cloud KMS 2016-01-20 RPC wire
-//! protocol (both signature schemes), and the Rust client that kmsctl, kmsfs and blockcrypt use.
+//! protocol (both signature schemes). The Rust client kmsctl, kmsfs and blockcrypt use is the
+//! `kms-client` crate.
 //! The wire decisions are written down in `WIRE.md`.
 
 pub mod actions;
@@ -7,10 +8,8 @@ pub mod agent;
 pub mod app;
 pub mod audit;
 pub mod auth;
-pub mod client;
 pub mod config;
 pub mod conn;
-pub mod envelope;
 pub mod metrics;
 pub mod server;
 #[cfg(feature = "testing")]

@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::wire::params::Params;
 use crate::wire::response::{error_body, new_request_id, success_body, CONTENT_TYPE};
 
-pub const API_VERSION: &str = "2016-01-20";
+pub use kms_client::API_VERSION;
 
 pub struct AppState {
     pub engine: Arc<Engine>,

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use crate::client::{Client, ClientConfig};
+use kms_client::client::{Client, ClientConfig};
 
 pub const OWNER_ID: &str = "testOwnerAccessKey";
 pub const OWNER_SECRET: &str = "testOwnerAccessKeySecret";

@@ -2,22 +2,13 @@
 //! start (saved in `<data-dir>/tls/`, the CA as `ca.pem` for clients to trust).
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::write_private;
 
-/// Paths of the material in use.
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// Only for a generated certificate.
-    pub ca: Option<PathBuf>,
-}
+pub use kms_client::tls::{server_config, TlsFiles};
 
 /// The generated set in `dir`, created if missing. The server certificate names `localhost`,
 /// `127.0.0.1` and `::1` plus `extra_names`.
@@ -46,26 +37,4 @@ pub fn ensure_generated(dir: &Path, extra_names: &[String]) -> Result<TlsFiles, 
     // The CA private key is not kept: nothing else is ever signed with it.
     tracing::info!(ca = %files.ca.as_ref().unwrap().display(), "generated a local CA and server certificate");
     Ok(files)
-}
-
-pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, String> {
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(
-        &mut fs::read(&files.cert).map_err(|e| format!("{}: {e}", files.cert.display()))?.as_slice(),
-    )
-    .collect::<Result<_, _>>()
-    .map_err(|e| format!("{}: {e}", files.cert.display()))?;
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(
-        &mut fs::read(&files.key).map_err(|e| format!("{}: {e}", files.key.display()))?.as_slice(),
-    )
-    .map_err(|e| format!("{}: {e}", files.key.display()))?
-    .ok_or_else(|| format!("{}: no private key", files.key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("TLS certificate: {e}"))?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
 }

@@ -6,7 +6,7 @@ use common::{start_fails, Sidecar};
 use kms_core::api::*;
 use serde_json::Value;
 
-fn put(c: &kms_sidecar::client::Client, name: &str, version: &str, value: &str) {
+fn put(c: &kms_client::client::Client, name: &str, version: &str, value: &str) {
     let _: Value = c
         .call(
             "PutSecretValue",
@@ -20,7 +20,7 @@ fn put(c: &kms_sidecar::client::Client, name: &str, version: &str, value: &str) 
         .unwrap();
 }
 
-fn create(c: &kms_sidecar::client::Client, name: &str, value: &str) {
+fn create(c: &kms_client::client::Client, name: &str, value: &str) {
     common::create_secret(c, name, value, None);
 }
 

@@ -9,10 +9,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use kms_client::client::{Client, ClientConfig, ClientError, Signing};
 use kms_core::api::*;
 use kms_sidecar::app::{self, Running};
 use kms_sidecar::audit::{self, AuditEvent};
-use kms_sidecar::client::{Client, ClientConfig, ClientError, Signing};
 use kms_sidecar::config::{AccessKeyConfig, Config, PolicyConfig};
 use serde_json::Value;
 use zeroize::Zeroizing;

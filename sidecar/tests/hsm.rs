@@ -4,8 +4,8 @@
 mod common;
 
 use common::{start_fails, Sidecar};
+use kms_client::client::ClientError;
 use kms_core::api::*;
-use kms_sidecar::client::ClientError;
 
 /// A fresh SoftHSM2 token labelled `kms` (PIN 1111): its directory, the module, its config file.
 fn softhsm() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {

@@ -53,9 +53,20 @@ fn verbs_actions_and_errors() {
     assert_eq!(d["KeyMetadata"]["KeySpec"], "Aliyun_SM4");
     let l = json(&kmsctl(&s, &["ListAliasesByKeyId", "--KeyId=alias/ctl"], None));
     assert_eq!(l["Aliases"]["Alias"][0]["AliasName"], "alias/ctl");
+    // The shared exit codes: the KMS refused (4), a file given that cannot be used (2, naming
+    // it), nothing listening (5).
     let missing = kmsctl(&s, &["DescribeKey", "--KeyId", "key-nope"], None);
-    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(missing.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("Forbidden.KeyNotFound (HTTP 404)"));
+    let not_pem = s.dir.path().join("not-a-ca.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    let https = format!("https://{}", s.http);
+    let bad_ca = kmsctl(&s, &["--endpoint", &https, "--ca-file", not_pem.to_str().unwrap(), "ListKeys"], None);
+    assert_eq!(bad_ca.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad_ca.stderr));
+    assert!(String::from_utf8_lossy(&bad_ca.stderr).contains("not-a-ca.pem: no certificate"));
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let unreachable = kmsctl(&s, &["--endpoint", &format!("http://{closed}"), "ListKeys"], None);
+    assert_eq!(unreachable.status.code(), Some(5), "{}", String::from_utf8_lossy(&unreachable.stderr));
 
     let oss = json(&kmsctl(
         &s,

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use kms_client::client::{Client, ClientConfig, ClientError, Signing};
 use kms_core::api::*;
 use kms_sidecar::app::{self, Running};
-use kms_sidecar::client::{Client, ClientConfig, ClientError, Signing};
 use kms_sidecar::config::{AccessKeyConfig, Config, PolicyConfig};
 use serde_json::Value;
 use zeroize::Zeroizing;

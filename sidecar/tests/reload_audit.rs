@@ -37,8 +37,8 @@ file = "app.json"
     let data = tempfile::tempdir().unwrap();
     let s = Sidecar::start_in(data, &["--config", cfg.to_str().unwrap()]);
     let app = || {
-        let cfg = kms_sidecar::client::ClientConfig::with_key(&format!("http://{}", s.http), "appKey", "appSecret");
-        kms_sidecar::client::Client::new(cfg).unwrap()
+        let cfg = kms_client::client::ClientConfig::with_key(&format!("http://{}", s.http), "appKey", "appSecret");
+        kms_client::client::Client::new(cfg).unwrap()
     };
     assert!(app().call_params("ListKeys", vec![]).is_ok());
     assert_eq!(app().create_key(&CreateKeyRequest::default()).unwrap_err().code(), Some("Forbidden.NoPermission"));

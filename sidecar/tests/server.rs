@@ -4,10 +4,10 @@
 use std::io::{Read, Write};
 use std::sync::Arc;
 
+use kms_client::client::{Client, ClientConfig, Signing};
 use kms_core::api::*;
 use kms_sidecar::app::{self, Running};
 use kms_sidecar::auth::sign;
-use kms_sidecar::client::{Client, ClientConfig, Signing};
 use kms_sidecar::config::{AccessKeyConfig, Config};
 use serde_json::Value;
 use zeroize::Zeroizing;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use pg_harness::within;
 
 use common::{start_nodes, Sidecar, OWNER_ID, OWNER_SECRET};
-use kms_sidecar::client::{Client, ClientConfig, ClientError};
+use kms_client::client::{Client, ClientConfig, ClientError};
 use serde_json::Value;
 
 /// The sidecars' default lease (`[store] lease_ms`).

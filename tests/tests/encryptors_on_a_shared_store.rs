@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use kms_client::client::Client;
 use kms_e2e::{ok, run, tool, KmsfsMount, NbdServer};
-use kms_sidecar::client::Client;
 use kms_sidecar::testing::{config_for_services, Sidecar};
 
 /// The sidecars' default lease: how stale a node's view of a rotation may be.

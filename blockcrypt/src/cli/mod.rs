@@ -7,7 +7,7 @@ mod serve;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use kms_sidecar::envelope::KmsArgs;
+use kms_client::envelope::KmsArgs;
 
 use blockcrypt::lifecycle::DEFAULT_KEY_ID;
 use blockcrypt::xts::Algorithm;
@@ -180,7 +180,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_shl(shift).filter(|v| v >> shift == n).ok_or_else(|| format!("{s} is too large"))
 }
 
-pub use kms_sidecar::envelope::{Failure, EXIT_KMS_REFUSED, EXIT_OTHER};
+pub use kms_client::exit::{Failure, EXIT_KMS_REFUSED, EXIT_OTHER};
 pub const EXIT_VOLUME: i32 = 3;
 pub const EXIT_IN_USE: i32 = 6;
 pub const EXIT_CHECK: i32 = 7;

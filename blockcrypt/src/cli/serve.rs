@@ -120,9 +120,9 @@ pub fn serve(kms: &dyn KeyService, specs: &[String], opts: super::ServeArgs) -> 
 
 /// X.509 TLS from a PEM certificate chain and key (the sidecar's loader; NBD negotiates no ALPN).
 fn tls_acceptor(cert: PathBuf, key: PathBuf) -> Result<tokio_rustls::TlsAcceptor, Failure> {
-    let files = kms_sidecar::tls::TlsFiles { cert, key, ca: None };
+    let files = kms_client::tls::TlsFiles { cert, key, ca: None };
     let mut cfg =
-        Arc::unwrap_or_clone(kms_sidecar::tls::server_config(&files).map_err(|e| Failure::new(EXIT_OTHER, e))?);
+        Arc::unwrap_or_clone(kms_client::tls::server_config(&files).map_err(|e| Failure::new(EXIT_OTHER, e))?);
     cfg.alpn_protocols.clear();
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::kms_opts;
+use kms_client::envelope::KmsArgs;
 use kms_core::crypto::Algorithm;
-use kms_sidecar::envelope::KmsArgs;
 use kmsfs::content::Layout;
 use kmsfs::lifecycle::{self, VolumeError};
 use kmsfs::mount::{KmsFs, MountOptions};

@@ -1,6 +1,6 @@
-//! How `kmsfs` reaches the KMS: as the OSS service principal (see `kms_sidecar::envelope`).
+//! How `kmsfs` reaches the KMS: as the OSS service principal (see `kms_client::envelope`).
 
-use kms_sidecar::envelope::{KeyService, KmsArgs};
+use kms_client::envelope::{KeyService, KmsArgs};
 
 use super::Failure;
 

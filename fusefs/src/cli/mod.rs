@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use kms_sidecar::envelope::KmsArgs;
+use kms_client::envelope::KmsArgs;
 
 const EXIT_CODES: &str = "Exit codes: 0 ok; 1 other failure; 2 usage; 3 not a volume, or a damaged \
 or foreign config; 4 the KMS refused (disabled/deleted CMK, access denied, wrong credentials); \
@@ -79,7 +79,7 @@ pub enum Command {
     Fsck { cipherdir: PathBuf },
 }
 
-pub use kms_sidecar::envelope::{Failure, EXIT_KMS_REFUSED, EXIT_KMS_UNREACHABLE, EXIT_OTHER};
+pub use kms_client::exit::{Failure, EXIT_KMS_REFUSED, EXIT_KMS_UNREACHABLE, EXIT_OTHER};
 pub const EXIT_CONFIG: i32 = 3;
 pub const EXIT_MOUNTPOINT: i32 = 6;
 pub const EXIT_FSCK: i32 = 7;

@@ -4,8 +4,9 @@
 pub mod aead;
 pub mod asym;
 pub mod blob;
-pub mod ctx_pool;
 pub mod seal;
+/// A throw-away SoftHSM2 token for tests and benchmarks (not part of the production surface).
+#[cfg(feature = "softhsm")]
 pub mod softhsm;
 pub mod token;
 pub mod token_asym;

@@ -2,7 +2,7 @@
 //! timestamp skew limit and nonce replay rejection. Errors carry the gateway's codes (spec §5.2).
 
 pub mod nonce;
-pub mod sign;
+pub use kms_client::sign;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -14,8 +14,9 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use kms_client::client::{Client, ClientConfig, Overrides, Signing as Scheme};
+use kms_client::exit::Failure;
 use kms_core::api::*;
-use kms_sidecar::client::{Client, ClientConfig, ClientError, Overrides, Signing as Scheme};
 use serde_json::Value;
 
 #[derive(Parser, Debug)]
@@ -231,14 +232,15 @@ struct FileIo {
 fn main() {
     let args = Args::parse();
     if let Err(e) = run(args) {
-        eprintln!("kmsctl: {e}");
-        std::process::exit(1);
+        eprintln!("kmsctl: {}", e.message);
+        std::process::exit(e.code);
     }
 }
 
-fn run(args: Args) -> Result<(), String> {
+/// Exit codes: the shared table (`kms_client::exit`; README, "Exit codes").
+fn run(args: Args) -> Result<(), Failure> {
     if let Cmd::Audit(cmd) = &args.cmd {
-        return audit(cmd);
+        return Ok(audit(cmd)?);
     }
     let mut cfg = ClientConfig::discover(Overrides {
         endpoint: args.endpoint,
@@ -250,7 +252,7 @@ fn run(args: Args) -> Result<(), String> {
     })?;
     cfg.signing = if args.signature == "v1" { Scheme::V1 } else { Scheme::V3 };
     let c = Client::new(cfg)?;
-    let api = |e: ClientError| e.to_string();
+    let api = Failure::from;
     match args.cmd {
         Cmd::CreateKey { spec, description, rotate, alias } => {
             let md = c

@@ -114,9 +114,9 @@ impl Sidecar {
     }
 
     /// A Rust client acting as the owner.
-    pub fn client(&self) -> kms_sidecar::client::Client {
-        let cfg = kms_sidecar::client::ClientConfig::with_key(&format!("http://{}", self.http), OWNER_ID, OWNER_SECRET);
-        kms_sidecar::client::Client::new(cfg).unwrap()
+    pub fn client(&self) -> kms_client::client::Client {
+        let cfg = kms_client::client::ClientConfig::with_key(&format!("http://{}", self.http), OWNER_ID, OWNER_SECRET);
+        kms_client::client::Client::new(cfg).unwrap()
     }
 }
 
@@ -134,7 +134,7 @@ fn sigterm(pid: u32) {
 }
 
 /// A secret created through `c`, version `v1`, under `key` (or the secrets service key).
-pub fn create_secret(c: &kms_sidecar::client::Client, name: &str, value: &str, key: Option<&str>) {
+pub fn create_secret(c: &kms_client::client::Client, name: &str, value: &str, key: Option<&str>) {
     let _: serde_json::Value = c
         .call(
             "CreateSecret",

@@ -14,7 +14,8 @@ use kms_core::api::{
 use kms_core::{Caller, Engine, KmsError};
 use zeroize::Zeroizing;
 
-use crate::client::{Client, ClientConfig, ClientError, Overrides};
+use crate::client::{Client, ClientConfig, ClientError, Overrides, SetupError};
+use crate::exit::{Failure, EXIT_KMS_REFUSED, EXIT_KMS_UNREACHABLE, EXIT_OTHER, EXIT_USAGE};
 
 /// A refusal or failure of the KMS, with the Alibaba error code when there is one.
 #[derive(Debug, thiserror::Error)]
@@ -175,9 +176,22 @@ pub enum ConnectError {
     /// No endpoint, profile or credentials to reach a sidecar with.
     #[error("KMS: {0}")]
     Unreachable(String),
+    /// A file or value given to reach it cannot be used (a bad `--ca-file`, an endpoint without
+    /// a scheme).
+    #[error("KMS: {0}")]
+    Invalid(String),
     /// The embedded store could not be opened.
     #[error("{0}")]
     Store(String),
+}
+
+impl From<SetupError> for ConnectError {
+    fn from(e: SetupError) -> Self {
+        match e {
+            SetupError::NotConfigured(m) => ConnectError::Unreachable(m),
+            SetupError::Invalid(m) => ConnectError::Invalid(m),
+        }
+    }
 }
 
 /// How an encryptor's command line reaches the KMS: the sidecar (as a service principal from the
@@ -222,27 +236,8 @@ impl KmsArgs {
             ca_file: self.ca_file.clone(),
             profile: self.profile.clone(),
             service: (!explicit).then(|| service.to_string()),
-        })
-        .map_err(ConnectError::Unreachable)?;
-        Ok(Box::new(Remote(Client::new(cfg).map_err(|e| ConnectError::Unreachable(e.to_string()))?)))
-    }
-}
-
-/// Exit codes the encryptors' command lines share (each adds its own from 3 up).
-pub const EXIT_OTHER: i32 = 1;
-pub const EXIT_KMS_REFUSED: i32 = 4;
-pub const EXIT_KMS_UNREACHABLE: i32 = 5;
-
-/// A command-line failure: the message to print and the exit code.
-#[derive(Debug)]
-pub struct Failure {
-    pub code: i32,
-    pub message: String,
-}
-
-impl Failure {
-    pub fn new(code: i32, message: impl std::fmt::Display) -> Failure {
-        Failure { code, message: message.to_string() }
+        })?;
+        Ok(Box::new(Remote(Client::new(cfg)?)))
     }
 }
 
@@ -250,6 +245,7 @@ impl From<ConnectError> for Failure {
     fn from(e: ConnectError) -> Failure {
         let code = match e {
             ConnectError::Unreachable(_) => EXIT_KMS_UNREACHABLE,
+            ConnectError::Invalid(_) => EXIT_USAGE,
             ConnectError::Store(_) => EXIT_OTHER,
         };
         Failure::new(code, e)

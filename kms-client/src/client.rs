@@ -17,9 +17,9 @@ use serde::Serialize;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::auth::sign;
-use crate::config::{default_data_dir, Profile};
-use crate::server::API_VERSION;
+use crate::profile::{default_data_dir, Profile};
+use crate::sign;
+use crate::API_VERSION;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signing {
@@ -74,7 +74,9 @@ impl ClientConfig {
         }
     }
 
-    pub fn discover(o: Overrides) -> Result<ClientConfig, String> {
+    /// The configuration from `o`, the environment and the sidecar's profile, in that order.
+    pub fn discover(o: Overrides) -> Result<ClientConfig, SetupError> {
+        use SetupError::NotConfigured;
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let profile_path = o
             .profile
@@ -87,25 +89,35 @@ impl ClientConfig {
             .endpoint
             .or_else(|| env("KMS_ENDPOINT"))
             .or_else(|| from_profile(|p| Some(p.endpoint.clone()).filter(|e| !e.is_empty())))
-            .ok_or("no endpoint: pass --endpoint, set KMS_ENDPOINT, or start kms-sidecar to create its profile")?;
+            .ok_or_else(|| {
+                NotConfigured(
+                    "no endpoint: pass --endpoint, set KMS_ENDPOINT, or start kms-sidecar to create its profile".into(),
+                )
+            })?;
         let endpoint = if endpoint.contains("://") { endpoint } else { format!("http://{endpoint}") };
         let (pid, psecret) = match (&o.service, &profile) {
             (Some(svc), Some(p)) => match p.services.get(svc) {
                 Some(k) => (Some(k.access_key_id.clone()), Some(k.access_key_secret.clone())),
-                None => return Err(format!("the profile has no access key for service {svc}")),
+                None => return Err(NotConfigured(format!("the profile has no access key for service {svc}"))),
             },
-            (Some(svc), None) => return Err(format!("service {svc}: no profile at {}", profile_path.display())),
+            (Some(svc), None) => {
+                return Err(NotConfigured(format!("service {svc}: no profile at {}", profile_path.display())))
+            }
             (None, Some(p)) => (p.access_key_id.clone(), p.access_key_secret.clone()),
             (None, None) => (None, None),
         };
         let (env_id, env_secret) =
             if o.service.is_some() { (None, None) } else { (env("KMS_ACCESS_KEY_ID"), env("KMS_ACCESS_KEY_SECRET")) };
-        let access_key_id = o
-            .access_key_id
-            .or(env_id)
-            .or(pid)
-            .ok_or("no access key: pass --access-key-id, set KMS_ACCESS_KEY_ID, or use the sidecar's profile")?;
-        let secret = o.access_key_secret.or(env_secret).or(psecret).ok_or("no access key secret")?;
+        let access_key_id = o.access_key_id.or(env_id).or(pid).ok_or_else(|| {
+            NotConfigured(
+                "no access key: pass --access-key-id, set KMS_ACCESS_KEY_ID, or use the sidecar's profile".into(),
+            )
+        })?;
+        let secret = o
+            .access_key_secret
+            .or(env_secret)
+            .or(psecret)
+            .ok_or_else(|| NotConfigured("no access key secret".into()))?;
         let ca_file = o.ca_file.or_else(|| env("KMS_CA_FILE").map(PathBuf::from)).or_else(|| {
             if endpoint.starts_with("https://") {
                 profile.as_ref().and_then(|p| p.ca_file.clone())
@@ -122,6 +134,18 @@ impl ClientConfig {
             timeout: Duration::from_secs(30),
         })
     }
+}
+
+/// Why a client could not be set up – before anything was sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetupError {
+    /// Nothing says where the KMS is, or whom to sign as.
+    #[error("{0}")]
+    NotConfigured(String),
+    /// A file or value the configuration names cannot be used (a CA file that is missing or holds
+    /// no certificate, an endpoint without a scheme): the caller's mistake, not the KMS's.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// An API error as the server sent it, or a transport failure.
@@ -149,16 +173,16 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(cfg: ClientConfig) -> Result<Client, String> {
+    pub fn new(cfg: ClientConfig) -> Result<Client, SetupError> {
         let mut builder = ureq::AgentBuilder::new().timeout(cfg.timeout);
         if let Some(ca) = &cfg.ca_file {
-            builder = builder.tls_config(tls_with_ca(ca)?);
+            builder = builder.tls_config(tls_with_ca(ca).map_err(SetupError::Invalid)?);
         }
-        let host = cfg
-            .endpoint
-            .split_once("://")
-            .map(|(_, rest)| rest.split('/').next().unwrap_or(rest).to_string())
-            .ok_or_else(|| format!("endpoint {:?} needs http:// or https://", cfg.endpoint))?;
+        let host =
+            cfg.endpoint
+                .split_once("://")
+                .map(|(_, rest)| rest.split('/').next().unwrap_or(rest).to_string())
+                .ok_or_else(|| SetupError::Invalid(format!("endpoint {:?} needs http:// or https://", cfg.endpoint)))?;
         Ok(Client { agent: builder.build(), host, cfg })
     }
 
@@ -314,7 +338,7 @@ fn tls_with_ca(ca: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
         roots.add(cert.map_err(|e| format!("{}: {e}", ca.display()))?).map_err(|e| format!("{}: {e}", ca.display()))?;
     }
     if roots.is_empty() {
-        return Err(format!("{}: no certificate", ca.display()));
+        return Err(format!("{}: no certificate (a CA file holds PEM certificates)", ca.display()));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
