@@ -107,6 +107,28 @@ impl Mount {
         m
     }
 
+    /// The volume already in `dirs/cipher` (its KMS as `kms` says), mounted – no `init`.
+    pub fn existing(dirs: tempfile::TempDir, kms: Kms) -> Mount {
+        let root = dirs.path();
+        let (cipher, mnt, plain) = (root.join("cipher"), root.join("mnt"), root.join("plain"));
+        for d in [&mnt, &plain] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let mut m = Mount {
+            kms,
+            cipher,
+            mnt,
+            plain,
+            log: root.join("kmsfs.log"),
+            wrapper: vec![],
+            mount_args: vec![],
+            daemon: None,
+            _dirs: dirs,
+        };
+        m.mount();
+        m
+    }
+
     /// Mounts in the foreground as a child (its log in `self.log`), back once it is ready.
     pub fn mount(&mut self) {
         assert!(self.daemon.is_none());
