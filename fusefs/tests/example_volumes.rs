@@ -69,7 +69,7 @@ fn example_volumes_still_mount_and_read_back() {
         for f in ["kms/root.key", "cipher/kmsfs.conf"] {
             fs::set_permissions(dirs.path().join(f), fs::Permissions::from_mode(0o600)).unwrap();
         }
-        for d in ["cipher/.kmsfs-trash", "cipher/.kmsfs-links"] {
+        for d in ["cipher", "cipher/.kmsfs-trash", "cipher/.kmsfs-links"] {
             fs::create_dir_all(dirs.path().join(d)).unwrap();
             fs::set_permissions(dirs.path().join(d), fs::Permissions::from_mode(0o700)).unwrap();
         }
