@@ -84,27 +84,12 @@ impl Mount {
     }
 
     pub fn create(dirs: tempfile::TempDir, kms: Kms, init_args: &[&str]) -> Mount {
-        let root = dirs.path();
-        let (cipher, mnt, plain) = (root.join("cipher"), root.join("mnt"), root.join("plain"));
-        for d in [&cipher, &mnt, &plain] {
-            std::fs::create_dir_all(d).unwrap();
-        }
+        let cipher = dirs.path().join("cipher");
+        std::fs::create_dir_all(&cipher).unwrap();
         let mut args = vec!["init", cipher.to_str().unwrap()];
         args.extend_from_slice(init_args);
         ok(&kmsfs(&kms, &args));
-        let mut m = Mount {
-            kms,
-            cipher,
-            mnt,
-            plain,
-            log: root.join("kmsfs.log"),
-            wrapper: vec![],
-            mount_args: vec![],
-            daemon: None,
-            _dirs: dirs,
-        };
-        m.mount();
-        m
+        Self::existing(dirs, kms)
     }
 
     /// The volume already in `dirs/cipher` (its KMS as `kms` says), mounted – no `init`.
