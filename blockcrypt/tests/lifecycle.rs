@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use kms_core::api::{CreateKeyRequest, KeyIdRequest, ScheduleKeyDeletionRequest};
-use kms_sidecar::testing::{config_for_service, Sidecar};
+use kms_e2e::sidecar::{config_for_service, Sidecar};
 
 fn sidecar() -> (Sidecar, Kms) {
-    let sc = Sidecar::start(&config_for_service("ecs", "blockcrypt"));
+    let sc = Sidecar::with_config(&config_for_service("ecs", "blockcrypt"));
     let kms = Kms(vec!["--profile".into(), sc.profile().display().to_string()]);
     (sc, kms)
 }
@@ -22,14 +22,14 @@ fn info_field(kms: &Kms, img: &str, field: &str) -> String {
 }
 
 fn write_through_serve(kms: &Kms, socket: &std::path::Path, img: &str, offset: u64, data: &[u8]) {
-    let srv = Server::start(kms, socket, &[img], &[]);
+    let srv = Server::start(&kms.0, socket, &[img], &[]);
     let mut c = Client::connect(&srv.socket, "");
     assert_eq!(c.write(offset, data), 0);
     assert_eq!(c.flush(), 0);
 }
 
 fn read_through_serve(kms: &Kms, socket: &std::path::Path, img: &str, offset: u64, len: usize) -> Vec<u8> {
-    let srv = Server::start(kms, socket, &[img], &[]);
+    let srv = Server::start(&kms.0, socket, &[img], &[]);
     let mut c = Client::connect(&srv.socket, "");
     c.read(offset, len).unwrap()
 }
@@ -45,11 +45,11 @@ fn service_key_rotation_rewrap_snapshot_clone() {
     // Under the ECS service key, created on first use.
     let img = p("ecs.img");
     ok(&run(&kms, &["create", &img, "--size", "4M"]));
-    let acs = sc.owner().describe_key("alias/acs/ecs").unwrap().key_metadata.key_id;
+    let acs = sc.client().describe_key("alias/acs/ecs").unwrap().key_metadata.key_id;
     assert_eq!(info_field(&kms, &img, "key_id"), acs);
 
     // Under a user CMK the owner granted to ECS; rotate it and rewrap: new version, same data.
-    let owner = sc.owner();
+    let owner = sc.client();
     let cmk = sc.tagged_cmk("blockcrypt");
     let disk = p("disk.img");
     ok(&run(&kms, &["create", &disk, "--size", "8M", "--key-id", &cmk]));
@@ -143,7 +143,7 @@ fn refusals_have_exit_codes_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n).display().to_string();
     let sock = dir.path().join("s.sock");
-    let owner = sc.owner();
+    let owner = sc.client();
     let cmk = sc.tagged_cmk("blockcrypt");
     let img = p("d.img");
     ok(&run(&kms, &["create", &img, "--size", "4M", "--key-id", &cmk]));
@@ -171,13 +171,13 @@ fn refusals_have_exit_codes_and_write_nothing() {
     assert!(err.contains("Forbidden.NoPermission"), "{err}");
 
     // Wrong endpoint (fails fast), wrong credentials.
-    let nowhere = Kms(kms_sidecar::testing::unreachable_args());
+    let nowhere = Kms(kms_e2e::sidecar::unreachable_args());
     let t = Instant::now();
     let (c, err) = code(&serve(&nowhere, &img));
     assert_eq!(c, Some(5), "{err}");
     assert!(t.elapsed() < Duration::from_secs(15), "fails fast");
     // A CA file that cannot be used is the caller's mistake (2), named – not "unreachable".
-    let mut args = kms_sidecar::testing::key_args("https://127.0.0.1:9", "a", "b");
+    let mut args = kms_e2e::sidecar::key_args("https://127.0.0.1:9", "a", "b");
     args.extend(["--ca-file".to_string(), "/nonexistent/ca.pem".to_string()]);
     let (c, err) = code(&serve(&Kms(args), &img));
     assert_eq!(c, Some(2), "{err}");
@@ -212,7 +212,7 @@ fn refusals_have_exit_codes_and_write_nothing() {
 
     // A disk being served cannot be served twice (its snapshot is the server's copy:
     // snapshot_reflink.rs); a bad size is refused.
-    let _srv = Server::start(&kms, &sock, &[&img], &[]);
+    let _srv = Server::start(&kms.0, &sock, &[&img], &[]);
     let (c, err) = code(&run(&kms, &["serve", "--socket", &p("s2.sock"), &img]));
     assert_eq!(c, Some(6), "{err}");
     let (c, err) = code(&run(&kms, &["create", &p("odd.img"), "--size", "1000"]));

@@ -50,13 +50,13 @@ fn snapshot_shares_extents_and_stays_point_in_time() {
     let grew = fs.used_bytes().saturating_sub(before);
     assert!(grew < 1 << 20, "a 34 MiB snapshot took {grew} bytes: not shared");
     // Writing the disk afterwards copies only what changes; the snapshot keeps the old data.
-    let srv = Server::start(&w.kms, &w.path("s.sock"), &[&img], &[]);
+    let srv = Server::start(&w.kms.0, &w.path("s.sock"), &[&img], &[]);
     let mut c = Client::connect(&srv.socket, "");
     assert_eq!(c.write(1 << 20, &[0xee; 65536]), 0);
     assert_eq!(c.flush(), 0);
     drop(c);
     drop(srv);
-    let srv = Server::start(&w.kms, &w.path("t.sock"), &[&snap], &[]);
+    let srv = Server::start(&w.kms.0, &w.path("t.sock"), &[&snap], &[]);
     let mut c = Client::connect(&srv.socket, "");
     assert_eq!(c.read(1 << 20, 65536).unwrap(), data[1 << 20..(1 << 20) + 65536]);
 }
@@ -94,7 +94,7 @@ fn point_in_time_under_writes(w: &Workdir, dir: &std::path::Path) {
     const CHUNKS: usize = 200;
     let img = dir.join("disk.img").display().to_string();
     ok(&w.run(&["create", &img, "--size", &format!("{}", CHUNK * CHUNKS)]));
-    let srv = Server::start(&w.kms, &w.path("s.sock"), &[&img], &[]);
+    let srv = Server::start(&w.kms.0, &w.path("s.sock"), &[&img], &[]);
     let (acked, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
     let writer = {
         let (acked, stop, socket) = (acked.clone(), stop.clone(), srv.socket.clone());
@@ -125,7 +125,7 @@ fn point_in_time_under_writes(w: &Workdir, dir: &std::path::Path) {
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
     drop(srv);
-    let srv = Server::start(&w.kms, &w.path("t.sock"), &[&snap], &[]);
+    let srv = Server::start(&w.kms.0, &w.path("t.sock"), &[&snap], &[]);
     let mut c = Client::connect(&srv.socket, "");
     let mut prefix = 0;
     for i in 0..CHUNKS {

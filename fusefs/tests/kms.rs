@@ -28,7 +28,7 @@ fn sidecar_volumes_rotate_rewrap_and_sm4() {
     assert!(conf.contains("kmsfs:volume"), "the context names the volume");
 
     // Under a user CMK: rotate it, rewrap to its new version, remount; then rewrap to another CMK.
-    let owner = sc.owner();
+    let owner = sc.client();
     let cmk = sc.cmk_for_oss();
     let mut v = Mount::create(tempfile::tempdir().unwrap(), sc.kms(), &["--key-id", &cmk]);
     fs::write(v.mnt.join("data"), vec![7u8; 100_000]).unwrap();
@@ -68,7 +68,7 @@ fn sidecar_volumes_rotate_rewrap_and_sm4() {
 #[test]
 fn refusals_are_clear_and_write_nothing() {
     let sc = Sidecar::start();
-    let owner = sc.owner();
+    let owner = sc.client();
     let cmk = sc.cmk_for_oss();
     let mut m = Mount::create(tempfile::tempdir().unwrap(), sc.kms(), &["--key-id", &cmk]);
     fs::write(m.mnt.join("f"), b"x").unwrap();
@@ -92,7 +92,7 @@ fn refusals_are_clear_and_write_nothing() {
     assert!(err.contains("PendingDeletion") || err.contains("Rejected"), "{err}");
     let _: serde_json::Value = owner.call("CancelKeyDeletion", &KeyIdRequest { key_id: cmk.clone() }).unwrap();
     // Wrong endpoint, wrong credentials.
-    let nowhere = Kms { args: kms_sidecar::testing::unreachable_args(), envs: vec![] };
+    let nowhere = Kms { args: kms_e2e::sidecar::unreachable_args(), envs: vec![] };
     let (c, err) = code(&mount(&nowhere, &cipher));
     assert_eq!(c, Some(5), "{err}");
     let wrong = Kms { args: sc.unknown_key_args(), envs: vec![] };

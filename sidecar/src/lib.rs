@@ -12,8 +12,6 @@ pub mod config;
 pub mod conn;
 pub mod metrics;
 pub mod server;
-#[cfg(feature = "testing")]
-pub mod testing;
 pub mod tls;
 pub mod wire;
 

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod sidecar;
+
 /// A workspace binary beside the running test binary (`target/<profile>/deps/…` →
 /// `target/<profile>/`).
 pub fn bin(name: &str) -> PathBuf {
@@ -86,33 +88,41 @@ impl Drop for KmsfsMount {
 
 /// `blockcrypt serve` on a Unix socket; stopped when dropped.
 pub struct NbdServer {
-    child: Option<Child>,
+    pub child: Child,
     pub socket: PathBuf,
+    stopped: bool,
 }
 
 impl NbdServer {
-    pub fn start(kms: &[&str], socket: &Path, exports: &[&str]) -> NbdServer {
+    /// `blockcrypt <kms flags> serve --socket SOCKET <extra> <exports>`, back once it accepts
+    /// connections (or a panic with its log if it exits first).
+    pub fn start<S: AsRef<std::ffi::OsStr>>(kms: &[S], socket: &Path, exports: &[&str], extra: &[&str]) -> NbdServer {
         let mut child = Command::new(bin("blockcrypt"))
             .args(kms)
-            .args(["--log", "warn"])
             .arg("serve")
             .arg("--socket")
             .arg(socket)
+            .args(extra)
             .args(exports)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start blockcrypt serve");
         let deadline = Instant::now() + Duration::from_secs(20);
         while UnixStream::connect(socket).is_err() {
             if let Some(status) = child.try_wait().unwrap() {
-                panic!("blockcrypt serve exited ({status})");
+                let mut err = String::new();
+                let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+                panic!("blockcrypt serve exited ({status}): {err}");
             }
             assert!(Instant::now() < deadline, "blockcrypt serve did not listen");
             std::thread::sleep(Duration::from_millis(20));
         }
-        NbdServer { child: Some(child), socket: socket.to_path_buf() }
+        // Keep reading its log so it never blocks on a full pipe.
+        let mut err = child.stderr.take().unwrap();
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        NbdServer { child, socket: socket.to_path_buf(), stopped: false }
     }
 
     pub fn uri(&self, export: &str) -> String {
@@ -121,15 +131,22 @@ impl NbdServer {
 
     /// SIGTERM (a clean stop that flushes) and waits for the exit.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-            let _ = c.wait();
+        if !std::mem::replace(&mut self.stopped, true) {
+            let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+            let _ = self.child.wait();
         }
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill9(&mut self) {
+        self.stopped = true;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 impl Drop for NbdServer {
     fn drop(&mut self) {
-        self.stop();
+        self.kill9();
     }
 }

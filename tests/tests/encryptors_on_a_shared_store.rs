@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use kms_client::client::Client;
+use kms_e2e::sidecar::{config_for_services, Sidecar};
 use kms_e2e::{ok, run, tool, KmsfsMount, NbdServer};
-use kms_sidecar::testing::{config_for_services, Sidecar};
 
 /// The sidecars' default lease: how stale a node's view of a rotation may be.
 const LEASE: Duration = Duration::from_secs(2);
@@ -46,10 +46,10 @@ fn kmsfs_on_one_node_and_blockcrypt_on_another_rewrap_while_a_third_rotates() {
     assert!(pg_harness::available(), "PostgreSQL server binaries are needed (bash .ci/setup installs postgresql)");
     let url = pg_harness::fresh_database("encryptors");
     let config = config_for_services(&[("oss", "kmsfs"), ("ecs", "blockcrypt")]);
-    let a = Sidecar::start_node(&config, &url, "node-a", None);
+    let a = Sidecar::node(&config, &url, "node-a", None);
     let root = a.root_key();
-    let b = Sidecar::start_node(&config, &url, "node-b", Some(&root));
-    let c = Sidecar::start_node(&config, &url, "node-c", Some(&root));
+    let b = Sidecar::node(&config, &url, "node-b", Some(&root));
+    let c = Sidecar::node(&config, &url, "node-c", Some(&root));
     let (fs_cmk, disk_cmk) = (c.tagged_cmk("kmsfs"), c.tagged_cmk("blockcrypt"));
 
     let dir = tempfile::tempdir().unwrap();
@@ -65,12 +65,12 @@ fn kmsfs_on_one_node_and_blockcrypt_on_another_rewrap_while_a_third_rotates() {
     ok(&run("kmsfs", &[&via_a[..], &["init", cipher_s, "--key-id", &fs_cmk]].concat()));
     ok(&run("blockcrypt", &[&via_b[..], &["create", disk_s, "--size", "64M", "--key-id", &disk_cmk]].concat()));
     let mut mount = KmsfsMount::start(&via_a, &cipher, &mnt);
-    let mut server = NbdServer::start(&via_b, &sock, &[disk_s]);
+    let mut server = NbdServer::start(&via_b, &sock, &[disk_s], &[]);
     let uri = server.uri("disk.img");
 
     // C rotates both CMKs while files and sectors are written through A's mount and B's server.
     let rotator = {
-        let (owner, fs_cmk, disk_cmk) = (c.owner(), fs_cmk.clone(), disk_cmk.clone());
+        let (owner, fs_cmk, disk_cmk) = (c.client(), fs_cmk.clone(), disk_cmk.clone());
         std::thread::spawn(move || {
             let mut last = (String::new(), String::new());
             for _ in 0..8 {
@@ -99,12 +99,12 @@ fn kmsfs_on_one_node_and_blockcrypt_on_another_rewrap_while_a_third_rotates() {
         out.trim().rsplit(' ').next().unwrap().to_string()
     });
     // One more rotation on C: the rewrapped volume and disk open through the *other* nodes too.
-    create_version(&c.owner(), &fs_cmk);
-    create_version(&c.owner(), &disk_cmk);
+    create_version(&c.client(), &fs_cmk);
+    create_version(&c.client(), &disk_cmk);
     let pc = c.profile().display().to_string();
     let via_c = ["--profile", pc.as_str()];
     let mut mount = KmsfsMount::start(&via_c, &cipher, &mnt);
-    let mut server = NbdServer::start(&via_a, &sock, &[disk_s]);
+    let mut server = NbdServer::start(&via_a, &sock, &[disk_s], &[]);
     for i in 0..40u8 {
         assert_eq!(std::fs::read(mnt.join(format!("file-{i}"))).unwrap(), vec![i; 4096 + i as usize * 997]);
         let off = i as u64 * 1024 * 1024;

@@ -7,8 +7,8 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_blockcrypt"))
@@ -114,66 +114,12 @@ impl Workdir {
     }
 
     pub fn serve(&self, exports: &[&str], extra: &[&str]) -> Server {
-        Server::start(&self.kms, &self.path("nbd.sock"), exports, extra)
+        Server::start(&self.kms.0, &self.path("nbd.sock"), exports, extra)
     }
 }
 
-/// `blockcrypt serve` on a Unix socket, killed when dropped.
-pub struct Server {
-    pub child: Child,
-    pub socket: PathBuf,
-}
-
-impl Server {
-    pub fn start(kms: &Kms, socket: &Path, exports: &[&str], extra: &[&str]) -> Server {
-        let mut child = Command::new(bin())
-            .args(&kms.0)
-            .arg("serve")
-            .arg("--socket")
-            .arg(socket)
-            .args(extra)
-            .args(exports)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start blockcrypt serve");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while UnixStream::connect(socket).is_err() {
-            if let Some(status) = child.try_wait().unwrap() {
-                let mut err = String::new();
-                child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-                panic!("serve exited ({status}): {err}");
-            }
-            assert!(Instant::now() < deadline, "serve did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // Keep reading its log so it never blocks on a full pipe.
-        let mut err = child.stderr.take().unwrap();
-        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-        Server { child, socket: socket.to_path_buf() }
-    }
-
-    pub fn uri(&self, export: &str) -> String {
-        format!("nbd+unix:///{export}?socket={}", self.socket.display())
-    }
-
-    pub fn stop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
-    }
-
-    pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
+/// `blockcrypt serve` on a Unix socket, killed when dropped (the workspace's one harness).
+pub use kms_e2e::NbdServer as Server;
 
 /// qemu-io on a volume file through qemu's own LUKS driver (no blockcrypt involved).
 pub fn qemu_io_luks(img: &str, pass: &str, header: Option<&str>, cmds: &[&str]) -> Output {

@@ -253,7 +253,7 @@ impl Drop for Mount {
     }
 }
 
-pub use kms_sidecar::testing::Sidecar as SidecarProcess;
+pub use kms_e2e::sidecar::Sidecar as SidecarProcess;
 
 /// A real `kms-sidecar` on a free port; `kmsfs` reaches it through its client profile, as the
 /// OSS service principal, which may use the owner's CMKs tagged `kmsfs`.
@@ -268,7 +268,7 @@ impl std::ops::Deref for Sidecar {
 
 impl Sidecar {
     pub fn start() -> Sidecar {
-        Sidecar(SidecarProcess::start(&kms_sidecar::testing::config_for_service("oss", "kmsfs")))
+        Sidecar(SidecarProcess::with_config(&kms_e2e::sidecar::config_for_service("oss", "kmsfs")))
     }
 
     /// `kmsfs` flags: the sidecar's profile (so the OSS service key is used).
