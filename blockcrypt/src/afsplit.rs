@@ -1,5 +1,5 @@
 //! LUKS1 anti-forensic split: a key is spread over `stripes` blocks so that destroying any part of
-//! the keyslot area destroys the key (LUKS1 spec §2.4). The diffusion hashes each digest-sized
+//! the keyslot area destroys the key (FORMAT.md §2). The diffusion hashes each digest-sized
 //! chunk of the buffer prefixed with its big-endian index.
 
 use openssl::hash::{Hasher, MessageDigest};

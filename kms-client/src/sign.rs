@@ -1,4 +1,4 @@
-//! The two request-signing schemes (spec §4), as pure functions used by the server to verify and
+//! The two request-signing schemes (`docs/ALIBABA-KMS-API.md` §2), as pure functions used by the server to verify and
 //! by the client to sign.
 //!
 //! V1 (RPC, `Signature` parameter): HMAC-SHA1 (or HMAC-SHA256) with key `secret + "&"` over

@@ -1,6 +1,6 @@
 //! The one error type of the engine: an Alibaba KMS error code, its HTTP status and a message.
 //!
-//! Codes and statuses follow `shared/spec/kms-wire.md` §5.2 and §6.4. Messages start with the
+//! Codes and statuses follow `docs/ALIBABA-KMS-API.md` §3 and §6. Messages start with the
 //! documented text and add what the caller needs to fix the request (a parameter name, a key id),
 //! never key material or plaintext.
 
@@ -35,7 +35,7 @@ pub enum ErrorCode {
     ResourceNotFound,
     ResourceExist,
     ResourceInDeleteWindow,
-    // Gateway-level codes (spec §5.2, §6.4): authentication and request shape.
+    // Gateway-level codes (API.md §3, §6): authentication and request shape.
     InvalidAccessKeyIdNotFound,
     AccessKeyDisabled,
     SignatureDoesNotMatch,

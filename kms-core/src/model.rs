@@ -1,4 +1,4 @@
-//! Domain enums with their exact wire spellings (spec §6.2), and the key record the engine keeps.
+//! Domain enums with their exact wire spellings (`docs/ALIBABA-KMS-API.md` §4), and the key record the engine keeps.
 
 use crate::clock::Timestamp;
 
@@ -78,7 +78,7 @@ impl KeySpec {
     }
 
     /// The usage a key gets when CreateKey names none: SIGN/VERIFY where the spec can sign
-    /// (spec §6.2).
+    /// (`docs/ALIBABA-KMS-API.md` §4).
     pub fn default_usage(self) -> KeyUsage {
         if self.is_symmetric() {
             KeyUsage::EncryptDecrypt

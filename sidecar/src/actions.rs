@@ -99,7 +99,7 @@ pub fn dispatch(engine: &Engine, caller: &Caller, action: Action, p: &Params) ->
 
 /// UpdateSecret's `ExtendedConfig` arrives as JSON (`ExtendedConfig={…}`), as
 /// `ExtendedConfig.CustomData=<json>` (py-core) or flattened as `ExtendedConfig.CustomData.<k>=<v>`
-/// (py-tea) (spec §3): fold every form into one JSON object text.
+/// (py-tea) (API.md §1): fold every form into one JSON object text.
 fn fold_extended_config(p: &Params) -> Result<Params, KmsError> {
     let mut p = p.clone();
     let dotted = p.take_prefixed("ExtendedConfig.");

@@ -19,7 +19,7 @@ use crate::error::{ErrorCode, KmsError, Result};
 use crate::model::{wire_enum, KeySpec, KeyUsage};
 
 wire_enum!(
-    /// Asymmetric algorithms by their API names (spec §6.2).
+    /// Asymmetric algorithms by their API names (API.md §4).
     AsymAlgorithm {
         RsaPssSha256 => "RSA_PSS_SHA_256",
         RsaPkcs1Sha256 => "RSA_PKCS1_SHA_256",
@@ -51,7 +51,7 @@ pub fn algorithms_for(spec: KeySpec, usage: KeyUsage) -> &'static [AsymAlgorithm
     }
 }
 
-/// The largest plaintext an encryption algorithm takes under a key of `spec` (spec §6.2).
+/// The largest plaintext an encryption algorithm takes under a key of `spec` (API.md §4).
 pub fn max_plaintext(spec: KeySpec, alg: AsymAlgorithm) -> usize {
     let modulus: usize = match spec {
         KeySpec::Rsa2048 => 256,

@@ -508,7 +508,7 @@ impl Engine {
     }
 }
 
-/// The error for a key whose state forbids a cryptographic operation (spec §6.3).
+/// The error for a key whose state forbids a cryptographic operation (API.md §5).
 fn state_error(k: &KeyRecord) -> KmsError {
     let code = match k.state {
         KeyState::Disabled => ErrorCode::Disabled,

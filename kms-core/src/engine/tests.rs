@@ -500,7 +500,7 @@ fn dry_run_validates_without_acting() {
     assert_eq!(e.code(), E::Disabled, "a dry run reports what the real call would hit");
 }
 
-// ---------------------------------------------------------------- the key-state matrix (spec §6.3)
+// ---------------------------------------------------------------- the key-state matrix (API.md §5)
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum S {

@@ -517,7 +517,7 @@ fn deleted_or_expired_material_blocks_ciphertexts_until_the_same_material_return
     assert_eq!(back.plaintext.expose(), b"keep");
 }
 
-/// The BYOK rows of spec §6.3: GetParametersForImport and DeleteKeyMaterial work in every state;
+/// The BYOK rows of API.md §5: GetParametersForImport and DeleteKeyMaterial work in every state;
 /// ImportKeyMaterial in every state but PendingDeletion.
 #[test]
 fn byok_rows_of_the_key_state_matrix() {

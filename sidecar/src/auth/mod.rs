@@ -1,5 +1,5 @@
 //! Authentication: which access key signed a request, checked with either signature scheme, a
-//! timestamp skew limit and nonce replay rejection. Errors carry the gateway's codes (spec §5.2).
+//! timestamp skew limit and nonce replay rejection. Errors carry the gateway's codes (API.md §3, §6).
 
 pub mod nonce;
 pub use kms_client::sign;

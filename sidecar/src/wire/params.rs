@@ -1,5 +1,5 @@
 //! Request parameters: the query string and an `application/x-www-form-urlencoded` body, both
-//! form-decoded (`+` is a space) and merged, the body winning on duplicates (spec §3, §8).
+//! form-decoded (`+` is a space) and merged, the body winning on duplicates (`docs/ALIBABA-KMS-API.md` §1).
 //!
 //! [`Params::decode`] turns them into the typed request structs of `kms_core::api` through serde,
 //! so each request has one definition: strings as given, booleans case-insensitively
@@ -140,7 +140,7 @@ impl de::Error for ParamError {
 }
 
 /// The parameters as a tree: `Tag.1.Key=a` becomes `Tag → [ {Key: a} ]` and `ResourceId.2=x`
-/// becomes `ResourceId → [_, x]`, the way the SDKs flatten lists (spec §3).
+/// becomes `ResourceId → [_, x]`, the way the SDKs flatten lists (API.md §1).
 #[derive(Debug)]
 enum Node<'a> {
     Leaf(&'a str),

@@ -1,5 +1,5 @@
 //! Response bodies: PascalCase JSON with a `RequestId` on success; on error the gateway's
-//! `{RequestId, HostId, Code, Message, Recommend}` with the code's HTTP status (spec §5).
+//! `{RequestId, HostId, Code, Message, Recommend}` with the code's HTTP status (`docs/ALIBABA-KMS-API.md` §3).
 
 use kms_core::KmsError;
 
