@@ -1,28 +1,28 @@
-//! PKCS#11 tokens through `cryptoki`: a logged-in session pool, and a root-key [`Protector`] whose
-//! AES-256 key is generated inside the token (`CKA_SENSITIVE`, not `CKA_EXTRACTABLE`) and used only
-//! there with `CKM_AES_GCM`, so the key that seals every stored key version never exists in this
-//! process. (Keys with ProtectionLevel HSM that live in the token build on this module.)
-//!
-//! Sealed record from the token protector: `02` ‖ 12-byte IV ‖ ciphertext ‖ 16-byte tag, AAD as for
-//! the software root key (FORMAT.md §2).
+//! PKCS#11 tokens through `cryptoki`: finding the module and slot, a logged-in session pool that
+//! survives lost sessions and token resets (this file); objects used by label (`object.rs`); the
+//! root-key [`Protector`] inside the token (`root_key.rs`). Keys with ProtectionLevel HSM build on
+//! these.
+
+mod object;
+mod root_key;
+
+pub use object::{TokenAesKey, TokenObject, TokenOpError, AES_GCM_MECHANISMS};
+pub use root_key::TokenRootKey;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use parking_lot::Mutex;
-use rand::RngCore;
 use zeroize::Zeroizing;
 
-use super::seal::{Protector, SealError};
+use super::seal::SealError;
 
-const SEALED_TOKEN_V1: u8 = 2;
 const IV_LEN: usize = 12;
 const TAG_BITS: u64 = 128;
 /// Sessions kept open for reuse; more are opened under load and closed when returned past this.
@@ -326,241 +326,18 @@ pub(crate) fn aes_key_template(label: &str) -> Vec<Attribute> {
 }
 
 /// Return values that mean the session (or the login, which belongs to the sessions) is gone.
-fn session_lost(rv: cryptoki::error::RvError) -> bool {
+pub(super) fn session_lost(rv: cryptoki::error::RvError) -> bool {
     use cryptoki::error::RvError::*;
     matches!(rv, SessionHandleInvalid | SessionClosed | UserNotLoggedIn | SessionCount)
 }
 
 /// Return values that mean the token (or the module's view of it) is gone until a reset.
-fn token_gone(rv: cryptoki::error::RvError) -> bool {
+pub(super) fn token_gone(rv: cryptoki::error::RvError) -> bool {
     use cryptoki::error::RvError::*;
     matches!(
         rv,
         DeviceRemoved | TokenNotPresent | TokenNotRecognized | SlotIdInvalid | CryptokiNotInitialized | DeviceError
     )
-}
-
-/// A failed token operation: the token's answer about the input (`Rejected`, for the caller to
-/// interpret: a tag that does not verify, bad padding, unsupported parameters), or the token being
-/// unreachable.
-#[derive(Debug)]
-pub enum TokenOpError {
-    Rejected(cryptoki::error::RvError),
-    Unavailable(SealError),
-}
-
-impl TokenOpError {
-    fn classify(what: &str, e: cryptoki::error::Error) -> TokenOpError {
-        use cryptoki::error::RvError::*;
-        match e {
-            cryptoki::error::Error::Pkcs11(rv, _)
-                if !session_lost(rv) && !token_gone(rv) && !matches!(rv, DeviceMemory | HostMemory) =>
-            {
-                TokenOpError::Rejected(rv)
-            }
-            e => TokenOpError::Unavailable(SealError::Unavailable(format!("{what}: {e}"))),
-        }
-    }
-
-    /// As a [`SealError`], for callers that treat every rejection as a failure of the token.
-    pub fn unavailable(self) -> SealError {
-        match self {
-            TokenOpError::Unavailable(e) => e,
-            TokenOpError::Rejected(rv) => SealError::Unavailable(format!("token refused: {rv}")),
-        }
-    }
-}
-
-/// A persistent token object, found by class and label. Its handle is re-resolved when the token
-/// says it is no longer valid (after every session was closed, a module reset or a reconnect,
-/// handles may be renumbered).
-pub struct TokenObject {
-    token: Arc<Token>,
-    class: ObjectClass,
-    label: String,
-    handle: Mutex<ObjectHandle>,
-}
-
-impl TokenObject {
-    pub fn find(token: Arc<Token>, class: ObjectClass, label: &str) -> Result<Option<TokenObject>, SealError> {
-        Ok(token.find_one(class, label)?.map(|h| TokenObject {
-            token,
-            class,
-            label: label.to_string(),
-            handle: Mutex::new(h),
-        }))
-    }
-
-    pub fn token(&self) -> &Arc<Token> {
-        &self.token
-    }
-
-    pub fn label(&self) -> &str {
-        &self.label
-    }
-
-    /// A check value of an AES key, computed in the token: the GCM tag of an empty message under
-    /// a fixed IV used for nothing else. Equal keys give equal values; the value reveals nothing
-    /// else about the key (used to recognise re-imported material).
-    pub fn check_value(&self) -> Result<Vec<u8>, SealError> {
-        self.gcm_encrypt(&[0u8; IV_LEN], b"kms-core key check value v1", &[])
-    }
-
-    /// Runs `op` with the object's handle (see [`Token::with_session`] for lost sessions).
-    pub fn run<T>(
-        &self,
-        what: &str,
-        op: impl Fn(&Session, ObjectHandle) -> Result<T, cryptoki::error::Error>,
-    ) -> Result<T, TokenOpError> {
-        use cryptoki::error::RvError::{KeyHandleInvalid, ObjectHandleInvalid};
-        let h = *self.handle.lock();
-        match self.token.with_session(what, |s| op(s, h)) {
-            Err(TokenOpError::Rejected(KeyHandleInvalid | ObjectHandleInvalid)) => {
-                let find = || self.token.find_one(self.class, &self.label).map_err(TokenOpError::Unavailable);
-                let fresh = match find()? {
-                    Some(h) => h,
-                    // The token may have gone and come back: the module shows its objects again
-                    // only after a reset.
-                    None => {
-                        self.token.reset().map_err(TokenOpError::Unavailable)?;
-                        find()?.ok_or_else(|| {
-                            TokenOpError::Unavailable(SealError::Unavailable(format!(
-                                "object {:?} is not in the token",
-                                self.label
-                            )))
-                        })?
-                    }
-                };
-                *self.handle.lock() = fresh;
-                self.token.with_session(what, |s| op(s, fresh))
-            }
-            r => r,
-        }
-    }
-
-    fn gcm_encrypt(&self, iv: &[u8; IV_LEN], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
-        self.run("token encrypt", |s, key| {
-            let mut iv = *iv;
-            s.encrypt(&Mechanism::AesGcm(GcmParams::new(&mut iv, aad, TAG_BITS.into())?), key, plaintext)
-        })
-        .map_err(TokenOpError::unavailable)
-    }
-
-    /// `Ok(None)` when the tag does not verify.
-    fn gcm_decrypt(&self, iv: &[u8; IV_LEN], aad: &[u8], ct_and_tag: &[u8]) -> Result<Option<Vec<u8>>, SealError> {
-        use cryptoki::error::RvError::*;
-        let decrypt = |s: &Session, key: ObjectHandle| {
-            let mut iv = *iv;
-            s.decrypt(&Mechanism::AesGcm(GcmParams::new(&mut iv, aad, TAG_BITS.into())?), key, ct_and_tag)
-        };
-        match self.run("token decrypt", decrypt) {
-            Ok(pt) => Ok(Some(pt)),
-            // A tag that does not verify: the standard code, and the generic ones SoftHSM2 uses
-            // for it (a token that is gone fails opening the session, or with the device and
-            // session codes, which are `Unavailable`).
-            Err(TokenOpError::Rejected(
-                EncryptedDataInvalid | EncryptedDataLenRange | GeneralError | FunctionFailed,
-            )) => Ok(None),
-            Err(e) => Err(e.unavailable()),
-        }
-    }
-}
-
-/// The mechanisms an HSM-protected Aliyun_AES_256 key needs.
-pub const AES_GCM_MECHANISMS: &[(MechanismType, &str)] =
-    &[(MechanismType::AES_KEY_GEN, "CKM_AES_KEY_GEN"), (MechanismType::AES_GCM, "CKM_AES_GCM")];
-
-/// An AES-256 key inside the token, used for ciphertext blobs of ProtectionLevel HSM keys.
-pub struct TokenAesKey(pub TokenObject);
-
-impl super::aead::BlobAead for TokenAesKey {
-    fn algorithm(&self) -> super::aead::Algorithm {
-        super::aead::Algorithm::Aes256Gcm
-    }
-
-    fn seal_detached(&self, nonce: &[u8; IV_LEN], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
-        self.0.gcm_encrypt(nonce, aad, plaintext)
-    }
-
-    fn open_checked(
-        &self,
-        nonce: &[u8; IV_LEN],
-        aad: &[u8],
-        ct: &[u8],
-    ) -> Result<Option<Zeroizing<Vec<u8>>>, SealError> {
-        Ok(self.0.gcm_decrypt(nonce, aad, ct)?.map(Zeroizing::new))
-    }
-}
-
-/// The root key as an unextractable AES-256 object in the token.
-pub struct TokenRootKey {
-    token: Arc<Token>,
-    key: TokenObject,
-    label: String,
-}
-
-impl TokenRootKey {
-    /// Finds the AES key labelled `label`, or generates it in the token (sensitive, never
-    /// extractable, persistent).
-    pub fn load_or_create(token: Arc<Token>, label: &str) -> Result<TokenRootKey, String> {
-        let found = token.find_one(ObjectClass::SECRET_KEY, label).map_err(|e| format!("find root key: {e}"))?;
-        let key = match found {
-            Some(k) => k,
-            None => {
-                let k = token.generate_aes_key(label).map_err(|e| format!("root key in token {}: {e}", token.label))?;
-                tracing::info!(token = %token.label, label, "generated the root key inside the token");
-                k
-            }
-        };
-        let s = token.session().map_err(|e| e.to_string())?;
-        // Refuse a key that could ever leave the token.
-        let attrs = s
-            .get_attributes(key, &[AttributeType::Extractable, AttributeType::Sensitive])
-            .map_err(|e| format!("root key attributes: {e}"))?;
-        for a in attrs {
-            match a {
-                Attribute::Extractable(true) => return Err(format!("root key {label:?} is extractable; refusing it")),
-                Attribute::Sensitive(false) => return Err(format!("root key {label:?} is not sensitive; refusing it")),
-                _ => {}
-            }
-        }
-        drop(s);
-        let key = TokenObject {
-            token: token.clone(),
-            class: ObjectClass::SECRET_KEY,
-            label: label.to_string(),
-            handle: Mutex::new(key),
-        };
-        Ok(TokenRootKey { token, key, label: label.to_string() })
-    }
-}
-
-impl Protector for TokenRootKey {
-    fn seal(&self, aad: &[u8], material: &[u8]) -> Result<Vec<u8>, SealError> {
-        let mut iv = [0u8; IV_LEN];
-        rand::rngs::OsRng.fill_bytes(&mut iv);
-        let ct = self.key.gcm_encrypt(&iv, aad, material)?;
-        let mut out = Vec::with_capacity(1 + IV_LEN + ct.len());
-        out.push(SEALED_TOKEN_V1);
-        out.extend_from_slice(&iv);
-        out.extend_from_slice(&ct);
-        Ok(out)
-    }
-
-    fn unseal(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
-        if sealed.len() < 1 + IV_LEN + 16 || sealed[0] != SEALED_TOKEN_V1 {
-            return Err(SealError::Malformed);
-        }
-        let iv: [u8; IV_LEN] = sealed[1..1 + IV_LEN].try_into().expect("length checked");
-        match self.key.gcm_decrypt(&iv, aad, &sealed[1 + IV_LEN..])? {
-            Some(pt) => Ok(Zeroizing::new(pt)),
-            None => Err(SealError::Unauthentic),
-        }
-    }
-
-    fn describe(&self) -> String {
-        format!("root key {:?} in PKCS#11 token {:?}", self.label, self.token.label)
-    }
 }
 
 /// The SoftHSM2 module on Debian, for defaults and tests.
