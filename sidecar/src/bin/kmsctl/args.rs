@@ -1,0 +1,216 @@
+//! kmsctl's command line: global options, the verbs for people, the generic `<Action>` form and
+//! `audit`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kmsctl",
+    version,
+    about = "Talk to a local KMS (Alibaba Cloud KMS API)",
+    allow_external_subcommands = true
+)]
+pub struct Args {
+    /// http://host:port or https://host:port
+    #[arg(long, global = true)]
+    pub endpoint: Option<String>,
+    #[arg(long, global = true)]
+    pub access_key_id: Option<String>,
+    #[arg(long, global = true)]
+    pub access_key_secret: Option<String>,
+    /// CA certificate (PEM) to trust for https.
+    #[arg(long, global = true)]
+    pub ca_file: Option<PathBuf>,
+    /// The sidecar's profile.json (default: in its data dir).
+    #[arg(long, global = true)]
+    pub profile: Option<PathBuf>,
+    /// Act as a service principal from the profile (oss, ecs).
+    #[arg(long, global = true)]
+    pub service: Option<String>,
+    /// Signature scheme.
+    #[arg(long, global = true, default_value = "v3", value_parser = ["v1", "v3"])]
+    pub signature: String,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Create a symmetric key (and optionally an alias for it).
+    CreateKey {
+        #[arg(long, default_value = "Aliyun_AES_256")]
+        spec: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// Rotate automatically at this interval (e.g. 365d).
+        #[arg(long)]
+        rotate: Option<String>,
+        #[arg(long)]
+        alias: Option<String>,
+    },
+    DescribeKey {
+        key_id: String,
+    },
+    ListKeys,
+    ListAliases,
+    /// Encrypt a file (at most 6 KiB; use generate-data-key for more) into a base64 ciphertext blob.
+    Encrypt {
+        #[arg(long)]
+        key_id: String,
+        #[command(flatten)]
+        io: FileIo,
+    },
+    /// Decrypt a ciphertext blob written by encrypt.
+    Decrypt {
+        #[command(flatten)]
+        io: FileIo,
+    },
+    /// A new data key: plaintext and ciphertext, base64, as JSON.
+    GenerateDataKey {
+        #[arg(long)]
+        key_id: String,
+        #[arg(long, default_value_t = 32)]
+        bytes: i64,
+        #[arg(long)]
+        context: Option<String>,
+    },
+    /// The public key (PEM) of an asymmetric key version.
+    GetPublicKey {
+        #[arg(long)]
+        key_id: String,
+        #[arg(long)]
+        version: String,
+    },
+    /// Sign the SHA-256 digest of a file (RSA and EC keys); prints the base64 signature.
+    Sign {
+        #[command(flatten)]
+        s: Signing,
+    },
+    /// Verify a base64 signature over the SHA-256 digest of a file; exit 1 if it does not verify.
+    Verify {
+        #[command(flatten)]
+        s: Signing,
+        #[arg(long)]
+        signature: String,
+    },
+    /// BYOK in one step: fetch an import token, wrap the material (RSA_2048, RSAES_OAEP_SHA_256)
+    /// here, import it.
+    ImportMaterial {
+        #[arg(long)]
+        key_id: String,
+        /// The raw key material (32 bytes for Aliyun_AES_256, 16 for Aliyun_SM4).
+        #[arg(long = "in")]
+        input: String,
+        /// Unix time at which the material expires; 0 = never.
+        #[arg(long, default_value_t = 0)]
+        expire_unix: i64,
+    },
+    /// Create a secret from a file (first version v1, stage ACSCurrent).
+    CreateSecret {
+        name: String,
+        #[arg(long = "in", default_value = "-")]
+        input: String,
+        /// CMK to protect it (default: the secrets service key).
+        #[arg(long)]
+        key_id: Option<String>,
+        #[arg(long, default_value = "v1")]
+        version_id: String,
+    },
+    /// Print a secret's value (ACSCurrent unless a stage or version is named).
+    GetSecret {
+        name: String,
+        #[arg(long)]
+        stage: Option<String>,
+        #[arg(long)]
+        version_id: Option<String>,
+    },
+    /// Store a new version from a file; it becomes ACSCurrent.
+    PutSecret {
+        name: String,
+        #[arg(long)]
+        version_id: String,
+        #[arg(long = "in", default_value = "-")]
+        input: String,
+    },
+    /// A random password from the KMS.
+    RandomPassword {
+        #[arg(long, default_value_t = 32)]
+        length: i64,
+        #[arg(long)]
+        exclude: Option<String>,
+    },
+    /// The audit trail: verify its hash chain, or query it.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    #[command(external_subcommand)]
+    Action(Vec<String>),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Check every line's MAC and place in the chain, and the end of the log against the
+    /// store's anchor; list every missing or altered event. Needs the store and its root key
+    /// (run it as the sidecar's user); works while the sidecar runs.
+    Verify {
+        /// The sidecar's config file: its data dir, audit dir and HSM settings.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The sidecar's data dir (default: the config's, else the default data dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The audit dir (default: the config's, else <data-dir>/audit).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Accept a log whose oldest files were removed (retention); the rest is still checked.
+        #[arg(long)]
+        allow_pruned: bool,
+    },
+    /// Print matching events as JSON lines.
+    Query {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// ISO-8601 UTC, e.g. 2026-01-01T00:00:00Z.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        /// owner, user:<name>, service:<name>.
+        #[arg(long)]
+        principal: Option<String>,
+        #[arg(long)]
+        action: Option<String>,
+        /// A key id, alias or secret name appearing in the event's resources.
+        #[arg(long)]
+        key: Option<String>,
+    },
+}
+
+/// The key version, algorithm and file a signature is about.
+#[derive(clap::Args, Debug)]
+pub struct Signing {
+    #[arg(long)]
+    pub key_id: String,
+    #[arg(long)]
+    pub version: String,
+    /// RSA_PSS_SHA_256, RSA_PKCS1_SHA_256 or ECDSA_SHA_256.
+    #[arg(long)]
+    pub algorithm: String,
+    #[arg(long = "in", default_value = "-")]
+    pub input: String,
+}
+
+/// What encrypt and decrypt read and write, and the context bound to the ciphertext.
+#[derive(clap::Args, Debug)]
+pub struct FileIo {
+    /// JSON object bound to the ciphertext; needed again to decrypt.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Input file, - for stdin.
+    #[arg(long = "in", default_value = "-")]
+    pub input: String,
+    /// Output file, - for stdout.
+    #[arg(long = "out", default_value = "-")]
+    pub output: String,
+}

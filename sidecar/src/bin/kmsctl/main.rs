@@ -1,0 +1,243 @@
+//! `kmsctl`: the KMS from a shell.
+//!
+//! Any API action in the style of `aliyun kms <Action>`:
+//!     kmsctl CreateKey --KeySpec Aliyun_SM4 --Description "db key"
+//!     kmsctl Encrypt --KeyId alias/app --Plaintext SGVsbG8=
+//! and verbs for people:
+//!     kmsctl create-key --spec Aliyun_AES_256 --alias alias/app
+//!     kmsctl encrypt --key-id alias/app --in secret.txt --out secret.enc
+//!     kmsctl decrypt --in secret.enc --out secret.txt
+//! Endpoint and credentials: flags, else KMS_ENDPOINT / KMS_ACCESS_KEY_ID / KMS_ACCESS_KEY_SECRET
+//! (and KMS_CA_FILE), else the sidecar's profile.json.
+
+mod args;
+mod audit;
+mod io;
+
+use clap::Parser;
+use kms_client::client::{Client, ClientConfig, Overrides, Signing as Scheme};
+use kms_client::exit::Failure;
+use kms_core::api::*;
+
+use args::{Args, Cmd, FileIo, Signing};
+use audit::audit;
+use io::{parse_action_params, print_json, read_input, write_output};
+use serde_json::Value;
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("kmsctl: {}", e.message);
+        std::process::exit(e.code);
+    }
+}
+
+/// Exit codes: the shared table (`kms_client::exit`; README, "Exit codes").
+fn run(args: Args) -> Result<(), Failure> {
+    if let Cmd::Audit(cmd) = &args.cmd {
+        return Ok(audit(cmd)?);
+    }
+    let mut cfg = ClientConfig::discover(Overrides {
+        endpoint: args.endpoint,
+        access_key_id: args.access_key_id,
+        access_key_secret: args.access_key_secret,
+        ca_file: args.ca_file,
+        profile: args.profile,
+        service: args.service,
+    })?;
+    cfg.signing = if args.signature == "v1" { Scheme::V1 } else { Scheme::V3 };
+    let c = Client::new(cfg)?;
+    let api = Failure::from;
+    match args.cmd {
+        Cmd::CreateKey { spec, description, rotate, alias } => {
+            let md = c
+                .create_key(&CreateKeyRequest {
+                    key_spec: Some(spec),
+                    description,
+                    enable_automatic_rotation: rotate.as_ref().map(|_| true),
+                    rotation_interval: rotate,
+                    ..Default::default()
+                })
+                .map_err(api)?;
+            if let Some(a) = alias {
+                c.call_params(
+                    "CreateAlias",
+                    vec![("AliasName".into(), a), ("KeyId".into(), md.key_metadata.key_id.clone())],
+                )
+                .map_err(api)?;
+            }
+            print_json(&serde_json::to_value(md).unwrap());
+        }
+        Cmd::DescribeKey { key_id } => {
+            print_json(&serde_json::to_value(c.describe_key(&key_id).map_err(api)?).unwrap())
+        }
+        Cmd::ListKeys => print_json(&c.call_params("ListKeys", vec![("PageSize".into(), "100".into())]).map_err(api)?),
+        Cmd::ListAliases => {
+            print_json(&c.call_params("ListAliases", vec![("PageSize".into(), "100".into())]).map_err(api)?)
+        }
+        Cmd::Encrypt { key_id, io: FileIo { context, input, output } } => {
+            let data = read_input(&input)?;
+            let r = c
+                .encrypt(&EncryptRequest {
+                    key_id,
+                    plaintext: SecretBytes::new(data),
+                    encryption_context: context,
+                    dry_run: false,
+                })
+                .map_err(api)?;
+            write_output(&output, format!("{}\n", encode_base64(&r.ciphertext_blob)).as_bytes())?;
+        }
+        Cmd::Decrypt { io: FileIo { context, input, output } } => {
+            let text =
+                String::from_utf8(read_input(&input)?).map_err(|_| "the input is not a base64 ciphertext blob")?;
+            let blob = decode_base64("CiphertextBlob", text.trim()).map_err(|e| e.message().to_string())?;
+            let r = c
+                .decrypt(&DecryptRequest { ciphertext_blob: blob, encryption_context: context, dry_run: false })
+                .map_err(api)?;
+            write_output(&output, r.plaintext.expose())?;
+        }
+        Cmd::GenerateDataKey { key_id, bytes, context } => {
+            let r = c
+                .generate_data_key(&GenerateDataKeyRequest {
+                    key_id,
+                    number_of_bytes: Some(bytes),
+                    encryption_context: context,
+                    ..Default::default()
+                })
+                .map_err(api)?;
+            print_json(&serde_json::to_value(r).unwrap());
+        }
+        Cmd::GetPublicKey { key_id, version } => {
+            let r: GetPublicKeyResponse =
+                c.call("GetPublicKey", &KeyVersionRequest { key_id, key_version_id: version }).map_err(api)?;
+            print!("{}", r.public_key);
+        }
+        Cmd::Sign { s: Signing { key_id, version, algorithm, input } } => {
+            let digest = kms_core::crypto::asym::sha256(&read_input(&input)?);
+            let r: AsymmetricSignResponse = c
+                .call(
+                    "AsymmetricSign",
+                    &AsymmetricSignRequest { key_id, key_version_id: version, algorithm, digest, dry_run: false },
+                )
+                .map_err(api)?;
+            println!("{}", encode_base64(&r.value));
+        }
+        Cmd::Verify { s: Signing { key_id, version, algorithm, input }, signature } => {
+            let digest = kms_core::crypto::asym::sha256(&read_input(&input)?);
+            let value = decode_base64("signature", &signature).map_err(|e| e.message().to_string())?;
+            let r: AsymmetricVerifyResponse = c
+                .call(
+                    "AsymmetricVerify",
+                    &AsymmetricVerifyRequest {
+                        key_id,
+                        key_version_id: version,
+                        algorithm,
+                        digest,
+                        value,
+                        dry_run: false,
+                    },
+                )
+                .map_err(api)?;
+            println!("{}", if r.value { "Verified OK" } else { "Verification failure" });
+            if !r.value {
+                std::process::exit(1);
+            }
+        }
+        Cmd::ImportMaterial { key_id, input, expire_unix } => {
+            let material = zeroize::Zeroizing::new(read_input(&input)?);
+            let p: GetParametersForImportResponse = c
+                .call(
+                    "GetParametersForImport",
+                    &GetParametersForImportRequest {
+                        key_id: key_id.clone(),
+                        wrapping_key_spec: "RSA_2048".into(),
+                        wrapping_algorithm: "RSAES_OAEP_SHA_256".into(),
+                    },
+                )
+                .map_err(api)?;
+            let wrapped = kms_core::crypto::asym::encrypt_to_public(
+                kms_core::model::KeySpec::Rsa2048,
+                &p.public_key,
+                kms_core::crypto::asym::AsymAlgorithm::RsaesOaepSha256,
+                &material,
+            )
+            .map_err(|e| e.to_string())?;
+            let _: Value = c
+                .call(
+                    "ImportKeyMaterial",
+                    &ImportKeyMaterialRequest {
+                        key_id,
+                        encrypted_key_material: wrapped,
+                        import_token: p.import_token,
+                        key_material_expire_unix: Some(expire_unix),
+                    },
+                )
+                .map_err(api)?;
+            println!("imported");
+        }
+        Cmd::CreateSecret { name, input, key_id, version_id } => {
+            let data = String::from_utf8(read_input(&input)?).map_err(|_| "the value is not UTF-8 text")?;
+            let r: CreateSecretResponse = c
+                .call(
+                    "CreateSecret",
+                    &CreateSecretRequest {
+                        secret_name: name,
+                        secret_data: SecretString::new(data),
+                        version_id,
+                        encryption_key_id: key_id,
+                        ..Default::default()
+                    },
+                )
+                .map_err(api)?;
+            print_json(&serde_json::to_value(r).unwrap());
+        }
+        Cmd::GetSecret { name, stage, version_id } => {
+            let r: GetSecretValueResponse = c
+                .call(
+                    "GetSecretValue",
+                    &GetSecretValueRequest {
+                        secret_name: name,
+                        version_id,
+                        version_stage: stage,
+                        ..Default::default()
+                    },
+                )
+                .map_err(api)?;
+            write_output("-", r.secret_data.expose().as_bytes())?;
+        }
+        Cmd::PutSecret { name, version_id, input } => {
+            let data = String::from_utf8(read_input(&input)?).map_err(|_| "the value is not UTF-8 text")?;
+            let r: PutSecretValueResponse = c
+                .call(
+                    "PutSecretValue",
+                    &PutSecretValueRequest {
+                        secret_name: name,
+                        version_id,
+                        secret_data: SecretString::new(data),
+                        ..Default::default()
+                    },
+                )
+                .map_err(api)?;
+            print_json(&serde_json::to_value(r).unwrap());
+        }
+        Cmd::RandomPassword { length, exclude } => {
+            let r: GetRandomPasswordResponse = c
+                .call(
+                    "GetRandomPassword",
+                    &GetRandomPasswordRequest {
+                        password_length: Some(length),
+                        exclude_characters: exclude,
+                        ..Default::default()
+                    },
+                )
+                .map_err(api)?;
+            println!("{}", r.random_password.expose());
+        }
+        Cmd::Audit(_) => unreachable!("handled before connecting"),
+        Cmd::Action(words) => {
+            let (action, rest) = words.split_first().ok_or("no action")?;
+            print_json(&c.call_params(action, parse_action_params(rest)?).map_err(api)?);
+        }
+    }
+    Ok(())
+}
