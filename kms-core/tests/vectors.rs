@@ -47,6 +47,13 @@ fn text(v: &Value) -> String {
 
 const CONTEXT: &str = r#"{"purpose":"frozen vector"}"#;
 
+fn decrypt(e: &Engine, blob: &[u8]) -> kms_core::Result<DecryptResponse> {
+    e.decrypt(
+        &me(),
+        DecryptRequest { ciphertext_blob: blob.to_vec(), encryption_context: Some(CONTEXT.into()), dry_run: false },
+    )
+}
+
 #[test]
 fn frozen_store_and_blobs_still_open() {
     if std::env::var_os("KMS_WRITE_VECTORS").is_some() {
@@ -66,16 +73,7 @@ fn frozen_store_and_blobs_still_open() {
     for c in cases["symmetric"].as_array().unwrap() {
         let blob = unb64(&c["blob"]);
         let plaintext = unb64(&c["plaintext"]);
-        let got = e
-            .decrypt(
-                &me(),
-                DecryptRequest {
-                    ciphertext_blob: blob.clone(),
-                    encryption_context: Some(CONTEXT.into()),
-                    dry_run: false,
-                },
-            )
-            .unwrap_or_else(|err| panic!("{}: {err:?}", c["spec"]));
+        let got = decrypt(&e, &blob).unwrap_or_else(|err| panic!("{}: {err:?}", c["spec"]));
         assert_eq!(got.plaintext.expose(), &plaintext[..], "{}", c["spec"]);
         assert_eq!(got.key_id, text(&c["key_id"]));
         if let Some(material) = c.get("material").filter(|m| !m.is_null()) {
@@ -92,16 +90,7 @@ fn frozen_store_and_blobs_still_open() {
         }
     }
     for c in cases["data_keys"].as_array().unwrap() {
-        let got = e
-            .decrypt(
-                &me(),
-                DecryptRequest {
-                    ciphertext_blob: unb64(&c["blob"]),
-                    encryption_context: Some(CONTEXT.into()),
-                    dry_run: false,
-                },
-            )
-            .unwrap();
+        let got = decrypt(&e, &unb64(&c["blob"])).unwrap();
         assert_eq!(got.plaintext.expose(), &unb64(&c["plaintext"])[..]);
     }
     for c in cases["asymmetric"].as_array().unwrap() {

@@ -86,23 +86,24 @@ impl Sidecar {
     /// On a fresh data directory with `config` (TOML) as its configuration file.
     pub fn with_config(config: &str) -> Sidecar {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sidecar.toml");
-        std::fs::write(&path, config).unwrap();
-        let path = path.display().to_string();
+        let path = write_config(&dir, config);
         Self::start_in(dir, &["--config", &path])
     }
 
-    /// One node of a shared store: `--store url --node-id node` with `config`, sealed under
-    /// `root_key` (a copy of the first node's, as an operator installs it) or under a new one.
-    pub fn node(config: &str, url: &str, node: &str, root_key: Option<&[u8]>) -> Sidecar {
+    /// One node of a shared store: `--store url --node-id node`, with `config` if given, sealed
+    /// under `root_key` (a copy of the first node's, as an operator installs it) or under a new
+    /// one.
+    pub fn node(config: Option<&str>, url: &str, node: &str, root_key: Option<&[u8]>) -> Sidecar {
         let dir = tempfile::tempdir().unwrap();
         if let Some(key) = root_key {
             install_root_key(&dir, key);
         }
-        let path = dir.path().join("sidecar.toml");
-        std::fs::write(&path, config).unwrap();
-        let path = path.display().to_string();
-        Self::start_in(dir, &["--config", &path, "--store", url, "--node-id", node])
+        let mut args = vec!["--store", url, "--node-id", node];
+        let path = config.map(|c| write_config(&dir, c));
+        if let Some(p) = &path {
+            args.extend(["--config", p.as_str()]);
+        }
+        Self::start_in(dir, &args)
     }
 
     /// Starts on `dir` (a fresh one, or one a stopped sidecar left) with extra arguments.
@@ -225,6 +226,13 @@ impl Drop for Sidecar {
     }
 }
 
+/// Writes `config` as the data directory's `sidecar.toml`; its path.
+fn write_config(dir: &tempfile::TempDir, config: &str) -> String {
+    let path = dir.path().join("sidecar.toml");
+    std::fs::write(&path, config).unwrap();
+    path.display().to_string()
+}
+
 /// Writes a copy of a root key into a data directory about to be used, mode 0600.
 pub fn install_root_key(dir: &tempfile::TempDir, key: &[u8]) {
     use std::os::unix::fs::OpenOptionsExt;
@@ -238,21 +246,14 @@ pub struct Nodes {
     pub nodes: Vec<Sidecar>,
 }
 
-/// Starts `n` sidecars on the store `url`; the first makes the root key, the others get a copy of
-/// it (as an operator would install it, or use an HSM).
+/// Starts `n` sidecars on the store `url` with the default configuration; the first makes the
+/// root key, the others get a copy of it (as an operator would install it, or use an HSM).
 pub fn start_nodes(url: &str, n: usize) -> Nodes {
-    let first = Sidecar::start_in(tempfile::tempdir().unwrap(), &["--store", url, "--node-id", "node-0"]);
+    let first = Sidecar::node(None, url, "node-0", None);
     let root = first.root_key();
     let mut nodes = vec![first];
     for i in 1..n {
-        nodes.push(start_node(url, &root, &format!("node-{i}")));
+        nodes.push(Sidecar::node(None, url, &format!("node-{i}"), Some(&root)));
     }
     Nodes { nodes }
-}
-
-/// One more sidecar on the store `url`, with a copy of its root key.
-pub fn start_node(url: &str, root: &[u8], name: &str) -> Sidecar {
-    let dir = tempfile::tempdir().unwrap();
-    install_root_key(&dir, root);
-    Sidecar::start_in(dir, &["--store", url, "--node-id", name])
 }

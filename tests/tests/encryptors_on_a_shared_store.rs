@@ -46,10 +46,10 @@ fn kmsfs_on_one_node_and_blockcrypt_on_another_rewrap_while_a_third_rotates() {
     assert!(pg_harness::available(), "PostgreSQL server binaries are needed (bash .ci/setup installs postgresql)");
     let url = pg_harness::fresh_database("encryptors");
     let config = config_for_services(&[("oss", "kmsfs"), ("ecs", "blockcrypt")]);
-    let a = Sidecar::node(&config, &url, "node-a", None);
+    let a = Sidecar::node(Some(&config), &url, "node-a", None);
     let root = a.root_key();
-    let b = Sidecar::node(&config, &url, "node-b", Some(&root));
-    let c = Sidecar::node(&config, &url, "node-c", Some(&root));
+    let b = Sidecar::node(Some(&config), &url, "node-b", Some(&root));
+    let c = Sidecar::node(Some(&config), &url, "node-c", Some(&root));
     let (fs_cmk, disk_cmk) = (c.tagged_cmk("kmsfs"), c.tagged_cmk("blockcrypt"));
 
     let dir = tempfile::tempdir().unwrap();

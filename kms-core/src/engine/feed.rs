@@ -26,7 +26,7 @@ use super::cache::CipherCache;
 use super::state::State;
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::store::postgres::FeedPage;
-use crate::store::{CatchUp, Change, ChangeSet, PgFeed};
+use crate::store::{CatchUp, ChangeSet, PgFeed};
 
 /// How many lists one fetch takes at most.
 const PAGE: i64 = 1000;
@@ -92,11 +92,6 @@ impl Freshness {
     pub fn lease(&self) -> Duration {
         self.lease
     }
-}
-
-/// Applies one change list of an unshared store to the cache.
-pub(crate) fn apply_changes(st: &mut State, ciphers: &CipherCache, changes: &[Change]) {
-    st.apply_list(None, changes, ciphers);
 }
 
 /// Applies the lists that follow the cache's position, in order; skips those it already has.

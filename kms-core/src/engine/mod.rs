@@ -312,7 +312,7 @@ impl Engine {
         if let Some((seq, changes)) = written {
             let mut st = self.state.write();
             if !store.is_shared() {
-                feed::apply_changes(&mut st, &self.ciphers, &changes);
+                st.apply_list(None, &changes, &self.ciphers);
             } else if seq > st.applied_seq {
                 // The follower may have applied it already; it never skips one.
                 feed::apply_sets(&mut st, &self.ciphers, &[crate::store::ChangeSet { seq, changes }]);

@@ -327,7 +327,7 @@ impl State {
 
     /// Applies one committed change to whatever of it is cached, dropping unsealed material it
     /// replaces or deletes (the cipher cache's `Arc` zeroizes it when the last user lets go).
-    pub fn apply(&mut self, c: &Change, ciphers: &CipherCache) {
+    fn apply(&mut self, c: &Change, ciphers: &CipherCache) {
         match c {
             Change::PutKey(k) => {
                 self.touched(Kind::Key, &k.key_id);

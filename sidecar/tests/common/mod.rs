@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 #[allow(unused_imports)]
-pub use kms_e2e::sidecar::{start_fails, start_node, start_nodes, Nodes, Sidecar, OWNER_ID, OWNER_SECRET};
+pub use kms_e2e::sidecar::{start_fails, start_nodes, Nodes, Sidecar, OWNER_ID, OWNER_SECRET};
 
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
