@@ -14,7 +14,7 @@ use crate::disk::Disk;
 use crate::kms::KeyService;
 use crate::luks1::{Header, PHDR_LEN};
 use crate::luksmeta::{self, Meta};
-use crate::record::{cipher_tag, data_key_len, disk_context, Record, RECORD_UUID, RECORD_VERSION};
+use crate::record::{data_key_len, disk_context, Record, RECORD_UUID, RECORD_VERSION};
 use crate::snapshot_socket;
 use crate::volume::{io_err, passphrase, HeaderArea, Location, OpenVolume, VolumeError, HEADER_AREA};
 use crate::xts::{Algorithm, SectorCipher, SECTOR};
@@ -131,10 +131,10 @@ fn new_key(kms: &dyn KeyService, alg: Algorithm, key_id: &str) -> Result<(Zeroiz
     let mut record = Record {
         version: RECORD_VERSION,
         disk_id,
-        cipher: cipher_tag(alg).into(),
+        cipher: alg,
         key_id: String::new(),
         key_version_id: String::new(),
-        ciphertext_blob: String::new(),
+        ciphertext_blob: Vec::new(),
         encryption_context: context,
         created: now(),
     };
@@ -251,9 +251,8 @@ pub fn export(vol: &OpenVolume, raw: &Path, progress: Progress) -> Result<(), Vo
 /// The data is not touched. The new wrapping is checked to open the volume before it is stored.
 pub fn rewrap(kms: &dyn KeyService, loc: &Location, key_id: Option<&str>) -> Result<Record, VolumeError> {
     let area = HeaderArea::read(loc)?;
-    let blob = area.record.blob().map_err(|e| VolumeError::Record(loc.header_path().into(), e))?;
     let target = key_id.unwrap_or(&area.record.key_id).to_string();
-    let wrapped = kms.re_encrypt(&blob, &area.record.encryption_context, &target)?;
+    let wrapped = kms.re_encrypt(&area.record.ciphertext_blob, &area.record.encryption_context, &target)?;
     let dk = kms.decrypt(&wrapped.blob, &area.record.encryption_context)?;
     area.luks.check_key(&dk).map_err(|_| VolumeError::WrongKey(loc.header_path().into()))?;
     let mut record = area.record.clone();

@@ -66,13 +66,78 @@ pub struct KeySlot {
     pub stripes: u32,
 }
 
+/// The header's `hash-spec`: the PBKDF2 and anti-forensic-split hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashSpec {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+impl HashSpec {
+    fn parse(name: &str) -> Result<HashSpec, LuksError> {
+        match name {
+            "sha1" => Ok(HashSpec::Sha1),
+            "sha256" => Ok(HashSpec::Sha256),
+            "sha512" => Ok(HashSpec::Sha512),
+            other => Err(LuksError::Hash(other.into())),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HashSpec::Sha1 => "sha1",
+            HashSpec::Sha256 => "sha256",
+            HashSpec::Sha512 => "sha512",
+        }
+    }
+
+    fn digest(self) -> MessageDigest {
+        match self {
+            HashSpec::Sha1 => MessageDigest::sha1(),
+            HashSpec::Sha256 => MessageDigest::sha256(),
+            HashSpec::Sha512 => MessageDigest::sha512(),
+        }
+    }
+}
+
+/// The only cipher mode read or written: what qemu, nbdkit and cryptsetup all open.
+pub const CIPHER_MODE: &str = "xts-plain64";
+
+/// The `cipher-name`/`cipher-mode`/`key-bytes` triple, parsed into one of the combinations this
+/// build reads: AES-XTS with a 256- or 512-bit key, SM4-XTS with a 256-bit key.
+fn parse_cipher(name: &str, mode: &str, key_bytes: u32) -> Result<Algorithm, LuksError> {
+    let alg = match name {
+        "aes" => Algorithm::Aes,
+        "sm4" => Algorithm::Sm4,
+        _ => return Err(LuksError::Cipher(format!("{name}-{mode}"))),
+    };
+    let key_ok = match alg {
+        Algorithm::Aes => key_bytes == 32 || key_bytes == 64,
+        Algorithm::Sm4 => key_bytes == 32,
+    };
+    if mode != CIPHER_MODE || !key_ok {
+        return Err(LuksError::Cipher(format!("{name}-{mode} with a {}-bit key", u64::from(key_bytes) * 8)));
+    }
+    Ok(alg)
+}
+
+fn cipher_name(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::Aes => "aes",
+        Algorithm::Sm4 => "sm4",
+    }
+}
+
+/// A LUKS1 header, parsed: the cipher and hash as the types they are used as, checked together
+/// with the key size, so nothing that holds a `Header` needs to check them again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    pub cipher_name: String,
-    pub cipher_mode: String,
-    pub hash_spec: String,
+    pub algorithm: Algorithm,
+    pub hash: HashSpec,
     /// In 512-byte sectors; 0 for a detached header.
     pub payload_offset: u32,
+    /// Matches `algorithm` (checked by [`Header::parse`]).
     pub key_bytes: u32,
     pub mk_digest: [u8; DIGEST_LEN],
     pub mk_digest_salt: [u8; SALT_LEN],
@@ -116,20 +181,18 @@ impl Header {
             s.offset = be32(at + 40);
             s.stripes = be32(at + 44);
         }
+        let key_bytes = be32(108);
         let h = Header {
-            cipher_name: fixed_str(&b[8..40])?,
-            cipher_mode: fixed_str(&b[40..72])?,
-            hash_spec: fixed_str(&b[72..104])?,
+            algorithm: parse_cipher(&fixed_str(&b[8..40])?, &fixed_str(&b[40..72])?, key_bytes)?,
+            hash: HashSpec::parse(&fixed_str(&b[72..104])?)?,
             payload_offset: be32(104),
-            key_bytes: be32(108),
+            key_bytes,
             mk_digest: b[112..132].try_into().unwrap(),
             mk_digest_salt: b[132..164].try_into().unwrap(),
             mk_digest_iter: be32(164),
             uuid: fixed_str(&b[168..208])?,
             slots,
         };
-        h.algorithm()?;
-        h.digest()?;
         if h.mk_digest_iter == 0 {
             return Err(LuksError::Damaged("zero digest iterations".into()));
         }
@@ -149,9 +212,9 @@ impl Header {
         let mut b = [0u8; PHDR_LEN];
         b[..6].copy_from_slice(&MAGIC);
         b[6..8].copy_from_slice(&1u16.to_be_bytes());
-        put_str(&mut b[8..40], &self.cipher_name);
-        put_str(&mut b[40..72], &self.cipher_mode);
-        put_str(&mut b[72..104], &self.hash_spec);
+        put_str(&mut b[8..40], cipher_name(self.algorithm));
+        put_str(&mut b[40..72], CIPHER_MODE);
+        put_str(&mut b[72..104], self.hash.name());
         b[104..108].copy_from_slice(&self.payload_offset.to_be_bytes());
         b[108..112].copy_from_slice(&self.key_bytes.to_be_bytes());
         b[112..132].copy_from_slice(&self.mk_digest);
@@ -172,14 +235,9 @@ impl Header {
     /// A header for a new volume keyed by `volume_key`, no keyslot set yet. Slot areas are laid
     /// out as cryptsetup does, so the header's size and the gap after it match its volumes.
     pub fn new(alg: Algorithm, volume_key: &[u8], uuid: &str, detached: bool) -> Header {
-        let cipher_name = match alg {
-            Algorithm::Aes => "aes",
-            Algorithm::Sm4 => "sm4",
-        };
         let mut h = Header {
-            cipher_name: cipher_name.into(),
-            cipher_mode: "xts-plain64".into(),
-            hash_spec: "sha256".into(),
+            algorithm: alg,
+            hash: HashSpec::Sha256,
             payload_offset: if detached { 0 } else { PAYLOAD_SECTORS as u32 },
             key_bytes: volume_key.len() as u32,
             mk_digest: [0; DIGEST_LEN],
@@ -195,36 +253,6 @@ impl Header {
         }
         h.mk_digest = h.key_digest(volume_key).expect("a header of our own: supported hash, MIN_ITERATIONS");
         h
-    }
-
-    pub fn algorithm(&self) -> Result<Algorithm, LuksError> {
-        let alg = match self.cipher_name.as_str() {
-            "aes" => Algorithm::Aes,
-            "sm4" => Algorithm::Sm4,
-            _ => return Err(LuksError::Cipher(format!("{}-{}", self.cipher_name, self.cipher_mode))),
-        };
-        let key_ok = match alg {
-            Algorithm::Aes => self.key_bytes == 32 || self.key_bytes == 64,
-            Algorithm::Sm4 => self.key_bytes == 32,
-        };
-        if self.cipher_mode != "xts-plain64" || !key_ok {
-            return Err(LuksError::Cipher(format!(
-                "{}-{} with a {}-bit key",
-                self.cipher_name,
-                self.cipher_mode,
-                u64::from(self.key_bytes) * 8
-            )));
-        }
-        Ok(alg)
-    }
-
-    fn digest(&self) -> Result<MessageDigest, LuksError> {
-        match self.hash_spec.as_str() {
-            "sha1" => Ok(MessageDigest::sha1()),
-            "sha256" => Ok(MessageDigest::sha256()),
-            "sha512" => Ok(MessageDigest::sha512()),
-            other => Err(LuksError::Hash(other.into())),
-        }
     }
 
     /// A keyslot area's length in sectors, rounded up to the 4 KiB alignment.
@@ -245,7 +273,7 @@ impl Header {
     fn key_digest(&self, key: &[u8]) -> Result<[u8; DIGEST_LEN], LuksError> {
         let iterations = bounded_iterations(self.mk_digest_iter, "the key digest")?;
         let mut d = [0u8; DIGEST_LEN];
-        pbkdf2_hmac(key, &self.mk_digest_salt, iterations, self.digest()?, &mut d)
+        pbkdf2_hmac(key, &self.mk_digest_salt, iterations, self.hash.digest(), &mut d)
             .map_err(|e| LuksError::Damaged(format!("key digest: {e}")))?;
         Ok(d)
     }
@@ -262,9 +290,9 @@ impl Header {
     fn slot_cipher(&self, slot: &KeySlot, passphrase: &[u8]) -> Result<Option<SectorCipher>, LuksError> {
         let iterations = bounded_iterations(slot.iterations, "a keyslot")?;
         let mut k = Zeroizing::new(vec![0u8; self.key_bytes as usize]);
-        pbkdf2_hmac(passphrase, &slot.salt, iterations, self.digest()?, &mut k)
+        pbkdf2_hmac(passphrase, &slot.salt, iterations, self.hash.digest(), &mut k)
             .map_err(|e| LuksError::Damaged(format!("keyslot: {e}")))?;
-        Ok(SectorCipher::new(self.algorithm()?, &k).ok())
+        Ok(SectorCipher::new(self.algorithm, &k).ok())
     }
 
     /// The volume key from the first active keyslot `passphrase` opens; `image` holds the header
@@ -279,7 +307,7 @@ impl Header {
             let Some(cipher) = self.slot_cipher(s, passphrase)? else { continue };
             let mut material = Zeroizing::new(area.to_vec());
             cipher.decrypt(0, &mut material);
-            let key = afsplit::merge(&material, self.key_bytes as usize, s.stripes as usize, self.digest()?);
+            let key = afsplit::merge(&material, self.key_bytes as usize, s.stripes as usize, self.hash.digest());
             if self.check_key(&key).is_ok() {
                 return Ok((i, key));
             }
@@ -297,7 +325,7 @@ impl Header {
         volume_key: &[u8],
         iterations: u32,
     ) {
-        let md = self.digest().expect("checked");
+        let md = self.hash.digest();
         let mut slot = self.slots[index];
         slot.iterations = iterations.clamp(MIN_ITERATIONS, MAX_ITERATIONS);
         slot.stripes = STRIPES;
@@ -349,12 +377,18 @@ mod tests {
         let vk = [3u8; 32].iter().enumerate().map(|(i, b)| b ^ i as u8).collect::<Vec<_>>();
         let h = Header::new(Algorithm::Sm4, &vk, "u", true);
         let mut b = h.to_bytes();
-        assert_eq!(Header::parse(&b).unwrap().algorithm(), Ok(Algorithm::Sm4));
+        assert_eq!(Header::parse(&b).unwrap().algorithm, Algorithm::Sm4);
         b[7] = 2;
         assert_eq!(Header::parse(&b), Err(LuksError::Version(2)));
         b[7] = 1;
         b[8..11].copy_from_slice(b"twf");
         assert!(matches!(Header::parse(&b), Err(LuksError::Cipher(_))));
+        b[8..11].copy_from_slice(b"sm4");
+        b[72..78].copy_from_slice(b"md5\0\0\0");
+        assert_eq!(Header::parse(&b), Err(LuksError::Hash("md5".into())));
+        b[72..78].copy_from_slice(b"sha512");
+        assert_eq!(Header::parse(&b).unwrap().hash, HashSpec::Sha512);
+        assert_eq!(Header::parse(&b).unwrap().to_bytes(), b, "what parses writes back byte for byte");
         assert_eq!(Header::parse(&[0u8; 600]), Err(LuksError::NotLuks));
     }
 

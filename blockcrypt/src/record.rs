@@ -1,8 +1,6 @@
 //! The wrapped-data-key record: what the KMS needs to give the volume key back, stored in the
 //! volume's luksmeta slot typed [`RECORD_UUID`] as JSON (FORMAT.md §3).
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::xts::Algorithm;
@@ -18,12 +16,14 @@ pub struct Record {
     pub version: u32,
     /// The disk the data key was generated for; named in the encryption context.
     pub disk_id: String,
-    /// `aes-xts-plain64` or `sm4-xts-plain64`, as the LUKS header says.
-    pub cipher: String,
+    /// `aes-xts-plain64` or `sm4-xts-plain64` on disk, as the LUKS header says.
+    #[serde(with = "cipher_tag_text")]
+    pub cipher: Algorithm,
     pub key_id: String,
     pub key_version_id: String,
-    /// Base64 of the KMS CiphertextBlob of the data key.
-    pub ciphertext_blob: String,
+    /// The KMS CiphertextBlob of the data key (base64 on disk).
+    #[serde(with = "base64_text")]
+    pub ciphertext_blob: Vec<u8>,
     /// The EncryptionContext the blob is bound to, exactly as sent to the KMS.
     pub encryption_context: String,
     pub created: String,
@@ -35,8 +35,6 @@ pub enum RecordError {
     Shape(String),
     #[error("record version {0} is not supported")]
     Version(u32),
-    #[error("the record's CiphertextBlob is not base64")]
-    Blob,
 }
 
 pub fn cipher_tag(alg: Algorithm) -> &'static str {
@@ -65,7 +63,6 @@ impl Record {
         if r.version != RECORD_VERSION {
             return Err(RecordError::Version(r.version));
         }
-        r.blob()?;
         Ok(r)
     }
 
@@ -73,14 +70,45 @@ impl Record {
         serde_json::to_vec(self).expect("record serialises")
     }
 
-    pub fn blob(&self) -> Result<Vec<u8>, RecordError> {
-        B64.decode(&self.ciphertext_blob).map_err(|_| RecordError::Blob)
-    }
-
     pub fn set_wrapped(&mut self, w: &crate::kms::WrappedKey) {
         self.key_id = w.key_id.clone();
         self.key_version_id = w.key_version_id.clone();
-        self.ciphertext_blob = B64.encode(&w.blob);
+        self.ciphertext_blob = w.blob.clone();
+    }
+}
+
+/// The record's `cipher` field: the LUKS cipher spec of the algorithm.
+mod cipher_tag_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{cipher_tag, Algorithm};
+
+    pub fn serialize<S: Serializer>(alg: &Algorithm, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(cipher_tag(*alg))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Algorithm, D::Error> {
+        let tag = String::deserialize(d)?;
+        [Algorithm::Aes, Algorithm::Sm4].into_iter().find(|a| cipher_tag(*a) == tag).ok_or_else(|| {
+            serde::de::Error::custom(format!("cipher {tag:?} is not aes-xts-plain64 or sm4-xts-plain64"))
+        })
+    }
+}
+
+/// The record's `ciphertext_blob` field: standard base64.
+mod base64_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine as _;
+
+    pub fn serialize<S: Serializer>(blob: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&B64.encode(blob))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        B64.decode(&text).map_err(|_| serde::de::Error::custom("the CiphertextBlob is not base64"))
     }
 }
 
@@ -93,19 +121,27 @@ mod tests {
         let r = Record {
             version: 1,
             disk_id: "d-1".into(),
-            cipher: "aes-xts-plain64".into(),
+            cipher: Algorithm::Aes,
             key_id: "k".into(),
             key_version_id: "v".into(),
-            ciphertext_blob: B64.encode(b"blob"),
+            ciphertext_blob: b"blob".to_vec(),
             encryption_context: disk_context("d-1"),
             created: "now".into(),
         };
+        let text = String::from_utf8(r.to_bytes()).unwrap();
+        assert!(
+            text.contains(r#""cipher":"aes-xts-plain64""#) && text.contains(r#""ciphertext_blob":"YmxvYg==""#),
+            "{text}"
+        );
         assert_eq!(Record::parse(&r.to_bytes()).unwrap(), r);
         assert!(matches!(Record::parse(b"{}"), Err(RecordError::Shape(_))));
-        let mut bad = r.clone();
-        bad.ciphertext_blob = "%%%".into();
-        assert_eq!(Record::parse(&bad.to_bytes()), Err(RecordError::Blob));
-        bad = r;
+        for (from, to, why) in
+            [("YmxvYg==", "%%%", "not base64"), ("aes-xts-plain64", "aes-cbc-essiv", "aes-cbc-essiv")]
+        {
+            let err = Record::parse(text.replace(from, to).as_bytes()).unwrap_err();
+            assert!(matches!(&err, RecordError::Shape(m) if m.contains(why)), "{err}");
+        }
+        let mut bad = r;
         bad.version = 9;
         assert_eq!(Record::parse(&bad.to_bytes()), Err(RecordError::Version(9)));
     }

@@ -137,11 +137,14 @@ impl HeaderArea {
         let bytes = meta.load(gap, &RECORD_UUID).map_err(|e| VolumeError::Meta(path.into(), e))?;
         let record = Record::parse(bytes.ok_or_else(|| VolumeError::NoRecord(path.into()))?)
             .map_err(|e| VolumeError::Record(path.into(), e))?;
-        let alg = luks.algorithm().expect("checked by parse");
-        if record.cipher != cipher_tag(alg) {
+        if record.cipher != luks.algorithm {
             return Err(VolumeError::Damaged(
                 path.into(),
-                format!("the record says {} but the header says {}", record.cipher, cipher_tag(alg)),
+                format!(
+                    "the record says {} but the header says {}",
+                    cipher_tag(record.cipher),
+                    cipher_tag(luks.algorithm)
+                ),
             ));
         }
         Ok(HeaderArea { luks, image, gap_start: gap_start as usize, meta, record })
@@ -149,8 +152,7 @@ impl HeaderArea {
 
     /// The data key, from the KMS, checked against the header's key digest.
     pub fn unlock(&self, loc: &Location, kms: &dyn KeyService) -> Result<Zeroizing<Vec<u8>>, VolumeError> {
-        let blob = self.record.blob().map_err(|e| VolumeError::Record(loc.header_path().into(), e))?;
-        let dk = kms.decrypt(&blob, &self.record.encryption_context)?;
+        let dk = kms.decrypt(&self.record.ciphertext_blob, &self.record.encryption_context)?;
         self.luks.check_key(&dk).map_err(|e| match e {
             LuksError::Damaged(_) => VolumeError::Luks(loc.header_path().into(), e),
             _ => VolumeError::WrongKey(loc.header_path().into()),
@@ -189,7 +191,7 @@ pub struct OpenVolume {
 pub fn open(loc: &Location, kms: &dyn KeyService, read_only: bool) -> Result<OpenVolume, VolumeError> {
     let area = HeaderArea::read(loc)?;
     let dk = area.unlock(loc, kms)?;
-    let cipher = SectorCipher::new(area.luks.algorithm().expect("checked"), &dk)
+    let cipher = SectorCipher::new(area.luks.algorithm, &dk)
         .map_err(|e| VolumeError::Damaged(loc.data.clone(), e.to_string()))?;
     let file = OpenOptions::new().read(true).write(!read_only).open(&loc.data).map_err(io_err(&loc.data))?;
     let len = file.metadata().map_err(io_err(&loc.data))?.len();

@@ -79,10 +79,8 @@ pub fn unlock(dir: &Path, kms: &dyn KeyService) -> Result<(VolumeConfig, VolumeK
 
 /// [`unlock`] for a config the caller has already loaded (and checked).
 pub fn unlock_config(config: VolumeConfig, kms: &dyn KeyService) -> Result<(VolumeConfig, VolumeKeys), VolumeError> {
-    let volume_id = config.volume_id_bytes().expect("checked by load");
-    let cipher = config.algorithm().expect("checked by load");
-    let dk = kms.decrypt(&config.wrapped_key().expect("checked by load"), &config.encryption_context)?;
-    let keys = VolumeKeys::derive(&dk, &volume_id, cipher).ok_or(VolumeError::BadDataKey(dk.len()))?;
+    let dk = kms.decrypt(&config.wrapped_data_key, &config.encryption_context)?;
+    let keys = VolumeKeys::derive(&dk, &config.volume_id, config.cipher).ok_or(VolumeError::BadDataKey(dk.len()))?;
     config.verify(&keys)?;
     Ok((config, keys))
 }
@@ -102,10 +100,9 @@ pub fn rewrap_config(
 ) -> Result<VolumeConfig, VolumeError> {
     let (mut config, keys) = unlock_config(config, kms)?;
     let target = key_id.unwrap_or(&config.key_id).to_string();
-    let wrapped =
-        kms.re_encrypt(&config.wrapped_key().expect("checked by load"), &config.encryption_context, &target)?;
+    let wrapped = kms.re_encrypt(&config.wrapped_data_key, &config.encryption_context, &target)?;
     config.key_id = target;
-    config.set_wrapped_key(&wrapped.blob);
+    config.wrapped_data_key = wrapped.blob;
     config.seal(&keys);
     config.store(dir)?;
     Ok(config)
@@ -133,7 +130,7 @@ mod tests {
         let (store, vol) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let k = kms(store.path());
         let c = init(vol.path(), &k, DEFAULT_KEY_ID, Algorithm::Aes256Gcm).unwrap();
-        assert!(c.encryption_context.contains(&c.volume_id));
+        assert!(c.encryption_context.contains(&c.volume_id_hex()));
         let (c1, keys1) = unlock(vol.path(), &k).unwrap();
         // Another CMK of the owner's, usable by the service through a policy-free embedded engine.
         let other = k.engine.create_key(&Caller::owner(), CreateKeyRequest::default()).unwrap().key_metadata.key_id;
@@ -170,11 +167,11 @@ mod tests {
         unlock(vol.path(), &k).unwrap();
 
         let mut c = VolumeConfig::load(vol.path()).unwrap();
-        c.block_size = 65536;
+        c.block_size = crate::volume::BlockSize::new(65536).unwrap();
         c.store(vol.path()).unwrap();
         assert!(matches!(unlock(vol.path(), &k), Err(VolumeError::Config(ConfigError::Tampered))));
         let mut c = VolumeConfig::load(vol.path()).unwrap();
-        c.block_size = 4096;
+        c.block_size = crate::volume::BlockSize::new(4096).unwrap();
         c.encryption_context = r#"{"kmsfs:volume":"00"}"#.into();
         c.store(vol.path()).unwrap();
         let err = unlock(vol.path(), &k).unwrap_err();

@@ -34,26 +34,58 @@ pub enum ConfigError {
     Io(#[from] std::io::Error),
 }
 
-/// `kmsfs.conf`, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `kmsfs.conf` as its JSON spells it (FORMAT.md §5): only [`VolumeConfig::parse`] and
+/// [`VolumeConfig::store`] see this form.
+#[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct VolumeConfig {
+struct ConfigFile {
     /// Always `kmsfs`: a foreign JSON file is recognised at once.
-    pub format: String,
-    pub version: u32,
+    format: String,
+    version: u32,
     /// 16 bytes, hex.
-    pub volume_id: String,
+    volume_id: String,
     /// `aes-256-gcm` or `sm4-gcm`.
-    pub cipher: String,
-    pub block_size: usize,
+    cipher: String,
+    block_size: usize,
+    key_id: String,
+    /// JSON text.
+    encryption_context: String,
+    /// base64.
+    wrapped_data_key: String,
+    /// hex.
+    mac: String,
+}
+
+/// The plaintext block size of a volume: a power of two in 512 B..=1 MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockSize(usize);
+
+impl BlockSize {
+    pub fn new(bytes: usize) -> Option<BlockSize> {
+        ((512..=1 << 20).contains(&bytes) && bytes.is_power_of_two()).then_some(BlockSize(bytes))
+    }
+
+    pub fn get(self) -> usize {
+        self.0
+    }
+}
+
+/// `kmsfs.conf`, parsed: every field in the type it is used as, so nothing downstream re-checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeConfig {
+    pub volume_id: [u8; VOLUME_ID_LEN],
+    pub cipher: Algorithm,
+    pub block_size: BlockSize,
     /// The CMK the data key is wrapped under (a key id, ARN or alias, as given at init).
     pub key_id: String,
     /// The EncryptionContext of the wrapping, JSON text.
     pub encryption_context: String,
-    /// The KMS ciphertext blob of the data key, base64.
-    pub wrapped_data_key: String,
-    /// HMAC-SHA256 under the config MAC key over every field above but the wrapped key, hex.
-    pub mac: String,
+    /// The KMS ciphertext blob of the data key.
+    pub wrapped_data_key: Vec<u8>,
+    /// HMAC-SHA256 under the config MAC key over every field above but the wrapped key; `None`
+    /// until [`VolumeConfig::seal`], or when the file's is not 32 bytes of hex (it then fails
+    /// [`VolumeConfig::verify`] like any other wrong MAC).
+    mac: Option<[u8; 32]>,
 }
 
 impl VolumeConfig {
@@ -65,19 +97,15 @@ impl VolumeConfig {
         context: &str,
         wrapped: &[u8],
     ) -> Self {
-        let mut c = VolumeConfig {
-            format: "kmsfs".into(),
-            version: CONFIG_VERSION,
-            volume_id: hex::encode(volume_id),
-            cipher: cipher_name(cipher).into(),
-            block_size: DEFAULT_BLOCK_SIZE,
+        VolumeConfig {
+            volume_id: *volume_id,
+            cipher,
+            block_size: BlockSize(DEFAULT_BLOCK_SIZE),
             key_id: key_id.into(),
             encryption_context: context.into(),
-            wrapped_data_key: String::new(),
-            mac: String::new(),
-        };
-        c.set_wrapped_key(wrapped);
-        c
+            wrapped_data_key: wrapped.to_vec(),
+            mac: None,
+        }
     }
 
     pub fn load(dir: &Path) -> Result<VolumeConfig, ConfigError> {
@@ -102,26 +130,55 @@ impl VolumeConfig {
         Self::parse(&path.display().to_string(), &text)
     }
 
-    /// Parses and checks a config file's bytes; `path` only names it in errors.
+    /// Parses a config file's bytes into their types; `path` only names it in errors.
     pub fn parse(path: &str, text: &[u8]) -> Result<VolumeConfig, ConfigError> {
         let invalid = |why: String| ConfigError::Invalid { path: path.to_string(), why };
-        let c: VolumeConfig = serde_json::from_slice(text).map_err(|e| invalid(format!("not a kmsfs config: {e}")))?;
-        if c.format != "kmsfs" {
-            return Err(invalid(format!("format {:?} is not kmsfs", c.format)));
+        let f: ConfigFile = serde_json::from_slice(text).map_err(|e| invalid(format!("not a kmsfs config: {e}")))?;
+        if f.format != "kmsfs" {
+            return Err(invalid(format!("format {:?} is not kmsfs", f.format)));
         }
-        if c.version != CONFIG_VERSION {
+        if f.version != CONFIG_VERSION {
             return Err(invalid(format!(
                 "config version {} is not supported (this build reads {CONFIG_VERSION})",
-                c.version
+                f.version
             )));
         }
-        c.volume_id_bytes().ok_or_else(|| invalid("volume_id is not 16 bytes of hex".into()))?;
-        c.algorithm().ok_or_else(|| invalid(format!("cipher {:?} is not aes-256-gcm or sm4-gcm", c.cipher)))?;
-        if !(512..=1 << 20).contains(&c.block_size) || !c.block_size.is_power_of_two() {
-            return Err(invalid(format!("block_size {} is not a power of two in 512..=1 MiB", c.block_size)));
+        // Lowercase hex only, as written: the MAC covers the canonical spelling.
+        let volume_id = hex::decode(&f.volume_id)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .filter(|id| hex::encode(id) == f.volume_id)
+            .ok_or_else(|| invalid("volume_id is not 16 bytes of lowercase hex".into()))?;
+        let cipher = cipher_from_name(&f.cipher)
+            .ok_or_else(|| invalid(format!("cipher {:?} is not aes-256-gcm or sm4-gcm", f.cipher)))?;
+        let block_size = BlockSize::new(f.block_size)
+            .ok_or_else(|| invalid(format!("block_size {} is not a power of two in 512..=1 MiB", f.block_size)))?;
+        let wrapped_data_key =
+            STANDARD.decode(&f.wrapped_data_key).map_err(|_| invalid("wrapped_data_key is not base64".into()))?;
+        let mac = hex::decode(&f.mac).ok().and_then(|m| m.try_into().ok());
+        Ok(VolumeConfig {
+            volume_id,
+            cipher,
+            block_size,
+            key_id: f.key_id,
+            encryption_context: f.encryption_context,
+            wrapped_data_key,
+            mac,
+        })
+    }
+
+    fn to_file(&self) -> ConfigFile {
+        ConfigFile {
+            format: "kmsfs".into(),
+            version: CONFIG_VERSION,
+            volume_id: self.volume_id_hex(),
+            cipher: cipher_name(self.cipher).into(),
+            block_size: self.block_size.get(),
+            key_id: self.key_id.clone(),
+            encryption_context: self.encryption_context.clone(),
+            wrapped_data_key: STANDARD.encode(&self.wrapped_data_key),
+            mac: self.mac.map(hex::encode).unwrap_or_default(),
         }
-        c.wrapped_key().ok_or_else(|| invalid("wrapped_data_key is not base64".into()))?;
-        Ok(c)
     }
 
     /// Writes the config atomically (temp file, fsync, rename, fsync of the directory), mode 0600.
@@ -129,7 +186,7 @@ impl VolumeConfig {
         use std::os::unix::fs::OpenOptionsExt;
         let tmp = dir.join(format!(".{CONFIG_NAME}.tmp"));
         let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        f.write_all(serde_json::to_string_pretty(self).expect("plain struct").as_bytes())?;
+        f.write_all(serde_json::to_string_pretty(&self.to_file()).expect("plain struct").as_bytes())?;
         f.write_all(b"\n")?;
         f.sync_all()?;
         std::fs::rename(&tmp, dir.join(CONFIG_NAME))?;
@@ -137,25 +194,9 @@ impl VolumeConfig {
         Ok(())
     }
 
-    pub fn volume_id_bytes(&self) -> Option<[u8; VOLUME_ID_LEN]> {
-        hex::decode(&self.volume_id).ok()?.try_into().ok()
-    }
-
-    pub fn algorithm(&self) -> Option<Algorithm> {
-        match self.cipher.as_str() {
-            "aes-256-gcm" => Some(Algorithm::Aes256Gcm),
-            "sm4-gcm" => Some(Algorithm::Sm4Gcm),
-            _ => None,
-        }
-    }
-
-    /// Replaces the wrapped data key (not covered by the MAC: see `mac_input`).
-    pub fn set_wrapped_key(&mut self, blob: &[u8]) {
-        self.wrapped_data_key = STANDARD.encode(blob);
-    }
-
-    pub fn wrapped_key(&self) -> Option<Vec<u8>> {
-        STANDARD.decode(&self.wrapped_data_key).ok()
+    /// The volume id as the config and the encryption context spell it.
+    pub fn volume_id_hex(&self) -> String {
+        hex::encode(self.volume_id)
     }
 
     /// The MAC input: each authenticated field, length-prefixed so no two configs collide. The
@@ -163,11 +204,11 @@ impl VolumeConfig {
     fn mac_input(&self) -> Vec<u8> {
         let mut m = b"kmsfs v1 config\0".to_vec();
         for field in [
-            self.format.as_bytes(),
-            &self.version.to_be_bytes(),
-            self.volume_id.as_bytes(),
-            self.cipher.as_bytes(),
-            &(self.block_size as u64).to_be_bytes(),
+            b"kmsfs".as_slice(),
+            &CONFIG_VERSION.to_be_bytes(),
+            self.volume_id_hex().as_bytes(),
+            cipher_name(self.cipher).as_bytes(),
+            &(self.block_size.get() as u64).to_be_bytes(),
             self.key_id.as_bytes(),
             self.encryption_context.as_bytes(),
         ] {
@@ -184,18 +225,24 @@ impl VolumeConfig {
     }
 
     pub fn seal(&mut self, keys: &VolumeKeys) {
-        self.mac = hex::encode(self.compute_mac(keys));
+        self.mac = Some(self.compute_mac(keys));
     }
 
     /// Constant-time check of the MAC.
     pub fn verify(&self, keys: &VolumeKeys) -> Result<(), ConfigError> {
         use subtle::ConstantTimeEq;
-        let stored = hex::decode(&self.mac).map_err(|_| ConfigError::Tampered)?;
-        if stored.len() == 32 && bool::from(stored.ct_eq(&self.compute_mac(keys))) {
-            Ok(())
-        } else {
-            Err(ConfigError::Tampered)
+        match &self.mac {
+            Some(stored) if bool::from(stored.ct_eq(&self.compute_mac(keys))) => Ok(()),
+            _ => Err(ConfigError::Tampered),
         }
+    }
+}
+
+fn cipher_from_name(name: &str) -> Option<Algorithm> {
+    match name {
+        "aes-256-gcm" => Some(Algorithm::Aes256Gcm),
+        "sm4-gcm" => Some(Algorithm::Sm4Gcm),
+        _ => None,
     }
 }
 
@@ -229,20 +276,20 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.path().join(CONFIG_NAME)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert_eq!(back.algorithm(), Some(Algorithm::Sm4Gcm));
-        assert_eq!(back.wrapped_key().unwrap(), b"blob");
+        assert_eq!(back.cipher, Algorithm::Sm4Gcm);
+        assert_eq!(back.wrapped_data_key, b"blob");
     }
 
     #[test]
     fn every_authenticated_field_is_covered() {
         let (c, keys) = sealed();
         let edits: [fn(&mut VolumeConfig); 6] = [
-            |c| c.cipher = "aes-256-gcm".into(),
-            |c| c.block_size = 8192,
-            |c| c.volume_id = hex::encode([9u8; 16]),
+            |c| c.cipher = Algorithm::Aes256Gcm,
+            |c| c.block_size = BlockSize::new(8192).unwrap(),
+            |c| c.volume_id = [9u8; 16],
             |c| c.key_id = "alias/other".into(),
             |c| c.encryption_context = "{}".into(),
-            |c| c.mac = "00".repeat(32),
+            |c| c.mac = Some([0; 32]),
         ];
         for edit in edits {
             let mut t = c.clone();
@@ -250,7 +297,7 @@ mod tests {
             assert!(matches!(t.verify(&keys), Err(ConfigError::Tampered)), "{t:?}");
         }
         let mut rewrapped = c.clone();
-        rewrapped.set_wrapped_key(b"another blob");
+        rewrapped.wrapped_data_key = b"another blob".to_vec();
         rewrapped.verify(&keys).expect("the wrapped key may change (rewrap)");
     }
 
@@ -265,18 +312,27 @@ mod tests {
             assert!(err.contains(why), "{err}");
         }
         let (c, _) = sealed();
-        for (edit, why) in [
-            (Box::new(|c: &mut VolumeConfig| c.version = 2) as Box<dyn Fn(&mut VolumeConfig)>, "version 2"),
-            (Box::new(|c: &mut VolumeConfig| c.cipher = "rot13".into()), "rot13"),
-            (Box::new(|c: &mut VolumeConfig| c.block_size = 1000), "block_size 1000"),
-            (Box::new(|c: &mut VolumeConfig| c.volume_id = "xyz".into()), "volume_id"),
-            (Box::new(|c: &mut VolumeConfig| c.format = "other".into()), "is not kmsfs"),
+        let file = serde_json::to_value(c.to_file()).unwrap();
+        for (field, value, why) in [
+            ("version", serde_json::json!(2), "version 2"),
+            ("cipher", "rot13".into(), "rot13"),
+            ("block_size", 1000.into(), "block_size 1000"),
+            ("volume_id", "xyz".into(), "volume_id"),
+            ("volume_id", "AB".repeat(16).into(), "lowercase hex"),
+            ("format", "other".into(), "is not kmsfs"),
+            ("wrapped_data_key", "!!".into(), "not base64"),
         ] {
-            let mut t = c.clone();
-            edit(&mut t);
+            let mut t = file.clone();
+            t[field] = value;
             std::fs::write(&path, serde_json::to_vec(&t).unwrap()).unwrap();
             let err = VolumeConfig::load(dir.path()).unwrap_err().to_string();
             assert!(err.contains(why), "{err}");
         }
+        // A MAC that is not 32 bytes of hex parses, and is refused as tampered once checked.
+        let mut t = file.clone();
+        t["mac"] = "zz".into();
+        std::fs::write(&path, serde_json::to_vec(&t).unwrap()).unwrap();
+        let keys = VolumeKeys::derive(&[1; 32], &[8u8; 16], Algorithm::Sm4Gcm).unwrap();
+        assert!(matches!(VolumeConfig::load(dir.path()).unwrap().verify(&keys), Err(ConfigError::Tampered)));
     }
 }

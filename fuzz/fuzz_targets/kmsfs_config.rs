@@ -6,9 +6,6 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(c) = VolumeConfig::parse("fuzz", data) else { return };
-    let id = c.volume_id_bytes().expect("checked by parse");
-    let alg = c.algorithm().expect("checked by parse");
-    assert!(c.wrapped_key().is_some());
-    let keys = VolumeKeys::derive(&[1u8; 32], &id, alg).unwrap();
+    let keys = VolumeKeys::derive(&[1u8; 32], &c.volume_id, c.cipher).unwrap();
     let _ = c.verify(&keys);
 });

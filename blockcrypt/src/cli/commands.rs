@@ -8,6 +8,7 @@ use std::path::Path;
 use blockcrypt::kms::{KeyService, KmsArgs};
 use blockcrypt::lifecycle::{self, NewVolume};
 use blockcrypt::luks1::LuksError;
+use blockcrypt::record::cipher_tag;
 use blockcrypt::volume::{self, passphrase, HeaderArea, Location, OpenVolume, VolumeError};
 use rustix::fs::FlockOperation;
 
@@ -122,7 +123,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             }
             let kms = connect(&cli.kms)?;
             let v = open(kms.as_ref(), &src, true)?;
-            let alg = cipher.map(Into::into).unwrap_or_else(|| v.area.luks.algorithm().expect("checked"));
+            let alg = cipher.map(Into::into).unwrap_or(v.area.luks.algorithm);
             let key_id = key_id.unwrap_or_else(|| v.area.record.key_id.clone());
             let bar = Bar::new("re-encrypting");
             let r = lifecycle::clone_rekeyed(kms.as_ref(), &v, &dst, alg, &key_id, &|d, t| bar.update(d, t));
@@ -182,7 +183,7 @@ fn summary(loc: &Location, area: &HeaderArea) -> serde_json::Value {
         "header": loc.header,
         "format": "LUKS1",
         "uuid": area.luks.uuid,
-        "cipher": r.cipher,
+        "cipher": cipher_tag(r.cipher),
         "key_bytes": area.luks.key_bytes,
         "payload_offset": area.luks.payload_bytes(),
         "size": size,

@@ -10,7 +10,7 @@ use kms_core::crypto::Algorithm;
 use kmsfs::content::Layout;
 use kmsfs::lifecycle::{self, VolumeError};
 use kmsfs::mount::{KmsFs, MountOptions};
-use kmsfs::volume::{cipher_name, ConfigError, VolumeConfig};
+use kmsfs::volume::{cipher_name, ConfigError, VolumeConfig, CONFIG_VERSION};
 use rustix::fs::{FlockOperation, Mode, OFlags};
 
 use super::{
@@ -39,8 +39,8 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             let c = lifecycle::init(&cipherdir, kms.as_ref(), &key_id, alg).map_err(fail)?;
             println!(
                 "kmsfs: created volume {} ({}) in {}, data key wrapped under {}",
-                c.volume_id,
-                c.cipher,
+                c.volume_id_hex(),
+                cipher_name(c.cipher),
                 cipherdir.display(),
                 c.key_id
             );
@@ -63,7 +63,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             let before = VolumeConfig::load(&cipherdir).map_err(|e| fail(e.into()))?;
             let old_key = before.key_id.clone();
             let c = lifecycle::rewrap_config(&cipherdir, before, kms.as_ref(), key_id.as_deref()).map_err(fail)?;
-            println!("kmsfs: data key of volume {} re-wrapped: {old_key} -> {}", c.volume_id, c.key_id);
+            println!("kmsfs: data key of volume {} re-wrapped: {old_key} -> {}", c.volume_id_hex(), c.key_id);
             Ok(())
         }
         Command::Fsck { cipherdir } => fsck(&cli.kms, &cipherdir),
@@ -73,13 +73,13 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
 fn info(dir: &Path) -> Result<(), Failure> {
     let c = VolumeConfig::load(dir).map_err(|e| fail(e.into()))?;
     let mounted = lock_volume(dir, false).is_err();
-    println!("volume:             {}", c.volume_id);
-    println!("format:             {} v{}", c.format, c.version);
-    println!("cipher:             {}", c.cipher);
-    println!("block size:         {}", c.block_size);
+    println!("volume:             {}", c.volume_id_hex());
+    println!("format:             kmsfs v{CONFIG_VERSION}");
+    println!("cipher:             {}", cipher_name(c.cipher));
+    println!("block size:         {}", c.block_size.get());
     println!("key id:             {}", c.key_id);
     println!("encryption context: {}", c.encryption_context);
-    println!("wrapped data key:   {} bytes", c.wrapped_key().map_or(0, |k| k.len()));
+    println!("wrapped data key:   {} bytes", c.wrapped_data_key.len());
     println!("mounted:            {}", if mounted { "yes (locked by a kmsfs process)" } else { "no" });
     Ok(())
 }
@@ -133,7 +133,7 @@ fn mount(kms: &KmsArgs, cipherdir: &Path, mountpoint: &Path, opts: MountOptions)
     raise_fd_limit();
     // Modes arrive with the caller's umask applied; ours must not strip them again.
     rustix::process::umask(Mode::empty());
-    let layout = Layout { block_size: config.block_size };
+    let layout = Layout { block_size: config.block_size.get() };
     let fs = KmsFs::new(root, Arc::new(keys), layout, &opts).map_err(|e| Failure::new(EXIT_OTHER, e))?;
     let mut opts = opts;
     opts.fsname = format!("kmsfs:{}", cipherdir.canonicalize().unwrap_or(cipherdir.to_path_buf()).display());
@@ -141,12 +141,7 @@ fn mount(kms: &KmsArgs, cipherdir: &Path, mountpoint: &Path, opts: MountOptions)
         // Everything is open or absolute by now; the daemon must not keep the caller's directory busy.
         let _ = std::env::set_current_dir("/");
     }
-    tracing::info!(
-        "volume {} ({}) mounting on {}",
-        config.volume_id,
-        cipher_name(config.algorithm().expect("checked")),
-        mp.display()
-    );
+    tracing::info!("volume {} ({}) mounting on {}", config.volume_id_hex(), cipher_name(config.cipher), mp.display());
     kmsfs::mount::mount(fs, &mp, &opts, daemon::report_ready)
         .map_err(|e| Failure::new(EXIT_MOUNTPOINT, format!("mount on {}: {e}", mp.display())))?;
     tracing::info!("unmounted {}", mp.display());
@@ -178,7 +173,7 @@ fn fsck(kms: &KmsArgs, dir: &Path) -> Result<(), Failure> {
     let service = kms_opts::connect(kms)?;
     let (config, keys) = lifecycle::unlock_config(config, service.as_ref()).map_err(fail)?;
     drop(service);
-    let report = kmsfs::fsck::check(dir, &Arc::new(keys), Layout { block_size: config.block_size });
+    let report = kmsfs::fsck::check(dir, &Arc::new(keys), Layout { block_size: config.block_size.get() });
     for p in &report.problems {
         match &p.plain {
             Some(plain) => println!("problem: {} (backing {}): {}", plain.display(), p.path.display(), p.what),
