@@ -15,6 +15,10 @@
 //!
 //! Requests are rebuilt in the `/dev/fuse` layout (in header, op struct, payload) right in front
 //! of the payload, so the existing parser and dispatch serve both transports.
+//!
+//! This file is ours, not upstream's: CI lints it with clippy (`.ci/clippy-vendored`), and every
+//! `unsafe` block in it carries a `SAFETY:` comment saying why it is sound.
+#![warn(clippy::undocumented_unsafe_blocks, clippy::multiple_unsafe_ops_per_block)]
 
 use std::io;
 use std::io::IoSlice;
@@ -132,6 +136,8 @@ struct Entry {
 // SAFETY: an entry is handled by one thread at a time: its ring thread, or the helper the ring
 // thread hands it to and waits for; the raw pointers are only dereferenced by that thread.
 unsafe impl Sync for Entry {}
+// SAFETY: as for `Sync`: moving an entry to the helper thread hands it over whole (the ring
+// thread waits for it back), and the buffers the pointers name move with it inside the `Vec`s.
 unsafe impl Send for Entry {}
 
 impl Entry {
@@ -178,17 +184,19 @@ fn command(fd: types::Fd, op: u32, qid: u16, commit_id: u64, iov: Option<&[libc:
     // 24..28 are `io_uring_sqe.len`.
     let mut raw: [u8; 128] = unsafe { std::mem::transmute(sqe.build()) };
     raw[24..28].copy_from_slice(&2u32.to_ne_bytes());
+    // SAFETY: as above: every 128-byte pattern is a valid Entry128 (integers and unions of
+    // integers only), and this one is a built entry with one integer field changed.
     unsafe { std::mem::transmute::<[u8; 128], squeue::Entry128>(raw) }
 }
 
 fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET bounds-checks `cpu`.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
-            warn!("io_uring queue {cpu}: cannot pin to its CPU ({})", io::Error::last_os_error());
-        }
+    // SAFETY: cpu_set_t is a plain bit array: all zeroes is a valid (empty) set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t; CPU_SET bounds-checks `cpu` against its size.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; 0 names this thread.
+    if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        warn!("io_uring queue {cpu}: cannot pin to its CPU ({})", io::Error::last_os_error());
     }
 }
 
@@ -332,11 +340,11 @@ const HEAVY_RUN: u8 = 4;
 
 impl Policy {
     fn new(sched_idle: bool, qid: usize) -> Policy {
-        // SAFETY: a zeroed cpu_set_t is a valid buffer for sched_getaffinity of this thread.
-        let anywhere = unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            (libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) == 0).then_some(set)
-        };
+        // SAFETY: cpu_set_t is a plain bit array: all zeroes is a valid (empty) set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a writable cpu_set_t of the size passed; 0 names this thread.
+        let got = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) };
+        let anywhere = (got == 0).then_some(set);
         pin_to_cpu(qid);
         let mut policy = Policy {
             qid,
@@ -398,6 +406,8 @@ impl Policy {
 fn handle<FS: Filesystem>(se: &SessionEventLoop<FS>, entry: &Entry, reply: &RingReply) -> u64 {
     // SAFETY: see `Entry`: the kernel is done writing, and these slices end with this call.
     let header = unsafe { std::slice::from_raw_parts_mut(entry.header, HEADER_LEN) };
+    // SAFETY: as for `header`; `data` points at PREFIX + capacity bytes (`Entry::new`), a
+    // separate allocation, so the two slices never overlap.
     let data = unsafe { std::slice::from_raw_parts_mut(entry.data, PREFIX + entry.capacity) };
     let word = |b: &[u8], at: usize| u32::from_ne_bytes(b[at..at + 4].try_into().unwrap());
     let long = |b: &[u8], at: usize| u64::from_ne_bytes(b[at..at + 8].try_into().unwrap());
