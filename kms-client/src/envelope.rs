@@ -11,7 +11,7 @@ use kms_core::api::{
     DecryptRequest, DecryptResponse, GenerateDataKeyRequest, GenerateDataKeyResponse, ReEncryptRequest,
     ReEncryptResponse,
 };
-use kms_core::{Caller, Engine, KmsError};
+use kms_core::{Caller, Engine, KmsError, OpenError};
 use zeroize::Zeroizing;
 
 use crate::client::{Client, ClientConfig, ClientError, Overrides, SetupError};
@@ -182,7 +182,10 @@ pub enum ConnectError {
     Invalid(String),
     /// The embedded store could not be opened.
     #[error("{0}")]
-    Store(String),
+    Store(#[from] kms_core::OpenError),
+    /// Its directory cannot be made.
+    #[error("{0}")]
+    StoreDir(String),
 }
 
 impl From<SetupError> for ConnectError {
@@ -221,11 +224,9 @@ impl KmsArgs {
     /// A key service acting as `service` (`oss`, `ecs`) unless an access key was given.
     pub fn connect(&self, service: &str) -> Result<Box<dyn KeyService>, ConnectError> {
         if let Some(dir) = &self.embedded {
-            let store = |e: &dyn std::fmt::Display| ConnectError::Store(format!("{}: {e}", dir.display()));
-            std::fs::create_dir_all(dir).map_err(|e| store(&e))?;
-            let opts =
-                kms_core::EngineOptions::in_dir(dir, kms_core::EngineConfig::default()).map_err(|e| store(&e))?;
-            let engine = Engine::open(opts).map_err(|e| store(&e))?;
+            std::fs::create_dir_all(dir).map_err(|e| ConnectError::StoreDir(format!("{}: {e}", dir.display())))?;
+            let opts = kms_core::EngineOptions::in_dir(dir, kms_core::EngineConfig::default())?;
+            let engine = Engine::open(opts)?;
             return Ok(Box::new(Embedded::new(Arc::new(engine), service)));
         }
         let explicit = self.access_key_id.is_some();
@@ -246,7 +247,12 @@ impl From<ConnectError> for Failure {
         let code = match e {
             ConnectError::Unreachable(_) => EXIT_KMS_UNREACHABLE,
             ConnectError::Invalid(_) => EXIT_USAGE,
-            ConnectError::Store(_) => EXIT_OTHER,
+            // The embedded engine is the KMS: a store it cannot reach or that another process
+            // holds is an unreachable KMS, a root key that does not open it a refusal.
+            ConnectError::Store(OpenError::Unreachable(_) | OpenError::InUse(_)) => EXIT_KMS_UNREACHABLE,
+            ConnectError::Store(OpenError::WrongRootKey(_)) => EXIT_KMS_REFUSED,
+            ConnectError::Store(OpenError::Invalid(_)) => EXIT_USAGE,
+            ConnectError::Store(OpenError::Failed(_)) | ConnectError::StoreDir(_) => EXIT_OTHER,
         };
         Failure::new(code, e)
     }

@@ -16,6 +16,7 @@ use crate::auth::{AccessKey, Authenticator};
 use crate::config::{load_or_create_credentials, write_private, Config, Profile, ServiceKey};
 use crate::metrics::Metrics;
 use crate::server::{api_handler, serve_with, AppState, Listener};
+use crate::start_error::StartError;
 use crate::tls;
 
 pub const ENV_ACCESS_KEY_ID: &str = "KMS_ACCESS_KEY_ID";
@@ -53,8 +54,15 @@ impl Running {
 /// The root key that seals the store in `dir`, and the token when one is configured. With the
 /// root key in a token no `root.key` file is made at all; `create: false` (verifying tools) never
 /// makes a software root key either.
-pub fn open_root_key(hsm: &crate::config::HsmConfig, dir: &std::path::Path, create: bool) -> Result<RootKey, String> {
-    let token = if hsm.enabled || hsm.root_key_in_hsm { Some(Token::open(&hsm.token_config()?)?) } else { None };
+pub fn open_root_key(
+    hsm: &crate::config::HsmConfig,
+    dir: &std::path::Path,
+    create: bool,
+) -> Result<RootKey, StartError> {
+    let token = match hsm.enabled || hsm.root_key_in_hsm {
+        true => Some(Token::open(&hsm.token_config().map_err(StartError::Config)?)?),
+        false => None,
+    };
     let protector: Arc<dyn Protector> = match &token {
         Some(t) if hsm.root_key_in_hsm => Arc::new(TokenRootKey::load_or_create(t.clone(), &hsm.root_key_label)?),
         _ if create => Arc::new(SoftwareRootKey::load_or_create(&dir.join("root.key"))?),
@@ -71,7 +79,7 @@ pub struct RootKey {
 
 /// Starts everything `cfg` describes. Listening addresses may use port 0; the bound ones are in
 /// the result and in `profile.json`.
-pub async fn start(cfg: Config) -> Result<Running, String> {
+pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let dir = cfg.data_dir();
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
@@ -79,14 +87,16 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
     let env_owner = match (std::env::var(ENV_ACCESS_KEY_ID), std::env::var(ENV_ACCESS_KEY_SECRET)) {
         (Ok(id), Ok(secret)) if !id.is_empty() && !secret.is_empty() => Some((id, Zeroizing::new(secret))),
         (Ok(_), Err(_)) | (Err(_), Ok(_)) => {
-            return Err(format!("set both {ENV_ACCESS_KEY_ID} and {ENV_ACCESS_KEY_SECRET}, or neither"))
+            return Err(StartError::Config(format!(
+                "set both {ENV_ACCESS_KEY_ID} and {ENV_ACCESS_KEY_SECRET}, or neither"
+            )))
         }
         _ => None,
     };
     let (creds, created) = load_or_create_credentials(&dir, env_owner.is_some())?;
     let mut keys: Vec<AccessKey> = Vec::new();
     for k in creds.access_keys.iter().chain(cfg.access_keys.iter()) {
-        keys.push(k.to_access_key()?);
+        keys.push(k.to_access_key().map_err(StartError::Config)?);
     }
     if let Some((id, secret)) = &env_owner {
         keys.retain(|k| &k.id != id);
@@ -99,8 +109,8 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
     let engine_cfg = cfg.engine.clone();
     let engine_dir = dir.clone();
     let hsm = cfg.hsm.clone();
-    let store = cfg.store_location()?;
-    let node_id = cfg.node_id(true)?;
+    let store = cfg.store_location().map_err(StartError::Config)?;
+    let node_id = cfg.node_id(true).map_err(StartError::Config)?;
     let store_lease = Duration::from_millis(cfg.store.lease_ms.max(100));
     let engine = tokio::task::spawn_blocking(move || {
         let RootKey { protector, token } = open_root_key(&hsm, &engine_dir, true)?;
@@ -113,14 +123,14 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
             clock: Arc::new(SystemClock),
             token,
         };
-        Engine::open(opts).map_err(|e| e.to_string())
+        Ok::<_, StartError>(Engine::open(opts)?)
     })
     .await
     .map_err(|e| e.to_string())??;
     let engine = Arc::new(engine);
     let maintenance = engine.spawn_maintenance(Duration::from_secs(cfg.maintenance_interval_secs.max(1)));
 
-    engine.set_policies(crate::config::load_policies(&cfg, cfg.base_dir.as_deref())?);
+    engine.set_policies(crate::config::load_policies(&cfg, cfg.base_dir.as_deref()).map_err(StartError::Config)?);
     let audit = if cfg.audit.enabled {
         let adir = cfg.audit.dir.clone().unwrap_or_else(|| dir.join("audit"));
         let anchors: Arc<dyn crate::audit::AnchorStore> = Arc::new(Arc::downgrade(&engine));
@@ -148,7 +158,9 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
 
     let mut http = None;
     if !cfg.listen.is_empty() {
-        let l = tokio::net::TcpListener::bind(&cfg.listen).await.map_err(|e| format!("listen {}: {e}", cfg.listen))?;
+        let l = tokio::net::TcpListener::bind(&cfg.listen)
+            .await
+            .map_err(|e| StartError::listen("listen", &cfg.listen, e))?;
         let addr = l.local_addr().map_err(|e| e.to_string())?;
         http = Some(addr);
         profile.endpoint = format!("http://{addr}");
@@ -159,10 +171,12 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
         let files = match (&cfg.tls.cert, &cfg.tls.key) {
             (Some(cert), Some(key)) => tls::TlsFiles { cert: cert.clone(), key: key.clone(), ca: None },
             (None, None) => tls::ensure_generated(&dir.join("tls"), &[])?,
-            _ => return Err("tls.cert and tls.key go together".into()),
+            _ => return Err(StartError::Config("tls.cert and tls.key go together".into())),
         };
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&files)?);
-        let l = tokio::net::TcpListener::bind(tls_listen).await.map_err(|e| format!("listen {tls_listen}: {e}"))?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&files).map_err(StartError::Config)?);
+        let l = tokio::net::TcpListener::bind(tls_listen)
+            .await
+            .map_err(|e| StartError::listen("tls_listen", tls_listen, e))?;
         let addr = l.local_addr().map_err(|e| e.to_string())?;
         https = Some(addr);
         profile.tls_endpoint = Some(format!("https://localhost:{}", addr.port()));
@@ -176,17 +190,19 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
     }
     if let Some(path) = &cfg.unix_socket {
         let _ = std::fs::remove_file(path);
-        let l = tokio::net::UnixListener::bind(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let l = tokio::net::UnixListener::bind(path)
+            .map_err(|e| StartError::listen("unix_socket", &path.display().to_string(), e))?;
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
         tasks.push(tokio::spawn(serve_with(api.clone(), Listener::Unix(l), shutdown_rx.clone(), limits.clone())));
     }
     if cfg.agent.enabled() {
         let (token, token_file) = crate::agent::load_token(&cfg.agent, &dir)?;
-        let agent = Arc::new(crate::agent::Agent::new(&cfg.agent, token)?);
+        let agent = Arc::new(crate::agent::Agent::new(&cfg.agent, token).map_err(StartError::Config)?);
         let handler = crate::agent::agent_handler(state.clone(), agent);
         if let Some(listen) = &cfg.agent.listen {
-            let addr = crate::agent::loopback_addr(listen)?;
-            let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("agent listen {listen}: {e}"))?;
+            let addr = crate::agent::loopback_addr(listen).map_err(StartError::Config)?;
+            let l =
+                tokio::net::TcpListener::bind(addr).await.map_err(|e| StartError::listen("agent listen", listen, e))?;
             let bound = l.local_addr().map_err(|e| e.to_string())?;
             profile.agent_endpoint = Some(format!("http://{bound}"));
             tasks.push(tokio::spawn(serve_with(
@@ -198,14 +214,15 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
         }
         if let Some(path) = &cfg.agent.unix_socket {
             let _ = std::fs::remove_file(path);
-            let l = tokio::net::UnixListener::bind(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let l = tokio::net::UnixListener::bind(path)
+                .map_err(|e| StartError::listen("agent unix_socket", &path.display().to_string(), e))?;
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
             tasks.push(tokio::spawn(serve_with(handler, Listener::Unix(l), shutdown_rx.clone(), limits.clone())));
         }
         profile.agent_token_file = Some(token_file);
     }
     if tasks.is_empty() {
-        return Err("nothing to listen on: set listen, tls_listen or unix_socket".into());
+        return Err(StartError::Config("nothing to listen on: set listen, tls_listen or unix_socket".into()));
     }
 
     if env_owner.is_none() {

@@ -581,7 +581,7 @@ pub fn verify(dir: &Path, key: &ChainKey, anchor: Option<Anchor>, allow_pruned: 
 pub fn verify_configured(cfg: &crate::config::Config, allow_pruned: bool) -> Result<Report, String> {
     let data = cfg.data_dir();
     let dir = cfg.audit.dir.clone().unwrap_or_else(|| data.join("audit"));
-    let root = crate::app::open_root_key(&cfg.hsm, &data, false)?;
+    let root = crate::app::open_root_key(&cfg.hsm, &data, false).map_err(|e| e.to_string())?;
     let node = cfg.node_id(false).unwrap_or_else(|_| "local".into());
     let (key, anchor) = kms_core::engine::open_for_verification(&cfg.store_location()?, &node, &*root.protector)
         .map_err(|e| e.to_string())?;

@@ -12,6 +12,7 @@ pub mod config;
 pub mod conn;
 pub mod metrics;
 pub mod server;
+pub mod start_error;
 pub mod tls;
 pub mod wire;
 

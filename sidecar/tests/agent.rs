@@ -78,8 +78,9 @@ fn agent_serves_secrets_to_token_holders_only() {
 #[test]
 fn the_agent_listens_on_loopback_only() {
     let dir = tempfile::tempdir().unwrap();
-    let stderr = start_fails(dir.path(), &["--agent-listen", "0.0.0.0:0"], &[]);
+    let (code, stderr) = start_fails(dir.path(), &["--agent-listen", "0.0.0.0:0"], &[]);
     assert!(stderr.contains("loopback"), "{stderr}");
+    assert_eq!(code, 2, "{stderr}");
 }
 
 #[test]

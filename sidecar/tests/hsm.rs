@@ -100,8 +100,9 @@ fn hsm_keys_over_the_wire() {
     let data = s.stop();
 
     // Without the token configured, a store holding HSM keys does not start half-working.
-    let stderr = start_fails(data.path(), &[], &[]);
+    let (code, stderr) = start_fails(data.path(), &[], &[]);
     assert!(stderr.contains("HSM-protected and no PKCS#11 token is configured"), "{stderr}");
+    assert_eq!(code, 1, "{stderr}");
 }
 
 #[test]
@@ -137,8 +138,10 @@ fn the_sidecar_seals_under_a_token_root_key() {
     assert_eq!(back.plaintext.expose(), b"hsm-rooted");
     let data = s.stop();
     // The wrong PIN stops the start with a clear message.
-    let stderr = start_fails(data.path(), &args, &[("SOFTHSM2_CONF", conf.to_str().unwrap()), ("KMS_HSM_PIN", "9999")]);
+    let (code, stderr) =
+        start_fails(data.path(), &args, &[("SOFTHSM2_CONF", conf.to_str().unwrap()), ("KMS_HSM_PIN", "9999")]);
     assert!(stderr.contains("login"), "{stderr}");
+    assert_eq!(code, 4, "the token refused: {stderr}");
 
     // The PIN from a file: refused while others can read it, used once it is 0600.
     use std::os::unix::fs::PermissionsExt;
@@ -156,8 +159,9 @@ fn the_sidecar_seals_under_a_token_root_key() {
     )
     .unwrap();
     let args2 = ["--config", cfg2.to_str().unwrap()];
-    let stderr = start_fails(data.path(), &args2, &[("SOFTHSM2_CONF", conf.to_str().unwrap())]);
+    let (code, stderr) = start_fails(data.path(), &args2, &[("SOFTHSM2_CONF", conf.to_str().unwrap())]);
     assert!(stderr.contains("chmod 600"), "{stderr}");
+    assert_eq!(code, 2, "a configuration problem: {stderr}");
     std::fs::set_permissions(&pin_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let s = Sidecar::start_with_env(data, &args2, &[("SOFTHSM2_CONF", conf.to_str().unwrap())]);
     assert!(s.client().describe_key(&key).is_ok(), "started with the PIN from the file");

@@ -48,8 +48,9 @@ document = '''{{"Version":"1","Statement":[{{"Effect":"Allow",
     config
 }
 
-/// Runs the sidecar on `dir` expecting it to refuse to start; what it printed on stderr.
-pub fn start_fails(dir: &std::path::Path, extra: &[&str], envs: &[(&str, &str)]) -> String {
+/// Runs the sidecar on `dir` expecting it to refuse to start; its exit code and what it printed
+/// on stderr.
+pub fn start_fails(dir: &std::path::Path, extra: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
     let out = Command::new(bin("kms-sidecar"))
         .env_remove("KMS_HSM_PIN")
         .envs(envs.iter().copied())
@@ -61,7 +62,7 @@ pub fn start_fails(dir: &std::path::Path, extra: &[&str], envs: &[(&str, &str)])
         .output()
         .unwrap();
     assert!(!out.status.success(), "the sidecar started");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    (out.status.code().expect("exited, not killed"), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 pub struct Sidecar {

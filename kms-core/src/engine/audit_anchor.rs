@@ -135,17 +135,19 @@ pub fn open_for_verification(
     protector: &dyn Protector,
 ) -> std::result::Result<(ChainKey, Option<Anchor>), OpenError> {
     let anchor = anchor_name(store, node_id);
-    let meta = Store::read_meta(store, &[CHAIN_KEY_NAME, &anchor]).map_err(|e| OpenError(e.to_string()))?;
-    let sealed = meta[0]
-        .as_ref()
-        .ok_or_else(|| OpenError(format!("{store} has no audit chain key: it was never opened by this version")))?;
-    let secret = protector
-        .unseal(CHAIN_KEY_AAD, sealed)
-        .map_err(|e| OpenError(format!("audit chain key does not unseal under {}: {e}", protector.describe())))?;
-    let key = ChainKey::from_secret(&secret).map_err(OpenError)?;
+    let meta = Store::read_meta(store, &[CHAIN_KEY_NAME, &anchor]).map_err(|e| OpenError::Failed(e.to_string()))?;
+    let sealed = meta[0].as_ref().ok_or_else(|| {
+        OpenError::Failed(format!("{store} has no audit chain key: it was never opened by this version"))
+    })?;
+    let secret = protector.unseal(CHAIN_KEY_AAD, sealed).map_err(|e| {
+        OpenError::WrongRootKey(format!("audit chain key does not unseal under {}: {e}", protector.describe()))
+    })?;
+    let key = ChainKey::from_secret(&secret).map_err(OpenError::Failed)?;
     let anchor = match &meta[1] {
         None => None,
-        Some(b) => Some(Anchor::decode(b).ok_or_else(|| OpenError("the stored audit anchor is damaged".into()))?),
+        Some(b) => {
+            Some(Anchor::decode(b).ok_or_else(|| OpenError::Failed("the stored audit anchor is damaged".into()))?)
+        }
     };
     Ok((key, anchor))
 }

@@ -54,15 +54,44 @@ use crate::crypto::{Algorithm, SymCipher};
 use crate::error::{ErrorCode, KmsError, Result};
 use crate::ids::KeyRef;
 use crate::model::{KeyRecord, KeyState, ProtectionLevel};
-use crate::store::{Change, Durability, Early, PgFeed, Reader, Store, StoreError, StoreLocation};
+use crate::store::{Change, Durability, Early, PgFeed, Reader, Store, StoreError, StoreLocation, StoreOpenError};
 use cache::{CipherCache, Material};
 use state::State;
 use view::View;
 
-/// Why an engine could not be opened.
+/// Why an engine could not be opened, by what an operator does about it (command lines choose
+/// their exit code by it).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct OpenError(pub String);
+pub enum OpenError {
+    /// The store's location is malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store's database server cannot be reached or would not let us in.
+    #[error("{0}")]
+    Unreachable(String),
+    /// Another process holds the store.
+    #[error("{0}")]
+    InUse(String),
+    /// The root key given is not the one the store is sealed under.
+    #[error("{0}")]
+    WrongRootKey(String),
+    /// Anything else: a file that cannot be read, a damaged store, keys this process cannot use.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl OpenError {
+    /// A store's refusal, prefixed with where the store is.
+    fn store(at: &StoreLocation, e: StoreOpenError) -> OpenError {
+        let m = format!("{at}: {e}");
+        match e {
+            StoreOpenError::Invalid(_) => OpenError::Invalid(m),
+            StoreOpenError::Unreachable(_) => OpenError::Unreachable(m),
+            StoreOpenError::InUse(_) => OpenError::InUse(m),
+            StoreOpenError::Failed(_) => OpenError::Failed(m),
+        }
+    }
+}
 
 /// Where the engine keeps its data and what protects it.
 pub struct EngineOptions {
@@ -81,7 +110,7 @@ pub struct EngineOptions {
 impl EngineOptions {
     /// The default layout of a data directory: `kms.db` and a software root key `root.key`.
     pub fn in_dir(dir: &Path, config: EngineConfig) -> Result<Self, OpenError> {
-        let protector = SoftwareRootKey::load_or_create(&dir.join("root.key")).map_err(OpenError)?;
+        let protector = SoftwareRootKey::load_or_create(&dir.join("root.key")).map_err(OpenError::Failed)?;
         Ok(EngineOptions {
             config,
             store: StoreLocation::Sqlite(dir.join("kms.db")),
@@ -191,36 +220,41 @@ impl Engine {
     /// read or unsealed until a request needs it, so opening takes the same time for ten keys or
     /// a million. On a shared store, also starts following its change feed.
     pub fn open(opts: EngineOptions) -> Result<Engine, OpenError> {
-        let at = |e: StoreError| OpenError(format!("{}: {e}", opts.store));
-        let mut store = Store::open(&opts.store).map_err(at)?;
+        let at = |e: StoreError| OpenError::Failed(format!("{}: {e}", opts.store));
+        let opening = |e: StoreOpenError| OpenError::store(&opts.store, e);
+        let mut store = Store::open(&opts.store).map_err(opening)?;
         let sealed = meta_or_init(&mut store, ROOT_CHECK_NAME, || {
             opts.protector.seal(ROOT_CHECK_AAD, ROOT_CHECK_PLAINTEXT).map_err(|e| e.to_string())
         })
-        .map_err(|e| OpenError(format!("{}: {e}", opts.store)))?;
+        .map_err(|e| OpenError::Failed(format!("{}: {e}", opts.store)))?;
         opts.protector.unseal(ROOT_CHECK_AAD, &sealed).map_err(|_| {
-            OpenError(format!("{} is sealed under another root key than {}", opts.store, opts.protector.describe()))
+            OpenError::WrongRootKey(format!(
+                "{} is sealed under another root key than {}",
+                opts.store,
+                opts.protector.describe()
+            ))
         })?;
         let fingerprint_key = sealed_secret(&mut store, &*opts.protector, FINGERPRINT_KEY_NAME, FINGERPRINT_KEY_AAD)
-            .map_err(|e| OpenError(format!("{}: fingerprint key: {e}", opts.store)))?;
+            .map_err(|e| OpenError::Failed(format!("{}: fingerprint key: {e}", opts.store)))?;
         let chain_key =
             sealed_secret(&mut store, &*opts.protector, audit_anchor::CHAIN_KEY_NAME, audit_anchor::CHAIN_KEY_AAD)
                 .and_then(|k| ChainKey::from_secret(&k))
-                .map_err(|e| OpenError(format!("{}: audit chain key: {e}", opts.store)))?;
+                .map_err(|e| OpenError::Failed(format!("{}: audit chain key: {e}", opts.store)))?;
         let t0 = Instant::now();
         let seq = store.position().map_err(at)?;
         let mut stores = vec![Mutex::new(store)];
         let mut ordered = None;
         if opts.store.is_shared() {
             for _ in 1..WRITE_CONNECTIONS {
-                stores.push(Mutex::new(Store::open(&opts.store).map_err(at)?));
+                stores.push(Mutex::new(Store::open(&opts.store).map_err(opening)?));
             }
-            ordered = Some(Mutex::new(Store::open_with(&opts.store, Durability::Ordered).map_err(at)?));
+            ordered = Some(Mutex::new(Store::open_with(&opts.store, Durability::Ordered).map_err(opening)?));
         }
         let reader = Reader::open(&opts.store).map_err(at)?;
         if opts.token.is_none() {
             // Found at start, not at the first request: keys this process could never use.
             if let Some(id) = reader.run(crate::store::reads::any_hsm_key).map_err(at)? {
-                return Err(OpenError(format!("{}: {}", opts.store, hsm::no_token(&id))));
+                return Err(OpenError::Failed(format!("{}: {}", opts.store, hsm::no_token(&id))));
             }
         }
         let state = Arc::new(RwLock::new(State::new(opts.config.cache_capacity, seq)));

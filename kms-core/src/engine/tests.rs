@@ -966,7 +966,7 @@ fn another_root_key_cannot_open_the_store() {
     drop(engine);
     std::fs::rename(dir.path().join("root.key"), dir.path().join("root.key.bak")).unwrap();
     let e = Engine::open(options(dir.path(), clock, EngineConfig::default())).err().unwrap();
-    assert!(e.0.contains("another root key"), "{e}");
+    assert!(matches!(&e, OpenError::WrongRootKey(m) if m.contains("another root key")), "{e}");
 }
 
 #[test]

@@ -115,6 +115,29 @@ impl From<::postgres::Error> for StoreError {
     }
 }
 
+/// Why a store could not be opened, by what an operator does about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreOpenError {
+    /// The location is malformed (a store URL that does not parse, an unusable TLS setting).
+    #[error("{0}")]
+    Invalid(String),
+    /// The database server cannot be reached or would not let us in.
+    #[error("{0}")]
+    Unreachable(String),
+    /// Another process holds the store: an embedded SQLite file is one process's at a time.
+    #[error("{0}")]
+    InUse(String),
+    /// Anything else: the file cannot be created or read, the schema cannot be migrated.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<StoreOpenError> for StoreError {
+    fn from(e: StoreOpenError) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
 /// Whichever backend a location names.
 pub enum Store {
     Sqlite(SqliteStore),
@@ -123,15 +146,15 @@ pub enum Store {
 
 impl Store {
     /// Opens (creating and migrating as needed) the store at `location`.
-    pub fn open(location: &StoreLocation) -> Result<Store, StoreError> {
+    pub fn open(location: &StoreLocation) -> Result<Store, StoreOpenError> {
         Store::open_with(location, Durability::Synchronous)
     }
 
     /// [`Store::open`] with commits as durable as `durability` says (PostgreSQL; SQLite's are
     /// always synchronous: one file, one writer, nothing to order against).
-    pub fn open_with(location: &StoreLocation, durability: Durability) -> Result<Store, StoreError> {
+    pub fn open_with(location: &StoreLocation, durability: Durability) -> Result<Store, StoreOpenError> {
         match location {
-            StoreLocation::Sqlite(path) => SqliteStore::open(path).map(Store::Sqlite).map_err(StoreError),
+            StoreLocation::Sqlite(path) => SqliteStore::open(path).map(Store::Sqlite),
             StoreLocation::Postgres(url) => PgStore::open(url, durability).map(|s| Store::Postgres(Box::new(s))),
         }
     }

@@ -35,7 +35,7 @@ use super::location::redact;
 use super::postgres::{config, describe, sets_after, CHANNEL, MAX_CATCH_UP, SESSION_LIMITS};
 use super::reads::Counts;
 use super::statements::{self, Value, META_ADVANCE, META_GET, PURGE_NONCES};
-use super::{pg_schema, CatchUp, Change, ChangeSet, StoreError, Written};
+use super::{pg_schema, CatchUp, Change, ChangeSet, StoreError, StoreOpenError, Written};
 
 /// Transaction advisory lock every writer holds from its catch-up to its commit.
 const WRITE_LOCK: i64 = 0x6b6d_735f_7772_6974; // "kms_writ"
@@ -292,8 +292,8 @@ impl Drop for OpenWrite<'_> {
 
 impl PgStore {
     /// Connects and migrates.
-    pub fn open(url: &str, durability: Durability) -> Result<PgStore, StoreError> {
-        let mut session = Session::new(url, durability)?;
+    pub fn open(url: &str, durability: Durability) -> Result<PgStore, StoreOpenError> {
+        let mut session = Session::new(url, durability).map_err(|e| StoreOpenError::Invalid(e.0))?;
         let (jobs, queue) = mpsc::channel::<Job>();
         let worker = std::thread::Builder::new()
             .name("kms-store".into())
@@ -302,13 +302,17 @@ impl PgStore {
                     job(&mut session);
                 }
             })
-            .map_err(|e| StoreError(format!("store thread: {e}")))?;
+            .map_err(|e| StoreOpenError::Failed(format!("store thread: {e}")))?;
         let store = PgStore { jobs: Some(jobs), worker: Some(worker) };
-        store.call(|s| {
-            s.client()?;
-            let Session { rt, client, .. } = s;
-            rt.block_on(pg_schema::migrate(client.as_mut().expect("connected above")))
-        })??;
+        let failed = |e: StoreError| StoreOpenError::Failed(e.0);
+        store.call(|s| s.client().map(|_| ())).map_err(failed)?.map_err(|e| StoreOpenError::Unreachable(e.0))?;
+        store
+            .call(|s| {
+                let Session { rt, client, .. } = s;
+                rt.block_on(pg_schema::migrate(client.as_mut().expect("connected above")))
+            })
+            .map_err(failed)?
+            .map_err(failed)?;
         Ok(store)
     }
 

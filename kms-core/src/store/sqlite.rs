@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::statements::{self, CLAIM_NONCE, META_ADVANCE, META_GET, META_PUT, PURGE_NONCES};
-use super::{sqlite_schema, Change};
+use super::{sqlite_schema, Change, StoreOpenError};
 
 pub struct SqliteStore {
     conn: Connection,
@@ -18,9 +18,10 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path`, takes its lock file and migrates the schema.
-    pub fn open(path: &Path) -> Result<SqliteStore, String> {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreOpenError> {
+        let failed = StoreOpenError::Failed;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
         }
         let lock_path = lock_path(path);
         let lock = OpenOptions::new()
@@ -29,28 +30,29 @@ impl SqliteStore {
             .create(true)
             .truncate(false)
             .open(&lock_path)
-            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+            .map_err(|e| failed(format!("cannot open {}: {e}", lock_path.display())))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(format!(
+                return Err(StoreOpenError::InUse(format!(
                     "the store {} is in use by another process (lock {})",
                     path.display(),
                     lock_path.display()
-                ))
+                )))
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(format!("{}: {e}", lock_path.display())),
+            Err(std::fs::TryLockError::Error(e)) => return Err(failed(format!("{}: {e}", lock_path.display()))),
         }
-        let mut conn = Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(|e| e.to_string())?;
+        let at = |e: &dyn std::fmt::Display| failed(format!("{}: {e}", path.display()));
+        let mut conn = Connection::open(path).map_err(|e| at(&e))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(|e| at(&e))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(format!("{}: cannot switch to WAL mode (got {mode})", path.display()));
+            return Err(failed(format!("{}: cannot switch to WAL mode (got {mode})", path.display())));
         }
         conn.execute_batch(
             "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON; PRAGMA busy_timeout=5000;",
         )
-        .map_err(|e| e.to_string())?;
-        sqlite_schema::migrate(&mut conn).map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| at(&e))?;
+        sqlite_schema::migrate(&mut conn).map_err(|e| at(&e))?;
         Ok(SqliteStore { conn, path: path.to_path_buf(), _lock: lock })
     }
 
@@ -245,6 +247,6 @@ pub(crate) mod tests {
         let path = dir.path().join("kms.db");
         let _s = SqliteStore::open(&path).unwrap();
         let e = SqliteStore::open(&path).err().unwrap();
-        assert!(e.contains("in use"), "{e}");
+        assert!(matches!(&e, StoreOpenError::InUse(m) if m.contains("in use")), "{e}");
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use kms_sidecar::app;
 use kms_sidecar::config::Config;
+use kms_sidecar::start_error::StartError;
 
 #[derive(Parser, Debug)]
 #[command(name = "kms-sidecar", version, about = "Local KMS speaking the Alibaba Cloud KMS 2016-01-20 API")]
@@ -49,14 +50,14 @@ fn main() {
     let args = Args::parse();
     if let Err(e) = run(args) {
         eprintln!("kms-sidecar: {e}");
-        std::process::exit(1);
+        std::process::exit(e.exit_code());
     }
 }
 
-fn run(args: Args) -> Result<(), String> {
+fn run(args: Args) -> Result<(), StartError> {
     let args_config = args.config.clone();
     let mut cfg = match &args.config {
-        Some(p) => Config::load(p)?,
+        Some(p) => Config::load(p).map_err(StartError::Config)?,
         None => Config::default(),
     };
     if let Some(d) = args.data_dir {

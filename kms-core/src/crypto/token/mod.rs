@@ -49,6 +49,17 @@ impl std::fmt::Debug for TokenConfig {
     }
 }
 
+/// Why a token could not be opened, by what an operator does about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenOpenError {
+    /// The PKCS#11 module cannot be loaded, or no slot holds the token.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The token refused the PIN (wrong, locked or expired).
+    #[error("{0}")]
+    Login(String),
+}
+
 /// An initialised module, the slot of the token, and a pool of logged-in sessions.
 pub struct Token {
     ctx: Pkcs11,
@@ -162,12 +173,15 @@ impl Token {
     }
 
     /// Loads the module, finds the token by label and checks the PIN.
-    pub fn open(cfg: &TokenConfig) -> Result<Arc<Token>, String> {
-        let ctx = module(&cfg.module)?;
-        let slot = find_slot(&ctx, &cfg.token_label, cfg.slot)?.ok_or_else(|| match cfg.slot {
-            Some(id) => format!("no PKCS#11 token in slot {id} of {}", cfg.module.display()),
-            None => format!("no PKCS#11 token labelled {:?} in {}", cfg.token_label, cfg.module.display()),
-        })?;
+    pub fn open(cfg: &TokenConfig) -> Result<Arc<Token>, TokenOpenError> {
+        let ctx = module(&cfg.module).map_err(TokenOpenError::Unavailable)?;
+        let slot =
+            find_slot(&ctx, &cfg.token_label, cfg.slot).map_err(TokenOpenError::Unavailable)?.ok_or_else(|| {
+                TokenOpenError::Unavailable(match cfg.slot {
+                    Some(id) => format!("no PKCS#11 token in slot {id} of {}", cfg.module.display()),
+                    None => format!("no PKCS#11 token labelled {:?} in {}", cfg.token_label, cfg.module.display()),
+                })
+            })?;
         let token = Token {
             ctx,
             slot: Mutex::new(slot),
@@ -179,7 +193,7 @@ impl Token {
             mechanisms: Mutex::new(None),
         };
         // Log in once now, so a wrong PIN stops the start instead of the first request.
-        drop(token.session_raw().map_err(|e| format!("login to token {}: {e}", token.label))?);
+        drop(token.session_raw().map_err(|e| TokenOpenError::Login(format!("login to token {}: {e}", token.label)))?);
         Ok(Arc::new(token))
     }
 
