@@ -19,6 +19,8 @@ pub mod interval;
 pub mod model;
 pub mod policy;
 pub mod store;
+#[cfg(feature = "test-store")]
+pub mod test_store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{EngineConfig, Limits};

@@ -591,12 +591,6 @@ fn dry_run_error() -> KmsError {
 mod tests;
 
 #[cfg(test)]
-mod tests_asym;
-
-#[cfg(test)]
-mod tests_secrets;
-
-#[cfg(test)]
 mod tests_shared;
 
 #[cfg(test)]

@@ -135,7 +135,7 @@ fn random_step(e: &Engine, rng: &mut StdRng) {
 fn filtered_pages_from_the_directory_are_what_the_store_scan_finds() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let open = || Engine::open(super::tests::options(dir.path(), clock.clone(), EngineConfig::default())).unwrap();
+    let open = || Engine::open(crate::test_store::options(dir.path(), clock.clone(), EngineConfig::default())).unwrap();
     let mut e = open();
     let mut rng = StdRng::seed_from_u64(7);
     // Built on the first filtered listing, then kept by the changes alone.

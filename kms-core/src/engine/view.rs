@@ -255,7 +255,27 @@ impl<'e> View<'e> {
     }
 }
 
-/// What tests look at besides the API: the store's rows and the cache's entries.
+/// What tests – the crate's own and its integration tests (feature `test-store`) – read past the
+/// API: rows that must really be gone.
+#[cfg(any(test, feature = "test-store"))]
+impl Engine {
+    /// Every version row of every key.
+    pub fn stored_versions(&self) -> Vec<crate::model::VersionRecord> {
+        self.reader
+            .run(|db| {
+                let sql = format!("SELECT {} FROM key_versions", crate::store::rows::VERSION_COLUMNS);
+                crate::store::rows::all(db, &sql, &[], crate::store::rows::version)
+            })
+            .unwrap()
+    }
+
+    /// Every tag row of a resource type.
+    pub fn stored_tags(&self, rt: ResourceType) -> Vec<(String, String, String)> {
+        self.reader.run(move |db| reads::tag_rows(db, rt, None, &[], 0, u32::MAX)).unwrap()
+    }
+}
+
+/// What the crate's own tests look at besides the API: the store's rows and the cache's entries.
 #[cfg(test)]
 impl Engine {
     pub(super) fn stored_key(&self, id: &str) -> Option<reads::KeyRows> {
@@ -268,26 +288,11 @@ impl Engine {
         self.reader.run(move |db| reads::secret(db, &name)).unwrap()
     }
 
-    /// Every version row of every key.
-    pub(super) fn stored_versions(&self) -> Vec<crate::model::VersionRecord> {
-        self.reader
-            .run(|db| {
-                let sql = format!("SELECT {} FROM key_versions", crate::store::rows::VERSION_COLUMNS);
-                crate::store::rows::all(db, &sql, &[], crate::store::rows::version)
-            })
-            .unwrap()
-    }
-
     pub(super) fn stored_key_count(&self) -> usize {
         self.reader
             .run(|db| crate::store::rows::first(db, "SELECT count(*) FROM keys", &[], |r| r.int(0)))
             .unwrap()
             .unwrap() as usize
-    }
-
-    /// Every tag row of a resource type.
-    pub(super) fn stored_tags(&self, rt: ResourceType) -> Vec<(String, String, String)> {
-        self.reader.run(move |db| reads::tag_rows(db, rt, None, &[], 0, u32::MAX)).unwrap()
     }
 
     /// A ListSecrets page as the store's scan finds it (what the secret directory must agree

@@ -1,13 +1,14 @@
 //! Secrets Manager, tags and GetRandomPassword, in process with a manual clock.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
-use super::*;
-use crate::api::*;
-use crate::clock::{ManualClock, DAY};
-use crate::ErrorCode as E;
-use crate::Limits;
+use kms_core::api::*;
+use kms_core::clock::{ManualClock, DAY};
+use kms_core::ErrorCode as E;
+use kms_core::Limits;
+use kms_core::*;
 
 const T0: i64 = 1_700_000_000;
 
@@ -19,7 +20,7 @@ fn engine_with(limits: Limits) -> (tempfile::TempDir, Arc<ManualClock>, Engine) 
 }
 
 fn open(dir: &Path, clock: Arc<ManualClock>, limits: Limits) -> Engine {
-    Engine::open(super::tests::options(dir, clock, EngineConfig { limits, ..Default::default() })).unwrap()
+    Engine::open(kms_core::test_store::options(dir, clock, EngineConfig { limits, ..Default::default() })).unwrap()
 }
 
 fn engine() -> (tempfile::TempDir, Arc<ManualClock>, Engine) {
@@ -267,7 +268,7 @@ fn deletion_window_restore_and_purge() {
     assert_eq!(del(None, Some(31)).unwrap_err().code(), E::InvalidParameter);
     assert_eq!(del(Some(true), Some(7)).unwrap_err().code(), E::InvalidParameter);
     let r = del(None, None).unwrap();
-    assert_eq!(r.planned_delete_time, crate::clock::format_iso(T0 + 30 * DAY), "30 days by default");
+    assert_eq!(r.planned_delete_time, kms_core::clock::format_iso(T0 + 30 * DAY), "30 days by default");
     assert_eq!(get(&e, "s", None, None).unwrap_err().code(), E::ResourceInDeleteWindow);
     assert_eq!(put(&e, "s", "v2", "x", None).unwrap_err().code(), E::ResourceInDeleteWindow);
     assert_eq!(create(&e, "s", "again").unwrap_err().code(), E::ResourceInDeleteWindow);
@@ -337,7 +338,7 @@ fn values_are_sealed_at_rest_and_survive_a_reopen() {
     create(&e, "s", "marker-3b9f0c2e-plaintext").unwrap();
     put(&e, "s", "v2", "marker-77aa11ee-plaintext", None).unwrap();
     drop(e);
-    for (name, bytes) in super::tests::stored_files(dir.path()) {
+    for (name, bytes) in kms_core::test_store::stored_files(dir.path()) {
         for m in [&b"marker-3b9f0c2e"[..], b"marker-77aa11ee"] {
             assert!(!bytes.windows(m.len()).any(|w| w == m), "{name} holds a secret value");
         }
@@ -522,7 +523,7 @@ fn tags_on_keys_and_secrets() {
         .unwrap();
     clock.advance(7 * DAY);
     e.run_maintenance();
-    assert!(e.stored_tags(crate::model::ResourceType::Key).iter().all(|(id, _, _)| id != &key));
+    assert!(e.stored_tags(kms_core::model::ResourceType::Key).iter().all(|(id, _, _)| id != &key));
 }
 
 #[test]

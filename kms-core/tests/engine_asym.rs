@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use super::tests::options;
-use super::*;
-use crate::api::*;
-use crate::clock::{ManualClock, DAY};
-use crate::crypto::asym::{sha256, AsymAlgorithm, AsymKey, PrivateKey};
-use crate::model::KeySpec;
-use crate::ErrorCode as E;
+use kms_core::api::*;
+use kms_core::clock::{ManualClock, DAY};
+use kms_core::crypto::asym::{sha256, AsymAlgorithm, AsymKey, PrivateKey};
+use kms_core::model::KeySpec;
+use kms_core::test_store::options;
+use kms_core::ErrorCode as E;
+use kms_core::*;
 
 const T0: i64 = 1_700_000_000;
 
@@ -343,7 +343,8 @@ fn params(e: &Engine, k: &str, spec: &str, alg: &str) -> GetParametersForImportR
 }
 
 fn wrap(p: &GetParametersForImportResponse, spec: KeySpec, alg: &str, material: &[u8]) -> Vec<u8> {
-    crate::crypto::asym::encrypt_to_public(spec, &p.public_key, AsymAlgorithm::parse(alg).unwrap(), material).unwrap()
+    kms_core::crypto::asym::encrypt_to_public(spec, &p.public_key, AsymAlgorithm::parse(alg).unwrap(), material)
+        .unwrap()
 }
 
 fn import(e: &Engine, k: &str, p: &GetParametersForImportResponse, wrapped: Vec<u8>, expire: i64) -> Result<()> {
@@ -370,7 +371,7 @@ fn byok_import_with_every_wrapping_algorithm() {
         let k = external(&e, key_spec);
         assert_eq!(e.describe_key(&me(), &k).unwrap().key_metadata.key_state, "PendingImport");
         let p = params(&e, &k, spec.as_str(), alg);
-        assert_eq!(p.token_expire_time, crate::clock::format_iso(T0 + DAY));
+        assert_eq!(p.token_expire_time, kms_core::clock::format_iso(T0 + DAY));
         let material = vec![0x5c; len];
         import(&e, &k, &p, wrap(&p, spec, alg, &material), 0).unwrap();
         let md = e.describe_key(&me(), &k).unwrap().key_metadata;
@@ -385,10 +386,10 @@ fn byok_import_with_every_wrapping_algorithm() {
                 EncryptRequest { key_id: k.clone(), plaintext: SecretBytes::from(&b"byok"[..]), ..Default::default() },
             )
             .unwrap();
-        let alg_sym = crate::crypto::Algorithm::for_spec(KeySpec::parse(key_spec).unwrap()).unwrap();
-        let cipher = crate::crypto::SymCipher::new(alg_sym, &material).unwrap();
-        let h = crate::crypto::blob::parse(&ct.ciphertext_blob).unwrap();
-        assert_eq!(&crate::crypto::blob::open(&cipher, &h, &ct.ciphertext_blob, b"").unwrap()[..], b"byok");
+        let alg_sym = kms_core::crypto::Algorithm::for_spec(KeySpec::parse(key_spec).unwrap()).unwrap();
+        let cipher = kms_core::crypto::SymCipher::new(alg_sym, &material).unwrap();
+        let h = kms_core::crypto::blob::parse(&ct.ciphertext_blob).unwrap();
+        assert_eq!(&kms_core::crypto::blob::open(&cipher, &h, &ct.ciphertext_blob, b"").unwrap()[..], b"byok");
     }
 }
 
@@ -480,7 +481,7 @@ fn deleted_or_expired_material_blocks_ciphertexts_until_the_same_material_return
     let p = params(&e, &k, "EC_SM2", "SM2PKE");
     import(&e, &k, &p, wrap(&p, KeySpec::EcSm2, "SM2PKE", &material), T0 + 10 * DAY).unwrap();
     let md = e.describe_key(&me(), &k).unwrap().key_metadata;
-    assert_eq!(md.material_expire_time, crate::clock::format_iso(T0 + 10 * DAY));
+    assert_eq!(md.material_expire_time, kms_core::clock::format_iso(T0 + 10 * DAY));
     let ct = e
         .encrypt(
             &me(),
