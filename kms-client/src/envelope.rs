@@ -11,6 +11,7 @@ use kms_core::api::{
     DecryptRequest, DecryptResponse, GenerateDataKeyRequest, GenerateDataKeyResponse, ReEncryptRequest,
     ReEncryptResponse,
 };
+use kms_core::store::StoreOpenError;
 use kms_core::{Caller, Engine, KmsError, OpenError};
 use zeroize::Zeroizing;
 
@@ -249,10 +250,13 @@ impl From<ConnectError> for Failure {
             ConnectError::Invalid(_) => EXIT_USAGE,
             // The embedded engine is the KMS: a store it cannot reach or that another process
             // holds is an unreachable KMS, a root key that does not open it a refusal.
-            ConnectError::Store(OpenError::Unreachable(_) | OpenError::InUse(_)) => EXIT_KMS_UNREACHABLE,
+            ConnectError::Store(OpenError::Store(StoreOpenError::Unreachable(_) | StoreOpenError::InUse(_))) => {
+                EXIT_KMS_UNREACHABLE
+            }
             ConnectError::Store(OpenError::WrongRootKey(_)) => EXIT_KMS_REFUSED,
-            ConnectError::Store(OpenError::Invalid(_)) => EXIT_USAGE,
-            ConnectError::Store(OpenError::Failed(_)) | ConnectError::StoreDir(_) => EXIT_OTHER,
+            ConnectError::Store(OpenError::Store(StoreOpenError::Invalid(_))) => EXIT_USAGE,
+            ConnectError::Store(OpenError::Store(StoreOpenError::Failed(_)) | OpenError::Failed(_))
+            | ConnectError::StoreDir(_) => EXIT_OTHER,
         };
         Failure::new(code, e)
     }

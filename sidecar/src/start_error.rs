@@ -4,6 +4,7 @@
 
 use kms_client::exit::{EXIT_KMS_REFUSED, EXIT_KMS_UNREACHABLE, EXIT_OTHER, EXIT_USAGE};
 use kms_core::crypto::token::TokenOpenError;
+use kms_core::store::StoreOpenError;
 use kms_core::OpenError;
 
 /// The sidecar's "in use" code, the same number the encryptors use for theirs.
@@ -67,11 +68,11 @@ impl From<OpenError> for StartError {
     fn from(e: OpenError) -> Self {
         let m = e.to_string();
         match e {
-            OpenError::Invalid(_) => StartError::Config(m),
-            OpenError::Unreachable(_) => StartError::Unreachable(m),
-            OpenError::InUse(_) => StartError::InUse(m),
+            OpenError::Store(StoreOpenError::Invalid(_)) => StartError::Config(m),
+            OpenError::Store(StoreOpenError::Unreachable(_)) => StartError::Unreachable(m),
+            OpenError::Store(StoreOpenError::InUse(_)) => StartError::InUse(m),
             OpenError::WrongRootKey(_) => StartError::Refused(m),
-            OpenError::Failed(_) => StartError::Other(m),
+            OpenError::Store(StoreOpenError::Failed(_)) | OpenError::Failed(_) => StartError::Other(m),
         }
     }
 }

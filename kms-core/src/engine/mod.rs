@@ -63,34 +63,15 @@ use view::View;
 /// their exit code by it).
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    /// The store's location is malformed.
+    /// The store could not be opened (its message names where the store is).
     #[error("{0}")]
-    Invalid(String),
-    /// The store's database server cannot be reached or would not let us in.
-    #[error("{0}")]
-    Unreachable(String),
-    /// Another process holds the store.
-    #[error("{0}")]
-    InUse(String),
+    Store(StoreOpenError),
     /// The root key given is not the one the store is sealed under.
     #[error("{0}")]
     WrongRootKey(String),
     /// Anything else: a file that cannot be read, a damaged store, keys this process cannot use.
     #[error("{0}")]
     Failed(String),
-}
-
-impl OpenError {
-    /// A store's refusal, prefixed with where the store is.
-    fn store(at: &StoreLocation, e: StoreOpenError) -> OpenError {
-        let m = format!("{at}: {e}");
-        match e {
-            StoreOpenError::Invalid(_) => OpenError::Invalid(m),
-            StoreOpenError::Unreachable(_) => OpenError::Unreachable(m),
-            StoreOpenError::InUse(_) => OpenError::InUse(m),
-            StoreOpenError::Failed(_) => OpenError::Failed(m),
-        }
-    }
 }
 
 /// Where the engine keeps its data and what protects it.
@@ -221,7 +202,7 @@ impl Engine {
     /// a million. On a shared store, also starts following its change feed.
     pub fn open(opts: EngineOptions) -> Result<Engine, OpenError> {
         let at = |e: StoreError| OpenError::Failed(format!("{}: {e}", opts.store));
-        let opening = |e: StoreOpenError| OpenError::store(&opts.store, e);
+        let opening = |e: StoreOpenError| OpenError::Store(e.at(&opts.store));
         let mut store = Store::open(&opts.store).map_err(opening)?;
         let sealed = meta_or_init(&mut store, ROOT_CHECK_NAME, || {
             opts.protector.seal(ROOT_CHECK_AAD, ROOT_CHECK_PLAINTEXT).map_err(|e| e.to_string())

@@ -132,6 +132,19 @@ pub enum StoreOpenError {
     Failed(String),
 }
 
+impl StoreOpenError {
+    /// The same refusal, its message prefixed with where the store is.
+    pub fn at(self, location: &impl std::fmt::Display) -> StoreOpenError {
+        let prefixed = |m: String| format!("{location}: {m}");
+        match self {
+            StoreOpenError::Invalid(m) => StoreOpenError::Invalid(prefixed(m)),
+            StoreOpenError::Unreachable(m) => StoreOpenError::Unreachable(prefixed(m)),
+            StoreOpenError::InUse(m) => StoreOpenError::InUse(prefixed(m)),
+            StoreOpenError::Failed(m) => StoreOpenError::Failed(prefixed(m)),
+        }
+    }
+}
+
 impl From<StoreOpenError> for StoreError {
     fn from(e: StoreOpenError) -> Self {
         StoreError(e.to_string())
