@@ -59,9 +59,10 @@ pub fn open_root_key(
     dir: &std::path::Path,
     create: bool,
 ) -> Result<RootKey, StartError> {
-    let token = match hsm.enabled || hsm.root_key_in_hsm {
-        true => Some(Token::open(&hsm.token_config().map_err(StartError::Config)?)?),
-        false => None,
+    let token = if hsm.enabled || hsm.root_key_in_hsm {
+        Some(Token::open(&hsm.token_config().map_err(StartError::Config)?)?)
+    } else {
+        None
     };
     let protector: Arc<dyn Protector> = match &token {
         Some(t) if hsm.root_key_in_hsm => Arc::new(TokenRootKey::load_or_create(t.clone(), &hsm.root_key_label)?),
