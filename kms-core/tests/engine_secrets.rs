@@ -204,22 +204,37 @@ fn stage_state_machine() {
             |e| stage(e, "s", "ACSCurrent", Some("v4"), Some("v3")).map(drop),
             &[("v1", &[]), ("v2", &["Beta"]), ("v3", &["ACSCurrent"]), ("v4", &["ACSPrevious"])],
         ),
+        (
+            "the user guide's rotation step: ACSCurrent → v4 by MoveToVersion alone",
+            |e| stage(e, "s", "ACSCurrent", None, Some("v4")).map(drop),
+            &[("v1", &[]), ("v2", &["Beta"]), ("v3", &["ACSPrevious"]), ("v4", &["ACSCurrent"])],
+        ),
+        (
+            "a custom stage moved by MoveToVersion alone",
+            |e| stage(e, "s", "Beta", None, Some("v1")).map(drop),
+            &[("v1", &["Beta"]), ("v2", &[]), ("v3", &["ACSPrevious"]), ("v4", &["ACSCurrent"])],
+        ),
+        (
+            "moving a stage onto the version that has it changes nothing",
+            |e| stage(e, "s", "ACSCurrent", None, Some("v4")).map(drop),
+            &[("v1", &["Beta"]), ("v2", &[]), ("v3", &["ACSPrevious"]), ("v4", &["ACSCurrent"])],
+        ),
     ];
     for (what, op, want) in steps {
         op(&e).unwrap_or_else(|err| panic!("{what}: {err:?}"));
         assert_eq!(stages(&e, "s"), map(want), "after {what}");
     }
-    assert_eq!(get(&e, "s", None, None).unwrap().secret_data.expose(), "three");
-    assert_eq!(get(&e, "s", None, Some("ACSPrevious")).unwrap().secret_data.expose(), "four");
-    assert_eq!(get(&e, "s", Some("v2"), Some("Beta")).unwrap().secret_data.expose(), "two");
+    assert_eq!(get(&e, "s", None, None).unwrap().secret_data.expose(), "four");
+    assert_eq!(get(&e, "s", None, Some("ACSPrevious")).unwrap().secret_data.expose(), "three");
+    assert_eq!(get(&e, "s", Some("v1"), Some("Beta")).unwrap().secret_data.expose(), "one");
 
     // Refused, each leaving the stages unchanged.
     let before = stages(&e, "s");
     let refusals: Vec<(&str, Result<SecretNameResponse>, E)> = vec![
-        ("moving without naming the holder", stage(&e, "s", "ACSCurrent", None, Some("v1")), E::InvalidParameter),
         ("naming the wrong holder", stage(&e, "s", "ACSCurrent", Some("v1"), Some("v2")), E::InvalidParameter),
-        ("removing ACSCurrent", stage(&e, "s", "ACSCurrent", Some("v3"), None), E::InvalidParameter),
-        ("removing from a version without it", stage(&e, "s", "Beta", Some("v1"), None), E::InvalidParameter),
+        ("naming a holder of a stage nobody has", stage(&e, "s", "Gamma", Some("v1"), Some("v2")), E::InvalidParameter),
+        ("removing ACSCurrent", stage(&e, "s", "ACSCurrent", Some("v4"), None), E::InvalidParameter),
+        ("removing from a version without it", stage(&e, "s", "Beta", Some("v2"), None), E::InvalidParameter),
         ("unknown version", stage(&e, "s", "Beta", Some("v2"), Some("v9")), E::ResourceNotFound),
         ("neither remove nor move", stage(&e, "s", "Beta", None, None), E::MissingParameter),
     ];
@@ -229,9 +244,9 @@ fn stage_state_machine() {
     assert_eq!(stages(&e, "s"), before);
 
     // A version id is written once.
-    let same = put(&e, "s", "v2", "two", None).unwrap();
+    let same = put(&e, "s", "v1", "one", None).unwrap();
     assert_eq!(same.version_stages.version_stage, ["Beta"], "same value again: a no-op");
-    assert_eq!(put(&e, "s", "v2", "other", None).unwrap_err().code(), E::ResourceExist);
+    assert_eq!(put(&e, "s", "v1", "other", None).unwrap_err().code(), E::ResourceExist);
     assert_eq!(put(&e, "s", "v5", "x", Some("[1]")).unwrap_err().code(), E::InvalidParameter);
     assert_eq!(stages(&e, "s"), before);
 }

@@ -604,28 +604,19 @@ impl Engine {
             }
             let holder = before.iter().find(|v| v.stages.iter().any(|x| x == stage)).map(|v| v.version_id.as_str());
             let mut after = before.clone();
+            // RemoveFromVersion, when given, must name the version that has the stage now.
+            if let Some(from) = remove.filter(|from| holder != Some(*from)) {
+                return Err(KmsError::invalid(
+                    "RemoveFromVersion",
+                    format_args!("version {from} does not have stage {stage}"),
+                ));
+            }
             match move_to {
-                Some(to) => {
-                    if let Some(h) = holder.filter(|h| *h != to) {
-                        if remove != Some(h) {
-                            return Err(KmsError::invalid(
-                                "RemoveFromVersion",
-                                format_args!(
-                                    "stage {stage} is on version {h}; name it in RemoveFromVersion to move the stage"
-                                ),
-                            ));
-                        }
-                    }
-                    move_stage(&mut after, stage, to);
-                }
+                // Moved from whichever version has it: a stage is on one version at a time, so
+                // naming that version is optional (the user guide's rotation walkthrough moves
+                // ACSCurrent with MoveToVersion alone; the old current becomes ACSPrevious).
+                Some(to) => move_stage(&mut after, stage, to),
                 None => {
-                    let from = remove.expect("checked above");
-                    if holder != Some(from) {
-                        return Err(KmsError::invalid(
-                            "RemoveFromVersion",
-                            format_args!("version {from} does not have stage {stage}"),
-                        ));
-                    }
                     if stage == ACS_CURRENT {
                         return Err(KmsError::invalid(
                             "VersionStage",

@@ -55,6 +55,25 @@ def test_secrets_manager_client_reads_and_follows_rotation(env, tea, unique):
     assert previous.version_id == "v1"
 
 
+def test_user_guide_db_password_rotation(core, unique):
+    """The user guide's manual rotation of a database password (凭据管家, 轮转), its calls as shown:
+    a random password, the new version under a pending label, then ACSCurrent moved to it with
+    MoveToVersion alone – the old current becomes ACSPrevious."""
+    name = "db_cred-" + unique
+    core("CreateSecret", SecretName=name, VersionId="v1", SecretData='{"uname": "alice", "pwd": "old"}')
+    password = core("GetRandomPassword", ExcludePunctuation="true")["RandomPassword"]
+    assert len(password) == 32 and password.isalnum()
+    core("PutSecretValue", SecretName=name, SecretData='{"uname": "alice", "pwd": "%s"}' % password,
+         VersionId="v2", VersionStages='["MyPendingLabel"]')
+    assert json.loads(core("GetSecretValue", SecretName=name)["SecretData"])["pwd"] == "old"
+    core("UpdateSecretVersionStage", SecretName=name, VersionStage="ACSCurrent", MoveToVersion="v2")
+    current = core("GetSecretValue", SecretName=name)
+    assert current["VersionId"] == "v2" and json.loads(current["SecretData"])["pwd"] == password
+    ids = core("ListSecretVersionIds", SecretName=name)
+    stages = {v["VersionId"]: sorted(v["VersionStages"]["VersionStage"]) for v in ids["VersionIds"]["VersionId"]}
+    assert stages == {"v1": ["ACSPrevious"], "v2": ["ACSCurrent", "MyPendingLabel"]}
+
+
 def test_secret_lifecycle_with_py_core(core, unique):
     name = "core-" + unique
     created = core("CreateSecret", SecretName=name, SecretData="first", VersionId="v1", Description="d",
