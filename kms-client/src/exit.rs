@@ -14,6 +14,17 @@ pub const EXIT_KMS_REFUSED: i32 = 4;
 /// The KMS could not be reached, or nothing says where it is.
 pub const EXIT_KMS_UNREACHABLE: i32 = 5;
 
+/// For a command that prints and exits – not a daemon: a reader that goes away (`kmsctl ListKeys
+/// | head -1`) ends the process quietly, as it ends `ls` or `cat`, instead of `println!`
+/// panicking on EPIPE. Rust starts programs with SIGPIPE ignored so that a server sees EPIPE as
+/// an error on one connection; `kmsfs mount` and `blockcrypt serve` must keep it that way.
+pub fn end_quietly_on_closed_output() {
+    // SAFETY: signal(2) with SIG_DFL installs no handler code (nothing runs in signal context);
+    // it only changes the process's disposition for SIGPIPE, called from the main thread before
+    // any other thread exists or any output is written.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
 /// A command-line failure: the message to print and the exit code.
 #[derive(Debug)]
 pub struct Failure {

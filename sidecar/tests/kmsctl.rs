@@ -133,3 +133,27 @@ fn secret_verbs() {
     let missing = kmsctl(&s, &["get-secret", "nope"], None);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("Forbidden.ResourceNotFound (HTTP 404)"));
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_kmsctl_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let s = Sidecar::start();
+    for _ in 0..40 {
+        kmsctl(&s, &["create-key", "--description", &"x".repeat(200)], None);
+    }
+    // `kmsctl ListKeys | head -0`: the pipe's read end is closed before kmsctl writes.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_kmsctl"))
+        .args(["--endpoint", &format!("http://{}", s.http), "ListKeys", "--PageSize", "100"])
+        .env("KMS_ACCESS_KEY_ID", common::OWNER_ID)
+        .env("KMS_ACCESS_KEY_SECRET", common::OWNER_SECRET)
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    const SIGPIPE: i32 = 13;
+    assert_eq!(out.status.signal(), Some(SIGPIPE), "ended by SIGPIPE like ls or cat: {:?} {stderr}", out.status);
+}

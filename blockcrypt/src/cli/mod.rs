@@ -187,6 +187,9 @@ pub const EXIT_CHECK: i32 = 7;
 
 pub fn run() -> i32 {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        kms_client::exit::end_quietly_on_closed_output();
+    }
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into());
     use std::io::IsTerminal;
     tracing_subscriber::fmt()

@@ -86,6 +86,9 @@ pub const EXIT_FSCK: i32 = 7;
 
 pub fn run() -> i32 {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Mount { .. }) {
+        kms_client::exit::end_quietly_on_closed_output();
+    }
     let verbose = matches!(&cli.command, Command::Mount { foreground: true, .. }) || daemon::is_daemon();
     // A background mount without --log-file logs to syslog or a file of its own (daemon_log.rs).
     let own_log = match &cli.command {

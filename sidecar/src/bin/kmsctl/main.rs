@@ -25,6 +25,7 @@ use io::{parse_action_params, print_json, read_input, write_output};
 use serde_json::Value;
 
 fn main() {
+    kms_client::exit::end_quietly_on_closed_output();
     let args = Args::parse();
     if let Err(e) = run(args) {
         eprintln!("kmsctl: {}", e.message);
