@@ -58,12 +58,6 @@ impl From<String> for StartError {
     }
 }
 
-impl From<&str> for StartError {
-    fn from(m: &str) -> Self {
-        StartError::Other(m.to_string())
-    }
-}
-
 impl From<OpenError> for StartError {
     fn from(e: OpenError) -> Self {
         let m = e.to_string();

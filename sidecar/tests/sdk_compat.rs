@@ -14,10 +14,7 @@ mod common;
 use std::process::Command;
 
 use common::{start_nodes, workspace, Sidecar};
-
-fn skip() -> bool {
-    std::env::var("KMS_SKIP_SDK_TESTS").is_ok_and(|v| v == "1")
-}
+use kms_e2e::{sdk_tests_skipped, venv_python};
 
 fn run_suite(name: &str, mut cmd: Command, sidecar: &Sidecar) {
     cmd.current_dir(workspace()).envs(sidecar.env());
@@ -31,16 +28,9 @@ fn pytest(python: &std::path::Path, suite: &str) -> Command {
     cmd
 }
 
-fn venv_python() -> std::path::PathBuf {
-    let python = workspace().join(".ci-cache/venv/bin/python");
-    assert!(python.exists(), "{} is missing: run `bash .ci/setup` (or set KMS_SKIP_SDK_TESTS=1)", python.display());
-    python
-}
-
 #[test]
 fn python_sdks() {
-    if skip() {
-        eprintln!("KMS_SKIP_SDK_TESTS=1: skipped");
+    if sdk_tests_skipped() {
         return;
     }
     let python = venv_python();
@@ -67,8 +57,7 @@ fn python_sdks() {
 
 #[test]
 fn python_sdks_on_three_nodes_of_one_store() {
-    if skip() {
-        eprintln!("KMS_SKIP_SDK_TESTS=1: skipped");
+    if sdk_tests_skipped() {
         return;
     }
     assert!(pg_harness::available(), "PostgreSQL server binaries are needed (bash .ci/setup installs postgresql)");
@@ -99,8 +88,7 @@ fn python_sdks_on_three_nodes_of_one_store() {
 
 #[test]
 fn node_sdks() {
-    if skip() {
-        eprintln!("KMS_SKIP_SDK_TESTS=1: skipped");
+    if sdk_tests_skipped() {
         return;
     }
     let modules = workspace().join("sidecar/tests/sdk/node/node_modules");

@@ -19,6 +19,36 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// The workspace's root directory (where `.ci-cache/` and the SDK test suites are).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").to_path_buf()
+}
+
+/// Whether the tests that need Alibaba's SDKs are to be skipped (`KMS_SKIP_SDK_TESTS=1`, on a
+/// machine without them); says so on stderr when they are.
+pub fn sdk_tests_skipped() -> bool {
+    let skip = std::env::var("KMS_SKIP_SDK_TESTS").is_ok_and(|v| v == "1");
+    if skip {
+        eprintln!("KMS_SKIP_SDK_TESTS=1: skipped");
+    }
+    skip
+}
+
+/// The Python of the virtualenv `.ci/setup` installs Alibaba's Python SDKs into.
+pub fn venv_python() -> PathBuf {
+    let python = workspace().join(".ci-cache/venv/bin/python");
+    assert!(python.exists(), "{} is missing: run `bash .ci/setup` (or set KMS_SKIP_SDK_TESTS=1)", python.display());
+    python
+}
+
+/// The key version a kmsfs volume's data key is wrapped under, from the blob header in its config.
+pub fn kmsfs_wrapping_version(cipher: &Path) -> String {
+    use base64::Engine as _;
+    let conf: serde_json::Value = serde_json::from_slice(&std::fs::read(cipher.join("kmsfs.conf")).unwrap()).unwrap();
+    let blob = base64::engine::general_purpose::STANDARD.decode(conf["wrapped_data_key"].as_str().unwrap()).unwrap();
+    kms_core::crypto::blob::parse(&blob).unwrap().version_id.to_string()
+}
+
 /// Runs `program` with `args`; its output.
 pub fn run(program: &str, args: &[&str]) -> Output {
     Command::new(bin(program)).args(args).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{program}: {e}"))

@@ -3,13 +3,11 @@
 //! node C rotates both CMKs again and again; then both rewrap – each through its own node – to
 //! the newest version node C made, mount and serve again, and read back every byte.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use kms_client::client::Client;
 use kms_e2e::sidecar::{config_for_services, Sidecar};
-use kms_e2e::{ok, run, tool, KmsfsMount, NbdServer};
+use kms_e2e::{kmsfs_wrapping_version, ok, run, tool, KmsfsMount, NbdServer};
 
 /// The sidecars' default lease: how stale a node's view of a rotation may be.
 const LEASE: Duration = Duration::from_secs(2);
@@ -18,13 +16,6 @@ fn create_version(owner: &Client, key: &str) -> String {
     let v: serde_json::Value =
         owner.call("CreateKeyVersion", &kms_core::api::KeyIdRequest { key_id: key.to_string() }).unwrap();
     v["KeyVersion"]["KeyVersionId"].as_str().unwrap().to_string()
-}
-
-/// The key version the volume's data key is wrapped under, from the blob header in its config.
-fn kmsfs_wrapping_version(cipher: &Path) -> String {
-    let conf: serde_json::Value = serde_json::from_slice(&std::fs::read(cipher.join("kmsfs.conf")).unwrap()).unwrap();
-    let blob = base64::engine::general_purpose::STANDARD.decode(conf["wrapped_data_key"].as_str().unwrap()).unwrap();
-    kms_core::crypto::blob::parse(&blob).unwrap().version_id.to_string()
 }
 
 /// Runs `attempt` until it returns what `want` is, for at most the lease and a margin: a node

@@ -8,11 +8,13 @@
 //! services never on the app's, and the app's one forbidden attempt is recorded as its own.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use kms_e2e::sidecar::{config_for_services, Sidecar, OWNER_ID, OWNER_SECRET};
-use kms_e2e::{bin, ok, run, tool, KmsfsMount, NbdServer};
+use kms_e2e::{
+    bin, kmsfs_wrapping_version, ok, run, sdk_tests_skipped, tool, venv_python, workspace, KmsfsMount, NbdServer,
+};
 use serde_json::Value;
 
 const APP_ID: &str = "LTAIorderService0001";
@@ -40,10 +42,6 @@ document = '''{{"Version":"1","Statement":[
     c
 }
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
 /// The owner's `kmsctl` against `s`.
 fn kmsctl(s: &Sidecar, args: &[&str]) -> Value {
     let out = Command::new(bin("kmsctl"))
@@ -56,9 +54,7 @@ fn kmsctl(s: &Sidecar, args: &[&str]) -> Value {
 
 /// The SDK application, one command a run (as a job or a request handler would).
 fn app(s: &Sidecar, args: &[&str]) -> String {
-    let python = workspace().join(".ci-cache/venv/bin/python");
-    assert!(python.exists(), "{} is missing: run `bash .ci/setup` (or set KMS_SKIP_SDK_TESTS=1)", python.display());
-    let out: Output = Command::new(python)
+    let out: Output = Command::new(venv_python())
         .arg(workspace().join("tests/apps/envelope_app.py"))
         .args(args)
         .env("KMS_HTTP", &s.http)
@@ -67,14 +63,6 @@ fn app(s: &Sidecar, args: &[&str]) -> String {
         .output()
         .unwrap();
     ok(&out).trim().to_string()
-}
-
-/// The key version a kmsfs volume's data key is wrapped under (from its config's blob header).
-fn volume_version(cipher: &Path) -> String {
-    use base64::Engine as _;
-    let conf: Value = serde_json::from_slice(&std::fs::read(cipher.join("kmsfs.conf")).unwrap()).unwrap();
-    let blob = base64::engine::general_purpose::STANDARD.decode(conf["wrapped_data_key"].as_str().unwrap()).unwrap();
-    kms_core::crypto::blob::parse(&blob).unwrap().version_id.to_string()
 }
 
 /// A field of `blockcrypt info --json`.
@@ -107,8 +95,7 @@ fn check_volume(mnt: &Path, tag: u8) {
 
 #[test]
 fn an_sdk_app_two_volumes_and_two_disks_on_one_sidecar_rotate_rewrap_and_leave_an_attributed_trail() {
-    if std::env::var("KMS_SKIP_SDK_TESTS").is_ok_and(|v| v == "1") {
-        eprintln!("KMS_SKIP_SDK_TESTS=1: skipped");
+    if sdk_tests_skipped() {
         return;
     }
     let s = Sidecar::with_config(&config());
@@ -189,11 +176,11 @@ fn an_sdk_app_two_volumes_and_two_disks_on_one_sidecar_rotate_rewrap_and_leave_a
 
     // Both encryptors rewrap: the CMK-wrapped ones onto the new versions, the service-key ones
     // onto their key's primary version (service keys rotate themselves).
-    let fs_v1 = volume_version(&vol_cmk);
+    let fs_v1 = kmsfs_wrapping_version(&vol_cmk);
     for vol in [vol_svc_s, vol_cmk_s] {
         ok(&run("kmsfs", &[&kms[..], &["rewrap", vol]].concat()));
     }
-    assert_eq!(volume_version(&vol_cmk), fs_v2);
+    assert_eq!(kmsfs_wrapping_version(&vol_cmk), fs_v2);
     assert_ne!(fs_v1, fs_v2);
     for disk in [disk_svc_s, disk_cmk_s] {
         ok(&run("blockcrypt", &[&kms[..], &["rewrap", disk]].concat()));

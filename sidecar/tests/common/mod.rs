@@ -3,14 +3,11 @@
 // Each test binary that includes this module uses a different part of it.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-
 #[allow(unused_imports)]
 pub use kms_e2e::sidecar::{start_fails, start_nodes, Nodes, Sidecar, OWNER_ID, OWNER_SECRET};
 
-pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
+#[allow(unused_imports)]
+pub use kms_e2e::workspace;
 
 /// A secret created through `c`, version `v1`, under `key` (or the secrets service key).
 pub fn create_secret(c: &kms_client::client::Client, name: &str, value: &str, key: Option<&str>) {
