@@ -107,10 +107,8 @@ pub const CIPHER_MODE: &str = "xts-plain64";
 /// The `cipher-name`/`cipher-mode`/`key-bytes` triple, parsed into one of the combinations this
 /// build reads: AES-XTS with a 256- or 512-bit key, SM4-XTS with a 256-bit key.
 fn parse_cipher(name: &str, mode: &str, key_bytes: u32) -> Result<Algorithm, LuksError> {
-    let alg = match name {
-        "aes" => Algorithm::Aes,
-        "sm4" => Algorithm::Sm4,
-        _ => return Err(LuksError::Cipher(format!("{name}-{mode}"))),
+    let Some(alg) = Algorithm::ALL.into_iter().find(|a| a.luks_name() == name) else {
+        return Err(LuksError::Cipher(format!("{name}-{mode}")));
     };
     let key_ok = match alg {
         Algorithm::Aes => key_bytes == 32 || key_bytes == 64,
@@ -120,13 +118,6 @@ fn parse_cipher(name: &str, mode: &str, key_bytes: u32) -> Result<Algorithm, Luk
         return Err(LuksError::Cipher(format!("{name}-{mode} with a {}-bit key", u64::from(key_bytes) * 8)));
     }
     Ok(alg)
-}
-
-fn cipher_name(alg: Algorithm) -> &'static str {
-    match alg {
-        Algorithm::Aes => "aes",
-        Algorithm::Sm4 => "sm4",
-    }
 }
 
 /// A LUKS1 header, parsed: the cipher and hash as the types they are used as, checked together
@@ -212,7 +203,7 @@ impl Header {
         let mut b = [0u8; PHDR_LEN];
         b[..6].copy_from_slice(&MAGIC);
         b[6..8].copy_from_slice(&1u16.to_be_bytes());
-        put_str(&mut b[8..40], cipher_name(self.algorithm));
+        put_str(&mut b[8..40], self.algorithm.luks_name());
         put_str(&mut b[40..72], CIPHER_MODE);
         put_str(&mut b[72..104], self.hash.name());
         b[104..108].copy_from_slice(&self.payload_offset.to_be_bytes());

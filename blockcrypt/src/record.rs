@@ -17,7 +17,7 @@ pub struct Record {
     /// The disk the data key was generated for; named in the encryption context.
     pub disk_id: String,
     /// `aes-xts-plain64` or `sm4-xts-plain64` on disk, as the LUKS header says.
-    #[serde(with = "cipher_tag_text")]
+    #[serde(with = "cipher_spec_text")]
     pub cipher: Algorithm,
     pub key_id: String,
     pub key_version_id: String,
@@ -35,13 +35,6 @@ pub enum RecordError {
     Shape(String),
     #[error("record version {0} is not supported")]
     Version(u32),
-}
-
-pub fn cipher_tag(alg: Algorithm) -> &'static str {
-    match alg {
-        Algorithm::Aes => "aes-xts-plain64",
-        Algorithm::Sm4 => "sm4-xts-plain64",
-    }
 }
 
 /// The data key length an algorithm needs: AES-256-XTS takes two 256-bit keys, SM4-XTS two 128-bit.
@@ -78,18 +71,18 @@ impl Record {
 }
 
 /// The record's `cipher` field: the LUKS cipher spec of the algorithm.
-mod cipher_tag_text {
+mod cipher_spec_text {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    use super::{cipher_tag, Algorithm};
+    use super::Algorithm;
 
     pub fn serialize<S: Serializer>(alg: &Algorithm, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(cipher_tag(*alg))
+        s.serialize_str(alg.spec())
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Algorithm, D::Error> {
         let tag = String::deserialize(d)?;
-        [Algorithm::Aes, Algorithm::Sm4].into_iter().find(|a| cipher_tag(*a) == tag).ok_or_else(|| {
+        Algorithm::ALL.into_iter().find(|a| a.spec() == tag).ok_or_else(|| {
             serde::de::Error::custom(format!("cipher {tag:?} is not aes-xts-plain64 or sm4-xts-plain64"))
         })
     }

@@ -17,7 +17,7 @@ use crate::disk::Disk;
 use crate::kms::{KeyService, KmsFailure};
 use crate::luks1::{Header, LuksError, PAYLOAD_SECTORS, PHDR_LEN};
 use crate::luksmeta::{Meta, MetaError};
-use crate::record::{cipher_tag, Record, RecordError, RECORD_UUID};
+use crate::record::{Record, RecordError, RECORD_UUID};
 use crate::xts::{SectorCipher, SECTOR};
 
 /// A detached header file is as long as an attached volume's header: 2 MiB.
@@ -140,11 +140,7 @@ impl HeaderArea {
         if record.cipher != luks.algorithm {
             return Err(VolumeError::Damaged(
                 path.into(),
-                format!(
-                    "the record says {} but the header says {}",
-                    cipher_tag(record.cipher),
-                    cipher_tag(luks.algorithm)
-                ),
+                format!("the record says {} but the header says {}", record.cipher.spec(), luks.algorithm.spec()),
             ));
         }
         Ok(HeaderArea { luks, image, gap_start: gap_start as usize, meta, record })

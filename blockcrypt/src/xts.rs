@@ -21,6 +21,27 @@ pub enum Algorithm {
     Sm4,
 }
 
+impl Algorithm {
+    pub const ALL: [Algorithm; 2] = [Algorithm::Aes, Algorithm::Sm4];
+
+    /// The LUKS1 header's `cipher-name`.
+    pub fn luks_name(self) -> &'static str {
+        match self {
+            Algorithm::Aes => "aes",
+            Algorithm::Sm4 => "sm4",
+        }
+    }
+
+    /// The cipher spec as cryptsetup shows it (name and the one mode, `xts-plain64`), as the
+    /// wrapped-key record stores it.
+    pub fn spec(self) -> &'static str {
+        match self {
+            Algorithm::Aes => "aes-xts-plain64",
+            Algorithm::Sm4 => "sm4-xts-plain64",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
     #[error("an XTS key of {0} bytes is not supported")]

@@ -239,11 +239,7 @@ impl VolumeConfig {
 }
 
 fn cipher_from_name(name: &str) -> Option<Algorithm> {
-    match name {
-        "aes-256-gcm" => Some(Algorithm::Aes256Gcm),
-        "sm4-gcm" => Some(Algorithm::Sm4Gcm),
-        _ => None,
-    }
+    [Algorithm::Aes256Gcm, Algorithm::Sm4Gcm].into_iter().find(|a| cipher_name(*a) == name)
 }
 
 pub fn cipher_name(alg: Algorithm) -> &'static str {

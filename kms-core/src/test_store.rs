@@ -61,7 +61,7 @@ pub fn stored_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 /// Which backend the engine tests run on.
-pub fn on_postgres() -> bool {
+fn on_postgres() -> bool {
     std::env::var("KMS_TEST_STORE").is_ok_and(|v| v == "postgres")
 }
 

@@ -8,7 +8,6 @@ use std::path::Path;
 use blockcrypt::kms::{KeyService, KmsArgs};
 use blockcrypt::lifecycle::{self, NewVolume};
 use blockcrypt::luks1::LuksError;
-use blockcrypt::record::cipher_tag;
 use blockcrypt::volume::{self, passphrase, HeaderArea, Location, OpenVolume, VolumeError};
 use rustix::fs::FlockOperation;
 
@@ -183,7 +182,7 @@ fn summary(loc: &Location, area: &HeaderArea) -> serde_json::Value {
         "header": loc.header,
         "format": "LUKS1",
         "uuid": area.luks.uuid,
-        "cipher": cipher_tag(r.cipher),
+        "cipher": r.cipher.spec(),
         "key_bytes": area.luks.key_bytes,
         "payload_offset": area.luks.payload_bytes(),
         "size": size,

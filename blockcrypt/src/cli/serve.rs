@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use blockcrypt::kms::KeyService;
 use blockcrypt::nbd::{Export, Limits, Server};
-use blockcrypt::record::cipher_tag;
 use blockcrypt::volume::{self, Location};
 use blockcrypt::{image_lock, snapshot_socket};
 use rustix::fs::FlockOperation;
@@ -73,8 +72,8 @@ pub fn serve(kms: &dyn KeyService, specs: &[String], opts: super::ServeArgs) -> 
         if let Err(e) = snapshot_socket::listen(v.disk.clone()) {
             tracing::warn!(export = %name, error = %e, "online snapshots without reflink are unavailable for this disk");
         }
-        tracing::info!(export = %name, size = v.disk.size(), cipher = cipher_tag(v.area.record.cipher), key = %v.area.record.key_id, "unlocked");
-        let description = format!("{} ({})", v.area.record.disk_id, cipher_tag(v.area.record.cipher));
+        tracing::info!(export = %name, size = v.disk.size(), cipher = v.area.record.cipher.spec(), key = %v.area.record.key_id, "unlocked");
+        let description = format!("{} ({})", v.area.record.disk_id, v.area.record.cipher.spec());
         exports.push(Export { name, description, disk: v.disk });
     }
     let server = Arc::new(Server::with_limits(exports, discard, tls, limits));
