@@ -603,7 +603,6 @@ impl Engine {
                 }
             }
             let holder = before.iter().find(|v| v.stages.iter().any(|x| x == stage)).map(|v| v.version_id.as_str());
-            let mut after = before.clone();
             // RemoveFromVersion, when given, must name the version that has the stage now.
             if let Some(from) = remove.filter(|from| holder != Some(*from)) {
                 return Err(KmsError::invalid(
@@ -611,6 +610,7 @@ impl Engine {
                     format_args!("version {from} does not have stage {stage}"),
                 ));
             }
+            let mut after = before.clone();
             match move_to {
                 // Moved from whichever version has it: a stage is on one version at a time, so
                 // naming that version is optional (the user guide's rotation walkthrough moves
