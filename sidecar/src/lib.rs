@@ -8,6 +8,7 @@ pub mod agent;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod conn;
 pub mod metrics;

@@ -18,6 +18,7 @@ pub mod postgres;
 pub mod reader;
 pub mod reads;
 pub mod rows;
+pub mod snapshot;
 pub mod sqlite;
 mod sqlite_schema;
 pub(crate) mod statements;
