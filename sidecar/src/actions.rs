@@ -89,6 +89,8 @@ pub fn dispatch(engine: &Engine, caller: &Caller, action: Action, p: &Params) ->
         DeleteSecret => json(e.delete_secret(c, p.decode()?)?),
         RestoreSecret => json(e.restore_secret(c, p.decode()?)?),
         GetRandomPassword => json(e.get_random_password(c, p.decode()?)?),
+        GrantServiceKeyUse => empty(e.grant_service_key_use(c, p.decode()?)),
+        RevokeServiceKeyUse => empty(e.revoke_service_key_use(c, p.decode()?)),
         TagResource => empty(e.tag_resource(c, p.decode()?)),
         UntagResource => empty(e.untag_resource(c, p.decode()?)),
         TagResources => empty(e.tag_resources(c, p.decode()?)),

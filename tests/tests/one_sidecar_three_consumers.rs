@@ -1,7 +1,7 @@
 //! The product as one deployment uses it: one sidecar serving an application written against
 //! Alibaba's own Python SDK, two kmsfs volumes and two blockcrypt disks – one of each under its
-//! service key (`acs/oss`, `acs/ecs`) and one under a CMK of the owner's – and the owner's
-//! `kmsctl`. The owner rotates the CMKs and the app's secret; the app keeps opening its old
+//! service key (`acs/oss`, `acs/ecs`) and one under a CMK of the owner's, granted to the service
+//! with `kmsctl grant-service` – and the owner's `kmsctl`. The owner rotates the CMKs and the app's secret; the app keeps opening its old
 //! records and reads the new secret; both encryptors rewrap onto the new versions and mount and
 //! serve again with every byte intact. Then `kmsctl audit verify` accepts the trail and every line
 //! of it names the principal that made the call: the app never appears on the volumes' keys, the
@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Command, Output};
 
-use kms_e2e::sidecar::{config_for_services, Sidecar, OWNER_ID, OWNER_SECRET};
+use kms_e2e::sidecar::{Sidecar, OWNER_ID, OWNER_SECRET};
 use kms_e2e::{
     bin, kmsfs_wrapping_version, ok, run, sdk_tests_skipped, tool, venv_python, workspace, KmsfsMount, NbdServer,
 };
@@ -20,9 +20,10 @@ use serde_json::Value;
 const APP_ID: &str = "LTAIorderService0001";
 const APP_SECRET: &str = "orderServiceSecret0001";
 
-/// The services may use the owner's CMKs tagged for them; the app its own CMK and secret.
+/// The app may use its own CMK and secret. The services get the owner's CMKs by grants
+/// (`kmsctl grant-service`), not by configuration.
 fn config() -> String {
-    let mut c = config_for_services(&[("oss", "kmsfs"), ("ecs", "blockcrypt")]);
+    let mut c = "[engine.limits]\nmin_manual_version_interval_secs = 0\n".to_string();
     c.push_str(&format!(
         r#"
 [[access_keys]]
@@ -42,14 +43,19 @@ document = '''{{"Version":"1","Statement":[
     c
 }
 
-/// The owner's `kmsctl` against `s`.
-fn kmsctl(s: &Sidecar, args: &[&str]) -> Value {
+/// The owner's `kmsctl` against `s`: its output.
+fn kmsctl_out(s: &Sidecar, args: &[&str]) -> String {
     let out = Command::new(bin("kmsctl"))
         .args(["--endpoint", &s.endpoint, "--access-key-id", OWNER_ID, "--access-key-secret", OWNER_SECRET])
         .args(args)
         .output()
         .unwrap();
-    serde_json::from_str(&ok(&out)).unwrap()
+    ok(&out)
+}
+
+/// The owner's `kmsctl` against `s`: its JSON answer.
+fn kmsctl(s: &Sidecar, args: &[&str]) -> Value {
+    serde_json::from_str(&kmsctl_out(s, args)).unwrap()
 }
 
 /// The SDK application, one command a run (as a job or a request handler would).
@@ -104,8 +110,8 @@ fn an_sdk_app_two_volumes_and_two_disks_on_one_sidecar_rotate_rewrap_and_leave_a
 
     // The owner's keys: one for the app (and its secret), one each granted to OSS and ECS.
     let app_key = tagged_key(&s, "app", "orders");
-    let fs_key = tagged_key(&s, "kmsfs", "yes");
-    let disk_key = tagged_key(&s, "blockcrypt", "yes");
+    let fs_key = tagged_key(&s, "volume", "yes");
+    let disk_key = tagged_key(&s, "disk", "yes");
     kmsctl(
         &s,
         &[
@@ -135,6 +141,15 @@ fn an_sdk_app_two_volumes_and_two_disks_on_one_sidecar_rotate_rewrap_and_leave_a
     }
     let (vol_svc_s, vol_cmk_s) = (vol_svc.to_str().unwrap(), vol_cmk.to_str().unwrap());
     ok(&run("kmsfs", &[&kms[..], &["init", vol_svc_s]].concat()));
+    // An owner CMK is the service's to use only once granted; the refusal says how.
+    let refused = run("kmsfs", &[&kms[..], &["init", vol_cmk_s, "--key-id", &fs_key]].concat());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(4), "{why}");
+    assert!(why.contains(&format!("kmsctl grant-service oss --key-id {fs_key}")), "{why}");
+    assert_eq!(std::fs::read_dir(&vol_cmk).unwrap().count(), 0, "nothing written");
+    let granted = kmsctl_out(&s, &["grant-service", "oss", "--key-id", &fs_key]);
+    assert!(granted.contains("oss may now use"), "{granted}");
+    kmsctl_out(&s, &["grant-service", "ecs", "--key-id", &disk_key]);
     ok(&run("kmsfs", &[&kms[..], &["init", vol_cmk_s, "--key-id", &fs_key]].concat()));
     let (disk_svc, disk_cmk) = (p("disk-svc.img"), p("disk-cmk.img"));
     let (disk_svc_s, disk_cmk_s) = (disk_svc.to_str().unwrap(), disk_cmk.to_str().unwrap());
@@ -235,7 +250,10 @@ fn an_sdk_app_two_volumes_and_two_disks_on_one_sidecar_rotate_rewrap_and_leave_a
     let set =
         |pairs: &[(&str, &str)]| pairs.iter().map(|(a, c)| (a.to_string(), c.to_string())).collect::<BTreeSet<_>>();
     let service = set(&[("GenerateDataKey", "OK"), ("Decrypt", "OK"), ("ReEncrypt", "OK")]);
-    assert_eq!(by_principal["service:oss"], service);
+    // OSS's one refusal: the init before the owner granted it the CMK.
+    let mut oss_calls = service.clone();
+    oss_calls.insert(("GenerateDataKey".into(), "Forbidden.NoPermission".into()));
+    assert_eq!(by_principal["service:oss"], oss_calls);
     assert_eq!(by_principal["service:ecs"], service);
     assert_eq!(
         by_principal["user:orders"],
@@ -248,4 +266,5 @@ fn an_sdk_app_two_volumes_and_two_disks_on_one_sidecar_rotate_rewrap_and_leave_a
     );
     assert!(by_principal["owner"].contains(&("CreateKeyVersion".to_string(), "OK".to_string())));
     assert!(by_principal["owner"].contains(&("PutSecretValue".to_string(), "OK".to_string())));
+    assert!(by_principal["owner"].contains(&("GrantServiceKeyUse".to_string(), "OK".to_string())));
 }

@@ -22,7 +22,8 @@ pub struct ActionSpec {
 
 macro_rules! actions {
     ($($name:ident: $kind:ident, $run:ident, [$($perm:literal),*];)*) => {
-        /// An API action of the Alibaba Cloud KMS 2016-01-20 RPC protocol.
+        /// An API action of the Alibaba Cloud KMS 2016-01-20 RPC protocol – or one of this
+        /// service's own two, GrantServiceKeyUse and RevokeServiceKeyUse (WIRE.md, "Service grants").
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum Action { $($name),* }
 
@@ -70,6 +71,7 @@ actions! {
     GetParametersForImport: write, pool, ["kms:GetParametersForImport"];
     GetPublicKey: read, pool, ["kms:GetPublicKey"];
     GetRandomPassword: read, inline, ["kms:GetRandomPassword"];
+    GrantServiceKeyUse: write, pool, ["kms:GrantServiceKeyUse"];
     GetSecretValue: read, inline, ["kms:GetSecretValue", "kms:Decrypt"];
     ImportKeyMaterial: write, pool, ["kms:ImportKeyMaterial"];
     ListAliases: read, inline, ["kms:ListAliases"];
@@ -83,6 +85,7 @@ actions! {
     PutSecretValue: write, pool, ["kms:PutSecretValue", "kms:GenerateDataKey"];
     ReEncrypt: read, inline, ["kms:ReEncryptFrom", "kms:ReEncryptTo"];
     RestoreSecret: write, pool, ["kms:RestoreSecret"];
+    RevokeServiceKeyUse: write, pool, ["kms:RevokeServiceKeyUse"];
     ScheduleKeyDeletion: write, pool, ["kms:ScheduleKeyDeletion"];
     SetDeletionProtection: write, pool, ["kms:SetDeletionProtection"];
     TagResource: write, pool, ["kms:TagResource"];

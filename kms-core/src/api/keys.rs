@@ -85,6 +85,17 @@ pub struct KeyIdRequest {
     pub key_id: String,
 }
 
+/// GrantServiceKeyUse and RevokeServiceKeyUse – this service's own actions, not Alibaba's: the
+/// RAM service-role analogue that lets a cloud service's principal (`service:oss`, …) use a CMK
+/// for its envelopes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceKeyUseRequest {
+    pub key_id: String,
+    /// The service, as its principal names it: `oss`, `ecs`, …
+    pub service: String,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct UpdateKeyDescriptionRequest {

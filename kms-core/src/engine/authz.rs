@@ -8,8 +8,9 @@
 //! differ from the used one. Each check records the resource's ARN in the caller's trail, for the
 //! audit line, allowed or denied.
 //!
-//! The owner may do everything. A service principal may use its own service key. Everyone else
-//! needs an Allow for every resource and no Deny.
+//! The owner may do everything. A service principal may use its own service key, and the keys
+//! granted to its service for envelopes (`grants.rs`). Everyone else needs an Allow for every
+//! resource and no Deny.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -102,15 +103,26 @@ impl Engine {
                 match policies.get(p).map(|ps| evaluate(ps, &ctx)).unwrap_or(Decision::NoMatch) {
                     Decision::Allow => true,
                     Decision::Deny => return Err(denied(caller, action, &arn, "an explicit Deny matches")),
-                    Decision::NoMatch => false,
+                    // A key its owner granted to this service (`grants.rs`), for an envelope.
+                    Decision::NoMatch => match (p, tags) {
+                        (Principal::Service(svc), Some(tags)) => super::grants::granted(tags, svc, action),
+                        _ => false,
+                    },
                 }
             }
         };
         if allowed {
-            Ok(())
-        } else {
-            Err(denied(caller, action, &arn, "no policy allows it"))
+            return Ok(());
         }
+        let why = match (caller.service_name(), arn.rsplit_once(":key/")) {
+            // The service's refusal names the one step that fixes it.
+            (Some(svc), Some((_, key))) if super::grants::GRANTED_ACTIONS.contains(&action) => format!(
+                "no policy allows it and the key is not granted to {svc}; its owner can grant it: \
+                 GrantServiceKeyUse (`kmsctl grant-service {svc} --key-id {key}`)"
+            ),
+            _ => "no policy allows it".to_string(),
+        };
+        Err(denied(caller, action, &arn, &why))
     }
 
     /// Checks `access` on a resolved resource (nothing to check when already authorised).

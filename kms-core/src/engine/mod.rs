@@ -20,6 +20,7 @@ mod combine;
 mod crypto_ops;
 mod directory;
 mod feed;
+mod grants;
 mod group;
 mod hsm;
 mod import;

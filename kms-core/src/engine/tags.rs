@@ -44,15 +44,29 @@ fn validate_tag(param: &str, key: &str, value: &str) -> Result<()> {
     if n == 0 || n > 128 {
         return Err(KmsError::invalid(param, "a tag key has 1 to 128 characters"));
     }
-    let lower = key.to_ascii_lowercase();
-    if lower.starts_with("acs:") || lower.starts_with("aliyun") {
-        return Err(KmsError::invalid(
-            param,
-            format_args!("tag key {key:?}: the prefixes acs: and aliyun are reserved"),
-        ));
-    }
+    refuse_reserved(param, key)?;
     if value.chars().count() > 128 {
         return Err(KmsError::invalid(param, "a tag value has at most 128 characters"));
+    }
+    Ok(())
+}
+
+/// Whether a tag key is reserved for the service itself (service grants: `grants.rs`).
+fn is_reserved(key: &str) -> bool {
+    let lower = key.to_ascii_lowercase();
+    lower.starts_with("acs:") || lower.starts_with("aliyun")
+}
+
+/// Tag keys users may neither set nor remove.
+fn refuse_reserved(param: &str, key: &str) -> Result<()> {
+    if is_reserved(key) {
+        return Err(KmsError::invalid(
+            param,
+            format_args!(
+                "tag key {key:?}: the prefixes acs: and aliyun are reserved (a service grant changes \
+                 through GrantServiceKeyUse and RevokeServiceKeyUse)"
+            ),
+        ));
     }
     Ok(())
 }
@@ -185,6 +199,9 @@ impl Engine {
         if keys.is_empty() {
             return Err(KmsError::missing("TagKeys"));
         }
+        for k in &keys {
+            refuse_reserved("TagKeys", k)?;
+        }
         self.mutate(|st, _| {
             let access = Access::Check(caller, "kms:UntagResource");
             let r = self.single_resource(st, access, &req.key_id, &req.secret_name, &req.certificate_id)?;
@@ -257,13 +274,21 @@ impl Engine {
         if !all && req.tag_key.is_empty() {
             return Err(KmsError::missing("TagKey.1"));
         }
+        for k in &req.tag_key {
+            refuse_reserved("TagKey", k)?;
+        }
         self.mutate(|st, _| {
             let mut changes = Vec::new();
             for id in &req.resource_id {
                 let r = self.resource(st, Access::Check(caller, "kms:UntagResources"), rt, "ResourceId", id)?;
                 r.check_taggable()?;
                 let id = r.id;
-                let keys: Vec<String> = if all { r.tags.keys().cloned().collect() } else { req.tag_key.clone() };
+                // `All` removes the user's tags, not the service's (a grant stays).
+                let keys: Vec<String> = if all {
+                    r.tags.keys().filter(|k| !is_reserved(k)).cloned().collect()
+                } else {
+                    req.tag_key.clone()
+                };
                 changes.extend(keys.into_iter().map(|k| Change::DeleteTag {
                     resource_type: rt,
                     resource_id: id.clone(),

@@ -141,6 +141,23 @@ pub enum Cmd {
         #[arg(long)]
         exclude: Option<String>,
     },
+    /// Let a cloud service (oss for kmsfs, ecs for blockcrypt) use one of your keys for its data
+    /// keys – the RAM service-role step (GrantServiceKeyUse); kept with the key, in the store.
+    GrantService {
+        /// The service, as its principal names it: oss, ecs, … (not the global `--service`,
+        /// which is whom kmsctl signs as).
+        #[arg(value_name = "SERVICE")]
+        grantee: String,
+        #[arg(long)]
+        key_id: String,
+    },
+    /// End a grant (RevokeServiceKeyUse): volumes and disks under the key stop opening.
+    RevokeService {
+        #[arg(value_name = "SERVICE")]
+        grantee: String,
+        #[arg(long)]
+        key_id: String,
+    },
     /// The audit trail: verify its hash chain, or query it.
     #[command(subcommand)]
     Audit(AuditCmd),

@@ -234,6 +234,19 @@ fn run(args: Args) -> Result<(), Failure> {
                 .map_err(api)?;
             println!("{}", r.random_password.expose());
         }
+        Cmd::GrantService { grantee, key_id } => {
+            let req = ServiceKeyUseRequest { key_id, service: grantee };
+            let _: serde_json::Value = c.call("GrantServiceKeyUse", &req).map_err(api)?;
+            println!(
+                "{} may now use {} for its data keys (GenerateDataKey, Decrypt, ReEncrypt)",
+                req.service, req.key_id
+            );
+        }
+        Cmd::RevokeService { grantee, key_id } => {
+            let req = ServiceKeyUseRequest { key_id, service: grantee };
+            let _: serde_json::Value = c.call("RevokeServiceKeyUse", &req).map_err(api)?;
+            println!("{} may no longer use {}", req.service, req.key_id);
+        }
         Cmd::Audit(_) => unreachable!("handled before connecting"),
         Cmd::Action(words) => {
             let (action, rest) = words.split_first().ok_or("no action")?;
