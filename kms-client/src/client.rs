@@ -274,6 +274,21 @@ impl Client {
         }
     }
 
+    /// `GET /ping`: whether a sidecar answers at the endpoint at all (no signature, no store).
+    pub fn ping(&self) -> Result<(), ClientError> {
+        let url = format!("{}/ping", self.cfg.endpoint.trim_end_matches('/'));
+        match self.agent.get(&url).call() {
+            Ok(resp) => match resp.into_string() {
+                Ok(body) if body.trim() == "pong" => Ok(()),
+                _ => Err(ClientError::Transport(format!("{url} answers, but not as a KMS sidecar"))),
+            },
+            Err(ureq::Error::Status(status, _)) => {
+                Err(ClientError::Transport(format!("{url} answers HTTP {status}: not a KMS sidecar")))
+            }
+            Err(e) => Err(ClientError::Transport(format!("{url}: {e}"))),
+        }
+    }
+
     pub fn create_key(&self, req: &CreateKeyRequest) -> Result<KeyMetadataResponse, ClientError> {
         self.call("CreateKey", req)
     }

@@ -157,3 +157,30 @@ fn a_reader_that_goes_away_ends_kmsctl_quietly() {
     const SIGPIPE: i32 = 13;
     assert_eq!(out.status.signal(), Some(SIGPIPE), "ended by SIGPIPE like ls or cat: {:?} {stderr}", out.status);
 }
+
+#[test]
+fn status_says_whether_the_kms_is_up_and_serves_signed_requests() {
+    let s = Sidecar::start();
+    let up = kmsctl(&s, &["status"], None);
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    assert!(String::from_utf8_lossy(&up.stdout).contains("up; signed requests served"));
+    let wrong = kmsctl(&s, &["--access-key-secret", "wrong", "status"], None);
+    assert_eq!(wrong.status.code(), Some(4), "{}", String::from_utf8_lossy(&wrong.stderr));
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let down = kmsctl(&s, &["--endpoint", &format!("http://{closed}"), "status"], None);
+    assert_eq!(down.status.code(), Some(5), "{}", String::from_utf8_lossy(&down.stderr));
+    // Something that answers HTTP but is not a sidecar: unreachable as a KMS, and it says so.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = other.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        if let Ok((mut c, _)) = other.accept() {
+            let mut buf = [0u8; 1024];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    let foreign = kmsctl(&s, &["--endpoint", &format!("http://{addr}"), "status"], None);
+    assert_eq!(foreign.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&foreign.stderr).contains("not a KMS sidecar"));
+}

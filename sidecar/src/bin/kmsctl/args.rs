@@ -158,6 +158,9 @@ pub enum Cmd {
         #[arg(long)]
         key_id: String,
     },
+    /// Whether the KMS is up (`/ping`) and serves signed requests from its store (ListKeys):
+    /// exit 0, 5 when it cannot be reached, 4 when it refuses the credentials. A readiness probe.
+    Status,
     /// The audit trail: verify its hash chain, or query it.
     #[command(subcommand)]
     Audit(AuditCmd),

@@ -247,6 +247,16 @@ fn run(args: Args) -> Result<(), Failure> {
             let _: serde_json::Value = c.call("RevokeServiceKeyUse", &req).map_err(api)?;
             println!("{} may no longer use {}", req.service, req.key_id);
         }
+        Cmd::Status => {
+            c.ping().map_err(api)?;
+            let page = c.call_params("ListKeys", vec![("PageSize".into(), "1".into())]).map_err(api)?;
+            println!(
+                "{}: up; signed requests served as {} ({} keys)",
+                c.config().endpoint,
+                c.config().access_key_id,
+                page["TotalCount"]
+            );
+        }
         Cmd::Audit(_) => unreachable!("handled before connecting"),
         Cmd::Action(words) => {
             let (action, rest) = words.split_first().ok_or("no action")?;
