@@ -36,11 +36,13 @@ pub fn volume_context(volume_id: &[u8; VOLUME_ID_LEN]) -> String {
 /// Creates a volume in the empty directory `dir`: a fresh DK from the KMS under `key_id`, wrapped
 /// with the volume's context; only the wrapped DK is written.
 pub fn init(dir: &Path, kms: &dyn KeyService, key_id: &str, cipher: Algorithm) -> Result<VolumeConfig, VolumeError> {
-    if std::fs::read_dir(dir)?.next().is_some() {
+    // Errors on the directory itself name it: the caller gave it.
+    let at = |e: std::io::Error| VolumeError::Io(std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())));
+    if std::fs::read_dir(dir).map_err(at)?.next().is_some() {
         return Err(VolumeError::NotEmpty(dir.display().to_string()));
     }
     // Only the daemon's user may reach backing objects: see `check_private_dir`.
-    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).map_err(at)?;
     let mut volume_id = [0u8; VOLUME_ID_LEN];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut volume_id);
     let context = volume_context(&volume_id);

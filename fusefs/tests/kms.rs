@@ -124,6 +124,21 @@ fn refusals_are_clear_and_write_nothing() {
     fs::write(&conf, &good).unwrap();
     assert!(tree_state(&m.cipher).len() == state.len(), "nothing added to the cipher directory");
 
+    // Usage: a mistyped mount option, refused before the daemon starts or the KMS is asked; a
+    // missing directory and an unreadable profile named.
+    let (c, err) = code(&kmsfs(&nowhere, &["mount", "-o", "ro,bogus", &cipher, &mnt]));
+    assert_eq!(c, Some(2), "{err}");
+    assert!(err.contains("unknown mount option \"bogus\""), "{err}");
+    let missing = empty.path().join("missing");
+    let (c, err) = code(&kmsfs(&m.kms, &["init", missing.to_str().unwrap()]));
+    assert_eq!(c, Some(1), "{err}");
+    assert!(err.contains(&format!("{}: No such file", missing.display())), "{err}");
+    let no_profile =
+        Kms { args: vec!["--profile".into(), missing.join("profile.json").display().to_string()], envs: vec![] };
+    let (c, err) = code(&kmsfs(&no_profile, &["mount", &cipher, &mnt]));
+    assert_eq!(c, Some(2), "{err}");
+    assert!(err.contains("cannot read the client profile"), "{err}");
+
     // A mountpoint in use; the same volume mounted twice.
     m.mount();
     let other = Mount::create(tempfile::tempdir().unwrap(), sc.kms(), &[]);

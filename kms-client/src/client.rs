@@ -78,12 +78,22 @@ impl ClientConfig {
     pub fn discover(o: Overrides) -> Result<ClientConfig, SetupError> {
         use SetupError::NotConfigured;
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let profile_path = o
-            .profile
-            .clone()
-            .or_else(|| env("KMS_PROFILE").map(PathBuf::from))
-            .unwrap_or_else(|| default_data_dir().join("profile.json"));
-        let profile: Option<Profile> = std::fs::read(&profile_path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let named = o.profile.clone().or_else(|| env("KMS_PROFILE").map(PathBuf::from));
+        let profile_path = named.clone().unwrap_or_else(|| default_data_dir().join("profile.json"));
+        let profile: Option<Profile> = match std::fs::read(&profile_path) {
+            Ok(b) => Some(serde_json::from_slice(&b).map_err(|e| {
+                SetupError::Invalid(format!("{}: not a sidecar client profile: {e}", profile_path.display()))
+            })?),
+            // A profile named (--profile, KMS_PROFILE) must be there; the default one may not be
+            // yet, and the other settings may make up for it.
+            Err(e) if named.is_some() => {
+                return Err(SetupError::Invalid(format!(
+                    "{}: cannot read the client profile (--profile or KMS_PROFILE names it): {e}",
+                    profile_path.display()
+                )))
+            }
+            Err(_) => None,
+        };
         let from_profile = |f: fn(&Profile) -> Option<String>| profile.as_ref().and_then(f);
         let endpoint = o
             .endpoint
@@ -265,9 +275,18 @@ impl Client {
                 serde_json::from_str(&text).map_err(|e| ClientError::Transport(format!("{action}: {e}")))
             }
             Err(ureq::Error::Status(status, resp)) => {
-                let body: Value =
-                    resp.into_string().ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
+                let text = resp.into_string().unwrap_or_default();
+                let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
                 let s = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+                if s("Code").is_empty() {
+                    // Not the KMS's error shape: whatever answers there (a proxy, another server)
+                    // is not a KMS, and the caller is told what it said.
+                    return Err(ClientError::Transport(format!(
+                        "{action} to {}: HTTP {status} without a KMS error: {}",
+                        self.cfg.endpoint,
+                        snippet(&text)
+                    )));
+                }
                 Err(ClientError::Api { status, code: s("Code"), message: s("Message"), request_id: s("RequestId") })
             }
             Err(e) => Err(ClientError::Transport(format!("{action} to {}: {e}", self.cfg.endpoint))),
@@ -362,4 +381,14 @@ fn tls_with_ca(ca: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(cfg))
+}
+
+/// The start of a body to show in an error: one line, at most 200 characters.
+fn snippet(text: &str) -> String {
+    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None if line.is_empty() => "(empty body)".into(),
+        None => line,
+    }
 }

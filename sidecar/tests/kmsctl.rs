@@ -174,13 +174,20 @@ fn status_says_whether_the_kms_is_up_and_serves_signed_requests() {
     let addr = other.local_addr().unwrap();
     std::thread::spawn(move || {
         use std::io::{Read, Write};
-        if let Ok((mut c, _)) = other.accept() {
-            let mut buf = [0u8; 1024];
+        for mut c in other.incoming().take(2).flatten() {
+            let mut buf = [0u8; 4096];
             let _ = c.read(&mut buf);
-            let _ = c.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let body = "<html>Not Found</html>";
+            let head = format!("HTTP/1.1 404 Not Found\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+            let _ = c.write_all(format!("{head}{body}").as_bytes());
         }
     });
     let foreign = kmsctl(&s, &["--endpoint", &format!("http://{addr}"), "status"], None);
     assert_eq!(foreign.status.code(), Some(5));
     assert!(String::from_utf8_lossy(&foreign.stderr).contains("not a KMS sidecar"));
+    // An API call to it: exit 5 with what it answered, not an empty refusal (exit 4).
+    let call = kmsctl(&s, &["--endpoint", &format!("http://{addr}"), "ListKeys"], None);
+    let err = String::from_utf8_lossy(&call.stderr);
+    assert_eq!(call.status.code(), Some(5), "{err}");
+    assert!(err.contains("HTTP 404 without a KMS error: <html>Not Found</html>"), "{err}");
 }

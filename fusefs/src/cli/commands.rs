@@ -15,7 +15,7 @@ use rustix::fs::{FlockOperation, Mode, OFlags};
 
 use super::{
     daemon, Cipher, Cli, Command, Failure, EXIT_CONFIG, EXIT_FSCK, EXIT_KMS_REFUSED, EXIT_KMS_UNREACHABLE,
-    EXIT_MOUNTPOINT, EXIT_OTHER,
+    EXIT_MOUNTPOINT, EXIT_OTHER, EXIT_USAGE,
 };
 
 fn fail(e: VolumeError) -> Failure {
@@ -47,14 +47,15 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Mount { cipherdir, mountpoint, foreground, options, threads, log_file } => {
+            // A mistyped option is the caller's mistake, found before anything is started.
+            let mut opts = MountOptions::parse(&options).map_err(|e| Failure::new(EXIT_USAGE, e))?;
+            opts.threads = threads;
             if !foreground && !daemon::is_daemon() {
                 let pid = daemon::spawn(log_file.as_deref())?;
                 println!("kmsfs: mounted {} on {} (daemon pid {pid})", cipherdir.display(), mountpoint.display());
                 return Ok(());
             }
             daemon::detach();
-            let mut opts = MountOptions::parse(&options);
-            opts.threads = threads;
             mount(&cli.kms, &cipherdir, &mountpoint, opts)
         }
         Command::Info { cipherdir } => info(&cipherdir),
@@ -164,7 +165,10 @@ fn raise_fd_limit() {
         l.current = l.maximum;
         let _ = setrlimit(Resource::Nofile, l);
     }
-    tracing::info!("open file limit {:?}: the kernel may cache about that many inodes of this mount", l.current);
+    match l.current {
+        Some(n) => tracing::info!("open file limit {n}: the kernel may cache about that many inodes of this mount"),
+        None => tracing::info!("open file limit: unlimited"),
+    }
 }
 
 fn fsck(kms: &KmsArgs, dir: &Path) -> Result<(), Failure> {

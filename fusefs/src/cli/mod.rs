@@ -52,8 +52,9 @@ pub enum Command {
         /// Stay in the foreground (logs to stderr).
         #[arg(short = 'f', long)]
         foreground: bool,
-        /// Mount options: ro, allow_other, allow_root, writeback, no_io_uring, no_sched_idle, or
-        /// any kernel option (noatime, …).
+        /// Mount options: ro, rw, allow_other, allow_root, writeback, no_io_uring, no_sched_idle,
+        /// and the kernel's noatime, nodiratime, relatime, strictatime, lazytime, nosuid, nodev,
+        /// noexec, sync, dirsync, default_permissions.
         #[arg(short = 'o', value_name = "OPTIONS")]
         options: Vec<String>,
         /// /dev/fuse request threads (default: two per core, at least four; over io_uring two
@@ -79,7 +80,7 @@ pub enum Command {
     Fsck { cipherdir: PathBuf },
 }
 
-pub use kms_client::exit::{Failure, EXIT_KMS_REFUSED, EXIT_KMS_UNREACHABLE, EXIT_OTHER};
+pub use kms_client::exit::{Failure, EXIT_KMS_REFUSED, EXIT_KMS_UNREACHABLE, EXIT_OTHER, EXIT_USAGE};
 pub const EXIT_CONFIG: i32 = 3;
 pub const EXIT_MOUNTPOINT: i32 = 6;
 pub const EXIT_FSCK: i32 = 7;

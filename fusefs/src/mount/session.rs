@@ -47,9 +47,25 @@ impl Default for MountOptions {
     }
 }
 
+/// Kernel mount options passed through as they are.
+pub const KERNEL_OPTIONS: &[&str] = &[
+    "noatime",
+    "nodiratime",
+    "relatime",
+    "strictatime",
+    "lazytime",
+    "nosuid",
+    "nodev",
+    "noexec",
+    "sync",
+    "dirsync",
+    "default_permissions",
+];
+
 impl MountOptions {
-    /// Parses `-o a,b,c` options.
-    pub fn parse(list: &[String]) -> MountOptions {
+    /// Parses `-o a,b,c` options: kmsfs's own, and the kernel mount options that mean something
+    /// for this filesystem ([`KERNEL_OPTIONS`]); anything else is refused, naming the option.
+    pub fn parse(list: &[String]) -> Result<MountOptions, String> {
         let mut o = MountOptions::default();
         for opt in list.iter().flat_map(|l| l.split(',')).filter(|s| !s.is_empty()) {
             match opt {
@@ -62,10 +78,17 @@ impl MountOptions {
                 "no_io_uring" => o.io_uring = false,
                 "sched_idle" => o.sched_idle = true,
                 "no_sched_idle" => o.sched_idle = false,
-                other => o.other.push(other.to_string()),
+                kernel if KERNEL_OPTIONS.contains(&kernel) => o.other.push(kernel.to_string()),
+                unknown => {
+                    return Err(format!(
+                        "unknown mount option {unknown:?}: kmsfs takes ro, rw, allow_other, allow_root, writeback, \
+                         no_io_uring, no_sched_idle and the kernel's {}",
+                        KERNEL_OPTIONS.join(", ")
+                    ))
+                }
             }
         }
-        o
+        Ok(o)
     }
 
     fn config(&self) -> Config {
@@ -143,4 +166,19 @@ pub fn mounted_device(path: &Path) -> Option<String> {
         let f: Vec<&str> = l.split(' ').collect();
         (f.get(4) == Some(&target.as_str())).then(|| f.get(2).map(|d| d.to_string()))?
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_ours_or_known_kernel_ones() {
+        let o = MountOptions::parse(&["ro,noatime".into(), "no_io_uring".into()]).unwrap();
+        assert!(o.read_only && !o.io_uring);
+        assert_eq!(o.other, ["noatime"]);
+        let err = MountOptions::parse(&["ro,bogus".into()]).unwrap_err();
+        assert!(err.contains("\"bogus\"") && err.contains("noatime"), "{err}");
+        assert!(MountOptions::parse(&["fd=3".into()]).is_err(), "nothing the mount itself sets");
+    }
 }

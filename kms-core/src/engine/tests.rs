@@ -655,6 +655,7 @@ fn manual_versions_are_rate_limited_and_listed() {
     let first = f.describe(&k).primary_key_version;
     let e = f.engine.create_key_version(&owner(), &k).unwrap_err();
     assert_eq!(e.code(), E::UnsupportedOperation);
+    assert!(e.to_string().contains("min_manual_version_interval_secs"), "names the setting: {e}");
     f.clock.advance(7 * DAY);
     let v = f.engine.create_key_version(&owner(), &k).unwrap().key_version;
     assert_eq!(f.describe(&k).primary_key_version, v.key_version_id);

@@ -24,7 +24,8 @@ impl Engine {
             require_enabled(k, now)?;
             if now < k.last_rotation + min_gap {
                 return Err(KmsError::unsupported(format_args!(
-                    "key {} got a new version less than {}s ago; wait until {}",
+                    "key {} got a new version less than {}s ago; wait until {} (the interval is the \
+                     setting [engine.limits] min_manual_version_interval_secs)",
                     k.key_id,
                     min_gap,
                     format_iso(k.last_rotation + min_gap)
