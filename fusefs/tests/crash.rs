@@ -51,3 +51,19 @@ fn kill_9_mid_write_loses_nothing_fsynced() {
     }
     assert!(report.contains("21 files"), "{report}");
 }
+
+#[test]
+fn a_dead_mount_is_named_with_the_command_that_lifts_it() {
+    let mut m = common::Mount::new();
+    fs::write(m.mnt.join("kept"), b"kept").unwrap();
+    m.kill_leaving_mount();
+    let (cipher, mnt) = (m.cipher.to_str().unwrap().to_string(), m.mnt.to_str().unwrap().to_string());
+    let out = common::kmsfs(&m.kms, &["mount", "-f", &cipher, &mnt]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(err.contains(&format!("fusermount3 -u {mnt}")), "{err}");
+    // After the command it names, the volume mounts again with what it held.
+    assert!(Command::new("fusermount3").args(["-u", &mnt]).status().unwrap().success());
+    m.mount();
+    assert_eq!(fs::read(m.mnt.join("kept")).unwrap(), b"kept");
+}

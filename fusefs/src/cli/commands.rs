@@ -102,8 +102,16 @@ fn lock_volume(dir: &Path, exclusive: bool) -> Result<OwnedFd, Failure> {
 
 fn check_mountpoint(cipherdir: &Path, mountpoint: &Path) -> Result<PathBuf, Failure> {
     let bad = |why: String| Failure::new(EXIT_MOUNTPOINT, format!("mountpoint {}: {why}", mountpoint.display()));
-    let mp = mountpoint.canonicalize().map_err(|e| bad(e.to_string()))?;
-    if !mp.is_dir() {
+    let why = |e: std::io::Error| match e.raw_os_error() {
+        // What a FUSE mount whose daemon died leaves behind.
+        Some(libc::ENOTCONN | libc::ECONNABORTED) => bad(format!(
+            "{e}: a FUSE mount whose daemon is gone (a crash or kill); lift it with `fusermount3 -u {}`",
+            mountpoint.display()
+        )),
+        _ => bad(e.to_string()),
+    };
+    let mp = mountpoint.canonicalize().map_err(why)?;
+    if !std::fs::metadata(&mp).map_err(why)?.is_dir() {
         return Err(bad("not a directory".into()));
     }
     if kmsfs::mount::mounted_device(&mp).is_some() {

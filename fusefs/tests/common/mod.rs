@@ -174,10 +174,15 @@ impl Mount {
 
     /// kill -9 of the daemon, then the (dead) mount is cleared away.
     pub fn kill(&mut self) {
+        self.kill_leaving_mount();
+        let _ = Command::new("fusermount3").arg("-uz").arg(&self.mnt).stderr(Stdio::null()).status();
+    }
+
+    /// kill -9 of the daemon, its dead mount left on the mountpoint (as after a crash).
+    pub fn kill_leaving_mount(&mut self) {
         let mut child = self.daemon.take().expect("mounted");
         let _ = Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
         let _ = child.wait();
-        let _ = Command::new("fusermount3").arg("-uz").arg(&self.mnt).stderr(Stdio::null()).status();
     }
 
     /// Remounts with `kmsfs mount` arguments `args` (`-o writeback`, …) from now on.
