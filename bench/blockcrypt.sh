@@ -27,8 +27,8 @@ KMS=(--embedded "$W/kms")
 
 head -c $((SIZE_MB << 20)) /dev/urandom > "$W/src.img"
 cp "$W/src.img" "$W/raw.img"
-"$BC" "${KMS[@]}" --log warn import "$W/src.img" "$W/disk.img" >/dev/null
-"$BC" "${KMS[@]}" --log warn passphrase "$W/disk.img" --qemu-secret "$W/pass.txt"
+"$BC" "${KMS[@]}" --log-level warn import "$W/src.img" "$W/disk.img" >/dev/null
+"$BC" "${KMS[@]}" --log-level warn passphrase "$W/disk.img" --qemu-secret "$W/pass.txt"
 echo "== blockcrypt benchmark: ${SIZE_MB} MiB of random data; fio ${FIO_TIME}s per test at QD32; $(nproc) cores; median of $REPEAT run(s)"
 echo "   (qemu-nbd-luks serves the very image blockcrypt made, through qemu's LUKS driver)"
 
@@ -39,7 +39,7 @@ start() { # server name -> starts it on $W/sock, sets PID
     qemu-luks) qemu-nbd -t -e 8 --cache=writeback --aio=threads --object "secret,id=s0,file=$W/pass.txt" \
                  --image-opts "driver=luks,key-secret=s0,file.filename=$W/disk.img" -k "$s" & ;;
     nbdkit-raw) nbdkit -f -U "$s" file "$W/raw.img" & ;;
-    blockcrypt) "$BC" "${KMS[@]}" --log warn serve --socket "$s" "$W/disk.img" & ;;
+    blockcrypt) "$BC" "${KMS[@]}" --log-level warn serve --socket "$s" "$W/disk.img" & ;;
   esac
   PID=$!
   for _ in $(seq 200); do nbdinfo --size "nbd+unix:///?socket=$s" >/dev/null 2>&1 && return; sleep 0.05; done

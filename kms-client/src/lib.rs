@@ -7,6 +7,7 @@
 //! - [`profile`]: where a client finds a sidecar (`profile.json` in its data directory).
 //! - [`envelope`]: the data-key service the encryptors use, remote or embedded.
 //! - [`exit`]: the exit codes every command line shares.
+//! - [`logging`]: the logging flags and precedence every program shares.
 //! - [`tls`]: the certificate and key loading both servers (the sidecar's HTTPS, blockcrypt's
 //!   NBD over TLS) use.
 //! - [`ctx_pool`]: keyed cipher contexts for the encryptors' data paths (kmsfs's blocks,
@@ -16,6 +17,7 @@ pub mod client;
 pub mod ctx_pool;
 pub mod envelope;
 pub mod exit;
+pub mod logging;
 pub mod profile;
 pub mod sign;
 pub mod tls;

@@ -163,6 +163,12 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             .await
             .map_err(|e| StartError::listen("listen", &cfg.listen, e))?;
         let addr = l.local_addr().map_err(|e| e.to_string())?;
+        if !addr.ip().is_loopback() {
+            tracing::warn!(
+                "plain HTTP on {addr}, a non-loopback address: requests, signatures and plaintexts cross the network \
+                 unencrypted – serve other hosts with --tls-listen, keep --listen on 127.0.0.1"
+            );
+        }
         http = Some(addr);
         profile.endpoint = format!("http://{addr}");
         tasks.push(tokio::spawn(serve_with(api.clone(), Listener::Tcp(l), shutdown_rx.clone(), limits.clone())));
@@ -197,6 +203,12 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         tasks.push(tokio::spawn(serve_with(api.clone(), Listener::Unix(l), shutdown_rx.clone(), limits.clone())));
     }
     if cfg.agent.enabled() {
+        if matches!(crate::config::parse_principal(&cfg.agent.principal), Ok(Principal::Owner)) {
+            tracing::warn!(
+                "the secrets agent reads as the owner: its token opens every secret – set [agent] principal to a \
+                 user whose policies allow only the app's secrets"
+            );
+        }
         let (token, token_file) = crate::agent::load_token(&cfg.agent, &dir)?;
         let agent = Arc::new(crate::agent::Agent::new(&cfg.agent, token).map_err(StartError::Config)?);
         let handler = crate::agent::agent_handler(state.clone(), agent);

@@ -44,3 +44,47 @@ fn each_kind_of_start_failure_has_its_exit_code() {
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("sealed under another root key"), "{err}");
 }
+
+#[test]
+fn every_program_logs_the_same_way_and_the_sidecar_warns_about_exposure() {
+    use std::time::{Duration, Instant};
+    // --log-file (0600), and the two warnings: plain HTTP on a non-loopback address, an agent
+    // that reads as the owner.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("sidecar.log");
+    let mut child = std::process::Command::new(kms_e2e::bin("kms-sidecar"))
+        .args(["--data-dir", dir.path().join("data").to_str().unwrap(), "--listen", "0.0.0.0:0"])
+        .args(["--agent-listen", "127.0.0.1:0", "--log-level", "warn", "--log-file", log.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("non-loopback") && text.contains("reads as the owner") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no warnings in the log file: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!text.contains("Some("), "no Debug renderings: {text}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&log).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // A --log-level that does not parse is a usage error, in every program.
+    for program in ["kms-sidecar", "kmsfs", "blockcrypt"] {
+        let args: &[&str] = match program {
+            "kms-sidecar" => &["--log-level", "loud[", "--data-dir", "/nonexistent/kms"],
+            "kmsfs" => &["--log-level", "loud[", "info", "/nonexistent"],
+            _ => &["--log-level", "loud[", "info", "/nonexistent.img"],
+        };
+        let out = kms_e2e::run(program, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{program}: {err}");
+        assert!(err.contains("--log-level \"loud[\""), "{program}: {err}");
+    }
+}

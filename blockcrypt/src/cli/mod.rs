@@ -26,9 +26,8 @@ damaged one; 4 the KMS refused (disabled, deleted or ungranted key) or its key d
 pub struct Cli {
     #[command(flatten)]
     kms: KmsArgs,
-    /// Log filter (RUST_LOG syntax).
-    #[arg(long, global = true, default_value = "warn,blockcrypt=info", env = "BLOCKCRYPT_LOG")]
-    log: String,
+    #[command(flatten)]
+    log: kms_client::logging::LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -180,7 +179,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_shl(shift).filter(|v| v >> shift == n).ok_or_else(|| format!("{s} is too large"))
 }
 
-pub use kms_client::exit::{Failure, EXIT_KMS_REFUSED, EXIT_OTHER};
+pub use kms_client::exit::{Failure, EXIT_KMS_REFUSED, EXIT_OTHER, EXIT_USAGE};
 pub const EXIT_VOLUME: i32 = 3;
 pub const EXIT_IN_USE: i32 = 6;
 pub const EXIT_CHECK: i32 = 7;
@@ -190,14 +189,10 @@ pub fn run() -> i32 {
     if !matches!(cli.command, Command::Serve { .. }) {
         kms_client::exit::end_quietly_on_closed_output();
     }
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into());
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+    if let Err(e) = cli.log.init("BLOCKCRYPT_LOG", "warn,blockcrypt=info", None) {
+        eprintln!("blockcrypt: {e}");
+        return EXIT_USAGE;
+    }
     match commands::run(cli) {
         Ok(()) => 0,
         Err(f) => {

@@ -46,12 +46,12 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Command::Mount { cipherdir, mountpoint, foreground, options, threads, log_file } => {
+        Command::Mount { cipherdir, mountpoint, foreground, options, threads } => {
             // A mistyped option is the caller's mistake, found before anything is started.
             let mut opts = MountOptions::parse(&options).map_err(|e| Failure::new(EXIT_USAGE, e))?;
             opts.threads = threads;
             if !foreground && !daemon::is_daemon() {
-                let pid = daemon::spawn(log_file.as_deref())?;
+                let pid = daemon::spawn(cli.log.log_file.as_deref())?;
                 println!("kmsfs: mounted {} on {} (daemon pid {pid})", cipherdir.display(), mountpoint.display());
                 return Ok(());
             }

@@ -20,9 +20,7 @@ pub fn spawn(log_file: Option<&Path>) -> Result<u32, Failure> {
     let exe = std::env::current_exe().map_err(|e| Failure::new(EXIT_OTHER, e))?;
     let stderr = match log_file {
         Some(p) => Stdio::from(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
+            std::os::unix::fs::OpenOptionsExt::mode(std::fs::OpenOptions::new().create(true).append(true), 0o600)
                 .open(p)
                 .map_err(|e| Failure::new(EXIT_OTHER, format!("log file {}: {e}", p.display())))?,
         ),

@@ -22,6 +22,11 @@ or foreign config; 4 the KMS refused (disabled/deleted CMK, access denied, wrong
 pub struct Cli {
     #[command(flatten)]
     kms: KmsArgs,
+    /// `--log-file` is where a background mount logs too; without it, the system log at
+    /// /dev/log (or KMSFS_SYSLOG_SOCKET), else /var/log/kmsfs/<mountpoint>.log as root, else
+    /// $XDG_STATE_HOME/kmsfs/<mountpoint>.log.
+    #[command(flatten)]
+    log: kms_client::logging::LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,11 +66,6 @@ pub enum Command {
         /// per CPU).
         #[arg(long)]
         threads: Option<usize>,
-        /// Where the background daemon logs (default: the system log at /dev/log, or
-        /// KMSFS_SYSLOG_SOCKET; without one, /var/log/kmsfs/<mountpoint>.log as root, else
-        /// $XDG_STATE_HOME/kmsfs/<mountpoint>.log).
-        #[arg(long)]
-        log_file: Option<PathBuf>,
     },
     /// Show a volume's config (needs no KMS).
     Info { cipherdir: PathBuf },
@@ -93,12 +93,15 @@ pub fn run() -> i32 {
     let verbose = matches!(&cli.command, Command::Mount { foreground: true, .. }) || daemon::is_daemon();
     // A background mount without --log-file logs to syslog or a file of its own (daemon_log.rs).
     let own_log = match &cli.command {
-        Command::Mount { mountpoint, log_file: None, foreground: false, .. } if daemon::is_daemon() => {
+        Command::Mount { mountpoint, foreground: false, .. } if daemon::is_daemon() && cli.log.log_file.is_none() => {
             Some(mountpoint.clone())
         }
         _ => None,
     };
-    init_logging(verbose, own_log.as_deref());
+    if let Err(e) = init_logging(&cli.log, verbose, own_log.as_deref()) {
+        eprintln!("kmsfs: {e}");
+        return EXIT_USAGE;
+    }
     match commands::dispatch(cli) {
         Ok(()) => 0,
         Err(f) => {
@@ -109,17 +112,13 @@ pub fn run() -> i32 {
     }
 }
 
-fn init_logging(verbose: bool, daemon_mountpoint: Option<&std::path::Path>) {
+fn init_logging(
+    log: &kms_client::logging::LogArgs,
+    verbose: bool,
+    daemon_mountpoint: Option<&std::path::Path>,
+) -> Result<(), String> {
     let default = if verbose { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KMSFS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let own = daemon_mountpoint.map(|mp| daemon_log::writer(&std::fs::canonicalize(mp).unwrap_or_else(|_| mp.into())));
-    let (writer, ansi) = match own {
-        Some(Ok(w)) => (w, false),
-        _ => (
-            tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
-            std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        ),
-    };
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi).with_target(false).init();
+    let own = daemon_mountpoint
+        .and_then(|mp| daemon_log::writer(&std::fs::canonicalize(mp).unwrap_or_else(|_| mp.into())).ok());
+    log.init("KMSFS_LOG", default, own)
 }

@@ -39,6 +39,8 @@ struct Args {
     /// Serve the secrets agent on this loopback address (e.g. 127.0.0.1:18081).
     #[arg(long)]
     agent_listen: Option<String>,
+    #[command(flatten)]
+    log: kms_client::logging::LogArgs,
     #[command(subcommand)]
     command: Option<Sub>,
 }
@@ -64,12 +66,11 @@ enum Sub {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KMS_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let args = Args::parse();
+    if let Err(e) = args.log.init("KMS_LOG", "info", None) {
+        eprintln!("kms-sidecar: {e}");
+        std::process::exit(kms_client::exit::EXIT_USAGE);
+    }
     if let Err(e) = run(args) {
         eprintln!("kms-sidecar: {e}");
         std::process::exit(e.exit_code());
