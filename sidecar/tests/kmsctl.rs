@@ -191,3 +191,16 @@ fn status_says_whether_the_kms_is_up_and_serves_signed_requests() {
     assert_eq!(call.status.code(), Some(5), "{err}");
     assert!(err.contains("HTTP 404 without a KMS error: <html>Not Found</html>"), "{err}");
 }
+
+#[test]
+fn a_mistyped_action_is_a_usage_error_with_suggestions_before_any_request() {
+    // No endpoint, no credentials: the name is checked first.
+    let out = Command::new(env!("CARGO_BIN_EXE_kmsctl"))
+        .args(["--endpoint", "http://127.0.0.1:9", "listkeys", "--PageSize", "5"])
+        .env_remove("KMS_ACCESS_KEY_ID")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("did you mean ListKeys"), "{err}");
+}

@@ -10,14 +10,19 @@ use clap::{Parser, Subcommand};
     name = "kmsctl",
     version,
     about = "Talk to a local KMS (Alibaba Cloud KMS API)",
-    allow_external_subcommands = true
+    allow_external_subcommands = true,
+    after_help = "Any API action, as `aliyun kms` takes it: kmsctl <Action> --Param value … \
+                  (kmsctl ListKeys --PageSize 20; kmsctl CreateKey --KeySpec EC_P256 --KeyUsage SIGN/VERIFY). \
+                  Exit codes: 0 ok; 1 other failure; 2 usage; 4 the KMS refused; 5 the KMS is unreachable."
 )]
 pub struct Args {
     /// http://host:port or https://host:port
     #[arg(long, global = true)]
     pub endpoint: Option<String>,
+    /// Sign as this access key (default: KMS_ACCESS_KEY_ID, then the profile's owner key).
     #[arg(long, global = true)]
     pub access_key_id: Option<String>,
+    /// Its secret (default: KMS_ACCESS_KEY_SECRET, then the profile).
     #[arg(long, global = true)]
     pub access_key_secret: Option<String>,
     /// CA certificate (PEM) to trust for https.
@@ -40,23 +45,31 @@ pub struct Args {
 pub enum Cmd {
     /// Create a symmetric key (and optionally an alias for it).
     CreateKey {
+        /// Aliyun_AES_256 or Aliyun_SM4 (other specs: `kmsctl CreateKey --KeySpec …`).
         #[arg(long, default_value = "Aliyun_AES_256")]
         spec: String,
+        /// Free text shown with the key.
         #[arg(long)]
         description: Option<String>,
         /// Rotate automatically at this interval (e.g. 365d).
         #[arg(long)]
         rotate: Option<String>,
+        /// An alias for the new key (alias/…).
         #[arg(long)]
         alias: Option<String>,
     },
+    /// A key's metadata.
     DescribeKey {
+        /// Key id, alias or ARN.
         key_id: String,
     },
+    /// The first 100 keys.
     ListKeys,
+    /// The first 100 aliases.
     ListAliases,
     /// Encrypt a file (at most 6 KiB; use generate-data-key for more) into a base64 ciphertext blob.
     Encrypt {
+        /// The key: id, alias (alias/…) or ARN.
         #[arg(long)]
         key_id: String,
         #[command(flatten)]
@@ -69,17 +82,22 @@ pub enum Cmd {
     },
     /// A new data key: plaintext and ciphertext, base64, as JSON.
     GenerateDataKey {
+        /// The key: id, alias (alias/…) or ARN.
         #[arg(long)]
         key_id: String,
+        /// Length of the data key in bytes (1–1024).
         #[arg(long, default_value_t = 32)]
         bytes: i64,
+        /// JSON object bound to the wrapped key (EncryptionContext).
         #[arg(long)]
         context: Option<String>,
     },
     /// The public key (PEM) of an asymmetric key version.
     GetPublicKey {
+        /// The key: id, alias (alias/…) or ARN.
         #[arg(long)]
         key_id: String,
+        /// The key version (ListKeyVersions).
         #[arg(long)]
         version: String,
     },
@@ -98,6 +116,7 @@ pub enum Cmd {
     /// BYOK in one step: fetch an import token, wrap the material (RSA_2048, RSAES_OAEP_SHA_256)
     /// here, import it.
     ImportMaterial {
+        /// The key: id, alias (alias/…) or ARN.
         #[arg(long)]
         key_id: String,
         /// The raw key material (32 bytes for Aliyun_AES_256, 16 for Aliyun_SM4).
@@ -148,6 +167,7 @@ pub enum Cmd {
         /// which is whom kmsctl signs as).
         #[arg(value_name = "SERVICE")]
         grantee: String,
+        /// The key: id, alias (alias/…) or ARN.
         #[arg(long)]
         key_id: String,
     },
@@ -155,6 +175,7 @@ pub enum Cmd {
     RevokeService {
         #[arg(value_name = "SERVICE")]
         grantee: String,
+        /// The key: id, alias (alias/…) or ARN.
         #[arg(long)]
         key_id: String,
     },
@@ -189,16 +210,19 @@ pub enum AuditCmd {
     },
     /// Print matching events as JSON lines.
     Query {
+        /// The audit dir (default: <data-dir>/audit).
         #[arg(long)]
         dir: Option<PathBuf>,
         /// ISO-8601 UTC, e.g. 2026-01-01T00:00:00Z.
         #[arg(long)]
         since: Option<String>,
+        /// ISO-8601 UTC, exclusive.
         #[arg(long)]
         until: Option<String>,
         /// owner, user:<name>, service:<name>.
         #[arg(long)]
         principal: Option<String>,
+        /// An API action (Encrypt, CreateKey, …).
         #[arg(long)]
         action: Option<String>,
         /// A key id, alias or secret name appearing in the event's resources.
@@ -210,13 +234,16 @@ pub enum AuditCmd {
 /// The key version, algorithm and file a signature is about.
 #[derive(clap::Args, Debug)]
 pub struct Signing {
+    /// The key: id, alias (alias/…) or ARN.
     #[arg(long)]
     pub key_id: String,
+    /// The key version (ListKeyVersions).
     #[arg(long)]
     pub version: String,
     /// RSA_PSS_SHA_256, RSA_PKCS1_SHA_256 or ECDSA_SHA_256.
     #[arg(long)]
     pub algorithm: String,
+    /// The signed file, - for stdin.
     #[arg(long = "in", default_value = "-")]
     pub input: String,
 }

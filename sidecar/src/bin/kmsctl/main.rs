@@ -10,13 +10,14 @@
 //! Endpoint and credentials: flags, else KMS_ENDPOINT / KMS_ACCESS_KEY_ID / KMS_ACCESS_KEY_SECRET
 //! (and KMS_CA_FILE), else the sidecar's profile.json.
 
+mod action_name;
 mod args;
 mod audit;
 mod io;
 
 use clap::Parser;
 use kms_client::client::{Client, ClientConfig, Overrides, Signing as Scheme};
-use kms_client::exit::Failure;
+use kms_client::exit::{Failure, EXIT_USAGE};
 use kms_core::api::*;
 
 use args::{Args, Cmd, FileIo, Signing};
@@ -37,6 +38,11 @@ fn main() {
 fn run(args: Args) -> Result<(), Failure> {
     if let Cmd::Audit(cmd) = &args.cmd {
         return Ok(audit(cmd)?);
+    }
+    // A mistyped action is told before anything else is needed (credentials, a reachable KMS).
+    if let Cmd::Action(words) = &args.cmd {
+        let name = words.first().ok_or_else(|| Failure::new(EXIT_USAGE, "no action"))?;
+        action_name::parse(name).map_err(|e| Failure::new(EXIT_USAGE, e))?;
     }
     let mut cfg = ClientConfig::discover(Overrides {
         endpoint: args.endpoint,
@@ -260,7 +266,9 @@ fn run(args: Args) -> Result<(), Failure> {
         Cmd::Audit(_) => unreachable!("handled before connecting"),
         Cmd::Action(words) => {
             let (action, rest) = words.split_first().ok_or("no action")?;
-            print_json(&c.call_params(action, parse_action_params(rest)?).map_err(api)?);
+            let action = action_name::parse(action).map_err(|e| Failure::new(EXIT_USAGE, e))?;
+            let params = parse_action_params(rest).map_err(|e| Failure::new(EXIT_USAGE, e))?;
+            print_json(&c.call_params(action.name(), params).map_err(api)?);
         }
     }
     Ok(())
