@@ -78,7 +78,7 @@ fn verbs_actions_and_errors() {
 
 #[test]
 fn asymmetric_verbs_and_byok_import() {
-    let s = Sidecar::start();
+    let s = Sidecar::with_config("[engine.limits]\nmin_manual_version_interval_secs = 0\n");
     let k = json(&kmsctl(&s, &["CreateKey", "--KeySpec", "RSA_2048", "--KeyUsage", "SIGN/VERIFY"], None));
     let key = k["KeyMetadata"]["KeyId"].as_str().unwrap().to_string();
     let v = json(&kmsctl(&s, &["ListKeyVersions", "--KeyId", &key], None));
@@ -107,6 +107,23 @@ fn asymmetric_verbs_and_byok_import() {
     };
     assert!(args(b"doc").status.success());
     assert_eq!(args(b"other").status.code(), Some(1));
+    // Without --version: the newest version – after a second one is made, that one.
+    let pem_default = kmsctl(&s, &["get-public-key", "--key-id", &key], None);
+    assert_eq!(pem_default.stdout, pem.stdout, "{}", String::from_utf8_lossy(&pem_default.stderr));
+    let v2 = json(&kmsctl(&s, &["CreateKeyVersion", "--KeyId", &key], None));
+    let v2 = v2["KeyVersion"]["KeyVersionId"].as_str().unwrap().to_string();
+    let newest = kmsctl(&s, &["get-public-key", "--key-id", &key], None);
+    let second = kmsctl(&s, &["get-public-key", "--key-id", &key, "--version", &v2], None);
+    assert_eq!(newest.stdout, second.stdout);
+    assert_ne!(newest.stdout, pem.stdout, "a new version has a new key pair");
+    let sig2 = kmsctl(&s, &["sign", "--key-id", &key, "--algorithm", "RSA_PSS_SHA_256"], Some(b"doc"));
+    let sig2 = String::from_utf8(sig2.stdout).unwrap();
+    let verify2 = kmsctl(
+        &s,
+        &["verify", "--key-id", &key, "--version", &v2, "--algorithm", "RSA_PSS_SHA_256", "--signature", sig2.trim()],
+        Some(b"doc"),
+    );
+    assert!(verify2.status.success(), "signed with the newest version by default");
 
     let ext = json(&kmsctl(&s, &["CreateKey", "--Origin", "EXTERNAL"], None));
     let ext = ext["KeyMetadata"]["KeyId"].as_str().unwrap().to_string();

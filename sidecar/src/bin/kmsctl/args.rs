@@ -97,9 +97,9 @@ pub enum Cmd {
         /// The key: id, alias (alias/…) or ARN.
         #[arg(long)]
         key_id: String,
-        /// The key version (ListKeyVersions).
+        /// The key version (default: the newest – asymmetric keys have no primary version).
         #[arg(long)]
-        version: String,
+        version: Option<String>,
     },
     /// Sign the SHA-256 digest of a file (RSA and EC keys); prints the base64 signature.
     Sign {
@@ -237,9 +237,9 @@ pub struct Signing {
     /// The key: id, alias (alias/…) or ARN.
     #[arg(long)]
     pub key_id: String,
-    /// The key version (ListKeyVersions).
+    /// The key version (default: the newest – asymmetric keys have no primary version).
     #[arg(long)]
-    pub version: String,
+    pub version: Option<String>,
     /// RSA_PSS_SHA_256, RSA_PKCS1_SHA_256 or ECDSA_SHA_256.
     #[arg(long)]
     pub algorithm: String,

@@ -115,11 +115,13 @@ fn run(args: Args) -> Result<(), Failure> {
             print_json(&serde_json::to_value(r).unwrap());
         }
         Cmd::GetPublicKey { key_id, version } => {
+            let version = version_or_newest(&c, &key_id, version)?;
             let r: GetPublicKeyResponse =
                 c.call("GetPublicKey", &KeyVersionRequest { key_id, key_version_id: version }).map_err(api)?;
             print!("{}", r.public_key);
         }
         Cmd::Sign { s: Signing { key_id, version, algorithm, input } } => {
+            let version = version_or_newest(&c, &key_id, version)?;
             let digest = kms_core::crypto::asym::sha256(&read_input(&input)?);
             let r: AsymmetricSignResponse = c
                 .call(
@@ -130,6 +132,7 @@ fn run(args: Args) -> Result<(), Failure> {
             println!("{}", encode_base64(&r.value));
         }
         Cmd::Verify { s: Signing { key_id, version, algorithm, input }, signature } => {
+            let version = version_or_newest(&c, &key_id, version)?;
             let digest = kms_core::crypto::asym::sha256(&read_input(&input)?);
             let value = decode_base64("signature", &signature).map_err(|e| e.message().to_string())?;
             let r: AsymmetricVerifyResponse = c
@@ -272,4 +275,31 @@ fn run(args: Args) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// The version `--version` names, else the key's newest: the last one created, as
+/// ListKeyVersions lists them (an asymmetric key has no primary version to default to).
+fn version_or_newest(c: &Client, key_id: &str, version: Option<String>) -> Result<String, Failure> {
+    if let Some(v) = version {
+        return Ok(v);
+    }
+    let mut newest: Option<(String, String)> = None;
+    for page in 1u32.. {
+        let params = [("KeyId", key_id.to_string()), ("PageSize", "100".into()), ("PageNumber", page.to_string())];
+        let r = c.call_params("ListKeyVersions", params.map(|(k, v)| (k.to_string(), v)).to_vec())?;
+        let versions = r["KeyVersions"]["KeyVersion"].as_array().cloned().unwrap_or_default();
+        for v in &versions {
+            let (created, id) = (v["CreationDate"].as_str().unwrap_or(""), v["KeyVersionId"].as_str().unwrap_or(""));
+            // ISO-8601 UTC times order as strings; a tie goes to the one listed later.
+            if newest.as_ref().is_none_or(|(c, _)| created >= c.as_str()) {
+                newest = Some((created.to_string(), id.to_string()));
+            }
+        }
+        if versions.is_empty() || u64::from(page) * 100 >= r["TotalCount"].as_u64().unwrap_or(0) {
+            break;
+        }
+    }
+    newest
+        .map(|(_, id)| id)
+        .ok_or_else(|| Failure::new(kms_client::exit::EXIT_OTHER, format!("key {key_id} has no versions")))
 }
