@@ -221,3 +221,18 @@ fn a_mistyped_action_is_a_usage_error_with_suggestions_before_any_request() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("did you mean ListKeys"), "{err}");
 }
+
+#[test]
+fn completions_and_the_manual_come_from_the_command_line_itself() {
+    let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_kmsctl")).args(args).output().unwrap();
+    let bash = run(&["completions", "bash"]);
+    assert!(bash.status.success());
+    let script = String::from_utf8(bash.stdout).unwrap();
+    assert!(script.contains("grant-service") && script.contains("--access-key-id"), "every verb and option");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kmsctl.bash"), &script).unwrap();
+    let syntax = Command::new("bash").arg("-n").arg(dir.path().join("kmsctl.bash")).status().unwrap();
+    assert!(syntax.success(), "the bash script parses");
+    let man = String::from_utf8(run(&["man"]).stdout).unwrap();
+    assert!(man.contains(".TH kmsctl 1") && man.contains("grant\\-service"), "{}", &man[..man.len().min(300)]);
+}

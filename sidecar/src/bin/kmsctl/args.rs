@@ -185,6 +185,14 @@ pub enum Cmd {
     /// The audit trail: verify its hash chain, or query it.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell), e.g.
+    /// `kmsctl completions bash > /etc/bash_completion.d/kmsctl`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `kmsctl man > /usr/local/share/man/man1/kmsctl.1`.
+    Man,
     #[command(external_subcommand)]
     Action(Vec<String>),
 }

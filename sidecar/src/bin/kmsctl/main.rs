@@ -15,7 +15,7 @@ mod args;
 mod audit;
 mod io;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use kms_client::client::{Client, ClientConfig, Overrides, Signing as Scheme};
 use kms_client::exit::{Failure, EXIT_USAGE};
 use kms_core::api::*;
@@ -38,6 +38,20 @@ fn main() {
 fn run(args: Args) -> Result<(), Failure> {
     if let Cmd::Audit(cmd) = &args.cmd {
         return Ok(audit(cmd)?);
+    }
+    // Generated from the command line's own definition, so they never drift from it.
+    match &args.cmd {
+        Cmd::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Args::command(), "kmsctl", &mut std::io::stdout());
+            return Ok(());
+        }
+        Cmd::Man => {
+            clap_mangen::Man::new(Args::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| Failure::new(kms_client::exit::EXIT_OTHER, e))?;
+            return Ok(());
+        }
+        _ => {}
     }
     // A mistyped action is told before anything else is needed (credentials, a reachable KMS).
     if let Cmd::Action(words) = &args.cmd {
@@ -266,7 +280,7 @@ fn run(args: Args) -> Result<(), Failure> {
                 page["TotalCount"]
             );
         }
-        Cmd::Audit(_) => unreachable!("handled before connecting"),
+        Cmd::Audit(_) | Cmd::Completions { .. } | Cmd::Man => unreachable!("handled before connecting"),
         Cmd::Action(words) => {
             let (action, rest) = words.split_first().ok_or("no action")?;
             let action = action_name::parse(action).map_err(|e| Failure::new(EXIT_USAGE, e))?;
