@@ -50,6 +50,8 @@ pub enum ErrorCode {
     RequestTimeout,
     RequestUriTooLong,
     RequestHeaderFieldsTooLarge,
+    /// Over the caller's request rate (the sidecar's per-principal throttling).
+    Throttling,
 }
 
 impl ErrorCode {
@@ -62,6 +64,7 @@ impl ErrorCode {
             RequestTimeout => "RequestTimeout",
             RequestUriTooLong => "RequestURITooLong",
             RequestHeaderFieldsTooLarge => "RequestHeaderFieldsTooLarge",
+            Throttling => "Rejected.Throttling",
             KeyNotFound => "Forbidden.KeyNotFound",
             KeyVersionNotFound => "Forbidden.KeyVersionNotFound",
             AliasNotFound => "Forbidden.AliasNotFound",
@@ -107,6 +110,7 @@ impl ErrorCode {
             RequestTimeout => 408,
             RequestUriTooLong => 414,
             RequestHeaderFieldsTooLarge => 431,
+            Throttling => 429,
             KeyNotFound
             | KeyVersionNotFound
             | AliasNotFound
@@ -150,6 +154,7 @@ impl ErrorCode {
             RequestTimeout => "The request was not received in time.",
             RequestUriTooLong => "The request URI is too long.",
             RequestHeaderFieldsTooLarge => "The request headers are too large.",
+            Throttling => "The QPS upper limit is exceeded.",
             KeyNotFound => "The specified Key is not found.",
             KeyVersionNotFound => "The specified Key version is not found.",
             AliasNotFound => "The specified Alias is not found.",
@@ -194,6 +199,8 @@ impl ErrorCode {
 pub struct KmsError {
     code: ErrorCode,
     message: String,
+    /// How long a throttled caller should wait, in milliseconds (`x-acs-retry-after`).
+    retry_after_ms: Option<u64>,
 }
 
 pub type Result<T, E = KmsError> = std::result::Result<T, E>;
@@ -201,17 +208,27 @@ pub type Result<T, E = KmsError> = std::result::Result<T, E>;
 impl KmsError {
     /// An error with the code's documented message.
     pub fn new(code: ErrorCode) -> Self {
-        KmsError { code, message: code.base_message().to_string() }
+        KmsError { code, message: code.base_message().to_string(), retry_after_ms: None }
     }
 
     /// An error with the documented message followed by `detail`.
     pub fn with_detail(code: ErrorCode, detail: impl fmt::Display) -> Self {
-        KmsError { code, message: format!("{} {}", code.base_message(), detail) }
+        KmsError { code, message: format!("{} {}", code.base_message(), detail), retry_after_ms: None }
     }
 
     /// An error with exactly this message (for messages whose form clients parse).
     pub fn from_parts(code: ErrorCode, message: String) -> Self {
-        KmsError { code, message }
+        KmsError { code, message, retry_after_ms: None }
+    }
+
+    /// Rejected.Throttling (429), with how long to wait before trying again.
+    pub fn throttled(retry_after_ms: u64, detail: impl fmt::Display) -> Self {
+        KmsError { retry_after_ms: Some(retry_after_ms.max(1)), ..Self::with_detail(ErrorCode::Throttling, detail) }
+    }
+
+    /// For a throttled request: how long to wait, in milliseconds.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        self.retry_after_ms
     }
 
     pub fn code(&self) -> ErrorCode {
@@ -228,18 +245,15 @@ impl KmsError {
 
     /// `MissingParameter` in the gateway's wording, naming the parameter.
     pub fn missing(param: &str) -> Self {
-        KmsError {
-            code: ErrorCode::MissingParameter,
-            message: format!("The parameter \"{param}\" is needed but not provided."),
-        }
+        Self::from_parts(ErrorCode::MissingParameter, format!("The parameter \"{param}\" is needed but not provided."))
     }
 
     /// `InvalidParameter` naming the parameter and why it was refused.
     pub fn invalid(param: &str, why: impl fmt::Display) -> Self {
-        KmsError {
-            code: ErrorCode::InvalidParameter,
-            message: format!("The specified parameter \"{param}\" is not valid: {why}"),
-        }
+        Self::from_parts(
+            ErrorCode::InvalidParameter,
+            format!("The specified parameter \"{param}\" is not valid: {why}"),
+        )
     }
 
     pub fn key_not_found(key_id: &str) -> Self {

@@ -144,7 +144,9 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     } else {
         None
     };
+    let throttle = crate::throttle::Throttle::new(cfg.throttling.clone()).map_err(StartError::Config)?;
     let state = Arc::new(AppState {
+        throttle,
         audit,
         engine: engine.clone(),
         auth: Authenticator::new(keys, cfg.max_clock_skew_secs, Arc::new(SystemClock)),

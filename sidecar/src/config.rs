@@ -48,6 +48,8 @@ pub struct Config {
     pub policies: Vec<PolicyConfig>,
     /// Where keys and secrets are stored: the embedded SQLite file, or a shared PostgreSQL.
     pub store: StoreConfig,
+    /// Per-principal request rates (module `throttle`); none by default.
+    pub throttling: crate::throttle::ThrottleConfig,
 }
 
 /// `[store]`: the embedded default, or one PostgreSQL database shared by many sidecars.
@@ -214,6 +216,7 @@ impl Default for Config {
             hsm: HsmConfig::default(),
             policies: Vec::new(),
             store: StoreConfig::default(),
+            throttling: crate::throttle::ThrottleConfig::default(),
         }
     }
 }

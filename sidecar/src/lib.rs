@@ -14,6 +14,7 @@ pub mod conn;
 pub mod metrics;
 pub mod server;
 pub mod start_error;
+pub mod throttle;
 pub mod tls;
 pub mod wire;
 

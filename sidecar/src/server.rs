@@ -31,6 +31,8 @@ pub use kms_client::API_VERSION;
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub auth: Authenticator,
+    /// Per-principal request rates (off unless configured).
+    pub throttle: crate::throttle::Throttle,
     pub metrics: Metrics,
     pub max_body_bytes: usize,
     /// None only where a test or benchmark runs without a trail.
@@ -115,7 +117,12 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
     let (code, response) = match result {
         Ok(value) => ("OK", respond(200, &request_id, CONTENT_TYPE, success_body(&request_id, value))),
         Err(e) => {
-            (e.code().code(), respond(e.http_status(), &request_id, CONTENT_TYPE, error_body(&request_id, &host, &e)))
+            let mut r = respond(e.http_status(), &request_id, CONTENT_TYPE, error_body(&request_id, &host, &e));
+            if let Some(ms) = e.retry_after_ms() {
+                // What Alibaba's SDKs read to wait and retry (py-tea: ThrottlingException).
+                r.headers_mut().insert("x-acs-retry-after", hyper::header::HeaderValue::from(ms));
+            }
+            (e.code().code(), r)
         }
     };
     let elapsed = started.elapsed();
@@ -184,6 +191,8 @@ async fn process(
         let action = Action::parse(&name)
             .ok_or_else(|| KmsError::with_detail(ErrorCode::InvalidActionNotFound, format_args!("Action: {name}")))?;
         outcome.known = Some(action);
+        // Counted once the caller is known, before any work is done for it.
+        state.throttle.admit(&outcome.principal, action)?;
         match params.get("Version").map(str::to_string).or_else(|| header("x-acs-version")) {
             Some(v) if v == API_VERSION => {}
             Some(v) => {
