@@ -66,6 +66,14 @@ pub fn backup(cfg: &Config, to: &Path) -> Result<Manifest, StartError> {
         return Err(StartError::Config(format!("{}: no store to back up", src_store.display())));
     }
     let src_store = canonical(src_store);
+    // A backup inside the data directory would copy itself, and dies with it.
+    if resolved(to).starts_with(&data) {
+        return Err(StartError::Config(format!(
+            "{} is inside the data directory {}: a backup goes elsewhere (another disk, ideally)",
+            to.display(),
+            data.display()
+        )));
+    }
     new_private_dir(to)?;
     let mut files = Vec::new();
 
@@ -199,6 +207,24 @@ fn open_restored(cfg: &Config, data: &Path) -> Result<(), StartError> {
     };
     drop(kms_core::Engine::open(opts)?);
     Ok(())
+}
+
+/// Where `path` is or would be: its deepest existing ancestor resolved (links and all), the
+/// rest appended.
+fn resolved(path: &Path) -> PathBuf {
+    let mut existing = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => break,
+        }
+    }
+    let base = existing.canonicalize().unwrap_or(existing);
+    rest.iter().rev().fold(base, |p, n| p.join(n))
 }
 
 /// Makes `dir` (absent or empty) with mode 0700.

@@ -120,6 +120,9 @@ fn a_backup_under_write_load_restores_elsewhere_with_every_acknowledged_key() {
     let target = restored.path().to_str().unwrap();
     refused(&["restore", "--data-dir", target, "--from", &backup_s], 2, "already holds kms.db");
     refused(&["backup", "--data-dir", target, "--to", &backup_s], 2, "is not empty");
+    let inner = restored.path().join("backups/today");
+    refused(&["backup", "--data-dir", target, "--to", inner.to_str().unwrap()], 2, "inside the data directory");
+    assert!(!restored.path().join("backups").exists(), "nothing made");
     refused(
         &["backup", "--store", "postgres://kms@127.0.0.1:9/kms", "--to", work.path().join("pg").to_str().unwrap()],
         2,
