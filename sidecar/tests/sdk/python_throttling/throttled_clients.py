@@ -4,8 +4,8 @@ goes through py-core, which turns every HTTP error into ServerException – and 
 off only on ClientException – so a direct read over the limit fails with Rejected.Throttling, while
 its cache client keeps serving the value it has. Prints one JSON line of what it saw.
 
-Environment: KMS_HTTP, KMS_AK, KMS_SK (a principal with secrets_per_second = 1, crypto_per_second
-= 3), KMS_SECRET (a secret it may read).
+Environment: KMS_HTTP, KMS_AK, KMS_SK (a principal with secrets_per_second = 0.5,
+crypto_per_second = 3), KMS_SECRET (a secret it may read).
 """
 import json
 import logging
@@ -35,7 +35,7 @@ for _ in range(20):
         seen = {"code": e.code, "status": e.status_code, "retry_after": e.retry_after}
         break
 
-# The secrets-manager client, as the same principal (one read a second).
+# The secrets-manager client, as the same principal (one read every two seconds).
 from aliyunsdkcore.acs_exception.exceptions import ServerException
 from aliyunsdkkms.request.v20160120.GetSecretValueRequest import GetSecretValueRequest
 
@@ -50,7 +50,7 @@ for _ in range(2):
         direct.append(json.loads(kms.get_secret_value(req))["SecretData"])
     except ServerException as e:
         direct.append(e.get_error_code())
-time.sleep(1.1)
+time.sleep(2.1)
 cache = SecretManagerCacheClientBuilder.new_cache_client_builder(kms).build()
 cached = [cache.get_secret_info(name).secret_value]
 cache.refresh_now(name)          # over the limit: refused, logged, and the value kept
