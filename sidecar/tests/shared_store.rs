@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use pg_harness::within;
 
-use common::{start_nodes, Sidecar, OWNER_ID, OWNER_SECRET};
+use common::{start_nodes, start_nodes_with, Sidecar, OWNER_ID, OWNER_SECRET};
 use kms_client::client::{Client, ClientConfig, ClientError};
 use serde_json::Value;
 
@@ -130,7 +130,9 @@ fn three_sidecars_are_one_kms() {
 fn postgres_killed_under_load_fails_cleanly_and_loses_nothing_acknowledged() {
     let pg = pg_harness::Cluster::start(&[]).unwrap();
     let url = pg.create_database("kms").unwrap();
-    let n = start_nodes(&url, 3);
+    // Three writers create keys for as long as the crash and the restart take; a fast machine
+    // makes more than the default 200-key limit, which is not what this test is about.
+    let n = start_nodes_with(&url, 3, Some("[engine.limits]\nmax_keys = 1000000\n"));
     let key = create_key(&client(&n.nodes[0])).unwrap();
     within(SETTLE, || n.nodes.iter().all(|s| encrypt(&client(s), &key).is_ok()));
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));

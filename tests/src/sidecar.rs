@@ -250,11 +250,16 @@ pub struct Nodes {
 /// Starts `n` sidecars on the store `url` with the default configuration; the first makes the
 /// root key, the others get a copy of it (as an operator would install it, or use an HSM).
 pub fn start_nodes(url: &str, n: usize) -> Nodes {
-    let first = Sidecar::node(None, url, "node-0", None);
+    start_nodes_with(url, n, None)
+}
+
+/// Like [`start_nodes`], every node with `config` (TOML) if given.
+pub fn start_nodes_with(url: &str, n: usize, config: Option<&str>) -> Nodes {
+    let first = Sidecar::node(config, url, "node-0", None);
     let root = first.root_key();
     let mut nodes = vec![first];
     for i in 1..n {
-        nodes.push(Sidecar::node(None, url, &format!("node-{i}"), Some(&root)));
+        nodes.push(Sidecar::node(config, url, &format!("node-{i}"), Some(&root)));
     }
     Nodes { nodes }
 }

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 #[allow(unused_imports)]
-pub use kms_e2e::sidecar::{start_fails, start_nodes, Nodes, Sidecar, OWNER_ID, OWNER_SECRET};
+pub use kms_e2e::sidecar::{start_fails, start_nodes, start_nodes_with, Nodes, Sidecar, OWNER_ID, OWNER_SECRET};
 
 #[allow(unused_imports)]
 pub use kms_e2e::workspace;
