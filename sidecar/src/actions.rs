@@ -19,83 +19,94 @@ fn empty(r: Result<(), KmsError>) -> Result<Vec<u8>, KmsError> {
     r.map(|_| b"{}".to_vec())
 }
 
-/// Runs `action` for `caller`. The answer is the serialised JSON object (without `RequestId`).
+/// Runs `action` for `caller`, its parameters decoded into the action table's request type for
+/// it (`request::<Action>`: what `kmsctl <Action> --help` lists). The answer is the serialised
+/// JSON object (without `RequestId`).
 pub fn dispatch(engine: &Engine, caller: &Caller, action: Action, p: &Params) -> Result<Vec<u8>, KmsError> {
     use Action::*;
     let (e, c) = (engine, caller);
     match action {
-        CreateKey => json(e.create_key(c, p.decode()?)?),
-        ListKeys => json(e.list_keys(c, p.decode()?)?),
-        DescribeKey => json(e.describe_key(c, &p.decode::<KeyIdRequest>()?.key_id)?),
-        EnableKey => empty(e.enable_key(c, &p.decode::<KeyIdRequest>()?.key_id)),
-        DisableKey => empty(e.disable_key(c, &p.decode::<KeyIdRequest>()?.key_id)),
-        CancelKeyDeletion => empty(e.cancel_key_deletion(c, &p.decode::<KeyIdRequest>()?.key_id)),
-        CreateKeyVersion => json(e.create_key_version(c, &p.decode::<KeyIdRequest>()?.key_id)?),
-        DeleteKeyMaterial => empty(e.delete_key_material(c, &p.decode::<KeyIdRequest>()?.key_id)),
-        ListResourceTags => json(e.list_resource_tags(c, &p.decode::<KeyIdRequest>()?.key_id)?),
+        CreateKey => json(e.create_key(c, p.decode::<request::CreateKey>()?)?),
+        ListKeys => json(e.list_keys(c, p.decode::<request::ListKeys>()?)?),
+        DescribeKey => json(e.describe_key(c, &p.decode::<request::DescribeKey>()?.key_id)?),
+        EnableKey => empty(e.enable_key(c, &p.decode::<request::EnableKey>()?.key_id)),
+        DisableKey => empty(e.disable_key(c, &p.decode::<request::DisableKey>()?.key_id)),
+        CancelKeyDeletion => empty(e.cancel_key_deletion(c, &p.decode::<request::CancelKeyDeletion>()?.key_id)),
+        CreateKeyVersion => json(e.create_key_version(c, &p.decode::<request::CreateKeyVersion>()?.key_id)?),
+        DeleteKeyMaterial => empty(e.delete_key_material(c, &p.decode::<request::DeleteKeyMaterial>()?.key_id)),
+        ListResourceTags => json(e.list_resource_tags(c, &p.decode::<request::ListResourceTags>()?.key_id)?),
         UpdateKeyDescription => {
-            let r: UpdateKeyDescriptionRequest = p.decode()?;
+            let r = p.decode::<request::UpdateKeyDescription>()?;
             empty(e.update_key_description(c, &r.key_id, &r.description))
         }
-        ScheduleKeyDeletion => empty(e.schedule_key_deletion(c, p.decode()?)),
-        SetDeletionProtection => empty(e.set_deletion_protection(c, p.decode()?)),
-        UpdateRotationPolicy => empty(e.update_rotation_policy(c, p.decode()?)),
+        ScheduleKeyDeletion => empty(e.schedule_key_deletion(c, p.decode::<request::ScheduleKeyDeletion>()?)),
+        SetDeletionProtection => empty(e.set_deletion_protection(c, p.decode::<request::SetDeletionProtection>()?)),
+        UpdateRotationPolicy => empty(e.update_rotation_policy(c, p.decode::<request::UpdateRotationPolicy>()?)),
         DescribeKeyVersion => {
-            let r: DescribeKeyVersionRequest = p.decode()?;
+            let r = p.decode::<request::DescribeKeyVersion>()?;
             json(e.describe_key_version(c, &r.key_id, &r.key_version_id)?)
         }
         ListKeyVersions => {
-            let r: KeyPageRequest = p.decode()?;
+            let r = p.decode::<request::ListKeyVersions>()?;
             json(e.list_key_versions(c, &r.key_id, r.page())?)
         }
         ListAliasesByKeyId => {
-            let r: KeyPageRequest = p.decode()?;
+            let r = p.decode::<request::ListAliasesByKeyId>()?;
             json(e.list_aliases_by_key_id(c, &r.key_id, r.page())?)
         }
         CreateAlias => {
-            let r: AliasRequest = p.decode()?;
+            let r = p.decode::<request::CreateAlias>()?;
             empty(e.create_alias(c, &r.alias_name, &r.key_id))
         }
         UpdateAlias => {
-            let r: AliasRequest = p.decode()?;
+            let r = p.decode::<request::UpdateAlias>()?;
             empty(e.update_alias(c, &r.alias_name, &r.key_id))
         }
-        DeleteAlias => empty(e.delete_alias(c, &p.decode::<DeleteAliasRequest>()?.alias_name)),
-        ListAliases => json(e.list_aliases(c, p.decode()?)?),
-        Encrypt => json(e.encrypt(c, p.decode()?)?),
-        Decrypt => json(e.decrypt(c, p.decode()?)?),
-        ReEncrypt => json(e.re_encrypt(c, p.decode()?)?),
-        GenerateDataKey => json(e.generate_data_key(c, p.decode()?)?),
-        GenerateDataKeyWithoutPlaintext => json(e.generate_data_key_without_plaintext(c, p.decode()?)?),
-        DescribeRegions => json(e.describe_regions(c)),
-        GetPublicKey => json(e.get_public_key(c, p.decode()?)?),
-        AsymmetricSign => json(e.asymmetric_sign(c, p.decode()?)?),
-        AsymmetricVerify => json(e.asymmetric_verify(c, p.decode()?)?),
-        AsymmetricEncrypt => json(e.asymmetric_encrypt(c, p.decode()?)?),
-        AsymmetricDecrypt => json(e.asymmetric_decrypt(c, p.decode()?)?),
-        ExportDataKey => json(e.export_data_key(c, p.decode()?)?),
-        GenerateAndExportDataKey => json(e.generate_and_export_data_key(c, p.decode()?)?),
-        GetParametersForImport => json(e.get_parameters_for_import(c, p.decode()?)?),
-        ImportKeyMaterial => empty(e.import_key_material(c, p.decode()?)),
-        CreateSecret => json(e.create_secret(c, p.decode()?)?),
-        GetSecretValue => json(e.get_secret_value(c, p.decode()?)?),
-        BatchGetSecretValue => json(e.batch_get_secret_value(c, p.decode()?)?),
-        PutSecretValue => json(e.put_secret_value(c, p.decode()?)?),
-        UpdateSecretVersionStage => json(e.update_secret_version_stage(c, p.decode()?)?),
-        ListSecretVersionIds => json(e.list_secret_version_ids(c, p.decode()?)?),
-        DescribeSecret => json(e.describe_secret(c, p.decode()?)?),
-        ListSecrets => json(e.list_secrets(c, p.decode()?)?),
-        UpdateSecret => json(e.update_secret(c, fold_extended_config(p)?.decode()?)?),
-        DeleteSecret => json(e.delete_secret(c, p.decode()?)?),
-        RestoreSecret => json(e.restore_secret(c, p.decode()?)?),
-        GetRandomPassword => json(e.get_random_password(c, p.decode()?)?),
-        GrantServiceKeyUse => empty(e.grant_service_key_use(c, p.decode()?)),
-        RevokeServiceKeyUse => empty(e.revoke_service_key_use(c, p.decode()?)),
-        TagResource => empty(e.tag_resource(c, p.decode()?)),
-        UntagResource => empty(e.untag_resource(c, p.decode()?)),
-        TagResources => empty(e.tag_resources(c, p.decode()?)),
-        UntagResources => empty(e.untag_resources(c, p.decode()?)),
-        ListTagResources => json(e.list_tag_resources(c, p.decode()?)?),
+        DeleteAlias => empty(e.delete_alias(c, &p.decode::<request::DeleteAlias>()?.alias_name)),
+        ListAliases => json(e.list_aliases(c, p.decode::<request::ListAliases>()?)?),
+        Encrypt => json(e.encrypt(c, p.decode::<request::Encrypt>()?)?),
+        Decrypt => json(e.decrypt(c, p.decode::<request::Decrypt>()?)?),
+        ReEncrypt => json(e.re_encrypt(c, p.decode::<request::ReEncrypt>()?)?),
+        GenerateDataKey => json(e.generate_data_key(c, p.decode::<request::GenerateDataKey>()?)?),
+        GenerateDataKeyWithoutPlaintext => {
+            json(e.generate_data_key_without_plaintext(c, p.decode::<request::GenerateDataKeyWithoutPlaintext>()?)?)
+        }
+        DescribeRegions => {
+            p.decode::<request::DescribeRegions>()?;
+            json(e.describe_regions(c))
+        }
+        GetPublicKey => json(e.get_public_key(c, p.decode::<request::GetPublicKey>()?)?),
+        AsymmetricSign => json(e.asymmetric_sign(c, p.decode::<request::AsymmetricSign>()?)?),
+        AsymmetricVerify => json(e.asymmetric_verify(c, p.decode::<request::AsymmetricVerify>()?)?),
+        AsymmetricEncrypt => json(e.asymmetric_encrypt(c, p.decode::<request::AsymmetricEncrypt>()?)?),
+        AsymmetricDecrypt => json(e.asymmetric_decrypt(c, p.decode::<request::AsymmetricDecrypt>()?)?),
+        ExportDataKey => json(e.export_data_key(c, p.decode::<request::ExportDataKey>()?)?),
+        GenerateAndExportDataKey => {
+            json(e.generate_and_export_data_key(c, p.decode::<request::GenerateAndExportDataKey>()?)?)
+        }
+        GetParametersForImport => json(e.get_parameters_for_import(c, p.decode::<request::GetParametersForImport>()?)?),
+        ImportKeyMaterial => empty(e.import_key_material(c, p.decode::<request::ImportKeyMaterial>()?)),
+        CreateSecret => json(e.create_secret(c, p.decode::<request::CreateSecret>()?)?),
+        GetSecretValue => json(e.get_secret_value(c, p.decode::<request::GetSecretValue>()?)?),
+        BatchGetSecretValue => json(e.batch_get_secret_value(c, p.decode::<request::BatchGetSecretValue>()?)?),
+        PutSecretValue => json(e.put_secret_value(c, p.decode::<request::PutSecretValue>()?)?),
+        UpdateSecretVersionStage => {
+            json(e.update_secret_version_stage(c, p.decode::<request::UpdateSecretVersionStage>()?)?)
+        }
+        ListSecretVersionIds => json(e.list_secret_version_ids(c, p.decode::<request::ListSecretVersionIds>()?)?),
+        DescribeSecret => json(e.describe_secret(c, p.decode::<request::DescribeSecret>()?)?),
+        ListSecrets => json(e.list_secrets(c, p.decode::<request::ListSecrets>()?)?),
+        UpdateSecret => json(e.update_secret(c, fold_extended_config(p)?.decode::<request::UpdateSecret>()?)?),
+        DeleteSecret => json(e.delete_secret(c, p.decode::<request::DeleteSecret>()?)?),
+        RestoreSecret => json(e.restore_secret(c, p.decode::<request::RestoreSecret>()?)?),
+        GetRandomPassword => json(e.get_random_password(c, p.decode::<request::GetRandomPassword>()?)?),
+        GrantServiceKeyUse => empty(e.grant_service_key_use(c, p.decode::<request::GrantServiceKeyUse>()?)),
+        RevokeServiceKeyUse => empty(e.revoke_service_key_use(c, p.decode::<request::RevokeServiceKeyUse>()?)),
+        TagResource => empty(e.tag_resource(c, p.decode::<request::TagResource>()?)),
+        UntagResource => empty(e.untag_resource(c, p.decode::<request::UntagResource>()?)),
+        TagResources => empty(e.tag_resources(c, p.decode::<request::TagResources>()?)),
+        UntagResources => empty(e.untag_resources(c, p.decode::<request::UntagResources>()?)),
+        ListTagResources => json(e.list_tag_resources(c, p.decode::<request::ListTagResources>()?)?),
     }
 }
 

@@ -31,6 +31,8 @@ pub struct Running {
     /// Set on the first start: the generated owner key, to show once.
     pub new_owner_key: Option<(String, Zeroizing<String>)>,
     pub engine: Arc<Engine>,
+    /// The request rates in force; `kms-sidecar` reloads them on SIGHUP.
+    pub throttle: Arc<crate::throttle::Throttle>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     audit: Option<Arc<crate::audit::AuditLog>>,
@@ -144,9 +146,9 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     } else {
         None
     };
-    let throttle = crate::throttle::Throttle::new(cfg.throttling.clone()).map_err(StartError::Config)?;
+    let throttle = Arc::new(crate::throttle::Throttle::new(cfg.throttling.clone()).map_err(StartError::Config)?);
     let state = Arc::new(AppState {
-        throttle,
+        throttle: throttle.clone(),
         audit,
         engine: engine.clone(),
         auth: Authenticator::new(keys, cfg.max_clock_skew_secs, Arc::new(SystemClock)),
@@ -266,6 +268,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         profile,
         new_owner_key,
         engine,
+        throttle,
         shutdown,
         tasks,
         audit: state.audit.clone(),

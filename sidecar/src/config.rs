@@ -48,7 +48,7 @@ pub struct Config {
     pub policies: Vec<PolicyConfig>,
     /// Where keys and secrets are stored: the embedded SQLite file, or a shared PostgreSQL.
     pub store: StoreConfig,
-    /// Per-principal request rates (module `throttle`); none by default.
+    /// Per-principal request rates (module `throttle`; reloaded on SIGHUP); none by default.
     pub throttling: crate::throttle::ThrottleConfig,
 }
 

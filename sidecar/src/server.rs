@@ -32,7 +32,7 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub auth: Authenticator,
     /// Per-principal request rates (off unless configured).
-    pub throttle: crate::throttle::Throttle,
+    pub throttle: Arc<crate::throttle::Throttle>,
     pub metrics: Metrics,
     pub max_body_bytes: usize,
     /// None only where a test or benchmark runs without a trail.

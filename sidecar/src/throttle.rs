@@ -11,11 +11,12 @@
 //! that authenticated, so memory is bounded by the access keys the sidecar knows.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use kms_core::api::Action;
 use kms_core::KmsError;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 /// Requests per second for each class; 0 (the default) is unlimited.
@@ -113,17 +114,25 @@ struct Bucket {
 }
 
 pub struct Throttle {
-    cfg: ThrottleConfig,
-    /// The configured defaults.
-    rates: Rates,
     /// Nothing configured: every request passes without a lock.
-    off: bool,
+    off: AtomicBool,
+    settings: RwLock<Settings>,
     /// Per principal label, a bucket per class (looked up by `&str`: no allocation per request).
     buckets: Mutex<HashMap<String, [Option<Bucket>; 3]>>,
 }
 
-impl Throttle {
-    pub fn new(cfg: ThrottleConfig) -> Result<Throttle, String> {
+/// The rates in force: replaced whole on reload.
+struct Settings {
+    /// The configured defaults.
+    rates: Rates,
+    /// Overrides by canonical principal label.
+    principals: HashMap<String, Rates>,
+    burst_seconds: f64,
+}
+
+impl Settings {
+    /// Checks `cfg`; also says whether it limits nothing.
+    fn parse(cfg: ThrottleConfig) -> Result<(Settings, bool), String> {
         let rates = Rates {
             crypto_per_second: cfg.crypto_per_second,
             secrets_per_second: cfg.secrets_per_second,
@@ -149,22 +158,42 @@ impl Throttle {
             principals.insert(kms_core::Caller::new(parsed).label(), *r);
         }
         let off = all.into_iter().all(Rates::unlimited);
-        Ok(Throttle { cfg: ThrottleConfig { principals, ..cfg }, rates, off, buckets: Mutex::new(HashMap::new()) })
+        Ok((Settings { rates, principals, burst_seconds: cfg.burst_seconds }, off))
+    }
+}
+
+impl Throttle {
+    pub fn new(cfg: ThrottleConfig) -> Result<Throttle, String> {
+        let (settings, off) = Settings::parse(cfg)?;
+        Ok(Throttle { off: AtomicBool::new(off), settings: RwLock::new(settings), buckets: Mutex::new(HashMap::new()) })
+    }
+
+    /// Puts new rates in force (SIGHUP). A bad configuration changes nothing. Buckets keep
+    /// what they hold, capped at the new size on their next use, so a reload neither grants a
+    /// fresh burst nor takes away what a principal had saved up.
+    pub fn reload(&self, cfg: ThrottleConfig) -> Result<(), String> {
+        let (settings, off) = Settings::parse(cfg)?;
+        *self.settings.write() = settings;
+        self.off.store(off, Ordering::Release);
+        Ok(())
     }
 
     /// Admits one request of `principal` (its label: `owner`, `user:app`, …) for `action`, or
     /// says how long to wait.
     pub fn admit(&self, principal: &str, action: Action) -> Result<(), KmsError> {
-        if self.off {
+        if self.off.load(Ordering::Acquire) {
             return Ok(());
         }
         let c = class(action);
-        let rate = self.cfg.principals.get(principal).unwrap_or(&self.rates).of(c);
+        let (rate, burst_seconds) = {
+            let s = self.settings.read();
+            (s.principals.get(principal).unwrap_or(&s.rates).of(c), s.burst_seconds)
+        };
         if rate <= 0.0 {
             return Ok(());
         }
         // At least one request fits in the bucket, whatever the rate and burst.
-        let capacity = (rate * self.cfg.burst_seconds).max(1.0);
+        let capacity = (rate * burst_seconds).max(1.0);
         let now = Instant::now();
         let mut buckets = self.buckets.lock();
         if !buckets.contains_key(principal) {
@@ -221,12 +250,32 @@ mod tests {
     #[test]
     fn nothing_configured_is_unlimited_and_bad_settings_are_refused() {
         let t = throttle("");
-        assert!(t.off);
+        assert!(t.off.load(Ordering::Relaxed));
         for _ in 0..10_000 {
             t.admit("owner", Action::Encrypt).unwrap();
         }
         for bad in ["crypto_per_second = -1", "burst_seconds = 0", "[principals]\n\"root\" = {}"] {
             assert!(Throttle::new(toml::from_str(bad).unwrap()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_reload_puts_new_rates_in_force_and_a_bad_one_changes_nothing() {
+        let t = throttle("crypto_per_second = 2\nburst_seconds = 1\n");
+        t.admit("user:app", Action::Encrypt).unwrap();
+        t.admit("user:app", Action::Encrypt).unwrap();
+        assert!(t.admit("user:app", Action::Encrypt).is_err());
+        assert!(t.reload(toml::from_str("crypto_per_second = -5").unwrap()).is_err());
+        assert!(t.admit("user:app", Action::Encrypt).is_err(), "the refused reload left the old rate");
+        t.reload(toml::from_str("").unwrap()).unwrap();
+        for _ in 0..100 {
+            t.admit("user:app", Action::Encrypt).unwrap();
+        }
+        // One token per 100 s, a bucket of one: only a bucket refilled by the reload would admit.
+        t.reload(toml::from_str("crypto_per_second = 0.01\nburst_seconds = 100\n").unwrap()).unwrap();
+        assert!(
+            t.admit("user:app", Action::Encrypt).is_err(),
+            "the bucket kept what it held (nothing): a reload grants no fresh burst"
+        );
     }
 }

@@ -41,7 +41,8 @@ fn verbs_actions_and_errors() {
         kmsctl(&s, &["encrypt", "--key-id", "alias/ctl", "--context", r#"{"a":"b"}"#], Some(b"secret bytes\x00\xff"));
     assert!(enc.status.success());
     for sig in ["v1", "v3"] {
-        let dec = kmsctl(&s, &["--signature", sig, "decrypt", "--context", r#"{ "a" : "b" }"#], Some(&enc.stdout));
+        let dec =
+            kmsctl(&s, &["--signature-version", sig, "decrypt", "--context", r#"{ "a" : "b" }"#], Some(&enc.stdout));
         assert!(dec.status.success(), "{}", String::from_utf8_lossy(&dec.stderr));
         assert_eq!(dec.stdout, b"secret bytes\x00\xff");
     }
@@ -235,4 +236,96 @@ fn completions_and_the_manual_come_from_the_command_line_itself() {
     assert!(syntax.success(), "the bash script parses");
     let man = String::from_utf8(run(&["man"]).stdout).unwrap();
     assert!(man.contains(".TH kmsctl 1") && man.contains("grant\\-service"), "{}", &man[..man.len().min(300)]);
+}
+
+#[test]
+fn action_help_and_parameter_warnings_come_from_what_the_server_decodes() {
+    // Help needs no KMS: nothing listens at the endpoint and there are no credentials.
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kmsctl"))
+            .args(["--endpoint", "http://127.0.0.1:9"])
+            .args(args)
+            .env_remove("KMS_ACCESS_KEY_ID")
+            .output()
+            .unwrap()
+    };
+    let help = run(&["GenerateDataKey", "--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success(), "{}", String::from_utf8_lossy(&help.stderr));
+    assert!(text.contains("Usage: kmsctl GenerateDataKey --KeyId <string>"), "{text}");
+    assert!(text.contains("[--NumberOfBytes <integer>]"), "{text}");
+    assert!(text.contains("kms:GenerateDataKey"), "{text}");
+    let all = String::from_utf8(run(&["actions"]).stdout).unwrap();
+    assert!(all.lines().any(|l| l.starts_with("UpdateSecretVersionStage ") && l.contains("change")), "{all}");
+
+    // A misspelt parameter is named, with the right one, and the request still goes out as
+    // typed: here the KMS then refuses for the required parameter it did not get.
+    let s = Sidecar::start();
+    let key = json(&kmsctl(&s, &["create-key"], None))["KeyMetadata"]["KeyId"].as_str().unwrap().to_string();
+    let out = kmsctl(&s, &["GenerateDataKey", "--KeyId", &key, "--NumberOfByte", "16"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: GenerateDataKey has no parameter --NumberOfByte; did you mean --NumberOfBytes?"),
+        "{err}"
+    );
+    let v = json(&out);
+    assert_eq!(v["Plaintext"].as_str().map(|p| p.len()), Some(44), "32 bytes: the misspelt 16 was ignored");
+    let out = kmsctl(&s, &["Encrypt", "--KeyID", &key, "--Plaintext", "aGk="], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--KeyID; did you mean --KeyId?") && err.contains("MissingParameter"), "{err}");
+    assert_eq!(out.status.code(), Some(4));
+    // Names it does read pass without a word.
+    let quiet = kmsctl(&s, &["Encrypt", "--KeyId", &key, "--Plaintext", "aGk=", "--RegionId", "cn-hangzhou"], None);
+    assert!(quiet.status.success() && quiet.stderr.is_empty(), "{}", String::from_utf8_lossy(&quiet.stderr));
+}
+
+#[test]
+fn lists_as_tables_and_text_with_stored_strings_made_harmless() {
+    let s = Sidecar::start();
+    let hostile = "pay\nKEY-FORGED\tEnabled \u{1b}[2J<script>alert(1)</script>";
+    let a = json(&kmsctl(&s, &["create-key", "--alias", "alias/orders", "--description", hostile], None));
+    let a = a["KeyMetadata"]["KeyId"].as_str().unwrap().to_string();
+    let b = json(&kmsctl(&s, &["create-key", "--spec", "Aliyun_SM4", "--description", "数据库密钥"], None));
+    let b = b["KeyMetadata"]["KeyId"].as_str().unwrap().to_string();
+
+    let table = kmsctl(&s, &["list-keys", "--output", "table"], None);
+    assert!(table.status.success(), "{}", String::from_utf8_lossy(&table.stderr));
+    let table = String::from_utf8(table.stdout).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("KeyId") && lines[0].contains("Aliases") && lines[0].contains("KeyState"), "{table}");
+    assert_eq!(lines.len(), 4, "header, rule, two keys – the description's newline made no row: {table}");
+    let row_a = lines.iter().find(|l| l.starts_with(&a)).unwrap();
+    assert!(row_a.contains("alias/orders") && row_a.contains("Aliyun_AES_256") && row_a.contains("Enabled"), "{row_a}");
+    assert!(row_a.contains("pay\\nKEY-FORGED\\tEnabled \\u{1b}[2J<script>"), "{row_a}");
+    assert!(!table.contains('\u{1b}'), "no escape sequence reaches the terminal");
+    assert!(lines.iter().any(|l| l.starts_with(&b) && l.contains("Aliyun_SM4") && l.contains("数据库密钥")));
+
+    // Text: one line per key, tab-separated, the id first – what `cut -f1` wants.
+    let text = String::from_utf8(kmsctl(&s, &["list-keys", "--output", "text"], None).stdout).unwrap();
+    let mut ids: Vec<&str> = text.lines().map(|l| l.split('\t').next().unwrap()).collect();
+    ids.sort();
+    let mut want = vec![a.as_str(), b.as_str()];
+    want.sort();
+    assert_eq!(ids, want, "{text}");
+    // JSON (the default) is the same rows, unescaped.
+    let rows = json(&kmsctl(&s, &["list-keys"], None));
+    let row = rows.as_array().unwrap().iter().find(|r| r["KeyId"] == a.as_str()).unwrap();
+    assert_eq!(row["Description"], hostile);
+    assert_eq!(row["Aliases"][0], "alias/orders");
+
+    // Any action's answer, as a field/value table or rows, and the format from the environment.
+    let described = kmsctl(&s, &["DescribeKey", "--KeyId", &b, "--output", "text"], None);
+    let described = String::from_utf8(described.stdout).unwrap();
+    assert!(described.lines().next().unwrap().starts_with(&format!("KeyId\t{b}")), "{described}");
+    assert!(described.lines().any(|l| l == "KeySpec\tAliyun_SM4"), "{described}");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kmsctl"));
+    cmd.args(["--endpoint", &format!("http://{}", s.http), "ListAliases"])
+        .env("KMS_ACCESS_KEY_ID", common::OWNER_ID)
+        .env("KMS_ACCESS_KEY_SECRET", common::OWNER_SECRET)
+        .env("KMSCTL_OUTPUT", "table");
+    let aliases = String::from_utf8(cmd.output().unwrap().stdout).unwrap();
+    assert!(aliases.lines().next().unwrap().starts_with("AliasName"), "{aliases}");
+    assert!(aliases.contains("TotalCount: 1"), "the paging fields under the rows: {aliases}");
+    let bad = kmsctl(&s, &["list-keys", "--output", "yaml"], None);
+    assert_eq!(bad.status.code(), Some(2), "an unknown format is a usage error");
 }

@@ -106,3 +106,35 @@ fn a_noisy_principal_is_throttled_its_neighbour_is_not_and_alibabas_clients_cope
     assert_eq!(seen["direct"], serde_json::json!(["pw", "Rejected.Throttling"]), "{seen}");
     assert_eq!(seen["cached"], serde_json::json!(["pw", "pw"]), "{seen}");
 }
+
+#[test]
+fn rates_are_reloaded_on_sighup_and_a_broken_file_changes_nothing() {
+    let tight = CONFIG.replace("crypto_per_second = 3\n", "crypto_per_second = 0.01\n");
+    let s = Sidecar::with_config(&tight);
+    let noisy = as_key(&s, "noisyKey", "noisySecret");
+    let key = s.client().create_key(&CreateKeyRequest::default()).unwrap().key_metadata.key_id;
+    let enc = || EncryptRequest { key_id: key.clone(), plaintext: SecretBytes::from(&b"x"[..]), ..Default::default() };
+    noisy.encrypt(&enc()).expect("the one request of its burst");
+    assert_eq!(noisy.encrypt(&enc()).unwrap_err().code(), Some("Rejected.Throttling"));
+
+    // Unlimited for everyone now: in force once the signal is handled.
+    let config = s.dir.path().join("sidecar.toml");
+    std::fs::write(&config, CONFIG.replace("crypto_per_second = 3\n", "crypto_per_second = 0\n")).unwrap();
+    s.signal("HUP");
+    let t0 = std::time::Instant::now();
+    while noisy.encrypt(&enc()).is_err() {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10), "the new rates never came into force");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for _ in 0..50 {
+        noisy.encrypt(&enc()).expect("unlimited after the reload");
+    }
+
+    // A file with a bad rate: the reload is refused and the rates in force stay.
+    std::fs::write(&config, CONFIG.replace("crypto_per_second = 3\n", "crypto_per_second = -1\n")).unwrap();
+    s.signal("HUP");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for _ in 0..50 {
+        noisy.encrypt(&enc()).expect("still unlimited: the broken file changed nothing");
+    }
+}

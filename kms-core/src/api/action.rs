@@ -21,7 +21,7 @@ pub struct ActionSpec {
 }
 
 macro_rules! actions {
-    ($($name:ident: $kind:ident, $run:ident, [$($perm:literal),*];)*) => {
+    ($($name:ident: $kind:ident, $run:ident, [$($perm:literal),*], $req:ident;)*) => {
         /// An API action of the Alibaba Cloud KMS 2016-01-20 RPC protocol – or one of this
         /// service's own two, GrantServiceKeyUse and RevokeServiceKeyUse (WIRE.md, "Service grants").
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -35,6 +35,20 @@ macro_rules! actions {
             inline: actions!(@inline $run),
             permissions: &[$($perm),*],
         }),*];
+
+        /// Each action's request type, by the action's name: the sidecar decodes an action's
+        /// parameters into exactly this type (`request::Encrypt` is `EncryptRequest`), and
+        /// [`Action::parameters`] lists the same type's fields, so what `kmsctl <Action> --help`
+        /// shows is what the server reads.
+        pub mod request {
+            $(pub type $name = super::super::$req;)*
+        }
+
+        pub(super) fn probe(action: Action) -> super::parameters::Probed {
+            match action {
+                $(Action::$name => super::parameters::of::<request::$name>(stringify!($name)),)*
+            }
+        }
     };
     (@mutating write) => { true };
     (@mutating read) => { false };
@@ -43,60 +57,60 @@ macro_rules! actions {
 }
 
 actions! {
-    AsymmetricDecrypt: read, pool, ["kms:AsymmetricDecrypt"];
-    AsymmetricEncrypt: read, pool, ["kms:AsymmetricEncrypt"];
-    AsymmetricSign: read, pool, ["kms:AsymmetricSign"];
-    AsymmetricVerify: read, pool, ["kms:AsymmetricVerify"];
-    BatchGetSecretValue: read, inline, ["kms:BatchGetSecretValue", "kms:Decrypt"];
-    CancelKeyDeletion: write, pool, ["kms:CancelKeyDeletion"];
-    CreateAlias: write, pool, ["kms:CreateAlias"];
-    CreateKey: write, pool, ["kms:CreateKey"];
-    CreateKeyVersion: write, pool, ["kms:CreateKeyVersion"];
-    CreateSecret: write, pool, ["kms:CreateSecret", "kms:GenerateDataKey"];
-    Decrypt: read, inline, ["kms:Decrypt"];
-    DeleteAlias: write, pool, ["kms:DeleteAlias"];
-    DeleteKeyMaterial: write, pool, ["kms:DeleteKeyMaterial"];
-    DeleteSecret: write, pool, ["kms:DeleteSecret"];
-    DescribeKey: read, inline, ["kms:DescribeKey"];
-    DescribeKeyVersion: read, inline, ["kms:DescribeKeyVersion"];
-    DescribeRegions: read, inline, [];
-    DescribeSecret: read, inline, ["kms:DescribeSecret"];
-    DisableKey: write, pool, ["kms:DisableKey"];
-    EnableKey: write, pool, ["kms:EnableKey"];
-    Encrypt: read, inline, ["kms:Encrypt"];
-    ExportDataKey: read, pool, ["kms:ExportDataKey"];
-    GenerateAndExportDataKey: read, pool, ["kms:GenerateAndExportDataKey"];
-    GenerateDataKey: read, inline, ["kms:GenerateDataKey"];
-    GenerateDataKeyWithoutPlaintext: read, inline, ["kms:GenerateDataKeyWithoutPlaintext"];
-    GetParametersForImport: write, pool, ["kms:GetParametersForImport"];
-    GetPublicKey: read, pool, ["kms:GetPublicKey"];
-    GetRandomPassword: read, inline, ["kms:GetRandomPassword"];
-    GrantServiceKeyUse: write, pool, ["kms:GrantServiceKeyUse"];
-    GetSecretValue: read, inline, ["kms:GetSecretValue", "kms:Decrypt"];
-    ImportKeyMaterial: write, pool, ["kms:ImportKeyMaterial"];
-    ListAliases: read, inline, ["kms:ListAliases"];
-    ListAliasesByKeyId: read, inline, ["kms:ListAliasesByKeyId"];
-    ListKeyVersions: read, inline, ["kms:ListKeyVersions"];
-    ListKeys: read, inline, ["kms:ListKeys"];
-    ListResourceTags: read, inline, ["kms:ListResourceTags"];
-    ListSecretVersionIds: read, inline, ["kms:ListSecretVersionIds"];
-    ListSecrets: read, inline, ["kms:ListSecrets"];
-    ListTagResources: read, inline, ["kms:ListTagResources"];
-    PutSecretValue: write, pool, ["kms:PutSecretValue", "kms:GenerateDataKey"];
-    ReEncrypt: read, inline, ["kms:ReEncryptFrom", "kms:ReEncryptTo"];
-    RestoreSecret: write, pool, ["kms:RestoreSecret"];
-    RevokeServiceKeyUse: write, pool, ["kms:RevokeServiceKeyUse"];
-    ScheduleKeyDeletion: write, pool, ["kms:ScheduleKeyDeletion"];
-    SetDeletionProtection: write, pool, ["kms:SetDeletionProtection"];
-    TagResource: write, pool, ["kms:TagResource"];
-    TagResources: write, pool, ["kms:TagResources"];
-    UntagResource: write, pool, ["kms:UntagResource"];
-    UntagResources: write, pool, ["kms:UntagResources"];
-    UpdateAlias: write, pool, ["kms:UpdateAlias"];
-    UpdateKeyDescription: write, pool, ["kms:UpdateKeyDescription"];
-    UpdateRotationPolicy: write, pool, ["kms:UpdateRotationPolicy"];
-    UpdateSecret: write, pool, ["kms:UpdateSecret"];
-    UpdateSecretVersionStage: write, pool, ["kms:UpdateSecretVersionStage"];
+    AsymmetricDecrypt: read, pool, ["kms:AsymmetricDecrypt"], AsymmetricDecryptRequest;
+    AsymmetricEncrypt: read, pool, ["kms:AsymmetricEncrypt"], AsymmetricEncryptRequest;
+    AsymmetricSign: read, pool, ["kms:AsymmetricSign"], AsymmetricSignRequest;
+    AsymmetricVerify: read, pool, ["kms:AsymmetricVerify"], AsymmetricVerifyRequest;
+    BatchGetSecretValue: read, inline, ["kms:BatchGetSecretValue", "kms:Decrypt"], BatchGetSecretValueRequest;
+    CancelKeyDeletion: write, pool, ["kms:CancelKeyDeletion"], KeyIdRequest;
+    CreateAlias: write, pool, ["kms:CreateAlias"], AliasRequest;
+    CreateKey: write, pool, ["kms:CreateKey"], CreateKeyRequest;
+    CreateKeyVersion: write, pool, ["kms:CreateKeyVersion"], KeyIdRequest;
+    CreateSecret: write, pool, ["kms:CreateSecret", "kms:GenerateDataKey"], CreateSecretRequest;
+    Decrypt: read, inline, ["kms:Decrypt"], DecryptRequest;
+    DeleteAlias: write, pool, ["kms:DeleteAlias"], DeleteAliasRequest;
+    DeleteKeyMaterial: write, pool, ["kms:DeleteKeyMaterial"], KeyIdRequest;
+    DeleteSecret: write, pool, ["kms:DeleteSecret"], DeleteSecretRequest;
+    DescribeKey: read, inline, ["kms:DescribeKey"], KeyIdRequest;
+    DescribeKeyVersion: read, inline, ["kms:DescribeKeyVersion"], DescribeKeyVersionRequest;
+    DescribeRegions: read, inline, [], NoParameters;
+    DescribeSecret: read, inline, ["kms:DescribeSecret"], DescribeSecretRequest;
+    DisableKey: write, pool, ["kms:DisableKey"], KeyIdRequest;
+    EnableKey: write, pool, ["kms:EnableKey"], KeyIdRequest;
+    Encrypt: read, inline, ["kms:Encrypt"], EncryptRequest;
+    ExportDataKey: read, pool, ["kms:ExportDataKey"], ExportDataKeyRequest;
+    GenerateAndExportDataKey: read, pool, ["kms:GenerateAndExportDataKey"], GenerateAndExportDataKeyRequest;
+    GenerateDataKey: read, inline, ["kms:GenerateDataKey"], GenerateDataKeyRequest;
+    GenerateDataKeyWithoutPlaintext: read, inline, ["kms:GenerateDataKeyWithoutPlaintext"], GenerateDataKeyRequest;
+    GetParametersForImport: write, pool, ["kms:GetParametersForImport"], GetParametersForImportRequest;
+    GetPublicKey: read, pool, ["kms:GetPublicKey"], KeyVersionRequest;
+    GetRandomPassword: read, inline, ["kms:GetRandomPassword"], GetRandomPasswordRequest;
+    GrantServiceKeyUse: write, pool, ["kms:GrantServiceKeyUse"], ServiceKeyUseRequest;
+    GetSecretValue: read, inline, ["kms:GetSecretValue", "kms:Decrypt"], GetSecretValueRequest;
+    ImportKeyMaterial: write, pool, ["kms:ImportKeyMaterial"], ImportKeyMaterialRequest;
+    ListAliases: read, inline, ["kms:ListAliases"], PageRequest;
+    ListAliasesByKeyId: read, inline, ["kms:ListAliasesByKeyId"], KeyPageRequest;
+    ListKeyVersions: read, inline, ["kms:ListKeyVersions"], KeyPageRequest;
+    ListKeys: read, inline, ["kms:ListKeys"], ListKeysRequest;
+    ListResourceTags: read, inline, ["kms:ListResourceTags"], KeyIdRequest;
+    ListSecretVersionIds: read, inline, ["kms:ListSecretVersionIds"], ListSecretVersionIdsRequest;
+    ListSecrets: read, inline, ["kms:ListSecrets"], ListSecretsRequest;
+    ListTagResources: read, inline, ["kms:ListTagResources"], ListTagResourcesRequest;
+    PutSecretValue: write, pool, ["kms:PutSecretValue", "kms:GenerateDataKey"], PutSecretValueRequest;
+    ReEncrypt: read, inline, ["kms:ReEncryptFrom", "kms:ReEncryptTo"], ReEncryptRequest;
+    RestoreSecret: write, pool, ["kms:RestoreSecret"], SecretNameRequest;
+    RevokeServiceKeyUse: write, pool, ["kms:RevokeServiceKeyUse"], ServiceKeyUseRequest;
+    ScheduleKeyDeletion: write, pool, ["kms:ScheduleKeyDeletion"], ScheduleKeyDeletionRequest;
+    SetDeletionProtection: write, pool, ["kms:SetDeletionProtection"], SetDeletionProtectionRequest;
+    TagResource: write, pool, ["kms:TagResource"], TagResourceRequest;
+    TagResources: write, pool, ["kms:TagResources"], TagResourcesRequest;
+    UntagResource: write, pool, ["kms:UntagResource"], UntagResourceRequest;
+    UntagResources: write, pool, ["kms:UntagResources"], UntagResourcesRequest;
+    UpdateAlias: write, pool, ["kms:UpdateAlias"], AliasRequest;
+    UpdateKeyDescription: write, pool, ["kms:UpdateKeyDescription"], UpdateKeyDescriptionRequest;
+    UpdateRotationPolicy: write, pool, ["kms:UpdateRotationPolicy"], UpdateRotationPolicyRequest;
+    UpdateSecret: write, pool, ["kms:UpdateSecret"], UpdateSecretRequest;
+    UpdateSecretVersionStage: write, pool, ["kms:UpdateSecretVersionStage"], UpdateSecretVersionStageRequest;
 }
 
 impl Action {
@@ -120,6 +134,12 @@ impl Action {
 
     pub fn runs_inline(self) -> bool {
         self.spec().inline
+    }
+
+    /// The parameters the action reads, in the order of its request type, each with whether it
+    /// is required and what it means.
+    pub fn parameters(self) -> Vec<super::Parameter> {
+        probe(self).parameters
     }
 }
 

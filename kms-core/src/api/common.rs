@@ -177,3 +177,7 @@ mod tests {
         assert_eq!(PageRequest::default().validate().unwrap(), Page { number: 1, size: 10 });
     }
 }
+
+/// The request of an action that takes no parameters (DescribeRegions).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoParameters {}

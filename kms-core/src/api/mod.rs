@@ -8,6 +8,8 @@ mod asymmetric;
 mod common;
 mod crypto;
 mod keys;
+mod parameter_docs;
+mod parameters;
 mod secrets;
 mod tags;
 
@@ -16,5 +18,6 @@ pub use asymmetric::*;
 pub use common::*;
 pub use crypto::*;
 pub use keys::*;
+pub use parameters::{Parameter, ParameterKind};
 pub use secrets::*;
 pub use tags::*;

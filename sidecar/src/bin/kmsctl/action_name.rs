@@ -27,7 +27,7 @@ pub fn parse(name: &str) -> Result<Action, String> {
 }
 
 /// Edit distance (insertions, deletions, substitutions) between two ASCII strings.
-fn distance(a: &str, b: &str) -> usize {
+pub fn distance(a: &str, b: &str) -> usize {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, &ca) in a.iter().enumerate() {

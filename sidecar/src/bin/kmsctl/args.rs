@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::output::Output;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "kmsctl",
@@ -12,31 +14,45 @@ use clap::{Parser, Subcommand};
     about = "Talk to a local KMS (Alibaba Cloud KMS API)",
     allow_external_subcommands = true,
     after_help = "Any API action, as `aliyun kms` takes it: kmsctl <Action> --Param value … \
-                  (kmsctl ListKeys --PageSize 20; kmsctl CreateKey --KeySpec EC_P256 --KeyUsage SIGN/VERIFY). \
+                  (kmsctl ListKeys --PageSize 20; kmsctl CreateKey --KeySpec EC_P256 --KeyUsage SIGN/VERIFY); \
+                  kmsctl <Action> --help lists its parameters, kmsctl actions lists every action. \
                   Exit codes: 0 ok; 1 other failure; 2 usage; 4 the KMS refused; 5 the KMS is unreachable."
 )]
 pub struct Args {
-    /// http://host:port or https://host:port
-    #[arg(long, global = true)]
+    /// http://host:port or https://host:port (default: KMS_ENDPOINT, then the profile).
+    #[arg(long, global = true, help_heading = "Connection")]
     pub endpoint: Option<String>,
+    /// CA certificate (PEM) to trust for https (default: KMS_CA_FILE, then the profile).
+    #[arg(long, global = true, help_heading = "Connection")]
+    pub ca_file: Option<PathBuf>,
+    /// The sidecar's profile.json (default: KMS_PROFILE, then in its data dir).
+    #[arg(long, global = true, help_heading = "Connection")]
+    pub profile: Option<PathBuf>,
     /// Sign as this access key (default: KMS_ACCESS_KEY_ID, then the profile's owner key).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Credentials")]
     pub access_key_id: Option<String>,
     /// Its secret (default: KMS_ACCESS_KEY_SECRET, then the profile).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Credentials")]
     pub access_key_secret: Option<String>,
-    /// CA certificate (PEM) to trust for https.
-    #[arg(long, global = true)]
-    pub ca_file: Option<PathBuf>,
-    /// The sidecar's profile.json (default: in its data dir).
-    #[arg(long, global = true)]
-    pub profile: Option<PathBuf>,
     /// Act as a service principal from the profile (oss, ecs).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Credentials")]
     pub service: Option<String>,
-    /// Signature scheme.
-    #[arg(long, global = true, default_value = "v3", value_parser = ["v1", "v3"])]
-    pub signature: String,
+    /// Request signature scheme: v3 (ACS3-HMAC-SHA256, what current SDKs send) or v1 (the RPC
+    /// HMAC-SHA1 form older SDKs send). Not `verify --signature`, the signature to check.
+    #[arg(long, global = true, default_value = "v3", value_parser = ["v1", "v3"], help_heading = "Credentials")]
+    pub signature_version: String,
+    /// How answers are printed: json (the API's answer, the default), table (lists as rows,
+    /// objects as field/value), text (the table's rows tab-separated, for scripts). Commands that
+    /// write data as it is (decrypt, get-secret, get-public-key, sign, …) ignore it.
+    #[arg(
+        long = "output",
+        value_name = "FORMAT",
+        global = true,
+        value_enum,
+        env = "KMSCTL_OUTPUT",
+        help_heading = "Output"
+    )]
+    pub format: Option<Output>,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -63,9 +79,10 @@ pub enum Cmd {
         /// Key id, alias or ARN.
         key_id: String,
     },
-    /// The first 100 keys.
+    /// Every key with its aliases, spec, usage, state, protection level, creation and next
+    /// rotation (one DescribeKey per key; `--output table` for a table).
     ListKeys,
-    /// The first 100 aliases.
+    /// Every alias and the key it points to.
     ListAliases,
     /// Encrypt a file (at most 6 KiB; use generate-data-key for more) into a base64 ciphertext blob.
     Encrypt {
@@ -193,6 +210,8 @@ pub enum Cmd {
     },
     /// Print the manual page (roff), e.g. `kmsctl man > /usr/local/share/man/man1/kmsctl.1`.
     Man,
+    /// Every API action kmsctl can send as `kmsctl <Action> --Param value …`.
+    Actions,
     #[command(external_subcommand)]
     Action(Vec<String>),
 }
@@ -268,4 +287,35 @@ pub struct FileIo {
     /// Output file, - for stdout.
     #[arg(long = "out", default_value = "-")]
     pub output: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks (ids used twice – a global option and a subcommand's –,
+    /// conflicting shorts, …), which otherwise fire only when a user hits them.
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Args::command().debug_assert();
+    }
+
+    /// A subcommand argument with a global option's id makes clap panic at parse time (it
+    /// happened: `--out` of encrypt was `output`, like `--output`); debug_assert misses it.
+    #[test]
+    fn no_subcommand_argument_shadows_a_global_option() {
+        fn walk(cmd: &clap::Command, globals: &[clap::Id]) {
+            for sub in cmd.get_subcommands() {
+                for a in sub.get_arguments().filter(|a| !a.is_global_set()) {
+                    assert!(!globals.contains(a.get_id()), "{} {} shadows a global option", sub.get_name(), a.get_id());
+                }
+                walk(sub, globals);
+            }
+        }
+        let cmd = super::Args::command();
+        let globals: Vec<clap::Id> =
+            cmd.get_arguments().filter(|a| a.is_global_set()).map(|a| a.get_id().clone()).collect();
+        assert!(globals.len() >= 8);
+        walk(&cmd, &globals);
+    }
 }

@@ -10,10 +10,14 @@
 //! Endpoint and credentials: flags, else KMS_ENDPOINT / KMS_ACCESS_KEY_ID / KMS_ACCESS_KEY_SECRET
 //! (and KMS_CA_FILE), else the sidecar's profile.json.
 
+mod action_help;
 mod action_name;
+mod action_params;
 mod args;
 mod audit;
 mod io;
+mod listing;
+mod output;
 
 use clap::{CommandFactory, Parser};
 use kms_client::client::{Client, ClientConfig, Overrides, Signing as Scheme};
@@ -22,16 +26,38 @@ use kms_core::api::*;
 
 use args::{Args, Cmd, FileIo, Signing};
 use audit::audit;
-use io::{parse_action_params, print_json, read_input, write_output};
+use io::{read_input, write_output};
+use output::{render, Output};
 use serde_json::Value;
 
 fn main() {
     kms_client::exit::end_quietly_on_closed_output();
-    let args = Args::parse();
+    let args = parse_args();
     if let Err(e) = run(args) {
         eprintln!("kmsctl: {}", e.message);
         std::process::exit(e.code);
     }
+}
+
+/// The command line, with kmsctl's own options written after an API action's name
+/// (`kmsctl DescribeKey --KeyId k --output table`) moved before it, where clap reads them.
+fn parse_args() -> Args {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let args = Args::parse_from(&argv);
+    let Cmd::Action(words) = &args.cmd else { return args };
+    let globals: Vec<String> = Args::command()
+        .get_arguments()
+        .filter(|a| a.is_global_set())
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .collect();
+    let Some((action, rest)) = words.split_first() else { return args };
+    let (own, params) = action_params::split_own_options(rest, &globals);
+    if own.is_empty() {
+        return args;
+    }
+    // The action's words are the end of the command line (clap hands over everything after it).
+    let before = argv[..argv.len() - words.len()].iter().cloned();
+    Args::parse_from(before.chain(own.into_iter().chain([action.clone()]).chain(params).map(Into::into)))
 }
 
 /// Exit codes: the shared table (`kms_client::exit`; README, "Exit codes").
@@ -51,13 +77,31 @@ fn run(args: Args) -> Result<(), Failure> {
                 .map_err(|e| Failure::new(kms_client::exit::EXIT_OTHER, e))?;
             return Ok(());
         }
+        Cmd::Actions => {
+            print!("{}", action_help::all());
+            return Ok(());
+        }
         _ => {}
     }
-    // A mistyped action is told before anything else is needed (credentials, a reachable KMS).
+    // The generic form is checked before anything else is needed (credentials, a reachable
+    // KMS): a mistyped action is a usage error, `--help` answers from the action table, and
+    // parameters the action does not read are warned about.
+    let mut request = None;
     if let Cmd::Action(words) = &args.cmd {
-        let name = words.first().ok_or_else(|| Failure::new(EXIT_USAGE, "no action"))?;
-        action_name::parse(name).map_err(|e| Failure::new(EXIT_USAGE, e))?;
+        let (name, rest) = words.split_first().ok_or_else(|| Failure::new(EXIT_USAGE, "no action"))?;
+        let action = action_name::parse(name).map_err(|e| Failure::new(EXIT_USAGE, e))?;
+        if action_params::asks_for_help(rest) {
+            print!("{}", action_help::action(action));
+            return Ok(());
+        }
+        let params = action_params::parse(rest).map_err(|e| Failure::new(EXIT_USAGE, e))?;
+        for warning in action_params::unknown(action, &params) {
+            eprintln!("kmsctl: warning: {warning}");
+        }
+        request = Some((action, params));
     }
+    let format = args.format;
+    let print_json = |v: &Value| print!("{}", render(v, format.unwrap_or(Output::Json)));
     let mut cfg = ClientConfig::discover(Overrides {
         endpoint: args.endpoint,
         access_key_id: args.access_key_id,
@@ -66,7 +110,7 @@ fn run(args: Args) -> Result<(), Failure> {
         profile: args.profile,
         service: args.service,
     })?;
-    cfg.signing = if args.signature == "v1" { Scheme::V1 } else { Scheme::V3 };
+    cfg.signing = if args.signature_version == "v1" { Scheme::V1 } else { Scheme::V3 };
     let c = Client::new(cfg)?;
     let api = Failure::from;
     match args.cmd {
@@ -92,10 +136,8 @@ fn run(args: Args) -> Result<(), Failure> {
         Cmd::DescribeKey { key_id } => {
             print_json(&serde_json::to_value(c.describe_key(&key_id).map_err(api)?).unwrap())
         }
-        Cmd::ListKeys => print_json(&c.call_params("ListKeys", vec![("PageSize".into(), "100".into())]).map_err(api)?),
-        Cmd::ListAliases => {
-            print_json(&c.call_params("ListAliases", vec![("PageSize".into(), "100".into())]).map_err(api)?)
-        }
+        Cmd::ListKeys => print_json(&listing::keys(&c).map_err(api)?),
+        Cmd::ListAliases => print_json(&listing::aliases(&c).map_err(api)?),
         Cmd::Encrypt { key_id, io: FileIo { context, input, output } } => {
             let data = read_input(&input)?;
             let r = c
@@ -273,18 +315,23 @@ fn run(args: Args) -> Result<(), Failure> {
         Cmd::Status => {
             c.ping().map_err(api)?;
             let page = c.call_params("ListKeys", vec![("PageSize".into(), "1".into())]).map_err(api)?;
-            println!(
-                "{}: up; signed requests served as {} ({} keys)",
-                c.config().endpoint,
-                c.config().access_key_id,
-                page["TotalCount"]
-            );
+            let (endpoint, key) = (&c.config().endpoint, &c.config().access_key_id);
+            match format {
+                None => println!("{endpoint}: up; signed requests served as {key} ({} keys)", page["TotalCount"]),
+                Some(f) => print!(
+                    "{}",
+                    render(
+                        &serde_json::json!({"Endpoint": endpoint, "Up": true, "AccessKeyId": key, "Keys": page["TotalCount"]}),
+                        f
+                    )
+                ),
+            }
         }
-        Cmd::Audit(_) | Cmd::Completions { .. } | Cmd::Man => unreachable!("handled before connecting"),
-        Cmd::Action(words) => {
-            let (action, rest) = words.split_first().ok_or("no action")?;
-            let action = action_name::parse(action).map_err(|e| Failure::new(EXIT_USAGE, e))?;
-            let params = parse_action_params(rest).map_err(|e| Failure::new(EXIT_USAGE, e))?;
+        Cmd::Audit(_) | Cmd::Completions { .. } | Cmd::Man | Cmd::Actions => {
+            unreachable!("handled before connecting")
+        }
+        Cmd::Action(_) => {
+            let (action, params) = request.ok_or("no action")?;
             print_json(&c.call_params(action.name(), params).map_err(api)?);
         }
     }

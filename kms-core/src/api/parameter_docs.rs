@@ -1,0 +1,126 @@
+//! One line on each request parameter, for `kmsctl <Action> --help`. The names and whether a
+//! parameter is required come from the request types (`parameters.rs`); a parameter missing here
+//! fails that module's tests. A name means the same in every action unless an entry for
+//! `Action.Name` says otherwise.
+
+/// What parameter `name` of `action` means; empty when nobody wrote it down (a test failure).
+pub(super) fn about(action: &str, name: &str) -> &'static str {
+    let qualified = format!("{action}.{name}");
+    SPECIFIC
+        .iter()
+        .find(|(n, _)| *n == qualified)
+        .or_else(|| GENERAL.iter().find(|(n, _)| *n == name))
+        .map_or("", |(_, about)| about)
+}
+
+/// Where one action reads a name differently from the rest.
+const SPECIFIC: &[(&str, &str)] = &[
+    ("AsymmetricEncrypt.Algorithm", "RSAES_OAEP_SHA_256, RSAES_OAEP_SHA_1 or SM2PKE"),
+    ("AsymmetricDecrypt.Algorithm", "the algorithm the ciphertext was made with (as for AsymmetricEncrypt)"),
+    ("AsymmetricEncrypt.Plaintext", "the data to encrypt, base64"),
+    ("CreateKey.KeySpec", "Aliyun_AES_256 (default), Aliyun_SM4, RSA_2048, RSA_3072, EC_P256, EC_P256K or EC_SM2"),
+    ("CreateKey.Description", "free text shown with the key"),
+    ("CreateKey.EnableAutomaticRotation", "rotate the key automatically (symmetric keys)"),
+    ("CreateKey.RotationInterval", "how often to rotate, e.g. 365d or 31536000s (7 to 730 days)"),
+    ("CreateKey.Tags", r#"tags as JSON: [{"TagKey":"team","TagValue":"a"}]"#),
+    ("CreateSecret.Description", "free text shown with the secret"),
+    ("CreateSecret.VersionId", "the first version's id, e.g. v1"),
+    ("CreateSecret.EnableAutomaticRotation", "rotate the secret automatically (managed secrets)"),
+    ("CreateSecret.RotationInterval", "how often to rotate, e.g. 30d"),
+    ("CreateSecret.ExtendedConfig", "JSON with the managed secret's settings (CustomData, …)"),
+    ("UpdateSecret.ExtendedConfig", "JSON with the managed secret's settings (CustomData, …)"),
+    ("UpdateSecret.Description", "the new description"),
+    ("UpdateKeyDescription.Description", "the new description"),
+    ("PutSecretValue.VersionId", "the new version's id (must not exist yet)"),
+    ("GetSecretValue.VersionId", "the version to read (default: the one with VersionStage)"),
+    ("GenerateDataKey.KeySpec", "AES_256 (32 bytes) or AES_128 (16 bytes); or NumberOfBytes"),
+    ("GenerateDataKeyWithoutPlaintext.KeySpec", "AES_256 (32 bytes) or AES_128 (16 bytes); or NumberOfBytes"),
+    ("GenerateAndExportDataKey.KeySpec", "AES_256 (32 bytes) or AES_128 (16 bytes); or NumberOfBytes"),
+    (
+        "ListKeys.Filters",
+        r#"JSON filters: [{"Key":"KeyState","Values":["Enabled"]}] (KeyState, KeySpec, KeyUsage, ProtectionLevel, CreatorType)"#,
+    ),
+    (
+        "ListSecrets.Filters",
+        r#"JSON filters: [{"Key":"SecretName","Values":["db"]}] (SecretName, Description, TagKey, TagValue)"#,
+    ),
+    ("UpdateSecretVersionStage.VersionStage", "the stage to move: ACSCurrent, ACSPrevious or your own"),
+    ("ExportDataKey.CiphertextBlob", "the data key, as GenerateDataKey wrapped it, base64"),
+];
+
+/// What each name means wherever it appears.
+const GENERAL: &[(&str, &str)] = &[
+    ("Algorithm", "RSA_PSS_SHA_256, RSA_PKCS1_SHA_256, ECDSA_SHA_256 or SM2DSA"),
+    ("AliasName", "the alias, alias/ then letters, digits, _ / - (e.g. alias/app)"),
+    ("All", "remove every tag of the resources (true) instead of TagKey"),
+    ("CertificateId", "a certificate (not served here: certificates are not managed by this KMS)"),
+    ("CiphertextBlob", "the ciphertext blob, base64, as Encrypt or GenerateDataKey returned it"),
+    ("DKMSInstanceId", "a dedicated KMS instance (accepted; this KMS has one)"),
+    ("DeletionProtectionDescription", "why the key is protected, shown with it"),
+    ("Description", "free text"),
+    ("DestinationEncryptionContext", "JSON object bound to the new ciphertext"),
+    ("DestinationKeyId", "the key to re-encrypt under: id, alias or ARN"),
+    ("Digest", "the SHA-256 (or SM3) digest of the message, base64"),
+    ("DryRun", "check permissions and parameters without doing it (true)"),
+    ("EnableAutomaticRotation", "rotate automatically (true) or not (false)"),
+    ("EnableDeletionProtection", "protect the key from ScheduleKeyDeletion (true) or stop (false)"),
+    ("EncryptedKeyMaterial", "the key material wrapped under GetParametersForImport's public key, base64"),
+    ("EncryptionContext", r#"JSON object bound to the ciphertext, e.g. {"app":"orders"}; needed again to decrypt"#),
+    ("EncryptionKeyId", "the CMK that protects the secret (default: the secrets service key)"),
+    ("ExcludeCharacters", "characters the password must not contain"),
+    ("ExcludeLowercase", "no lowercase letters (true)"),
+    ("ExcludeNumbers", "no digits (true)"),
+    ("ExcludePunctuation", "no punctuation (true)"),
+    ("ExcludeUppercase", "no uppercase letters (true)"),
+    ("ExtendedConfig", "JSON with extra settings"),
+    ("FetchExtendedConfig", "also return the secret's ExtendedConfig (true)"),
+    ("FetchTags", "also return tags (true)"),
+    ("Filters", "JSON filters"),
+    ("ForceDeleteWithoutRecovery", "delete at once, with no recovery window (true)"),
+    ("ImportToken", "the token GetParametersForImport returned with the public key"),
+    ("IncludeDeprecated", "also list versions with no stage (true)"),
+    ("KeyId", "the key: id, alias (alias/…) or ARN"),
+    ("KeyMaterialExpireUnix", "Unix time at which the material expires; 0 = never"),
+    ("KeySpec", "the key's spec"),
+    ("KeyUsage", "ENCRYPT/DECRYPT (default) or SIGN/VERIFY"),
+    ("KeyVersionId", "the key version's id"),
+    ("MoveToVersion", "the version that gets the stage"),
+    ("NextToken", "where the previous page stopped"),
+    ("NumberOfBytes", "length of the data key in bytes (1 to 1024)"),
+    ("Origin", "Aliyun_KMS (default: the KMS makes the material) or EXTERNAL (you import it, BYOK)"),
+    ("PageNumber", "the page, from 1"),
+    ("PageSize", "entries per page, 1 to 100 (default 10)"),
+    ("PasswordLength", "8 to 128 characters (default 32)"),
+    ("PendingWindowInDays", "days before the key is deleted, 7 to 366"),
+    ("Plaintext", "the data to encrypt, base64 (at most 6 KiB decoded)"),
+    ("ProtectedResourceArn", "the resource the protection is for (the key's ARN)"),
+    ("ProtectionLevel", "SOFTWARE (default) or HSM"),
+    ("PublicKeyBlob", "the public key to wrap the data key under, base64 DER"),
+    ("RecoveryWindowInDays", "days during which RestoreSecret can undo the deletion, 7 to 30"),
+    ("RegionId", "the region, e.g. cn-hangzhou (the sidecar's own)"),
+    ("RemoveFromVersion", "the version that loses the stage (default: whichever has it)"),
+    ("RequireEachIncludedType", "at least one character of every type not excluded (true)"),
+    ("ResourceId", "the key ids or secret names: --ResourceId.1 key-… --ResourceId.2 …"),
+    ("ResourceType", "key or secret"),
+    ("RotationInterval", "how often to rotate, e.g. 365d"),
+    ("SecretData", "the secret's value (text, or base64 with SecretDataType binary)"),
+    ("SecretDataType", "text (default) or binary"),
+    ("SecretName", "the secret's name or ARN"),
+    ("SecretType", "Generic (default)"),
+    ("SecretsList", r#"JSON list of secret names, e.g. ["db","api"]"#),
+    ("Service", "the service to grant or revoke: oss, ecs, … (WIRE.md, Service grants)"),
+    ("SourceEncryptionAlgorithm", "the source ciphertext's algorithm, when it was made by an asymmetric key"),
+    ("SourceEncryptionContext", "the JSON object the source ciphertext was bound to"),
+    ("SourceKeyId", "the asymmetric key the source ciphertext was made with"),
+    ("SourceKeyVersionId", "its version"),
+    ("Tag", "tags: --Tag.1.Key team --Tag.1.Value a --Tag.2.Key …"),
+    ("TagKey", "the tag keys to remove: --TagKey.1 team --TagKey.2 …"),
+    ("TagKeys", r#"tag keys to remove, as JSON (["team","env"]) or separated by commas"#),
+    ("Tags", r#"JSON tags: [{"TagKey":"team","TagValue":"a"}]"#),
+    ("Value", "the signature to verify, base64"),
+    ("VersionId", "the secret version's id"),
+    ("VersionStage", "a stage: ACSCurrent (default), ACSPrevious or your own"),
+    ("VersionStages", r#"JSON list of stages for the new version (default ["ACSCurrent"])"#),
+    ("WrappingAlgorithm", "RSAES_OAEP_SHA_256, RSAES_OAEP_SHA_1 or SM2PKE"),
+    ("WrappingKeySpec", "RSA_2048 or EC_SM2"),
+];
