@@ -1,7 +1,7 @@
 //! Start-up: data dir, access keys, engine, listeners, profile; and orderly shutdown.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +31,8 @@ pub struct Running {
     /// Set on the first start: the generated owner key, to show once.
     pub new_owner_key: Option<(String, Zeroizing<String>)>,
     pub engine: Arc<Engine>,
+    /// The console's URL, when it is served.
+    pub console: Option<String>,
     /// The request rates in force; `kms-sidecar` reloads them on SIGHUP.
     pub throttle: Arc<crate::throttle::Throttle>,
     shutdown: watch::Sender<bool>,
@@ -179,12 +181,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     }
     let mut https = None;
     if let Some(tls_listen) = &cfg.tls_listen {
-        let files = match (&cfg.tls.cert, &cfg.tls.key) {
-            (Some(cert), Some(key)) => tls::TlsFiles { cert: cert.clone(), key: key.clone(), ca: None },
-            (None, None) => tls::ensure_generated(&dir.join("tls"), &[])?,
-            _ => return Err(StartError::Config("tls.cert and tls.key go together".into())),
-        };
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&files).map_err(StartError::Config)?);
+        let (files, acceptor) = tls_acceptor(&cfg, &dir)?;
         let l = tokio::net::TcpListener::bind(tls_listen)
             .await
             .map_err(|e| StartError::listen("tls_listen", tls_listen, e))?;
@@ -241,6 +238,32 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     if tasks.is_empty() {
         return Err(StartError::Config("nothing to listen on: set listen, tls_listen or unix_socket".into()));
     }
+    let mut console = None;
+    if let Some(listen) = &cfg.console.listen {
+        let l =
+            tokio::net::TcpListener::bind(listen).await.map_err(|e| StartError::listen("console listen", listen, e))?;
+        let addr = l.local_addr().map_err(|e| e.to_string())?;
+        if !addr.ip().is_loopback() && !cfg.console.tls {
+            return Err(StartError::Config(format!(
+                "console listen {addr}: not a loopback address, and [console] tls is off – sign-ins and session \
+                 cookies would cross the network in clear; set [console] tls = true or listen on 127.0.0.1"
+            )));
+        }
+        let verify: Option<crate::console::AuditVerifier> = cfg.audit.enabled.then(|| {
+            let mut cfg = cfg.clone();
+            cfg.data_dir = Some(dir.clone());
+            Arc::new(move || crate::audit::verify_configured(&cfg, true)) as crate::console::AuditVerifier
+        });
+        let handler = crate::console::console_handler(Arc::new(crate::console::Console::new(
+            state.clone(),
+            &cfg.console,
+            verify,
+        )));
+        let listener = if cfg.console.tls { Listener::Tls(l, tls_acceptor(&cfg, &dir)?.1) } else { Listener::Tcp(l) };
+        let scheme = if cfg.console.tls { "https" } else { "http" };
+        console = Some(format!("{scheme}://{addr}/"));
+        tasks.push(tokio::spawn(serve_with(handler, listener, shutdown_rx.clone(), limits.clone())));
+    }
 
     if env_owner.is_none() {
         if let Some(k) = stored_owner {
@@ -268,10 +291,22 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         profile,
         new_owner_key,
         engine,
+        console,
         throttle,
         shutdown,
         tasks,
         audit: state.audit.clone(),
         _maintenance: maintenance,
     })
+}
+
+/// The HTTPS acceptor for the configured certificate, or the one generated in the data dir.
+fn tls_acceptor(cfg: &Config, dir: &Path) -> Result<(tls::TlsFiles, tokio_rustls::TlsAcceptor), StartError> {
+    let files = match (&cfg.tls.cert, &cfg.tls.key) {
+        (Some(cert), Some(key)) => tls::TlsFiles { cert: cert.clone(), key: key.clone(), ca: None },
+        (None, None) => tls::ensure_generated(&dir.join("tls"), &[])?,
+        _ => return Err(StartError::Config("tls.cert and tls.key go together".into())),
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&files).map_err(StartError::Config)?);
+    Ok((files, acceptor))
 }

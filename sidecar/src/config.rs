@@ -50,6 +50,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Per-principal request rates (module `throttle`; reloaded on SIGHUP); none by default.
     pub throttling: crate::throttle::ThrottleConfig,
+    /// The management console (module `console`); off unless it has a listener.
+    pub console: crate::console::ConsoleConfig,
 }
 
 /// `[store]`: the embedded default, or one PostgreSQL database shared by many sidecars.
@@ -217,6 +219,7 @@ impl Default for Config {
             policies: Vec::new(),
             store: StoreConfig::default(),
             throttling: crate::throttle::ThrottleConfig::default(),
+            console: crate::console::ConsoleConfig::default(),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod backup;
 pub mod config;
 pub mod conn;
+pub mod console;
 pub mod metrics;
 pub mod server;
 pub mod start_error;

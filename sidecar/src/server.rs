@@ -48,14 +48,14 @@ pub struct ConnInfo {
 
 /// Who did what, for the audit trail and metrics.
 #[derive(Default)]
-struct Outcome {
+pub(crate) struct Outcome {
     /// The `Action` parameter as sent (an unknown one too, for the audit line).
-    action: Option<String>,
+    pub action: Option<String>,
     /// The action it names, when it names one.
-    known: Option<Action>,
-    principal: String,
-    access_key_id: String,
-    resources: Vec<String>,
+    pub known: Option<Action>,
+    pub principal: String,
+    pub access_key_id: String,
+    pub resources: Vec<String>,
 }
 
 pub type Body = Full<Bytes>;
@@ -83,37 +83,11 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
     let host = req.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or("kms").to_string();
     let user_agent = req.headers().get("user-agent").and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
     let conn = req.extensions().get::<ConnInfo>().copied().unwrap_or_default();
-    let (outcome, mut result) = process(&state, req, conn).await;
+    let (outcome, result) = process(&state, req, conn).await;
     let action = outcome.action.clone();
     let known = outcome.known;
-    if let Some(audit) = &state.audit {
-        let (code, status) = match &result {
-            Ok(_) => ("OK".to_string(), 200),
-            Err(e) => (e.code().code().to_string(), e.http_status()),
-        };
-        let event = AuditEvent {
-            time: kms_core::clock::format_iso(state.engine.now()),
-            request_id: request_id.clone(),
-            principal: outcome.principal,
-            access_key_id: outcome.access_key_id,
-            source_ip: conn.peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "unix".into()),
-            user_agent,
-            action: action.clone().unwrap_or_default(),
-            resources: outcome.resources,
-            code,
-            http_status: status,
-            latency_us: started.elapsed().as_micros() as u64,
-            ..Default::default()
-        };
-        // A change is acknowledged only once its event is on disk (fail closed).
-        if known.is_some_and(Action::is_mutating) {
-            if !audit.record_durably(event).await && result.is_ok() {
-                result = Err(audit.failure());
-            }
-        } else {
-            audit.record(event).await;
-        }
-    }
+    let source_ip = conn.peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "unix".into());
+    let result = record(&state, &request_id, started, &outcome, source_ip, user_agent, result).await;
     let (code, response) = match result {
         Ok(value) => ("OK", respond(200, &request_id, CONTENT_TYPE, success_body(&request_id, value))),
         Err(e) => {
@@ -126,16 +100,110 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
         }
     };
     let elapsed = started.elapsed();
-    // Unknown actions are counted under one label, so a scanner cannot grow the metric set.
-    let label: &'static str = match (known, &action) {
+    count(&state, known, action.as_deref(), code, elapsed);
+    tracing::debug!(request_id = %request_id, action = action.as_deref().unwrap_or("-"), status = response.status().as_u16(),
+        micros = elapsed.as_micros() as u64, "request");
+    Ok(response)
+}
+
+/// The audit line for a request, written before the answer goes out: a change is acknowledged
+/// only once its line is on disk (fail closed), so a change whose line cannot be written is
+/// answered with the log's failure instead. The console records its actions through here too.
+pub(crate) async fn record(
+    state: &AppState,
+    request_id: &str,
+    started: Instant,
+    outcome: &Outcome,
+    source_ip: String,
+    user_agent: String,
+    mut result: Result<Vec<u8>, KmsError>,
+) -> Result<Vec<u8>, KmsError> {
+    let Some(audit) = &state.audit else { return result };
+    let (code, status) = match &result {
+        Ok(_) => ("OK".to_string(), 200),
+        Err(e) => (e.code().code().to_string(), e.http_status()),
+    };
+    let event = AuditEvent {
+        time: kms_core::clock::format_iso(state.engine.now()),
+        request_id: request_id.to_string(),
+        principal: outcome.principal.clone(),
+        access_key_id: outcome.access_key_id.clone(),
+        source_ip,
+        user_agent,
+        action: outcome.action.clone().unwrap_or_default(),
+        resources: outcome.resources.clone(),
+        code,
+        http_status: status,
+        latency_us: started.elapsed().as_micros() as u64,
+        ..Default::default()
+    };
+    if outcome.known.is_some_and(Action::is_mutating) {
+        if !audit.record_durably(event).await && result.is_ok() {
+            result = Err(audit.failure());
+        }
+    } else {
+        audit.record(event).await;
+    }
+    result
+}
+
+/// The request in the metrics. Unknown actions are counted under one label, so a scanner cannot
+/// grow the metric set.
+pub(crate) fn count(
+    state: &AppState,
+    known: Option<Action>,
+    action: Option<&str>,
+    code: &'static str,
+    elapsed: Duration,
+) {
+    let label: &'static str = match (known, action) {
         (Some(a), _) => a.name(),
         (None, Some(_)) => "unknown",
         (None, None) => "-",
     };
     state.metrics.record(label, code, elapsed);
-    tracing::debug!(request_id = %request_id, action = action.as_deref().unwrap_or("-"), status = response.status().as_u16(),
-        micros = elapsed.as_micros() as u64, "request");
-    Ok(response)
+}
+
+/// Runs `action` for an authenticated caller: counted against its rate, refused while a change
+/// could not be audited, on the async worker or the blocking pool as the action table says (a
+/// change claims its signature nonce in the store there, when it came with one). Returns what
+/// the engine resolved and checked (for the audit line) and the answer. The API and the console
+/// both run every action through here.
+pub(crate) async fn run(
+    state: &Arc<AppState>,
+    caller: kms_core::Caller,
+    access_key_id: &str,
+    nonce: Option<(String, i64)>,
+    action: Action,
+    params: Params,
+) -> (Vec<String>, Result<Vec<u8>, KmsError>) {
+    if let Err(e) = state.throttle.admit(&caller.label(), action) {
+        return (Vec::new(), Err(e));
+    }
+    if let Some(a) = state.audit.as_ref().filter(|a| action.is_mutating() && !a.healthy()) {
+        return (Vec::new(), Err(a.failure()));
+    }
+    // Every mutating action runs on the blocking pool, where its nonce is claimed in the store.
+    debug_assert!(!(action.is_mutating() && action.runs_inline()));
+    if action.runs_inline() {
+        let r = actions::dispatch(&state.engine, &caller, action, &params);
+        return (caller.trail.take(), r);
+    }
+    let state = state.clone();
+    let access_key_id = access_key_id.to_string();
+    let joined = tokio::task::spawn_blocking(move || {
+        let claimed = match (&nonce, action.is_mutating()) {
+            (Some((n, expires)), true) => state.engine.claim_nonce(&access_key_id, n, *expires),
+            _ => Ok(()),
+        };
+        let r = claimed.and_then(|()| actions::dispatch(&state.engine, &caller, action, &params));
+        (caller.trail.take(), r)
+    })
+    .await;
+    match joined {
+        Ok(done) => done,
+        Err(e) => (Vec::new(), Err(KmsError::internal(format_args!("action task: {e}")))),
+    }
 }
 
 /// Parses, authenticates, authorises and runs a request.
@@ -191,8 +259,6 @@ async fn process(
         let action = Action::parse(&name)
             .ok_or_else(|| KmsError::with_detail(ErrorCode::InvalidActionNotFound, format_args!("Action: {name}")))?;
         outcome.known = Some(action);
-        // Counted once the caller is known, before any work is done for it.
-        state.throttle.admit(&outcome.principal, action)?;
         match params.get("Version").map(str::to_string).or_else(|| header("x-acs-version")) {
             Some(v) if v == API_VERSION => {}
             Some(v) => {
@@ -203,32 +269,11 @@ async fn process(
             }
             None => return Err(KmsError::missing("Version")),
         }
-        if let Some(a) = state.audit.as_ref().filter(|a| action.is_mutating() && !a.healthy()) {
-            return Err(a.failure());
-        }
         // The audit line names what the engine resolved and checked, allowed or denied.
-        // Every mutating action runs on the blocking pool, where its nonce is claimed in the store.
-        debug_assert!(!(action.is_mutating() && action.runs_inline()));
-        if action.runs_inline() {
-            let r = actions::dispatch(&state.engine, &auth.caller, action, &params);
-            outcome.resources = auth.caller.trail.take();
-            r
-        } else {
-            let state = state.clone();
-            let (r, trail) = tokio::task::spawn_blocking(move || {
-                let r = if action.is_mutating() {
-                    state.engine.claim_nonce(&auth.access_key_id, &auth.nonce, auth.nonce_expires_at)
-                } else {
-                    Ok(())
-                }
-                .and_then(|()| actions::dispatch(&state.engine, &auth.caller, action, &params));
-                (r, auth.caller.trail.take())
-            })
-            .await
-            .map_err(|e| KmsError::internal(format_args!("action task: {e}")))?;
-            outcome.resources = trail;
-            r
-        }
+        let nonce = Some((auth.nonce, auth.nonce_expires_at));
+        let (resources, r) = run(state, auth.caller, &auth.access_key_id, nonce, action, params).await;
+        outcome.resources = resources;
+        r
     }
     .await;
     (outcome, result)

@@ -76,6 +76,8 @@ pub struct Sidecar {
     pub endpoint: String,
     /// The secrets agent's address, when started with `--agent-listen`.
     pub agent: Option<String>,
+    /// The console's URL (`http://host:port/`), when started with one.
+    pub console: Option<String>,
 }
 
 impl Sidecar {
@@ -128,7 +130,7 @@ impl Sidecar {
             .spawn()
             .expect("start kms-sidecar");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut http, mut https, mut agent) = (String::new(), String::new(), None);
+        let (mut http, mut https, mut agent, mut console) = (String::new(), String::new(), None, None);
         loop {
             let line = lines.next().expect("kms-sidecar exited before listening").unwrap();
             if let Some(rest) = line.strip_prefix("kms-sidecar: listening on http://") {
@@ -137,6 +139,8 @@ impl Sidecar {
                 https = rest.split_whitespace().next().unwrap().to_string();
             } else if let Some(rest) = line.strip_prefix("kms-sidecar: secrets agent on http://") {
                 agent = Some(rest.split_whitespace().next().unwrap().to_string());
+            } else if let Some(rest) = line.strip_prefix("kms-sidecar: console on ") {
+                console = Some(rest.trim().to_string());
             } else if line.starts_with("kms-sidecar: client profile in") {
                 break;
             }
@@ -144,7 +148,7 @@ impl Sidecar {
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         let endpoint = format!("http://{http}");
-        Sidecar { child, dir, http, https, endpoint, agent }
+        Sidecar { child, dir, http, https, endpoint, agent, console }
     }
 
     /// What a client needs, as environment variables.

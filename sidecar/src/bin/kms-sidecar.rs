@@ -39,6 +39,10 @@ struct Args {
     /// Serve the secrets agent on this loopback address (e.g. 127.0.0.1:18081).
     #[arg(long)]
     agent_listen: Option<String>,
+    /// Serve the management console on this address (e.g. 127.0.0.1:18090; loopback unless
+    /// [console] tls = true).
+    #[arg(long)]
+    console_listen: Option<String>,
     #[command(flatten)]
     log: kms_client::logging::LogArgs,
     #[command(subcommand)]
@@ -107,6 +111,9 @@ fn run(args: Args) -> Result<(), StartError> {
     if let Some(a) = args.agent_listen {
         cfg.agent.listen = Some(a);
     }
+    if let Some(a) = args.console_listen {
+        cfg.console.listen = Some(a);
+    }
     match &args.command {
         Some(Sub::Backup { to }) => {
             let m = kms_sidecar::backup::backup(&cfg, to)?;
@@ -152,6 +159,9 @@ fn run(args: Args) -> Result<(), StartError> {
                     .map(|p| p.display().to_string())
                     .unwrap_or_else(|| "configured certificate".into())
             );
+        }
+        if let Some(a) = &running.console {
+            println!("kms-sidecar: console on {a}");
         }
         if let Some(a) = &running.profile.agent_endpoint {
             println!(

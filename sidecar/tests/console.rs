@@ -1,0 +1,222 @@
+//! The management console over raw HTTP against the real sidecar: sign-in and sessions, CSRF and
+//! origin checks, security headers, escaping of stored strings, a limited principal refused by
+//! the engine, the audit trail attributing console actions, and the listener's address rule.
+//! (`console_browser.rs` walks the same console in Chromium.)
+
+mod common;
+
+use std::io::{Read, Write};
+
+use common::{start_fails, Sidecar};
+use kms_core::api::*;
+
+const CONFIG: &str = r#"
+[console]
+listen = "127.0.0.1:0"
+
+[[access_keys]]
+id = "viewerKey"
+secret = "viewerSecret"
+principal = "user:viewer"
+
+[[policies]]
+principal = "user:viewer"
+name = "read-only"
+document = '''{"Version":"1","Statement":[{"Effect":"Allow","Action":["kms:List*","kms:Describe*"],"Resource":"*"}]}'''
+"#;
+
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 exchange, nothing followed: the test sees every redirect and header.
+fn http(
+    base: &str,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    extra: &[(&str, &str)],
+    form: &[(&str, &str)],
+) -> Answer {
+    let host = base.trim_start_matches("http://").trim_end_matches('/');
+    let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\nuser-agent: console-test\r\n");
+    if let Some(c) = cookie {
+        req.push_str(&format!("cookie: {c}\r\n"));
+    }
+    for (k, v) in extra {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if method == "POST" {
+        req.push_str(&format!("content-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let headers = lines.filter_map(|l| l.split_once(": ")).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    Answer { status, headers, body: body.to_string() }
+}
+
+/// Signs in and returns the cookie (`name=value`) and the CSRF token of the first page.
+fn sign_in(base: &str, id: &str, secret: &str) -> (String, String) {
+    let a = http(base, "POST", "/signin", None, &[], &[("AccessKeyId", id), ("AccessKeySecret", secret)]);
+    assert_eq!(a.status, 303, "{}", a.body);
+    let set = a.header("set-cookie").unwrap().to_string();
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Path=/"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_string();
+    let page = http(base, "GET", "/keys", Some(&cookie), &[], &[]);
+    assert_eq!(page.status, 200);
+    (cookie, csrf(&page.body))
+}
+
+fn csrf(body: &str) -> String {
+    let at = body.find("name=\"csrf\" value=\"").expect("a form with a CSRF token") + 19;
+    body[at..at + 64].to_string()
+}
+
+fn keys(s: &Sidecar) -> Vec<String> {
+    let v: serde_json::Value = s.client().call_params("ListKeys", vec![("PageSize".into(), "100".into())]).unwrap();
+    v["Keys"]["Key"].as_array().unwrap().iter().map(|k| k["KeyId"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn sessions_csrf_escaping_refusals_and_the_trail() {
+    let s = Sidecar::with_config(CONFIG);
+    let base = s.console.clone().expect("the console listens");
+
+    // Signed out: pages send to the sign-in page; a wrong secret is refused without saying which
+    // half was wrong.
+    let a = http(&base, "GET", "/keys", None, &[], &[]);
+    assert_eq!((a.status, a.header("location")), (303, Some("/signin")));
+    let wrong =
+        http(&base, "POST", "/signin", None, &[], &[("AccessKeyId", common::OWNER_ID), ("AccessKeySecret", "nope")]);
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.body.contains("The access key or its secret is wrong."), "{}", wrong.body);
+    assert!(wrong.header("set-cookie").is_none());
+
+    let (cookie, token) = sign_in(&base, common::OWNER_ID, common::OWNER_SECRET);
+    let page = http(&base, "GET", "/keys", Some(&cookie), &[], &[]);
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'") && !csp.contains("script-src"),
+        "{csp}"
+    );
+    assert_eq!(page.header("x-frame-options"), Some("DENY"));
+    assert_eq!(page.header("cache-control"), Some("no-store"));
+    assert!(!page.body.contains("<script"), "no script on any page");
+
+    // A change without the session's token, or posted from another origin, changes nothing.
+    let hostile = "<script>alert(1)</script><img src=x onerror=alert(2)>";
+    let create = |cookie: &str, extra: &[(&str, &str)], token: &str| {
+        http(
+            &base,
+            "POST",
+            "/key/create",
+            Some(cookie),
+            extra,
+            &[
+                ("csrf", token),
+                ("KeySpec", "Aliyun_AES_256"),
+                ("KeyUsage", "ENCRYPT/DECRYPT"),
+                ("Origin", "Aliyun_KMS"),
+                ("ProtectionLevel", "SOFTWARE"),
+                ("Description", hostile),
+                ("AliasName", "alias/console"),
+            ],
+        )
+    };
+    assert_eq!(create(&cookie, &[], "").status, 403);
+    assert_eq!(create(&cookie, &[], &"0".repeat(64)).status, 403);
+    assert_eq!(create(&cookie, &[("origin", "http://evil.example")], &token).status, 403);
+    assert!(keys(&s).is_empty(), "no refused form created a key");
+
+    // The real form: the key is made, its description shown as text.
+    let made = create(&cookie, &[("origin", base.trim_end_matches('/'))], &token);
+    assert_eq!(made.status, 303, "{}", made.body);
+    let detail = made.header("location").unwrap().to_string();
+    assert!(detail.starts_with("/key?id=key-"), "{detail}");
+    let key = keys(&s).pop().unwrap();
+    let shown = http(&base, "GET", &detail, Some(&cookie), &[], &[]);
+    assert!(
+        shown.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;"),
+        "{}",
+        shown.body
+    );
+    assert!(!shown.body.contains("<script>") && !shown.body.contains("<img src=x"));
+    assert!(shown.body.contains("alias/console"));
+    let desc = s.client().describe_key(&key).unwrap().key_metadata.description;
+    assert_eq!(desc, hostile, "stored as typed");
+
+    // A principal the policy allows only to look: the page shows the engine's own refusal.
+    let (viewer, vtoken) = sign_in(&base, "viewerKey", "viewerSecret");
+    assert!(http(&base, "GET", "/keys", Some(&viewer), &[], &[]).body.contains(&key), "it may list");
+    let refused =
+        http(&base, "POST", "/key/op", Some(&viewer), &[], &[("csrf", &vtoken), ("KeyId", &key), ("op", "disable")]);
+    assert_eq!(refused.status, 303);
+    let after = http(&base, "GET", refused.header("location").unwrap(), Some(&viewer), &[], &[]);
+    assert!(after.body.contains("Forbidden.NoPermission (HTTP 403)"), "{}", after.body);
+    assert_eq!(s.client().describe_key(&key).unwrap().key_metadata.key_state, "Enabled");
+    assert_eq!(http(&base, "GET", "/audit", Some(&viewer), &[], &[]).status, 403, "the trail is the owner's");
+    // One session's token does not pass in another's.
+    let crossed =
+        http(&base, "POST", "/key/op", Some(&viewer), &[], &[("csrf", &token), ("KeyId", &key), ("op", "disable")]);
+    assert_eq!(crossed.status, 403);
+
+    // The owner's audit page shows the viewer's refusal and a verified chain.
+    let audit = http(&base, "GET", "/audit?principal=user:viewer", Some(&cookie), &[], &[]);
+    assert_eq!(audit.status, 200);
+    assert!(audit.body.contains("Forbidden.NoPermission") && audit.body.contains("DisableKey"), "{}", audit.body);
+    assert!(audit.body.contains("id=\"chain\"") && audit.body.contains("Chain verified"), "{}", audit.body);
+    assert!(audit.body.contains("<svg"), "the plots are drawn");
+
+    // Chinese, as the guides write it.
+    let zh = http(&base, "GET", "/lang?to=zh&back=/keys", Some(&cookie), &[], &[]);
+    assert_eq!(zh.status, 303);
+    let lang = zh.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    let page = http(&base, "GET", "/keys", Some(&format!("{cookie}; {lang}")), &[], &[]);
+    assert!(page.body.contains("密钥列表") && page.body.contains("lang=\"zh-CN\""), "{}", page.body);
+
+    // Signing out ends the session on the server, not just in the browser.
+    let out = http(&base, "POST", "/signout", Some(&cookie), &[], &[("csrf", &token)]);
+    assert_eq!(out.status, 303);
+    assert_eq!(http(&base, "GET", "/keys", Some(&cookie), &[], &[]).header("location"), Some("/signin"));
+
+    // The trail names the console's calls like the API's, as the principal who made them.
+    let dir = s.stop();
+    let q = kms_sidecar::audit::Query::default();
+    let events = kms_sidecar::audit::query(&dir.path().join("audit"), &q).unwrap();
+    let console: Vec<_> = events.iter().filter(|e| e.user_agent.starts_with("console; ")).collect();
+    assert!(console.iter().any(|e| e.action == "CreateKey" && e.principal == "owner" && e.code == "OK"));
+    assert!(console
+        .iter()
+        .any(|e| e.action == "DisableKey" && e.principal == "user:viewer" && e.code == "Forbidden.NoPermission"));
+    let sign_ins: Vec<_> = console.iter().filter(|e| e.action == "ConsoleSignIn").map(|e| e.code.as_str()).collect();
+    assert_eq!(sign_ins, ["InvalidAccessKeyId.NotFound", "OK", "OK"], "every sign-in, and the failed one");
+    let _ = CreateKeyRequest::default();
+}
+
+#[test]
+fn the_console_is_off_unless_asked_for_and_stays_off_public_addresses_without_tls() {
+    let s = Sidecar::start();
+    assert!(s.console.is_none());
+    let dir = tempfile::tempdir().unwrap();
+    let (code, err) = start_fails(dir.path(), &["--console-listen", "0.0.0.0:0"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a loopback address") && err.contains("[console] tls"), "{err}");
+}
