@@ -6,6 +6,7 @@
 mod common;
 
 use std::io::{Read, Write};
+use std::process::Command;
 
 use common::{start_fails, Sidecar};
 use kms_core::api::*;
@@ -219,4 +220,134 @@ fn the_console_is_off_unless_asked_for_and_stays_off_public_addresses_without_tl
     let (code, err) = start_fails(dir.path(), &["--console-listen", "0.0.0.0:0"], &[]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("not a loopback address") && err.contains("[console] tls"), "{err}");
+}
+
+#[test]
+fn tools_public_keys_secrets_and_the_key_list_filters() {
+    let s = Sidecar::with_config(CONFIG);
+    let base = s.console.clone().unwrap();
+    let (cookie, token) = sign_in(&base, common::OWNER_ID, common::OWNER_SECRET);
+    let c = s.client();
+    let ec = c
+        .create_key(&CreateKeyRequest {
+            key_spec: Some("EC_P256".into()),
+            key_usage: Some("SIGN/VERIFY".into()),
+            ..Default::default()
+        })
+        .unwrap()
+        .key_metadata
+        .key_id;
+    for _ in 0..23 {
+        c.create_key(&CreateKeyRequest::default()).unwrap();
+    }
+    let versions: serde_json::Value = c.call_params("ListKeyVersions", vec![("KeyId".into(), ec.clone())]).unwrap();
+    let version = versions["KeyVersions"]["KeyVersion"][0]["KeyVersionId"].as_str().unwrap().to_string();
+
+    // The public key as a file to save, in PEM.
+    let pem = http(&base, "GET", &format!("/key/public-key?id={ec}&version={version}"), Some(&cookie), &[], &[]);
+    assert_eq!(pem.status, 200);
+    assert!(pem.header("content-disposition").unwrap().starts_with("attachment; filename="), "{:?}", pem.headers);
+    assert!(pem.body.starts_with("-----BEGIN PUBLIC KEY-----"), "{}", pem.body);
+
+    // Sign, then verify the same message and a changed one.
+    let tool = |form: &[(&str, &str)]| {
+        let mut f = vec![("csrf", token.as_str())];
+        f.extend_from_slice(form);
+        http(&base, "POST", "/tools/run", Some(&cookie), &[], &f).body
+    };
+    let signed = tool(&[
+        ("op", "sign"),
+        ("KeyId", &ec),
+        ("KeyVersionId", &version),
+        ("Algorithm", "ECDSA_SHA_256"),
+        ("Message", "contract"),
+    ]);
+    let at = signed.find("data-field=\"Value\">").expect("a signature") + 19;
+    let signature = signed[at..].split('<').next().unwrap().to_string();
+    let verify = |message: &str| {
+        tool(&[
+            ("op", "verify"),
+            ("KeyId", &ec),
+            ("KeyVersionId", &version),
+            ("Algorithm", "ECDSA_SHA_256"),
+            ("Message", message),
+            ("Value", &signature),
+        ])
+    };
+    assert!(verify("contract").contains("The signature verifies."));
+    assert!(verify("contract!").contains("The signature does not verify."));
+
+    // Paging and filters happen on the server: 24 enabled keys are two pages; one spec filters.
+    let page1 = http(&base, "GET", "/keys", Some(&cookie), &[], &[]).body;
+    assert!(page1.contains("Page 1 / 2 · 24") && page1.contains("rel=\"next\""), "paged");
+    assert_eq!(page1.matches("href=\"/key?id=").count(), 20);
+    let page2 = http(&base, "GET", "/keys?page=2", Some(&cookie), &[], &[]).body;
+    assert_eq!(page2.matches("href=\"/key?id=").count(), 4);
+    let only_ec = http(&base, "GET", "/keys?spec=EC_P256", Some(&cookie), &[], &[]).body;
+    assert_eq!(only_ec.matches("href=\"/key?id=").count(), 1);
+    assert!(only_ec.contains(&ec));
+
+    // A secret deleted with a recovery window shows its date and comes back with Restore; one
+    // deleted at once is gone.
+    let op = |form: &[(&str, &str)]| {
+        let mut f = vec![("csrf", token.as_str())];
+        f.extend_from_slice(form);
+        http(&base, "POST", "/secret/op", Some(&cookie), &[], &f)
+    };
+    let made = http(
+        &base,
+        "POST",
+        "/secret/create",
+        Some(&cookie),
+        &[],
+        &[("csrf", &token), ("SecretName", "app/db"), ("SecretData", "pw"), ("VersionId", "v1")],
+    );
+    assert_eq!(made.header("location"), Some("/secret?name=app%2Fdb"));
+    op(&[("SecretName", "app/db"), ("op", "delete"), ("RecoveryWindowInDays", "7")]);
+    let page = http(&base, "GET", "/secret?name=app%2Fdb", Some(&cookie), &[], &[]).body;
+    let planned =
+        page.split("data-field=\"PlannedDeleteTime\">").nth(1).unwrap().split('<').next().unwrap().to_string();
+    assert!(planned.starts_with("20"), "{planned}");
+    op(&[("SecretName", "app/db"), ("op", "restore")]);
+    assert_eq!(
+        c.call_params("DescribeSecret", vec![("SecretName".into(), "app/db".into())]).unwrap()["PlannedDeleteTime"],
+        ""
+    );
+    let gone = op(&[("SecretName", "app/db"), ("op", "delete"), ("Force", "true")]);
+    assert_eq!(gone.header("location"), Some("/secrets"));
+    assert!(c.call_params("DescribeSecret", vec![("SecretName".into(), "app/db".into())]).is_err());
+}
+
+#[test]
+fn over_https_the_session_cookie_is_secure_and_host_bound() {
+    let s = Sidecar::with_config("[console]\nlisten = \"127.0.0.1:0\"\ntls = true\n");
+    let base = s.console.clone().unwrap();
+    assert!(base.starts_with("https://127.0.0.1:"), "{base}");
+    let ca = s.dir.path().join("tls/ca.pem");
+    // Python's ssl module, checking the certificate against the sidecar's CA.
+    let script = r#"
+import os, ssl, sys, urllib.parse, urllib.request
+class Stop(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *a, **k): return None
+ctx = ssl.create_default_context(cafile=os.environ["CA"])
+opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx), Stop)
+body = urllib.parse.urlencode({"AccessKeyId": os.environ["AK"], "AccessKeySecret": os.environ["SK"]}).encode()
+req = urllib.request.Request(os.environ["URL"] + "signin", data=body, headers={"Origin": os.environ["URL"].rstrip("/")})
+try:
+    opener.open(req)
+except urllib.error.HTTPError as e:
+    print(e.code, e.headers.get("Set-Cookie"))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .env("CA", &ca)
+        .env("URL", &base)
+        .env("AK", common::OWNER_ID)
+        .env("SK", common::OWNER_SECRET)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.starts_with("303 __Host-kms_console="), "{text}");
+    assert!(text.contains("Secure") && text.contains("HttpOnly") && text.contains("SameSite=Strict"), "{text}");
 }
