@@ -238,6 +238,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     if tasks.is_empty() {
         return Err(StartError::Config("nothing to listen on: set listen, tls_listen or unix_socket".into()));
     }
+    tasks.extend(crate::k8s::start(&cfg.kubernetes, state.clone(), shutdown_rx.clone())?);
     let mut console = None;
     if let Some(listen) = &cfg.console.listen {
         let l =

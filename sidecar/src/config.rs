@@ -52,6 +52,8 @@ pub struct Config {
     pub throttling: crate::throttle::ThrottleConfig,
     /// The management console (module `console`); off unless it has a listener.
     pub console: crate::console::ConsoleConfig,
+    /// The Kubernetes KMS v2 plugin and Secrets Store CSI provider sockets (module `k8s`).
+    pub kubernetes: crate::k8s::KubernetesConfig,
 }
 
 /// `[store]`: the embedded default, or one PostgreSQL database shared by many sidecars.
@@ -220,6 +222,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             throttling: crate::throttle::ThrottleConfig::default(),
             console: crate::console::ConsoleConfig::default(),
+            kubernetes: crate::k8s::KubernetesConfig::default(),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod backup;
 pub mod config;
 pub mod conn;
 pub mod console;
+pub mod k8s;
 pub mod metrics;
 pub mod server;
 pub mod start_error;

@@ -206,6 +206,44 @@ pub(crate) async fn run(
     }
 }
 
+/// Who runs an action that did not come as a signed request (the console, the Kubernetes
+/// sockets), and how the audit line names where it came from.
+pub(crate) struct Internal<'a> {
+    pub caller: kms_core::Caller,
+    /// The access key the caller signed in with, or a name for the channel (`kubernetes-kms`).
+    pub access_key_id: &'a str,
+    pub source_ip: String,
+    pub user_agent: String,
+}
+
+/// Runs `action` for an internal caller exactly as a signed request would run ([`run`]), records
+/// it in the audit trail and the metrics ([`record`], [`count`]), and returns the answer's JSON.
+pub(crate) async fn call_internal(
+    state: &Arc<AppState>,
+    who: Internal<'_>,
+    action: Action,
+    params: Params,
+) -> Result<serde_json::Value, KmsError> {
+    let started = Instant::now();
+    let request_id = new_request_id();
+    let principal = who.caller.label();
+    let (resources, result) = run(state, who.caller, who.access_key_id, None, action, params).await;
+    let outcome = Outcome {
+        action: Some(action.name().to_string()),
+        known: Some(action),
+        principal,
+        access_key_id: who.access_key_id.to_string(),
+        resources,
+    };
+    let result = record(state, &request_id, started, &outcome, who.source_ip, who.user_agent, result).await;
+    let code = match &result {
+        Ok(_) => "OK",
+        Err(e) => e.code().code(),
+    };
+    count(state, Some(action), Some(action.name()), code, started.elapsed());
+    serde_json::from_slice(&result?).map_err(|e| KmsError::internal(format_args!("{action}: {e}")))
+}
+
 /// Parses, authenticates, authorises and runs a request.
 async fn process(
     state: &Arc<AppState>,

@@ -162,7 +162,7 @@ impl NbdServer {
     /// SIGTERM (a clean stop that flushes) and waits for the exit.
     pub fn stop(&mut self) {
         if !std::mem::replace(&mut self.stopped, true) {
-            let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+            let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).stderr(Stdio::null()).status();
             let _ = self.child.wait();
         }
     }

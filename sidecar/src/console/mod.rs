@@ -248,32 +248,17 @@ impl Ctx<'_> {
     /// Runs an API action as the signed-in principal, exactly as a signed API request would
     /// run it, and records it in the audit trail and the metrics.
     pub async fn call(&self, action: Action, params: &[(&str, String)]) -> Result<Value, KmsError> {
-        let started = Instant::now();
-        let request_id = crate::wire::response::new_request_id();
         let mut caller = Caller::new(self.s.principal.clone());
         caller.source_ip = self.r.conn.peer.map(|p| p.ip());
         caller.secure_transport = self.r.conn.tls;
-        let principal = caller.label();
+        let who = crate::server::Internal {
+            caller,
+            access_key_id: &self.s.access_key_id,
+            source_ip: self.r.conn.peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "unix".into()),
+            user_agent: format!("console; {}", self.r.user_agent),
+        };
         let params = Params::from_pairs(params.iter().map(|(k, v)| (k.to_string(), v.clone())));
-        let (resources, result) =
-            crate::server::run(&self.c.app, caller, &self.s.access_key_id, None, action, params).await;
-        let outcome = Outcome {
-            action: Some(action.name().to_string()),
-            known: Some(action),
-            principal,
-            access_key_id: self.s.access_key_id.clone(),
-            resources,
-        };
-        let source = self.r.conn.peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "unix".into());
-        let agent = format!("console; {}", self.r.user_agent);
-        let result = crate::server::record(&self.c.app, &request_id, started, &outcome, source, agent, result).await;
-        let code = match &result {
-            Ok(_) => "OK",
-            Err(e) => e.code().code(),
-        };
-        crate::server::count(&self.c.app, Some(action), Some(action.name()), code, started.elapsed());
-        let bytes = result?;
-        serde_json::from_slice(&bytes).map_err(|e| KmsError::internal(format_args!("console: {e}")))
+        crate::server::call_internal(&self.c.app, who, action, params).await
     }
 
     /// Leaves a message for the next page and sends the browser there (post/redirect/get).
