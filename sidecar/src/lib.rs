@@ -26,4 +26,17 @@ pub mod fuzzing {
     pub fn percent_decode(s: &str) -> String {
         crate::agent::percent_decode(s)
     }
+
+    /// The files a SecretProviderClass's `objects` would become.
+    pub fn csi_objects(objects: &str, translate: Option<&str>) -> Result<Vec<String>, String> {
+        let parsed = crate::k8s::objects::parse(objects, translate)?;
+        Ok(parsed
+            .into_iter()
+            .flat_map(|o| std::iter::once(o.file).chain(o.parts.into_iter().map(|(_, f)| f)))
+            .collect())
+    }
+
+    pub fn jmes_select(value: &str, path: &str) -> Result<Vec<u8>, String> {
+        crate::k8s::objects::select(value, path)
+    }
 }
