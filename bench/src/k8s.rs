@@ -21,7 +21,7 @@ use kms_sidecar::k8s::proto::csi::csi_driver_provider_client::CsiDriverProviderC
 use kms_sidecar::k8s::proto::csi::MountRequest;
 use kms_sidecar::k8s::proto::kms_v2::key_management_service_client::KeyManagementServiceClient;
 use kms_sidecar::k8s::proto::kms_v2::{DecryptRequest, EncryptRequest};
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 #[derive(Parser)]
 struct Args {
@@ -78,16 +78,7 @@ impl Cell {
 }
 
 async fn channel(path: PathBuf) -> Channel {
-    Endpoint::try_from("http://[::]:0")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-            }
-        }))
-        .await
-        .unwrap()
+    kms_sidecar::k8s::connect(&path).await.expect("the socket answers")
 }
 
 /// Runs `op` from `c` tokio tasks (each with its own connection) for `secs`.

@@ -11,21 +11,6 @@ use std::process::Command;
 use common::{start_fails, Sidecar};
 use kms_core::api::*;
 
-const CONFIG: &str = r#"
-[console]
-listen = "127.0.0.1:0"
-
-[[access_keys]]
-id = "viewerKey"
-secret = "viewerSecret"
-principal = "user:viewer"
-
-[[policies]]
-principal = "user:viewer"
-name = "read-only"
-document = '''{"Version":"1","Statement":[{"Effect":"Allow","Action":["kms:List*","kms:Describe*"],"Resource":"*"}]}'''
-"#;
-
 struct Answer {
     status: u16,
     headers: Vec<(String, String)>,
@@ -98,7 +83,7 @@ fn keys(s: &Sidecar) -> Vec<String> {
 
 #[test]
 fn sessions_csrf_escaping_refusals_and_the_trail() {
-    let s = Sidecar::with_config(CONFIG);
+    let s = Sidecar::with_config(common::CONSOLE_CONFIG);
     let base = s.console.clone().expect("the console listens");
 
     // Signed out: pages send to the sign-in page; a wrong secret is refused without saying which
@@ -224,7 +209,7 @@ fn the_console_is_off_unless_asked_for_and_stays_off_public_addresses_without_tl
 
 #[test]
 fn tools_public_keys_secrets_and_the_key_list_filters() {
-    let s = Sidecar::with_config(CONFIG);
+    let s = Sidecar::with_config(common::CONSOLE_CONFIG);
     let base = s.console.clone().unwrap();
     let (cookie, token) = sign_in(&base, common::OWNER_ID, common::OWNER_SECRET);
     let c = s.client();

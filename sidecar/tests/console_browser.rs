@@ -11,21 +11,6 @@ use std::process::Command;
 
 use common::{workspace, Sidecar};
 
-const CONFIG: &str = r#"
-[console]
-listen = "127.0.0.1:0"
-
-[[access_keys]]
-id = "viewerKey"
-secret = "viewerSecret"
-principal = "user:viewer"
-
-[[policies]]
-principal = "user:viewer"
-name = "read-only"
-document = '''{"Version":"1","Statement":[{"Effect":"Allow","Action":["kms:List*","kms:Describe*"],"Resource":"*"}]}'''
-"#;
-
 #[test]
 fn the_guides_console_workflows_in_chromium() {
     if std::env::var("KMS_SKIP_BROWSER_TESTS").is_ok_and(|v| v == "1") {
@@ -34,7 +19,7 @@ fn the_guides_console_workflows_in_chromium() {
     }
     let python = workspace().join(".ci-cache/console-venv/bin/python");
     assert!(python.exists(), "{} is missing: run `bash .ci/setup`", python.display());
-    let s = Sidecar::with_config(CONFIG);
+    let s = Sidecar::with_config(common::CONSOLE_CONFIG);
     let shots = workspace().join("target/console-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let work = tempfile::tempdir().unwrap();

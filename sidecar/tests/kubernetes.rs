@@ -16,25 +16,14 @@ use kms_sidecar::k8s::proto::csi::csi_driver_provider_client::CsiDriverProviderC
 use kms_sidecar::k8s::proto::csi::{MountRequest, ObjectVersion, VersionRequest};
 use kms_sidecar::k8s::proto::kms_v2::key_management_service_client::KeyManagementServiceClient;
 use kms_sidecar::k8s::proto::kms_v2::{DecryptRequest, EncryptRequest, StatusRequest};
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
-/// A gRPC channel over the Unix socket at `path` (the URI is a placeholder gRPC needs).
 async fn channel(path: &Path) -> Channel {
-    let path = path.to_path_buf();
-    Endpoint::try_from("http://[::]:0")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-            }
-        }))
-        .await
-        .unwrap()
+    kms_sidecar::k8s::connect(path).await.unwrap()
 }
 
 fn owner_call(s: &Sidecar, action: &str, params: &[(&str, &str)]) -> serde_json::Value {

@@ -164,17 +164,8 @@ pub async fn detail(ctx: &Ctx<'_>) -> Response<Body> {
     let primary = s(&m["PrimaryKeyVersion"]);
     let state = s(&m["KeyState"]);
     let asymmetric = !s(&m["KeySpec"]).starts_with("Aliyun_");
-    let op = |name: &str, label: &str, extra: Markup| {
-        html! {
-            form.op method="post" action="/key/op" {
-                (csrf(ctx))
-                input type="hidden" name="KeyId" value=(key_id);
-                input type="hidden" name="op" value=(name);
-                (extra)
-                button type="submit" name="do" value=(name) { (label) }
-            }
-        }
-    };
+    let op =
+        |name: &str, label: &str, extra: Markup| page::op_form(ctx, "/key/op", ("KeyId", &key_id), name, label, extra);
     let fields: [(&str, &str); 16] = [
         ("Key ID", "KeyId"),
         ("Key spec", "KeySpec"),

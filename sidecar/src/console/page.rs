@@ -151,6 +151,20 @@ pub fn csrf(ctx: &Ctx) -> Markup {
     html! { input type="hidden" name="csrf" value=(ctx.s.csrf); }
 }
 
+/// A form for one operation on one resource: the CSRF token, the resource's id and the
+/// operation as hidden fields, `extra` inputs, one button.
+pub fn op_form(ctx: &Ctx, action: &str, id: (&str, &str), op: &str, label: &str, extra: Markup) -> Markup {
+    html! {
+        form.op method="post" action=(action) {
+            (csrf(ctx))
+            input type="hidden" name=(id.0) value=(id.1);
+            input type="hidden" name="op" value=(op);
+            (extra)
+            button type="submit" { (label) }
+        }
+    }
+}
+
 /// A refusal shown in place (when there is no page to go back to).
 pub fn refused(ctx: &Ctx, title: &str, e: &kms_core::KmsError) -> Response<Body> {
     let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);

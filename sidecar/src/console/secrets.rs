@@ -79,16 +79,8 @@ pub async fn detail(ctx: &Ctx<'_>, revealed: Option<(String, String)>) -> Respon
         .map(|v| list_of(&v, "VersionIds", "VersionId").to_vec())
         .unwrap_or_default();
     let deleted = !s(&described["PlannedDeleteTime"]).is_empty();
-    let op = |name_: &str, label: &str, extra: Markup| {
-        html! {
-            form.op method="post" action="/secret/op" {
-                (csrf(ctx))
-                input type="hidden" name="SecretName" value=(name);
-                input type="hidden" name="op" value=(name_);
-                (extra)
-                button type="submit" { (label) }
-            }
-        }
+    let op = |op: &str, label: &str, extra: Markup| {
+        page::op_form(ctx, "/secret/op", ("SecretName", &name), op, label, extra)
     };
     let fields = [
         ("Secret name", "SecretName"),

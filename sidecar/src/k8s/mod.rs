@@ -82,6 +82,21 @@ pub struct Workload {
     pub principal: String,
 }
 
+/// A gRPC channel to one of these sockets – what kube-apiserver or the CSI driver opens; the
+/// tests and `bench/k8s.sh` use it. (The URI is a placeholder: gRPC needs one, the socket
+/// decides.)
+pub async fn connect(path: &std::path::Path) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let path = path.to_path_buf();
+    tonic::transport::Endpoint::from_static("http://[::]:0")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
+        }))
+        .await
+}
+
 /// Starts the configured sockets; each serves until `shutdown` flips.
 pub fn start(
     cfg: &KubernetesConfig,

@@ -61,3 +61,20 @@ pub fn post_form(addr: &str, body: &str) -> (u16, serde_json::Value) {
     };
     (status, serde_json::from_str(&text).unwrap())
 }
+
+/// A sidecar configuration with the console on a free loopback port and a principal whose
+/// policy only lets it look (list and describe).
+pub const CONSOLE_CONFIG: &str = r#"
+[console]
+listen = "127.0.0.1:0"
+
+[[access_keys]]
+id = "viewerKey"
+secret = "viewerSecret"
+principal = "user:viewer"
+
+[[policies]]
+principal = "user:viewer"
+name = "read-only"
+document = '''{"Version":"1","Statement":[{"Effect":"Allow","Action":["kms:List*","kms:Describe*"],"Resource":"*"}]}'''
+"#;
