@@ -33,8 +33,10 @@ pub async fn page(ctx: &Ctx<'_>) -> Response<Body> {
     log.flush().await;
     let r = ctx.r;
     let opt = |k: &str| Some(r.q(k).trim().to_string()).filter(|v| !v.is_empty());
+    // Without a start, the last day: the page stays fast on a log of years.
+    let since = opt("since").unwrap_or_else(|| kms_core::clock::format_iso(ctx.c.app.engine.now() - 86_400));
     let q = Query {
-        since: opt("since"),
+        since: Some(since.clone()),
         until: opt("until"),
         principal: opt("principal"),
         action: opt("action"),
@@ -66,7 +68,7 @@ pub async fn page(ctx: &Ctx<'_>) -> Response<Body> {
             None => {}
         }
         form.filters method="get" action="/audit" {
-            label { (ctx.t("From")) input name="since" value=(r.q("since")) placeholder="2026-01-01T00:00:00Z"; }
+            label { (ctx.t("From")) input name="since" value=(since) placeholder="2026-01-01T00:00:00Z"; }
             label { (ctx.t("Until")) input name="until" value=(r.q("until")); }
             label { (ctx.t("Principal")) input name="principal" value=(r.q("principal")) placeholder="user:app"; }
             label { (ctx.t("Action")) input name="action" value=(r.q("action")) placeholder="Encrypt"; }
