@@ -107,6 +107,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         keys.retain(|k| &k.id != id);
         keys.push(AccessKey { id: id.clone(), secret: secret.clone(), principal: Principal::Owner, enabled: true });
     }
+    let key_ids: Vec<String> = keys.iter().map(|k| k.id.clone()).collect();
     let stored_owner = creds.access_keys.iter().find(|k| k.principal == "owner");
     let new_owner_key =
         if created { stored_owner.map(|k| (k.id.clone(), Zeroizing::new(k.secret.clone()))) } else { None };
@@ -250,6 +251,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
                  cookies would cross the network in clear; set [console] tls = true or listen on 127.0.0.1"
             )));
         }
+        crate::console::password::check(&cfg.console.users, &key_ids).map_err(StartError::Config)?;
         let verify: Option<crate::console::AuditVerifier> = cfg.audit.enabled.then(|| {
             let mut cfg = cfg.clone();
             cfg.data_dir = Some(dir.clone());

@@ -336,3 +336,59 @@ except urllib.error.HTTPError as e:
     assert!(text.starts_with("303 __Host-kms_console="), "{text}");
     assert!(text.contains("Secure") && text.contains("HttpOnly") && text.contains("SameSite=Strict"), "{text}");
 }
+
+#[test]
+fn a_person_signs_in_with_a_console_password_and_acts_as_their_principal() {
+    // The hash comes from the sidecar's own command, as an operator makes it.
+    let mut child = Command::new(kms_e2e::bin("kms-sidecar"))
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"a long console password\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    let config = format!(
+        "{}\n[[console.users]]\nname = \"alice\"\nprincipal = \"user:viewer\"\npassword_hash = \"{hash}\"\n",
+        common::CONSOLE_CONFIG
+    );
+    let s = Sidecar::with_config(&config);
+    let base = s.console.clone().unwrap();
+    let wrong = http(
+        &base,
+        "POST",
+        "/signin",
+        None,
+        &[],
+        &[("AccessKeyId", "alice"), ("AccessKeySecret", "a long console passwort")],
+    );
+    assert_eq!(wrong.status, 401);
+    let (cookie, _) = sign_in(&base, "alice", "a long console password");
+    let page = http(&base, "GET", "/keys", Some(&cookie), &[], &[]);
+    assert!(page.body.contains("id=\"principal\">user:viewer<"), "acts as the entry's principal");
+    let dir = s.stop();
+    let events = kms_sidecar::audit::query(&dir.path().join("audit"), &Default::default()).unwrap();
+    let sign_ins: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e.action == "ConsoleSignIn")
+        .map(|e| (e.access_key_id.as_str(), e.code.as_str()))
+        .collect();
+    assert_eq!(sign_ins, [("console:alice", "InvalidAccessKeyId.NotFound"), ("console:alice", "OK")]);
+    assert!(events
+        .iter()
+        .any(|e| e.action == "ListKeys" && e.access_key_id == "console:alice" && e.principal == "user:viewer"));
+    // A user named like an access key, or a plain password in place of a hash: refused at start.
+    for bad in [
+        format!("[[console.users]]\nname = \"viewerKey\"\nprincipal = \"user:viewer\"\npassword_hash = \"{hash}\"\n"),
+        "[[console.users]]\nname = \"bob\"\nprincipal = \"user:viewer\"\npassword_hash = \"hunter2\"\n".to_string(),
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("c.toml");
+        std::fs::write(&path, format!("{}\n{bad}", common::CONSOLE_CONFIG)).unwrap();
+        let (code, err) = start_fails(d.path(), &["--config", path.to_str().unwrap()], &[]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("console.users[0]"), "{err}");
+    }
+}

@@ -62,6 +62,9 @@ enum Sub {
     },
     /// Put a backup into a new data directory (--data-dir), after checking every file against
     /// its manifest; the restored store is opened once to prove its root key opens it.
+    /// Read a console password from stdin and print its Argon2id hash for [[console.users]]
+    /// password_hash (sidecar/CONSOLE.md).
+    HashPassword,
     Restore {
         /// The backup directory (`kms-sidecar backup --to`).
         #[arg(long)]
@@ -120,6 +123,13 @@ fn run(args: Args) -> Result<(), StartError> {
             let bytes: u64 = m.files.iter().map(|f| f.bytes).sum();
             println!("kms-sidecar: backed up {} files ({bytes} bytes) to {}", m.files.len(), to.display());
             println!("kms-sidecar: root key: {} – keep the backup as safe as the key", m.root_key);
+            return Ok(());
+        }
+        Some(Sub::HashPassword) => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).map_err(|e| e.to_string())?;
+            let password = zeroize::Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_string());
+            println!("{}", kms_sidecar::console::password::hash(&password)?);
             return Ok(());
         }
         Some(Sub::Restore { from }) => {

@@ -53,9 +53,9 @@ const ZH: &[(&str, &str)] = &[
     ("Sign in", "登录"),
     ("Sign out", "退出"),
     ("Signed in as", "当前身份"),
-    ("AccessKey ID", "AccessKey ID"),
-    ("AccessKey secret", "AccessKey Secret"),
-    ("The access key or its secret is wrong.", "AccessKey 或其 Secret 错误。"),
+    ("AccessKey ID or user name", "AccessKey ID 或用户名"),
+    ("AccessKey secret or password", "AccessKey Secret 或密码"),
+    ("The access key or its secret is wrong.", "AccessKey 或其 Secret（用户名或密码）错误。"),
     (
         "Your session ended (signed out, idle too long or the service restarted). Sign in again.",
         "会话已结束（已退出、空闲超时或服务重启），请重新登录。",

@@ -13,6 +13,7 @@ mod audit_page;
 mod i18n;
 mod keys;
 mod page;
+pub mod password;
 mod plot;
 mod secrets;
 mod session;
@@ -49,11 +50,13 @@ pub struct ConsoleConfig {
     pub idle_timeout_minutes: u64,
     /// Sessions held at once; the least recently used ends first.
     pub max_sessions: usize,
+    /// People who sign in with a name and password instead of an access key pair.
+    pub users: Vec<password::ConsoleUser>,
 }
 
 impl Default for ConsoleConfig {
     fn default() -> Self {
-        ConsoleConfig { listen: None, tls: false, idle_timeout_minutes: 15, max_sessions: 256 }
+        ConsoleConfig { listen: None, tls: false, idle_timeout_minutes: 15, max_sessions: 256, users: Vec::new() }
     }
 }
 
@@ -68,12 +71,19 @@ pub struct Console {
     sessions: Sessions,
     tls: bool,
     verify_audit: Option<AuditVerifier>,
+    users: Vec<password::ConsoleUser>,
 }
 
 impl Console {
     pub fn new(app: Arc<AppState>, cfg: &ConsoleConfig, verify_audit: Option<AuditVerifier>) -> Console {
         let idle = Duration::from_secs(cfg.idle_timeout_minutes.max(1) * 60);
-        Console { app, sessions: Sessions::new(idle, cfg.max_sessions), tls: cfg.tls, verify_audit }
+        Console {
+            app,
+            sessions: Sessions::new(idle, cfg.max_sessions),
+            tls: cfg.tls,
+            verify_audit,
+            users: cfg.users.clone(),
+        }
     }
 
     fn cookie_name(&self) -> &'static str {
@@ -283,7 +293,28 @@ pub fn refusal(e: &KmsError) -> String {
 async fn sign_in(c: &Console, r: &Req) -> Response<Body> {
     let started = Instant::now();
     let id = r.f("AccessKeyId");
-    let outcome = c.app.auth.sign_in(&id, &r.raw("AccessKeySecret"));
+    let secret = r.raw("AccessKeySecret");
+    // A configured console user by name (Argon2id, on the blocking pool), else an access key.
+    let (outcome, id) = match c.users.iter().find(|u| u.name == id).cloned() {
+        Some(user) => {
+            let ok = tokio::task::spawn_blocking(move || password::verify(&user, &secret).then_some(user))
+                .await
+                .ok()
+                .flatten();
+            let label = format!("console:{id}");
+            match ok.map(|u| crate::config::parse_principal(&u.principal)) {
+                Some(Ok(p)) => (Ok(p), label),
+                _ => (
+                    Err(KmsError::with_detail(
+                        kms_core::ErrorCode::InvalidAccessKeyIdNotFound,
+                        "wrong name or password",
+                    )),
+                    label,
+                ),
+            }
+        }
+        None => (c.app.auth.sign_in(&id, &secret), id),
+    };
     // Recorded like an API call, so the trail shows who signed in, and who tried.
     let principal = outcome.as_ref().map(|p| Caller::new(p.clone()).label()).unwrap_or_default();
     let audited = Outcome {

@@ -204,8 +204,8 @@ pub fn sign_in(r: &Req, error: Option<&str>) -> Response<Body> {
                         (languages(r))
                         @if let Some(e) = error { p.flash.err role="alert" { (e) } }
                         form method="post" action="/signin" {
-                            label { (r.lang.t("AccessKey ID")) input name="AccessKeyId" autocomplete="username" required autofocus; }
-                            label { (r.lang.t("AccessKey secret")) input name="AccessKeySecret" type="password" autocomplete="current-password" required; }
+                            label { (r.lang.t("AccessKey ID or user name")) input name="AccessKeyId" autocomplete="username" required autofocus; }
+                            label { (r.lang.t("AccessKey secret or password")) input name="AccessKeySecret" type="password" autocomplete="current-password" required; }
                             button type="submit" { (r.lang.t("Sign in")) }
                         }
                     }
