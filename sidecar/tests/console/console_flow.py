@@ -21,7 +21,7 @@ import tempfile
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as EC
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 BASE = os.environ["KMS_CONSOLE"].rstrip("/")
@@ -62,11 +62,26 @@ def fill(form, name, value):
         el.send_keys(value)
 
 
+def replaced(old):
+    """Whether `old` (an element of the previous page) is gone: stale, or – while the browser is
+    between documents – not answerable at all."""
+    try:
+        old.is_enabled()
+        return False
+    except WebDriverException:
+        return True
+
+
+def loaded():
+    WebDriverWait(d, 20).until(lambda drv: drv.execute_script("return document.readyState") == "complete")
+
+
 def click(el):
     """Clicks and waits for the next page to replace this one (a click returns before that)."""
     old = d.find_element(By.TAG_NAME, "html")
     el.click()
-    WebDriverWait(d, 20).until(EC.staleness_of(old))
+    WebDriverWait(d, 20).until(lambda _: replaced(old))
+    loaded()
 
 
 def submit(form):
@@ -279,7 +294,8 @@ d.execute_script(
     "for (const [k,v] of [['KeyId',arguments[0]],['op','disable'],['csrf','0'.repeat(64)]]) {"
     "var i=document.createElement('input');i.name=k;i.value=v;f.appendChild(i);}"
     "document.body.appendChild(f);f.submit();return 1;", key)
-WebDriverWait(d, 20).until(EC.staleness_of(old))
+WebDriverWait(d, 20).until(lambda _: replaced(old))
+loaded()
 check("did not come from this console" in d.page_source, "a forged token is refused")
 go(f"/key?id={key}")
 check(field("KeyState") == "Enabled", "the forged form changed nothing")
