@@ -31,6 +31,10 @@ const CURRENT: &str = "audit.log";
 const QUEUE: usize = 16 * 1024;
 /// How long a line written without waiting may stay unanchored.
 const ANCHOR_LAG: Duration = Duration::from_secs(1);
+/// How long the writer, woken for lines nobody waits for, gathers more before writing: it is
+/// woken at most about once per this, not once per request (a thread wake-up per request cost a
+/// third of the sidecar's throughput; README, "Benchmarks").
+const GATHER: Duration = Duration::from_millis(1);
 /// `,"mac":"` + 64 hex + `"}`: how every keyed line ends.
 const MAC_PREFIX: &[u8] = b",\"mac\":\"";
 const MAC_SUFFIX_LEN: usize = MAC_PREFIX.len() + 64 + 2;
@@ -120,11 +124,22 @@ enum Job {
     Write(AuditEvent, Option<tokio::sync::oneshot::Sender<bool>>),
     /// Anchor whatever is written, then answer.
     Flush(tokio::sync::oneshot::Sender<bool>),
+    /// Lines are waiting in `Pending`.
+    Kick,
+}
+
+/// Lines of read-only requests, waiting for the writer without a channel message each.
+#[derive(Default)]
+struct Pending {
+    events: parking_lot::Mutex<Vec<AuditEvent>>,
+    /// A Kick is on its way (or the writer is about to look): no need for another.
+    kicked: AtomicBool,
 }
 
 /// Handle to the writer thread.
 pub struct AuditLog {
     tx: tokio::sync::mpsc::Sender<Job>,
+    pending: Arc<Pending>,
     healthy: Arc<AtomicBool>,
     /// False while the last anchor could not be stored (the log itself may be fine).
     anchor_ok: Arc<AtomicBool>,
@@ -183,8 +198,13 @@ impl AuditLog {
         let (tx, rx) = tokio::sync::mpsc::channel::<Job>(QUEUE);
         let h = healthy.clone();
         let anchor_ok = w.anchor_ok.clone();
-        std::thread::Builder::new().name("kms-audit".into()).spawn(move || w.run(rx, h)).map_err(|e| e.to_string())?;
-        Ok(AuditLog { tx, healthy, anchor_ok, dir: dir.to_path_buf() })
+        let pending = Arc::new(Pending::default());
+        let p = pending.clone();
+        std::thread::Builder::new()
+            .name("kms-audit".into())
+            .spawn(move || w.run(rx, p, h))
+            .map_err(|e| e.to_string())?;
+        Ok(AuditLog { tx, pending, healthy, anchor_ok, dir: dir.to_path_buf() })
     }
 
     pub fn dir(&self) -> &Path {
@@ -210,9 +230,27 @@ impl AuditLog {
     }
 
     /// Records an event without waiting for the disk (read-only calls); waits only while the
-    /// writer's queue is full.
+    /// writer is `QUEUE` events behind. The writer is woken once for all the events that arrive
+    /// while it gathers, not once per event.
     pub async fn record(&self, e: AuditEvent) {
-        let _ = self.tx.send(Job::Write(e, None)).await;
+        let mut e = Some(e);
+        loop {
+            {
+                let mut events = self.pending.events.lock();
+                if events.len() < QUEUE {
+                    events.extend(e.take());
+                }
+            }
+            if !self.pending.kicked.swap(true, Ordering::AcqRel) {
+                // A full channel means the writer is busy; it takes the pending lines anyway.
+                let _ = self.tx.try_send(Job::Kick);
+            }
+            if e.is_none() {
+                return;
+            }
+            // Back-pressure: requests slow to the disk's pace rather than memory growing.
+            tokio::time::sleep(GATHER).await;
+        }
     }
 
     /// Waits until every event sent so far is written and anchored (at shutdown).
@@ -235,79 +273,102 @@ impl AuditLog {
 }
 
 impl Writer {
-    fn run(mut self, mut rx: tokio::sync::mpsc::Receiver<Job>, healthy: Arc<AtomicBool>) {
-        // Only for the receive timeout; this thread does blocking file IO and nothing else.
+    fn run(mut self, mut rx: tokio::sync::mpsc::Receiver<Job>, pending: Arc<Pending>, healthy: Arc<AtomicBool>) {
+        // Only for the receive timeouts; this thread does blocking file IO and nothing else.
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a timer runtime");
-        loop {
+        let mut open = true;
+        while open {
             // Wait for work; while lines are unanchored, no longer than the anchor may lag.
             let first = if self.anchored < self.seq {
                 let wait = ANCHOR_LAG.saturating_sub(self.anchored_at.elapsed());
                 match rt.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
-                    Ok(Some(j)) => j,
-                    Ok(None) => break,
+                    Ok(Some(j)) => Some(j),
+                    Ok(None) => None,
                     Err(_) => {
                         self.anchor();
                         continue;
                     }
                 }
             } else {
-                match rx.blocking_recv() {
-                    Some(j) => j,
-                    None => break,
-                }
+                rx.blocking_recv()
             };
+            let mut jobs = Vec::new();
+            match first {
+                None => open = false,
+                Some(Job::Kick) => {
+                    // Lines nobody waits for: gather what else comes for a moment – unless a
+                    // waited-for write arrives, which ends the gathering at once.
+                    if let Ok(Some(j)) = rt.block_on(async { tokio::time::timeout(GATHER, rx.recv()).await }) {
+                        jobs.push(j);
+                    }
+                }
+                Some(j) => jobs.push(j),
+            }
             // Take whatever else is queued: one write (and at most one fsync) for the batch.
-            let mut batch = vec![first];
             while let Ok(j) = rx.try_recv() {
-                batch.push(j);
-                if batch.len() >= 4096 {
+                jobs.push(j);
+                if jobs.len() >= 4096 {
                     break;
                 }
             }
-            let mut buf = Vec::new();
-            let mut acks = Vec::new();
-            let mut flushes = Vec::new();
-            let mut chain = (self.seq, self.prev.clone());
-            for job in batch {
-                let (mut e, ack) = match job {
-                    Job::Write(e, ack) => (e, ack),
-                    Job::Flush(ack) => {
-                        flushes.push(ack);
-                        continue;
-                    }
-                };
-                chain.0 += 1;
-                e.seq = chain.0;
-                e.prev = chain.1.clone();
-                e.mac.clear();
-                let (line, tag) = seal_line(&self.key, &e);
-                chain.1 = hex::encode(tag);
-                buf.extend_from_slice(&line);
-                buf.push(b'\n');
-                acks.extend(ack);
-            }
-            let durable = !acks.is_empty() || !flushes.is_empty();
-            let mut ok = buf.is_empty() || self.append(&buf, durable);
-            if ok {
-                (self.seq, self.prev) = chain;
-                self.size += buf.len() as u64;
-                if self.size >= self.max_bytes && self.rotate().is_err() {
-                    tracing::error!("audit log rotation failed");
-                }
-                // A durable line is anchored before its call is answered; others within a second.
-                if durable || self.anchored_at.elapsed() >= ANCHOR_LAG {
-                    ok = self.anchor() || !durable;
-                }
-            } else {
-                tracing::error!(dir = %self.dir.display(), "audit log write failed; mutating calls are refused until it recovers");
-            }
-            healthy.store(ok, Ordering::Release);
-            for a in acks.into_iter().chain(flushes) {
-                let _ = a.send(ok);
-            }
+            pending.kicked.store(false, Ordering::Release);
+            let waiting = std::mem::take(&mut *pending.events.lock());
+            self.write_batch(waiting, jobs, &healthy);
         }
-        // Shutting down: anchor what was written.
+        // Shutting down: write what is left, anchor it.
+        let waiting = std::mem::take(&mut *pending.events.lock());
+        self.write_batch(waiting, Vec::new(), &healthy);
         self.anchor();
+    }
+
+    /// Chains, writes and (for waited-for lines) syncs and anchors one batch: the pending lines
+    /// first (they were recorded before anything now in the channel was answered), then the jobs.
+    fn write_batch(&mut self, waiting: Vec<AuditEvent>, jobs: Vec<Job>, healthy: &AtomicBool) {
+        if waiting.is_empty() && jobs.is_empty() {
+            return;
+        }
+        let mut buf = Vec::new();
+        let mut acks = Vec::new();
+        let mut flushes = Vec::new();
+        let mut chain = (self.seq, self.prev.clone());
+        let events = waiting.into_iter().map(|e| (e, None)).chain(jobs.into_iter().filter_map(|job| match job {
+            Job::Write(e, ack) => Some((e, ack)),
+            Job::Flush(ack) => {
+                flushes.push(ack);
+                None
+            }
+            Job::Kick => None,
+        }));
+        for (mut e, ack) in events.collect::<Vec<_>>() {
+            chain.0 += 1;
+            e.seq = chain.0;
+            e.prev = chain.1.clone();
+            e.mac.clear();
+            let (line, tag) = seal_line(&self.key, &e);
+            chain.1 = hex::encode(tag);
+            buf.extend_from_slice(&line);
+            buf.push(b'\n');
+            acks.extend(ack);
+        }
+        let durable = !acks.is_empty() || !flushes.is_empty();
+        let mut ok = buf.is_empty() || self.append(&buf, durable);
+        if ok {
+            (self.seq, self.prev) = chain;
+            self.size += buf.len() as u64;
+            if self.size >= self.max_bytes && self.rotate().is_err() {
+                tracing::error!("audit log rotation failed");
+            }
+            // A durable line is anchored before its call is answered; others within a second.
+            if durable || self.anchored_at.elapsed() >= ANCHOR_LAG {
+                ok = self.anchor() || !durable;
+            }
+        } else {
+            tracing::error!(dir = %self.dir.display(), "audit log write failed; mutating calls are refused until it recovers");
+        }
+        healthy.store(ok, Ordering::Release);
+        for a in acks.into_iter().chain(flushes) {
+            let _ = a.send(ok);
+        }
     }
 
     /// Records the current head in the store; `false` (and logged) if the store refused it.
