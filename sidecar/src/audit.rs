@@ -245,7 +245,9 @@ impl AuditLog {
                 // A full channel means the writer is busy; it takes the pending lines anyway.
                 let _ = self.tx.try_send(Job::Kick);
             }
-            if e.is_none() {
+            // A writer that is gone (its thread died) never drains: drop the line, as a closed
+            // channel did, rather than holding the request forever.
+            if e.is_none() || self.tx.is_closed() {
                 return;
             }
             // Back-pressure: requests slow to the disk's pace rather than memory growing.
