@@ -172,12 +172,15 @@ pub(crate) fn count(
 pub(crate) async fn run(
     state: &Arc<AppState>,
     caller: kms_core::Caller,
+    // The caller's label, as its caller already made it for the audit line: not made again on
+    // every request.
+    principal: &str,
     access_key_id: &str,
     nonce: Option<(String, i64)>,
     action: Action,
     params: Params,
 ) -> (Vec<String>, Result<Vec<u8>, KmsError>) {
-    if let Err(e) = state.throttle.admit(&caller.label(), action) {
+    if let Err(e) = state.throttle.admit(principal, action) {
         return (Vec::new(), Err(e));
     }
     if let Some(a) = state.audit.as_ref().filter(|a| action.is_mutating() && !a.healthy()) {
@@ -227,7 +230,7 @@ pub(crate) async fn call_internal(
     let started = Instant::now();
     let request_id = new_request_id();
     let principal = who.caller.label();
-    let (resources, result) = run(state, who.caller, who.access_key_id, None, action, params).await;
+    let (resources, result) = run(state, who.caller, &principal, who.access_key_id, None, action, params).await;
     let outcome = Outcome {
         action: Some(action.name().to_string()),
         known: Some(action),
@@ -309,7 +312,8 @@ async fn process(
         }
         // The audit line names what the engine resolved and checked, allowed or denied.
         let nonce = Some((auth.nonce, auth.nonce_expires_at));
-        let (resources, r) = run(state, auth.caller, &auth.access_key_id, nonce, action, params).await;
+        let (resources, r) =
+            run(state, auth.caller, &outcome.principal, &auth.access_key_id, nonce, action, params).await;
         outcome.resources = resources;
         r
     }
