@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The sidecar next to a bare hyper server (the HTTP ceiling on this machine), in one run:
 # Encrypt, Decrypt, GenerateDataKey, GetSecretValue at concurrency 1, 4 and 16, every request signed
-# with a fresh nonce; and GetSecretValue through the secrets agent (GET /v1/<name> + token). Prints req/s, p50/p99 latency for both and the ratio sidecar/bare.
+# with a fresh nonce; and GetSecretValue through the secrets agent (GET /v1/<name> + token). Prints
+# req/s, p50/p99 latency and the server's CPU microseconds per request for both, the throughput
+# ratio sidecar/bare and the CPU ratio (bare's CPU per request over the sidecar's).
 #   bench/sidecar.sh              3 s per cell
 #   SECONDS_PER_CELL=1 bench/sidecar.sh
 #   bench/sidecar.sh soak         replay protection in bounded memory: signed Encrypt from one
@@ -27,8 +29,10 @@ if [ "${1:-}" = soak ]; then
 fi
 size=$(target/release/kms-loadgen probe --sidecar 127.0.0.1:18190 --access-key-id $ak --access-key-secret $sk)
 target/release/kms-loadgen bare --listen 127.0.0.1:18191 --body-bytes "$size" >"$dir/bare.log" 2>&1 &
+bare_pid=$!
 sleep 0.3
 echo "machine: $(nproc) cores; response body ~${size} bytes; load generator on the same machine"
 target/release/kms-loadgen run --sidecar 127.0.0.1:18190 --bare 127.0.0.1:18191 \
   --access-key-id $ak --access-key-secret $sk --seconds "${SECONDS_PER_CELL:-3}" \
-  --agent 127.0.0.1:18192 --agent-token "$(cat "$dir/kms/agent.token")"
+  --agent 127.0.0.1:18192 --agent-token "$(cat "$dir/kms/agent.token")" \
+  --sidecar-pid "$sidecar_pid" --bare-pid "$bare_pid"

@@ -9,6 +9,7 @@
 //! per operation (from /proc/<pid>/stat): the load generator shares the machine's cores, so
 //! throughput alone would partly measure how the scheduler split them.
 
+use kms_bench::cpu::ProcessCpu;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -45,15 +46,6 @@ struct Args {
 }
 
 /// The sidecar's user+system CPU seconds so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the sidecar is running");
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    ticks / 100.0
-}
-
 struct Cell {
     ops: usize,
     secs: f64,
@@ -100,7 +92,7 @@ where
             channels.push(channel(socket.to_path_buf()).await);
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let cpu0 = cpu_seconds(pid);
+        let cpu0 = ProcessCpu::seconds(pid);
         let t0 = Instant::now();
         let tasks: Vec<_> = channels
             .into_iter()
@@ -124,7 +116,7 @@ where
             lat.extend(t.await.unwrap());
         }
         let secs = t0.elapsed().as_secs_f64();
-        Cell { ops: lat.len(), secs, lat, cpu: cpu_seconds(pid) - cpu0 }
+        Cell { ops: lat.len(), secs, lat, cpu: ProcessCpu::seconds(pid) - cpu0 }
     })
 }
 
@@ -139,7 +131,7 @@ where
             Client::new(ClientConfig::with_key(&args.endpoint, &args.access_key_id, &args.access_key_secret)).unwrap()
         })
         .collect();
-    let cpu0 = cpu_seconds(args.pid);
+    let cpu0 = ProcessCpu::seconds(args.pid);
     let t0 = Instant::now();
     let threads: Vec<_> = clients
         .into_iter()
@@ -163,7 +155,7 @@ where
         lat.extend(t.join().unwrap());
     }
     let secs = t0.elapsed().as_secs_f64();
-    Cell { ops: lat.len(), secs, lat, cpu: cpu_seconds(args.pid) - cpu0 }
+    Cell { ops: lat.len(), secs, lat, cpu: ProcessCpu::seconds(args.pid) - cpu0 }
 }
 
 fn row(name: &str, c: usize, mut k: Cell, mut h: Cell) {

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use kms_bench::cpu::{MachineCpu, ProcessCpu};
 use kms_client::sign;
 
 #[derive(Parser)]
@@ -60,6 +61,13 @@ enum Cmd {
         agent: Option<String>,
         #[arg(long)]
         agent_token: Option<String>,
+        /// The sidecar's and the bare server's process ids: with both, each cell also prints the
+        /// server's CPU time per request (from /proc), which does not depend on how the scheduler
+        /// split the cores between the load generator and the server.
+        #[arg(long)]
+        sidecar_pid: Option<u32>,
+        #[arg(long)]
+        bare_pid: Option<u32>,
     },
     /// Encrypt as the owner (no policy) and as a user with a policy, side by side.
     Policy {
@@ -130,11 +138,23 @@ fn main() {
     rt.block_on(async move {
         match args.cmd {
             Cmd::Bare { listen, body_bytes } => bare(listen, body_bytes).await,
-            Cmd::Run { sidecar, bare, access_key_id, access_key_secret, concurrency, seconds, agent, agent_token } => {
+            Cmd::Run {
+                sidecar,
+                bare,
+                access_key_id,
+                access_key_secret,
+                concurrency,
+                seconds,
+                agent,
+                agent_token,
+                sidecar_pid,
+                bare_pid,
+            } => {
                 let creds = Arc::new((access_key_id, access_key_secret));
                 let conc: Vec<usize> = concurrency.split(',').map(|c| c.trim().parse().unwrap()).collect();
                 let agent = agent.zip(agent_token);
-                run(sidecar, bare, creds, conc, Duration::from_secs_f64(seconds), agent).await
+                let pids = sidecar_pid.zip(bare_pid);
+                run(sidecar, bare, creds, conc, Duration::from_secs_f64(seconds), agent, pids).await
             }
             Cmd::Store {
                 sqlite,
@@ -367,6 +387,8 @@ const BENCH_SECRET: &str = "bench/secret";
 
 struct Cell {
     rps: f64,
+    /// Requests answered in the cell.
+    requests: u64,
     p50_us: u64,
     p99_us: u64,
     errors: u64,
@@ -443,7 +465,7 @@ async fn load(
     all.sort_unstable();
     let pct =
         |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0);
-    Cell { rps: all.len() as f64 / elapsed, p50_us: pct(0.50), p99_us: pct(0.99), errors }
+    Cell { rps: all.len() as f64 / elapsed, requests: all.len() as u64, p50_us: pct(0.50), p99_us: pct(0.99), errors }
 }
 
 async fn run(
@@ -453,6 +475,7 @@ async fn run(
     conc: Vec<usize>,
     dur: Duration,
     agent: Option<(String, String)>,
+    pids: Option<(u32, u32)>,
 ) {
     let key = setup_key(&sidecar, &creds).await;
     let mut c = Conn::open(&sidecar).await;
@@ -473,8 +496,19 @@ async fn run(
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let blob = v["CiphertextBlob"].as_str().unwrap().to_string();
     println!(
-        "{:<16}{:>4} | {:>10}{:>9}{:>9} | {:>10}{:>9}{:>9} | {:>6}",
-        "operation", "c", "sidecar/s", "p50 us", "p99 us", "bare/s", "p50 us", "p99 us", "ratio"
+        "{:<16}{:>4} | {:>10}{:>9}{:>9}{:>9} | {:>10}{:>9}{:>9}{:>9} | {:>6}{:>7}",
+        "operation",
+        "c",
+        "sidecar/s",
+        "p50 us",
+        "p99 us",
+        "CPU us",
+        "bare/s",
+        "p50 us",
+        "p99 us",
+        "CPU us",
+        "ratio",
+        "CPU"
     );
     let mut ops = vec![
         ("Encrypt", Op::Encrypt, sidecar.clone()),
@@ -488,20 +522,30 @@ async fn run(
     }
     for (name, op, target) in ops {
         for &c in &conc {
+            let cpu = pids.map(|(p, _)| ProcessCpu::of(p));
             let s = load(&target, op, &key, &blob, creds.clone(), &token, c, dur).await;
+            let s_cpu = cpu.map(|c| c.per_request_us(s.requests));
+            let cpu = pids.map(|(_, p)| ProcessCpu::of(p));
             let b = load(&bare, op, &key, &blob, creds.clone(), &token, c, dur).await;
+            let b_cpu = cpu.map(|c| c.per_request_us(b.requests));
             assert_eq!(s.errors, 0, "{name}: the sidecar answered errors under load");
+            let us = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+            // The CPU column is bare's CPU per request over the sidecar's: 1.0 = as cheap.
+            let cpu_ratio = s_cpu.zip(b_cpu).map_or("-".to_string(), |(s, b)| format!("{:.2}x", b / s));
             println!(
-                "{:<16}{:>4} | {:>10.0}{:>9}{:>9} | {:>10.0}{:>9}{:>9} | {:>5.2}x",
+                "{:<16}{:>4} | {:>10.0}{:>9}{:>9}{:>9} | {:>10.0}{:>9}{:>9}{:>9} | {:>5.2}x{:>7}",
                 name,
                 c,
                 s.rps,
                 s.p50_us,
                 s.p99_us,
+                us(s_cpu),
                 b.rps,
                 b.p50_us,
                 b.p99_us,
-                s.rps / b.rps
+                us(b_cpu),
+                s.rps / b.rps,
+                cpu_ratio
             );
         }
     }
@@ -636,40 +680,6 @@ async fn store_bench(
         pct(0.99),
         took.last().unwrap()
     );
-}
-
-/// The whole machine's CPU time from `/proc/stat` (every process: load generator, sidecars,
-/// database), so that a cell's cost per operation does not depend on how the scheduler split the
-/// cores between them.
-struct MachineCpu {
-    busy: u64,
-    total: u64,
-}
-
-impl MachineCpu {
-    fn now() -> MachineCpu {
-        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-        let ticks: Vec<u64> =
-            stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
-        // user nice system idle iowait irq softirq steal …: idle and iowait are not busy.
-        let total: u64 = ticks.iter().take(8).sum();
-        let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
-        MachineCpu { busy: total - idle, total }
-    }
-
-    /// Busy CPU-seconds since `self` and the idle share of all CPU time.
-    fn since(&self) -> (f64, f64) {
-        let now = MachineCpu::now();
-        let hz = std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
-            .unwrap_or(100.0);
-        let busy = now.busy.saturating_sub(self.busy) as f64;
-        let total = now.total.saturating_sub(self.total).max(1) as f64;
-        (busy / hz, 1.0 - busy / total)
-    }
 }
 
 async fn futures_join_all<F: std::future::Future<Output = Cell> + Send + 'static>(fs: Vec<F>) -> Vec<Cell> {

@@ -31,11 +31,12 @@ fuzz_target!(|data: &[u8]| {
     let query = parts.next().unwrap_or("");
     let rest = parts.next().unwrap_or("");
     let (head, body) = rest.split_once("\n\n").unwrap_or((rest, ""));
-    let headers: Vec<(String, String)> = head
+    let owned: Vec<(String, String)> = head
         .lines()
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
+    let headers: Vec<(&str, &str)> = owned.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
     let params = Params::from_request(query, Some(body.as_bytes()));
     let r = RequestParts { method, path: "/", query, headers: &headers, body: body.as_bytes(), params: &params };
     let _ = auth().verify(&r);

@@ -16,39 +16,78 @@ pub const V3_ALGORITHM: &str = "ACS3-HMAC-SHA256";
 /// RFC 3986 percent-encoding of UTF-8: unreserved `A-Z a-z 0-9 - _ . ~` kept, the rest `%XX`
 /// with upper-case hex.
 pub fn pct(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(char::from_digit((b >> 4) as u32, 16).unwrap().to_ascii_uppercase());
-            out.push(char::from_digit((b & 15) as u32, 16).unwrap().to_ascii_uppercase());
+    let mut out = Vec::with_capacity(s.len() + 16);
+    pct_into(&mut out, s.as_bytes());
+    String::from_utf8(out).expect("percent-encoding writes ASCII")
+}
+
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
+}
+
+/// Appends the percent-encoding of `s` to `out` (runs of unreserved bytes are copied whole: the
+/// signature of every request is computed over this, so it is on the hot path).
+fn pct_into(out: &mut Vec<u8>, s: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut run = 0;
+    for (i, &b) in s.iter().enumerate() {
+        if !unreserved(b) {
+            out.extend_from_slice(&s[run..i]);
+            out.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+            run = i + 1;
         }
     }
-    out
+    out.extend_from_slice(&s[run..]);
+}
+
+/// The pairs percent-encoded into one buffer, sorted by encoded key (then value): the buffer and
+/// each pair's `(start, end of key, end)` in it. One allocation for all of them, not two a pair.
+fn encoded_sorted<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> (Vec<u8>, Vec<(usize, usize, usize)>) {
+    let mut buf = Vec::with_capacity(512);
+    let mut spans = Vec::with_capacity(16);
+    for (k, v) in pairs {
+        let start = buf.len();
+        pct_into(&mut buf, k.as_bytes());
+        let key_end = buf.len();
+        pct_into(&mut buf, v.as_bytes());
+        spans.push((start, key_end, buf.len()));
+    }
+    spans.sort_unstable_by(|a, b| (&buf[a.0..a.1], &buf[a.1..a.2]).cmp(&(&buf[b.0..b.1], &buf[b.1..b.2])));
+    (buf, spans)
 }
 
 /// `pct(k)=pct(v)` pairs sorted by key (then value), joined by `&`.
 pub fn canonical_query<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut v: Vec<(String, String)> = pairs.into_iter().map(|(k, v)| (pct(k), pct(v))).collect();
-    v.sort();
-    let mut out = String::new();
-    for (i, (k, val)) in v.iter().enumerate() {
+    let (buf, spans) = encoded_sorted(pairs);
+    let mut out = Vec::with_capacity(buf.len() + 2 * spans.len());
+    for (i, &(start, key_end, end)) in spans.iter().enumerate() {
         if i > 0 {
-            out.push('&');
+            out.push(b'&');
         }
-        out.push_str(k);
-        out.push('=');
-        out.push_str(val);
+        out.extend_from_slice(&buf[start..key_end]);
+        out.push(b'=');
+        out.extend_from_slice(&buf[key_end..end]);
     }
-    out
+    String::from_utf8(out).expect("percent-encoding writes ASCII")
 }
 
-/// The V1 string to sign over all parameters except `Signature`.
+/// The V1 string to sign over all parameters except `Signature`: `METHOD&%2F&` and the
+/// canonical query percent-encoded once more (written straight from the sorted pairs: `&` is
+/// `%26`, `=` is `%3D`).
 pub fn v1_string_to_sign<'a>(method: &str, params: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let canon = canonical_query(params.into_iter().filter(|(k, _)| *k != "Signature"));
-    format!("{}&{}&{}", method.to_ascii_uppercase(), pct("/"), pct(&canon))
+    let (buf, spans) = encoded_sorted(params.into_iter().filter(|(k, _)| *k != "Signature"));
+    let mut out = Vec::with_capacity(method.len() + 4 + buf.len() * 5 / 4 + 6 * spans.len());
+    out.extend_from_slice(method.to_ascii_uppercase().as_bytes());
+    out.extend_from_slice(b"&%2F&");
+    for (i, &(start, key_end, end)) in spans.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b"%26");
+        }
+        pct_into(&mut out, &buf[start..key_end]);
+        out.extend_from_slice(b"%3D");
+        pct_into(&mut out, &buf[key_end..end]);
+    }
+    String::from_utf8(out).expect("percent-encoding writes ASCII")
 }
 
 /// V1 signature methods.
@@ -103,13 +142,14 @@ pub fn v3_canonical_request<'a>(
     method: &str,
     path: &str,
     query_pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
-    headers: &[(String, String)],
+    headers: &[(impl AsRef<str>, impl AsRef<str>)],
     signed_headers: &str,
     payload_hash: &str,
 ) -> String {
     let mut canonical_headers = String::new();
     for name in signed_headers.split(';').filter(|n| !n.is_empty()) {
-        let mut values: Vec<&str> = headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.trim()).collect();
+        let mut values: Vec<&str> =
+            headers.iter().filter(|(n, _)| n.as_ref() == name).map(|(_, v)| v.as_ref().trim()).collect();
         values.sort();
         canonical_headers.push_str(name);
         canonical_headers.push(':');
@@ -177,6 +217,38 @@ mod tests {
     #[test]
     fn pct_is_rfc3986() {
         assert_eq!(pct("a b*~/+=密"), "a%20b%2A~%2F%2B%3D%E5%AF%86");
+        assert_eq!(pct(""), "");
+        assert_eq!(pct("%"), "%25");
+        assert_eq!(pct("AZaz09-_.~"), "AZaz09-_.~");
+    }
+
+    /// The one-buffer canonicalisation is the specification's: encode each key and value, sort
+    /// the encoded pairs (key, then value), join with `=` and `&`, encode the whole once more.
+    #[test]
+    fn string_to_sign_matches_the_plain_construction() {
+        fn plain(method: &str, pairs: &[(&str, &str)]) -> String {
+            let mut v: Vec<(String, String)> =
+                pairs.iter().filter(|(k, _)| *k != "Signature").map(|(k, v)| (pct(k), pct(v))).collect();
+            v.sort();
+            let canon = v.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
+            format!("{method}&{}&{}", pct("/"), pct(&canon))
+        }
+        let pairs = [
+            ("b", "2"),
+            ("a", "x y"),
+            ("A", "+/="),
+            ("a", "w"),
+            ("Signature", "ignored"),
+            ("密钥", "值"),
+            ("a.b", "~%"),
+            ("", ""),
+            ("a%", "1"),
+        ];
+        assert_eq!(v1_string_to_sign("post", pairs), plain("POST", &pairs));
+        let canon = canonical_query(pairs);
+        let mut v: Vec<(String, String)> = pairs.iter().map(|(k, v)| (pct(k), pct(v))).collect();
+        v.sort();
+        assert_eq!(canon, v.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&"));
     }
 
     /// Worked example 1 (official doc, GET CreateKey).

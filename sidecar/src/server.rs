@@ -270,17 +270,15 @@ async fn process(
             )
         }
     };
-    let headers: Vec<(String, String)> = parts
-        .headers
-        .iter()
-        .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str().to_ascii_lowercase(), v.to_string())))
-        .collect();
+    // Borrowed, not copied: a header name from `http` is already lower-case.
+    let headers: Vec<(&str, &str)> =
+        parts.headers.iter().filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str(), v))).collect();
     let is_form = headers
         .iter()
-        .any(|(n, v)| n == "content-type" && v.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+        .any(|(n, v)| *n == "content-type" && starts_with_ignore_case(v, "application/x-www-form-urlencoded"));
     let query = parts.uri.query().unwrap_or("");
     let params = Params::from_request(query, is_form.then_some(&body[..]));
-    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    let header = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string());
     let action = params.get("Action").map(str::to_string).or_else(|| header("x-acs-action"));
     outcome.action = action.clone();
     let result = async {
@@ -319,6 +317,10 @@ async fn process(
     }
     .await;
     (outcome, result)
+}
+
+fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
+    s.as_bytes().get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
 /// How connections arrive.

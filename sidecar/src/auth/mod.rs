@@ -41,14 +41,14 @@ pub struct RequestParts<'a> {
     /// Raw query string (without `?`).
     pub query: &'a str,
     /// `(lower-case name, value)`.
-    pub headers: &'a [(String, String)],
+    pub headers: &'a [(&'a str, &'a str)],
     pub body: &'a [u8],
     pub params: &'a Params,
 }
 
 impl RequestParts<'_> {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
     }
 }
 

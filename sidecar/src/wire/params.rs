@@ -44,12 +44,12 @@ impl Params {
     /// Merges the query and (when it is a form) the body.
     pub fn from_request(query: &str, form_body: Option<&[u8]>) -> Params {
         let mut p = Params::default();
-        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-            p.insert(k.into_owned(), v.into_owned());
+        for (k, v) in form_pairs(query.as_bytes()) {
+            p.insert(k, v);
         }
         if let Some(body) = form_body {
-            for (k, v) in form_urlencoded::parse(body) {
-                p.insert(k.into_owned(), v.into_owned());
+            for (k, v) in form_pairs(body) {
+                p.insert(k, v);
             }
         }
         p
@@ -97,6 +97,47 @@ impl Params {
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, KmsError> {
         T::deserialize(ParamsDeserializer { params: self }).map_err(ParamError::into_kms)
     }
+}
+
+/// The `name=value` pairs of a query string or form body, decoded exactly as the
+/// `form_urlencoded` crate (and the WHATWG URL standard) does – `&` separates, empty pieces are
+/// skipped, the first `=` splits, `+` is a space, `%XX` a byte, a `%` not followed by two hex
+/// digits stays, invalid UTF-8 becomes U+FFFD – but straight into the owned strings the
+/// parameters keep: every request's parameters pass through here.
+fn form_pairs(input: &[u8]) -> impl Iterator<Item = (String, String)> + '_ {
+    input.split(|&b| b == b'&').filter(|piece| !piece.is_empty()).map(|piece| {
+        let (name, value) = match piece.iter().position(|&b| b == b'=') {
+            Some(eq) => (&piece[..eq], &piece[eq + 1..]),
+            None => (piece, &b""[..]),
+        };
+        (form_decode(name), form_decode(value))
+    })
+}
+
+fn form_decode(s: &[u8]) -> String {
+    if !s.iter().any(|&b| b == b'%' || b == b'+') {
+        return String::from_utf8_lossy(s).into_owned();
+    }
+    fn hex(b: Option<&u8>) -> Option<u8> {
+        (*b? as char).to_digit(16).map(|d| d as u8)
+    }
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (hex(s.get(i + 1)), hex(s.get(i + 2))) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Why decoding failed, with the parameter it concerns.
@@ -156,8 +197,13 @@ impl<'a> Node<'a> {
             if v.trim().is_empty() {
                 continue;
             }
-            // A plain parameter wins over a dotted one of the same stem.
-            root.insert(&k.split('.').collect::<Vec<_>>(), v);
+            // A plain parameter wins over a dotted one of the same stem. Most names have no dot:
+            // no path is collected for them.
+            if k.contains('.') {
+                root.insert(&k.split('.').collect::<Vec<_>>(), v);
+            } else {
+                root.insert(std::slice::from_ref(&k.as_str()), v);
+            }
         }
         root
     }
@@ -212,7 +258,7 @@ impl<'de, 'a> de::Deserializer<'de> for ParamsDeserializer<'a> {
     type Error = ParamError;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamError> {
-        NodeDe { node: &Node::build(&self.params.map), name: String::new() }.deserialize_any(visitor)
+        NodeDe { node: &Node::build(&self.params.map), name: Name::Root }.deserialize_any(visitor)
     }
 
     serde::forward_to_deserialize_any! {
@@ -221,13 +267,36 @@ impl<'de, 'a> de::Deserializer<'de> for ParamsDeserializer<'a> {
     }
 }
 
-/// Deserialises one node; `name` is the parameter path, for error messages.
-struct NodeDe<'n, 'a> {
-    node: &'n Node<'a>,
-    name: String,
+/// A parameter's path (`Tag.1.Key`), spelled out only for an error message: decoding a request
+/// visits every parameter, and most are never named.
+#[derive(Clone, Copy)]
+enum Name<'p> {
+    Root,
+    Field(&'p Name<'p>, &'p str),
+    Index(&'p Name<'p>, usize),
 }
 
-impl<'de, 'n, 'a> de::Deserializer<'de> for NodeDe<'n, 'a> {
+impl fmt::Display for Name<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (parent, part): (&Name, &dyn fmt::Display) = match self {
+            Name::Root => return Ok(()),
+            Name::Field(p, k) => (p, k),
+            Name::Index(p, i) => (p, i),
+        };
+        match parent {
+            Name::Root => write!(f, "{part}"),
+            p => write!(f, "{p}.{part}"),
+        }
+    }
+}
+
+/// Deserialises one node; `name` is the parameter path, for error messages.
+struct NodeDe<'n, 'a, 'p> {
+    node: &'n Node<'a>,
+    name: Name<'p>,
+}
+
+impl<'de, 'n, 'a, 'p> de::Deserializer<'de> for NodeDe<'n, 'a, 'p> {
     type Error = ParamError;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamError> {
@@ -237,7 +306,7 @@ impl<'de, 'n, 'a> de::Deserializer<'de> for NodeDe<'n, 'a> {
             // A field missing inside an object is named with the object's path (`Tag.1.Key`).
             Node::Map(m) => {
                 visitor.visit_map(NodeMap { iter: m.iter(), current: None, prefix: &self.name }).map_err(|e| match e {
-                    ParamError::Missing(f) if !self.name.is_empty() && !f.contains('.') => {
+                    ParamError::Missing(f) if !matches!(self.name, Name::Root) && !f.contains('.') => {
                         ParamError::Missing(format!("{}.{f}", self.name))
                     }
                     other => other,
@@ -310,9 +379,9 @@ impl<'de, 'n, 'a> de::Deserializer<'de> for NodeDe<'n, 'a> {
     }
 }
 
-struct OneSeq<'n, 'a>(Option<NodeDe<'n, 'a>>);
+struct OneSeq<'n, 'a, 'p>(Option<NodeDe<'n, 'a, 'p>>);
 
-impl<'de, 'n, 'a> de::SeqAccess<'de> for OneSeq<'n, 'a> {
+impl<'de, 'n, 'a, 'p> de::SeqAccess<'de> for OneSeq<'n, 'a, 'p> {
     type Error = ParamError;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, ParamError> {
@@ -323,29 +392,29 @@ impl<'de, 'n, 'a> de::SeqAccess<'de> for OneSeq<'n, 'a> {
     }
 }
 
-struct NodeSeq<'n, 'a> {
+struct NodeSeq<'n, 'a, 'p> {
     iter: std::collections::btree_map::Iter<'n, usize, Node<'a>>,
-    name: &'n str,
+    name: &'p Name<'p>,
 }
 
-impl<'de, 'n, 'a> de::SeqAccess<'de> for NodeSeq<'n, 'a> {
+impl<'de, 'n, 'a, 'p> de::SeqAccess<'de> for NodeSeq<'n, 'a, 'p> {
     type Error = ParamError;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, ParamError> {
         match self.iter.next() {
-            Some((i, node)) => seed.deserialize(NodeDe { node, name: format!("{}.{i}", self.name) }).map(Some),
+            Some((i, node)) => seed.deserialize(NodeDe { node, name: Name::Index(self.name, *i) }).map(Some),
             None => Ok(None),
         }
     }
 }
 
-struct NodeMap<'n, 'a> {
+struct NodeMap<'n, 'a, 'p> {
     iter: std::collections::btree_map::Iter<'n, &'a str, Node<'a>>,
     current: Option<(&'n &'a str, &'n Node<'a>)>,
-    prefix: &'n str,
+    prefix: &'p Name<'p>,
 }
 
-impl<'de, 'n, 'a> MapAccess<'de> for NodeMap<'n, 'a> {
+impl<'de, 'n, 'a, 'p> MapAccess<'de> for NodeMap<'n, 'a, 'p> {
     type Error = ParamError;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, ParamError> {
@@ -360,9 +429,9 @@ impl<'de, 'n, 'a> MapAccess<'de> for NodeMap<'n, 'a> {
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, ParamError> {
         let (k, node) = self.current.take().expect("value after key");
-        let name = if self.prefix.is_empty() { k.to_string() } else { format!("{}.{k}", self.prefix) };
-        seed.deserialize(NodeDe { node, name: name.clone() }).map_err(|e| match e {
-            ParamError::Other(why) => ParamError::Invalid(name.clone(), why),
+        let name = Name::Field(self.prefix, k);
+        seed.deserialize(NodeDe { node, name }).map_err(|e| match e {
+            ParamError::Other(why) => ParamError::Invalid(name.to_string(), why),
             other => other,
         })
     }
@@ -432,6 +501,25 @@ mod tests {
         assert_eq!(p.get("B"), Some("x y"));
         assert_eq!(p.get("C"), Some("body"), "the body wins");
         assert_eq!(p.get("D"), Some("p@ss w+rd"));
+    }
+
+    /// The hand-written form decoder gives what the `form_urlencoded` crate gives, on inputs made
+    /// of the bytes that matter (separators, escapes, hex digits, bytes that are not UTF-8).
+    #[test]
+    fn form_pairs_decode_as_form_urlencoded_does() {
+        use rand::{Rng, SeedableRng};
+        let alphabet = b"a=&%+2BfFz0\xff\xc3\xa9 ";
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for len in 0..2000 {
+            let input: Vec<u8> = (0..len % 24).map(|_| alphabet[rng.gen_range(0..alphabet.len())]).collect();
+            let ours: Vec<(String, String)> = form_pairs(&input).collect();
+            let theirs: Vec<(String, String)> = form_urlencoded::parse(&input).into_owned().collect();
+            assert_eq!(ours, theirs, "{:?}", String::from_utf8_lossy(&input));
+        }
+        for fixed in [&b"%"[..], b"%4", b"%4g", b"%41%42", b"=", b"==", b"&&a", b"%C3%A9=%E5%AF%86", b"%ff=%FF"] {
+            let ours: Vec<(String, String)> = form_pairs(fixed).collect();
+            assert_eq!(ours, form_urlencoded::parse(fixed).into_owned().collect::<Vec<_>>());
+        }
     }
 
     #[test]

@@ -1,0 +1,3 @@
+//! What the benchmark programs share.
+
+pub mod cpu;
