@@ -6,7 +6,11 @@
 # blockcrypt/qemu-nbd-LUKS and blockcrypt/qemu-nbd-raw. REPEAT=n interleaves n rounds and reports
 # medians (every server restarted per round). Backing files sit in the page cache: this measures
 # the protocol and crypto path, not the disk. Needs root (drop_caches).
+# blockcrypt/nbdkit-raw (the unencrypted floor) is printed too.
 #   bench/blockcrypt.sh    REPEAT=3 bench/blockcrypt.sh    QUICK=1 bench/blockcrypt.sh
+#   SERVERS="nbdkit-raw blockcrypt" bench/blockcrypt.sh       only some servers
+#   BLOCKCRYPT_B=/path/to/other/blockcrypt bench/blockcrypt.sh adds that build as blockcrypt-b
+#                                                              (an interleaved A/B of two builds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/timing.sh
@@ -40,6 +44,7 @@ start() { # server name -> starts it on $W/sock, sets PID
                  --image-opts "driver=luks,key-secret=s0,file.filename=$W/disk.img" -k "$s" & ;;
     nbdkit-raw) nbdkit -f -U "$s" file "$W/raw.img" & ;;
     blockcrypt) "$BC" "${KMS[@]}" --log-level warn serve --socket "$s" "$W/disk.img" & ;;
+    blockcrypt-b) "$BLOCKCRYPT_B" "${KMS[@]}" --log-level warn serve --socket "$s" "$W/disk.img" & ;;
   esac
   PID=$!
   for _ in $(seq 200); do nbdinfo --size "nbd+unix:///?socket=$s" >/dev/null 2>&1 && return; sleep 0.05; done
@@ -52,13 +57,15 @@ fio_iops() { # rw (the nbd engine prints a line before the JSON)
 }
 cpu() { awk '{print ($14 + $15) / 100}' "/proc/$PID/stat"; } # server CPU seconds so far
 
+SERVERS=${SERVERS:-qemu-raw qemu-luks nbdkit-raw blockcrypt}
+[ -n "${BLOCKCRYPT_B:-}" ] && SERVERS="$SERVERS blockcrypt-b"
 declare -A R
 for run in $(seq 1 "$REPEAT"); do
-for s in qemu-raw qemu-luks nbdkit-raw blockcrypt; do
+for s in $SERVERS; do
   # Every server starts from the same page-cache state: this kernel caches a file written in
   # large pieces in large folios, which make later 4k overwrites several times slower, so
   # without this the raw files (made by cp) and the LUKS image (written in 4 MiB pieces) differ.
-  [ $s = qemu-luks ] || [ $s = blockcrypt ] && img=disk.img || img=raw.img
+  case $s in qemu-luks | blockcrypt*) img=disk.img ;; *) img=raw.img ;; esac
   drop; cat "$W/$img" "$W/src.img" > /dev/null
   start $s
   uri="nbd+unix:///?socket=$W/sock"
@@ -77,16 +84,17 @@ python3 - <<PY
 import statistics
 r = {}
 $(medians R)
-ss = ["qemu-raw", "qemu-luks", "nbdkit-raw", "blockcrypt"]
+ss = "$SERVERS".split()
+peers = [p for p in ("qemu-luks", "qemu-raw", "nbdkit-raw") if p in ss]
 rows = [("nbdcopy read MiB/s", "read"), ("nbdcopy write+flush MiB/s", "write"),
         ("fio 4k randread IOPS", "randread"), ("fio 4k randwrite IOPS", "randwrite"),
         ("server CPU-s/GiB read", "readcpu"), ("server CPU-s/GiB write", "writecpu")]
-print(f"{'metric':<27}" + "".join(f"{s:>12}" for s in ss) + f"{'bc/qemu-luks':>14}{'bc/qemu-raw':>13}")
+print(f"{'metric':<27}" + "".join(f"{s:>13}" for s in ss) + "".join(f"{'bc/' + p:>14}" for p in peers))
 for label, k in rows:
     v = {s: r[f"{s},{k}"] for s in ss}
     lower = "cpu" in k
     ratio = lambda o: ((v[o] / v["blockcrypt"]) if lower else (v["blockcrypt"] / v[o])) if v[o] and v["blockcrypt"] else float("nan")
-    print(f"{label:<27}" + "".join(f"{v[s]:>12.1f}" if v[s] < 1000 else f"{v[s]:>12,.0f}" for s in ss)
-          + f"{ratio('qemu-luks'):>13.2f}x{ratio('qemu-raw'):>12.2f}x")
+    print(f"{label:<27}" + "".join(f"{v[s]:>13.1f}" if v[s] < 1000 else f"{v[s]:>13,.0f}" for s in ss)
+          + "".join(f"{ratio(p):>13.2f}x" for p in peers))
 print("(ratios: higher is better for blockcrypt; CPU rows compare CPU spent, so >1 means blockcrypt spends less)")
 PY

@@ -16,8 +16,11 @@ use super::{Export, ProtoError, Server};
 /// for nbdcopy's 64 × 256 KiB or two 32 MiB requests, and a bound on what a client can make us hold.
 const BUDGET_KIB: u32 = 64 << 10;
 /// Requests up to this size run on the async workers; larger ones, FLUSH and FUA writes
-/// (fdatasync can take milliseconds) go to the blocking pool.
-const INLINE_MAX: u32 = 128 << 10;
+/// (fdatasync can take milliseconds) go to the blocking pool. 256 KiB is what nbdcopy and the
+/// kernel's readahead send: its pread and XTS take ~80 µs, less than the hop to the blocking
+/// pool and back cost (two thread wake-ups: sequential reads took 1.0 CPU-s/GiB at 128 KiB,
+/// 0.7 at 256 KiB).
+const INLINE_MAX: u32 = 256 << 10;
 /// Extents one BLOCK_STATUS reply holds at most.
 const MAX_EXTENTS: usize = 1024;
 
