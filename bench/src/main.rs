@@ -68,6 +68,10 @@ enum Cmd {
         sidecar_pid: Option<u32>,
         #[arg(long)]
         bare_pid: Option<u32>,
+        /// Only these rows (comma-separated names as printed, e.g. `Encrypt,GetSecretValue`;
+        /// `agent` for the agent's): for profiling or an A/B of one cell.
+        #[arg(long)]
+        ops: Option<String>,
     },
     /// Encrypt as the owner (no policy) and as a user with a policy, side by side.
     Policy {
@@ -149,12 +153,14 @@ fn main() {
                 agent_token,
                 sidecar_pid,
                 bare_pid,
+                ops,
             } => {
                 let creds = Arc::new((access_key_id, access_key_secret));
                 let conc: Vec<usize> = concurrency.split(',').map(|c| c.trim().parse().unwrap()).collect();
                 let agent = agent.zip(agent_token);
                 let pids = sidecar_pid.zip(bare_pid);
-                run(sidecar, bare, creds, conc, Duration::from_secs_f64(seconds), agent, pids).await
+                let only: Option<Vec<String>> = ops.map(|o| o.split(',').map(|s| s.trim().to_string()).collect());
+                run(sidecar, bare, creds, conc, Duration::from_secs_f64(seconds), agent, pids, only).await
             }
             Cmd::Store {
                 sqlite,
@@ -476,6 +482,7 @@ async fn run(
     dur: Duration,
     agent: Option<(String, String)>,
     pids: Option<(u32, u32)>,
+    only: Option<Vec<String>>,
 ) {
     let key = setup_key(&sidecar, &creds).await;
     let mut c = Conn::open(&sidecar).await;
@@ -520,7 +527,10 @@ async fn run(
     if let Some((addr, _)) = &agent {
         ops.push(("agent GET /v1", Op::AgentGet, addr.clone()));
     }
-    for (name, op, target) in ops {
+    let wanted = |name: &str| {
+        only.as_ref().is_none_or(|o| o.iter().any(|w| w == name || (w == "agent" && name.starts_with("agent"))))
+    };
+    for (name, op, target) in ops.into_iter().filter(|(name, ..)| wanted(name)) {
         for &c in &conc {
             let cpu = pids.map(|(p, _)| ProcessCpu::of(p));
             let s = load(&target, op, &key, &blob, creds.clone(), &token, c, dur).await;
