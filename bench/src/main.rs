@@ -160,7 +160,8 @@ fn main() {
                 let agent = agent.zip(agent_token);
                 let pids = sidecar_pid.zip(bare_pid);
                 let only: Option<Vec<String>> = ops.map(|o| o.split(',').map(|s| s.trim().to_string()).collect());
-                run(sidecar, bare, creds, conc, Duration::from_secs_f64(seconds), agent, pids, only).await
+                let extra = RunExtras { agent, pids, only };
+                run(sidecar, bare, creds, conc, Duration::from_secs_f64(seconds), extra).await
             }
             Cmd::Store {
                 sqlite,
@@ -474,16 +475,25 @@ async fn load(
     Cell { rps: all.len() as f64 / elapsed, requests: all.len() as u64, p50_us: pct(0.50), p99_us: pct(0.99), errors }
 }
 
+/// What `run` measures besides the API rows.
+struct RunExtras {
+    /// The secrets agent's address and token: its row.
+    agent: Option<(String, String)>,
+    /// The sidecar's and the bare server's process ids: their CPU per request.
+    pids: Option<(u32, u32)>,
+    /// Only these rows.
+    only: Option<Vec<String>>,
+}
+
 async fn run(
     sidecar: String,
     bare: String,
     creds: Arc<(String, String)>,
     conc: Vec<usize>,
     dur: Duration,
-    agent: Option<(String, String)>,
-    pids: Option<(u32, u32)>,
-    only: Option<Vec<String>>,
+    extra: RunExtras,
 ) {
+    let RunExtras { agent, pids, only } = extra;
     let key = setup_key(&sidecar, &creds).await;
     let mut c = Conn::open(&sidecar).await;
     let secret = r#"{"user":"app","password":"correct horse battery staple"}"#;
