@@ -8,7 +8,8 @@
 # kmsfs serves requests over io_uring where the kernel offers it: the script turns the
 # `fuse.enable_uring` module parameter on for the run (gocryptfs and bindfs cannot use it) and
 # restores it after. FSS="gocryptfs kmsfs" picks filesystems; KMSFS_OPTS="-o no_io_uring" (or any
-# mount option) is passed to kmsfs – for A/B runs.
+# mount option) is passed to kmsfs – for A/B runs; KMSFS_B=/path/to/other/kmsfs adds that build
+# as kmsfs-b (an interleaved A/B of two builds).
 # Needs root (FUSE mounts, drop_caches).   bench/kmsfs.sh    REPEAT=3 bench/kmsfs.sh    QUICK=1 bench/kmsfs.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,9 +59,10 @@ setup() { # name -> prints the directory to test in
       gocryptfs -q -nosyslog -init -extpass "echo benchpass" -scryptn 10 "$d/back" >/dev/null
       # (its daemon keeps the stdout it is given: not the pipe of this command substitution)
       gocryptfs -q -nosyslog -extpass "echo benchpass" "$d/back" "$d/mnt" >/dev/null 2>&1 ;;
-    kmsfs)
-      "$KMSFS" --embedded "$d/kms" init "$d/back" >/dev/null
-      "$KMSFS" --embedded "$d/kms" mount "$d/back" "$d/mnt" ${KMSFS_OPTS:-} >/dev/null 2>&1 ;;
+    kmsfs | kmsfs-b)
+      local bin=$KMSFS; [ "$1" = kmsfs-b ] && bin=$KMSFS_B
+      "$bin" --embedded "$d/kms" init "$d/back" >/dev/null
+      "$bin" --embedded "$d/kms" mount "$d/back" "$d/mnt" ${KMSFS_OPTS:-} >/dev/null 2>&1 ;;
   esac
   echo "$d/mnt"
 }
@@ -72,9 +74,11 @@ fio_iops() { # dir rw direct
 
 wait_for_empty() { while [ -n "$(ls -A "$1" 2>/dev/null)" ]; do sleep 0.02; done; }
 
+FSS=${FSS:-plain bindfs gocryptfs kmsfs}
+[ -n "${KMSFS_B:-}" ] && FSS="$FSS kmsfs-b"
 declare -A R
 for run in $(seq 1 "$REPEAT"); do
-for fs in ${FSS:-plain bindfs gocryptfs kmsfs}; do
+for fs in $FSS; do
   rm -rf "${W:?}/$fs"
   dir=$(setup $fs)
   drop
@@ -100,7 +104,7 @@ for fs in ${FSS:-plain bindfs gocryptfs kmsfs}; do
   R[$fs,rm]+=" $(secs rm -rf "$dir/tree")"
   # kmsfs deletes removed files' backing files in the background once removals pause: also
   # time until that is done (the others are done when rm returns).
-  t=0; [ $fs = kmsfs ] && t=$(secs wait_for_empty "$W/kmsfs/back/.kmsfs-trash")
+  t=0; case $fs in kmsfs*) t=$(secs wait_for_empty "$W/$fs/back/.kmsfs-trash") ;; esac
   R[$fs,rmdone]+=" $(echo "${R[$fs,rm]##* } + $t" | bc -l)"
   if [ $fs != plain ]; then
     # Wait for the daemon to exit, so that none of its work overlaps the next measurement.
@@ -115,17 +119,18 @@ python3 - <<PY
 r = {}
 import statistics
 $(medians R)
-fss = ["plain", "bindfs", "gocryptfs", "kmsfs"]
+fss = "$FSS".split()
+peers = [p for p in ("gocryptfs", "bindfs") if p in fss]
 rows = [("seq write MiB/s", "write", True), ("seq read (cold) MiB/s", "read", True),
         ("4k randwrite IOPS", "randwrite", True), ("4k randread IOPS", "randread", True),
         ("untar s", "untar", False), ("ls -lR (cold) s", "ls", False), ("rm -rf s", "rm", False),
         ("rm -rf + deletion s", "rmdone", False)]
-print(f"{'metric':<24}" + "".join(f"{f:>12}" for f in fss) + f"{'kmsfs/gocryptfs':>17}{'kmsfs/bindfs':>14}")
+print(f"{'metric':<24}" + "".join(f"{f:>12}" for f in fss) + "".join(f"{'kmsfs/' + p:>17}" for p in peers))
 for label, k, higher in rows:
     v = {f: r.get(f"{f},{k}", 0) for f in fss}
     ratio = lambda other: (v["kmsfs"] / v[other] if higher else v[other] / v["kmsfs"]) if v[other] and v["kmsfs"] else float("nan")
     print(f"{label:<24}" + "".join(f"{v[f]:>12.1f}" if v[f] < 1000 else f"{v[f]:>12,.0f}" for f in fss)
-          + f"{ratio('gocryptfs'):>16.2f}x{ratio('bindfs'):>13.2f}x")
+          + "".join(f"{ratio(p):>16.2f}x" for p in peers))
 print("(ratios: higher is better for kmsfs; fio with O_DIRECT where "
       + ", ".join(f for f in fss if r.get(f"{f},direct") == 1) + ")")
 PY

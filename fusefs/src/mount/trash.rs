@@ -102,14 +102,40 @@ fn delete_when_quiet(dir: &OwnedFd, mut batch: Vec<String>, names: &mpsc::Receiv
 const QUIET: std::time::Duration = std::time::Duration::from_millis(50);
 const BACKLOG: usize = 100_000;
 
+/// Threads a large batch is deleted by. An unlink holds the trash directory's lock only to
+/// remove the name; freeing (and on a `discard` mount, trimming) the blocks happens after, and
+/// mostly waits on the disk – so several unlinks overlap. Measured on this project's ext4 with
+/// `discard`, 8,000 small files: 0.9–1.0 s from one thread, 0.42 / 0.29 / 0.27 s from 4 / 8 / 16.
+const DELETERS: usize = 8;
+/// Below this many names one thread does it (threads cost more than they save).
+const PARALLEL_FROM: usize = 64;
+
 fn delete(dir: &OwnedFd, batch: &mut Vec<String>) {
-    for name in batch.drain(..) {
+    let unlink = |name: &String| {
         if let Err(e) = rustix::fs::unlinkat(dir.as_fd(), name.as_str(), AtFlags::empty()) {
             if e != Errno::NOENT {
                 tracing::warn!("cannot delete {TRASH_DIR}/{name}: {e}");
             }
         }
+    };
+    if batch.len() < PARALLEL_FROM {
+        batch.iter().for_each(unlink);
+    } else {
+        let per_thread = batch.len().div_ceil(DELETERS);
+        std::thread::scope(|s| {
+            for part in batch.chunks(per_thread) {
+                // A thread that cannot be started leaves its part to this one.
+                if std::thread::Builder::new()
+                    .name("kmsfs-trash".into())
+                    .spawn_scoped(s, || part.iter().for_each(unlink))
+                    .is_err()
+                {
+                    part.iter().for_each(unlink);
+                }
+            }
+        });
     }
+    batch.clear();
 }
 
 /// What an earlier mount left in the trash (a crash between rename and deletion).
