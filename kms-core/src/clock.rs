@@ -52,6 +52,11 @@ impl<C: Clock + ?Sized> Clock for std::sync::Arc<C> {
     }
 }
 
+/// An RFC 3339 time (`2025-01-01T12:00:00Z`, or with an offset) as seconds since the epoch.
+pub fn parse_iso(s: &str) -> Option<Timestamp> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok().map(|t| t.unix_timestamp())
+}
+
 /// ISO-8601 UTC as the API prints dates: `2025-01-01T12:00:00Z`.
 pub fn format_iso(t: Timestamp) -> String {
     let dt = time::OffsetDateTime::from_unix_timestamp(t).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);

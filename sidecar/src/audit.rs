@@ -341,7 +341,7 @@ impl Writer {
             }
             Job::Kick => None,
         }));
-        for (mut e, ack) in events.collect::<Vec<_>>() {
+        for (mut e, ack) in events {
             chain.0 += 1;
             e.seq = chain.0;
             e.prev = chain.1.clone();
@@ -665,9 +665,7 @@ pub struct Query {
 /// Events matching `q`, oldest first. Times compare as ISO-8601 UTC strings.
 pub fn query(dir: &Path, q: &Query) -> Result<Vec<AuditEvent>, String> {
     let mut out = Vec::new();
-    let since_unix = q.since.as_deref().and_then(|s| {
-        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok().map(|t| t.unix_timestamp())
-    });
+    let since_unix = q.since.as_deref().and_then(kms_core::clock::parse_iso);
     for f in log_files(dir)? {
         // A file last written before `since` holds nothing newer: skipped unread (the audit
         // page asks for the last day of a log that may hold years).

@@ -232,14 +232,13 @@ impl Authenticator {
 
     /// The request's timestamp, if it lies within the accepted skew.
     fn check_time(&self, ts: &str) -> Result<i64, KmsError> {
-        let t =
-            time::OffsetDateTime::parse(ts.trim(), &time::format_description::well_known::Rfc3339).map_err(|_| {
-                KmsError::with_detail(
-                    ErrorCode::IllegalTimestamp,
-                    format_args!("{ts:?} is not an ISO-8601 UTC time such as 2025-01-01T12:00:00Z."),
-                )
-            })?;
-        let skew = (t.unix_timestamp() - self.clock.now()).abs();
+        let t = kms_core::clock::parse_iso(ts.trim()).ok_or_else(|| {
+            KmsError::with_detail(
+                ErrorCode::IllegalTimestamp,
+                format_args!("{ts:?} is not an ISO-8601 UTC time such as 2025-01-01T12:00:00Z."),
+            )
+        })?;
+        let skew = (t - self.clock.now()).abs();
         if skew > self.max_skew_secs {
             return Err(KmsError::with_detail(
                 ErrorCode::InvalidTimeStampExpired,
@@ -249,7 +248,7 @@ impl Authenticator {
                 ),
             ));
         }
-        Ok(t.unix_timestamp())
+        Ok(t)
     }
 
     fn check_nonce(&self, ak: &str, nonce: &str, ts: i64) -> Result<(), KmsError> {

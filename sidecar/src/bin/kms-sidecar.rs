@@ -60,11 +60,11 @@ enum Sub {
         #[arg(long)]
         to: PathBuf,
     },
-    /// Put a backup into a new data directory (--data-dir), after checking every file against
-    /// its manifest; the restored store is opened once to prove its root key opens it.
     /// Read a console password from stdin and print its Argon2id hash for [[console.users]]
     /// password_hash (sidecar/CONSOLE.md).
     HashPassword,
+    /// Put a backup into a new data directory (--data-dir), after checking every file against
+    /// its manifest; the restored store is opened once to prove its root key opens it.
     Restore {
         /// The backup directory (`kms-sidecar backup --to`).
         #[arg(long)]

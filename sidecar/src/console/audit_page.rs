@@ -106,11 +106,7 @@ pub async fn page(ctx: &Ctx<'_>) -> Response<Body> {
 /// OK and error counts per minute over the span the events cover (at most 60 columns: longer
 /// spans are grouped into wider columns).
 fn over_time(events: &[AuditEvent]) -> Vec<(String, u64, u64)> {
-    let minute = |t: &str| {
-        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-            .ok()
-            .map(|d| d.unix_timestamp().div_euclid(60))
-    };
+    let minute = |t: &str| kms_core::clock::parse_iso(t).map(|s| s.div_euclid(60));
     let minutes: Vec<(i64, bool)> =
         events.iter().filter_map(|e| minute(&e.time).map(|m| (m, e.code == "OK"))).collect();
     let (Some(first), Some(last)) = (minutes.iter().map(|m| m.0).min(), minutes.iter().map(|m| m.0).max()) else {

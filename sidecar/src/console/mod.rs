@@ -335,8 +335,11 @@ async fn sign_in(c: &Console, r: &Req) -> Response<Body> {
             page::signed_in(c.cookie_name(), &cookie, c.tls)
         }
         Err(_) => {
-            // A wrong guess costs the guesser time; the message does not say which half was wrong.
-            tokio::time::sleep(Duration::from_millis(400)).await;
+            // A wrong guess costs the guesser time; the message does not say which half was wrong,
+            // nor does the time taken: every refusal answers 0.4 s after the request came, so a
+            // console user's name (whose password is hashed, tens of ms) and an unknown name
+            // (no hashing) look alike.
+            tokio::time::sleep_until(tokio::time::Instant::from_std(started + Duration::from_millis(400))).await;
             page::sign_in(r, Some(r.lang.t("The access key or its secret is wrong.")))
         }
     }
