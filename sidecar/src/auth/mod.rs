@@ -150,7 +150,7 @@ impl Authenticator {
         if let Some(v) = p.get("SignatureVersion").filter(|v| *v != "1.0") {
             return Err(KmsError::invalid("SignatureVersion", format_args!("{v:?} is not 1.0")));
         }
-        let sts = sign::v1_string_to_sign(r.method, p.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let sts = sign::v1_string_to_sign(r.method, p.iter());
         let expected = sign::v1_signature(method, &key.secret, &sts);
         let got = p.get("Signature").unwrap_or_default();
         if !bool::from(expected.as_bytes().ct_eq(got.as_bytes())) {

@@ -267,7 +267,7 @@ impl Ctx<'_> {
             source_ip: self.r.conn.peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "unix".into()),
             user_agent: format!("console; {}", self.r.user_agent),
         };
-        let params = Params::from_pairs(params.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        let params = Params::from_pairs(params.iter().map(|(k, v)| (k, v)));
         crate::server::call_internal(&self.c.app, who, action, params).await
     }
 

@@ -58,7 +58,7 @@ impl KmsPlugin {
             source_ip: "unix".into(),
             user_agent: format!("kubernetes-kms-v2; uid={}", printable(uid)),
         };
-        let params = Params::from_pairs(params.into_iter().map(|(k, v)| (k.to_string(), v)));
+        let params = Params::from_pairs(params);
         call_internal(&self.app, who, action, params).await
     }
 

@@ -20,77 +20,163 @@ use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAc
 
 /// Parameters carry plaintexts and secret values (base64 or text), so they are zeroized on drop
 /// and never printed.
-#[derive(Default, Clone, PartialEq, Eq)]
+///
+/// Every decoded name and value sits in one buffer, back to back, with a sorted index of where
+/// each is: a request's dozen parameters cost two allocations instead of two per parameter plus
+/// a tree's nodes, and one zeroization covers them all – including values a duplicate replaced.
+#[derive(Default, Clone)]
 pub struct Params {
-    map: BTreeMap<String, String>,
+    text: String,
+    /// Sorted by name, one per name (the last one given wins).
+    entries: Vec<Entry>,
+}
+
+/// A parameter's name is `text[start..name_end]`, its value `text[name_end..end]`.
+#[derive(Clone, Copy)]
+struct Entry {
+    start: usize,
+    name_end: usize,
+    end: usize,
 }
 
 impl Drop for Params {
     fn drop(&mut self) {
         use zeroize::Zeroize;
-        for v in self.map.values_mut() {
-            v.zeroize();
-        }
+        self.text.zeroize();
     }
 }
 
+impl PartialEq for Params {
+    fn eq(&self, other: &Params) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Params {}
+
 impl std::fmt::Debug for Params {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Params").field("names", &self.map.keys().collect::<Vec<_>>()).finish_non_exhaustive()
+        f.debug_struct("Params")
+            .field("names", &self.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .finish_non_exhaustive()
     }
 }
 
 impl Params {
     /// Merges the query and (when it is a form) the body.
     pub fn from_request(query: &str, form_body: Option<&[u8]>) -> Params {
-        let mut p = Params::default();
-        for (k, v) in form_pairs(query.as_bytes()) {
-            p.insert(k, v);
-        }
-        if let Some(body) = form_body {
-            for (k, v) in form_pairs(body) {
-                p.insert(k, v);
+        let body = form_body.unwrap_or_default();
+        // Decoding never lengthens valid UTF-8, so this is the one allocation unless a piece is
+        // not UTF-8 (then `push` moves, zeroizing what it leaves).
+        let mut p = Params { text: String::with_capacity(query.len() + body.len()), entries: Vec::new() };
+        let mut scratch = Vec::new();
+        for input in [query.as_bytes(), body] {
+            for piece in input.split(|&b| b == b'&').filter(|piece| !piece.is_empty()) {
+                let (name, value) = match piece.iter().position(|&b| b == b'=') {
+                    Some(eq) => (&piece[..eq], &piece[eq + 1..]),
+                    None => (piece, &b""[..]),
+                };
+                let start = p.text.len();
+                p.push(&form_decode(name, &mut scratch));
+                let name_end = p.text.len();
+                p.push(&form_decode(value, &mut scratch));
+                p.entries.push(Entry { start, name_end, end: p.text.len() });
             }
         }
+        use zeroize::Zeroize;
+        scratch.zeroize();
+        p.index();
         p
     }
 
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Params {
+    pub fn from_pairs<K: AsRef<str>, V: AsRef<str>>(pairs: impl IntoIterator<Item = (K, V)>) -> Params {
         let mut p = Params::default();
         for (k, v) in pairs {
-            p.insert(k.into(), v.into());
+            let start = p.text.len();
+            p.push(k.as_ref());
+            let name_end = p.text.len();
+            p.push(v.as_ref());
+            p.entries.push(Entry { start, name_end, end: p.text.len() });
         }
+        p.index();
         p
     }
 
-    /// Adds a parameter; a later duplicate replaces an earlier one (which is zeroized).
-    fn insert(&mut self, name: String, value: String) {
-        if let Some(mut old) = self.map.insert(name, value) {
+    /// Appends to the buffer; a buffer that must grow is copied and the old one zeroized, so no
+    /// freed allocation keeps a secret.
+    fn push(&mut self, s: &str) {
+        if self.text.len() + s.len() > self.text.capacity() {
+            let mut bigger = String::with_capacity((self.text.len() + s.len()).max(2 * self.text.capacity()));
+            bigger.push_str(&self.text);
+            std::mem::swap(&mut self.text, &mut bigger);
             use zeroize::Zeroize;
-            old.zeroize();
+            bigger.zeroize();
         }
+        self.text.push_str(s);
+    }
+
+    fn name(&self, e: &Entry) -> &str {
+        &self.text[e.start..e.name_end]
+    }
+
+    fn value(&self, e: &Entry) -> &str {
+        &self.text[e.name_end..e.end]
+    }
+
+    /// Sorts the entries by name, keeping of each name the last one given (the stable sort
+    /// leaves a name's duplicates in arrival order).
+    fn index(&mut self) {
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.sort_by(|a, b| self.name(a).cmp(self.name(b)));
+        let mut kept: Vec<Entry> = Vec::with_capacity(entries.len());
+        for e in entries {
+            match kept.last_mut() {
+                Some(last) if self.name(last) == self.name(&e) => *last = e,
+                _ => kept.push(e),
+            }
+        }
+        self.entries = kept;
+    }
+
+    fn find(&self, name: &str) -> Result<usize, usize> {
+        self.entries.binary_search_by(|e| self.name(e).cmp(name))
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.map.get(name).map(String::as_str)
+        self.find(name).ok().map(|i| self.value(&self.entries[i]))
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
-        self.map.iter()
+    /// The parameters sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().map(|e| (self.name(e), self.value(e)))
     }
 
+    /// Adds or replaces a parameter (a replaced value stays in the buffer until it is zeroized).
     pub fn set(&mut self, name: &str, value: String) {
-        self.insert(name.to_string(), value);
+        let start = self.text.len();
+        self.push(name);
+        let name_end = self.text.len();
+        self.push(&value);
+        let e = Entry { start, name_end, end: self.text.len() };
+        match self.find(name) {
+            Ok(i) => self.entries[i] = e,
+            Err(i) => self.entries.insert(i, e),
+        }
+        use zeroize::Zeroize;
+        let mut value = value;
+        value.zeroize();
     }
 
     /// Removes and returns the parameters whose names start with `prefix`.
     pub fn take_prefixed(&mut self, prefix: &str) -> Vec<(String, String)> {
-        let keys: Vec<String> = self.map.keys().filter(|k| k.starts_with(prefix)).cloned().collect();
-        keys.into_iter().filter_map(|k| self.map.remove(&k).map(|v| (k, v))).collect()
+        let (taken, kept): (Vec<Entry>, Vec<Entry>) =
+            self.entries.iter().partition(|e| self.name(e).starts_with(prefix));
+        self.entries = kept;
+        taken.iter().map(|e| (self.name(e).to_string(), self.value(e).to_string())).collect()
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.map.contains_key(name)
+        self.find(name).is_ok()
     }
 
     /// Decodes the parameters into a request type.
@@ -99,45 +185,35 @@ impl Params {
     }
 }
 
-/// The `name=value` pairs of a query string or form body, decoded exactly as the
-/// `form_urlencoded` crate (and the WHATWG URL standard) does – `&` separates, empty pieces are
-/// skipped, the first `=` splits, `+` is a space, `%XX` a byte, a `%` not followed by two hex
-/// digits stays, invalid UTF-8 becomes U+FFFD – but straight into the owned strings the
-/// parameters keep: every request's parameters pass through here.
-fn form_pairs(input: &[u8]) -> impl Iterator<Item = (String, String)> + '_ {
-    input.split(|&b| b == b'&').filter(|piece| !piece.is_empty()).map(|piece| {
-        let (name, value) = match piece.iter().position(|&b| b == b'=') {
-            Some(eq) => (&piece[..eq], &piece[eq + 1..]),
-            None => (piece, &b""[..]),
-        };
-        (form_decode(name), form_decode(value))
-    })
-}
-
-fn form_decode(s: &[u8]) -> String {
+/// One name or value of a query string or form body, decoded exactly as the `form_urlencoded`
+/// crate (and the WHATWG URL standard) does – `+` is a space, `%XX` a byte, a `%` not followed by
+/// two hex digits stays, invalid UTF-8 becomes U+FFFD – borrowing the input when it has nothing
+/// to decode. (`&` separates pieces, empty pieces are skipped and the first `=` splits, in
+/// [`Params::from_request`].) `scratch` holds the decoded bytes between calls.
+fn form_decode<'a>(s: &'a [u8], scratch: &'a mut Vec<u8>) -> std::borrow::Cow<'a, str> {
     if !s.iter().any(|&b| b == b'%' || b == b'+') {
-        return String::from_utf8_lossy(s).into_owned();
+        return String::from_utf8_lossy(s);
     }
     fn hex(b: Option<&u8>) -> Option<u8> {
         (*b? as char).to_digit(16).map(|d| d as u8)
     }
-    let mut out = Vec::with_capacity(s.len());
+    scratch.clear();
     let mut i = 0;
     while i < s.len() {
         match s[i] {
-            b'+' => out.push(b' '),
+            b'+' => scratch.push(b' '),
             b'%' => match (hex(s.get(i + 1)), hex(s.get(i + 2))) {
                 (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
+                    scratch.push(h << 4 | l);
                     i += 2;
                 }
-                _ => out.push(b'%'),
+                _ => scratch.push(b'%'),
             },
-            b => out.push(b),
+            b => scratch.push(b),
         }
         i += 1;
     }
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    String::from_utf8_lossy(scratch)
 }
 
 /// Why decoding failed, with the parameter it concerns.
@@ -190,9 +266,9 @@ enum Node<'a> {
 }
 
 impl<'a> Node<'a> {
-    fn build(params: &'a BTreeMap<String, String>) -> Node<'a> {
+    fn build(params: &'a Params) -> Node<'a> {
         let mut root = Node::Map(BTreeMap::new());
-        for (k, v) in params {
+        for (k, v) in params.iter() {
             // Blank is absent (module docs): the one place that rule lives.
             if v.trim().is_empty() {
                 continue;
@@ -202,7 +278,7 @@ impl<'a> Node<'a> {
             if k.contains('.') {
                 root.insert(&k.split('.').collect::<Vec<_>>(), v);
             } else {
-                root.insert(std::slice::from_ref(&k.as_str()), v);
+                root.insert(&[k], v);
             }
         }
         root
@@ -258,7 +334,7 @@ impl<'de, 'a> de::Deserializer<'de> for ParamsDeserializer<'a> {
     type Error = ParamError;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamError> {
-        NodeDe { node: &Node::build(&self.params.map), name: Name::Root }.deserialize_any(visitor)
+        NodeDe { node: &Node::build(self.params), name: Name::Root }.deserialize_any(visitor)
     }
 
     serde::forward_to_deserialize_any! {
@@ -503,23 +579,48 @@ mod tests {
         assert_eq!(p.get("D"), Some("p@ss w+rd"));
     }
 
-    /// The hand-written form decoder gives what the `form_urlencoded` crate gives, on inputs made
-    /// of the bytes that matter (separators, escapes, hex digits, bytes that are not UTF-8).
+    /// The hand-written form decoder gives what the `form_urlencoded` crate gives (the last of
+    /// a name's duplicates kept), on inputs made of the bytes that matter (separators, escapes,
+    /// hex digits, bytes that are not UTF-8), whether they come as the query or the body.
     #[test]
     fn form_pairs_decode_as_form_urlencoded_does() {
         use rand::{Rng, SeedableRng};
+        fn theirs(input: &[u8]) -> Vec<(String, String)> {
+            form_urlencoded::parse(input).into_owned().collect::<BTreeMap<_, _>>().into_iter().collect()
+        }
+        fn ours(p: &Params) -> Vec<(String, String)> {
+            p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        }
         let alphabet = b"a=&%+2BfFz0\xff\xc3\xa9 ";
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         for len in 0..2000 {
             let input: Vec<u8> = (0..len % 24).map(|_| alphabet[rng.gen_range(0..alphabet.len())]).collect();
-            let ours: Vec<(String, String)> = form_pairs(&input).collect();
-            let theirs: Vec<(String, String)> = form_urlencoded::parse(&input).into_owned().collect();
-            assert_eq!(ours, theirs, "{:?}", String::from_utf8_lossy(&input));
+            let shown = String::from_utf8_lossy(&input);
+            assert_eq!(ours(&Params::from_request("", Some(&input))), theirs(&input), "{shown:?}");
+            if let Ok(query) = std::str::from_utf8(&input) {
+                assert_eq!(ours(&Params::from_request(query, None)), theirs(&input), "{shown:?}");
+            }
         }
         for fixed in [&b"%"[..], b"%4", b"%4g", b"%41%42", b"=", b"==", b"&&a", b"%C3%A9=%E5%AF%86", b"%ff=%FF"] {
-            let ours: Vec<(String, String)> = form_pairs(fixed).collect();
-            assert_eq!(ours, form_urlencoded::parse(fixed).into_owned().collect::<Vec<_>>());
+            assert_eq!(ours(&Params::from_request("", Some(fixed))), theirs(fixed));
         }
+    }
+
+    /// Duplicates: the body's value wins over the query's, a later one over an earlier one, and
+    /// `set` replaces; lookups and the sorted order hold after each.
+    #[test]
+    fn later_duplicates_replace_earlier_ones() {
+        let mut p = Params::from_request("B=1&A=q&B=2", Some(b"C=3&B=body&A=x%20y"));
+        assert_eq!(p.iter().collect::<Vec<_>>(), [("A", "x y"), ("B", "body"), ("C", "3")]);
+        p.set("B", "set".into());
+        p.set("AA", "new".into());
+        assert_eq!(p.iter().collect::<Vec<_>>(), [("A", "x y"), ("AA", "new"), ("B", "set"), ("C", "3")]);
+        assert_eq!((p.get("B"), p.get("AA"), p.get("D")), (Some("set"), Some("new"), None));
+        assert_eq!(p.take_prefixed("A"), [("A".to_string(), "x y".to_string()), ("AA".into(), "new".into())]);
+        assert_eq!(p.iter().collect::<Vec<_>>(), [("B", "set"), ("C", "3")]);
+        // Invalid UTF-8 grows the text past its first allocation (U+FFFD is three bytes).
+        let p = Params::from_request("", Some(b"K=\xff\xff\xff\xff&L=%ff%ff"));
+        assert_eq!((p.get("K"), p.get("L")), (Some("\u{fffd}\u{fffd}\u{fffd}\u{fffd}"), Some("\u{fffd}\u{fffd}")));
     }
 
     #[test]
