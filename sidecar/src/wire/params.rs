@@ -334,6 +334,11 @@ impl<'de, 'a> de::Deserializer<'de> for ParamsDeserializer<'a> {
     type Error = ParamError;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamError> {
+        // Most requests have no dotted name: their fields are the parameters themselves, visited
+        // in place instead of through a tree built for them.
+        if self.params.iter().all(|(k, _)| !k.contains('.')) {
+            return visitor.visit_map(FlatMap { iter: self.params.iter(), current: None });
+        }
         NodeDe { node: &Node::build(self.params), name: Name::Root }.deserialize_any(visitor)
     }
 
@@ -505,11 +510,41 @@ impl<'de, 'n, 'a, 'p> MapAccess<'de> for NodeMap<'n, 'a, 'p> {
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, ParamError> {
         let (k, node) = self.current.take().expect("value after key");
-        let name = Name::Field(self.prefix, k);
-        seed.deserialize(NodeDe { node, name }).map_err(|e| match e {
-            ParamError::Other(why) => ParamError::Invalid(name.to_string(), why),
-            other => other,
-        })
+        field(seed, node, Name::Field(self.prefix, k))
+    }
+}
+
+/// An object's field: a value that does not parse is named by its path.
+fn field<'de, V: DeserializeSeed<'de>>(seed: V, node: &Node<'_>, name: Name<'_>) -> Result<V::Value, ParamError> {
+    seed.deserialize(NodeDe { node, name }).map_err(|e| match e {
+        ParamError::Other(why) => ParamError::Invalid(name.to_string(), why),
+        other => other,
+    })
+}
+
+/// The parameters of a request without dotted names, as the root object: what [`Node::build`]
+/// would make of them (blank is absent there and here), without making it.
+struct FlatMap<'a, I> {
+    iter: I,
+    current: Option<(&'a str, &'a str)>,
+}
+
+impl<'de, 'a, I: Iterator<Item = (&'a str, &'a str)>> MapAccess<'de> for FlatMap<'a, I> {
+    type Error = ParamError;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, ParamError> {
+        match self.iter.by_ref().find(|(_, v)| !v.trim().is_empty()) {
+            Some(kv) => {
+                self.current = Some(kv);
+                seed.deserialize(kv.0.into_deserializer()).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, ParamError> {
+        let (k, v) = self.current.take().expect("value after key");
+        field(seed, &Node::Leaf(v), Name::Field(&Name::Root, k))
     }
 }
 
@@ -711,6 +746,29 @@ mod tests {
         let r: EncryptRequest = p.decode().unwrap();
         let ctx: serde_json::Value = serde_json::from_str(r.encryption_context.as_deref().unwrap()).unwrap();
         assert_eq!(ctx, serde_json::json!({"env": "dev", "purpose": "a b"}));
+    }
+
+    /// Requests without dotted names skip the tree: the same parameters with one dotted name
+    /// added (which no request type has) go through it, and decode the same, errors included.
+    #[test]
+    fn flat_requests_decode_as_through_the_tree() {
+        let cases: [&[(&str, &str)]; 6] = [
+            &[("KeyId", "k"), ("Plaintext", "aGk="), ("EncryptionContext", r#"{"a":"b"}"#), ("DryRun", "TRUE")],
+            &[("KeyId", " "), ("Plaintext", "aGk=")],
+            &[("Plaintext", "aGk=")],
+            &[("KeyId", "k"), ("Plaintext", "***")],
+            &[("KeyId", "k"), ("Plaintext", "aGk="), ("DryRun", "maybe")],
+            &[("KeyId", "k"), ("Plaintext", "aGk="), ("Signature", "x"), ("Version", "2016-01-20")],
+        ];
+        let show = |r: Result<EncryptRequest, KmsError>| match r {
+            Ok(r) => format!("{:?} {:?} {:?} {}", r.key_id, r.plaintext.expose(), r.encryption_context, r.dry_run),
+            Err(e) => format!("{:?} {}", e.code(), e.message()),
+        };
+        for pairs in cases {
+            let flat = Params::from_pairs(pairs.iter().copied());
+            let tree = Params::from_pairs(pairs.iter().copied().chain([("Unused.1", "x")]));
+            assert_eq!(show(flat.decode()), show(tree.decode()), "{pairs:?}");
+        }
     }
 
     #[test]
