@@ -198,6 +198,13 @@ fn form_decode<'a>(s: &'a [u8], scratch: &'a mut Vec<u8>) -> std::borrow::Cow<'a
         (*b? as char).to_digit(16).map(|d| d as u8)
     }
     scratch.clear();
+    if scratch.capacity() < s.len() {
+        // Room for the whole piece up front (decoding never lengthens it): growing by pushes
+        // would free copies of a decoded secret without zeroizing them.
+        use zeroize::Zeroize;
+        scratch.zeroize();
+        *scratch = Vec::with_capacity(s.len());
+    }
     let mut i = 0;
     while i < s.len() {
         match s[i] {
