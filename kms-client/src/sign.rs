@@ -89,7 +89,7 @@ pub fn canonical_query<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) 
 pub fn v1_string_to_sign<'a>(method: &str, params: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     let (buf, spans) = encoded_sorted(params.into_iter().filter(|(k, _)| *k != "Signature"));
     let mut out = Vec::with_capacity(method.len() + 4 + buf.len() * 5 / 4 + 6 * spans.len());
-    out.extend_from_slice(method.to_ascii_uppercase().as_bytes());
+    out.extend(method.bytes().map(|b| b.to_ascii_uppercase()));
     out.extend_from_slice(b"&%2F&");
     for (i, &(start, key_end, end)) in spans.iter().enumerate() {
         if i > 0 {
@@ -110,12 +110,9 @@ pub enum V1Method {
 }
 
 impl V1Method {
+    /// Case-insensitively (every signed request names one; no copy made to compare).
     pub fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_uppercase().as_str() {
-            "HMAC-SHA1" => Some(V1Method::HmacSha1),
-            "HMAC-SHA256" => Some(V1Method::HmacSha256),
-            _ => None,
-        }
+        [V1Method::HmacSha1, V1Method::HmacSha256].into_iter().find(|m| m.as_str().eq_ignore_ascii_case(s))
     }
 
     pub fn as_str(self) -> &'static str {
@@ -227,6 +224,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn v1_methods_parse_case_insensitively() {
+        assert_eq!(V1Method::parse("HMAC-SHA1"), Some(V1Method::HmacSha1));
+        assert_eq!(V1Method::parse("hmac-sha256"), Some(V1Method::HmacSha256));
+        assert_eq!(V1Method::parse("Hmac-Sha1"), Some(V1Method::HmacSha1));
+        assert_eq!(V1Method::parse("HMAC-SHA1 "), None);
+        assert_eq!(V1Method::parse("HMAC-MD5"), None);
+        assert_eq!(V1Method::parse(""), None);
+    }
+
+    #[test]
     fn pct_is_rfc3986() {
         assert_eq!(pct("a b*~/+=密"), "a%20b%2A~%2F%2B%3D%E5%AF%86");
         assert_eq!(pct(""), "");
@@ -238,11 +245,13 @@ mod tests {
     /// the encoded pairs (key, then value), join with `=` and `&`, encode the whole once more.
     #[test]
     fn string_to_sign_matches_the_plain_construction() {
-        fn plain(method: &str, pairs: &[(&str, &str)]) -> String {
-            let mut v: Vec<(String, String)> =
-                pairs.iter().filter(|(k, _)| *k != "Signature").map(|(k, v)| (pct(k), pct(v))).collect();
+        fn plain_canonical<'a>(pairs: impl Iterator<Item = &'a (&'a str, &'a str)>) -> String {
+            let mut v: Vec<(String, String)> = pairs.map(|(k, v)| (pct(k), pct(v))).collect();
             v.sort();
-            let canon = v.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
+            v.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
+        }
+        fn plain(method: &str, pairs: &[(&str, &str)]) -> String {
+            let canon = plain_canonical(pairs.iter().filter(|(k, _)| *k != "Signature"));
             format!("{method}&{}&{}", pct("/"), pct(&canon))
         }
         let pairs = [
@@ -257,10 +266,7 @@ mod tests {
             ("a%", "1"),
         ];
         assert_eq!(v1_string_to_sign("post", pairs), plain("POST", &pairs));
-        let canon = canonical_query(pairs);
-        let mut v: Vec<(String, String)> = pairs.iter().map(|(k, v)| (pct(k), pct(v))).collect();
-        v.sort();
-        assert_eq!(canon, v.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&"));
+        assert_eq!(canonical_query(pairs), plain_canonical(pairs.iter()));
     }
 
     /// Worked example 1 (official doc, GET CreateKey).

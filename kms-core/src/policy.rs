@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::clock::Timestamp;
+use crate::clock::{parse_iso, Timestamp};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effect {
@@ -235,7 +235,7 @@ impl Policy {
                         Op::DateLessThan | Op::DateLessThanEquals | Op::DateGreaterThan | Op::DateGreaterThanEquals
                     ) {
                         for v in &values {
-                            crate::clock::parse_iso(v).ok_or_else(|| at(&format!("{v:?} is not an ISO-8601 time")))?;
+                            parse_iso(v).ok_or_else(|| at(&format!("{v:?} is not an ISO-8601 time")))?;
                         }
                     }
                     conditions.push(Condition { op, key, values });
@@ -305,10 +305,10 @@ fn condition_holds(c: &Condition, ctx: &RequestContext<'_>) -> bool {
         Op::StringLike => any(&|x| Pattern::new(x, false).matches(&v)),
         Op::StringNotLike => !any(&|x| Pattern::new(x, false).matches(&v)),
         Op::Bool => any(&|x| x.eq_ignore_ascii_case(&v)),
-        Op::DateLessThan => any(&|x| crate::clock::parse_iso(x).is_some_and(|t| ctx.now < t)),
-        Op::DateLessThanEquals => any(&|x| crate::clock::parse_iso(x).is_some_and(|t| ctx.now <= t)),
-        Op::DateGreaterThan => any(&|x| crate::clock::parse_iso(x).is_some_and(|t| ctx.now > t)),
-        Op::DateGreaterThanEquals => any(&|x| crate::clock::parse_iso(x).is_some_and(|t| ctx.now >= t)),
+        Op::DateLessThan => any(&|x| parse_iso(x).is_some_and(|t| ctx.now < t)),
+        Op::DateLessThanEquals => any(&|x| parse_iso(x).is_some_and(|t| ctx.now <= t)),
+        Op::DateGreaterThan => any(&|x| parse_iso(x).is_some_and(|t| ctx.now > t)),
+        Op::DateGreaterThanEquals => any(&|x| parse_iso(x).is_some_and(|t| ctx.now >= t)),
         Op::IpAddress | Op::NotIpAddress => {
             let ip: IpAddr = match v.parse() {
                 Ok(ip) => ip,

@@ -69,22 +69,20 @@ impl Params {
         // Decoding never lengthens valid UTF-8, so this is the one allocation unless a piece is
         // not UTF-8 (then `push` moves, zeroizing what it leaves).
         let mut p = Params { text: String::with_capacity(query.len() + body.len()), entries: Vec::new() };
-        let mut scratch = Vec::new();
+        // Where escaped names and values are decoded (each is copied into `text` at once).
+        let (mut name_scratch, mut value_scratch) = (Vec::new(), Vec::new());
         for input in [query.as_bytes(), body] {
             for piece in input.split(|&b| b == b'&').filter(|piece| !piece.is_empty()) {
                 let (name, value) = match piece.iter().position(|&b| b == b'=') {
                     Some(eq) => (&piece[..eq], &piece[eq + 1..]),
                     None => (piece, &b""[..]),
                 };
-                let start = p.text.len();
-                p.push(&form_decode(name, &mut scratch));
-                let name_end = p.text.len();
-                p.push(&form_decode(value, &mut scratch));
-                p.entries.push(Entry { start, name_end, end: p.text.len() });
+                p.append(&form_decode(name, &mut name_scratch), &form_decode(value, &mut value_scratch));
             }
         }
         use zeroize::Zeroize;
-        scratch.zeroize();
+        name_scratch.zeroize();
+        value_scratch.zeroize();
         p.index();
         p
     }
@@ -92,14 +90,25 @@ impl Params {
     pub fn from_pairs<K: AsRef<str>, V: AsRef<str>>(pairs: impl IntoIterator<Item = (K, V)>) -> Params {
         let mut p = Params::default();
         for (k, v) in pairs {
-            let start = p.text.len();
-            p.push(k.as_ref());
-            let name_end = p.text.len();
-            p.push(v.as_ref());
-            p.entries.push(Entry { start, name_end, end: p.text.len() });
+            p.append(k.as_ref(), v.as_ref());
         }
         p.index();
         p
+    }
+
+    /// Adds a parameter at the end of the entries (`index` sorts them).
+    fn append(&mut self, name: &str, value: &str) {
+        let e = self.write(name, value);
+        self.entries.push(e);
+    }
+
+    /// Writes a name and its value into the buffer, returning where they are.
+    fn write(&mut self, name: &str, value: &str) -> Entry {
+        let start = self.text.len();
+        self.push(name);
+        let name_end = self.text.len();
+        self.push(value);
+        Entry { start, name_end, end: self.text.len() }
     }
 
     /// Appends to the buffer; a buffer that must grow is copied and the old one zeroized, so no
@@ -152,18 +161,13 @@ impl Params {
     }
 
     /// Adds or replaces a parameter (a replaced value stays in the buffer until it is zeroized).
-    pub fn set(&mut self, name: &str, value: String) {
-        let start = self.text.len();
-        self.push(name);
-        let name_end = self.text.len();
-        self.push(&value);
-        let e = Entry { start, name_end, end: self.text.len() };
+    pub fn set(&mut self, name: &str, mut value: String) {
+        let e = self.write(name, &value);
         match self.find(name) {
             Ok(i) => self.entries[i] = e,
             Err(i) => self.entries.insert(i, e),
         }
         use zeroize::Zeroize;
-        let mut value = value;
         value.zeroize();
     }
 
@@ -189,7 +193,7 @@ impl Params {
 /// crate (and the WHATWG URL standard) does – `+` is a space, `%XX` a byte, a `%` not followed by
 /// two hex digits stays, invalid UTF-8 becomes U+FFFD – borrowing the input when it has nothing
 /// to decode. (`&` separates pieces, empty pieces are skipped and the first `=` splits, in
-/// [`Params::from_request`].) `scratch` holds the decoded bytes between calls.
+/// [`Params::from_request`].) `scratch` holds the decoded bytes.
 fn form_decode<'a>(s: &'a [u8], scratch: &'a mut Vec<u8>) -> std::borrow::Cow<'a, str> {
     if !s.iter().any(|&b| b == b'%' || b == b'+') {
         return String::from_utf8_lossy(s);
