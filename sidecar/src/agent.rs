@@ -26,7 +26,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::config::{parse_principal, write_private};
-use crate::server::{respond, AppState, Body, Handler};
+use crate::server::{respond, AppState, Body, ConnInfo, Handler};
 use crate::wire::response::{error_body, new_request_id, success_body, to_json, CONTENT_TYPE};
 
 pub const TOKEN_HEADER: &str = "x-kms-token";
@@ -116,44 +116,54 @@ impl Agent {
 }
 
 pub fn agent_handler(app: Arc<AppState>, agent: Arc<Agent>) -> Handler {
-    Arc::new(move |req| {
-        let (app, agent) = (app.clone(), agent.clone());
-        Box::pin(async move { handle(app, agent, req).await })
-    })
+    Arc::new(move |req, conn| Box::pin(handle(app.clone(), agent.clone(), req, conn)))
 }
 
-async fn handle(app: Arc<AppState>, agent: Arc<Agent>, req: Request<Incoming>) -> Response<Body> {
+/// One request. It is answered when this is called; the future returned waits only for room
+/// in a full audit queue (boxed: a plain function and a small future, for the reasons
+/// `server::handle` gives).
+fn handle(
+    app: Arc<AppState>,
+    agent: Arc<Agent>,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+) -> impl std::future::Future<Output = Response<Body>> + Send + 'static {
     let started = Instant::now();
     let rid = new_request_id();
     let mut resources = Vec::new();
     let (result, label) = answer(&app, &agent, &req, &rid, &mut resources);
     app.metrics.count_agent(label);
-    if let Some(audit) = &app.audit {
+    let full_queue = app.audit.clone().and_then(|audit| {
         let (code, status) = match &result {
             Ok(_) => ("OK".to_string(), 200),
             Err(e) => (e.code().code().to_string(), e.http_status()),
         };
-        let conn = req.extensions().get::<crate::server::ConnInfo>().copied().unwrap_or_default();
-        audit
-            .record(crate::audit::AuditEvent {
-                time: kms_core::clock::format_iso(app.engine.now()),
-                request_id: rid.clone(),
-                principal: agent.caller.label(),
-                access_key_id: "agent".into(),
-                source_ip: conn.peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "unix".into()),
-                user_agent: req.headers().get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("").to_string(),
-                action: format!("agent:GetSecretValue ({label})"),
-                resources,
-                code,
-                http_status: status,
-                latency_us: started.elapsed().as_micros() as u64,
-                ..Default::default()
-            })
-            .await;
-    }
-    match result {
+        let event = crate::audit::AuditEvent {
+            time: kms_core::clock::format_iso(app.engine.now()),
+            request_id: rid.clone(),
+            principal: agent.caller.label(),
+            access_key_id: "agent".into(),
+            source_ip: conn.peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "unix".into()),
+            user_agent: req.headers().get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("").to_string(),
+            action: format!("agent:GetSecretValue ({label})"),
+            resources,
+            code,
+            http_status: status,
+            latency_us: started.elapsed().as_micros() as u64,
+            ..Default::default()
+        };
+        let event = audit.try_record(event).err()?;
+        Some(Box::pin(async move { audit.record(event).await }))
+    });
+    let response = match result {
         Ok(body) => respond(200, &rid, CONTENT_TYPE, body),
         Err(e) => respond(e.http_status(), &rid, CONTENT_TYPE, error_body(&rid, "kms-agent", &e)),
+    };
+    async move {
+        if let Some(wait) = full_queue {
+            wait.await;
+        }
+        response
     }
 }
 
@@ -281,6 +291,15 @@ pub(crate) fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_future_fits_the_allocator_cache() {
+        fn returned<A, B, C, D, R>(_: fn(A, B, C, D) -> R) -> usize {
+            std::mem::size_of::<R>()
+        }
+        let size = returned(handle);
+        assert!(size <= crate::server::REQUEST_FUTURE_MAX, "a request's future is {size} bytes");
+    }
 
     #[test]
     fn only_loopback_addresses_are_accepted() {

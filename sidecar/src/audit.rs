@@ -229,25 +229,40 @@ impl AuditLog {
         }
     }
 
-    /// Records an event without waiting for the disk (read-only calls); waits only while the
-    /// writer is `QUEUE` events behind. The writer is woken once for all the events that arrive
-    /// while it gathers, not once per event.
-    pub async fn record(&self, e: AuditEvent) {
-        let mut e = Some(e);
+    /// Queues an event without waiting for the disk (read-only calls), or gives it back when the
+    /// writer is `QUEUE` events behind – then [`record`](Self::record) waits for room. The writer
+    /// is woken once for all the events that arrive while it gathers, not once per event.
+    pub fn try_record(&self, e: AuditEvent) -> Result<(), AuditEvent> {
+        let refused = {
+            let mut events = self.pending.events.lock();
+            if events.len() < QUEUE {
+                events.push(e);
+                None
+            } else {
+                Some(e)
+            }
+        };
+        if !self.pending.kicked.swap(true, Ordering::AcqRel) {
+            // A full channel means the writer is busy; it takes the pending lines anyway.
+            let _ = self.tx.try_send(Job::Kick);
+        }
+        match refused {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// Records an event without waiting for the disk; waits only while the writer is `QUEUE`
+    /// events behind.
+    pub async fn record(&self, mut e: AuditEvent) {
         loop {
-            {
-                let mut events = self.pending.events.lock();
-                if events.len() < QUEUE {
-                    events.extend(e.take());
-                }
-            }
-            if !self.pending.kicked.swap(true, Ordering::AcqRel) {
-                // A full channel means the writer is busy; it takes the pending lines anyway.
-                let _ = self.tx.try_send(Job::Kick);
-            }
+            e = match self.try_record(e) {
+                Ok(()) => return,
+                Err(e) => e,
+            };
             // A writer that is gone (its thread died) never drains: drop the line, as a closed
             // channel did, rather than holding the request forever.
-            if e.is_none() || self.tx.is_closed() {
+            if self.tx.is_closed() {
                 return;
             }
             // Back-pressure: requests slow to the disk's pace rather than memory growing.

@@ -53,7 +53,8 @@ impl Default for ConnLimits {
 
 impl ConnLimits {
     /// The answer for a request whose target or headers are over the limits, if any.
-    pub fn check_head(&self, uri_len: usize, headers: &http::HeaderMap) -> Result<(), KmsError> {
+    pub fn check_head(&self, uri: &http::Uri, headers: &http::HeaderMap) -> Result<(), KmsError> {
+        let uri_len = uri_len(uri);
         if uri_len > self.max_uri_bytes {
             return Err(KmsError::with_detail(
                 ErrorCode::RequestUriTooLong,
@@ -72,6 +73,21 @@ impl ConnLimits {
         }
         Ok(())
     }
+}
+
+/// The length of `uri` as written (what `to_string` would give), without writing it out.
+fn uri_len(uri: &http::Uri) -> usize {
+    struct Count(usize);
+    impl std::fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    // Writing to a counter cannot fail.
+    let _ = std::fmt::write(&mut n, format_args!("{uri}"));
+    n.0
 }
 
 /// What the watchdog and the service know about one connection.

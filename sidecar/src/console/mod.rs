@@ -97,9 +97,9 @@ impl Console {
 
 /// The console's handler for a listener.
 pub fn console_handler(console: Arc<Console>) -> Handler {
-    Arc::new(move |req| {
+    Arc::new(move |req, conn| {
         let c = console.clone();
-        Box::pin(async move { handle(&c, req).await })
+        Box::pin(async move { handle(&c, req, conn).await })
     })
 }
 
@@ -133,8 +133,7 @@ impl Req {
     }
 }
 
-async fn handle(c: &Console, req: Request<Incoming>) -> Response<Body> {
-    let conn = req.extensions().get::<ConnInfo>().copied().unwrap_or_default();
+async fn handle(c: &Console, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let query: HashMap<String, String> =
