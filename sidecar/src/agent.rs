@@ -152,7 +152,7 @@ fn handle(
             latency_us: started.elapsed().as_micros() as u64,
             ..Default::default()
         };
-        let event = audit.try_record(event).err()?;
+        let event = audit.try_record(event)?;
         Some(Box::pin(async move { audit.record(event).await }))
     });
     let response = match result {

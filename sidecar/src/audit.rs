@@ -229,10 +229,11 @@ impl AuditLog {
         }
     }
 
-    /// Queues an event without waiting for the disk (read-only calls), or gives it back when the
-    /// writer is `QUEUE` events behind – then [`record`](Self::record) waits for room. The writer
-    /// is woken once for all the events that arrive while it gathers, not once per event.
-    pub fn try_record(&self, e: AuditEvent) -> Result<(), AuditEvent> {
+    /// Queues an event without waiting for the disk (read-only calls): `None` once queued, the
+    /// event back when the writer is `QUEUE` events behind – then [`record`](Self::record) waits
+    /// for room. The writer is woken once for all the events that arrive while it gathers, not
+    /// once per event.
+    pub fn try_record(&self, e: AuditEvent) -> Option<AuditEvent> {
         let refused = {
             let mut events = self.pending.events.lock();
             if events.len() < QUEUE {
@@ -246,10 +247,7 @@ impl AuditLog {
             // A full channel means the writer is busy; it takes the pending lines anyway.
             let _ = self.tx.try_send(Job::Kick);
         }
-        match refused {
-            None => Ok(()),
-            Some(e) => Err(e),
-        }
+        refused
     }
 
     /// Records an event without waiting for the disk; waits only while the writer is `QUEUE`
@@ -257,8 +255,8 @@ impl AuditLog {
     pub async fn record(&self, mut e: AuditEvent) {
         loop {
             e = match self.try_record(e) {
-                Ok(()) => return,
-                Err(e) => e,
+                None => return,
+                Some(e) => e,
             };
             // A writer that is gone (its thread died) never drains: drop the line, as a closed
             // channel did, rather than holding the request forever.

@@ -178,7 +178,7 @@ pub(crate) fn record<'a>(
         if mutating {
             Some(Box::pin(async move { (!audit.record_durably(event).await).then(|| audit.failure()) }) as _)
         } else {
-            let event = audit.try_record(event).err()?;
+            let event = audit.try_record(event)?;
             Some(Box::pin(async move {
                 audit.record(event).await;
                 None
