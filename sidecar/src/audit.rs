@@ -82,15 +82,18 @@ impl AnchorStore for std::sync::Weak<kms_core::Engine> {
 }
 
 /// The line for `e` (whose `seq` and `prev` are set) with its MAC appended, and the MAC.
-fn seal_line(key: &ChainKey, e: &AuditEvent) -> (Vec<u8>, [u8; 32]) {
+fn seal_line(key: &ChainKey, e: &AuditEvent, out: &mut Vec<u8>) -> [u8; 32] {
     debug_assert!(e.mac.is_empty());
-    let mut line = serde_json::to_vec(e).expect("events serialise");
-    let tag = key.mac(&line);
-    line.pop(); // the closing brace; the MAC field goes before it
-    line.extend_from_slice(MAC_PREFIX);
-    line.extend_from_slice(hex::encode(tag).as_bytes());
-    line.extend_from_slice(b"\"}");
-    (line, tag)
+    let start = out.len();
+    serde_json::to_writer(&mut *out, e).expect("events serialise");
+    let tag = key.mac(&out[start..]);
+    out.pop(); // the closing brace; the MAC field goes before it
+    out.extend_from_slice(MAC_PREFIX);
+    let mut hex_tag = [0u8; 64];
+    hex::encode_to_slice(tag, &mut hex_tag).expect("64 hex digits for 32 bytes");
+    out.extend_from_slice(&hex_tag);
+    out.extend_from_slice(b"\"}");
+    tag
 }
 
 /// For a keyed line: the bytes its MAC covers (the line without its `mac` field) and the MAC.
@@ -357,11 +360,11 @@ impl Writer {
         for (mut e, ack) in events {
             chain.0 += 1;
             e.seq = chain.0;
-            e.prev = chain.1.clone();
+            // The line carries the previous link; the chain moves on to this line's.
+            e.prev = std::mem::take(&mut chain.1);
             e.mac.clear();
-            let (line, tag) = seal_line(&self.key, &e);
+            let tag = seal_line(&self.key, &e, &mut buf);
             chain.1 = hex::encode(tag);
-            buf.extend_from_slice(&line);
             buf.push(b'\n');
             acks.extend(ack);
         }
@@ -861,7 +864,8 @@ mod tests {
             e.action = e.action.replace('A', "B");
             e.prev = prev;
             e.mac.clear();
-            let (line, tag) = seal_line(&forger, &e);
+            let mut line = Vec::new();
+            let tag = seal_line(&forger, &e, &mut line);
             prev = hex::encode(tag);
             forged.push(String::from_utf8(line).unwrap());
         }
@@ -947,7 +951,11 @@ mod tests {
     fn keyed_lines_split_exactly() {
         let key = ChainKey::generate();
         let e = AuditEvent { seq: 1, prev: GENESIS.into(), ..ev("X") };
-        let (line, tag) = seal_line(&key, &e);
+        // Sealed after what a batch already holds: the line is what follows it.
+        let mut batch = b"earlier line\n".to_vec();
+        let tag = seal_line(&key, &e, &mut batch);
+        let line = batch.split_off(13);
+        assert_eq!(batch, b"earlier line\n");
         let (signed, got) = split_line(&line).unwrap();
         assert_eq!(got, tag);
         assert_eq!(signed, serde_json::to_vec(&e).unwrap());
