@@ -559,8 +559,9 @@ async fn serve_connection<S>(
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs.max(1) * 2))
+        // The watchdog (`conn`) times out a slow head and answers 408 in JSON. hyper's own
+        // timer would be a second, silent one – and it arms a fresh timer for every request.
+        .header_read_timeout(None)
         // Our own limits answer in JSON; hyper's (bare) ones sit above them.
         .max_buf_size((limits.max_uri_bytes + limits.max_header_bytes).max(64 << 10) * 2);
     let conn = builder.serve_connection(TokioIo::new(Watched::new(stream, conn_state.clone())), svc);
