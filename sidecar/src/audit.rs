@@ -96,6 +96,9 @@ fn seal_line(key: &ChainKey, e: &AuditEvent, out: &mut Vec<u8>) -> [u8; 32] {
     tag
 }
 
+/// About how long a line is (they are 350–600 bytes), to size a batch's buffer.
+const LINE_BYTES_HINT: usize = 512;
+
 /// For a keyed line: the bytes its MAC covers (the line without its `mac` field) and the MAC.
 /// `None` if the line does not end the way the writer ends every keyed line.
 fn split_line(line: &[u8]) -> Option<(Vec<u8>, [u8; 32])> {
@@ -345,7 +348,9 @@ impl Writer {
         if waiting.is_empty() && jobs.is_empty() {
             return;
         }
-        let mut buf = Vec::new();
+        // Sized for the batch up front: doubling a buffer of thousands of lines leaves each
+        // smaller copy behind in the allocator.
+        let mut buf = Vec::with_capacity((waiting.len() + jobs.len()) * LINE_BYTES_HINT);
         let mut acks = Vec::new();
         let mut flushes = Vec::new();
         let mut chain = (self.seq, self.prev.clone());

@@ -254,3 +254,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_uri_is_measured_as_it_is_written() {
+        for raw in
+            ["/", "*", "/?Action=Encrypt&KeyId=a%20b", "http://kms.example:8080/x?y=z", "https://h/", "/p/ä%C3%A4"]
+        {
+            let Ok(uri) = raw.parse::<http::Uri>() else { continue };
+            assert_eq!(uri_len(&uri), uri.to_string().len(), "{raw}");
+        }
+    }
+}

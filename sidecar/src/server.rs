@@ -310,7 +310,8 @@ async fn process(
         return Err(KmsError::new(ErrorCode::UnsupportedHttpMethod));
     }
     let body = read_body(body, state.max_body_bytes).await?;
-    let (auth, action, params) = authorize(state, parts, &body, conn, outcome)?;
+    let (auth, action, params) = authenticate(state, parts, &body, conn, outcome)?;
+    // Not kept across the wait below (the future would have to hold it).
     drop(body);
     // The audit line names what the engine resolved and checked, allowed or denied.
     let nonce = Some((auth.nonce, auth.nonce_expires_at));
@@ -320,8 +321,9 @@ async fn process(
     r
 }
 
-/// Authenticates the request, and names the action and its parameters.
-fn authorize(
+/// Authenticates the request and names its action and parameters (whether the caller may do
+/// it is decided by the engine, on the key or secret the action resolves).
+fn authenticate(
     state: &AppState,
     parts: &http::request::Parts,
     body: &[u8],
