@@ -140,6 +140,8 @@ struct Pending {
     events: parking_lot::Mutex<Vec<AuditEvent>>,
     /// A Kick is on its way (or the writer is about to look): no need for another.
     kicked: AtomicBool,
+    /// The most lines that have waited at once (`/metrics`: how far the writer fell behind).
+    peak: std::sync::atomic::AtomicUsize,
 }
 
 /// Handle to the writer thread.
@@ -244,6 +246,10 @@ impl AuditLog {
             let mut events = self.pending.events.lock();
             if events.len() < QUEUE {
                 events.push(e);
+                if events.len() > self.pending.peak.load(Ordering::Relaxed) {
+                    // Under the lock: no other writer of `peak` races this one.
+                    self.pending.peak.store(events.len(), Ordering::Relaxed);
+                }
                 None
             } else {
                 Some(e)
@@ -272,6 +278,23 @@ impl AuditLog {
             // Back-pressure: requests slow to the disk's pace rather than memory growing.
             tokio::time::sleep(GATHER).await;
         }
+    }
+
+    /// The trail's gauges for `/metrics`: the read-only lines waiting for the writer now, and the
+    /// most that ever waited at once (at most `QUEUE`; requests wait beyond it).
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let now = self.pending.events.lock().len();
+        let peak = self.pending.peak.load(Ordering::Relaxed);
+        out.push_str("# HELP kms_audit_backlog_events Audit lines of read-only requests waiting for the writer.\n");
+        out.push_str("# TYPE kms_audit_backlog_events gauge\n");
+        let _ = writeln!(out, "kms_audit_backlog_events {now}");
+        let _ = writeln!(
+            out,
+            "# HELP kms_audit_backlog_peak_events The most audit lines that have waited at once (requests wait beyond {QUEUE})."
+        );
+        out.push_str("# TYPE kms_audit_backlog_peak_events gauge\n");
+        let _ = writeln!(out, "kms_audit_backlog_peak_events {peak}");
     }
 
     /// Waits until every event sent so far is written and anchored (at shutdown).
@@ -818,6 +841,20 @@ mod tests {
         let recent =
             query(dir.path(), &Query { since: Some("2025-01-01T00:00:00Z".into()), ..Default::default() }).unwrap();
         assert_eq!(recent.iter().map(|e| e.time.as_str()).collect::<Vec<_>>(), ["2026-06-01T00:00:00Z"]);
+    }
+
+    #[test]
+    fn the_backlog_gauges_count_waiting_lines() {
+        let f = Fixture::new();
+        let log = AuditLog::open(f.path(), 1 << 20, f.key.clone(), f.anchors.clone()).unwrap();
+        let mut before = String::new();
+        log.render_metrics(&mut before);
+        assert!(before.contains("\nkms_audit_backlog_peak_events 0\n"), "{before}");
+        assert!(log.try_record(ev("Encrypt")).is_none());
+        let mut after = String::new();
+        log.render_metrics(&mut after);
+        assert!(after.contains("\nkms_audit_backlog_peak_events 1\n"), "{after}");
+        assert!(after.contains("\nkms_audit_backlog_events "), "{after}");
     }
 
     #[test]

@@ -98,8 +98,11 @@ pub fn handle(
             match parts.uri.path() {
                 "/ping" => return respond(200, &request_id, "text/plain", b"pong\n".to_vec()),
                 "/metrics" => {
-                    let text = state.metrics.render().into_bytes();
-                    return respond(200, &request_id, "text/plain; version=0.0.4", text);
+                    let mut text = state.metrics.render();
+                    if let Some(audit) = &state.audit {
+                        audit.render_metrics(&mut text);
+                    }
+                    return respond(200, &request_id, "text/plain; version=0.0.4", text.into_bytes());
                 }
                 _ => {}
             }
