@@ -133,17 +133,14 @@ fn handle(
     let mut resources = Vec::new();
     let (result, label) = answer(&app, &agent, &req, &rid, &mut resources);
     app.metrics.count_agent(label);
-    let full_queue = app.audit.clone().and_then(|audit| {
-        let (code, status) = match &result {
-            Ok(_) => ("OK".to_string(), 200),
-            Err(e) => (e.code().code().to_string(), e.http_status()),
-        };
+    let full_queue = app.audit.as_ref().and_then(|audit| {
+        let (code, status) = crate::audit::answer_code(&result);
         let event = crate::audit::AuditEvent {
             time: kms_core::clock::format_iso(app.engine.now()),
             request_id: rid.clone(),
             principal: agent.caller.label(),
             access_key_id: "agent".into(),
-            source_ip: conn.peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "unix".into()),
+            source_ip: conn.source_ip(),
             user_agent: req.headers().get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("").to_string(),
             action: format!("agent:GetSecretValue ({label})"),
             resources,
@@ -153,6 +150,8 @@ fn handle(
             ..Default::default()
         };
         let event = audit.try_record(event)?;
+        // Only a full queue needs its own handle on the log (the wait outlives this call).
+        let audit = audit.clone();
         Some(Box::pin(async move { audit.record(event).await }))
     });
     let response = match result {

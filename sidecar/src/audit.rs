@@ -39,6 +39,14 @@ const GATHER: Duration = Duration::from_millis(1);
 const MAC_PREFIX: &[u8] = b",\"mac\":\"";
 const MAC_SUFFIX_LEN: usize = MAC_PREFIX.len() + 64 + 2;
 
+/// The code and HTTP status an answer is recorded with: `OK`/200, or the error's.
+pub(crate) fn answer_code<T>(result: &Result<T, kms_core::KmsError>) -> (String, u16) {
+    match result {
+        Ok(_) => ("OK".to_string(), 200),
+        Err(e) => (e.code().code().to_string(), e.http_status()),
+    }
+}
+
 /// One request, as recorded. Field order is the line's order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {

@@ -39,11 +39,18 @@ pub struct AppState {
     pub audit: Option<Arc<AuditLog>>,
 }
 
-/// Where a connection came from, put into each request's extensions by the listener.
+/// Where a connection came from, handed to the handler with each request by the listener.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ConnInfo {
     pub peer: Option<std::net::SocketAddr>,
     pub tls: bool,
+}
+
+impl ConnInfo {
+    /// The audit line's `source_ip`: the peer's address, or `unix` for the socket.
+    pub fn source_ip(&self) -> String {
+        self.peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "unix".into())
+    }
 }
 
 /// Who did what, for the audit trail and metrics.
@@ -60,8 +67,8 @@ pub(crate) struct Outcome {
 
 pub type Body = Full<Bytes>;
 
-/// The two header names every answer carries, made once: a name from a `&str` is parsed and
-/// copied into a fresh allocation on every response.
+/// A header name every answer carries, made once: a custom name from a `&str` is parsed and
+/// copied into a fresh allocation on every response (`content-type` is `http`'s constant).
 const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-acs-request-id");
 
 pub fn respond(status: u16, request_id: &str, content_type: &'static str, body: Vec<u8>) -> Response<Body> {
@@ -83,7 +90,7 @@ pub fn respond(status: u16, request_id: &str, content_type: &'static str, body: 
 /// allocated once per request, and an `async fn` keeps room for its arguments (here the whole
 /// `Request`) next to every local for as long as it runs. Taking the request apart first, and
 /// boxing the rare slow paths ([`record`]), keeps the future under glibc's per-thread cache
-/// limit (1 KiB; `tests::request_future_fits_the_allocator_cache`) – above it every request took
+/// limit (1 KiB; `future_size_tests::request_future_fits_the_allocator_cache`) – above it every request took
 /// the allocator's locked path (measured: 2.3 KiB before).
 pub fn handle(
     state: Arc<AppState>,
@@ -113,7 +120,7 @@ pub fn handle(
         let known = outcome.known;
         // The metric's label is static: the name as sent moves into the audit line.
         let label = metric_label(known, outcome.action.is_some());
-        let source_ip = conn.peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "unix".into());
+        let source_ip = conn.source_ip();
         let user_agent = header("user-agent").unwrap_or("").to_string();
         let result = record(&state, &request_id, started, outcome, source_ip, user_agent, result).await;
         let (code, response) = match result {
@@ -159,10 +166,7 @@ pub(crate) fn record<'a>(
     mut result: Result<Vec<u8>, KmsError>,
 ) -> impl std::future::Future<Output = Result<Vec<u8>, KmsError>> + Send + 'a {
     let wait: AuditWait<'a> = state.audit.as_deref().and_then(|audit| {
-        let (code, status) = match &result {
-            Ok(_) => ("OK".to_string(), 200),
-            Err(e) => (e.code().code().to_string(), e.http_status()),
-        };
+        let (code, status) = crate::audit::answer_code(&result);
         let mutating = outcome.known.is_some_and(Action::is_mutating);
         let event = AuditEvent {
             time: kms_core::clock::format_iso(state.engine.now()),
@@ -373,7 +377,8 @@ fn authenticate(
 }
 
 /// The request body, at most `limit` bytes. A body that comes in one piece (nearly all: hyper
-/// reads the head and a small body together) is kept as it came, without a copy.
+/// reads the head and a small body together) is kept as it came – no copy, and none of the
+/// buffer list `http_body_util`'s `Collect` allocates for every body.
 async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, KmsError> {
     let too_large = || {
         KmsError::with_detail(

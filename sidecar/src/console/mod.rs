@@ -263,7 +263,7 @@ impl Ctx<'_> {
         let who = crate::server::Internal {
             caller,
             access_key_id: &self.s.access_key_id,
-            source_ip: self.r.conn.peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "unix".into()),
+            source_ip: self.r.conn.source_ip(),
             user_agent: format!("console; {}", self.r.user_agent),
         };
         let params = Params::from_pairs(params.iter().map(|(k, v)| (k, v)));
@@ -323,7 +323,7 @@ async fn sign_in(c: &Console, r: &Req) -> Response<Body> {
         access_key_id: id.clone(),
         resources: Vec::new(),
     };
-    let source = r.conn.peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "unix".into());
+    let source = r.conn.source_ip();
     let agent = format!("console; {}", r.user_agent);
     let result = outcome.as_ref().map(|_| Vec::new()).map_err(Clone::clone);
     let request_id = crate::wire::response::new_request_id();
