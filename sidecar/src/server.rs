@@ -106,6 +106,7 @@ pub fn handle(
                 "/ping" => return respond(200, &request_id, "text/plain", b"pong\n".to_vec()),
                 "/metrics" => {
                     let mut text = state.metrics.render();
+                    state.auth.render_metrics(&mut text);
                     if let Some(audit) = &state.audit {
                         audit.render_metrics(&mut text);
                     }

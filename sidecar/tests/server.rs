@@ -378,6 +378,14 @@ fn ping_and_metrics() {
     assert!(m.contains(r#"kms_requests_total{action="DescribeKey",code="Forbidden.KeyNotFound"} 1"#), "{m}");
     assert!(m.contains(r#"kms_requests_total{action="unknown",code="InvalidAction.NotFound"} 1"#), "{m}");
     assert!(m.contains("kms_request_duration_seconds_count"));
+    // The replay cache holds the nonce of each signed request that authenticated.
+    let gauge = |name: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: {m}"))
+    };
+    assert!((1..=2).contains(&gauge("kms_replay_nonces")), "{m}");
+    assert!(gauge("kms_replay_cache_bytes") >= 16, "{m}");
 }
 
 #[test]

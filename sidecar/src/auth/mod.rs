@@ -99,6 +99,11 @@ impl Authenticator {
         }
     }
 
+    /// The replay cache's gauges for `/metrics` (module `nonce`).
+    pub fn render_metrics(&self, out: &mut String) {
+        self.nonces.render_metrics(out)
+    }
+
     pub fn verify(&self, r: &RequestParts<'_>) -> Result<Authenticated, KmsError> {
         match r.header("authorization") {
             Some(a) if a.trim_start().starts_with("ACS3-") => self.verify_v3(r, a),

@@ -118,6 +118,28 @@ impl NonceCache {
         self.keys.read().values().map(|shards| shards.iter().map(|s| s.lock().seen.slots()).sum::<usize>()).sum()
     }
 
+    /// The cache's gauges for `/metrics`: nonces held and the bytes holding them (lookup tables and
+    /// per-second lists, over every key) – what the per-key cap bounds, so an operator can see it.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let (mut held, mut bytes) = (0usize, 0usize);
+        for shards in self.keys.read().values() {
+            for s in shards.iter() {
+                let s = s.lock();
+                held += s.seen.len();
+                bytes += s.seen.bytes() + s.buckets.values().map(|v| v.capacity() * 8).sum::<usize>();
+            }
+        }
+        out.push_str("# HELP kms_replay_nonces Nonces of accepted signed requests held for replay protection.\n");
+        out.push_str("# TYPE kms_replay_nonces gauge\n");
+        let _ = writeln!(out, "kms_replay_nonces {held}");
+        out.push_str(
+            "# HELP kms_replay_cache_bytes Memory holding those nonces (lookup tables and per-second lists).\n",
+        );
+        out.push_str("# TYPE kms_replay_cache_bytes gauge\n");
+        let _ = writeln!(out, "kms_replay_cache_bytes {bytes}");
+    }
+
     fn shards_of(&self, access_key_id: &str) -> Arc<[Mutex<Shard>; SHARDS]> {
         if let Some(s) = self.keys.read().get(access_key_id) {
             return s.clone();
@@ -185,5 +207,24 @@ mod tests {
         assert!(c.len() <= cap);
         assert_eq!(after_fill, Some(16 * 2048), "1,024 nonces a shard in 2,048 slots");
         assert_eq!(c.table_slots(), 16 * 2048, "no growth from churn");
+    }
+
+    #[test]
+    fn the_gauges_show_what_the_cache_holds() {
+        let c = NonceCache::new(900, 1 << 20);
+        let mut empty = String::new();
+        c.render_metrics(&mut empty);
+        assert!(empty.contains("\nkms_replay_nonces 0\n") && empty.contains("\nkms_replay_cache_bytes 0\n"), "{empty}");
+        for i in 0..1000 {
+            c.check_and_insert("ak", &format!("n{i}"), 5_000 + i / 100, 5_010).unwrap();
+        }
+        let mut text = String::new();
+        c.render_metrics(&mut text);
+        assert!(text.contains("\nkms_replay_nonces 1000\n"), "{text}");
+        let bytes: usize =
+            text.lines().find_map(|l| l.strip_prefix("kms_replay_cache_bytes ")).unwrap().parse().unwrap();
+        // 1,000 hashes: 8 bytes in a list and 8 in a table slot each, at least; at most the
+        // tables at ⅜ full plus the lists' spare room.
+        assert!((16_000..=64_000).contains(&bytes), "{bytes} bytes");
     }
 }

@@ -30,10 +30,15 @@ impl HashTable {
         self.len
     }
 
-    /// Slots allocated (8 bytes each): what the table costs in memory.
+    /// Slots allocated (8 bytes each).
     #[cfg(test)]
     pub fn slots(&self) -> usize {
         self.slots.len()
+    }
+
+    /// What the table costs in memory.
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.slots)
     }
 
     pub fn contains(&self, h: u64) -> bool {
