@@ -9,8 +9,9 @@
 //! timestamp; from then on it refuses every request timestamped at or before the horizon
 //! (`InvalidTimeStamp.Expired`, "re-sign and retry"), because a forgotten nonce could otherwise be
 //! replayed. So a principal that floods shrinks only its own accepted window – never another
-//! key's – and memory stays at `cap` nonces per key however hard it pushes – at most about 40 bytes each: 11–21
-//! in the lookup table (module `table`: no growth from churn) and 8–16 in its second's list.
+//! key's – and memory stays at `cap` nonces per key however hard it pushes: a nonce costs at most
+//! ~21 bytes of lookup table (module `table`, which churn never grows) and, at the rates that
+//! reach the cap, 8–16 in its second's list.
 //! Under ordinary load the horizon stays behind `now − skew` and nothing changes for clients.
 //!
 //! Mutating requests are also claimed in the store (`Engine::claim_nonce`), which survives a
