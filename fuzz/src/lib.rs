@@ -39,8 +39,8 @@ pub fn world() -> &'static World {
         let engine = Engine::open(EngineOptions {
             config: EngineConfig::default(),
             store: kms_core::StoreLocation::Sqlite(dir.path().join("kms.db")),
-        node_id: "local".into(),
-        store_lease: kms_core::engine::DEFAULT_STORE_LEASE,
+            node_id: "local".into(),
+            store_lease: kms_core::engine::DEFAULT_STORE_LEASE,
             protector: Arc::new(SoftwareRootKey::ephemeral()),
             clock: Arc::new(SystemClock),
             token: None,

@@ -73,15 +73,19 @@ impl NonceCache {
         let h = self.hasher.hash_one((access_key_id, nonce));
         let shards = self.shards_of(access_key_id);
         let mut s = shards[(h >> 60) as usize % SHARDS].lock();
-        // What can no longer be replayed (its timestamp is outside the skew) is forgotten.
+        // What can no longer be replayed (its timestamp is outside the skew) is forgotten – and,
+        // as with eviction, the horizon covers it: should the clock step back, the authenticator
+        // would accept those timestamps again, and their nonces are gone.
         let expired = now - self.skew_secs;
         while let Some(entry) = s.buckets.first_entry() {
             if *entry.key() >= expired {
                 break;
             }
-            for x in entry.remove() {
+            let (t, hashes) = entry.remove_entry();
+            for x in hashes {
                 s.seen.remove(x);
             }
+            s.horizon = s.horizon.max(t);
         }
         if ts <= s.horizon {
             return Err(Refused::BeyondHorizon);
@@ -164,6 +168,22 @@ mod tests {
         // first), so its nonce is forgotten: the same nonce on a new request is accepted.
         assert_eq!(c.check_and_insert("ak", "n1", 1901, 1901), Ok(()));
         assert_eq!(c.check_and_insert("ak", "n1", 1901, 1902), Err(Refused::Replayed));
+    }
+
+    #[test]
+    fn a_clock_stepped_back_does_not_revive_forgotten_nonces() {
+        let c = NonceCache::new(900, 1 << 20);
+        assert_eq!(c.check_and_insert("ak", "n1", 1000, 1000), Ok(()));
+        // Much later the request is outside the skew, and a shard forgets it when next touched:
+        // a thousand requests touch all sixteen (one untouched: (15/16)^1000 ≈ 1e-28).
+        for i in 0..1000 {
+            assert_eq!(c.check_and_insert("ak", &format!("later{i}"), 2500, 2500), Ok(()));
+        }
+        // The clock steps back 700 s: 1000 is within the skew of 1700 again. The replay of the
+        // first request is refused – not as seen (it was forgotten) but as beyond the horizon.
+        assert_eq!(c.check_and_insert("ak", "n1", 1000, 1700), Err(Refused::BeyondHorizon));
+        // A request signed after the step is unaffected.
+        assert_eq!(c.check_and_insert("ak", "n2", 1700, 1700), Ok(()));
     }
 
     #[test]
