@@ -963,6 +963,31 @@ fn the_audit_anchor_never_moves_backwards() {
 }
 
 #[test]
+fn a_purged_nonce_stays_refused_when_the_clock_steps_back() {
+    let f = fixture();
+    let e = &f.engine;
+    let claim = |id: u8, expires: i64| e.ordered_store().claim_nonces(&[(vec![id; 16], expires)]).unwrap()[0];
+    // Two requests signed at T0 and T0 + 60 (skew 900 s), claimed.
+    assert!(claim(1, T0 + 900));
+    assert!(claim(2, T0 + 960));
+    // An hour later the sweep forgets both: neither can be accepted any more.
+    assert_eq!(e.ordered_store().purge_nonces(T0 + 3600).unwrap(), 2);
+    // The clock steps back to T0 + 30, where both timestamps are acceptable again: their replays
+    // are refused although their rows are gone...
+    assert!(!claim(1, T0 + 900), "replay of a purged request after the clock stepped back");
+    assert!(!claim(2, T0 + 960));
+    // ...and so is anything no later than the latest forgotten, but not what comes after it.
+    assert!(!claim(3, T0 + 960));
+    assert!(claim(4, T0 + 961));
+    // A later purge that removes nothing keeps the horizon; one that removes more raises it.
+    assert_eq!(e.ordered_store().purge_nonces(T0 + 900).unwrap(), 0);
+    assert!(!claim(5, T0 + 960));
+    assert_eq!(e.ordered_store().purge_nonces(T0 + 7200).unwrap(), 1);
+    assert!(!claim(6, T0 + 961));
+    assert!(claim(7, T0 + 962));
+}
+
+#[test]
 fn claims_that_go_to_the_store_together_still_admit_each_nonce_once() {
     let f = fixture();
     let e = &f.engine;

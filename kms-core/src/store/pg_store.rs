@@ -34,7 +34,7 @@ use super::footprint::{self, ReadSet};
 use super::location::redact;
 use super::postgres::{config, describe, sets_after, CHANNEL, MAX_CATCH_UP, SESSION_LIMITS};
 use super::reads::Counts;
-use super::statements::{self, Value, META_ADVANCE, META_GET, PURGE_NONCES};
+use super::statements::{self, Value, ADVANCE_NONCE_HORIZON, META_ADVANCE, META_GET, NONCE_HORIZON_ID, PURGE_NONCES};
 use super::{pg_schema, CatchUp, Change, ChangeSet, StoreError, StoreOpenError, Written};
 
 /// Transaction advisory lock every writer holds from its catch-up to its commit.
@@ -43,9 +43,12 @@ const WRITE_LOCK: i64 = 0x6b6d_735f_7772_6974; // "kms_writ"
 /// returns the first list's number.
 const APPEND: &str = "SELECT kms_append($1, $2, $3)";
 /// Several claims in one statement; the ids it returns were not claimed before (a duplicate
-/// within the batch is inserted once).
+/// within the batch is inserted once) and expire after the purge horizon ($3, as
+/// `statements::CLAIM_NONCE`).
 const CLAIM_NONCES: &str = "INSERT INTO request_nonces (id, expires_at) \
-     SELECT * FROM unnest($1::bytea[], $2::bigint[]) ON CONFLICT DO NOTHING RETURNING id";
+     SELECT c.id, c.e FROM unnest($1::bytea[], $2::bigint[]) AS c(id, e) \
+     WHERE NOT EXISTS (SELECT 1 FROM request_nonces WHERE id = $3::bytea AND expires_at >= c.e) \
+     ON CONFLICT DO NOTHING RETURNING id";
 const LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
 /// Takes the write lock, checks a batch's early decisions and returns the lists committed after
 /// the earliest position (`kms_open_batch`, schema migration 5).
@@ -367,7 +370,7 @@ impl PgStore {
         let expiries: Vec<i64> = claims.iter().map(|c| c.1).collect();
         let inserted: std::collections::HashSet<Vec<u8>> = self.call(move |s| {
             s.run(&[CLAIM_NONCES], async |c, st| {
-                let rows = c.query(&st[0], &[&ids, &expiries]).await?;
+                let rows = c.query(&st[0], &[&ids, &expiries, &NONCE_HORIZON_ID]).await?;
                 rows.iter().map(|r| r.try_get::<_, Vec<u8>>(0)).collect::<Result<_, _>>().map_err(StoreError::from)
             })
         })??;
@@ -376,8 +379,14 @@ impl PgStore {
         Ok(claims.iter().map(|(id, _)| inserted.contains(id) && first.insert(id)).collect())
     }
 
+    /// As the SQLite store's: the horizon first, then the rows below it.
     pub fn purge_nonces(&mut self, now: i64) -> Result<usize, StoreError> {
-        self.call(move |s| s.run(&[PURGE_NONCES], async |c, st| Ok(c.execute(&st[0], &[&now]).await? as usize)))?
+        self.call(move |s| {
+            s.run(&[ADVANCE_NONCE_HORIZON, PURGE_NONCES], async |c, st| {
+                c.execute(&st[0], &[&NONCE_HORIZON_ID, &now]).await?;
+                Ok(c.execute(&st[1], &[&NONCE_HORIZON_ID, &now]).await? as usize)
+            })
+        })?
     }
 
     /// The sequence number of the last committed change list.

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::statements::{self, CLAIM_NONCE, META_ADVANCE, META_GET, META_PUT, PURGE_NONCES};
+use super::statements::{
+    self, ADVANCE_NONCE_HORIZON, CLAIM_NONCE, META_ADVANCE, META_GET, META_PUT, NONCE_HORIZON_ID, PURGE_NONCES,
+};
 use super::{sqlite_schema, Change, StoreOpenError};
 
 pub struct SqliteStore {
@@ -68,16 +70,19 @@ impl SqliteStore {
         {
             let mut claim = tx.prepare_cached(CLAIM_NONCE)?;
             for (id, expires_at) in claims {
-                fresh.push(claim.execute(rusqlite::params![id, expires_at])? == 1);
+                fresh.push(claim.execute(rusqlite::params![id, expires_at, NONCE_HORIZON_ID])? == 1);
             }
         }
         tx.commit()?;
         Ok(fresh)
     }
 
-    /// Forgets nonces whose requests can no longer be accepted anyway; returns how many.
+    /// Forgets nonces whose requests can no longer be accepted anyway, raising the horizon below
+    /// which claims are refused first (a clock stepped back must not revive them); returns how
+    /// many.
     pub fn purge_nonces(&mut self, now: i64) -> rusqlite::Result<usize> {
-        self.conn.prepare_cached(PURGE_NONCES)?.execute([now])
+        self.conn.prepare_cached(ADVANCE_NONCE_HORIZON)?.execute(params![NONCE_HORIZON_ID, now])?;
+        self.conn.prepare_cached(PURGE_NONCES)?.execute(params![NONCE_HORIZON_ID, now])
     }
 
     pub fn get_meta(&self, name: &str) -> rusqlite::Result<Option<Vec<u8>>> {

@@ -160,9 +160,27 @@ pub const META_PUT: &str =
 /// is not smaller: one statement, so a value never moves backwards and needs no read first.
 pub const META_ADVANCE: &str = "INSERT INTO meta(name, value) VALUES ($1, $2) ON CONFLICT (name)
      DO UPDATE SET value = excluded.value WHERE substr(meta.value, 1, 8) < substr(excluded.value, 1, 8)";
-/// `ON CONFLICT DO NOTHING`: one row changed for a fresh nonce, none for a replay.
-pub const CLAIM_NONCE: &str = "INSERT INTO request_nonces (id, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING";
-pub const PURGE_NONCES: &str = "DELETE FROM request_nonces WHERE expires_at < $1";
+/// `ON CONFLICT DO NOTHING`: one row changed for a fresh nonce, none for a replay – and none for
+/// a claim that expires at or before the purge horizon ($3 = [`NONCE_HORIZON_ID`]): a request
+/// like it may have been claimed and purged already.
+pub const CLAIM_NONCE: &str = "INSERT INTO request_nonces (id, expires_at) SELECT $1, $2
+     WHERE NOT EXISTS (SELECT 1 FROM request_nonces WHERE id = $3 AND expires_at >= $2) ON CONFLICT DO NOTHING";
+/// The row holding the purge horizon: the latest expiry a purge removed. Claims are 16-byte
+/// hashes, so the empty id is never one.
+pub const NONCE_HORIZON_ID: &[u8] = b"";
+/// Raises the horizon ($1 = [`NONCE_HORIZON_ID`]) to the latest expiry [`PURGE_NONCES`] is about
+/// to remove, never lowers it. The latest removed, not `now` ($2): after a clock stepped back,
+/// only requests no later than one already forgotten are refused – not every request until the
+/// clock catches up. Run before the purge: a crash between the two leaves rows the horizon
+/// already covers, never forgotten rows it does not.
+/// (SQLite numbers `$n` parameters in the order they first appear: here and in every statement
+/// both backends share, they appear in order.)
+pub const ADVANCE_NONCE_HORIZON: &str = "INSERT INTO request_nonces (id, expires_at)
+     SELECT $1, m FROM (SELECT max(expires_at) AS m FROM request_nonces WHERE id <> $1 AND expires_at < $2) AS due
+     WHERE m IS NOT NULL
+     ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at WHERE request_nonces.expires_at < excluded.expires_at";
+/// Forgets the claims that expired before $2, but not the horizon ($1 = [`NONCE_HORIZON_ID`]).
+pub const PURGE_NONCES: &str = "DELETE FROM request_nonces WHERE id <> $1 AND expires_at < $2";
 
 impl rusqlite::ToSql for Value<'_> {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
