@@ -11,6 +11,9 @@
 #   SERVERS="nbdkit-raw blockcrypt" bench/blockcrypt.sh       only some servers
 #   BLOCKCRYPT_B=/path/to/other/blockcrypt bench/blockcrypt.sh adds that build as blockcrypt-b
 #                                                              (an interleaved A/B of two builds)
+#   XTS=0 bench/blockcrypt.sh   skips the closing table of the sector cipher alone on one core
+#                               against OpenSSL's XTS mode (kms-xts; alone: cargo run --release
+#                               -p kms-bench --bin kms-xts [SECONDS])
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/timing.sh
@@ -19,6 +22,7 @@ for tool in qemu-nbd nbdkit nbdcopy fio; do
 done
 fio --enghelp 2>/dev/null | grep -qw nbd || { echo "this fio has no nbd engine"; exit 1; }
 cargo build --release -q -p blockcrypt --bin blockcrypt
+[ "${XTS:-1}" = 0 ] || cargo build --release -q -p kms-bench --bin kms-xts
 BC=$PWD/target/release/blockcrypt
 SIZE_MB=1024; FIO_TIME=10; REPEAT=${REPEAT:-1}
 if [ "${QUICK:-}" = 1 ]; then SIZE_MB=256; FIO_TIME=3; fi
@@ -98,3 +102,8 @@ for label, k in rows:
           + "".join(f"{ratio(p):>13.2f}x" for p in peers))
 print("(ratios: higher is better for blockcrypt; CPU rows compare CPU spent, so >1 means blockcrypt spends less)")
 PY
+
+if [ "${XTS:-1}" != 0 ]; then
+  echo "== the sector cipher alone, one core (kms-xts)"
+  target/release/kms-xts 1
+fi
