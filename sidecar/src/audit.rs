@@ -291,18 +291,12 @@ impl AuditLog {
     /// The trail's gauges for `/metrics`: the read-only lines waiting for the writer now, and the
     /// most that ever waited at once (at most `QUEUE`; requests wait beyond it).
     pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write;
+        use crate::metrics::gauge;
         let now = self.pending.events.lock().len();
         let peak = self.pending.peak.load(Ordering::Relaxed);
-        out.push_str("# HELP kms_audit_backlog_events Audit lines of read-only requests waiting for the writer.\n");
-        out.push_str("# TYPE kms_audit_backlog_events gauge\n");
-        let _ = writeln!(out, "kms_audit_backlog_events {now}");
-        let _ = writeln!(
-            out,
-            "# HELP kms_audit_backlog_peak_events The most audit lines that have waited at once (requests wait beyond {QUEUE})."
-        );
-        out.push_str("# TYPE kms_audit_backlog_peak_events gauge\n");
-        let _ = writeln!(out, "kms_audit_backlog_peak_events {peak}");
+        gauge(out, "kms_audit_backlog_events", "Audit lines of read-only requests waiting for the writer.", now);
+        let help = format!("The most audit lines that have waited at once (requests wait beyond {QUEUE}).");
+        gauge(out, "kms_audit_backlog_peak_events", &help, peak);
     }
 
     /// Waits until every event sent so far is written and anchored (at shutdown).

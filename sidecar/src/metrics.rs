@@ -71,6 +71,12 @@ impl Metrics {
     }
 }
 
+/// One gauge in the text exposition format: its help line, its type and its value. The other
+/// parts of the sidecar that keep state (the replay cache, the audit trail) render theirs with it.
+pub fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+}
+
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }

@@ -49,6 +49,19 @@ struct Shard {
     horizon: i64,
 }
 
+impl Shard {
+    /// Forgets the oldest second's nonces and raises the horizon over it (a request timestamped
+    /// then could no longer be told from a replay); false if nothing was held.
+    fn forget_oldest(&mut self) -> bool {
+        let Some((t, hashes)) = self.buckets.pop_first() else { return false };
+        for x in hashes {
+            self.seen.remove(x);
+        }
+        self.horizon = self.horizon.max(t);
+        true
+    }
+}
+
 pub struct NonceCache {
     keys: RwLock<HashMap<String, Arc<[Mutex<Shard>; SHARDS]>>>,
     skew_secs: i64,
@@ -77,15 +90,8 @@ impl NonceCache {
         // as with eviction, the horizon covers it: should the clock step back, the authenticator
         // would accept those timestamps again, and their nonces are gone.
         let expired = now - self.skew_secs;
-        while let Some(entry) = s.buckets.first_entry() {
-            if *entry.key() >= expired {
-                break;
-            }
-            let (t, hashes) = entry.remove_entry();
-            for x in hashes {
-                s.seen.remove(x);
-            }
-            s.horizon = s.horizon.max(t);
+        while s.buckets.first_key_value().is_some_and(|(t, _)| *t < expired) {
+            s.forget_oldest();
         }
         if ts <= s.horizon {
             return Err(Refused::BeyondHorizon);
@@ -93,12 +99,7 @@ impl NonceCache {
         if s.seen.contains(h) {
             return Err(Refused::Replayed);
         }
-        while s.seen.len() >= self.per_shard {
-            let Some((t, hashes)) = s.buckets.pop_first() else { break };
-            for x in hashes {
-                s.seen.remove(x);
-            }
-            s.horizon = s.horizon.max(t);
+        while s.seen.len() >= self.per_shard && s.forget_oldest() {
             if ts <= s.horizon {
                 return Err(Refused::BeyondHorizon);
             }
@@ -126,7 +127,7 @@ impl NonceCache {
     /// The cache's gauges for `/metrics`: nonces held and the bytes holding them (lookup tables and
     /// per-second lists, over every key) – what the per-key cap bounds, so an operator can see it.
     pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write;
+        use crate::metrics::gauge;
         let (mut held, mut bytes) = (0usize, 0usize);
         for shards in self.keys.read().values() {
             for s in shards.iter() {
@@ -135,14 +136,13 @@ impl NonceCache {
                 bytes += s.seen.bytes() + s.buckets.values().map(|v| v.capacity() * 8).sum::<usize>();
             }
         }
-        out.push_str("# HELP kms_replay_nonces Nonces of accepted signed requests held for replay protection.\n");
-        out.push_str("# TYPE kms_replay_nonces gauge\n");
-        let _ = writeln!(out, "kms_replay_nonces {held}");
-        out.push_str(
-            "# HELP kms_replay_cache_bytes Memory holding those nonces (lookup tables and per-second lists).\n",
+        gauge(out, "kms_replay_nonces", "Nonces of accepted signed requests held for replay protection.", held);
+        gauge(
+            out,
+            "kms_replay_cache_bytes",
+            "Memory holding those nonces (lookup tables and per-second lists).",
+            bytes,
         );
-        out.push_str("# TYPE kms_replay_cache_bytes gauge\n");
-        let _ = writeln!(out, "kms_replay_cache_bytes {bytes}");
     }
 
     fn shards_of(&self, access_key_id: &str) -> Arc<[Mutex<Shard>; SHARDS]> {
