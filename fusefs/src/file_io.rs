@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::content::{ContentError, FileCrypto, FileHeader, Layout, BLOCK_OVERHEAD, HEADER_LEN};
 use crate::keys::VolumeKeys;
+use crate::streaming;
 
 /// An open encrypted file.
 pub struct EncryptedFile {
@@ -164,7 +165,13 @@ impl EncryptedFile {
                 }
             }
             let at = self.layout.block_offset(first);
-            match self.file.write_all_at(out, at) {
+            // All blocks but a last one the write ends inside are whole and done with.
+            let whole = if end.is_multiple_of(bs) {
+                out.len()
+            } else {
+                (last - first) as usize * self.layout.stored_block_len()
+            };
+            match streaming::write_all_at(&self.file, out, at, whole) {
                 Ok(()) => {
                     self.stored_len = self.stored_len.max(at + out.len() as u64);
                     Ok(())

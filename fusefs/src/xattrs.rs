@@ -1,8 +1,14 @@
 //! Extended attributes (FORMAT.md §7): a plaintext attribute `name` is stored on the backing
 //! object as `user.kmsfs.<SIV(name)>` (deterministic, so it can be looked up) and its value as a
 //! sealed record bound to the name. Any namespace the kernel lets through (user, trusted,
-//! security) is kept this way; `system.*` (ACLs, which the kernel would have to interpret) is not
-//! supported.
+//! security) is kept this way, except two that are not the volume's to hold, which are refused
+//! with EOPNOTSUPP on every call (as a filesystem without them answers, ext4 `-o noacl` say):
+//! `system.*` (POSIX ACLs, which the kernel would have to interpret and enforce) and
+//! `security.selinux` (the label is the security module's: on a SELinux host the kernel answers it
+//! for a FUSE mount itself and refuses to store one; without one a stored label would only
+//! mislead). "Not supported" rather than "absent" also lets `ls -l`, `cp -a` and `getfacl` stop
+//! asking for the rest of the mount – `ls -lR` otherwise made two round trips to the daemon per
+//! file for them.
 
 use crate::keys::VolumeKeys;
 use crate::names::{NameCipher, DIR_IV_LEN};
@@ -16,14 +22,14 @@ const MAX_BACKING_NAME: usize = 255;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum XattrError {
-    /// A namespace that is not stored (`system.*`) or no namespace at all.
+    /// A name that is not stored (`system.*`, `security.selinux`) or no namespace at all.
     Unsupported,
     /// The encrypted name would exceed the backing filesystem's limit.
     TooLong,
 }
 
 pub fn backing_name(names: &NameCipher, name: &[u8]) -> Result<String, XattrError> {
-    if name.starts_with(b"system.") || !name.contains(&b'.') {
+    if name.starts_with(b"system.") || name == b"security.selinux" || !name.contains(&b'.') {
         return Err(XattrError::Unsupported);
     }
     let backing = format!("{BACKING_PREFIX}{}", names.encrypt(&XATTR_IV, name));
@@ -64,6 +70,8 @@ mod tests {
         assert_eq!(plain_name(&names, b.as_bytes()).unwrap(), b"user.mime_type");
         assert_eq!(plain_name(&names, b"user.other"), None);
         assert_eq!(backing_name(&names, b"system.posix_acl_access"), Err(XattrError::Unsupported));
+        assert_eq!(backing_name(&names, b"security.selinux"), Err(XattrError::Unsupported));
+        assert!(backing_name(&names, b"security.capability").is_ok());
         assert_eq!(backing_name(&names, &[b'u'; 200]), Err(XattrError::Unsupported));
         let long = [b"user.".to_vec(), vec![b'x'; 200]].concat();
         assert_eq!(backing_name(&names, &long), Err(XattrError::TooLong));

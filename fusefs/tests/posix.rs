@@ -263,6 +263,39 @@ fn attributes_times_statfs_xattrs() {
     assert_eq!(names, vec![&b"trusted.secret"[..], b"user.colour"]);
     rustix::fs::removexattr(ps, "user.colour").unwrap();
     assert_eq!(rustix::fs::getxattr(ps, "user.colour", &mut buf[..]).unwrap_err(), rustix::io::Errno::NODATA);
+    // The same while the file is open (the daemon then calls on its open descriptor), and
+    // chmod through the open file.
+    let held = OpenOptions::new().read(true).open(&p).unwrap();
+    rustix::fs::fsetxattr(&held, "user.open", b"o", rustix::fs::XattrFlags::CREATE).unwrap();
+    let n = rustix::fs::fgetxattr(&held, "user.open", &mut buf[..]).unwrap();
+    assert_eq!(&buf[..n], b"o");
+    let n = rustix::fs::flistxattr(&held, &mut buf[..]).unwrap();
+    assert!(buf[..n].split(|&b| b == 0).any(|s| s == b"user.open"));
+    rustix::fs::fremovexattr(&held, "user.open").unwrap();
+    assert_eq!(rustix::fs::fgetxattr(&held, "user.open", &mut buf[..]).unwrap_err(), rustix::io::Errno::NODATA);
+    held.set_permissions(fs::Permissions::from_mode(0o604)).unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().mode() & 0o7777, 0o604);
+    drop(held);
+    // ACLs and the SELinux label are not the volume's: "not supported" on every call, for files,
+    // directories and symlinks alike (so `ls -l` stops asking), and nothing is stored.
+    std::os::unix::fs::symlink("f", m.mnt.join("link")).unwrap();
+    let link = m.mnt.join("link");
+    for path in [ps, m.mnt.to_str().unwrap(), link.to_str().unwrap()] {
+        for name in ["system.posix_acl_access", "system.posix_acl_default", "security.selinux"] {
+            let unsupported = Some(rustix::io::Errno::OPNOTSUPP);
+            assert_eq!(rustix::fs::lgetxattr(path, name, &mut buf[..]).err(), unsupported, "{path} {name}");
+            if name != "system.posix_acl_default" || path == m.mnt.to_str().unwrap() {
+                // (removing a file's default ACL the kernel answers itself: there is none)
+                assert_eq!(rustix::fs::lremovexattr(path, name).err(), unsupported, "{path} {name}");
+            }
+        }
+    }
+    let e =
+        rustix::fs::setxattr(ps, "security.selinux", b"system_u:object_r:etc_t:s0", rustix::fs::XattrFlags::empty());
+    assert_eq!(e.unwrap_err(), rustix::io::Errno::OPNOTSUPP);
+    let ls = std::process::Command::new("ls").arg("-lR").arg(&m.mnt).output().unwrap();
+    assert!(ls.status.success() && ls.stderr.is_empty(), "{}", String::from_utf8_lossy(&ls.stderr));
+    fs::remove_file(&link).unwrap();
     let backing = m.backing_files();
     for f in &backing {
         let mut raw = vec![0u8; 4096];

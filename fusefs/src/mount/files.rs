@@ -256,8 +256,12 @@ impl KmsFs {
         // local user could swap for a symlink between lookup and call.
         if let Some(mode) = c.mode {
             let mode = Mode::from_raw_mode(mode & 0o7777);
-            rustix::fs::chmodat(rustix::fs::CWD, inode.pin()?.path().as_str(), mode, AtFlags::empty())
-                .map_err(errno)?;
+            let pinned = inode.pin()?;
+            match pinned.open_fd() {
+                Some(fd) => rustix::fs::fchmod(fd, mode),
+                None => rustix::fs::chmodat(rustix::fs::CWD, pinned.path().as_str(), mode, AtFlags::empty()),
+            }
+            .map_err(errno)?;
         }
         if c.uid.is_some() || c.gid.is_some() {
             let uid = c.uid.map(rustix::process::Uid::from_raw);

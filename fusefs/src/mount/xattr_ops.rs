@@ -1,14 +1,16 @@
 //! Extended attributes through the kernel: names and values are sealed (crate::xattrs) and kept
-//! as `user.kmsfs.*` attributes of the backing object, reached through the `/proc/self/fd` path
-//! of its pinned descriptor (an `O_PATH` descriptor cannot carry xattr calls itself).
+//! as `user.kmsfs.*` attributes of the backing object: of an open file through its descriptor,
+//! else through the `/proc/self/fd` path of its pinned descriptor (an `O_PATH` descriptor cannot
+//! carry xattr calls itself).
 
 use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 
 use fuser::{Errno, INodeNo};
 use rustix::fs::XattrFlags;
 
-use super::inodes::Kind;
+use super::inodes::{Kind, Pinned, ProcPath};
 use super::{errno, KmsFs};
 use crate::xattrs::{self, XattrError};
 
@@ -29,26 +31,18 @@ impl KmsFs {
         let backing = self.xattr_name(name)?;
         let sealed = xattrs::seal_value(&self.keys, name.as_bytes(), value);
         let flags = XattrFlags::from_bits(flags as u32).ok_or(Errno::EINVAL)?;
-        rustix::fs::setxattr(inode.pin()?.path().as_str(), backing.as_str(), &sealed, flags).map_err(errno)
+        Target::of(&inode.pin()?).set(&backing, &sealed, flags).map_err(errno)
     }
 
     pub(super) fn get_xattr(&self, ino: INodeNo, name: &OsStr) -> Result<Vec<u8>, Errno> {
+        let backing = self.xattr_name(name)?;
         let inode = self.inode(ino)?;
         if inode.kind == Kind::Symlink {
             return Err(Errno::NO_XATTR);
         }
-        let backing = match self.xattr_name(name) {
-            Ok(b) => b,
-            // Asked for on every write (security.capability) or by `ls` (ACLs): simply absent.
-            Err(Errno::EOPNOTSUPP) => return Err(Errno::NO_XATTR),
-            Err(e) => return Err(e),
-        };
         let pinned = inode.pin()?;
-        let path = pinned.path();
-        let sealed = read_sized(
-            || rustix::fs::getxattr_query(path.as_str(), backing.as_str()),
-            |buf| rustix::fs::getxattr(path.as_str(), backing.as_str(), buf),
-        )?;
+        let target = Target::of(&pinned);
+        let sealed = read_sized(|| target.get_query(&backing), |buf| target.get(&backing, buf))?;
         match xattrs::open_value(&self.keys, name.as_bytes(), &sealed) {
             Some(v) => Ok(v.to_vec()),
             None => {
@@ -64,9 +58,8 @@ impl KmsFs {
             return Ok(Vec::new());
         }
         let pinned = inode.pin()?;
-        let path = pinned.path();
-        let raw =
-            read_sized(|| rustix::fs::listxattr_query(path.as_str()), |buf| rustix::fs::listxattr(path.as_str(), buf))?;
+        let target = Target::of(&pinned);
+        let raw = read_sized(|| target.list_query(), |buf| target.list(buf))?;
         let mut out = Vec::new();
         for backing in raw.split(|&b| b == 0).filter(|n| !n.is_empty()) {
             if let Some(name) = xattrs::plain_name(&self.names, backing) {
@@ -79,15 +72,66 @@ impl KmsFs {
 
     pub(super) fn remove_xattr(&self, ino: INodeNo, name: &OsStr) -> Result<(), Errno> {
         self.writable()?;
+        let backing = self.xattr_name(name)?;
         let inode = self.inode(ino)?;
         if inode.kind == Kind::Symlink {
             return Err(Errno::NO_XATTR);
         }
-        let backing = match self.xattr_name(name) {
-            Err(Errno::EOPNOTSUPP) => return Err(Errno::NO_XATTR),
-            other => other?,
-        };
-        rustix::fs::removexattr(inode.pin()?.path().as_str(), backing.as_str()).map_err(errno)
+        Target::of(&inode.pin()?).remove(&backing).map_err(errno)
+    }
+}
+
+/// Where the calls for a pinned object go.
+enum Target<'a> {
+    Fd(&'a OwnedFd),
+    Path(ProcPath<'a>),
+}
+
+impl<'a> Target<'a> {
+    fn of(pinned: &'a Pinned) -> Target<'a> {
+        pinned.open_fd().map_or_else(|| Target::Path(pinned.path()), Target::Fd)
+    }
+
+    fn get_query(&self, name: &str) -> rustix::io::Result<usize> {
+        match self {
+            Target::Fd(fd) => rustix::fs::fgetxattr_query(fd, name),
+            Target::Path(p) => rustix::fs::getxattr_query(p.as_str(), name),
+        }
+    }
+
+    fn get(&self, name: &str, buf: &mut [u8]) -> rustix::io::Result<usize> {
+        match self {
+            Target::Fd(fd) => rustix::fs::fgetxattr(fd, name, buf),
+            Target::Path(p) => rustix::fs::getxattr(p.as_str(), name, buf),
+        }
+    }
+
+    fn list_query(&self) -> rustix::io::Result<usize> {
+        match self {
+            Target::Fd(fd) => rustix::fs::flistxattr_query(fd),
+            Target::Path(p) => rustix::fs::listxattr_query(p.as_str()),
+        }
+    }
+
+    fn list(&self, buf: &mut [u8]) -> rustix::io::Result<usize> {
+        match self {
+            Target::Fd(fd) => rustix::fs::flistxattr(fd, buf),
+            Target::Path(p) => rustix::fs::listxattr(p.as_str(), buf),
+        }
+    }
+
+    fn set(&self, name: &str, value: &[u8], flags: XattrFlags) -> rustix::io::Result<()> {
+        match self {
+            Target::Fd(fd) => rustix::fs::fsetxattr(fd, name, value, flags),
+            Target::Path(p) => rustix::fs::setxattr(p.as_str(), name, value, flags),
+        }
+    }
+
+    fn remove(&self, name: &str) -> rustix::io::Result<()> {
+        match self {
+            Target::Fd(fd) => rustix::fs::fremovexattr(fd, name),
+            Target::Path(p) => rustix::fs::removexattr(p.as_str(), name),
+        }
     }
 }
 
