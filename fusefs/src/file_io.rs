@@ -275,7 +275,12 @@ mod tests {
                 match rng.gen_range(0..10) {
                     0..=5 => {
                         let off = rng.gen_range(0..=model.len() as u64 + 3 * bs as u64);
-                        let len = rng.gen_range(1..3 * bs);
+                        // Now and then one large enough to be streamed (streaming.rs).
+                        let len = if rng.gen_range(0..16) == 0 {
+                            rng.gen_range(1..48 * bs)
+                        } else {
+                            rng.gen_range(1..3 * bs)
+                        };
                         let data: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
                         f.write_at(&data, off).unwrap();
                         let end = off as usize + len;
