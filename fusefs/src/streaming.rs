@@ -78,4 +78,15 @@ mod tests {
             assert!(back[6..] == data[..len], "len {len}, stream {stream}");
         }
     }
+
+    #[test]
+    fn a_filesystem_without_the_flag_gets_ordinary_writes() {
+        // tmpfs refuses RWF_DONTCACHE with EOPNOTSUPP.
+        let Ok(dir) = tempfile::tempdir_in("/dev/shm") else { return };
+        let path = dir.path().join("f");
+        let f = File::options().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+        let data = vec![0x5a; 2 * STREAM_FROM];
+        write_all_at(&f, &data, 0, data.len()).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+    }
 }
