@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use fuser::{Errno, FileAttr, FopenFlags, INodeNo, Request, TimeOrNow};
 use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps, UTIME_NOW, UTIME_OMIT};
 
-use super::inodes::{Content, Inode, Kind};
+use super::inodes::{Content, Inode, Kind, Reach};
 use super::{errno, io_errno, KmsFs};
 use crate::file_io::EncryptedFile;
 
@@ -257,9 +257,9 @@ impl KmsFs {
         if let Some(mode) = c.mode {
             let mode = Mode::from_raw_mode(mode & 0o7777);
             let pinned = inode.pin()?;
-            match pinned.open_fd() {
-                Some(fd) => rustix::fs::fchmod(fd, mode),
-                None => rustix::fs::chmodat(rustix::fs::CWD, pinned.path().as_str(), mode, AtFlags::empty()),
+            match pinned.reach() {
+                Reach::Fd(fd) => rustix::fs::fchmod(fd, mode),
+                Reach::Path(p) => rustix::fs::chmodat(rustix::fs::CWD, p.as_str(), mode, AtFlags::empty()),
             }
             .map_err(errno)?;
         }

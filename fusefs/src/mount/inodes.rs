@@ -187,19 +187,30 @@ impl Pinned {
         &self.fd
     }
 
-    /// The descriptor if it is an open file's: the `f*` calls (fchmod, fgetxattr, …) work on it
-    /// directly, where an `O_PATH` one needs [`Pinned::path`] – a walk through procfs that was
-    /// 60 % of the daemon's time for a `getxattr`.
-    pub fn open_fd(&self) -> Option<&OwnedFd> {
-        self.open.then_some(&self.fd)
-    }
-
     /// `/proc/self/fd/<n>`: the kernel resolves this magic link to the open object itself and
     /// does not follow it further even when the object is a symlink (chmod on it answers
     /// EOPNOTSUPP), so calls that take only a path (chmod, access, xattrs) act on exactly it.
     pub fn path(&self) -> ProcPath<'_> {
         ProcPath(crate::dirs::fd_path(&self.fd), std::marker::PhantomData)
     }
+
+    /// How a call that an `O_PATH` descriptor cannot carry (chmod, xattrs) reaches the object:
+    /// an open file's own descriptor takes the `f*` call directly; otherwise through
+    /// [`Pinned::path`] – a walk through procfs that was 60 % of the daemon's time for a
+    /// `getxattr`.
+    pub fn reach(&self) -> Reach<'_> {
+        if self.open {
+            Reach::Fd(&self.fd)
+        } else {
+            Reach::Path(self.path())
+        }
+    }
+}
+
+/// See [`Pinned::reach`].
+pub enum Reach<'a> {
+    Fd(&'a OwnedFd),
+    Path(ProcPath<'a>),
 }
 
 /// The magic-link path of a [`Pinned`] object, valid only while it is: the borrow keeps the

@@ -4,13 +4,12 @@
 //! carry xattr calls itself).
 
 use std::ffi::OsStr;
-use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 
 use fuser::{Errno, INodeNo};
 use rustix::fs::XattrFlags;
 
-use super::inodes::{Kind, Pinned, ProcPath};
+use super::inodes::{Kind, Reach};
 use super::{errno, KmsFs};
 use crate::xattrs::{self, XattrError};
 
@@ -31,7 +30,7 @@ impl KmsFs {
         let backing = self.xattr_name(name)?;
         let sealed = xattrs::seal_value(&self.keys, name.as_bytes(), value);
         let flags = XattrFlags::from_bits(flags as u32).ok_or(Errno::EINVAL)?;
-        Target::of(&inode.pin()?).set(&backing, &sealed, flags).map_err(errno)
+        inode.pin()?.reach().set(&backing, &sealed, flags).map_err(errno)
     }
 
     pub(super) fn get_xattr(&self, ino: INodeNo, name: &OsStr) -> Result<Vec<u8>, Errno> {
@@ -41,7 +40,7 @@ impl KmsFs {
             return Err(Errno::NO_XATTR);
         }
         let pinned = inode.pin()?;
-        let target = Target::of(&pinned);
+        let target = pinned.reach();
         let sealed = read_sized(|| target.get_query(&backing), |buf| target.get(&backing, buf))?;
         match xattrs::open_value(&self.keys, name.as_bytes(), &sealed) {
             Some(v) => Ok(v.to_vec()),
@@ -58,7 +57,7 @@ impl KmsFs {
             return Ok(Vec::new());
         }
         let pinned = inode.pin()?;
-        let target = Target::of(&pinned);
+        let target = pinned.reach();
         let raw = read_sized(|| target.list_query(), |buf| target.list(buf))?;
         let mut out = Vec::new();
         for backing in raw.split(|&b| b == 0).filter(|n| !n.is_empty()) {
@@ -77,60 +76,51 @@ impl KmsFs {
         if inode.kind == Kind::Symlink {
             return Err(Errno::NO_XATTR);
         }
-        Target::of(&inode.pin()?).remove(&backing).map_err(errno)
+        inode.pin()?.reach().remove(&backing).map_err(errno)
     }
 }
 
-/// Where the calls for a pinned object go.
-enum Target<'a> {
-    Fd(&'a OwnedFd),
-    Path(ProcPath<'a>),
-}
-
-impl<'a> Target<'a> {
-    fn of(pinned: &'a Pinned) -> Target<'a> {
-        pinned.open_fd().map_or_else(|| Target::Path(pinned.path()), Target::Fd)
-    }
-
+/// The xattr calls, on the object's descriptor or through its path.
+impl Reach<'_> {
     fn get_query(&self, name: &str) -> rustix::io::Result<usize> {
         match self {
-            Target::Fd(fd) => rustix::fs::fgetxattr_query(fd, name),
-            Target::Path(p) => rustix::fs::getxattr_query(p.as_str(), name),
+            Reach::Fd(fd) => rustix::fs::fgetxattr_query(fd, name),
+            Reach::Path(p) => rustix::fs::getxattr_query(p.as_str(), name),
         }
     }
 
     fn get(&self, name: &str, buf: &mut [u8]) -> rustix::io::Result<usize> {
         match self {
-            Target::Fd(fd) => rustix::fs::fgetxattr(fd, name, buf),
-            Target::Path(p) => rustix::fs::getxattr(p.as_str(), name, buf),
+            Reach::Fd(fd) => rustix::fs::fgetxattr(fd, name, buf),
+            Reach::Path(p) => rustix::fs::getxattr(p.as_str(), name, buf),
         }
     }
 
     fn list_query(&self) -> rustix::io::Result<usize> {
         match self {
-            Target::Fd(fd) => rustix::fs::flistxattr_query(fd),
-            Target::Path(p) => rustix::fs::listxattr_query(p.as_str()),
+            Reach::Fd(fd) => rustix::fs::flistxattr_query(fd),
+            Reach::Path(p) => rustix::fs::listxattr_query(p.as_str()),
         }
     }
 
     fn list(&self, buf: &mut [u8]) -> rustix::io::Result<usize> {
         match self {
-            Target::Fd(fd) => rustix::fs::flistxattr(fd, buf),
-            Target::Path(p) => rustix::fs::listxattr(p.as_str(), buf),
+            Reach::Fd(fd) => rustix::fs::flistxattr(fd, buf),
+            Reach::Path(p) => rustix::fs::listxattr(p.as_str(), buf),
         }
     }
 
     fn set(&self, name: &str, value: &[u8], flags: XattrFlags) -> rustix::io::Result<()> {
         match self {
-            Target::Fd(fd) => rustix::fs::fsetxattr(fd, name, value, flags),
-            Target::Path(p) => rustix::fs::setxattr(p.as_str(), name, value, flags),
+            Reach::Fd(fd) => rustix::fs::fsetxattr(fd, name, value, flags),
+            Reach::Path(p) => rustix::fs::setxattr(p.as_str(), name, value, flags),
         }
     }
 
     fn remove(&self, name: &str) -> rustix::io::Result<()> {
         match self {
-            Target::Fd(fd) => rustix::fs::fremovexattr(fd, name),
-            Target::Path(p) => rustix::fs::removexattr(p.as_str(), name),
+            Reach::Fd(fd) => rustix::fs::fremovexattr(fd, name),
+            Reach::Path(p) => rustix::fs::removexattr(p.as_str(), name),
         }
     }
 }
