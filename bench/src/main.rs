@@ -69,7 +69,8 @@ enum Cmd {
         #[arg(long)]
         bare_pid: Option<u32>,
         /// Only these rows (comma-separated names as printed, e.g. `Encrypt,GetSecretValue`;
-        /// `agent` for the agent's): for profiling or an A/B of one cell.
+        /// `agent` for the agent's; `ping` for GET /ping, the HTTP layer alone, which only runs
+        /// when named): for profiling or an A/B of one cell.
         #[arg(long)]
         ops: Option<String>,
     },
@@ -382,6 +383,9 @@ enum Op {
     GetSecretValue,
     /// GET /v1/<name> on the agent, with the token.
     AgentGet,
+    /// GET /ping on the API port: no signature, no action, no audit line – the sidecar's HTTP
+    /// layer alone, against the same bare server.
+    Ping,
     CreateKey,
     /// A new version (fresh id) of the secret [`BENCH_SECRET`], which every client writes.
     PutSecretValue,
@@ -435,7 +439,7 @@ async fn load(
                     Op::Decrypt => signed("Decrypt", &[("CiphertextBlob", &blob)], &creds),
                     Op::GenerateDataKey => signed("GenerateDataKey", &[("KeyId", &key)], &creds),
                     Op::GetSecretValue => signed("GetSecretValue", &[("SecretName", BENCH_SECRET)], &creds),
-                    Op::AgentGet => String::new(),
+                    Op::AgentGet | Op::Ping => String::new(),
                     Op::CreateKey => signed("CreateKey", &[], &creds),
                     Op::PutSecretValue | Op::PutOwnSecret => {
                         let v = uuid::Uuid::new_v4().simple().to_string();
@@ -450,6 +454,8 @@ async fn load(
                 let t = Instant::now();
                 let (st, _) = if op == Op::AgentGet {
                     conn.get_agent("/v1/bench%2Fsecret", &token).await
+                } else if op == Op::Ping {
+                    conn.get_agent("/ping", "").await
                 } else {
                     conn.send(&body).await
                 };
@@ -537,8 +543,11 @@ async fn run(
     if let Some((addr, _)) = &agent {
         ops.push(("agent GET /v1", Op::AgentGet, addr.clone()));
     }
-    let wanted = |name: &str| {
-        only.as_ref().is_none_or(|o| o.iter().any(|w| w == name || (w == "agent" && name.starts_with("agent"))))
+    // Only when asked for (`--ops ping`): the floor under every row, not a row of the API.
+    ops.push(("ping", Op::Ping, sidecar.clone()));
+    let wanted = |name: &str| match &only {
+        None => name != "ping",
+        Some(o) => o.iter().any(|w| w == name || (w == "agent" && name.starts_with("agent"))),
     };
     for (name, op, target) in ops.into_iter().filter(|(name, ..)| wanted(name)) {
         for &c in &conc {

@@ -135,24 +135,27 @@ fn handle(
     app.metrics.count_agent(label);
     let full_queue = app.audit.as_ref().and_then(|audit| {
         let (code, status) = crate::audit::answer_code(&result);
-        let event = crate::audit::AuditEvent {
-            time: kms_core::clock::format_iso(app.engine.now()),
-            request_id: rid.clone(),
-            principal: agent.caller.label(),
-            access_key_id: "agent".into(),
-            source_ip: conn.source_ip(),
-            user_agent: req.headers().get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("").to_string(),
-            action: format!("agent:GetSecretValue ({label})"),
-            resources,
+        let time = kms_core::clock::format_iso(app.engine.now());
+        let principal = agent.caller.label();
+        let source_ip = conn.source_ip();
+        let action = format!("agent:GetSecretValue ({label})");
+        let entry = crate::audit::Entry {
+            time: &time,
+            request_id: &rid,
+            principal: &principal,
+            access_key_id: "agent",
+            source_ip: &source_ip,
+            user_agent: req.headers().get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or(""),
+            action: &action,
+            resources: &resources,
             code,
             http_status: status,
             latency_us: started.elapsed().as_micros() as u64,
-            ..Default::default()
         };
-        let event = audit.try_record(event)?;
+        let line = audit.try_record(&entry)?;
         // Only a full queue needs its own handle on the log (the wait outlives this call).
         let audit = audit.clone();
-        Some(Box::pin(async move { audit.record(event).await }))
+        Some(Box::pin(async move { audit.record(line).await }))
     });
     let response = match result {
         Ok(body) => respond(200, &rid, CONTENT_TYPE, body),

@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use crate::actions;
-use crate::audit::{AuditEvent, AuditLog};
+use crate::audit::{AuditLog, Entry};
 use crate::auth::{Authenticator, RequestParts};
 use crate::conn::{ConnLimits, ConnState, Watched};
 use crate::metrics::Metrics;
@@ -121,9 +121,13 @@ pub fn handle(
         let known = outcome.known;
         // The metric's label is static: the name as sent moves into the audit line.
         let label = metric_label(known, outcome.action.is_some());
-        let source_ip = conn.source_ip();
-        let user_agent = header("user-agent").unwrap_or("").to_string();
-        let result = record(&state, &request_id, started, outcome, source_ip, user_agent, result).await;
+        let user_agent = header("user-agent").unwrap_or("");
+        // The line is rendered when `record` is called: the address need not wait in the future.
+        let result = {
+            let source_ip = conn.source_ip();
+            record(&state, &request_id, started, outcome, &source_ip, user_agent, result)
+        }
+        .await;
         let (code, response) = match result {
             Ok(value) => ("OK", respond(200, &request_id, CONTENT_TYPE, success_body(&request_id, value))),
             Err(e) => {
@@ -160,35 +164,35 @@ pub(crate) fn record<'a>(
     state: &'a AppState,
     request_id: &str,
     started: Instant,
-    // Taken, not borrowed: its strings move into the audit line instead of being copied.
     outcome: Outcome,
-    source_ip: String,
-    user_agent: String,
+    source_ip: &str,
+    user_agent: &str,
     mut result: Result<Vec<u8>, KmsError>,
 ) -> impl std::future::Future<Output = Result<Vec<u8>, KmsError>> + Send + 'a {
     let wait: AuditWait<'a> = state.audit.as_deref().and_then(|audit| {
         let (code, status) = crate::audit::answer_code(&result);
         let mutating = outcome.known.is_some_and(Action::is_mutating);
-        let event = AuditEvent {
-            time: kms_core::clock::format_iso(state.engine.now()),
-            request_id: request_id.to_string(),
-            principal: outcome.principal,
-            access_key_id: outcome.access_key_id,
+        let time = kms_core::clock::format_iso(state.engine.now());
+        let entry = Entry {
+            time: &time,
+            request_id,
+            principal: &outcome.principal,
+            access_key_id: &outcome.access_key_id,
             source_ip,
             user_agent,
-            action: outcome.action.unwrap_or_default(),
-            resources: outcome.resources,
+            action: outcome.action.as_deref().unwrap_or_default(),
+            resources: &outcome.resources,
             code,
             http_status: status,
             latency_us: started.elapsed().as_micros() as u64,
-            ..Default::default()
         };
         if mutating {
-            Some(Box::pin(async move { (!audit.record_durably(event).await).then(|| audit.failure()) }) as _)
+            let line = entry.rendered();
+            Some(Box::pin(async move { (!audit.record_durably(line).await).then(|| audit.failure()) }) as _)
         } else {
-            let event = audit.try_record(event)?;
+            let line = audit.try_record(&entry)?;
             Some(Box::pin(async move {
-                audit.record(event).await;
+                audit.record(line).await;
                 None
             }) as _)
         }
@@ -296,7 +300,7 @@ pub(crate) async fn call_internal(
         access_key_id: who.access_key_id.to_string(),
         resources,
     };
-    let result = record(state, &request_id, started, outcome, who.source_ip, who.user_agent, result).await;
+    let result = record(state, &request_id, started, outcome, &who.source_ip, &who.user_agent, result).await;
     let code = match &result {
         Ok(_) => "OK",
         Err(e) => e.code().code(),

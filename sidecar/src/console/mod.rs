@@ -327,7 +327,7 @@ async fn sign_in(c: &Console, r: &Req) -> Response<Body> {
     let agent = format!("console; {}", r.user_agent);
     let result = outcome.as_ref().map(|_| Vec::new()).map_err(Clone::clone);
     let request_id = crate::wire::response::new_request_id();
-    let _ = crate::server::record(&c.app, &request_id, started, audited, source, agent, result).await;
+    let _ = crate::server::record(&c.app, &request_id, started, audited, &source, &agent, result).await;
     match outcome {
         Ok(p) => {
             let cookie = c.sessions.start(p, id, r.lang);

@@ -24,6 +24,10 @@ use kms_core::engine::{Anchor, ChainKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+mod line;
+use line::{link_of, seal, split_line};
+pub use line::{Entry, Rendered};
+
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 const CURRENT: &str = "audit.log";
 /// Events waiting for the writer, at most. A full queue makes `record` wait: requests slow down
@@ -35,15 +39,17 @@ const ANCHOR_LAG: Duration = Duration::from_secs(1);
 /// woken at most about once per this, not once per request (a thread wake-up per request cost a
 /// third of the sidecar's throughput; README, "Benchmarks").
 const GATHER: Duration = Duration::from_millis(1);
-/// `,"mac":"` + 64 hex + `"}`: how every keyed line ends.
-const MAC_PREFIX: &[u8] = b",\"mac\":\"";
-const MAC_SUFFIX_LEN: usize = MAC_PREFIX.len() + 64 + 2;
+/// Bytes of rendered lines waiting for the writer, at most (besides `QUEUE` lines): a line's
+/// user agent is the client's to choose.
+const QUEUE_BYTES: usize = 8 << 20;
+/// A drained queue's buffer is handed back for the next batch unless a burst grew it past this.
+const SPARE_BYTES: usize = 1 << 20;
 
 /// The code and HTTP status an answer is recorded with: `OK`/200, or the error's.
-pub(crate) fn answer_code<T>(result: &Result<T, kms_core::KmsError>) -> (String, u16) {
+pub(crate) fn answer_code<T>(result: &Result<T, kms_core::KmsError>) -> (&'static str, u16) {
     match result {
-        Ok(_) => ("OK".to_string(), 200),
-        Err(e) => (e.code().code().to_string(), e.http_status()),
+        Ok(_) => ("OK", 200),
+        Err(e) => (e.code().code(), e.http_status()),
     }
 }
 
@@ -89,53 +95,15 @@ impl AnchorStore for std::sync::Weak<kms_core::Engine> {
     }
 }
 
-/// The line for `e` (whose `seq` and `prev` are set) with its MAC appended, and the MAC.
-fn seal_line(key: &ChainKey, e: &AuditEvent, out: &mut Vec<u8>) -> [u8; 32] {
-    debug_assert!(e.mac.is_empty());
-    let start = out.len();
-    serde_json::to_writer(&mut *out, e).expect("events serialise");
-    let tag = key.mac(&out[start..]);
-    out.pop(); // the closing brace; the MAC field goes before it
-    out.extend_from_slice(MAC_PREFIX);
-    let mut hex_tag = [0u8; 64];
-    hex::encode_to_slice(tag, &mut hex_tag).expect("64 hex digits for 32 bytes");
-    out.extend_from_slice(&hex_tag);
-    out.extend_from_slice(b"\"}");
-    tag
-}
-
 /// About how long a line is (they are 350–600 bytes), to size a batch's buffer.
 const LINE_BYTES_HINT: usize = 512;
+/// What sealing adds to an entry's rendering: `seq` (up to 20 digits), `prev` and `mac` (64 hex
+/// digits each) and their names and quotes.
+const SEAL_BYTES: usize = 180;
 
-/// For a keyed line: the bytes its MAC covers (the line without its `mac` field) and the MAC.
-/// `None` if the line does not end the way the writer ends every keyed line.
-fn split_line(line: &[u8]) -> Option<(Vec<u8>, [u8; 32])> {
-    let cut = line.len().checked_sub(MAC_SUFFIX_LEN)?;
-    let (body, tail) = line.split_at(cut);
-    let hex_part = tail.strip_prefix(MAC_PREFIX)?.strip_suffix(b"\"}")?;
-    if hex_part.iter().any(|b| b.is_ascii_uppercase()) {
-        return None;
-    }
-    let tag: [u8; 32] = hex::decode(hex_part).ok()?.try_into().ok()?;
-    let mut signed = body.to_vec();
-    signed.push(b'}');
-    Some((signed, tag))
-}
-
-/// The chain value a line passes on as the next line's `prev`: its MAC, or for a line written
-/// before lines were keyed, the SHA-256 of its bytes.
-fn link_of(line: &[u8]) -> String {
-    match split_line(line) {
-        Some((_, tag)) => hex::encode(tag),
-        None => hex::encode(Sha256::digest(line)),
-    }
-}
-
-// Write is the hot path (one per request); boxing it to shrink the rare Flush would cost an
-// allocation per request.
-#[allow(clippy::large_enum_variant)]
 enum Job {
-    Write(AuditEvent, Option<tokio::sync::oneshot::Sender<bool>>),
+    /// A change's line: written, synced and anchored before the sender hears `true`.
+    Write(Rendered, Option<tokio::sync::oneshot::Sender<bool>>),
     /// Anchor whatever is written, then answer.
     Flush(tokio::sync::oneshot::Sender<bool>),
     /// Lines are waiting in `Pending`.
@@ -145,11 +113,24 @@ enum Job {
 /// Lines of read-only requests, waiting for the writer without a channel message each.
 #[derive(Default)]
 struct Pending {
-    events: parking_lot::Mutex<Vec<AuditEvent>>,
+    lines: parking_lot::Mutex<Waiting>,
     /// A Kick is on its way (or the writer is about to look): no need for another.
     kicked: AtomicBool,
     /// The most lines that have waited at once (`/metrics`: how far the writer fell behind).
     peak: std::sync::atomic::AtomicUsize,
+}
+
+/// Rendered entries ([`Entry`]), each followed by a newline, and how many.
+#[derive(Default)]
+struct Waiting {
+    bytes: Vec<u8>,
+    count: usize,
+}
+
+impl Waiting {
+    fn entries(&self) -> impl Iterator<Item = &[u8]> {
+        self.bytes.split(|&b| b == b'\n').take(self.count)
+    }
 }
 
 /// Handle to the writer thread.
@@ -175,6 +156,8 @@ struct Writer {
     /// The seq last anchored, and when.
     anchored: u64,
     anchored_at: Instant,
+    /// The last drained queue's buffer, emptied, for the next one to fill.
+    spare: Vec<u8>,
 }
 
 impl AuditLog {
@@ -208,6 +191,7 @@ impl AuditLog {
             anchor_ok: Arc::new(AtomicBool::new(true)),
             anchored: anchor.map_or(0, |a| a.seq),
             anchored_at: Instant::now(),
+            spare: Vec::new(),
         };
         w.reopen().map_err(|e| format!("{}: {e}", dir.join(CURRENT).display()))?;
         let healthy = Arc::new(AtomicBool::new(true));
@@ -245,39 +229,22 @@ impl AuditLog {
         }
     }
 
-    /// Queues an event without waiting for the disk (read-only calls): `None` once queued, the
-    /// event back when the writer is `QUEUE` events behind – then [`record`](Self::record) waits
-    /// for room. The writer is woken once for all the events that arrive while it gathers, not
-    /// once per event.
-    pub fn try_record(&self, e: AuditEvent) -> Option<AuditEvent> {
-        let refused = {
-            let mut events = self.pending.events.lock();
-            if events.len() < QUEUE {
-                events.push(e);
-                if events.len() > self.pending.peak.load(Ordering::Relaxed) {
-                    // Under the lock: no other writer of `peak` races this one.
-                    self.pending.peak.store(events.len(), Ordering::Relaxed);
-                }
-                None
-            } else {
-                Some(e)
-            }
-        };
-        if !self.pending.kicked.swap(true, Ordering::AcqRel) {
-            // A full channel means the writer is busy; it takes the pending lines anyway.
-            let _ = self.tx.try_send(Job::Kick);
+    /// Queues a read-only call's line without waiting for the disk: rendered straight into the
+    /// writer's queue, `None` once queued; when the writer is `QUEUE` lines (or `QUEUE_BYTES`)
+    /// behind, the line rendered on its own – then [`record`](Self::record) waits for room. The
+    /// writer is woken once for all the lines that arrive while it gathers, not once per line.
+    pub fn try_record(&self, e: &Entry<'_>) -> Option<Rendered> {
+        if self.enqueue(|out| e.render_into(out)) {
+            None
+        } else {
+            Some(e.rendered())
         }
-        refused
     }
 
-    /// Records an event without waiting for the disk; waits only while the writer is `QUEUE`
-    /// events behind.
-    pub async fn record(&self, mut e: AuditEvent) {
-        loop {
-            e = match self.try_record(e) {
-                None => return,
-                Some(e) => e,
-            };
+    /// Records a line without waiting for the disk; waits only while the writer is `QUEUE`
+    /// lines behind.
+    pub async fn record(&self, line: Rendered) {
+        while !self.enqueue(|out| out.extend_from_slice(line.bytes())) {
             // A writer that is gone (its thread died) never drains: drop the line, as a closed
             // channel did, rather than holding the request forever.
             if self.tx.is_closed() {
@@ -288,11 +255,36 @@ impl AuditLog {
         }
     }
 
+    /// Appends one rendering (`render` writes an entry's JSON object) to the queue if it has
+    /// room, and makes sure the writer is woken.
+    fn enqueue(&self, render: impl FnOnce(&mut Vec<u8>)) -> bool {
+        let queued = {
+            let mut w = self.pending.lines.lock();
+            if w.count < QUEUE && w.bytes.len() < QUEUE_BYTES {
+                render(&mut w.bytes);
+                w.bytes.push(b'\n');
+                w.count += 1;
+                if w.count > self.pending.peak.load(Ordering::Relaxed) {
+                    // Under the lock: no other writer of `peak` races this one.
+                    self.pending.peak.store(w.count, Ordering::Relaxed);
+                }
+                true
+            } else {
+                false
+            }
+        };
+        if !self.pending.kicked.swap(true, Ordering::AcqRel) {
+            // A full channel means the writer is busy; it takes the pending lines anyway.
+            let _ = self.tx.try_send(Job::Kick);
+        }
+        queued
+    }
+
     /// The trail's gauges for `/metrics`: the read-only lines waiting for the writer now, and the
     /// most that ever waited at once (at most `QUEUE`; requests wait beyond it).
     pub fn render_metrics(&self, out: &mut String) {
         use crate::metrics::gauge;
-        let now = self.pending.events.lock().len();
+        let now = self.pending.lines.lock().count;
         let peak = self.pending.peak.load(Ordering::Relaxed);
         gauge(out, "kms_audit_backlog_events", "Audit lines of read-only requests waiting for the writer.", now);
         let help = format!("The most audit lines that have waited at once (requests wait beyond {QUEUE}).");
@@ -308,10 +300,10 @@ impl AuditLog {
         rx.await.unwrap_or(false)
     }
 
-    /// Records an event and waits until it is on disk and anchored; `false` if it could not be.
-    pub async fn record_durably(&self, e: AuditEvent) -> bool {
+    /// Records a line and waits until it is on disk and anchored; `false` if it could not be.
+    pub async fn record_durably(&self, line: Rendered) -> bool {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.tx.send(Job::Write(e, Some(tx))).await.is_err() {
+        if self.tx.send(Job::Write(line, Some(tx))).await.is_err() {
             return false;
         }
         rx.await.unwrap_or(false)
@@ -358,43 +350,58 @@ impl Writer {
                 }
             }
             pending.kicked.store(false, Ordering::Release);
-            let waiting = std::mem::take(&mut *pending.events.lock());
-            self.write_batch(waiting, jobs, &healthy);
+            self.drain(&pending, jobs, &healthy);
         }
         // Shutting down: write what is left, anchor it.
-        let waiting = std::mem::take(&mut *pending.events.lock());
-        self.write_batch(waiting, Vec::new(), &healthy);
+        self.drain(&pending, Vec::new(), &healthy);
         self.anchor();
+    }
+
+    /// Writes the waiting lines and `jobs`, then keeps the queue's buffer for the next batch.
+    fn drain(&mut self, pending: &Pending, jobs: Vec<Job>, healthy: &AtomicBool) {
+        let fresh = Waiting { bytes: std::mem::take(&mut self.spare), count: 0 };
+        let waiting = std::mem::replace(&mut *pending.lines.lock(), fresh);
+        self.write_batch(&waiting, jobs, healthy);
+        let mut bytes = waiting.bytes;
+        if bytes.capacity() <= SPARE_BYTES {
+            bytes.clear();
+            self.spare = bytes;
+        }
     }
 
     /// Chains, writes and (for waited-for lines) syncs and anchors one batch: the pending lines
     /// first (they were recorded before anything now in the channel was answered), then the jobs.
-    fn write_batch(&mut self, waiting: Vec<AuditEvent>, jobs: Vec<Job>, healthy: &AtomicBool) {
-        if waiting.is_empty() && jobs.is_empty() {
+    fn write_batch(&mut self, waiting: &Waiting, jobs: Vec<Job>, healthy: &AtomicBool) {
+        if waiting.count == 0 && jobs.is_empty() {
             return;
         }
         // Sized for the batch up front: doubling a buffer of thousands of lines leaves each
         // smaller copy behind in the allocator.
-        let mut buf = Vec::with_capacity((waiting.len() + jobs.len()) * LINE_BYTES_HINT);
+        let mut buf =
+            Vec::with_capacity(waiting.bytes.len() + waiting.count * SEAL_BYTES + jobs.len() * LINE_BYTES_HINT);
         let mut acks = Vec::new();
         let mut flushes = Vec::new();
         let mut chain = (self.seq, self.prev.clone());
-        let events = waiting.into_iter().map(|e| (e, None)).chain(jobs.into_iter().filter_map(|job| match job {
-            Job::Write(e, ack) => Some((e, ack)),
-            Job::Flush(ack) => {
-                flushes.push(ack);
-                None
-            }
-            Job::Kick => None,
-        }));
-        for (mut e, ack) in events {
+        let mut jobs: Vec<(Rendered, _)> = jobs
+            .into_iter()
+            .filter_map(|job| match job {
+                Job::Write(line, ack) => Some((line, ack)),
+                Job::Flush(ack) => {
+                    flushes.push(ack);
+                    None
+                }
+                Job::Kick => None,
+            })
+            .collect();
+        let lines = waiting.entries().map(|l| (l, None)).chain(jobs.iter_mut().map(|(l, ack)| (l.bytes(), ack.take())));
+        let mut hex_tag = [0u8; 64];
+        for (fields, ack) in lines {
             chain.0 += 1;
-            e.seq = chain.0;
             // The line carries the previous link; the chain moves on to this line's.
-            e.prev = std::mem::take(&mut chain.1);
-            e.mac.clear();
-            let tag = seal_line(&self.key, &e, &mut buf);
-            chain.1 = hex::encode(tag);
+            let tag = seal(&self.key, chain.0, &chain.1, fields, &mut buf);
+            hex::encode_to_slice(tag, &mut hex_tag).expect("64 hex digits for 32 bytes");
+            chain.1.clear();
+            chain.1.push_str(std::str::from_utf8(&hex_tag).expect("hex is ASCII"));
             buf.push(b'\n');
             acks.extend(ack);
         }
@@ -777,7 +784,7 @@ mod tests {
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
             let log = AuditLog::open(self.path(), max, self.key.clone(), self.anchors.clone()).unwrap();
             for i in 0..n {
-                assert!(rt.block_on(log.record_durably(ev(&format!("A{i}")))));
+                assert!(rt.block_on(log.record_durably(Entry::from(&ev(&format!("A{i}"))).rendered())));
             }
         }
 
@@ -852,7 +859,7 @@ mod tests {
         let mut before = String::new();
         log.render_metrics(&mut before);
         assert!(before.contains("\nkms_audit_backlog_peak_events 0\n"), "{before}");
-        assert!(log.try_record(ev("Encrypt")).is_none());
+        assert!(log.try_record(&Entry::from(&ev("Encrypt"))).is_none());
         let mut after = String::new();
         log.render_metrics(&mut after);
         assert!(after.contains("\nkms_audit_backlog_peak_events 1\n"), "{after}");
@@ -864,10 +871,10 @@ mod tests {
         let f = Fixture::new();
         let log = AuditLog::open(f.path(), 1 << 20, f.key.clone(), f.anchors.clone()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        rt.block_on(log.record(ev("Encrypt")));
+        rt.block_on(log.record(Entry::from(&ev("Encrypt")).rendered()));
         std::thread::sleep(ANCHOR_LAG + Duration::from_millis(500));
         assert_eq!(f.anchors.0.lock().map(|a| a.seq), Some(1), "anchored by the lag timer");
-        rt.block_on(log.record(ev("Decrypt")));
+        rt.block_on(log.record(Entry::from(&ev("Decrypt")).rendered()));
         drop(log);
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(f.anchors.0.lock().map(|a| a.seq), Some(2), "anchored when the writer stops");
@@ -909,7 +916,7 @@ mod tests {
             e.prev = prev;
             e.mac.clear();
             let mut line = Vec::new();
-            let tag = seal_line(&forger, &e, &mut line);
+            let tag = line::seal_event(&forger, &e, &mut line);
             prev = hex::encode(tag);
             forged.push(String::from_utf8(line).unwrap());
         }
@@ -992,22 +999,25 @@ mod tests {
     }
 
     #[test]
-    fn keyed_lines_split_exactly() {
-        let key = ChainKey::generate();
-        let e = AuditEvent { seq: 1, prev: GENESIS.into(), ..ev("X") };
-        // Sealed after what a batch already holds: the line is what follows it.
-        let mut batch = b"earlier line\n".to_vec();
-        let tag = seal_line(&key, &e, &mut batch);
-        let line = batch.split_off(13);
-        assert_eq!(batch, b"earlier line\n");
-        let (signed, got) = split_line(&line).unwrap();
-        assert_eq!(got, tag);
-        assert_eq!(signed, serde_json::to_vec(&e).unwrap());
-        assert!(key.verifies(&signed, &got));
-        let back: AuditEvent = serde_json::from_slice(&line).unwrap();
-        assert_eq!(back.mac, hex::encode(tag));
-        for bad in [&b""[..], b"{}", &line[..line.len() - 1]] {
-            assert!(split_line(bad).is_none());
+    fn queued_lines_are_written_in_order_before_a_change() {
+        let f = Fixture::new();
+        let log = AuditLog::open(f.path(), 1 << 20, f.key.clone(), f.anchors.clone()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        for i in 0..100 {
+            // A newline in a client's string stays escaped inside its line.
+            let e = AuditEvent { user_agent: format!("agent\n{i}"), ..ev(&format!("R{i}")) };
+            if let Some(line) = log.try_record(&Entry::from(&e)) {
+                rt.block_on(log.record(line));
+            }
         }
+        assert!(rt.block_on(log.record_durably(Entry::from(&ev("Change")).rendered())));
+        drop(log);
+        let got: Vec<AuditEvent> = lines(&f.current()).iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let actions: Vec<&str> = got.iter().map(|e| e.action.as_str()).collect();
+        let want: Vec<String> = (0..100).map(|i| format!("R{i}")).chain(["Change".into()]).collect();
+        assert_eq!(actions, want);
+        assert_eq!(got[7].user_agent, "agent\n7");
+        assert_eq!(got.last().map(|e| e.seq), Some(101));
+        assert!(f.verify().ok());
     }
 }
