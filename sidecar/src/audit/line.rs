@@ -172,6 +172,45 @@ mod tests {
         }
     }
 
+    /// Random strings of every kind of character JSON treats specially – quotes, backslashes,
+    /// control characters, U+2028, non-ASCII, the `,"mac":"` a line ends with – in every field.
+    #[test]
+    fn random_entries_seal_to_the_serialised_event() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(23);
+        let pieces: Vec<&str> =
+            "\"|\\|\n|\r|\u{0}|\u{1f}|\u{7f}|\u{2028}|é|中|😀|,\"mac\":\"|}|a| ".split('|').collect();
+        let text = |rng: &mut rand::rngs::StdRng| -> String {
+            (0..rng.gen_range(0..12)).map(|_| pieces[rng.gen_range(0..pieces.len())]).collect()
+        };
+        let key = ChainKey::generate();
+        for _ in 0..2000 {
+            let mut e = AuditEvent {
+                seq: rng.gen(),
+                prev: text(&mut rng),
+                time: text(&mut rng),
+                request_id: text(&mut rng),
+                principal: text(&mut rng),
+                access_key_id: text(&mut rng),
+                source_ip: text(&mut rng),
+                user_agent: text(&mut rng),
+                action: text(&mut rng),
+                resources: (0..rng.gen_range(0..3)).map(|_| text(&mut rng)).collect(),
+                code: text(&mut rng),
+                http_status: rng.gen(),
+                latency_us: rng.gen(),
+                mac: String::new(),
+            };
+            let mut line = Vec::new();
+            let tag = seal_event(&key, &e, &mut line);
+            e.mac = hex::encode(tag);
+            assert_eq!(line, serde_json::to_vec(&e).unwrap());
+            assert!(!line.contains(&b'\n'));
+            let (signed, got) = split_line(&line).unwrap();
+            assert!(got == tag && key.verifies(&signed, &got));
+        }
+    }
+
     #[test]
     fn keyed_lines_split_exactly() {
         let key = ChainKey::generate();

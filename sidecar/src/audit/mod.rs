@@ -42,11 +42,7 @@ const GATHER: Duration = Duration::from_millis(1);
 /// Bytes of rendered lines waiting for the writer, at most (besides `QUEUE` lines): a line's
 /// user agent is the client's to choose.
 const QUEUE_BYTES: usize = 8 << 20;
-/// The queue's buffers and the writer's batch buffer start this large – a second's worth of
-/// lines at ~40,000 requests/s arrives in 1 ms batches of ~16 KiB – and are kept and reused, so
-/// steady traffic allocates none of them again. One a burst grew past `SPARE_BYTES` is replaced
-/// by a fresh one of this size.
-const BUFFER_BYTES: usize = 64 << 10;
+/// A drained queue's buffer is handed back for the next batch unless a burst grew it past this.
 const SPARE_BYTES: usize = 1 << 20;
 
 /// The code and HTTP status an answer is recorded with: `OK`/200, or the error's.
@@ -124,15 +120,6 @@ struct Pending {
     peak: std::sync::atomic::AtomicUsize,
 }
 
-/// `buf` emptied for reuse, or a fresh buffer if a burst grew it past `SPARE_BYTES`.
-fn reusable(mut buf: Vec<u8>) -> Vec<u8> {
-    if buf.capacity() > SPARE_BYTES {
-        return Vec::with_capacity(BUFFER_BYTES);
-    }
-    buf.clear();
-    buf
-}
-
 /// Rendered entries ([`Entry`]), each followed by a newline, and how many.
 #[derive(Default)]
 struct Waiting {
@@ -171,8 +158,6 @@ struct Writer {
     anchored_at: Instant,
     /// The last drained queue's buffer, emptied, for the next one to fill.
     spare: Vec<u8>,
-    /// Where a batch's sealed lines are put together before they are written.
-    out: Vec<u8>,
 }
 
 impl AuditLog {
@@ -206,18 +191,14 @@ impl AuditLog {
             anchor_ok: Arc::new(AtomicBool::new(true)),
             anchored: anchor.map_or(0, |a| a.seq),
             anchored_at: Instant::now(),
-            spare: Vec::with_capacity(BUFFER_BYTES),
-            out: Vec::with_capacity(BUFFER_BYTES),
+            spare: Vec::new(),
         };
         w.reopen().map_err(|e| format!("{}: {e}", dir.join(CURRENT).display()))?;
         let healthy = Arc::new(AtomicBool::new(true));
         let (tx, rx) = tokio::sync::mpsc::channel::<Job>(QUEUE);
         let h = healthy.clone();
         let anchor_ok = w.anchor_ok.clone();
-        let pending = Arc::new(Pending {
-            lines: parking_lot::Mutex::new(Waiting { bytes: Vec::with_capacity(BUFFER_BYTES), count: 0 }),
-            ..Default::default()
-        });
+        let pending = Arc::new(Pending::default());
         let p = pending.clone();
         std::thread::Builder::new()
             .name("kms-audit".into())
@@ -381,7 +362,11 @@ impl Writer {
         let fresh = Waiting { bytes: std::mem::take(&mut self.spare), count: 0 };
         let waiting = std::mem::replace(&mut *pending.lines.lock(), fresh);
         self.write_batch(&waiting, jobs, healthy);
-        self.spare = reusable(waiting.bytes);
+        let mut bytes = waiting.bytes;
+        if bytes.capacity() <= SPARE_BYTES {
+            bytes.clear();
+            self.spare = bytes;
+        }
     }
 
     /// Chains, writes and (for waited-for lines) syncs and anchors one batch: the pending lines
@@ -392,8 +377,8 @@ impl Writer {
         }
         // Sized for the batch up front: doubling a buffer of thousands of lines leaves each
         // smaller copy behind in the allocator.
-        let mut buf = std::mem::take(&mut self.out);
-        buf.reserve(waiting.bytes.len() + waiting.count * SEAL_BYTES + jobs.len() * LINE_BYTES_HINT);
+        let mut buf =
+            Vec::with_capacity(waiting.bytes.len() + waiting.count * SEAL_BYTES + jobs.len() * LINE_BYTES_HINT);
         let mut acks = Vec::new();
         let mut flushes = Vec::new();
         let mut chain = (self.seq, self.prev.clone());
@@ -435,7 +420,6 @@ impl Writer {
         } else {
             tracing::error!(dir = %self.dir.display(), "audit log write failed; mutating calls are refused until it recovers");
         }
-        self.out = reusable(buf);
         healthy.store(ok, Ordering::Release);
         for a in acks.into_iter().chain(flushes) {
             let _ = a.send(ok);
