@@ -103,7 +103,7 @@ const SEAL_BYTES: usize = 180;
 
 enum Job {
     /// A change's line: written, synced and anchored before the sender hears `true`.
-    Write(Rendered, Option<tokio::sync::oneshot::Sender<bool>>),
+    Write(Rendered, tokio::sync::oneshot::Sender<bool>),
     /// Anchor whatever is written, then answer.
     Flush(tokio::sync::oneshot::Sender<bool>),
     /// Lines are waiting in `Pending`.
@@ -303,7 +303,7 @@ impl AuditLog {
     /// Records a line and waits until it is on disk and anchored; `false` if it could not be.
     pub async fn record_durably(&self, line: Rendered) -> bool {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.tx.send(Job::Write(line, Some(tx))).await.is_err() {
+        if self.tx.send(Job::Write(line, tx)).await.is_err() {
             return false;
         }
         rx.await.unwrap_or(false)
@@ -379,23 +379,20 @@ impl Writer {
         // smaller copy behind in the allocator.
         let mut buf =
             Vec::with_capacity(waiting.bytes.len() + waiting.count * SEAL_BYTES + jobs.len() * LINE_BYTES_HINT);
-        let mut acks = Vec::new();
-        let mut flushes = Vec::new();
-        let mut chain = (self.seq, self.prev.clone());
-        let mut jobs: Vec<(Rendered, _)> = jobs
-            .into_iter()
-            .filter_map(|job| match job {
-                Job::Write(line, ack) => Some((line, ack)),
-                Job::Flush(ack) => {
-                    flushes.push(ack);
-                    None
+        let (mut changes, mut acks, mut flushes) = (Vec::new(), Vec::new(), Vec::new());
+        for job in jobs {
+            match job {
+                Job::Write(line, ack) => {
+                    changes.push(line);
+                    acks.push(ack);
                 }
-                Job::Kick => None,
-            })
-            .collect();
-        let lines = waiting.entries().map(|l| (l, None)).chain(jobs.iter_mut().map(|(l, ack)| (l.bytes(), ack.take())));
+                Job::Flush(ack) => flushes.push(ack),
+                Job::Kick => {}
+            }
+        }
+        let mut chain = (self.seq, self.prev.clone());
         let mut hex_tag = [0u8; 64];
-        for (fields, ack) in lines {
+        for fields in waiting.entries().chain(changes.iter().map(Rendered::bytes)) {
             chain.0 += 1;
             // The line carries the previous link; the chain moves on to this line's.
             let tag = seal(&self.key, chain.0, &chain.1, fields, &mut buf);
@@ -403,7 +400,6 @@ impl Writer {
             chain.1.clear();
             chain.1.push_str(std::str::from_utf8(&hex_tag).expect("hex is ASCII"));
             buf.push(b'\n');
-            acks.extend(ack);
         }
         let durable = !acks.is_empty() || !flushes.is_empty();
         let mut ok = buf.is_empty() || self.append(&buf, durable);
